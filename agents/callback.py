@@ -1,0 +1,212 @@
+"""A Hugging Face ``TrainerCallback`` that reports every optimizer step and honours pause and stop.
+
+It talks to the outside world only through the small :class:`TrainerControl` protocol, so it knows
+nothing of the bus. The bus-connected control object lives in ``heidi_engine.agents.runtime``
+(provided by the runtime layer); any object with the five methods below works, which is how an
+external HF-Trainer-based script reports to the supervisor::
+
+    control = ...  # e.g. the bus-connected control from heidi_engine.agents.runtime
+    trainer.add_callback(BusReportingCallback(control))
+
+Per optimizer step it publishes exactly one sample (see :meth:`BusReportingCallback.on_step_end` for
+the keys), then parks in ``control.wait_if_paused()`` (the step boundary: weights, optimizer state and
+GPU memory stay put), then, if ``control.should_stop()``, asks the Trainer to save a checkpoint and
+leave the training loop. It adds no device synchronisation of its own: the loss, learning rate and
+grad norm come from the Trainer's own log of the step (``logging_steps=1`` gives one per step).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from transformers import TrainerCallback, TrainerState, TrainingArguments
+from transformers import TrainerControl as HFTrainerControl
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+__all__ = ["BusReportingCallback", "TrainerControl"]
+
+_MB = float(1 << 20)
+
+
+@runtime_checkable
+class TrainerControl(Protocol):
+    """What a trainer needs from its supervisor: a place to report and the pause/stop switches."""
+
+    def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
+        """Report one optimizer step (one call per step, in step order)."""
+
+    def should_stop(self) -> bool:
+        """True once a stop was requested; the trainer then saves and returns."""
+
+    def wait_if_paused(self) -> None:
+        """Block while paused; return when resumed or stopped."""
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        """A resumable checkpoint for ``step`` is complete at ``path``."""
+
+    def on_event(self, level: str, message: str) -> None:
+        """A human-readable event (``level``: info, warning or error)."""
+
+
+class BusReportingCallback(TrainerCallback):
+    """Publishes a trainer sample per optimizer step and parks/stops at step boundaries.
+
+    Token throughput comes from ``state.num_input_tokens_seen`` when the script enabled
+    ``include_num_input_tokens_seen``; otherwise from ``tokens_seen``, a counter of non-padding tokens
+    collated so far (``train_lora`` passes its collator's, which costs no device sync); with neither,
+    ``tokens_per_s`` is None. ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        control: TrainerControl,
+        *,
+        tokens_seen: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(control, TrainerControl):
+            raise TypeError(
+                f"control must provide publish_step, should_stop, wait_if_paused, on_checkpoint and "
+                f"on_event; got {type(control).__name__}"
+            )
+        self._control = control
+        self._tokens_seen = tokens_seen
+        self._clock = clock
+        self._pending_step: int | None = None
+        self._stop_requested = False
+        self._reset(None, None)
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether this callback ended training because the control asked to stop."""
+        return self._stop_requested
+
+    def _reset(self, args: TrainingArguments | None, state: TrainerState | None) -> None:
+        self._last_t = self._clock()
+        self._last_tokens = self._token_count(args, state)
+        self._active_s = 0.0
+        self._steps_timed = 0
+        self._on_gpu = args is not None and args.device.type == "cuda"
+        self._samples_per_step = (
+            args.train_batch_size * args.gradient_accumulation_steps * args.world_size if args else 0
+        )
+
+    def _token_count(self, args: TrainingArguments | None, state: TrainerState | None) -> int | None:
+        if args is not None and state is not None and args.include_num_input_tokens_seen not in ("no", False):
+            return int(state.num_input_tokens_seen)
+        return self._tokens_seen() if self._tokens_seen is not None else None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
+    ) -> None:
+        self._pending_step = None
+        self._stop_requested = False
+        self._reset(args, state)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
+    ) -> None:
+        """Publish the step, or defer to :meth:`on_log` when the Trainer is about to log it.
+
+        Sample keys: step, total, loss, learning_rate, grad_norm, tokens_per_s, samples_per_s,
+        step_time_s, eta_s, epoch, gpu_mem_mb, gpu_mem_peak_mb (torch allocator, None off GPU).
+        Steps the Trainer does not log (``logging_steps`` > 1 in a user's script) carry loss and
+        grad_norm None and the scheduler's learning rate.
+        """
+        if self._pending_step is not None:
+            # The previous step's log never came; publish it without loss rather than drop it.
+            self._finish(args, state, control, self._pending_step, {}, kwargs.get("lr_scheduler"))
+        if control.should_log:
+            self._pending_step = state.global_step
+            return
+        self._finish(args, state, control, state.global_step, {}, kwargs.get("lr_scheduler"))
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: HFTrainerControl,
+        logs: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self._pending_step is None or self._pending_step != state.global_step:
+            return
+        if logs is None or "loss" not in logs:
+            return
+        self._finish(args, state, control, self._pending_step, logs, None)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
+    ) -> None:
+        path = os.path.join(str(args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        self._control.on_checkpoint(state.global_step, path)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
+    ) -> None:
+        if self._pending_step is not None:
+            self._finish(args, state, control, self._pending_step, {}, kwargs.get("lr_scheduler"))
+
+    def _finish(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: HFTrainerControl,
+        step: int,
+        logs: Mapping[str, float],
+        lr_scheduler: Any,
+    ) -> None:
+        self._pending_step = None
+        self._control.publish_step(self._sample(args, state, step, logs, lr_scheduler))
+        self._control.wait_if_paused()
+        if self._control.should_stop() and step < state.max_steps:
+            self._stop_requested = True
+            control.should_training_stop = True
+            control.should_save = True
+        # Time parked (or spent by the control) is not training time: restart the step clock here.
+        self._last_t = self._clock()
+
+    def _sample(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        step: int,
+        logs: Mapping[str, float],
+        lr_scheduler: Any,
+    ) -> dict[str, float | int | None]:
+        now = self._clock()
+        elapsed = max(now - self._last_t, 1e-9)
+        self._active_s += elapsed
+        self._steps_timed += 1
+        tokens = self._token_count(args, state)
+        tokens_per_s = None
+        if tokens is not None and self._last_tokens is not None:
+            tokens_per_s = (tokens - self._last_tokens) / elapsed
+        self._last_tokens = tokens
+        learning_rate = logs.get("learning_rate")
+        if learning_rate is None and lr_scheduler is not None:
+            learning_rate = float(lr_scheduler.get_last_lr()[0])
+        remaining = max(state.max_steps - step, 0)
+        gpu_mem = gpu_peak = None
+        if self._on_gpu:
+            # Allocator bookkeeping on the host: no device sync.
+            gpu_mem = torch.cuda.memory_allocated() / _MB
+            gpu_peak = torch.cuda.max_memory_allocated() / _MB
+        return {
+            "step": step,
+            "total": state.max_steps,
+            "loss": logs.get("loss"),
+            "learning_rate": learning_rate,
+            "grad_norm": logs.get("grad_norm"),
+            "tokens_per_s": tokens_per_s,
+            "samples_per_s": self._samples_per_step / elapsed,
+            "step_time_s": elapsed,
+            "eta_s": self._active_s / self._steps_timed * remaining,
+            "epoch": state.epoch,
+            "gpu_mem_mb": gpu_mem,
+            "gpu_mem_peak_mb": gpu_peak,
+        }

@@ -1,0 +1,229 @@
+"""The agent runtime: the one way a stage talks to the supervisor.
+
+A stage gets its run, round and configuration from the environment the supervisor passes, reports with
+:meth:`AgentRuntime.emit` / :meth:`progress` / :meth:`sample`, and calls :meth:`checkpoint` at every safe
+boundary: that is where a pause parks (reported to the supervisor, which then shows ``paused``) and where
+a stop ends the stage (:class:`StopRequested`). :func:`run_stage` maps how a stage ended to the exit
+status the supervisor understands. A heartbeat thread, with its own socket, keeps the agent visibly alive
+through long model loads and training steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
+from heidi_engine.bus.connection import BusInfo, read_bus_info
+from heidi_engine.bus.errors import BusError
+from heidi_engine.bus.event import Event
+from heidi_engine.bus.message import AgentStatus
+from heidi_engine.bus.publisher import Publisher
+from heidi_engine.bus.state import TrainerSample
+from heidi_engine.bus.subscriber import ControlListener
+
+log = logging.getLogger(__name__)
+
+EXIT_STOPPED = 75  # the stage stopped at a boundary on request; it is not complete
+EXIT_FATAL = 78  # a permanent error (bad data, missing model): retrying cannot help
+HEARTBEAT_S = 1.0
+_PARK_POLL_S = 0.2
+
+
+class StopRequested(Exception):
+    """Raised by :meth:`AgentRuntime.checkpoint` when the supervisor asked the run to stop."""
+
+
+class FatalStageError(Exception):
+    """A permanent failure: the run fails at once instead of restarting the agent."""
+
+
+class AgentRuntime:
+    """Connection, identity and control of one stage agent."""
+
+    def __init__(
+        self,
+        info: BusInfo,
+        *,
+        stage: str,
+        run_id: str,
+        round_no: int,
+        run_dir: Path,
+        config: AutoTrainConfig,
+        resume: bool = False,
+        attempt: int = 0,
+    ) -> None:
+        self.info = info
+        self.stage = stage
+        self.run_id = run_id
+        self.round = round_no
+        self.run_dir = run_dir
+        self.config = config
+        self.resume = resume
+        self.attempt = attempt
+        self.sender = f"{stage}:{os.getpid()}"
+        self.phase: Literal["running", "parked", "stopping"] = "running"
+        self._publisher = Publisher(info, self.sender)
+        self._control = ControlListener(info)
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="agent-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentRuntime:
+        """Build the runtime from the variables the supervisor sets (``AUTOTRAIN_*``)."""
+        env = os.environ if env is None else env
+        try:
+            home = env["AUTOTRAIN_HOME"]
+            run_dir = Path(env["AUTOTRAIN_RUN_DIR"])
+            stage = env["AUTOTRAIN_STAGE"]
+            run_id = env["AUTOTRAIN_RUN_ID"]
+            round_no = int(env["AUTOTRAIN_ROUND"])
+        except (KeyError, ValueError) as exc:
+            raise FatalStageError(f"not started by the supervisor: missing or bad {exc}") from None
+        config_json = Path(env.get("AUTOTRAIN_CONFIG_JSON", run_dir / "config.json"))
+        config = load_run_config(config_json)
+        return cls(
+            read_bus_info(home), stage=stage, run_id=run_id, round_no=round_no, run_dir=run_dir, config=config,
+            resume=env.get("AUTOTRAIN_RESUME") == "1", attempt=int(env.get("AUTOTRAIN_ATTEMPT", "0")),
+        )
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def emit(
+        self,
+        event_type: str = "progress",
+        message: str = "",
+        *,
+        level: str = "info",
+        counters: Mapping[str, int] | None = None,
+        usage: Mapping[str, float | int | None] | None = None,
+        artifacts: Sequence[str] = (),
+        error: str | None = None,
+        stage: str | None = None,
+    ) -> None:
+        """Send one event of this stage (validated and redacted here, and again by the supervisor)."""
+        event = Event.model_validate({
+            "run_id": self.run_id, "round": self.round, "stage": stage or self.stage, "level": level,
+            "event_type": event_type, "message": message, "counters_delta": dict(counters or {}),
+            "usage_delta": dict(usage or {}), "artifact_paths": list(artifacts), "error": error,
+        })
+        self._publisher.send("event", event)
+
+    def progress(self, message: str, **kwargs: object) -> None:
+        """A ``progress`` event (see :meth:`emit` for the keyword arguments)."""
+        self.emit("progress", message, **kwargs)  # type: ignore[arg-type]
+
+    def sample(self, sample: TrainerSample) -> None:
+        """Publish a trainer gauge sample."""
+        self._publisher.send("sample", sample)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run folder, as artifact paths are written."""
+        return str(path.resolve().relative_to(self.run_dir.resolve()))
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def stop_requested(self) -> bool:
+        """True once the supervisor asked the run to stop (non-blocking)."""
+        self._control.poll()
+        return self._control.stop_requested
+
+    def checkpoint(self) -> None:
+        """A safe boundary: park while paused, raise :class:`StopRequested` when a stop was asked."""
+        self._control.poll()
+        if self._control.pause_requested and not self._control.stop_requested:
+            self._park()
+        if self._control.stop_requested:
+            self.phase = "stopping"
+            raise StopRequested()
+
+    def wait_if_paused(self) -> None:
+        """Park while paused (returns on resume or stop, without raising)."""
+        self._control.poll()
+        if self._control.pause_requested and not self._control.stop_requested:
+            self._park()
+
+    def _park(self) -> None:
+        self.phase = "parked"
+        self._send_status()
+        log.info("paused at a safe boundary")
+        while self._control.pause_requested and not self._control.stop_requested:
+            self._control.poll(_PARK_POLL_S)
+        self.phase = "running"
+        self._send_status()
+
+    def _send_status(self) -> None:
+        self._publisher.send("state", AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase, run_id=self.run_id))
+
+    def _beat(self) -> None:
+        # Its own socket: no socket is shared between threads.
+        publisher = Publisher(self.info, self.sender, send_timeout_s=5.0)
+        try:
+            while not self._stop_heartbeat.wait(HEARTBEAT_S):
+                try:
+                    publisher.send("state", AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase,
+                                                        run_id=self.run_id))
+                except BusError:
+                    continue
+        finally:
+            publisher.close()
+
+    def close(self) -> None:
+        """Stop the heartbeat and flush what is pending."""
+        self._stop_heartbeat.set()
+        self._heartbeat.join(timeout=5)
+        self._control.close()
+        self._publisher.close()
+
+
+def load_run_config(path: Path) -> AutoTrainConfig:
+    """The run's effective configuration, from the ``config.json`` the supervisor wrote."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FatalStageError(f"cannot read the run configuration {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise FatalStageError(f"{path} is not a configuration object")
+    # Overrides are parsed like command-line values; null is the empty value (e.g. no MAX_COST_USD).
+    values = {k: "" if v is None else str(v) for k, v in data.items() if v != "[REDACTED]"}
+    try:
+        return load_config(None, env={}, overrides=values)
+    except ConfigError as exc:
+        raise FatalStageError(f"invalid run configuration {path}: {exc}") from None
+
+
+def run_stage(main: Callable[[AgentRuntime], None]) -> int:
+    """Run a stage's ``main`` with a runtime from the environment; returns the process exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        runtime = AgentRuntime.from_env()
+    except FatalStageError as exc:
+        log.error("%s", exc)
+        return EXIT_FATAL
+    except Exception as exc:
+        log.error("cannot connect to the supervisor: %s", exc)
+        return 1
+    try:
+        main(runtime)
+        return 0
+    except StopRequested:
+        runtime.progress(f"{runtime.stage} stopped at a safe boundary", level="warn")
+        return EXIT_STOPPED
+    except FatalStageError as exc:
+        runtime.emit("error", f"{runtime.stage} failed: {exc}", level="error", error=str(exc))
+        return EXIT_FATAL
+    except Exception as exc:
+        log.exception("%s crashed", runtime.stage)
+        runtime.emit("error", f"{runtime.stage} crashed: {type(exc).__name__}: {exc}", level="error",
+                     error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        runtime.close()

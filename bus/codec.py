@@ -1,0 +1,182 @@
+"""The wire codec: pure functions between typed messages and signed multipart frames.
+
+Frames are ``[topic, header, body, signature]``. Header and body are msgpack; the signature is
+HMAC-SHA256 over the length-prefixed topic, header and body. :func:`decode` checks, in this order,
+frame count → size → signature → msgpack (with limits) → schema, and raises :class:`DecodeError` with a
+short ``reason`` for any failure, never anything else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel, ValidationError
+
+from heidi_engine.bus.message import BODY_ADAPTERS, KINDS
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+FRAME_COUNT = 4
+_LEN = struct.Struct(">III")
+_HEADER_KEYS = frozenset({"v", "kind", "sender", "session", "ts", "sup", "seq"})
+
+
+class DecodeError(Exception):
+    """A received message was refused; ``reason`` is a short stable label used for counting."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Header:
+    """Who sent a message, when, and (on egress) the supervisor session and sequence number."""
+
+    kind: str
+    sender: str
+    session: str
+    ts: float
+    supervisor: str | None = None
+    seq: int | None = None
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded, verified and validated message."""
+
+    topic: bytes
+    header: Header
+    body: Any
+
+
+def sign(key: bytes, topic: bytes, header: bytes, body: bytes) -> bytes:
+    """HMAC-SHA256 over the three frames, length-prefixed so that frame boundaries are signed too."""
+    mac = hmac.new(key, _LEN.pack(len(topic), len(header), len(body)), hashlib.sha256)
+    mac.update(topic)
+    mac.update(header)
+    mac.update(body)
+    return mac.digest()
+
+
+def _body_obj(body: BaseModel | dict[str, Any]) -> Any:
+    if isinstance(body, BaseModel):
+        return body.model_dump(mode="json", exclude_none=False)
+    return body
+
+
+def pack_header(header: Header) -> bytes:
+    """The msgpack header frame."""
+    return msgpack.packb(
+        {
+            "v": header.version,
+            "kind": header.kind,
+            "sender": header.sender,
+            "session": header.session,
+            "ts": header.ts,
+            "sup": header.supervisor,
+            "seq": header.seq,
+        },
+        use_bin_type=True,
+    )
+
+
+def encode_raw(key: bytes, topic: bytes, header: Header, body_bytes: bytes) -> list[bytes]:
+    """Frames for an already-packed body (the supervisor re-stamps headers without re-packing bodies)."""
+    head = pack_header(header)
+    return [topic, head, body_bytes, sign(key, topic, head, body_bytes)]
+
+
+def pack_body(body: BaseModel | dict[str, Any]) -> bytes:
+    """The msgpack body frame."""
+    return msgpack.packb(_body_obj(body), use_bin_type=True)
+
+
+def encode(
+    key: bytes,
+    kind: str,
+    body: BaseModel | dict[str, Any],
+    *,
+    sender: str,
+    session: str,
+    topic: bytes | None = None,
+    supervisor: str | None = None,
+    seq: int | None = None,
+    ts: float | None = None,
+) -> list[bytes]:
+    """Signed frames for one message. ``topic`` defaults to the kind's name."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    header = Header(kind, sender, session, time.time() if ts is None else ts, supervisor, seq)
+    return encode_raw(key, topic if topic is not None else kind.encode(), header, pack_body(body))
+
+
+def _unpack(data: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True, max_ext_len=0
+        )
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise DecodeError("bad_msgpack", f"{what}: {type(exc).__name__}") from None
+
+
+def _parse_header(obj: Any) -> Header:
+    if not isinstance(obj, dict) or set(obj) != _HEADER_KEYS:
+        raise DecodeError("bad_header", "header must be a map with keys " + ", ".join(sorted(_HEADER_KEYS)))
+    version, kind, sender, session, ts = obj["v"], obj["kind"], obj["sender"], obj["session"], obj["ts"]
+    sup, seq = obj["sup"], obj["seq"]
+    if version != PROTOCOL_VERSION:
+        raise DecodeError("bad_version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
+    if kind not in KINDS:
+        raise DecodeError("bad_header", f"unknown kind {kind!r}")
+    ok = (
+        isinstance(sender, str) and 0 < len(sender) <= 128
+        and isinstance(session, str) and 0 < len(session) <= 64
+        and isinstance(ts, (int, float)) and not isinstance(ts, bool)
+        and (sup is None or (isinstance(sup, str) and len(sup) <= 64))
+        and (seq is None or (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0))
+    )
+    if not ok:
+        raise DecodeError("bad_header", "header field of the wrong type")
+    return Header(kind, sender, session, float(ts), sup, seq, version)
+
+
+def verify(frames: Sequence[bytes], key: bytes, max_size: int = MAX_MESSAGE_BYTES) -> tuple[bytes, Header, bytes]:
+    """The first half of :func:`decode`: count, size, signature and header, but the body left packed."""
+    if len(frames) != FRAME_COUNT:
+        raise DecodeError("bad_frames", f"{len(frames)} frames, expected {FRAME_COUNT}")
+    topic, head, body, signature = (bytes(f) for f in frames)
+    if len(topic) + len(head) + len(body) + len(signature) > max_size:
+        raise DecodeError("oversize", f"message larger than {max_size} bytes")
+    if not hmac.compare_digest(signature, sign(key, topic, head, body)):
+        raise DecodeError("bad_signature")
+    header = _parse_header(_unpack(head, "header"))
+    if not topic.startswith(header.kind.encode()):
+        raise DecodeError("bad_header", "topic does not match kind")
+    return topic, header, body
+
+
+def decode_body(kind: str, body: bytes) -> Any:
+    """Unpack and validate a body of the given kind."""
+    obj = _unpack(body, "body")
+    try:
+        return BODY_ADAPTERS[kind].validate_python(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or kind
+        raise DecodeError("bad_schema", f"{kind}.{where}: {first.get('msg', 'invalid')}"[:200]) from None
+
+
+def decode(frames: Sequence[bytes], key: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Message:
+    """Verify and decode one received multipart message; :class:`DecodeError` on any problem."""
+    topic, header, body = verify(frames, key, max_size)
+    return Message(topic, header, decode_body(header.kind, body))

@@ -1,0 +1,147 @@
+"""The frozen v1.0 event schema (DESIGN §5).
+
+An event is exactly the twelve fields of the seed's schema. The model refuses unknown fields, enforces the
+value sets, the ``Z`` timestamps and the run_id pattern, and truncates ``message`` (500) and ``error``
+(200) after redaction, so that nothing oversized or secret can be written or published.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from heidi_engine.bus.redaction import clean
+
+EVENT_VERSION = "1.0"
+MESSAGE_MAX = 500
+ERROR_MAX = 200
+
+Stage = Literal["generate", "validate", "train", "eval", "round_start", "round_end"]
+Level = Literal["info", "warn", "error", "success"]
+EventType = Literal[
+    "stage_start", "stage_end", "progress", "error", "pipeline_start", "pipeline_stop", "pipeline_complete"
+]
+STAGES: tuple[str, ...] = ("generate", "validate", "train", "eval", "round_start", "round_end")
+LEVELS: tuple[str, ...] = ("info", "warn", "error", "success")
+EVENT_TYPES: tuple[str, ...] = (
+    "stage_start", "stage_end", "progress", "error", "pipeline_start", "pipeline_stop", "pipeline_complete",
+)
+
+COUNTER_NAMES: tuple[str, ...] = (
+    "teacher_generated", "teacher_failed", "validated_ok", "rejected_schema", "rejected_secret",
+    "rejected_dedup", "test_pass", "test_fail", "train_step", "eval_pass", "eval_total",
+)
+USAGE_COUNT_NAMES: tuple[str, ...] = ("requests_sent", "input_tokens", "output_tokens", "rate_limits_hit", "retries")
+COST_FIELD = "estimated_cost_usd"
+USAGE_NAMES: tuple[str, ...] = (*USAGE_COUNT_NAMES, COST_FIELD)
+
+RUN_ID_RE = re.compile(r"^run_\d{8}_\d{6}_[0-9a-f]{8}$")
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+_ARTIFACT_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_.\-/]{1,300}$")
+
+
+def utc_now_iso() -> str:
+    """Now as ISO 8601 UTC with millisecond precision and a ``Z`` suffix."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A fresh ``run_YYYYMMDD_HHMMSS_<8 hex>`` identifier."""
+    now = now or datetime.now(timezone.utc)
+    return f"run_{now:%Y%m%d_%H%M%S}_{secrets.token_hex(4)}"
+
+
+def is_run_id(value: object) -> bool:
+    """True when ``value`` is a well-formed run id (safe to use as a folder name)."""
+    return isinstance(value, str) and RUN_ID_RE.fullmatch(value) is not None
+
+
+class Event(BaseModel):
+    """One v1.0 event, exactly as written to ``events.jsonl`` and published to viewers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    event_version: Literal["1.0"] = EVENT_VERSION
+    ts: str = Field(default_factory=utc_now_iso)
+    run_id: str
+    round: int = Field(default=0, ge=0, le=100_000)
+    stage: Stage
+    level: Level = "info"
+    event_type: EventType
+    message: str = ""
+    counters_delta: dict[str, int] = Field(default_factory=dict)
+    usage_delta: dict[str, float | int | None] = Field(default_factory=dict)
+    artifact_paths: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _check_ts(cls, value: str) -> str:
+        if not _TS_RE.fullmatch(value):
+            raise ValueError("must be ISO 8601 UTC ending in Z, e.g. 2024-02-15T12:34:56.789Z")
+        return value
+
+    @field_validator("run_id")
+    @classmethod
+    def _check_run_id(cls, value: str) -> str:
+        if not RUN_ID_RE.fullmatch(value):
+            raise ValueError("must match run_YYYYMMDD_HHMMSS_<8 hex>")
+        return value
+
+    @field_validator("message")
+    @classmethod
+    def _clean_message(cls, value: str) -> str:
+        return clean(value, MESSAGE_MAX)
+
+    @field_validator("error")
+    @classmethod
+    def _clean_error(cls, value: str | None) -> str | None:
+        return None if value is None else clean(value, ERROR_MAX)
+
+    @field_validator("counters_delta")
+    @classmethod
+    def _check_counters(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, delta in value.items():
+            if name not in COUNTER_NAMES:
+                raise ValueError(f"unknown counter {name!r}; known: {', '.join(COUNTER_NAMES)}")
+            if delta < 0:
+                raise ValueError(f"counter {name!r} delta must be >= 0, got {delta}")
+        return value
+
+    @field_validator("usage_delta")
+    @classmethod
+    def _check_usage(cls, value: dict[str, float | int | None]) -> dict[str, float | int | None]:
+        for name, delta in value.items():
+            if name not in USAGE_NAMES:
+                raise ValueError(f"unknown usage field {name!r}; known: {', '.join(USAGE_NAMES)}")
+            if name == COST_FIELD:
+                if delta is not None and delta < 0:
+                    raise ValueError(f"{COST_FIELD} delta must be >= 0 or null")
+            elif not isinstance(delta, int) or isinstance(delta, bool) or delta < 0:
+                raise ValueError(f"usage {name!r} delta must be an int >= 0, got {delta!r}")
+        return value
+
+    @field_validator("artifact_paths")
+    @classmethod
+    def _check_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not _ARTIFACT_RE.fullmatch(path):
+                raise ValueError(f"artifact path {path[:80]!r} must be relative, without '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _error_only_on_error_level(self) -> Event:
+        if self.error is not None and self.level != "error":
+            raise ValueError("error may be set only when level is 'error'")
+        return self
+
+    def to_record(self) -> dict[str, Any]:
+        """The event as the plain dict written to disk: ``error`` only when set."""
+        record = self.model_dump()
+        if record["error"] is None:
+            del record["error"]
+        return record

@@ -1,0 +1,94 @@
+"""Typed bodies of every message kind that travels on the bus (DESIGN §4).
+
+=========  ==========================  =========================================================
+kind       direction                   body
+=========  ==========================  =========================================================
+event      agent → ingress → egress    :class:`~heidi_engine.bus.event.Event`
+sample     agent → ingress → egress    :class:`TrainerSample` or :class:`SystemSample`
+state      agent → ingress             :class:`AgentStatus` (agent heartbeat, parked or running)
+state      supervisor → egress         :class:`Heartbeat` or :class:`StatusPatch`
+control    supervisor → egress         :class:`ControlBroadcast` (pause/resume/stop to agents)
+command    client → control            :class:`Command`
+reply      control → client            :class:`Reply`
+=========  ==========================  =========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from heidi_engine.bus.event import Event
+from heidi_engine.bus.state import StatusPatch, SystemSample, TrainerSample
+
+Kind = Literal["event", "sample", "state", "control", "command", "reply"]
+KINDS: tuple[str, ...] = ("event", "sample", "state", "control", "command", "reply")
+
+
+class AgentStatus(BaseModel):
+    """An agent's heartbeat: which stage, which process, and whether it is parked (paused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["agent"] = "agent"
+    stage: str = Field(min_length=1, max_length=40)
+    pid: int = Field(gt=0)
+    phase: Literal["running", "parked", "stopping"] = "running"
+    run_id: str | None = None
+
+
+class Heartbeat(BaseModel):
+    """Published at least once a second so viewers can tell quiet from dead, and spot a missed seq."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["heartbeat"] = "heartbeat"
+    seq: int = Field(ge=0)
+    run_id: str | None = None
+    status: str = "idle"
+    stop_requested: bool = False
+    pause_requested: bool = False
+
+
+class ControlBroadcast(BaseModel):
+    """Tells agents to pause, resume or stop at their next safe boundary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["pause", "resume", "stop"]
+    run_id: str | None = None
+
+
+class Command(BaseModel):
+    """A control request; the reply carries the same ``id``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=40)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Reply(BaseModel):
+    """The one reply to a :class:`Command`: ``ok`` with a result, or a clear refusal in ``error``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+StateBody = Annotated[AgentStatus | Heartbeat | StatusPatch, Field(discriminator="type")]
+SampleBody = Annotated[TrainerSample | SystemSample, Field(discriminator="type")]
+
+BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "event": TypeAdapter(Event),
+    "sample": TypeAdapter(SampleBody),
+    "state": TypeAdapter(StateBody),
+    "control": TypeAdapter(ControlBroadcast),
+    "command": TypeAdapter(Command),
+    "reply": TypeAdapter(Reply),
+}

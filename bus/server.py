@@ -1,0 +1,171 @@
+"""The supervisor's three sockets: ingress (PULL), egress (PUB) and control (ROUTER).
+
+This is the only place the supervisor's sockets are touched. Every received message is verified and
+validated here in the decoding order of DESIGN §4; refusals are counted by reason and logged at most
+once per reason per minute, and never raise out of the receive calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from pydantic import BaseModel
+
+from heidi_engine.bus.codec import (
+    MAX_MESSAGE_BYTES,
+    DecodeError,
+    Header,
+    Message,
+    decode,
+    decode_body,
+    encode_raw,
+    pack_body,
+    verify,
+)
+from heidi_engine.bus.connection import BusInfo
+from heidi_engine.bus.context import new_socket
+from heidi_engine.bus.message import Command, Reply
+
+log = logging.getLogger(__name__)
+
+INGRESS_KINDS = frozenset({"event", "sample", "state"})
+_LOG_EVERY_S = 60.0
+
+
+class BadMessageLog:
+    """Counts refused messages by reason and logs each reason at most once a minute."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.counts: Counter[str] = Counter()
+        self._clock = clock
+        self._last_logged: dict[str, float] = {}
+
+    def refuse(self, where: str, error: DecodeError) -> None:
+        """Count one refused message received on ``where``."""
+        key = f"{where}:{error.reason}"
+        self.counts[key] += 1
+        now = self._clock()
+        if now - self._last_logged.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_logged[key] = now
+            log.warning("refused message on %s: %s (%d so far)", where, error, self.counts[key])
+
+    @property
+    def total(self) -> int:
+        """All refused messages."""
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Which sockets have input after a :meth:`BusServer.wait`."""
+
+    ingress: bool
+    control: bool
+
+
+class BusServer:
+    """Binds the three endpoints of ``info`` and offers typed receive/publish/reply calls."""
+
+    def __init__(self, info: BusInfo, *, egress_hwm: int = 20_000, ingress_hwm: int = 100_000) -> None:
+        self.info = info
+        self.bad = BadMessageLog()
+        self._key = info.key
+        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=MAX_MESSAGE_BYTES)
+        self.ingress.setsockopt(zmq.RCVHWM, ingress_hwm)
+        self.egress = new_socket(zmq.PUB, linger_ms=100)
+        # A slow viewer loses messages at this mark instead of slowing the supervisor; it sees the gap.
+        self.egress.setsockopt(zmq.SNDHWM, egress_hwm)
+        self.control = new_socket(zmq.ROUTER, linger_ms=100, max_msg=MAX_MESSAGE_BYTES)
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        try:
+            self.ingress.bind(info.ingress)
+            self.egress.bind(info.egress)
+            self.control.bind(info.control)
+        except zmq.ZMQError:
+            self.close()
+            raise
+        self._poller = zmq.Poller()
+        self._poller.register(self.ingress, zmq.POLLIN)
+        self._poller.register(self.control, zmq.POLLIN)
+
+    def wait(self, timeout_s: float) -> Ready:
+        """Block up to ``timeout_s`` for input on ingress or control."""
+        events = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
+        return Ready(self.ingress in events, self.control in events)
+
+    def recv_ingress(self, limit: int = 1000) -> list[tuple[Header, bytes]]:
+        """Up to ``limit`` verified ingress messages as (header, packed body), without blocking.
+
+        Bodies stay packed: the broker validates each kind its own way (events are redacted).
+        """
+        out: list[tuple[Header, bytes]] = []
+        for _ in range(limit):
+            try:
+                frames = self.ingress.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                _topic, header, body = verify(frames, self._key)
+                if header.kind not in INGRESS_KINDS:
+                    raise DecodeError("bad_kind", f"{header.kind} not accepted on ingress")
+            except DecodeError as exc:
+                self.bad.refuse("ingress", exc)
+                continue
+            out.append((header, body))
+        return out
+
+    def decode_ingress_body(self, header: Header, body: bytes) -> Any | None:
+        """Validate one ingress body; ``None`` (counted) when it is refused."""
+        try:
+            return decode_body(header.kind, body)
+        except DecodeError as exc:
+            self.bad.refuse("ingress", exc)
+            return None
+
+    def recv_command(self) -> tuple[bytes, Command] | None:
+        """One verified command and the identity to reply to, or ``None`` when nothing (valid) is waiting."""
+        try:
+            frames = self.control.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        if len(frames) < 2:
+            self.bad.refuse("control", DecodeError("bad_frames", "no identity"))
+            return None
+        identity, rest = frames[0], frames[1:]
+        try:
+            message: Message = decode(rest, self._key)
+            if not isinstance(message.body, Command):
+                raise DecodeError("bad_kind", f"{message.header.kind} is not a command")
+        except DecodeError as exc:
+            self.bad.refuse("control", exc)
+            return None
+        return identity, message.body
+
+    def reply(self, identity: bytes, reply: Reply) -> None:
+        """Send ``reply`` to the client ``identity`` (dropped silently if that client is gone)."""
+        header = Header("reply", "supervisor", self.info.session, time.time(), self.info.session)
+        frames = encode_raw(self._key, b"reply", header, pack_body(reply))
+        try:
+            self.control.send_multipart([identity, *frames], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def publish(self, kind: str, body: BaseModel | bytes, seq: int | None) -> None:
+        """Sign and publish on egress, stamped with the supervisor session and ``seq``."""
+        header = Header(kind, "supervisor", self.info.session, time.time(), self.info.session, seq)
+        packed = body if isinstance(body, bytes) else pack_body(body)
+        try:
+            self.egress.send_multipart(encode_raw(self._key, kind.encode(), header, packed), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB never blocks; with no subscriber or at the high-water mark a message is dropped
+
+    def close(self) -> None:
+        """Close all three sockets."""
+        for sock in (self.ingress, self.egress, self.control):
+            sock.close()

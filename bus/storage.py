@@ -1,0 +1,60 @@
+"""Private files: every file the project writes under a home is 0600 and every folder 0700 (DESIGN §6).
+
+Also the atomic replace (temp file in the same folder, fsync, rename) used for ``state.json``,
+``bus.json`` and ``config.json``, so a reader or a kill -9 never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and parents) as needed and make it 0700."""
+    folder = Path(path)
+    folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(folder, DIR_MODE)
+    return folder
+
+
+def open_private_append(path: str | os.PathLike[str]) -> int:
+    """An O_APPEND file descriptor on ``path``, created 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return fd
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically: a reader sees the old file or the new one, never a mix."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, fsync: bool = True) -> None:
+    """:func:`atomic_write_bytes` of ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), fsync=fsync)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file; ``OSError`` / ``ValueError`` propagate for the caller to word."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

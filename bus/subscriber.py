@@ -1,0 +1,241 @@
+"""The viewers' side of the bus: a live copy of the run state (the zguide Clone pattern, DESIGN §4).
+
+Subscribe first, then ask for a snapshot tagged with ``seq = N``, then apply only updates with
+``seq > N``. A gap in ``seq`` (a slow viewer whose messages the PUB socket dropped), a heartbeat ahead of
+us, or a new supervisor session makes the subscriber take a fresh snapshot. When nothing is heard it
+re-reads the connection file, so a restarted supervisor (new key, new session) is picked up by itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import zmq
+
+from heidi_engine.bus.codec import DecodeError, decode
+from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_info
+from heidi_engine.bus.context import new_socket
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.errors import BusError
+from heidi_engine.bus.event import Event
+from heidi_engine.bus.message import ControlBroadcast, Heartbeat
+from heidi_engine.bus.state import RunState, StatusPatch, SystemSample, TrainerSample, apply_event, apply_sample, apply_status
+
+STALE_AFTER_S = 3.0
+_SNAPSHOT_TIMEOUT_S = 2.0
+
+
+class Subscriber:
+    """Keeps :attr:`state` equal to the supervisor's, whatever the viewer joined late or fell behind.
+
+    Drive it from one thread with :meth:`poll`; read :attr:`state` (or a copy) between polls.
+    ``on_event`` is called for every event applied live (not for those folded into a snapshot).
+    """
+
+    def __init__(
+        self,
+        home: str | Path,
+        *,
+        sender: str = "viewer",
+        stale_after_s: float = STALE_AFTER_S,
+        on_event: Callable[[Event, int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.home = Path(home)
+        self.sender = f"{sender}-{secrets.token_hex(3)}"
+        self.stale_after_s = stale_after_s
+        self.on_event = on_event
+        self.clock = clock
+        self.state = RunState()
+        self.seq = -1
+        self.supervisor: str | None = None
+        self.snapshots = 0
+        self.gaps = 0
+        self.bad_messages: Counter[str] = Counter()
+        self.last_heard: float | None = None
+        self.last_error: str | None = None
+        self._info: BusInfo | None = None
+        self._sub: zmq.Socket[bytes] | None = None
+        self._control: ControlClient | None = None
+        self._need_snapshot = True
+        self._next_attempt = 0.0
+
+    # -- connection --------------------------------------------------------------------------------
+
+    def _connect(self, info: BusInfo) -> None:
+        self._disconnect()
+        sub = new_socket(zmq.SUB, linger_ms=0, max_msg=8 * 1024 * 1024)
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        for topic in (b"event", b"sample", b"state"):
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        sub.connect(info.egress)
+        self._sub = sub
+        self._control = ControlClient(info, sender=self.sender, timeout_s=_SNAPSHOT_TIMEOUT_S)
+        self._info = info
+        self._need_snapshot = True
+
+    def _disconnect(self) -> None:
+        if self._sub is not None:
+            self._sub.close(linger=0)
+            self._sub = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    def _ensure_connected(self) -> bool:
+        """Connect (or reconnect to a new supervisor session) when the connection file says so."""
+        now = self.clock()
+        if self._sub is not None and self._info is not None and not self._silent(now):
+            return True
+        if now < self._next_attempt:
+            return self._sub is not None
+        self._next_attempt = now + 0.5
+        try:
+            info = read_bus_info(self.home)
+        except ConnectionFileError as exc:
+            self.last_error = str(exc)
+            return self._sub is not None
+        if self._info is None or info.session != self._info.session or self._sub is None:
+            self._connect(info)
+        return True
+
+    def _silent(self, now: float) -> bool:
+        return self.last_heard is None or now - self.last_heard > self.stale_after_s
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def _snapshot(self) -> bool:
+        assert self._control is not None
+        try:
+            result = self._control.call("snapshot")
+        except BusError as exc:
+            self.last_error = f"snapshot failed: {exc}"
+            return False
+        self.state = RunState.model_validate(result["state"])
+        self.seq = int(result["seq"])
+        self.supervisor = str(result["session"])
+        self.state.seq = self.seq
+        self.snapshots += 1
+        self.last_heard = self.clock()
+        self.last_error = None
+        self._need_snapshot = False
+        return True
+
+    def _handle(self, frames: list[bytes]) -> None:
+        assert self._info is not None
+        try:
+            message = decode(frames, self._info.key)
+        except DecodeError as exc:
+            self.bad_messages[exc.reason] += 1
+            return
+        header = message.header
+        self.last_heard = self.clock()
+        if header.supervisor != self.supervisor or header.seq is None:
+            self._need_snapshot = True
+            return
+        body = message.body
+        if isinstance(body, Heartbeat):
+            if body.seq > self.seq:
+                self.gaps += 1
+                self._need_snapshot = True
+            return
+        seq = header.seq
+        if seq <= self.seq:
+            return
+        if seq != self.seq + 1:
+            self.gaps += 1
+            self._need_snapshot = True
+            return
+        self.seq = seq
+        self.state.seq = seq
+        if isinstance(body, Event):
+            apply_event(self.state, body)
+            if self.on_event is not None:
+                self.on_event(body, seq)
+        elif isinstance(body, (TrainerSample, SystemSample)):
+            apply_sample(self.state, body)
+        elif isinstance(body, StatusPatch):
+            apply_status(self.state, body)
+
+    def poll(self, timeout_s: float = 0.1, *, max_messages: int = 10_000) -> int:
+        """Receive and apply what has arrived (waiting up to ``timeout_s``); returns how many were read."""
+        if not self._ensure_connected():
+            time.sleep(min(timeout_s, 0.1))
+            return 0
+        assert self._sub is not None
+        count = 0
+        if self._sub.poll(int(timeout_s * 1000), zmq.POLLIN):
+            while count < max_messages:
+                try:
+                    frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                count += 1
+                self._handle(frames)
+        if self._need_snapshot:
+            # Messages read before the snapshot with seq <= N are skipped by _handle afterwards.
+            self._snapshot()
+        return count
+
+    # -- status for viewers ------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the supervisor has been heard from within ``stale_after_s``."""
+        return not self._silent(self.clock()) and self.supervisor is not None
+
+    def silence_s(self) -> float | None:
+        """Seconds since the supervisor was last heard, or ``None`` if never."""
+        return None if self.last_heard is None else self.clock() - self.last_heard
+
+    def close(self) -> None:
+        """Close the sockets (idempotent)."""
+        self._disconnect()
+
+
+class ControlListener:
+    """An agent's ear: pause/resume/stop broadcasts and the heartbeat's flags (which repair a missed one)."""
+
+    def __init__(self, info: BusInfo) -> None:
+        self.info = info
+        self.pause_requested = False
+        self.stop_requested = False
+        self.last_heard: float | None = None
+        self._sock = new_socket(zmq.SUB, linger_ms=0, max_msg=64 * 1024)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"control")
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"state")
+        self._sock.connect(info.egress)
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Apply every broadcast and heartbeat received so far (waiting up to ``timeout_s``)."""
+        if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = decode(frames, self.info.key)
+            except DecodeError:
+                continue
+            body = message.body
+            self.last_heard = time.monotonic()
+            if isinstance(body, ControlBroadcast):
+                if body.action == "pause":
+                    self.pause_requested = True
+                elif body.action == "resume":
+                    self.pause_requested = False
+                else:
+                    self.stop_requested = True
+            elif isinstance(body, Heartbeat):
+                self.pause_requested = body.pause_requested
+                self.stop_requested = self.stop_requested or body.stop_requested
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close(linger=0)

@@ -1,0 +1,1 @@
+"""The supervisor daemon: broker, persister, control commands, pipeline driver and agent lifecycle."""

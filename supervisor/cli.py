@@ -1,0 +1,121 @@
+"""``autotrain-supervisor``: the daemon's command line (DESIGN §10a).
+
+Exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home), 2 invalid usage or
+configuration (one line per problem; nothing is created).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.bus.connection import new_bus_info
+from heidi_engine.bus.storage import ensure_private_dir, open_private_append
+from heidi_engine.supervisor.broker import Supervisor
+from heidi_engine.supervisor.lock import AlreadyRunning, InstanceLock
+from heidi_engine.supervisor.sampler import Sampler
+
+LOG_FILE = "supervisor.log"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotrain-supervisor",
+        description="Run the AutoTrain supervisor daemon: the bus, the persister and the pipeline driver.",
+    )
+    parser.add_argument("--home", type=Path, default=None,
+                        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
+    parser.add_argument("--config", type=Path, default=None, help="configuration file (default: <home>/config.yaml)")
+    parser.add_argument("--detach", action="store_true", help="run in the background; logs go to <home>/supervisor.log")
+    parser.add_argument("--tcp-port", type=int, default=None,
+                        help="use tcp://127.0.0.1:PORT..PORT+2 instead of ipc sockets")
+    parser.add_argument("--no-gpu", action="store_true", help="do not sample GPUs (host CPU/RAM only)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def resolve_home(home: Path | None) -> Path:
+    """``--home``, else ``$AUTOTRAIN_HOME``, else the current directory; absolute."""
+    if home is None:
+        home = Path(os.environ.get("AUTOTRAIN_HOME") or os.getcwd())
+    return home.expanduser().resolve()
+
+
+def _detach(log_path: Path) -> None:
+    """Double fork into the background with stdio on the log file; the parent exits 0."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    fd = open_private_append(log_path)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = _parser().parse_args(argv)
+    home = resolve_home(args.home)
+    if not home.is_dir():
+        print(f"autotrain-supervisor: home {home} is not a directory", file=sys.stderr)
+        return 2
+    config_path = args.config if args.config is not None else home / "config.yaml"
+    if args.config is not None and not config_path.exists():
+        print(f"autotrain-supervisor: config file {config_path} does not exist", file=sys.stderr)
+        return 2
+    try:
+        load_config(config_path if config_path.exists() else None)
+    except ConfigError as exc:
+        print(f"autotrain-supervisor: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    lock = InstanceLock(home)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"autotrain-supervisor: {exc}", file=sys.stderr)
+        return 1
+    if args.detach:
+        _detach(home / LOG_FILE)
+        lock.update_pid()
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("autotrain-supervisor")
+    try:
+        ensure_private_dir(home / "runs")
+        info = new_bus_info(home, os.getpid(), tcp_port=args.tcp_port)
+        sampler = Sampler(try_nvml=not args.no_gpu)
+        supervisor = Supervisor(home, info, config_path=config_path, sampler=sampler)
+    except Exception as exc:
+        lock.release()
+        print(f"autotrain-supervisor: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        supervisor.on_signal()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    for name in supervisor.recover_stale_runs():
+        log.warning("run %s was left active by a previous supervisor: marked interrupted", name)
+    log.info("serving %s (pid %d, session %s)", home, os.getpid(), info.session)
+    try:
+        supervisor.serve_forever()
+    finally:
+        lock.release()
+    log.info("shut down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

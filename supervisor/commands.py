@@ -1,0 +1,164 @@
+"""Control commands: one small handler each, registered in :data:`COMMANDS`.
+
+A handler's docstring is its help text (shown by the menu and ``autotrain-menu --help``). Handlers check
+the command against the current status and refuse clearly (:class:`Refused`) rather than hang; the work
+itself is done by the supervisor behind the narrow :class:`SupervisorPort` interface, so handlers are
+unit-tested against a fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+
+
+class Refused(Exception):
+    """The command conflicts with the current status or has bad arguments; the message says why."""
+
+
+class SupervisorPort(Protocol):
+    """What command handlers may ask of the supervisor."""
+
+    state: RunState
+    seq: int
+    session: str
+
+    def stats(self) -> dict[str, Any]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def start_run(self, overrides: Mapping[str, object]) -> str: ...
+    def request_stop(self) -> None: ...
+    def request_pause(self) -> None: ...
+    def request_resume(self) -> None: ...
+    def resume_run(self, run_id: str | None) -> str: ...
+    def list_runs(self) -> list[dict[str, Any]]: ...
+    def request_shutdown(self) -> None: ...
+
+
+Handler = Callable[[SupervisorPort, Mapping[str, Any]], Any]
+
+
+def _no_args(args: Mapping[str, Any], name: str) -> None:
+    if args:
+        raise Refused(f"{name} takes no arguments, got: {', '.join(sorted(args))}")
+
+
+def _active(state: RunState) -> bool:
+    return state.status in ACTIVE_STATUSES
+
+
+def cmd_ping(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Check that the supervisor answers; returns its session id and pid."""
+    _no_args(args, "ping")
+    return {"pong": True, "session": sup.session}
+
+
+def cmd_status(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Current run status, counters, usage and supervisor statistics (refused messages, uptime)."""
+    _no_args(args, "status")
+    return sup.stats()
+
+
+def cmd_snapshot(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """The full run state with the ``seq`` it reflects (viewers apply only later updates)."""
+    _no_args(args, "snapshot")
+    return sup.snapshot()
+
+
+def cmd_start(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Start a new run. Args: ``overrides`` {FIELD: value} over config.yaml; validated before anything starts."""
+    unknown = set(args) - {"overrides"}
+    if unknown:
+        raise Refused(f"start: unknown argument(s): {', '.join(sorted(unknown))}")
+    overrides = args.get("overrides", {})
+    if not isinstance(overrides, Mapping):
+        raise Refused("start: overrides must be a mapping of config field to value")
+    if _active(sup.state):
+        raise Refused(f"a run is already {sup.state.status} ({sup.state.run_id}); stop it first")
+    return {"run_id": sup.start_run(overrides)}
+
+
+def cmd_stop(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Stop the run gracefully: no new stage starts; the running agent finishes at its next boundary."""
+    _no_args(args, "stop")
+    if not _active(sup.state):
+        raise Refused(f"no active run to stop (status: {sup.state.status})")
+    sup.request_stop()
+    return {"run_id": sup.state.run_id, "status": sup.state.status}
+
+
+def cmd_pause(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Pause the run: the agent parks at its next safe boundary; status shows paused once it has."""
+    _no_args(args, "pause")
+    status = sup.state.status
+    if status not in ("running", "starting"):
+        raise Refused(f"cannot pause a run that is {status}")
+    if sup.state.pause_requested:
+        raise Refused("pause already requested")
+    sup.request_pause()
+    return {"run_id": sup.state.run_id, "status": sup.state.status}
+
+
+def cmd_resume(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Continue a paused run in the same process and run id."""
+    _no_args(args, "resume")
+    if not sup.state.pause_requested or not _active(sup.state):
+        raise Refused(f"the run is not paused (status: {sup.state.status})")
+    sup.request_resume()
+    return {"run_id": sup.state.run_id, "status": sup.state.status}
+
+
+def cmd_resume_run(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Continue a stopped, interrupted or failed run from its last completed stage. Args: ``run_id`` (default: the last one)."""
+    unknown = set(args) - {"run_id"}
+    if unknown:
+        raise Refused(f"resume_run: unknown argument(s): {', '.join(sorted(unknown))}")
+    run_id = args.get("run_id")
+    if run_id is not None and not is_run_id(run_id):
+        raise Refused(f"resume_run: {str(run_id)[:80]!r} is not a run id (run_YYYYMMDD_HHMMSS_<8 hex>)")
+    if _active(sup.state):
+        raise Refused(f"a run is already {sup.state.status} ({sup.state.run_id}); stop it first")
+    return {"run_id": sup.resume_run(run_id)}
+
+
+def cmd_list_runs(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Every run in this home, newest first, with its status and counters."""
+    _no_args(args, "list_runs")
+    return sup.list_runs()
+
+
+def cmd_shutdown(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Stop the daemon: agents get SIGTERM then SIGKILL after the grace period; the run is marked stopped."""
+    _no_args(args, "shutdown")
+    sup.request_shutdown()
+    return {"shutting_down": True}
+
+
+COMMANDS: dict[str, Handler] = {
+    "ping": cmd_ping,
+    "status": cmd_status,
+    "snapshot": cmd_snapshot,
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "resume_run": cmd_resume_run,
+    "list_runs": cmd_list_runs,
+    "shutdown": cmd_shutdown,
+}
+
+
+def help_text(name: str) -> str:
+    """The first paragraph of a command's docstring."""
+    doc = COMMANDS[name].__doc__ or ""
+    return doc.strip().split("\n\n")[0]
+
+
+def dispatch(sup: SupervisorPort, name: str, args: Mapping[str, Any]) -> Any:
+    """Run the handler for ``name``; :class:`Refused` for an unknown command."""
+    handler = COMMANDS.get(name)
+    if handler is None:
+        raise Refused(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+    return handler(sup, args)

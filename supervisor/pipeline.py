@@ -1,0 +1,235 @@
+"""The run driver: rounds × stages, each stage an agent subprocess, with stop, pause and restarts.
+
+The driver is ticked by the broker's loop and never blocks. It decides what runs next, starts agents,
+watches them (exit status and silence), restarts a crashed one with growing backoff up to a bound, and
+reports every transition through its host (events and status changes), never writing files itself.
+
+Agents tell how they ended by their exit status: 0 the stage is complete; :data:`EXIT_STOPPED` they
+stopped at a boundary on request (the stage is not complete); :data:`EXIT_FATAL` a permanent error that a
+retry cannot fix (bad data, missing model): the run fails at once. Anything else is a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from heidi_engine.bus.state import RunState
+from heidi_engine.supervisor.process import AgentProcess, describe_exit, signal_group, spawn
+
+STAGES: tuple[str, ...] = ("generate", "validate", "train", "eval")
+EXIT_STOPPED = 75  # EX_TEMPFAIL
+EXIT_FATAL = 78  # EX_CONFIG
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 30.0
+
+
+class RunHost(Protocol):
+    """What the driver needs from the supervisor."""
+
+    state: RunState
+
+    def emit(
+        self,
+        stage: str,
+        event_type: str,
+        *,
+        round_no: int,
+        level: str = "info",
+        message: str = "",
+        error: str | None = None,
+    ) -> None: ...
+
+    def set_status(self, **fields: object) -> None: ...
+
+    def finish_run(self, status: str, message: str, *, error: str | None = None) -> None: ...
+
+    def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None: ...
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    """Knobs of the driver, from the run's configuration."""
+
+    rounds: int
+    max_restarts: int
+    heartbeat_timeout_s: float
+    stop_grace_s: float
+
+
+def backoff_s(attempt: int) -> float:
+    """Delay before restart ``attempt`` (1-based): 1, 2, 4 … seconds, capped."""
+    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempt - 1)))
+
+
+class Pipeline:
+    """Drives one run from its first pending stage to completion, stop or failure."""
+
+    def __init__(
+        self,
+        host: RunHost,
+        settings: DriverSettings,
+        *,
+        run_dir: Path,
+        argv_for: Callable[[str], Sequence[str]],
+        env_for: Callable[[str, int, int], Mapping[str, str]],
+        completed: set[tuple[int, str]] | None = None,
+    ) -> None:
+        self.host = host
+        self.settings = settings
+        self.run_dir = run_dir
+        self._argv_for = argv_for
+        self._env_for = env_for
+        done = completed or set()
+        self.pending: list[tuple[int, str]] = [
+            (r, s) for r in range(1, settings.rounds + 1) for s in STAGES if (r, s) not in done
+        ]
+        self._round_ended = {r for r in range(1, settings.rounds + 1) if (r, "round_end") in done}
+        self._round_started: set[int] = set()
+        self.agent: AgentProcess | None = None
+        self.attempt = 0
+        self.restart_at: float | None = None
+        self.stop_requested = False
+        self.fast = False
+        self.finished = False
+        self._hung_reason: str | None = None
+
+    # -- requests from commands --------------------------------------------------------------------
+
+    def request_stop(self, *, fast: bool = False, now: float) -> None:
+        """Stop at the next boundary; ``fast`` also terminates the running agent's group now."""
+        self.stop_requested = True
+        self.restart_at = None
+        if fast:
+            self.fast = True
+            if self.agent is not None:
+                self.agent.begin_terminate(self.settings.stop_grace_s, now)
+
+    def agent_seen(self, stage: str, pid: int | None, parked: bool | None, now: float) -> None:
+        """An agent message arrived: it is alive; ``parked`` updates its pause state."""
+        agent = self.agent
+        if agent is None or agent.stage != stage or (pid is not None and pid != agent.pid):
+            return
+        agent.last_seen = now
+        if parked is not None and parked != agent.parked:
+            agent.parked = parked
+            self.host.agents_changed({agent.stage: agent})
+
+    @property
+    def parked(self) -> bool:
+        """True when nothing is running, or the running agent has parked."""
+        return self.agent is None or self.agent.parked
+
+    # -- the tick ----------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Advance the run as far as it can go without blocking."""
+        if self.finished:
+            return
+        if self.agent is not None:
+            self._watch(self.agent, now)
+            if self.agent is not None:
+                return
+        if self.stop_requested:
+            self._finish("stopped", "pipeline stopped" + (" (fast shutdown)" if self.fast else " at a stage boundary"))
+            return
+        if self.host.state.pause_requested:
+            return
+        if self.restart_at is not None:
+            if now < self.restart_at:
+                return
+            self.restart_at = None
+            self._launch(now)
+            return
+        self._advance(now)
+
+    def _advance(self, now: float) -> None:
+        if not self.pending:
+            self._end_round_if_due(self.settings.rounds)
+            self._finish("completed", f"pipeline complete: {self.settings.rounds} round(s)")
+            return
+        round_no, stage = self.pending[0]
+        for previous in range(1, round_no):
+            self._end_round_if_due(previous)
+        if round_no not in self._round_started:
+            self._round_started.add(round_no)
+            self.host.emit("round_start", "stage_start", round_no=round_no,
+                           message=f"round {round_no}/{self.settings.rounds} started")
+        self.attempt = 0
+        self.host.emit(stage, "stage_start", round_no=round_no, message=f"{stage} started")
+        self._launch(now)
+
+    def _end_round_if_due(self, round_no: int) -> None:
+        if round_no in self._round_ended or any(r == round_no for r, _ in self.pending):
+            return
+        self._round_ended.add(round_no)
+        self.host.emit("round_end", "stage_end", round_no=round_no, level="success",
+                       message=f"round {round_no}/{self.settings.rounds} complete")
+
+    def _launch(self, now: float) -> None:
+        round_no, stage = self.pending[0]
+        log_path = self.run_dir / "logs" / f"{stage}_round_{round_no}.log"
+        log_path.parent.mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.agent = spawn(
+                stage,
+                self._argv_for(stage),
+                env=self._env_for(stage, round_no, self.attempt),
+                cwd=str(self.run_dir),
+                log_path=str(log_path),
+                attempt=self.attempt,
+            )
+        except OSError as exc:
+            self._fail(stage, round_no, f"cannot start the {stage} agent: {exc}")
+            return
+        self._hung_reason = None
+        self.host.agents_changed({stage: self.agent})
+
+    def _watch(self, agent: AgentProcess, now: float) -> None:
+        code = agent.poll()
+        if code is None:
+            silent = now - agent.last_seen
+            if agent.kill_deadline is None and not agent.parked and silent > self.settings.heartbeat_timeout_s:
+                self._hung_reason = f"silent for {silent:.0f} s"
+                agent.begin_terminate(self.settings.stop_grace_s, now)
+            agent.escalate(now)
+            return
+        # Whatever it left behind in its group (a forked grandchild) goes with it.
+        signal_group(agent.pid, 9)
+        self.agent = None
+        self.host.agents_changed({})
+        self._exited(agent, code, now)
+
+    def _exited(self, agent: AgentProcess, code: int, now: float) -> None:
+        round_no, stage = self.pending[0]
+        if code == 0:
+            self.pending.pop(0)
+            self.host.emit(stage, "stage_end", round_no=round_no, level="success", message=f"{stage} complete")
+            return
+        if self.stop_requested and (code == EXIT_STOPPED or agent.kill_deadline is not None):
+            self.host.emit(stage, "progress", round_no=round_no, level="warn",
+                           message=f"{stage} stopped before completion ({describe_exit(code)}); resume_run continues it")
+            return
+        how = self._hung_reason or describe_exit(code)
+        if code == EXIT_FATAL:
+            self._fail(stage, round_no, f"{stage} agent failed permanently ({how}); see logs/{stage}_round_{round_no}.log")
+            return
+        if self.attempt >= self.settings.max_restarts:
+            tries = self.attempt + 1
+            self._fail(stage, round_no, f"{stage} agent failed {tries} time(s); last: {how}")
+            return
+        self.attempt += 1
+        delay = backoff_s(self.attempt)
+        self.restart_at = now + delay
+        self.host.emit(stage, "error", round_no=round_no, level="warn",
+                       message=f"{stage} agent crashed ({how}); restart {self.attempt}/{self.settings.max_restarts} in {delay:g} s")
+
+    def _fail(self, stage: str, round_no: int, reason: str) -> None:
+        self.host.emit(stage, "error", round_no=round_no, level="error", message=reason, error=reason)
+        self._finish("failed", f"pipeline failed: {reason}", error=reason)
+
+    def _finish(self, status: str, message: str, *, error: str | None = None) -> None:
+        self.finished = True
+        self.host.finish_run(status, message, error=error)

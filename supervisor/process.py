@@ -1,0 +1,166 @@
+"""Agent processes: started in their own process group, tied to the supervisor's life, killed as a group.
+
+An agent is started with ``start_new_session`` (its own group, so a signal to the group reaches any
+grandchild it forks) and with PR_SET_PDEATHSIG, so it dies with the supervisor even after a kill -9.
+The death signal is armed in the child right after fork (``preexec_fn``); since the parent may already be
+gone by then, the child also checks ``getppid()`` and exits if it was re-parented. The supervisor calls
+:func:`spawn` only from its main thread: PDEATHSIG fires when the *thread* that forked exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _child_setup(parent_pid: int) -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 3`` or ``signal SIGKILL`` for an agent's return code."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@dataclass
+class AgentProcess:
+    """One running agent: its ``Popen``, group and bookkeeping for silence detection."""
+
+    stage: str
+    popen: subprocess.Popen[bytes]
+    started: float
+    last_seen: float
+    attempt: int = 0
+    parked: bool = False
+    log_path: str | None = None
+    kill_deadline: float | None = field(default=None)
+
+    @property
+    def pid(self) -> int:
+        """The agent's pid (also its process group id)."""
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        """The return code once it has exited (reaped), else ``None``."""
+        return self.popen.poll()
+
+    def begin_terminate(self, grace_s: float, now: float) -> None:
+        """SIGTERM the group now; :meth:`escalate` sends SIGKILL once ``grace_s`` has passed."""
+        if self.kill_deadline is None:
+            signal_group(self.pid, signal.SIGTERM)
+            self.kill_deadline = now + grace_s
+
+    def escalate(self, now: float) -> None:
+        """SIGKILL the group when the grace period is over (and again if a member lingers)."""
+        if self.kill_deadline is not None and now >= self.kill_deadline:
+            signal_group(self.pid, signal.SIGKILL)
+
+
+def spawn(
+    stage: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+    log_path: str,
+    attempt: int = 0,
+) -> AgentProcess:
+    """Start ``argv`` as the agent for ``stage``; stdout/stderr go to ``log_path`` (0600)."""
+    parent = os.getpid()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: _child_setup(parent),
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+    now = time.monotonic()
+    return AgentProcess(stage, popen, now, now, attempt, log_path=log_path)
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` exists (zombies of our own children included)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def terminate_group(agent: AgentProcess, grace_s: float) -> int:
+    """SIGTERM the agent's group, SIGKILL it after ``grace_s``; reap the agent; returns its return code.
+
+    Grandchildren are not our children: they are reparented to init (or a subreaper) and reaped there.
+    """
+    pgid = agent.pid
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if agent.poll() is not None and not group_alive(pgid):
+            break
+        time.sleep(0.02)
+    signal_group(pgid, signal.SIGKILL)
+    try:
+        return agent.popen.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a process in uninterruptible sleep
+        return -signal.SIGKILL
+
+
+def kill_stale_group(pgid: int, run_id: str) -> bool:
+    """Kill a group recorded by a previous supervisor, only if its leader still belongs to ``run_id``.
+
+    The pid may have been reused by an unrelated process since; its environment tells (we started the
+    agent with AUTOTRAIN_RUN_ID). Any member of the group that still carries the run id is enough.
+    """
+    matched = False
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            if proc.environ().get("AUTOTRAIN_RUN_ID") == run_id:
+                matched = True
+                break
+        except (psutil.Error, ProcessLookupError, PermissionError, OSError):
+            continue
+    if matched:
+        signal_group(pgid, signal.SIGKILL)
+    return matched

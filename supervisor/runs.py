@@ -1,0 +1,68 @@
+"""The runs of a home: listing them, finding the one to resume, and what a run already completed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.journal import load_state_file, read_events
+
+RUNS_DIR = "runs"
+RESUMABLE = frozenset({"stopped", "interrupted", "failed"})
+
+
+def runs_root(home: Path) -> Path:
+    """``<home>/runs``."""
+    return home / RUNS_DIR
+
+
+def run_dirs(home: Path) -> list[Path]:
+    """Every run folder, newest first (run ids sort by their start time)."""
+    root = runs_root(home)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), key=lambda p: p.name, reverse=True)
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """What ``list_runs`` shows of one run."""
+    state = load_state_file(run_dir)
+    if state is None:
+        return {"run_id": run_dir.name, "status": "unknown", "rounds": None, "counters": {}}
+    return {
+        "run_id": run_dir.name,
+        "status": state.status,
+        "current_round": state.current_round,
+        "total_rounds": state.total_rounds,
+        "started_at": state.started_at,
+        "updated_at": state.updated_at,
+        "counters": state.counters,
+        "estimated_cost_usd": state.usage.get("estimated_cost_usd"),
+    }
+
+
+def find_resumable(home: Path, run_id: str | None) -> Path:
+    """The run to resume: ``run_id`` if given (it must exist and be resumable), else the newest resumable."""
+    if run_id is not None:
+        folder = runs_root(home) / run_id
+        state = load_state_file(folder) if folder.is_dir() else None
+        if state is None:
+            raise LookupError(f"no run {run_id} in {runs_root(home)}")
+        if state.status not in RESUMABLE:
+            raise LookupError(f"run {run_id} is {state.status}; only stopped, interrupted or failed runs resume")
+        return folder
+    for folder in run_dirs(home):
+        state = load_state_file(folder)
+        if state is not None and state.status in RESUMABLE:
+            return folder
+    raise LookupError("no stopped, interrupted or failed run to resume")
+
+
+def completed_stages(run_dir: Path) -> set[tuple[int, str]]:
+    """(round, stage) pairs whose successful ``stage_end`` the supervisor recorded."""
+    done = set()
+    for event in read_events(run_dir):
+        if event.event_type == "stage_end" and event.level == "success":
+            done.add((event.round, event.stage))
+    return done

@@ -1,0 +1,67 @@
+"""A scripted stage agent for supervisor tests: emits N counted events, with crashes and misbehaviour on demand.
+
+It resumes exactly: the number of events already accepted for its stage and round is read back from the
+run's ``events.jsonl`` (the supervisor's record), so a restart never double-counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from heidi_engine.agents.runtime import AgentRuntime, run_stage
+from heidi_engine.bus.journal import read_events
+from heidi_engine.bus.state import TrainerSample
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--events", type=int, default=3)
+    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--counter", default="teacher_generated")
+    p.add_argument("--crash-once-at", type=int, default=None, help="os._exit(3) before event K on attempt 0")
+    p.add_argument("--always-crash", action="store_true")
+    p.add_argument("--ignore-sigterm", action="store_true")
+    p.add_argument("--fork-grandchild", action="store_true")
+    p.add_argument("--samples", action="store_true", help="publish a trainer sample per event")
+    p.add_argument("--stages", default="", help="comma list of stages this script misbehaves in (default all)")
+    p.add_argument("--flood", type=int, default=0, help="emit this many events as fast as possible first")
+    return p.parse_args()
+
+
+def main(rt: AgentRuntime) -> None:
+    args = _parse()
+    misbehave = not args.stages or rt.stage in args.stages.split(",")
+    if misbehave and args.always_crash:
+        os._exit(3)
+    if misbehave and args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if misbehave and args.fork_grandchild:
+        child = subprocess.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)"])
+        (rt.run_dir / f"grandchild_{rt.stage}.pid").write_text(str(child.pid))
+    for i in range(args.flood):
+        rt.progress(f"flood {i}", counters={args.counter: 1})
+    done = sum(
+        e.counters_delta.get(args.counter, 0)
+        for e in read_events(rt.run_dir)
+        if e.stage == rt.stage and e.round == rt.round and e.message.startswith("item ")
+    )
+    (rt.run_dir / f"agent_{rt.stage}_{rt.round}_{rt.attempt}.pid").write_text(str(os.getpid()))
+    for i in range(done, args.events):
+        rt.checkpoint()
+        if misbehave and args.crash_once_at is not None and rt.attempt == 0 and i == args.crash_once_at:
+            os._exit(3)
+        rt.progress(f"item {i}", counters={args.counter: 1})
+        if args.samples:
+            rt.sample(TrainerSample(round=rt.round, step=i + 1, total=args.events, loss=1.0 / (i + 1)))
+        if args.delay:
+            time.sleep(args.delay)
+    rt.checkpoint()
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

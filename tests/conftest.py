@@ -1,0 +1,8 @@
+"""Makes the helper packages under tests/ (e.g. ``fakes``) importable from every test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,346 @@
+"""A scriptable fake OpenAI-compatible chat-completions server over real HTTP on 127.0.0.1.
+
+Each request to ``.../chat/completions`` takes the next item of the script (or the default reply when
+the script is empty), waits ``latency_s``, and answers. Script items:
+
+- ``("ok", text, prompt_tokens, completion_tokens)``: a 200 reply with that content and usage
+- ``("status", code)`` / ``("status", code, headers)`` / ``("status", code, headers, json_body)``
+- ``("malformed",)``: a 200 reply whose body is not JSON
+- ``("json", obj)``: a 200 reply with ``obj`` as its JSON body (e.g. one without ``choices``)
+- ``("slow", seconds)``: waits that long more, then the default reply
+- ``("drop",)``: closes the connection without answering
+
+The default reply is a python code block with deterministic usage: prompt tokens are the words of the
+request's message contents, completion tokens the words of the reply. The server records every request
+and the largest number of requests it held in flight at once.
+
+Run it by hand with ``python tests/fakes/openai_server.py --port 8000 --latency 0.2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeOpenAIServer", "RecordedRequest", "ScriptItem"]
+
+ScriptItem = tuple[Any, ...]
+_KINDS = {"ok": 4, "status": (2, 3, 4), "malformed": 1, "json": 2, "slow": 2, "drop": 1}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    arrived_at: float  # time.monotonic()
+    client_port: int  # tells the client's keep-alive connections apart
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _check_item(item: ScriptItem) -> None:
+    if not isinstance(item, tuple) or not item or item[0] not in _KINDS:
+        raise ValueError(f"script item must be a tuple starting with one of {sorted(_KINDS)}, got {item!r}")
+    sizes = _KINDS[item[0]]
+    if len(item) not in (sizes if isinstance(sizes, tuple) else (sizes,)):
+        raise ValueError(f"script item {item!r} has the wrong number of fields")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every reply carries Content-Length
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; with Nagle on, the body waits for the client's
+        # delayed ACK (~40 ms), which real servers (uvicorn, llama.cpp) avoid the same way.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.fake._track(self.connection, threading.current_thread(), add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.fake._track(self.connection, threading.current_thread(), add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # tests and benchmarks want quiet
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        fake = self.server.fake
+        fake._arrive(
+            RecordedRequest(
+                "POST",
+                self.path,
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+                time.monotonic(),
+                self.client_address[1],
+            )
+        )
+        try:
+            if not self.path.split("?")[0].endswith("/chat/completions"):
+                self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+                return
+            item = fake._next_item()
+            if fake.latency_s:
+                time.sleep(fake.latency_s)  # simulated network and model latency
+            self._answer(item, body)
+        except OSError:
+            self.close_connection = True  # the client gave up (e.g. its timeout); nothing to answer
+        finally:
+            fake._leave()
+
+    def do_GET(self) -> None:
+        self._send_json(404, {"error": {"message": "only POST .../chat/completions is served"}})
+
+    def _answer(self, item: ScriptItem | None, body: bytes) -> None:
+        fake = self.server.fake
+        kind = item[0] if item else "default"
+        if kind == "ok":
+            assert item is not None
+            self._send_reply(fake._reply_payload(item[1], item[2], item[3]))
+        elif kind == "status":
+            assert item is not None
+            headers = item[2] if len(item) > 2 else {}
+            payload = item[3] if len(item) > 3 else {"error": {"message": f"scripted status {item[1]}"}}
+            self._send_json(item[1], payload, headers)
+        elif kind == "malformed":
+            self._send_raw(200, b'{"choices": [ {"message": ', {"Content-Type": "application/json"})
+        elif kind == "json":
+            assert item is not None
+            self._send_json(200, item[1])
+        elif kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            if kind == "slow":
+                assert item is not None
+                time.sleep(item[1])
+            self._send_reply(fake._default_payload(body))
+
+    def _send_reply(self, payload: dict[str, Any]) -> None:
+        self._send_json(200, payload)
+        self.server.fake._count_usage(payload["usage"])  # only once written: a client that gave up got none
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_raw(
+            status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})}
+        )
+
+    def _send_raw(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops SYNs under a burst of 32 connects
+    fake: FakeOpenAIServer
+
+
+class FakeOpenAIServer:
+    """The fake server; use as a context manager, then point a client at ``.url``."""
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        script: Iterable[ScriptItem] = (),
+        model: str = "fake-teacher",
+        port: int = 0,
+    ) -> None:
+        self.latency_s = latency_s
+        self.model = model
+        self._port = port
+        self._cond = threading.Condition()
+        self._script: collections.deque[ScriptItem] = collections.deque()
+        self._requests: list[RecordedRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._replies = 0
+        self._prompt_tokens_sent = 0
+        self._completion_tokens_sent = 0
+        self._open: dict[socket.socket, threading.Thread] = {}
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.push(*script)
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> FakeOpenAIServer:
+        httpd = _Server(("127.0.0.1", self._port), _Handler)
+        httpd.fake = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop serving, cut open keep-alive connections and join every handler thread."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        with self._cond:
+            open_conns = dict(self._open)
+        self.drop_connections()
+        deadline = time.monotonic() + timeout_s
+        for thread in [*open_conns.values(), self._thread]:
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._httpd = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("FakeOpenAIServer is not started")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    # --- scripting and observation ---------------------------------------------------------------------
+    def push(self, *items: ScriptItem) -> None:
+        """Append items to the script; each is checked now so that a typo fails the test at once."""
+        for item in items:
+            _check_item(item)
+        with self._cond:
+            self._script.extend(items)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._cond:
+            return list(self._requests)
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._cond:
+            return self._max_in_flight
+
+    @property
+    def usage_sent(self) -> tuple[int, int]:
+        """(prompt_tokens, completion_tokens) summed over every 200 reply with usage that was written."""
+        with self._cond:
+            return self._prompt_tokens_sent, self._completion_tokens_sent
+
+    @property
+    def open_connections(self) -> int:
+        with self._cond:
+            return len(self._open)
+
+    def drop_connections(self) -> None:
+        """Close every open client connection from the server side, as an idle keep-alive timeout would."""
+        with self._cond:
+            conns = list(self._open)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def wait_for(self, predicate: Callable[[FakeOpenAIServer], bool], timeout_s: float = 5.0) -> bool:
+        """Wait until ``predicate(self)`` holds (checked on every arrival and departure), with a deadline."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout_s)
+
+    def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._requests) >= count, timeout_s)
+
+    # --- called by the handler -------------------------------------------------------------------------
+    def _track(self, conn: socket.socket, thread: threading.Thread, *, add: bool) -> None:
+        with self._cond:
+            if add:
+                self._open[conn] = thread
+            else:
+                self._open.pop(conn, None)
+            self._cond.notify_all()
+
+    def _arrive(self, request: RecordedRequest) -> None:
+        with self._cond:
+            self._requests.append(request)
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            self._cond.notify_all()
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def _next_item(self) -> ScriptItem | None:
+        with self._cond:
+            return self._script.popleft() if self._script else None
+
+    def _reply_payload(self, text: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        with self._cond:
+            self._replies += 1
+            number = self._replies
+        return {
+            "id": f"chatcmpl-fake-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    def _count_usage(self, usage: dict[str, int]) -> None:
+        with self._cond:
+            self._prompt_tokens_sent += usage["prompt_tokens"]
+            self._completion_tokens_sent += usage["completion_tokens"]
+
+    def _default_payload(self, body: bytes) -> dict[str, Any]:
+        try:
+            messages = json.loads(body).get("messages") or []
+            prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
+        except (ValueError, AttributeError):
+            prompt_words = 0
+        with self._cond:
+            n = self._replies + 1
+        text = f"```python\ndef answer_{n}(x: int) -> int:\n    return x + {n}\n```"
+        return self._reply_payload(text, max(1, prompt_words), len(text.split()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible chat-completions server.")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
+    args = parser.parse_args()
+    with FakeOpenAIServer(latency_s=args.latency, port=args.port) as server:
+        print(f"serving {server.url} (latency {args.latency:g}s); Ctrl-C to stop", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

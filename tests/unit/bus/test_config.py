@@ -1,0 +1,616 @@
+"""The strict configuration: every field's rule, the four sources and their order, the error lines,
+the shipped config.yaml, the comment-preserving updater and the generated reference table.
+
+The expected schema below is restated from DESIGN §9 and the task's spec, not read from the model, so
+that a drifting default or range fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from heidi_engine.bus import _config_yaml
+from heidi_engine.bus.config import (
+    FIELD_NAMES,
+    SEED_FIELDS,
+    AutoTrainConfig,
+    ConfigError,
+    config_reference_markdown,
+    dump_yaml_update,
+    field_rule,
+    load_config,
+    parse_override,
+    validate_field,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+
+# name: (type, default, low, high); every bound inclusive.
+RANGED: dict[str, tuple[type, float, float, float]] = {
+    "SAMPLES_PER_ROUND": (int, 50, 1, 10000),
+    "ROUNDS": (int, 3, 1, 100),
+    "VAL_RATIO": (float, 0.1, 0.0, 1.0),
+    "SEQ_LEN": (int, 2048, 128, 8192),
+    "BATCH_SIZE": (int, 1, 1, 64),
+    "GRAD_ACCUM": (int, 8, 1, 128),
+    "TRAIN_STEPS": (int, 500, 1, 100000),
+    "LORA_R": (int, 64, 1, 512),
+    "TEACHER_CONCURRENCY": (int, 4, 1, 256),
+    "TEACHER_MAX_RETRIES": (int, 5, 0, 20),
+    "TEACHER_TIMEOUT_S": (float, 60.0, 1, 600),
+    "TEACHER_MAX_TOKENS": (int, 512, 16, 8192),
+    "TEACHER_TEMPERATURE": (float, 0.7, 0.0, 2.0),
+    "LORA_ALPHA": (int, 16, 1, 1024),
+    "LORA_DROPOUT": (float, 0.05, 0.0, 0.9),
+    "SEED": (int, 42, 0, 2**32 - 1),
+    "HTTP_PORT": (int, 7779, 1024, 65535),
+    "EVAL_SAMPLES": (int, 20, 1, 10000),
+    "CHECKPOINT_EVERY": (int, 10, 1, 100000),
+    "EVENT_LOG_RETENTION": (int, 5, 1, 100),
+    "AGENT_MAX_RESTARTS": (int, 3, 0, 20),
+    "AGENT_HEARTBEAT_TIMEOUT_S": (float, 60.0, 5, 3600),
+    "STOP_GRACE_S": (float, 10.0, 0.5, 600),
+    "GPU_SAMPLE_INTERVAL_S": (float, 2.0, 0.2, 60),
+    "SANDBOX_TIMEOUT_S": (float, 10.0, 1, 600),
+    "SANDBOX_MEMORY_MB": (int, 1024, 64, 65536),
+}
+# name: (default, high); the low bound is exclusive 0.
+ABOVE_ZERO: dict[str, tuple[float, float]] = {
+    "LEARNING_RATE": (2e-4, 1),
+    "EVENT_LOG_MAX_SIZE_MB": (100.0, 10000),
+}
+TEXT_DEFAULTS: dict[str, str] = {
+    "BASE_MODEL": "mistralai/Mistral-7B-Instruct-v0.2",
+    "TEACHER_MODEL": "gpt-4o-mini",
+    "TEACHER_BASE_URL": "https://api.openai.com/v1",
+    "TEACHER_API_KEY_ENV": "OPENAI_API_KEY",
+    "TASK_SOURCE": "bank",
+    "RUN_UNIT_TESTS": "0",
+    "HTTP_ENABLED": "0",
+}
+SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(
+    path: Path | None, env: dict[str, str] | None = None, overrides: dict[str, object] | None = None
+) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={} if env is None else env, overrides=overrides)
+    assert str(info.value) == "\n".join(info.value.problems)
+    assert all("\n" not in p for p in info.value.problems)
+    return info.value.problems
+
+
+def yaml_problems(tmp_path: Path, values: dict[str, Any]) -> list[str]:
+    return problems_of(write(tmp_path, yaml.safe_dump(values)))
+
+
+# --- the schema ---
+
+
+def test_schema_has_exactly_the_specified_fields_and_defaults() -> None:
+    assert set(FIELD_NAMES) == set(RANGED) | set(ABOVE_ZERO) | set(TEXT_DEFAULTS) | {"MAX_COST_USD"}
+    config = AutoTrainConfig()
+    for name, (kind, default, _, _) in RANGED.items():
+        assert getattr(config, name) == default and type(getattr(config, name)) is kind, name
+    for name, (default, _) in ABOVE_ZERO.items():
+        assert getattr(config, name) == default, name
+    for name, text in TEXT_DEFAULTS.items():
+        assert getattr(config, name) == text, name
+    assert config.MAX_COST_USD is None
+    assert FIELD_NAMES[:11] == (
+        "BASE_MODEL", "TEACHER_MODEL", "SAMPLES_PER_ROUND", "ROUNDS", "VAL_RATIO",
+        "SEQ_LEN", "BATCH_SIZE", "GRAD_ACCUM", "TRAIN_STEPS", "LORA_R", "RUN_UNIT_TESTS",
+    )  # fmt: skip
+
+
+def test_seed_fields_are_the_menus_ten() -> None:
+    assert SEED_FIELDS == (
+        "BASE_MODEL", "TEACHER_MODEL", "SAMPLES_PER_ROUND", "ROUNDS", "VAL_RATIO",
+        "SEQ_LEN", "LORA_R", "GRAD_ACCUM", "TRAIN_STEPS", "RUN_UNIT_TESTS",
+    )  # fmt: skip
+    assert set(SEED_FIELDS) <= set(FIELD_NAMES)
+
+
+def test_model_is_frozen_strict_and_closed() -> None:
+    config = AutoTrainConfig()
+    with pytest.raises(ValidationError):
+        config.ROUNDS = 5  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        AutoTrainConfig(FOO=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        AutoTrainConfig(ROUNDS="5")  # type: ignore[arg-type]
+
+
+def test_every_field_has_a_description_and_a_rule() -> None:
+    for name in FIELD_NAMES:
+        assert AutoTrainConfig.model_fields[name].description, name
+        assert field_rule(name), name
+
+
+@pytest.mark.parametrize("name", sorted(RANGED))
+def test_ranged_field_bounds_on_both_sides(tmp_path: Path, name: str) -> None:
+    kind, _, low, high = RANGED[name]
+    config = load_config(write(tmp_path, yaml.safe_dump({name: kind(low)})), env={})
+    assert getattr(config, name) == low
+    config = load_config(write(tmp_path, yaml.safe_dump({name: kind(high)})), env={})
+    assert getattr(config, name) == high
+    step = 1 if kind is int else 1e-6
+    (below,) = yaml_problems(tmp_path, {name: kind(low - step)})
+    assert below.startswith(f"{tmp_path / 'config.yaml'}: {name} = ")
+    assert f"must be >= {low}" in below and f"range {low}–{high}" in below
+    (above,) = yaml_problems(tmp_path, {name: kind(high + step)})
+    assert f": {name} = " in above and f"must be <= {high}" in above
+
+
+@pytest.mark.parametrize("name", sorted(ABOVE_ZERO))
+def test_exclusive_zero_fields(tmp_path: Path, name: str) -> None:
+    _, high = ABOVE_ZERO[name]
+    assert getattr(load_config(write(tmp_path, f"{name}: {high}\n"), env={}), name) == high
+    assert getattr(load_config(write(tmp_path, f"{name}: 0.001\n"), env={}), name) == 0.001
+    (zero,) = yaml_problems(tmp_path, {name: 0.0})
+    assert f"{name} = 0.0: must be > 0" in zero
+    (above,) = yaml_problems(tmp_path, {name: high * 1.5})
+    assert f"must be <= {high}" in above
+
+
+def test_max_cost_is_empty_or_non_negative(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "MAX_COST_USD:\n"), env={}).MAX_COST_USD is None
+    assert load_config(write(tmp_path, 'MAX_COST_USD: ""\n'), env={}).MAX_COST_USD is None
+    assert load_config(write(tmp_path, "MAX_COST_USD: 0\n"), env={}).MAX_COST_USD == 0.0
+    assert load_config(write(tmp_path, "MAX_COST_USD: 2.5\n"), env={}).MAX_COST_USD == 2.5
+    (negative,) = yaml_problems(tmp_path, {"MAX_COST_USD": -1})
+    assert "MAX_COST_USD = -1: must be >= 0" in negative
+    assert "expected empty or number >= 0" in yaml_problems(tmp_path, {"MAX_COST_USD": "lots"})[0]
+
+
+@pytest.mark.parametrize("name", sorted(RANGED))
+def test_yaml_strings_and_bools_are_not_numbers(tmp_path: Path, name: str) -> None:
+    kind, default, _, _ = RANGED[name]
+    (quoted,) = yaml_problems(tmp_path, {name: str(default)})
+    assert f"{name} = {str(default)!r}: expected {field_rule(name)}, got text" in quoted
+    assert "YAML reads it as text" in quoted
+    (boolean,) = yaml_problems(tmp_path, {name: True})
+    assert f"{name} = True: expected" in boolean and "got a boolean" in boolean
+    if kind is int:
+        (fractional,) = yaml_problems(tmp_path, {name: float(default)})
+        assert "got a number" in fractional
+    else:  # a YAML integer is a fine float
+        assert getattr(
+            load_config(write(tmp_path, f"{name}: {int(RANGED[name][3])}\n"), env={}), name
+        ) == int(RANGED[name][3])
+
+
+def test_yaml_exponent_without_dot_is_explained(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, "LEARNING_RATE: 2e-4\n"))
+    assert "LEARNING_RATE = '2e-4'" in problem and "write 0.0002" in problem
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_switches_take_exactly_the_strings_0_and_1(tmp_path: Path, name: str) -> None:
+    assert getattr(load_config(write(tmp_path, f'{name}: "1"\n'), env={}), name) == "1"
+    assert getattr(load_config(write(tmp_path, f"{name}: '0'\n"), env={}), name) == "0"
+    (unquoted,) = problems_of(write(tmp_path, f"{name}: 1\n"))
+    assert f'{name} = 1: expected "0" or "1", got an integer (quote it: "1")' in unquoted
+    (yes,) = problems_of(write(tmp_path, f"{name}: yes\n"))
+    assert "got a boolean" in yes and '"1"' in yes
+    for bad in ("2", "true", " 1", ""):
+        assert f"{name} = {bad!r}" in yaml_problems(tmp_path, {name: bad})[0]
+    assert validate_field(name, "1") == "1"
+
+
+def test_text_fields_reject_numbers_and_bad_forms(tmp_path: Path) -> None:
+    assert "BASE_MODEL = 7: expected" in problems_of(write(tmp_path, "BASE_MODEL: 7\n"))[0]
+    bad = {
+        "BASE_MODEL": ["", " padded"],
+        "TEACHER_MODEL": ["local:", ""],
+        "TEACHER_BASE_URL": ["api.openai.com/v1", "ftp://host/x", "https://", "https://host:99999/v1"],
+        "TASK_SOURCE": ["banks", "file:", "file:data.txt", "File:x.jsonl"],
+        "TEACHER_API_KEY_ENV": ["1ABC", "MY-KEY", ""],
+    }
+    for name, values in bad.items():
+        for value in values:
+            (problem,) = problems_of(None, overrides={name: value})
+            assert problem.startswith(f"override: {name} = "), problem
+    good = {
+        "TEACHER_MODEL": "local:smollm2-135m-instruct",
+        "TEACHER_BASE_URL": "http://127.0.0.1:8000/v1",
+        "TASK_SOURCE": "file:/data/tasks.jsonl",
+        "TEACHER_API_KEY_ENV": "VLLM_KEY",
+    }
+    config = load_config(env={}, overrides=good)
+    assert {k: getattr(config, k) for k in good} == good
+    assert load_config(env={}, overrides={"TASK_SOURCE": "self-instruct"}).TASK_SOURCE == "self-instruct"
+
+
+# --- sources and precedence ---
+
+
+def test_precedence_defaults_file_environment_override(tmp_path: Path) -> None:
+    path = write(tmp_path, "ROUNDS: 2\nSEED: 7\nBASE_MODEL: from-file\n")
+    env = {"ROUNDS": "4", "SEED": "8"}
+    assert load_config(None, env={}).ROUNDS == 3
+    assert load_config(path, env={}).ROUNDS == 2
+    config = load_config(path, env=env)
+    assert (config.ROUNDS, config.SEED, config.BASE_MODEL) == (4, 8, "from-file")
+    config = load_config(path, env=env, overrides={"ROUNDS": "6"})
+    assert (config.ROUNDS, config.SEED, config.BASE_MODEL) == (6, 8, "from-file")
+    assert load_config(path, env=env, overrides={"ROUNDS": 9}).ROUNDS == 9
+
+
+def test_env_none_reads_os_environ_and_ignores_other_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in FIELD_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRAIN_STEPS", "12")
+    monkeypatch.setenv("TRAIN_STEPZ", "not a field")
+    monkeypatch.setenv("train_steps", "99")
+    assert load_config().TRAIN_STEPS == 12
+
+
+def test_environment_strings_are_parsed_per_type() -> None:
+    env = {
+        "ROUNDS": " 5 ",
+        "VAL_RATIO": "0.2",
+        "TEACHER_TIMEOUT_S": "30",
+        "MAX_COST_USD": "",
+        "LEARNING_RATE": "1e-5",
+        "RUN_UNIT_TESTS": "1",
+        "BASE_MODEL": "Qwen/Qwen2.5-0.5B-Instruct",
+        "UNRELATED": "x",
+    }
+    config = load_config(env=env)
+    assert (config.ROUNDS, config.VAL_RATIO, config.TEACHER_TIMEOUT_S) == (5, 0.2, 30.0)
+    assert (config.MAX_COST_USD, config.LEARNING_RATE, config.RUN_UNIT_TESTS) == (None, 1e-5, "1")
+    assert config.BASE_MODEL == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert load_config(env={"MAX_COST_USD": "3"}).MAX_COST_USD == 3.0
+
+
+def test_environment_values_that_do_not_parse() -> None:
+    problems = problems_of(
+        None, env={"ROUNDS": "abc", "SEQ_LEN": "5.0", "VAL_RATIO": "half", "SEED": "true", "HTTP_PORT": "80"}
+    )
+    assert problems == [
+        "environment: ROUNDS = 'abc': not an integer (rule: integer 1–100)",
+        "environment: SEQ_LEN = '5.0': not an integer (rule: integer 128–8192)",
+        "environment: VAL_RATIO = 'half': not a number (rule: number 0.0–1.0)",
+        "environment: SEED = 'true': not an integer (rule: integer 0–4294967295)",
+        "environment: HTTP_PORT = 80: must be >= 1024 (range 1024–65535)",
+    ]
+    assert "finite" in problems_of(None, env={"VAL_RATIO": "nan"})[0]
+
+
+def test_parse_override() -> None:
+    assert parse_override("ROUNDS=2") == ("ROUNDS", "2")
+    assert parse_override("BASE_MODEL=a=b") == ("BASE_MODEL", "a=b")
+    assert parse_override("MAX_COST_USD=") == ("MAX_COST_USD", "")
+    with pytest.raises(ConfigError, match=r"override: 'ROUNDS2': expected KEY=VALUE"):
+        parse_override("ROUNDS2")
+    with pytest.raises(ConfigError, match=r"expected KEY=VALUE"):
+        parse_override("=3")
+    with pytest.raises(ConfigError, match=r"override: ROUND: unknown field \(did you mean ROUNDS\?\)"):
+        parse_override("ROUND=3")
+
+
+def test_unknown_override_keys_are_errors() -> None:
+    assert problems_of(None, overrides={"SAMPLES_PER_RUND": "5"}) == [
+        "override: SAMPLES_PER_RUND: unknown field (did you mean SAMPLES_PER_ROUND?)"
+    ]
+
+
+# --- error reporting ---
+
+
+def test_unknown_yaml_keys_with_and_without_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "ROUNDZ: 3\nrounds: 2\nXYZZY: 1\n")
+    assert problems_of(path) == [
+        f"{path}: ROUNDZ: unknown field (did you mean ROUNDS?)",
+        f"{path}: rounds: unknown field (did you mean ROUNDS?)",
+        f"{path}: XYZZY: unknown field",
+    ]
+
+
+def test_a_key_stored_in_the_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    secret = "sk-proj-" + "a1B2" * 10
+    (problem,) = problems_of(write(tmp_path, f"OPENAI_API_KEY: {secret}\n"))
+    assert "OPENAI_API_KEY: unknown field" in problem and "TEACHER_API_KEY_ENV" in problem
+    assert secret not in problem
+    (problem,) = problems_of(None, overrides={"TEACHER_API_KEY_ENV": secret})
+    assert problem.startswith("override: TEACHER_API_KEY_ENV = <hidden>: ") and secret not in problem
+    assert "never the key itself" in problem
+    (problem,) = problems_of(None, overrides={"BASE_MODEL": f" {secret}"})
+    assert secret not in problem and "<hidden>" in problem
+    (problem,) = problems_of(None, overrides={"TEACHER_BASE_URL": "ftp://user:hunter2@host/"})
+    assert "hunter2" not in problem
+
+
+def test_all_problems_are_reported_together_one_per_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "ROUNDS: 0\nSEQ_LEN: 99999\nVAL_RATIO: '0.5'\nFOO: 1\nRUN_UNIT_TESTS: 1\n")
+    problems = problems_of(path, env={"LORA_R": "x"}, overrides={"GRAD_ACCUM": 0})
+    assert problems == [
+        f"{path}: FOO: unknown field",
+        f"{path}: ROUNDS = 0: must be >= 1 (range 1–100)",
+        f"{path}: VAL_RATIO = '0.5': expected number 0.0–1.0, got text (YAML reads it as text; write 0.5)",
+        f"{path}: SEQ_LEN = 99999: must be <= 8192 (range 128–8192)",
+        f'{path}: RUN_UNIT_TESTS = 1: expected "0" or "1", got an integer (quote it: "1")',
+        "environment: LORA_R = 'x': not an integer (rule: integer 1–512)",
+        "override: GRAD_ACCUM = 0: must be >= 1 (range 1–128)",
+    ]
+
+
+def test_long_values_are_truncated(tmp_path: Path) -> None:
+    (problem,) = problems_of(None, overrides={"TASK_SOURCE": "bank " + "x" * 500})
+    assert "x" * 60 not in problem and "..." in problem and len(problem) < 200
+
+
+# --- the file itself ---
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    assert problems_of(path) == [f"{path}: file not found"]
+
+
+def test_unreadable_paths(tmp_path: Path) -> None:
+    assert "cannot read" in problems_of(tmp_path)[0]
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"ROUNDS: \xff\n")
+    assert "not UTF-8" in problems_of(path)[0]
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, "ROUNDS: 2\nSEED: [1, 2\nLORA_R: 8\n"))
+    assert problem.startswith(f"{tmp_path / 'config.yaml'}: invalid YAML at line ") and "column" in problem
+    (problem,) = problems_of(write(tmp_path, "ROUNDS: 2\n  bad: indent: here\n"))
+    assert "invalid YAML at line 2, column" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "found"), [("- ROUNDS\n- 3\n", "a list"), ("just words\n", "a single value")]
+)
+def test_a_document_that_is_not_a_mapping(tmp_path: Path, text: str, found: str) -> None:
+    (problem,) = problems_of(write(tmp_path, text))
+    assert problem.endswith(f"expected a mapping of KEY: value lines, found {found}")
+
+
+def test_non_string_and_duplicate_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "1: x\nROUNDS: 2\nnull: y\nROUNDS: 3\n")
+    assert problems_of(path) == [
+        f"{path}: line 1: key '1' is not a field name",
+        f"{path}: line 3: key 'null' is not a field name",
+        f"{path}: line 4: ROUNDS: duplicate key (first on line 2)",
+    ]
+
+
+def test_empty_and_comment_only_files_mean_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), env={}) == AutoTrainConfig()
+    assert load_config(write(tmp_path, "# nothing here\n"), env={}) == AutoTrainConfig()
+
+
+def test_the_shipped_config_is_the_offline_profile_and_lists_every_field() -> None:
+    path = REPO / "config.yaml"
+    config = load_config(path, env={})
+    offline = {
+        "BASE_MODEL": "smollm2-135m-instruct", "TEACHER_MODEL": "local:smollm2-135m-instruct",
+        "SAMPLES_PER_ROUND": 8, "ROUNDS": 1, "SEQ_LEN": 256, "BATCH_SIZE": 2, "GRAD_ACCUM": 1,
+        "TRAIN_STEPS": 8, "LORA_R": 8, "LORA_ALPHA": 16, "RUN_UNIT_TESTS": "1", "EVAL_SAMPLES": 4,
+        "TEACHER_MAX_TOKENS": 160,
+    }  # fmt: skip
+    assert {k: getattr(config, k) for k in offline} == offline
+    defaults = AutoTrainConfig()
+    for name in set(FIELD_NAMES) - set(offline):
+        assert getattr(config, name) == getattr(defaults, name), name
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keys = [line.split(":", 1)[0] for line in lines if line[:1].isupper()]
+    assert sorted(keys) == sorted(FIELD_NAMES)
+    for i, line in enumerate(lines):
+        if line[:1].isupper():
+            assert lines[i - 1].startswith("# "), f"no comment above {line!r}"
+    header = "\n".join(lines[:20])
+    assert "#   BASE_MODEL: " in header and "#   TEACHER_MODEL: gpt-4o-mini" in header
+
+
+# --- updating the file ---
+
+SAMPLE = """\
+# top comment
+ROUNDS: 3  # inline comment kept
+
+# section
+BASE_MODEL: "old # not a comment"   # trailing
+SEED: >
+  41
+LORA_R: 8
+"""
+
+
+def test_dump_yaml_update_preserves_comments_and_round_trips(tmp_path: Path) -> None:
+    path = write(tmp_path, SAMPLE)
+    path.chmod(0o640)
+    dump_yaml_update(
+        path,
+        {"ROUNDS": "5", "BASE_MODEL": "new model #1", "SEED": 7, "LEARNING_RATE": 1e-5, "MAX_COST_USD": ""},
+    )
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# top comment\nROUNDS: 5  # inline comment kept\n\n# section\n")
+    assert 'BASE_MODEL: "new model #1"   # trailing\nSEED: 7\nLORA_R: 8\n' in text
+    assert text.endswith("LEARNING_RATE: 1.0e-05\nMAX_COST_USD:\n")
+    config = load_config(path, env={})
+    assert (config.ROUNDS, config.BASE_MODEL, config.SEED, config.LORA_R) == (5, "new model #1", 7, 8)
+    assert (config.LEARNING_RATE, config.MAX_COST_USD) == (1e-5, None)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert os.listdir(tmp_path) == ["config.yaml"]  # no temp file left behind
+
+
+def test_dump_yaml_update_quotes_what_yaml_would_retype(tmp_path: Path) -> None:
+    path = write(tmp_path, "RUN_UNIT_TESTS: '0'\n")
+    dump_yaml_update(path, {"RUN_UNIT_TESTS": "1", "BASE_MODEL": "true", "TEACHER_MODEL": "local:x"})
+    assert path.read_text() == 'RUN_UNIT_TESTS: "1"\nBASE_MODEL: "true"\nTEACHER_MODEL: local:x\n'
+    assert load_config(path, env={}).BASE_MODEL == "true"
+
+
+def test_dump_yaml_update_edits_every_field_of_the_shipped_config(tmp_path: Path) -> None:
+    original = (REPO / "config.yaml").read_text(encoding="utf-8")
+    path = write(tmp_path, original)
+    updates = {
+        "ROUNDS": 2,
+        "VAL_RATIO": 0.25,
+        "RUN_UNIT_TESTS": "0",
+        "BASE_MODEL": "Qwen/Qwen2.5-0.5B-Instruct",
+    }
+    dump_yaml_update(path, updates)
+    config = load_config(path, env={})
+    assert {k: getattr(config, k) for k in updates} == updates
+    new = path.read_text(encoding="utf-8").splitlines()
+    old = original.splitlines()
+    assert len(new) == len(old)
+    changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+    assert sorted(b.split(":")[0] for _, b in changed) == sorted(updates)
+
+
+def test_dump_yaml_update_refuses_bad_values_and_leaves_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, SAMPLE)
+    with pytest.raises(ConfigError) as info:
+        dump_yaml_update(path, {"ROUNDS": "0", "NOPE": 1, "SEQ_LEN": "x"})
+    assert info.value.problems == [
+        "update: NOPE: unknown field",
+        "update: SEQ_LEN = 'x': not an integer (rule: integer 128–8192)",
+        "update: ROUNDS = 0: must be >= 1 (range 1–100)",
+    ]
+    assert path.read_text(encoding="utf-8") == SAMPLE
+
+
+def test_dump_yaml_update_creates_a_missing_file_private(tmp_path: Path) -> None:
+    path = tmp_path / "new.yaml"
+    dump_yaml_update(path, {"ROUNDS": 4})
+    assert path.read_text() == "ROUNDS: 4\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_dump_yaml_update_refuses_a_file_it_cannot_edit_safely(tmp_path: Path) -> None:
+    text = "ROUNDS: [1,\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="cannot update it line by line"):
+        dump_yaml_update(path, {"SEED": 1})
+    assert path.read_text() == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.one_of(st.text(), st.floats(allow_nan=False, allow_infinity=False), st.integers()),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
+def test_any_value_survives_a_line_edit(value: object, newline: str) -> None:
+    text = newline.join(["# head", "KEY: old  # note", "PLAIN: x", "OTHER: 1", ""])
+    scalar = _config_yaml.yaml_scalar(value)
+    edited = _config_yaml.edit_lines(text, {"KEY": scalar, "PLAIN": scalar, "NEW": scalar})
+    assert yaml.safe_load(edited) == {"KEY": value, "PLAIN": value, "OTHER": 1, "NEW": value}
+    assert edited.startswith(f"# head{newline}KEY: {scalar}  # note{newline}PLAIN: {scalar}{newline}")
+    assert edited.count(newline) == 5 and edited.endswith(newline)
+
+
+# --- single fields, rules, redaction, reference ---
+
+
+def test_validate_field() -> None:
+    assert validate_field("ROUNDS", "7") == 7
+    assert validate_field("VAL_RATIO", "1") == 1.0
+    assert validate_field("MAX_COST_USD", "") is None
+    assert validate_field("BASE_MODEL", "x/y") == "x/y"
+    with pytest.raises(ConfigError) as info:
+        validate_field("ROUNDS", "0")
+    assert info.value.problems == ["ROUNDS = 0: must be >= 1 (range 1–100)"]
+    with pytest.raises(ConfigError, match=r"ROUNDS = 'many': not an integer \(rule: integer 1–100\)"):
+        validate_field("ROUNDS", "many")
+    with pytest.raises(ConfigError, match=r"RUN_UNIT_TESTS = '2': expected \"0\" or \"1\""):
+        validate_field("RUN_UNIT_TESTS", "2")
+    with pytest.raises(ConfigError, match=r"LORA_RANK: unknown field \(did you mean LORA_R\?\)"):
+        validate_field("LORA_RANK", "8")
+
+
+def test_field_rule() -> None:
+    assert field_rule("ROUNDS") == "integer 1–100"
+    assert field_rule("VAL_RATIO") == "number 0.0–1.0"
+    assert field_rule("RUN_UNIT_TESTS") == '"0" or "1"'
+    assert field_rule("LEARNING_RATE") == "number > 0 and <= 1"
+    assert field_rule("MAX_COST_USD") == "empty or number >= 0"
+    with pytest.raises(ConfigError):
+        field_rule("NOPE")
+
+
+def test_redacted_dict_hides_url_credentials() -> None:
+    config = load_config(env={}, overrides={"TEACHER_BASE_URL": "https://user:s3cret@llm.example/v1"})
+    data = config.redacted_dict()
+    assert data["TEACHER_BASE_URL"] == "https://[REDACTED]@llm.example/v1"
+    assert set(data) == set(FIELD_NAMES) and data["ROUNDS"] == 3
+    assert "s3cret" not in repr(config) and "s3cret" not in str(data)
+    assert config.TEACHER_BASE_URL == "https://user:s3cret@llm.example/v1"  # the client still needs it
+
+
+def test_redacted_dict_hides_token_userinfo_and_key_shapes_but_nothing_else() -> None:
+    token = "ghp_" + "Ab1" * 12
+    config = load_config(env={}, overrides={"TEACHER_BASE_URL": f"https://{token}@h/v1", "BASE_MODEL": token})
+    data = config.redacted_dict()
+    assert data["TEACHER_BASE_URL"] == "https://[REDACTED]@h/v1"
+    assert token not in str(data) and "REDACTED" in str(data["BASE_MODEL"])
+    shipped = load_config(REPO / "config.yaml", env={})
+    assert shipped.redacted_dict() == shipped.model_dump()
+    assert AutoTrainConfig().redacted_dict() == AutoTrainConfig().model_dump()
+
+
+def test_a_pasted_key_is_not_an_environment_variable_name() -> None:
+    for value in ("ghp_" + "Ab1" * 12, "sk_live_" + "x1" * 12, "aB3dE5gH7jK9mN1pQ3sT5vX7z9"):
+        (problem,) = problems_of(None, overrides={"TEACHER_API_KEY_ENV": value})
+        assert value not in problem and "never the key itself" in problem
+    assert load_config(env={}, overrides={"TEACHER_API_KEY_ENV": "Together_Api_Key"}).TEACHER_API_KEY_ENV
+
+
+def test_teacher_api_key_comes_from_the_named_variable() -> None:
+    config = load_config(env={}, overrides={"TEACHER_API_KEY_ENV": "MY_KEY"})
+    assert config.teacher_api_key({"MY_KEY": "k-123", "OPENAI_API_KEY": "other"}) == "k-123"
+    assert config.teacher_api_key({"MY_KEY": ""}) is None
+    assert config.teacher_api_key({}) is None
+    assert "k-123" not in str(config.redacted_dict())
+
+
+def test_reference_table_lists_every_field() -> None:
+    table = config_reference_markdown()
+    rows = table.splitlines()
+    assert rows[0] == "| Field | Type | Default | Rule | Description |"
+    assert [row.split("|")[1].strip().strip("`") for row in rows[2:]] == list(FIELD_NAMES)
+    assert "| `ROUNDS` | int | `3` | integer 1–100 |" in table
+    assert '| `RUN_UNIT_TESTS` | str | `"0"` | "0" or "1" |' in table
+    assert "| `MAX_COST_USD` | float or empty | *(empty)* |" in table
+    assert "<model>" not in table  # would vanish as an HTML tag in the rendered README
+
+
+def test_reference_script_prints_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "gen_config_reference", REPO / "scripts" / "gen_config_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([]) == 0
+    assert capsys.readouterr().out == config_reference_markdown()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n" + config_reference_markdown() + "\nmore\n")
+    assert script.main(["--check", str(readme)]) == 0
+    readme.write_text("# x\n| `ROUNDS` | int | `2` |\n")
+    assert script.main(["--check", str(readme)]) == 1
+    assert "out of date" in capsys.readouterr().err
