@@ -77,6 +77,7 @@ class BusReportingCallback(TrainerCallback):
         self._tokens_seen = tokens_seen
         self._clock = clock
         self._pending_step: int | None = None
+        self._step_lr: float | None = None
         self._stop_requested = False
         self._reset(None, None)
 
@@ -107,6 +108,13 @@ class BusReportingCallback(TrainerCallback):
         self._stop_requested = False
         self._reset(args, state)
 
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
+    ) -> None:
+        lr_scheduler = kwargs.get("lr_scheduler")
+        # Read before this step's scheduler update: the rate this step trains with, as the Trainer logs it.
+        self._step_lr = float(lr_scheduler.get_last_lr()[0]) if lr_scheduler is not None else None
+
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
     ) -> None:
@@ -115,15 +123,15 @@ class BusReportingCallback(TrainerCallback):
         Sample keys: step, total, loss, learning_rate, grad_norm, tokens_per_s, samples_per_s,
         step_time_s, eta_s, epoch, gpu_mem_mb, gpu_mem_peak_mb (torch allocator, None off GPU).
         Steps the Trainer does not log (``logging_steps`` > 1 in a user's script) carry loss and
-        grad_norm None and the scheduler's learning rate.
+        grad_norm None and the scheduler's learning rate read at the step's start.
         """
         if self._pending_step is not None:
             # The previous step's log never came; publish it without loss rather than drop it.
-            self._finish(args, state, control, self._pending_step, {}, kwargs.get("lr_scheduler"))
+            self._finish(args, state, control, self._pending_step, {})
         if control.should_log:
             self._pending_step = state.global_step
             return
-        self._finish(args, state, control, state.global_step, {}, kwargs.get("lr_scheduler"))
+        self._finish(args, state, control, state.global_step, {})
 
     def on_log(
         self,
@@ -137,7 +145,7 @@ class BusReportingCallback(TrainerCallback):
             return
         if logs is None or "loss" not in logs:
             return
-        self._finish(args, state, control, self._pending_step, logs, None)
+        self._finish(args, state, control, self._pending_step, logs)
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
@@ -149,7 +157,7 @@ class BusReportingCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
     ) -> None:
         if self._pending_step is not None:
-            self._finish(args, state, control, self._pending_step, {}, kwargs.get("lr_scheduler"))
+            self._finish(args, state, control, self._pending_step, {})
 
     def _finish(
         self,
@@ -158,10 +166,9 @@ class BusReportingCallback(TrainerCallback):
         control: HFTrainerControl,
         step: int,
         logs: Mapping[str, float],
-        lr_scheduler: Any,
     ) -> None:
         self._pending_step = None
-        self._control.publish_step(self._sample(args, state, step, logs, lr_scheduler))
+        self._control.publish_step(self._sample(args, state, step, logs))
         self._control.wait_if_paused()
         if self._control.should_stop() and step < state.max_steps:
             self._stop_requested = True
@@ -176,7 +183,6 @@ class BusReportingCallback(TrainerCallback):
         state: TrainerState,
         step: int,
         logs: Mapping[str, float],
-        lr_scheduler: Any,
     ) -> dict[str, float | int | None]:
         now = self._clock()
         elapsed = max(now - self._last_t, 1e-9)
@@ -187,9 +193,7 @@ class BusReportingCallback(TrainerCallback):
         if tokens is not None and self._last_tokens is not None:
             tokens_per_s = (tokens - self._last_tokens) / elapsed
         self._last_tokens = tokens
-        learning_rate = logs.get("learning_rate")
-        if learning_rate is None and lr_scheduler is not None:
-            learning_rate = float(lr_scheduler.get_last_lr()[0])
+        learning_rate = logs.get("learning_rate", self._step_lr)
         remaining = max(state.max_steps - step, 0)
         gpu_mem = gpu_peak = None
         if self._on_gpu:

@@ -90,8 +90,14 @@ class AgentRuntime:
         config_json = Path(env.get("AUTOTRAIN_CONFIG_JSON", run_dir / "config.json"))
         config = load_run_config(config_json)
         return cls(
-            read_bus_info(home), stage=stage, run_id=run_id, round_no=round_no, run_dir=run_dir, config=config,
-            resume=env.get("AUTOTRAIN_RESUME") == "1", attempt=int(env.get("AUTOTRAIN_ATTEMPT", "0")),
+            read_bus_info(home),
+            stage=stage,
+            run_id=run_id,
+            round_no=round_no,
+            run_dir=run_dir,
+            config=config,
+            resume=env.get("AUTOTRAIN_RESUME") == "1",
+            attempt=int(env.get("AUTOTRAIN_ATTEMPT", "0")),
         )
 
     # -- reporting ---------------------------------------------------------------------------------
@@ -109,11 +115,20 @@ class AgentRuntime:
         stage: str | None = None,
     ) -> None:
         """Send one event of this stage (validated and redacted here, and again by the supervisor)."""
-        event = Event.model_validate({
-            "run_id": self.run_id, "round": self.round, "stage": stage or self.stage, "level": level,
-            "event_type": event_type, "message": message, "counters_delta": dict(counters or {}),
-            "usage_delta": dict(usage or {}), "artifact_paths": list(artifacts), "error": error,
-        })
+        event = Event.model_validate(
+            {
+                "run_id": self.run_id,
+                "round": self.round,
+                "stage": stage or self.stage,
+                "level": level,
+                "event_type": event_type,
+                "message": message,
+                "counters_delta": dict(counters or {}),
+                "usage_delta": dict(usage or {}),
+                "artifact_paths": list(artifacts),
+                "error": error,
+            }
+        )
         self._publisher.send("event", event)
 
     def progress(self, message: str, **kwargs: object) -> None:
@@ -160,7 +175,9 @@ class AgentRuntime:
         self._send_status()
 
     def _send_status(self) -> None:
-        self._publisher.send("state", AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase, run_id=self.run_id))
+        self._publisher.send(
+            "state", AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase, run_id=self.run_id)
+        )
 
     def _beat(self) -> None:
         # Its own socket: no socket is shared between threads.
@@ -168,8 +185,10 @@ class AgentRuntime:
         try:
             while not self._stop_heartbeat.wait(HEARTBEAT_S):
                 try:
-                    publisher.send("state", AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase,
-                                                        run_id=self.run_id))
+                    publisher.send(
+                        "state",
+                        AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase, run_id=self.run_id),
+                    )
                 except BusError:
                     continue
         finally:
@@ -201,8 +220,9 @@ def load_run_config(path: Path) -> AutoTrainConfig:
 
 def run_stage(main: Callable[[AgentRuntime], None]) -> int:
     """Run a stage's ``main`` with a runtime from the environment; returns the process exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         runtime = AgentRuntime.from_env()
     except FatalStageError as exc:
@@ -222,8 +242,12 @@ def run_stage(main: Callable[[AgentRuntime], None]) -> int:
         return EXIT_FATAL
     except Exception as exc:
         log.exception("%s crashed", runtime.stage)
-        runtime.emit("error", f"{runtime.stage} crashed: {type(exc).__name__}: {exc}", level="error",
-                     error=f"{type(exc).__name__}: {exc}")
+        runtime.emit(
+            "error",
+            f"{runtime.stage} crashed: {type(exc).__name__}: {exc}",
+            level="error",
+            error=f"{type(exc).__name__}: {exc}",
+        )
         return 1
     finally:
         runtime.close()

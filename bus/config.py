@@ -55,9 +55,11 @@ _SECRET_KEY_NAME = re.compile(r"(?i)api_?key|token|secret|passw")
 class ConfigError(Exception):
     """Invalid configuration. ``problems`` holds one line per problem; ``str()`` joins them."""
 
-    def __init__(self, problems: Iterable[str]) -> None:
-        # One problem per line is the contract; a stray newline in a message would break it.
-        self.problems: list[str] = [" ".join(p.splitlines()) for p in problems]
+    def __init__(self, problems: Iterable[str] | str) -> None:
+        # A plain string is split back into lines, which is also how a pickled error is rebuilt.
+        lines = problems.splitlines() if isinstance(problems, str) else problems
+        # One problem per line is the contract; a stray newline inside a message would break it.
+        self.problems: list[str] = [" ".join(p.splitlines()) for p in lines]
         super().__init__("\n".join(self.problems))
 
 
@@ -245,14 +247,13 @@ def _bounds(name: str) -> dict[str, object]:
 
 def _unknown(prefix: str, key: str) -> str:
     shown = key if _ENV_NAME.fullmatch(key) and len(key) <= _VALUE_MAX else _show("", key)
-    if _SECRET_KEY_NAME.search(key) and key.upper() not in FIELD_NAMES:
-        hint = (
-            " (secrets never go in the config: export the key in the variable named by TEACHER_API_KEY_ENV)"
+    guess = difflib.get_close_matches(key.upper(), FIELD_NAMES, n=1, cutoff=0.6)
+    hints = [f"did you mean {guess[0]}?"] if guess else []
+    if _SECRET_KEY_NAME.search(key):
+        hints.append(
+            "secrets never go in the config: export the key in the variable named by TEACHER_API_KEY_ENV"
         )
-    else:
-        guess = difflib.get_close_matches(key.upper(), FIELD_NAMES, n=1, cutoff=0.6)
-        hint = f" (did you mean {guess[0]}?)" if guess else ""
-    return f"{prefix}{shown}: unknown field{hint}"
+    return f"{prefix}{shown}: unknown field" + (f" ({' '.join(hints)})" if hints else "")
 
 
 def _field_known(name: str) -> None:

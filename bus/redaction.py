@@ -62,20 +62,29 @@ _EXTRA_MIN_LEN = 4
 # Characters of a bare (unquoted) assigned value; anything else ends it.
 _V = r"[^\s\"'`,;&()\[\]{}<>|\\]"
 _SYMBOL = r"!@#$%^*+/=~?"
-# A bare value is a secret only when it does not read as code or a word: it has a digit or symbol and a
-# letter or symbol, or is a long run of letters; it is not an identifier being called or indexed.
-_BARE = (
-    rf"(?P<secret>(?!\$[A-Za-z_{{(])"
-    rf"(?:(?={_V}*[0-9{_SYMBOL}])(?={_V}*[A-Za-z{_SYMBOL}])|(?=[A-Za-z]{{20}}))"
-    rf"{_V}{{6,}})(?!{_V}|[(\[])"
-)
+
+
+# A bare value is a secret only when it does not read as code or a word: it has a digit or symbol and is
+# not an identifier being called or indexed, or it is a long run of letters. Under credential keys it also
+# needs a letter or symbol, since `rejected_secret: 1234567` is a count; a password may be all digits.
+def _bare(needs_letter: bool) -> str:
+    letter = rf"(?={_V}*[A-Za-z{_SYMBOL}])" if needs_letter else ""
+    return (
+        rf"(?P<secret>(?!\$[A-Za-z_{{(])"
+        rf"(?:(?={_V}*[0-9{_SYMBOL}]){letter}|(?=[A-Za-z]{{20}}))"
+        rf"{_V}{{6,}})(?!{_V}|[(\[])"
+    )
+
+
 # Quoted values that open with < [ { or a $VARIABLE are tokenizer special tokens, placeholders or
-# references, not secrets; this also keeps a placeholder from being redacted again.
+# references, not secrets; this also keeps a placeholder from being redacted again. Teacher replies are
+# code, so stand-ins like "xxxx", "***" or "your-api-key" are left too: a sample is not rejected for them.
 _NOT_REFERENCE = r"(?![\[<{]|\$[A-Za-z_{(])"
 _REFERENCE = re.compile(r"[\[<{]|\$[A-Za-z_{(]")
+_STAND_IN = r"(?!(?:[xX*.#_-]+|[Yy]our[A-Za-z_ -]*)\\?[\"'])"
 _QUOTED = (
-    rf'\\?"(?P<secret_dq>{_NOT_REFERENCE}(?:[^"\\\n]|\\(?!")){{3,}})\\?"'
-    rf"|\\?'(?P<secret_sq>{_NOT_REFERENCE}(?:[^'\\\n]|\\(?!')){{3,}})\\?'"
+    rf'\\?"(?P<secret_dq>{_NOT_REFERENCE}{_STAND_IN}(?:[^"\\\n]|\\(?!")){{3,}})\\?"'
+    rf"|\\?'(?P<secret_sq>{_NOT_REFERENCE}{_STAND_IN}(?:[^'\\\n]|\\(?!')){{3,}})\\?'"
 )
 _SEPARATOR = r"\\?[\"']?[ \t]*[:=](?!=)[ \t]*"
 _PASSWORD_KEY = r"pass(?:word|wd|phrase)"
@@ -96,8 +105,8 @@ _CREDENTIAL_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _assignment(key: str) -> str:
-    return rf"{key}{_SEPARATOR}(?:{_QUOTED}|{_BARE})"
+def _assignment(key: str, needs_letter: bool = True) -> str:
+    return rf"{key}{_SEPARATOR}(?:{_QUOTED}|{_bare(needs_letter)})"
 
 
 def _rule(kind: str, pattern: str, triggers: tuple[str, ...], flags: int = 0) -> tuple[Rule, tuple[str, ...]]:
@@ -130,7 +139,7 @@ _TABLE: tuple[tuple[Rule, tuple[str, ...]], ...] = (
     _rule("openai_key", r"sk-(?<![A-Za-z0-9_-]sk-)(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("sk-",)),
     _rule(
         "github_token",
-        r"gh(?<![A-Za-z0-9_]gh)(?:[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{30,})",
+        r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{30,})",
         ("ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_"),
     ),
     _rule("gitlab_token", r"glpat-(?<![A-Za-z0-9_-]glpat-)[A-Za-z0-9_-]{20,}", ("glpat-",)),
@@ -153,7 +162,7 @@ _TABLE: tuple[tuple[Rule, tuple[str, ...]], ...] = (
     _rule("google_api_key", r"AIza(?<![A-Za-z0-9_-]AIza)[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])", ("aiza",)),
     _rule(
         "stripe_key",
-        r"k_(?<![A-Za-z0-9_][sr]k_)(?<=[sr]k_)(?:live|test)_[0-9A-Za-z]{16,}",
+        r"[sr]k_(?<![A-Za-z0-9_][sr]k_)(?:live|test)_[0-9A-Za-z]{16,}",
         ("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
     ),
     _rule(
@@ -161,13 +170,11 @@ _TABLE: tuple[tuple[Rule, tuple[str, ...]], ...] = (
         r"hf_(?<![A-Za-z0-9_-]hf_)(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{30,}(?![A-Za-z0-9])",
         ("hf_",),
     ),
-    _rule(
-        "jwt", r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", ("eyj",)
-    ),
+    _rule("jwt", r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{4,}\.e[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*", ("eyj",)),
     _rule(
         "bearer_token",
         rf"authorization(?<![A-Za-z0-9_-]authorization){_SEPARATOR}[\"']?(?:bearer|token|basic|digest)[ \t]+"
-        r"(?P<secret>(?!\[)[^\s\"',;]+)",
+        r"(?P<secret>(?![\[<{$%])[^\s\"',;]{6,})",
         ("authorization",),
         _I,
     ),
@@ -178,7 +185,7 @@ _TABLE: tuple[tuple[Rule, tuple[str, ...]], ...] = (
         ("bearer",),
         _I,
     ),
-    _rule("password", _assignment(_PASSWORD_KEY), ("passw", "passphrase"), _I),
+    _rule("password", _assignment(_PASSWORD_KEY, needs_letter=False), ("passw", "passphrase"), _I),
     *(_rule("credential", _assignment(key), (trigger,), _I) for trigger, key in _CREDENTIAL_KEYS),
 )
 

@@ -44,8 +44,10 @@ class Subscriber:
         stale_after_s: float = STALE_AFTER_S,
         on_event: Callable[[Event, int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rcvhwm: int = 100_000,
     ) -> None:
         self.home = Path(home)
+        self.rcvhwm = rcvhwm
         self.sender = f"{sender}-{secrets.token_hex(3)}"
         self.stale_after_s = stale_after_s
         self.on_event = on_event
@@ -69,7 +71,7 @@ class Subscriber:
     def _connect(self, info: BusInfo) -> None:
         self._disconnect()
         sub = new_socket(zmq.SUB, linger_ms=0, max_msg=8 * 1024 * 1024)
-        sub.setsockopt(zmq.RCVHWM, 100_000)
+        sub.setsockopt(zmq.RCVHWM, self.rcvhwm)
         for topic in (b"event", b"sample", b"state"):
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         sub.connect(info.egress)

@@ -66,6 +66,7 @@ def _detach(log_path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = _parser().parse_args(argv)
+    os.umask(0o077)
     home = resolve_home(args.home)
     if not home.is_dir():
         print(f"autotrain-supervisor: home {home} is not a directory", file=sys.stderr)

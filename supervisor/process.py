@@ -25,6 +25,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 
 
 def _child_setup(parent_pid: int) -> None:
+    os.umask(0o077)  # whatever an agent writes under the home is private (0600 files, 0700 folders)
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)

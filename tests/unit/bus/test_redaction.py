@@ -57,7 +57,11 @@ SECRETS: list[tuple[str, str, str]] = [
     ("aws_access_key_id", "AKIAC3IBOFBCIXGY4DBP", "boto3 picked up AKIA key {} from the profile"),
     ("aws_access_key_id", "ASIA7QA5EFE6QEQPNO57", "temporary credentials: {} (expires in 1h)"),
     ("aws_secret_key", "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", "[default]\naws_secret_access_key = {}\n"),
-    ("aws_secret_key", "pZ4mQ8rT2vX6yB0nC3fH7jK1lD5gS9wE+aU/oI2e", '{{"SecretAccessKey": "{}", "Region": "x"}}'),
+    (
+        "aws_secret_key",
+        "pZ4mQ8rT2vX6yB0nC3fH7jK1lD5gS9wE+aU/oI2e",
+        '{{"SecretAccessKey": "{}", "Region": "x"}}',
+    ),
     ("google_api_key", "AIzalsHUqJoUD_-Ydua-5ZMs1SWOpQaPRYpzbLG", "maps call with key={}&q=paris"),
     ("stripe_key", "sk_live_xezy3Lex7BWr2drgd1QsO7jp", "charge failed with {}: card declined"),
     ("stripe_key", "rk_live_rBGumXxY9B4bZWOz648JJnUf", "restricted key {} lacks scope"),
@@ -68,15 +72,31 @@ SECRETS: list[tuple[str, str, str]] = [
         ".HZEM9YpvujA_C5Q52ryFlwRlOEVHzc0X0AWIRh_JUqB",
         "session cookie jwt={} set",
     ),
-    ("bearer_token", "fr5pyzPCB9t2039bicBTW5ZE9LFaez77", "curl -H 'Authorization: Bearer {}' https://api.x.io"),
+    (
+        "bearer_token",
+        "fr5pyzPCB9t2039bicBTW5ZE9LFaez77",
+        "curl -H 'Authorization: Bearer {}' https://api.x.io",
+    ),
     ("bearer_token", "Zq8Lm2Xp4Nc6Vb0Rt", '{{"headers": {{"Authorization": "Bearer {}"}}}}'),
     ("bearer_token", "a8F3kD93jfLq0ZpX7wM2", 'the client sent "Bearer {}" twice'),
     ("bearer_token", "dXNlcjpodW50ZXIy", "Authorization: Basic {}"),
-    ("private_key", _PEM_SECRET, "key:\n-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\nok"),
-    ("private_key", _PEM_SECRET, "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----"),
+    (
+        "private_key",
+        _PEM_SECRET,
+        "key:\n-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\nok",
+    ),
+    (
+        "private_key",
+        _PEM_SECRET,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----",
+    ),
     ("private_key", _PEM_SECRET, "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----"),
     ("private_key", _PEM_SECRET, "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY----- trailing"),
-    ("private_key", _PEM_SECRET, "-----BEGIN ENCRYPTED PRIVATE KEY-----\n{}\n-----END ENCRYPTED PRIVATE KEY-----"),
+    (
+        "private_key",
+        _PEM_SECRET,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\n{}\n-----END ENCRYPTED PRIVATE KEY-----",
+    ),
     (
         "private_key",
         _PEM_SECRET,
@@ -144,6 +164,10 @@ HARMLESS: list[str] = [
     "2024-02-15T12:34:56Z round 3 generate stage_end",
     "risk-assessment-framework-for-enterprise-2024",
     "TEACHER_API_KEY_ENV=OPENAI_API_KEY",
+    'API_KEY = "your-api-key-here"  # placeholder in generated code',
+    'headers = {"Authorization": f"Bearer {token}", "X-Api-Key": "***"}',
+    'password = input("Password: ")',
+    'token = jwt.encode({"sub": user_id}, key, algorithm="HS256")',
 ]
 
 
@@ -151,7 +175,9 @@ def _redactor() -> Redactor:
     return Redactor(env={})
 
 
-@pytest.mark.parametrize(("kind", "secret", "template"), SECRETS, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(SECRETS)])
+@pytest.mark.parametrize(
+    ("kind", "secret", "template"), SECRETS, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(SECRETS)]
+)
 def test_secret_is_redacted(kind: str, secret: str, template: str) -> None:
     text = template.format(secret)
     assert secret in text
@@ -209,9 +235,17 @@ def test_redaction_is_idempotent_on_the_corpora() -> None:
 
 def test_no_rule_matches_a_placeholder_even_in_an_assignment() -> None:
     r = Redactor(env={"OPENAI_API_KEY": "sk-envKey0123456789abcdefXYZ"}, extra_secrets=["extra-Secret-42"])
-    placeholders = [rule.placeholder for rule in RULES] + ["[REDACTED:env:OPENAI_API_KEY]", "[REDACTED:extra_secret]"]
+    placeholders = [rule.placeholder for rule in RULES] + [
+        "[REDACTED:env:OPENAI_API_KEY]",
+        "[REDACTED:extra_secret]",
+    ]
     for placeholder in placeholders:
-        for text in (placeholder, f"password={placeholder}", f'"token": "{placeholder}"', f"Bearer {placeholder}"):
+        for text in (
+            placeholder,
+            f"password={placeholder}",
+            f'"token": "{placeholder}"',
+            f"Bearer {placeholder}",
+        ):
             assert r.redact(text) == text
             assert all(rule.pattern.search(placeholder) is None for rule in RULES)
 
@@ -322,7 +356,7 @@ def test_clean_strips_redacts_and_truncates() -> None:
     secret = "ghp_enCkhvMdgaKjIg8xNbe3nNyjOq9wMxEhh2FD"
     # An escape sequence inside a secret must not shield it from the rules.
     assert r.clean(f"push \x1b[1m{secret[:10]}\x1b[0m{secret[10:]}") == "push [REDACTED:github_token]"
-    out = r.clean("x" * 30 + secret, 40)
+    out = r.clean("x" * 30 + " " + secret, 40)
     assert len(out) == 40 and out.endswith("…")
     assert secret[:6] not in out
     assert r.clean("short", 5) == "short"
@@ -342,7 +376,7 @@ def test_redact_obj_walks_containers() -> None:
         "api_key": "x",
         "pad_token": "<pad>",
         "rejected_secret": 3,
-        secret: [secret, (1, 2.5, None, True), {"nested": f"url https://u:pw123456@h/x"}],
+        secret: [secret, (1, 2.5, None, True), {"nested": "url https://u:pw123456@h/x"}],
         "set": {secret},
         "point": point("key", secret),
     }
@@ -373,5 +407,5 @@ def test_module_functions_use_one_lazy_default(monkeypatch: pytest.MonkeyPatch) 
     text = "use ghp_enCkhvMdgaKjIg8xNbe3nNyjOq9wMxEhh2FD and default-path-value-77"
     assert redaction.redact(text) == "use [REDACTED:github_token] and [REDACTED:env:AT_UNIT_DEFAULT_SECRET]"
     assert redaction.scan(text) == {"github_token", "env_secret"}
-    assert redaction.clean("\x1b[31m" + text, 20) == "use [REDACTED:gith…"
+    assert redaction.clean("\x1b[31m" + text, 20) == "use [REDACTED:githu…"
     assert redaction.strip_ansi("\x1b[31mx") == "x"

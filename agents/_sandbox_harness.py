@@ -1,0 +1,239 @@
+"""The program the sandbox interpreter runs (``python -I -S -B -u _sandbox_harness.py CONFIG``).
+
+Standard library only, and nothing from the project: it runs outside any virtualenv, possibly as a uid
+that cannot read the project. The first process is trusted (no generated code ever runs in it): it reads
+the token from stdin and the sources from the working directory, unshares the namespaces and forks, then
+waits for its child with the wall clock and passes the child's exit on. The child, PID 1 of the new PID
+namespace when there is one, applies the rlimits, drops to the run's uid, and executes the solution and
+then the tests in one namespace. Only after the last test does it write the token.
+
+The set-up fails closed: when a step it was asked for fails, it exits with the ``setup`` status.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+import traceback
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: start-up time is paid on every run
+    from collections.abc import Callable
+    from typing import Any, NoReturn
+
+_CLONE_NEWUSER = 0x10000000
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def main() -> None:
+    """Set up, fork, supervise in the parent, run the solution and its tests in the child."""
+    config: dict[str, Any] = json.loads(sys.argv[1])
+    codes: dict[str, int] = config["codes"]
+    # The token arrives on stdin so that it is in neither /proc/<pid>/cmdline nor environ.
+    token = sys.stdin.buffer.readline().strip()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        sources = []
+        for name in ("solution.py", "tests.py"):
+            with open(name, encoding="utf-8") as handle:
+                sources.append(handle.read())
+            os.unlink(name)  # the solution must not read the tests
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        _unshare(config)
+        child = os.fork()
+    except (OSError, ValueError) as exc:
+        _setup_failed(codes, exc)
+    if child:
+        _supervise(child, config["timeout_s"], config["cpu_s"], codes)
+    try:
+        _confine(config)
+    except (OSError, ValueError) as exc:
+        _setup_failed(codes, exc)
+    _run(sources[0], sources[1], config["entry_point"], token, codes)
+
+
+def _setup_failed(codes: dict[str, int], what: object) -> NoReturn:
+    os.write(2, f"[sandbox] set-up failed: {what}\n".encode())
+    os._exit(codes["setup"])
+
+
+def _libc_call(name: str, *args: int) -> None:
+    if getattr(_libc, name)(*args) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{name}: {os.strerror(errno)}")
+
+
+def _unshare(config: dict[str, Any]) -> None:
+    """New namespaces for the child to come (a PID namespace takes effect at the next fork)."""
+    flags: int = config["namespaces"]
+    if config["userns"]:
+        uid, gid = os.getuid(), os.getgid()
+        _libc_call("unshare", flags | _CLONE_NEWUSER)
+        # Map our own ids onto themselves so that files the child creates keep a valid owner.
+        for file, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{uid} {uid} 1"),
+            ("gid_map", f"{gid} {gid} 1"),
+        ):
+            with open(f"/proc/self/{file}", "w") as handle:
+                handle.write(text)
+    elif flags:
+        _libc_call("unshare", flags)
+
+
+def _supervise(child: int, timeout_s: float, cpu_s: int, codes: dict[str, int]) -> NoReturn:
+    """Wait for the child with the wall clock, then leave the way it left."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        pidfd = os.pidfd_open(child)
+    except (AttributeError, OSError):
+        pidfd = -1
+    while True:
+        done, status, usage = os.wait4(child, os.WNOHANG)
+        if done:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            os.kill(child, signal.SIGKILL)  # as PID 1 of its namespace, it takes all the others along
+            os.waitpid(child, 0)
+            os._exit(codes["timeout"])
+        if pidfd >= 0:
+            select.select([pidfd], [], [], left)
+        else:
+            time.sleep(min(left, 0.02))
+    if os.WIFEXITED(status):
+        os._exit(os.WEXITSTATUS(status))
+    died_of = os.WTERMSIG(status)
+    # RLIMIT_CPU has soft = hard, so the kernel sends SIGKILL (a PID-namespace init ignores SIGXCPU).
+    # rusage times are tick-sampled and read up to ~5% low.
+    if died_of in (signal.SIGKILL, signal.SIGXCPU) and usage.ru_utime + usage.ru_stime >= 0.9 * cpu_s - 0.05:
+        os._exit(codes["cpu"])
+    with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP cannot be handled, need not be
+        signal.signal(died_of, signal.SIG_DFL)
+    os.kill(os.getpid(), died_of)
+    os._exit(128 + died_of)
+
+
+def _confine(config: dict[str, Any]) -> None:
+    """rlimits, the run's uid, and no way back to more privilege."""
+    uid: int | None = config["uid"]
+    if uid is not None:
+        _keep_library_reachable()
+    cpu: int = config["cpu_s"]
+    for limit, value in (
+        (resource.RLIMIT_CPU, (cpu, cpu)),
+        (resource.RLIMIT_AS, (config["memory_bytes"],) * 2),
+        (resource.RLIMIT_FSIZE, (config["file_size_bytes"],) * 2),
+        (resource.RLIMIT_NOFILE, (config["nofile"],) * 2),
+        (resource.RLIMIT_NPROC, (config["max_procs"],) * 2),
+    ):
+        resource.setrlimit(limit, value)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        if os.geteuid() != uid or os.getegid() != uid:
+            raise OSError(f"still running as uid {os.geteuid()} gid {os.getegid()}, not {uid}")
+    _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # setuid binaries stay unprivileged
+    # After setuid, because a change of credentials clears the parent-death signal.
+    _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _keep_library_reachable() -> None:
+    """The interpreter may live where the run's uid cannot look (``/root/.pyenv``): reach its library
+    through directory descriptors opened while still privileged (``/proc/self/fd/N`` resolves for the
+    process itself whatever its uid)."""
+    moved = {
+        entry: f"/proc/self/fd/{os.open(entry, os.O_RDONLY | os.O_DIRECTORY)}"
+        for entry in sys.path
+        if os.path.isdir(entry)
+    }
+
+    def rebase(path: str) -> str:
+        for old, new in moved.items():
+            if path == old or path.startswith(old + os.sep):
+                return new + path[len(old) :]
+        return path
+
+    sys.path[:] = list(moved.values())
+    for module in list(sys.modules.values()):
+        paths = getattr(module, "__path__", None)
+        if isinstance(paths, list):  # packages already imported look their submodules up here
+            paths[:] = [rebase(path) for path in paths]
+    sys.path_importer_cache.clear()
+
+
+def _run(solution: str, tests: str, entry_point: str | None, token: bytes, codes: dict[str, int]) -> NoReturn:
+    """Execute the solution, then the tests, in one namespace; write the token only if all of it ran."""
+    # Our own references: the solution may patch builtins, os, sys or traceback before the tests run.
+    out = os.dup(1)
+    write, exit_, execute, compile_ = os.write, os._exit, builtins.exec, builtins.compile
+    settrace, setprofile, print_exception = sys.settrace, sys.setprofile, traceback.print_exception
+    namespace: dict[str, Any] = {"__name__": "solution", "__builtins__": builtins}
+
+    def finish(code: int, exc: BaseException | None, note: str = "") -> NoReturn:
+        try:
+            if exc is not None:
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+                    tb = tb.tb_next  # the solution's frames only
+                print_exception(type(exc), exc, tb)
+            if note:
+                sys.stderr.write(f"[sandbox] {note}\n")
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        exit_(code)
+
+    def guarded(step: Callable[[], object], assertion_code: int) -> None:
+        try:
+            step()
+        except AssertionError as exc:
+            finish(assertion_code, exc)
+        except MemoryError as exc:
+            finish(codes["oom"], exc)
+        except SystemExit as exc:
+            finish(codes["error"], None, f"exit({exc.code!r}) called before the tests finished")
+        except BaseException as exc:
+            finish(codes["error"], exc)
+
+    def load(source: str, filename: str) -> Callable[[], object]:
+        # optimize=0 keeps the asserts whatever flags the interpreter was given.
+        return lambda: execute(compile_(source, filename, "exec", dont_inherit=True, optimize=0), namespace)
+
+    guarded(load(solution, "solution.py"), codes["error"])
+    if entry_point is not None and not callable(namespace.get(entry_point)):
+        finish(codes["error"], None, f"the solution defines no function {entry_point!r}")
+    settrace(None)
+    setprofile(None)
+    check_before = namespace.get("check")
+    guarded(load(tests, "tests.py"), codes["fail"])
+    check = namespace.get("check")
+    if callable(check) and check is not check_before:
+        if entry_point is None:
+            finish(codes["error"], None, "the tests define check(candidate) but no entry_point was given")
+        guarded(lambda: check(namespace[entry_point]), codes["fail"])
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    write(out, b"\n" + token + b"\n")
+    exit_(0)
+
+
+if __name__ == "__main__":
+    main()

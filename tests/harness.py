@@ -1,0 +1,150 @@
+"""Test harness: a real supervisor subprocess on a temporary home, scripted agents, condition waits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_info
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.errors import BusError
+
+TESTS = Path(__file__).resolve().parent
+SCRIPTED = TESTS / "agents" / "scripted_agent.py"
+STAGES = ("generate", "validate", "train", "eval")
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(interval_s)
+
+
+def scripted(*args: str) -> str:
+    """The command line of the scripted agent with ``args``."""
+    return " ".join([sys.executable, str(SCRIPTED), *args])
+
+
+def agent_env(default: str | None = None, **per_stage: str) -> dict[str, str]:
+    """``AUTOTRAIN_AGENT_<STAGE>`` variables: ``default`` for every stage unless given per stage."""
+    env = {}
+    for stage in STAGES:
+        command = per_stage.get(stage, default)
+        if command is not None:
+            env[f"AUTOTRAIN_AGENT_{stage.upper()}"] = command
+    return env
+
+
+@contextlib.contextmanager
+def short_home() -> Iterator[Path]:
+    """A temporary home with a short path (ipc socket paths are limited to ~100 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="at-", dir="/tmp") as folder:
+        yield Path(folder)
+
+
+class SupervisorProc:
+    """A real ``autotrain-supervisor`` process for a test."""
+
+    def __init__(self, home: Path, *, env: Mapping[str, str] | None = None, config: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.home = home
+        if config is not None:
+            (home / "config.yaml").write_text(config)
+        full_env = dict(os.environ)
+        full_env.update({"PYTHONUNBUFFERED": "1"})
+        full_env.update(env or {})
+        self.log = open(home / "supervisor.out", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "heidi_engine.supervisor.cli", "--home", str(home), "--no-gpu", *args],
+            env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self._clients: list[ControlClient] = []
+
+    def info(self) -> BusInfo | None:
+        try:
+            info = read_bus_info(self.home)
+        except ConnectionFileError:
+            return None
+        return info if info.pid == self.proc.pid else None
+
+    def wait_ready(self, timeout_s: float = 15.0) -> SupervisorProc:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"supervisor exited {self.proc.returncode}: {self.output()}")
+            info = self.info()
+            if info is None:
+                return False
+            with ControlClient(info, timeout_s=1) as client:
+                try:
+                    return bool(client.call("ping"))
+                except BusError:
+                    return False
+        wait_until(ready, timeout_s, 0.05, "supervisor ready")
+        return self
+
+    def client(self, timeout_s: float = 10.0) -> ControlClient:
+        info = self.info()
+        assert info is not None, "no connection file"
+        client = ControlClient(info, timeout_s=timeout_s)
+        self._clients.append(client)
+        return client
+
+    def call(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        if not self._clients or self._clients[-1].info != self.info():
+            self.client()
+        return self._clients[-1].call(name, args)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.call("status"))
+
+    def wait_status(self, *statuses: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        return wait_until(lambda: (s := self.status())["status"] in statuses and s, timeout_s, 0.05,
+                          f"status in {statuses}")
+
+    def output(self) -> str:
+        return (self.home / "supervisor.out").read_text(errors="replace")[-4000:]
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        for client in self._clients:
+            client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s / 2)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout_s / 2)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

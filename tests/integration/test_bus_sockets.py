@@ -1,0 +1,114 @@
+"""The bus over real sockets between two processes: signed messages arrive, forged ones are counted and
+dropped, and a control request against a silent peer times out without wedging the client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from harness import wait_until
+
+from heidi_engine.bus.connection import new_bus_info, read_bus_info, write_bus_info
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.errors import ControlTimeout
+from heidi_engine.bus.event import Event
+from heidi_engine.bus.message import Reply
+from heidi_engine.bus.server import BusServer
+
+RUN = "run_20240215_123456_abc12345"
+
+PUBLISHER = textwrap.dedent("""
+    import sys
+    from heidi_engine.bus.connection import read_bus_info, BusInfo
+    from heidi_engine.bus.publisher import Publisher
+    from heidi_engine.bus.event import Event
+    from heidi_engine.bus.context import new_socket
+    import zmq
+    info = read_bus_info(sys.argv[1])
+    with Publisher(info, "agent") as pub:
+        for i in range(50):
+            pub.send("event", Event(run_id=sys.argv[2], stage="generate", event_type="progress", message=f"n{i}"))
+    forged = BusInfo(**{**info.__dict__, "key_hex": "00" * 32})
+    with Publisher(forged, "intruder") as bad:
+        bad.send("event", Event(run_id=sys.argv[2], stage="generate", event_type="progress", message="forged"))
+    raw = new_socket(zmq.PUSH, linger_ms=2000)
+    raw.connect(info.ingress)
+    raw.send_multipart([b"event", b"junk", b"junk"])   # unsigned, wrong frame count
+    raw.send(b"garbage")
+    raw.close()
+""")
+
+
+@pytest.fixture
+def bus(home: Path):  # type: ignore[no-untyped-def]
+    info = new_bus_info(home, 1)
+    write_bus_info(home, info)
+    server = BusServer(info)
+    yield server
+    server.close()
+
+
+def test_signed_messages_arrive_and_forged_are_counted(bus: BusServer, home: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", PUBLISHER, str(home), RUN], timeout=60, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    received: list[Event] = []
+
+    def drain() -> bool:
+        bus.wait(0.05)
+        for header, body in bus.recv_ingress():
+            decoded = bus.decode_ingress_body(header, body)
+            assert isinstance(decoded, Event)
+            received.append(decoded)
+        return len(received) >= 50 and bus.bad.total >= 3
+
+    wait_until(drain, 10, 0.0, "50 events and 3 refusals")
+    assert [e.message for e in received] == [f"n{i}" for i in range(50)]
+    assert bus.bad.counts["ingress:bad_signature"] == 1
+    assert bus.bad.counts["ingress:bad_frames"] == 2
+    assert all(e.message != "forged" for e in received)
+
+
+SILENT_THEN_ANSWERING = textwrap.dedent("""
+    import sys, time
+    from heidi_engine.bus.connection import new_bus_info, write_bus_info
+    from heidi_engine.bus.server import BusServer
+    from heidi_engine.bus.message import Reply
+    home = sys.argv[1]
+    info = new_bus_info(home, 1)
+    server = BusServer(info)
+    write_bus_info(home, info)
+    # Silent until told to answer (a file appears), then answers every command.
+    import pathlib
+    go = pathlib.Path(home) / "answer"
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    answered = 0
+    while answered < 2 and time.monotonic() < deadline:
+        server.wait(0.1)
+        got = server.recv_command()
+        if got:
+            identity, command = got
+            server.reply(identity, Reply(id=command.id, ok=True, result=command.name))
+            answered += 1
+    server.close()
+""")
+
+
+def test_control_times_out_against_silent_peer_then_recovers(home: Path) -> None:
+    peer = subprocess.Popen([sys.executable, "-c", SILENT_THEN_ANSWERING, str(home)])
+    try:
+        wait_until(lambda: (home / "run" / "bus.json").exists(), 20, 0.05, "peer bound")
+        client = ControlClient(read_bus_info(home), timeout_s=0.5)
+        with pytest.raises(ControlTimeout, match="no reply within 0.5 s"):
+            client.request("ping")
+        (home / "answer").touch()
+        # The stale first request is answered to the old socket; the new request gets its own reply.
+        reply = client.request("status", timeout_s=10)
+        assert isinstance(reply, Reply) and reply.ok and reply.result == "status"
+        client.close()
+    finally:
+        peer.wait(30)

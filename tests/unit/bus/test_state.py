@@ -1,0 +1,120 @@
+"""The reducer: counters, usage and cost, status, trainer history, bounded buffers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heidi_engine.bus.event import COUNTER_NAMES, Event
+from heidi_engine.bus.state import (
+    LOSS_HISTORY,
+    RECENT_EVENTS,
+    GpuInfo,
+    HostInfo,
+    RunState,
+    StatusPatch,
+    SystemSample,
+    TrainerSample,
+    apply_event,
+    apply_sample,
+    apply_status,
+)
+
+RUN = "run_20240215_123456_abc12345"
+
+
+def ev(**fields: Any) -> Event:
+    base: dict[str, Any] = {"run_id": RUN, "stage": "generate", "event_type": "progress", "round": 1}
+    base.update(fields)
+    return Event.model_validate(base)
+
+
+def test_counters_are_sums_of_deltas() -> None:
+    state = RunState()
+    for i in range(10):
+        apply_event(state, ev(counters_delta={"teacher_generated": 1, "test_pass": i % 2}))
+    assert state.counters["teacher_generated"] == 10
+    assert state.counters["test_pass"] == 5
+    assert set(state.counters) == set(COUNTER_NAMES)
+    assert state.event_count == 10 and state.run_id == RUN
+
+
+def test_usage_and_cost_unknown_is_sticky() -> None:
+    state = RunState()
+    apply_event(state, ev(usage_delta={"requests_sent": 2, "input_tokens": 100, "estimated_cost_usd": 0.5}))
+    apply_event(state, ev(usage_delta={"requests_sent": 1, "estimated_cost_usd": 0.25}))
+    assert state.usage["requests_sent"] == 3 and state.usage["input_tokens"] == 100
+    assert state.usage["estimated_cost_usd"] == 0.75
+    apply_event(state, ev(usage_delta={"estimated_cost_usd": None}))
+    apply_event(state, ev(usage_delta={"estimated_cost_usd": 1.0}))
+    assert state.usage["estimated_cost_usd"] is None
+
+
+def test_stage_and_status_transitions() -> None:
+    state = RunState()
+    apply_event(state, ev(stage="round_start", event_type="pipeline_start", round=0))
+    assert state.status == "running" and state.started_at is not None
+    apply_event(state, ev(stage="train", event_type="stage_start", round=2))
+    assert state.current_stage == "train" and state.current_round == 2
+    apply_event(state, ev(stage="train", event_type="progress", round=2))
+    assert state.current_stage == "train"
+    apply_event(state, ev(stage="round_end", event_type="pipeline_stop", level="error", error="boom"))
+    assert state.status == "failed" and state.error == "boom"
+    apply_event(state, ev(stage="round_end", event_type="pipeline_stop", level="warn"))
+    assert state.status == "stopped"
+    apply_event(state, ev(stage="round_end", event_type="pipeline_complete", level="success"))
+    assert state.status == "completed"
+
+
+def test_recent_events_bounded() -> None:
+    state = RunState()
+    for i in range(RECENT_EVENTS + 50):
+        apply_event(state, ev(message=f"m{i}"))
+    assert len(state.recent_events) == RECENT_EVENTS
+    assert state.recent_events[-1]["message"] == f"m{RECENT_EVENTS + 49}"
+    assert state.event_count == RECENT_EVENTS + 50
+
+
+def test_trainer_history_truncated_on_resume_not_duplicated() -> None:
+    state = RunState()
+    for step in range(1, 11):
+        apply_sample(state, TrainerSample(round=1, step=step, total=20, loss=1.0 / step))
+    for step in range(7, 13):  # resumed from the checkpoint at step 6
+        apply_sample(state, TrainerSample(round=1, step=step, total=20, loss=2.0))
+    steps = [s for s, _ in state.trainer.loss_history]
+    assert steps == list(range(1, 13))
+    assert state.trainer.step == 12 and state.trainer.loss == 2.0
+
+
+def test_trainer_history_resets_per_round_and_is_bounded() -> None:
+    state = RunState()
+    for step in range(1, LOSS_HISTORY + 20):
+        apply_sample(state, TrainerSample(round=1, step=step, total=10_000, loss=0.5))
+    assert len(state.trainer.loss_history) == LOSS_HISTORY
+    apply_sample(state, TrainerSample(round=2, step=1, total=10, loss=0.9))
+    assert state.trainer.loss_history == [(1, 0.9)]
+
+
+def test_system_sample_and_gpu_summary() -> None:
+    state = RunState()
+    assert state.gpu_summary() == {"vram_used_mb": None, "vram_total_mb": None, "util_pct": None}
+    apply_sample(state, SystemSample(
+        gpus=[GpuInfo(index=0, vram_used_mb=1000, vram_total_mb=8000, util_pct=50),
+              GpuInfo(index=1, vram_used_mb=3000, vram_total_mb=8000, util_pct=None)],
+        host=HostInfo(cpu_pct=10, ram_used_mb=1, ram_total_mb=2)))
+    assert state.gpu_summary() == {"vram_used_mb": 4000.0, "vram_total_mb": 16000.0, "util_pct": 50.0}
+
+
+def test_status_patch_applies_only_set_fields() -> None:
+    state = RunState(run_id=RUN, status="running", total_rounds=3)
+    apply_status(state, StatusPatch(pause_requested=True))
+    assert state.pause_requested and state.status == "running" and state.total_rounds == 3
+    apply_status(state, StatusPatch(status="paused", error=None))
+    assert state.status == "paused" and state.error is None
+
+
+def test_state_round_trips_through_json() -> None:
+    state = RunState()
+    apply_event(state, ev(counters_delta={"validated_ok": 3}))
+    apply_sample(state, TrainerSample(round=1, step=1, total=2, loss=0.1))
+    again = RunState.model_validate_json(state.model_dump_json())
+    assert again == state

@@ -1,0 +1,134 @@
+"""Command handlers against a fake supervisor: every command has one handler, refusals are clear."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from heidi_engine.bus.state import RunState
+from heidi_engine.supervisor.commands import COMMANDS, Refused, dispatch, help_text
+
+RUN = "run_20240215_123456_abc12345"
+EXPECTED = {"ping", "status", "snapshot", "start", "stop", "pause", "resume", "resume_run", "list_runs", "shutdown"}
+
+
+class FakeSupervisor:
+    def __init__(self, status: str = "idle", *, pause_requested: bool = False) -> None:
+        self.state = RunState(run_id=RUN if status != "idle" else None, status=status, pause_requested=pause_requested)  # type: ignore[arg-type]
+        self.seq = 12
+        self.session = "sess"
+        self.calls: list[tuple[str, Any]] = []
+
+    def stats(self) -> dict[str, Any]:
+        return {"status": self.state.status}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"seq": self.seq, "session": self.session, "state": self.state.model_dump(mode="json")}
+
+    def start_run(self, overrides: Mapping[str, object]) -> str:
+        self.calls.append(("start", dict(overrides)))
+        return RUN
+
+    def request_stop(self) -> None:
+        self.calls.append(("stop", None))
+
+    def request_pause(self) -> None:
+        self.calls.append(("pause", None))
+
+    def request_resume(self) -> None:
+        self.calls.append(("resume", None))
+
+    def resume_run(self, run_id: str | None) -> str:
+        self.calls.append(("resume_run", run_id))
+        return run_id or RUN
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        return [{"run_id": RUN}]
+
+    def request_shutdown(self) -> None:
+        self.calls.append(("shutdown", None))
+
+
+def test_every_command_has_exactly_one_handler_with_help() -> None:
+    assert set(COMMANDS) == EXPECTED
+    assert len(set(map(id, COMMANDS.values()))) == len(COMMANDS)
+    for name in COMMANDS:
+        assert len(help_text(name)) > 15, name
+
+
+def test_unknown_command_refused() -> None:
+    with pytest.raises(Refused, match="unknown command 'frobnicate'"):
+        dispatch(FakeSupervisor(), "frobnicate", {})
+
+
+def test_ping_and_snapshot() -> None:
+    sup = FakeSupervisor()
+    assert dispatch(sup, "ping", {})["pong"] is True
+    snap = dispatch(sup, "snapshot", {})
+    assert snap["seq"] == 12 and snap["state"]["status"] == "idle"
+
+
+def test_start_when_idle_and_refused_when_active() -> None:
+    sup = FakeSupervisor()
+    assert dispatch(sup, "start", {"overrides": {"ROUNDS": "2"}}) == {"run_id": RUN}
+    assert sup.calls == [("start", {"ROUNDS": "2"})]
+    for status in ("starting", "running", "paused", "stopping"):
+        with pytest.raises(Refused, match="already"):
+            dispatch(FakeSupervisor(status), "start", {})
+
+
+def test_start_argument_checks() -> None:
+    with pytest.raises(Refused, match="unknown argument"):
+        dispatch(FakeSupervisor(), "start", {"rounds": 3})
+    with pytest.raises(Refused, match="mapping"):
+        dispatch(FakeSupervisor(), "start", {"overrides": ["ROUNDS=3"]})
+
+
+@pytest.mark.parametrize("status", ["idle", "stopped", "completed", "failed", "interrupted"])
+def test_stop_pause_resume_refused_without_active_run(status: str) -> None:
+    sup = FakeSupervisor(status)
+    for name in ("stop", "pause", "resume"):
+        with pytest.raises(Refused):
+            dispatch(sup, name, {})
+    assert sup.calls == []
+
+
+def test_pause_then_resume() -> None:
+    sup = FakeSupervisor("running")
+    dispatch(sup, "pause", {})
+    with pytest.raises(Refused, match="not paused"):
+        dispatch(FakeSupervisor("running"), "resume", {})
+    with pytest.raises(Refused, match="already requested"):
+        dispatch(FakeSupervisor("running", pause_requested=True), "pause", {})
+    dispatch(FakeSupervisor("paused", pause_requested=True), "resume", {})
+    assert sup.calls == [("pause", None)]
+
+
+def test_stop_active_run() -> None:
+    sup = FakeSupervisor("paused", pause_requested=True)
+    dispatch(sup, "stop", {})
+    assert sup.calls == [("stop", None)]
+
+
+def test_resume_run_validates_run_id() -> None:
+    sup = FakeSupervisor("stopped")
+    with pytest.raises(Refused, match="not a run id"):
+        dispatch(sup, "resume_run", {"run_id": "../../etc"})
+    assert dispatch(sup, "resume_run", {"run_id": RUN}) == {"run_id": RUN}
+    assert dispatch(sup, "resume_run", {}) == {"run_id": RUN}
+    with pytest.raises(Refused, match="already"):
+        dispatch(FakeSupervisor("running"), "resume_run", {})
+
+
+@pytest.mark.parametrize("name", ["ping", "status", "snapshot", "stop", "pause", "resume", "list_runs", "shutdown"])
+def test_no_arg_commands_refuse_arguments(name: str) -> None:
+    with pytest.raises(Refused, match="takes no arguments"):
+        dispatch(FakeSupervisor("running"), name, {"x": 1})
+
+
+def test_shutdown() -> None:
+    sup = FakeSupervisor("running")
+    assert dispatch(sup, "shutdown", {}) == {"shutting_down": True}
+    assert sup.calls == [("shutdown", None)]

@@ -1,0 +1,181 @@
+"""The HTTP status server (DESIGN §10): a bus client like any viewer, on 127.0.0.1 only.
+
+``python -m heidi_engine.ui.http --home H [--port N]``. Routes: ``GET /`` and ``GET /status`` (the allowed
+fields), ``GET /health`` (200 ok, else 503 with the reason), ``GET /metrics`` (Prometheus text). Anything
+else is 404; a method other than GET is 405 with ``Allow: GET``. No CORS header at all.
+
+Requests never touch the bus: a :class:`LiveView` thread keeps the state current and each request reads
+its latest frozen snapshot, so a hung supervisor cannot hang a client, and one slow client cannot hold
+up the others (a thread per connection, daemon threads, a socket timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.ui.launcher import NoSupervisor, local_supervisor, resolve_home
+from heidi_engine.ui.status_view import Health, assess, metrics_text, status_fields
+from heidi_engine.ui.viewer import LiveView
+
+__all__ = ["LOOPBACK", "StatusServer", "main", "serve"]
+
+LOOPBACK = "127.0.0.1"
+_JSON = "application/json"
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_CLIENT_TIMEOUT_S = 10.0
+
+
+class StatusServer(ThreadingHTTPServer):
+    """A threading HTTP server over one :class:`LiveView`; refuses any host but 127.0.0.1."""
+
+    daemon_threads = True
+    # The socketserver default backlog (5) makes a burst of clients wait for SYN retries.
+    request_queue_size = 256
+
+    def __init__(self, home: Path, view: LiveView, *, host: str = LOOPBACK, port: int = 0) -> None:
+        if host != LOOPBACK:
+            raise ValueError(f"the status server listens on {LOOPBACK} only, not {host!r}")
+        self.home = home
+        self.view = view
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://{LOOPBACK}:{self.server_address[1]}"
+
+    def health(self) -> Health:
+        """The current verdict: the live view, plus the connection file when the view is not connected."""
+        latest = self.view.latest()
+        if latest.connected:
+            return assess(latest, None)
+        try:
+            local_supervisor(self.home)
+        except NoSupervisor as exc:
+            return assess(latest, str(exc))
+        return assess(latest, None)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StatusServer
+    server_version = "autotrain-http"
+    sys_version = ""
+    timeout = _CLIENT_TIMEOUT_S
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        if path in ("/", "/status"):
+            health = self.server.health()
+            self._json(HTTPStatus.OK, status_fields(self.server.view.latest().state, health))
+        elif path == "/health":
+            health = self.server.health()
+            self._json(HTTPStatus(health.http_status), health.body())
+        elif path == "/metrics":
+            health = self.server.health()
+            self._send(HTTPStatus.OK, _PROMETHEUS, metrics_text(self.server.view.latest(), health).encode())
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found", "routes": ["/", "/status", "/health", "/metrics"]})
+
+    def _not_allowed(self) -> None:
+        self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"method {self.command} not allowed; use GET"},
+                   extra={"Allow": "GET"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+        self._send(status, _JSON, json.dumps(body, allow_nan=False).encode(), extra)
+
+    def _send(self, status: HTTPStatus, content_type: str, payload: bytes, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Access logs would interleave with the URL line scripts read; errors still reach stderr.
+        return
+
+
+def _port(home: Path, given: int | None) -> int:
+    """``--port``, else HTTP_PORT from config (file and environment); ConfigError when invalid."""
+    if given is not None:
+        if given != 0 and not 1024 <= given <= 65535:
+            raise ConfigError([f"--port = {given}: expected 1024–65535 (or 0 for any free port)"])
+        return given
+    path = home / "config.yaml"
+    return load_config(path if path.exists() else None).HTTP_PORT
+
+
+def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = True) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT; the exit code (0, or 1 if it cannot bind)."""
+    view = LiveView(home, sender="http").start()
+    try:
+        try:
+            server = StatusServer(home, view, host=host, port=port)
+        except OSError as exc:
+            print(f"autotrain-http: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
+        if announce:
+            print(f"autotrain-http: serving {server.url} for {home}", flush=True)
+        try:
+            server.serve_forever(poll_interval=0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return 0
+    finally:
+        view.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m heidi_engine.ui.http", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=None,
+                        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port (default: HTTP_PORT from config, 7779; 0 picks a free port)")
+    parser.add_argument("--host", default=LOOPBACK, help=f"must be {LOOPBACK}: the server never listens elsewhere")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit 2 for a non-loopback host or an invalid port/config, 1 when it cannot bind."""
+    args = _parser().parse_args(argv)
+    if args.host not in (LOOPBACK, "localhost"):
+        print(f"autotrain-http: refusing to listen on {args.host!r}: the status server binds {LOOPBACK} only",
+              file=sys.stderr)
+        return 2
+    home = resolve_home(args.home)
+    if not home.is_dir():
+        print(f"autotrain-http: home {home} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        port = _port(home, args.port)
+    except ConfigError as exc:
+        print(f"autotrain-http: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    return serve(home, port=port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""``autotrain-menu``: the interactive menu, or one non-interactive action per flag (DESIGN §10a).
+
+Exit codes: 0 success; 1 runtime failure (a refused command, a run that did not complete, a supervisor
+that cannot be started); 2 bad usage or invalid configuration (one line per problem, nothing sent);
+3 no supervisor reachable (``--status``, ``--stop``, ``--pause``, ``--resume``). Every flag works
+without a terminal; only the menu itself and ``--configure`` need one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from heidi_engine.bus.config import ConfigError, load_config, parse_override
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.errors import BusError, CommandRefused
+from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.journal import load_state_file
+from heidi_engine.bus.state import FINISHED_STATUSES
+from heidi_engine.bus.redaction import clean, default_redactor
+from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, resolve_home
+from heidi_engine.ui.status_view import format_runs, format_status
+
+__all__ = ["EXIT_BAD_USAGE", "EXIT_FAILURE", "EXIT_NO_SUPERVISOR", "EXIT_OK", "Controller", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR = 0, 1, 2, 3
+_PROG = "autotrain-menu"
+_STAGES = ("generate", "validate", "train", "eval")
+_POLL_S = 0.2
+_LOST_AFTER_S = 15.0
+
+
+def runs_from_files(home: Path) -> list[dict[str, Any]]:
+    """What ``list_runs`` answers, read from ``<home>/runs/*/state.json`` when no supervisor runs."""
+    root = home / "runs"
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), reverse=True) if root.is_dir() else []
+    runs: list[dict[str, Any]] = []
+    for folder in folders:
+        state = load_state_file(folder)
+        if state is None:
+            runs.append({"run_id": folder.name, "status": "unknown", "counters": {}})
+            continue
+        runs.append({
+            "run_id": folder.name, "status": state.status, "current_round": state.current_round,
+            "total_rounds": state.total_rounds, "started_at": state.started_at, "updated_at": state.updated_at,
+            "counters": state.counters, "estimated_cost_usd": state.usage.get("estimated_cost_usd"),
+        })
+    return runs
+
+
+def _stages_done(status: dict[str, Any]) -> int:
+    """Stages finished so far, estimated from the round and the stage in progress."""
+    round_no = int(status.get("current_round") or 0)
+    stage = status.get("current_stage")
+    index = _STAGES.index(stage) if stage in _STAGES else (len(_STAGES) if stage == "round_end" else 0)
+    return max(0, (round_no - 1) * len(_STAGES) + index) if round_no else 0
+
+
+def _describe(status: dict[str, Any]) -> str:
+    return (f"round {status.get('current_round')}/{status.get('total_rounds')} · "
+            f"{clean(str(status.get('current_stage') or '-'))} · {clean(str(status.get('status')))}")
+
+
+def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> int:
+    """Follow ``run_id`` to its end: a rich progress bar on a terminal, plain lines otherwise.
+
+    0 when it completed; 1 when it stopped, failed or was interrupted, or the supervisor went away.
+    """
+    tty = out.isatty()
+    progress = None
+    if tty:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(file=out), transient=False)
+        progress.start()
+    task = progress.add_task(run_id, total=None) if progress is not None else None
+    started, lost_since, last_line = time.monotonic(), None, ""
+    status: dict[str, Any] = {}
+    try:
+        while True:
+            try:
+                status = dict(client.call("status", timeout_s=3.0))
+                lost_since = None
+            except BusError as exc:
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > _LOST_AFTER_S:
+                    print(f"{_PROG}: lost the supervisor while following {run_id}: {exc}", file=err, flush=True)
+                    return EXIT_FAILURE
+                time.sleep(_POLL_S)
+                continue
+            if status.get("run_id") != run_id:
+                print(f"{_PROG}: run {run_id} is no longer the supervisor's run "
+                      f"(now {clean(str(status.get('run_id')))})", file=err, flush=True)
+                return EXIT_FAILURE
+            total = max(1, int(status.get("total_rounds") or 1)) * len(_STAGES)
+            finished = status.get("status") in FINISHED_STATUSES
+            if progress is not None and task is not None:
+                done = total if status.get("status") == "completed" else min(_stages_done(status), total)
+                progress.update(task, total=total, completed=done, description=f"{run_id} {_describe(status)}")
+            else:
+                line = _describe(status)
+                if line != last_line:
+                    last_line = line
+                    print(f"[{time.monotonic() - started:7.1f}s] {run_id} {line}", file=out, flush=True)
+            if finished:
+                break
+            time.sleep(_POLL_S)
+    finally:
+        if progress is not None:
+            progress.stop()
+    final = status.get("status")
+    if final == "completed":
+        print(f"run {run_id} completed", file=out, flush=True)
+        return EXIT_OK
+    reason = f": {clean(str(status['error']))}" if status.get("error") else ""
+    print(f"{_PROG}: run {run_id} ended {final}{reason}", file=err, flush=True)
+    return EXIT_FAILURE
+
+
+class Controller:
+    """The actions behind both the flags and the menu options; each returns an exit code."""
+
+    def __init__(self, home: Path, *, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.home = home
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def complain(self, text: str) -> None:
+        print(f"{_PROG}: {text}", file=self.err, flush=True)
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.yaml"
+
+    # -- reaching the supervisor -------------------------------------------------------------------
+
+    def _client(self, *, launch: bool) -> ControlClient | int:
+        """A client of the running (or, with ``launch``, a freshly started) supervisor, or an exit code."""
+        try:
+            if not launch:
+                return ControlClient(find_supervisor(self.home), sender="menu")
+            info, started = ensure_supervisor(self.home)
+        except NoSupervisor as exc:
+            self.complain(str(exc))
+            return EXIT_NO_SUPERVISOR
+        except LaunchError as exc:
+            self.complain(f"cannot start the supervisor:\n{exc}")
+            return exc.exit_code
+        if started:
+            self.say(f"started autotrain-supervisor (pid {info.pid}) on {self.home}")
+        return ControlClient(info, sender="menu")
+
+    def _call(self, client: ControlClient, name: str, args: dict[str, Any] | None = None) -> Any:
+        """The command's result, or ``None`` after reporting a refusal or a lost supervisor."""
+        try:
+            return client.call(name, args)
+        except CommandRefused as exc:
+            self.complain(f"{name} refused: {exc}")
+        except BusError as exc:
+            self.complain(f"{name} failed: {exc}")
+        return None
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def status(self, *, as_json: bool = False) -> int:
+        """Print the supervisor's status (JSON for scripts); 3 when no supervisor runs."""
+        client = self._client(launch=False)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, "status")
+        if result is None:
+            return EXIT_FAILURE
+        if as_json:
+            self.say(json.dumps(default_redactor().redact_obj(result), indent=2, sort_keys=True))
+        else:
+            self.say(format_status(result))
+        return EXIT_OK
+
+    def control(self, name: str) -> int:
+        """``stop``, ``pause`` or ``resume`` the active run; 3 when no supervisor runs."""
+        client = self._client(launch=False)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, name)
+        if result is None:
+            return EXIT_FAILURE
+        done = {"stop": "stop requested: the running stage finishes at its next boundary",
+                "pause": "pause requested: the run parks at its next safe boundary",
+                "resume": "resumed"}[name]
+        self.say(f"{clean(str(result.get('run_id')))}: {done} (status {clean(str(result.get('status')))})")
+        return EXIT_OK
+
+    def check_overrides(self, overrides: dict[str, str]) -> bool:
+        """Validate overrides with config.yaml and the environment, as the supervisor will; report problems."""
+        try:
+            load_config(self.config_path if self.config_path.exists() else None, overrides=overrides)
+        except ConfigError as exc:
+            self.complain("invalid configuration:\n" + "\n".join(exc.problems))
+            return False
+        return True
+
+    def start(self, overrides: dict[str, str], *, wait: bool = False) -> int:
+        """Start a new run (and the supervisor first when none runs); with ``wait``, follow it to its end."""
+        if not self.check_overrides(overrides):
+            return EXIT_BAD_USAGE
+        client = self._client(launch=True)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, "start", {"overrides": overrides})
+            if result is None:
+                return EXIT_FAILURE
+            run_id = str(result["run_id"])
+            self.say(f"started run {run_id}")
+            return follow_run(client, run_id, self.out, self.err) if wait else EXIT_OK
+
+    def resume_run(self, run_id: str | None, *, wait: bool = False) -> int:
+        """Continue the last stopped or interrupted run (or ``run_id``), starting the supervisor if needed."""
+        if run_id is not None and not is_run_id(run_id):
+            self.complain(f"{run_id[:80]!r} is not a run id (run_YYYYMMDD_HHMMSS_<8 hex>)")
+            return EXIT_BAD_USAGE
+        client = self._client(launch=True)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, "resume_run", {"run_id": run_id} if run_id else {})
+            if result is None:
+                return EXIT_FAILURE
+            resumed = str(result["run_id"])
+            self.say(f"resumed run {resumed}")
+            return follow_run(client, resumed, self.out, self.err) if wait else EXIT_OK
+
+    def list_runs(self, *, as_json: bool = False) -> int:
+        """Every run of the home, newest first; read from the files when no supervisor runs."""
+        try:
+            with ControlClient(find_supervisor(self.home), sender="menu") as client:
+                runs = self._call(client, "list_runs")
+            if runs is None:
+                return EXIT_FAILURE
+        except NoSupervisor:
+            runs = runs_from_files(self.home)
+        if as_json:
+            self.say(json.dumps(default_redactor().redact_obj(runs), indent=2))
+        else:
+            self.say(format_runs(runs))
+        return EXIT_OK
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+_ACTIONS = ("start", "status", "stop", "pause", "resume", "resume_run", "configure", "list", "dashboard", "http")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="AutoTrain control menu. Without a flag: the interactive menu (needs a terminal).",
+        epilog="Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration, "
+        "3 no supervisor reachable.",
+    )
+    parser.add_argument("--home", type=Path, default=None,
+                        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("--start", action="store_true", help="start a new run (and the supervisor if none runs)")
+    actions.add_argument("--status", action="store_true", help="show the supervisor's status")
+    actions.add_argument("--stop", action="store_true", help="stop the run at its next stage boundary")
+    actions.add_argument("--pause", action="store_true", help="pause the run at its next safe boundary")
+    actions.add_argument("--resume", action="store_true", help="continue a paused run")
+    actions.add_argument("--resume-run", nargs="?", const="", default=None, metavar="RUN_ID",
+                         help="continue the last stopped or interrupted run (or RUN_ID)")
+    actions.add_argument("--configure", action="store_true", help="edit config.yaml interactively")
+    actions.add_argument("--list", action="store_true", help="list the runs of this home")
+    actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
+    actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
+    parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
+    parser.add_argument("--samples", metavar="N", help="with --start: SAMPLES_PER_ROUND for this run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --start: override a config field (repeatable)")
+    parser.add_argument("--wait", action="store_true",
+                        help="with --start or --resume-run: follow the run to its end; exit 0 only if it completed")
+    parser.add_argument("--json", action="store_true", help="with --status or --list: machine-readable JSON")
+    parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
+    return parser
+
+
+def _action(args: argparse.Namespace) -> str | None:
+    for name in _ACTIONS:
+        value = getattr(args, name)
+        if value is not None and value is not False:
+            return name
+    return None
+
+
+def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
+    allowed = {"rounds": {"start"}, "samples": {"start"}, "set": {"start"}, "wait": {"start", "resume_run"},
+               "json": {"status", "list"}, "port": {"http"}}
+    problems = []
+    for option, actions in allowed.items():
+        value = getattr(args, option)
+        if value not in (None, False, []) and action not in actions:
+            flags = " or ".join("--" + a.replace("_", "-") for a in sorted(actions))
+            problems.append(f"--{option} only goes with {flags}")
+    return problems
+
+
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, str], list[str]]:
+    overrides: dict[str, str] = {}
+    problems: list[str] = []
+    for item in args.set:
+        try:
+            key, value = parse_override(item)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        overrides[key] = value
+    if args.rounds is not None:
+        overrides["ROUNDS"] = args.rounds
+    if args.samples is not None:
+        overrides["SAMPLES_PER_ROUND"] = args.samples
+    return overrides, problems
+
+
+def _interactive_ok(controller: Controller, what: str) -> bool:
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return True
+    controller.complain(f"{what} needs a terminal; for scripts use the flags (--status [--json], --start, "
+                        "--stop, --pause, --resume, --resume-run, --list; see --help)")
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``autotrain-menu``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    action = _action(args)
+    home = resolve_home(args.home)
+    controller = Controller(home)
+    problems = _usage_problems(args, action)
+    if problems:
+        parser.print_usage(sys.stderr)
+        for problem in problems:
+            controller.complain(problem)
+        return EXIT_BAD_USAGE
+    if not home.is_dir():
+        controller.complain(f"home {home} is not a directory")
+        return EXIT_BAD_USAGE
+    try:
+        return _run(controller, args, action)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(controller: Controller, args: argparse.Namespace, action: str | None) -> int:
+    home = controller.home
+    if action == "start":
+        overrides, problems = _overrides(args)
+        if problems:
+            controller.complain("invalid configuration:\n" + "\n".join(problems))
+            return EXIT_BAD_USAGE
+        return controller.start(overrides, wait=args.wait)
+    if action == "status":
+        return controller.status(as_json=args.json)
+    if action in ("stop", "pause", "resume"):
+        return controller.control(action)
+    if action == "resume_run":
+        return controller.resume_run(args.resume_run or None, wait=args.wait)
+    if action == "list":
+        return controller.list_runs(as_json=args.json)
+    if action == "http":
+        from heidi_engine.ui.http import main as http_main
+
+        return http_main(["--home", str(home)] + ([] if args.port is None else ["--port", str(args.port)]))
+    if action == "dashboard":
+        from heidi_engine.ui.menu import dashboard_command
+
+        command = dashboard_command(home)
+        if command is None:
+            controller.complain("autotrain-dash is not installed next to this interpreter or on PATH")
+            return EXIT_FAILURE
+        os.execv(command[0], command)
+    from heidi_engine.ui.menu import Menu, configure
+
+    if action == "configure":
+        return configure(controller) if _interactive_ok(controller, "--configure") else EXIT_BAD_USAGE
+    return Menu(controller).run() if _interactive_ok(controller, "the interactive menu") else EXIT_BAD_USAGE

@@ -1,0 +1,211 @@
+"""The dashboard's screen as pure functions: a frozen :class:`Frame` in, a Rich renderable out.
+
+A frame holds everything one screen shows: a state copy the panels never mutate, the link's health, the
+live event log, the rates the app measured between snapshots, and the UI's own state (view, scroll,
+filter, help). :func:`render` lays out a header, the selected view and a footer, fitted to ``height``
+rows when a terminal is given one, or at natural height for ``--once`` and tests. Nothing here reads a
+clock, a socket or a file, so every screen is reproducible from its frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from rich.console import Group, RenderableType
+from rich.layout import Layout
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+from heidi_engine.ui.panels_text import STATUS_STYLES, fmt_duration, fmt_int, parse_ts, safe
+
+VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration")
+HEADER_ROWS = 3
+FOOTER_ROWS = 1
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-second rates the app measured from deltas between snapshots; ``None`` until measurable."""
+
+    requests_s: float | None = None
+    input_tokens_s: float | None = None
+    output_tokens_s: float | None = None
+    generated_s: float | None = None
+    train_steps_s: float | None = None
+    events_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where the state comes from and how healthy that source is."""
+
+    mode: Literal["live", "replay"] = "live"
+    connected: bool = False
+    silence_s: float | None = None
+    error: str | None = None
+    seq: int = -1
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The event view's scroll and filter: ``scroll`` rows up from the newest (0 follows the tail)."""
+
+    scroll: int = 0
+    filter: str = ""
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One screen's worth of input. ``now`` is wall-clock time, for the run's elapsed time."""
+
+    state: RunState
+    link: Link
+    now: datetime
+    view: int = 1
+    events: tuple[Mapping[str, object], ...] = ()
+    rates: Rates = field(default_factory=Rates)
+    cursor: Cursor = field(default_factory=Cursor)
+    help: bool = False
+
+
+def elapsed_s(state: RunState, now: datetime) -> float | None:
+    """Seconds since the run started: up to ``now`` while active, up to its last update once finished."""
+    started = parse_ts(state.started_at)
+    if started is None:
+        return None
+    end = now if state.status in ACTIVE_STATUSES else parse_ts(state.updated_at) or now
+    return max(0.0, (end - started).total_seconds())
+
+
+def _link_text(link: Link) -> Text:
+    if link.mode == "replay":
+        text = Text("◆ replay", style="bold blue")
+        text.append(f" of {safe(link.source, 120)} (files; no supervisor)", style="blue")
+        return text
+    if link.connected:
+        text = Text("● live", style="bold green")
+        text.append(f" · seq {link.seq:,}", style="dim")
+        return text
+    text = Text("✖ supervisor not reachable", style="bold red")
+    if link.silence_s is not None:
+        text.append(f" · last heard {link.silence_s:.0f} s ago", style="red")
+    else:
+        text.append(" · never heard", style="red")
+    text.append(" · retrying", style="dim")
+    return text
+
+
+def render_header(frame: Frame) -> RenderableType:
+    """Three lines: run identity and elapsed time; round, stage, flags and link; the view tabs."""
+    state = frame.state
+    grid = Table.grid(expand=True)
+    grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    grid.add_column(justify="right", no_wrap=True)
+
+    ident = Text("AutoTrain ", style="bold")
+    ident.append(safe(state.run_id or "no run yet", 40), style="bold cyan" if state.run_id else "dim")
+    ident.append("  ")
+    ident.append(f" {state.status.upper()} ", style="reverse " + STATUS_STYLES.get(state.status, ""))
+    grid.add_row(ident, Text(f"elapsed {fmt_duration(elapsed_s(state, frame.now))}", style="bold"))
+
+    where = Text()
+    total = str(state.total_rounds) if state.total_rounds else "?"
+    where.append(f"round {state.current_round}/{total}", style="bold")
+    where.append(" · stage ", style="dim")
+    where.append(safe(state.current_stage or "–", 20), style="bold")
+    if state.pause_requested:
+        where.append("  ⏸ pause requested", style="bold yellow")
+    if state.stop_requested:
+        where.append("  ■ stop requested", style="bold magenta")
+    grid.add_row(where, _link_text(frame.link))
+
+    tabs = Text()
+    for number, name in enumerate(VIEWS, 1):
+        style = "bold reverse" if number == frame.view and not frame.help else "dim"
+        tabs.append(f" {number} {name} ", style=style)
+        tabs.append(" ")
+    grid.add_row(tabs, Text("? help ", style="bold reverse" if frame.help else "dim"))
+    return grid
+
+
+def render_footer(frame: Frame) -> RenderableType:
+    """The key hints, the open filter prompt, or why the supervisor cannot be reached."""
+    if frame.cursor.prompt is not None:
+        text = Text("filter / ", style="bold yellow")
+        text.append(safe(frame.cursor.prompt, 100))
+        text.append("█", style="blink")
+        text.append("   Enter apply · Esc cancel", style="dim")
+        return text
+    if frame.link.mode == "live" and not frame.link.connected and frame.link.error:
+        text = Text("not reachable: ", style="red")
+        text.append(safe(frame.link.error, 160), style="red")
+        text.no_wrap, text.overflow = True, "ellipsis"
+        return text
+    hints = "q quit · r refresh · 1-5 views · ? help"
+    if frame.view == 4 and not frame.help:
+        hints += " · ↑↓/j k scroll · PgUp PgDn · g/G Home/End · / filter"
+    return Text(hints, style="dim", no_wrap=True, overflow="ellipsis")
+
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("q", "quit (the terminal is restored)"),
+    ("r", "refresh now (re-reads the files of a replayed run)"),
+    ("1 … 5", "Overview · Teacher · Trainer · Events · Configuration"),
+    ("?", "show or hide this help"),
+    ("↑ ↓  k j", "Events: scroll one line"),
+    ("PgUp PgDn", "Events: scroll one page"),
+    ("Home End  g G", "Events: oldest · newest (End follows new events)"),
+    ("/", "Events: filter by stage, level or message text; Enter applies, Esc cancels, empty clears"),
+)
+
+
+def render_help(_frame: Frame, _width: int, _height: int | None) -> RenderableType:
+    """The key reference."""
+    table = Table.grid(padding=(0, 3))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    for keys, what in HELP_KEYS:
+        table.add_row(keys, what)
+    note = Text(
+        "\nThe dashboard is a read-only bus client: control the run with autotrain-menu.", style="dim"
+    )
+    return Panel(Group(table, note), title="Help", title_align="left", border_style="cyan")
+
+
+def _view_renderers() -> dict[int, Callable[[Frame, int, int | None], RenderableType]]:
+    # Imported here: the view modules import this one for Frame.
+    from heidi_engine.ui.panels_events import render_config, render_events
+    from heidi_engine.ui.panels_overview import render_overview, render_teacher
+    from heidi_engine.ui.panels_trainer import render_trainer
+
+    return {1: render_overview, 2: render_teacher, 3: render_trainer, 4: render_events, 5: render_config}
+
+
+def body_rows(height: int) -> int:
+    """Rows left for a view under the header and above the footer on a ``height``-row screen."""
+    return max(1, height - HEADER_ROWS - FOOTER_ROWS)
+
+
+def render(frame: Frame, width: int, height: int | None = None) -> RenderableType:
+    """The whole screen for ``frame``: exactly ``height`` rows when given, natural height otherwise."""
+    if frame.view not in range(1, len(VIEWS) + 1):
+        raise ValueError(f"view must be 1-{len(VIEWS)}, got {frame.view}")
+    rows = None if height is None else body_rows(height)
+    draw = render_help if frame.help else _view_renderers()[frame.view]
+    body = draw(frame, width, rows)
+    header, footer = render_header(frame), render_footer(frame)
+    if height is None:
+        return Group(header, body, footer)
+    layout = Layout()
+    layout.split_column(
+        Layout(header, size=HEADER_ROWS), Layout(body, size=rows), Layout(footer, size=FOOTER_ROWS)
+    )
+    return layout
+

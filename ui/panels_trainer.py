@@ -1,0 +1,140 @@
+"""The Trainer view: progress and ETA, the loss and its sparkline, optimizer gauges, GPUs or host.
+
+With no GPU (no driver, no NVML, or sampling off) the view says "no GPU" plainly and shows the host's
+CPU and RAM instead, as the supervisor's sampler reports them.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.text import Text
+
+from heidi_engine.bus.state import RunState
+from heidi_engine.ui.panels import Frame
+from heidi_engine.ui.panels_text import (
+    DASH,
+    bar,
+    fmt_duration,
+    fmt_float,
+    fmt_lr,
+    fmt_mb,
+    fmt_rate,
+    label_value,
+    safe,
+    sparkline,
+)
+
+
+def eta_s(frame: Frame) -> float | None:
+    """The trainer's own ETA, else the remaining steps at the measured step rate."""
+    trainer = frame.state.trainer
+    if trainer.eta_s is not None:
+        return trainer.eta_s
+    rate = frame.rates.train_steps_s
+    if trainer.total and rate:
+        return max(0, trainer.total - trainer.step) / rate
+    return None
+
+
+def _no_gpu_reason(message: str | None) -> str:
+    if not message:
+        return "no GPU reported by the supervisor"
+    text = safe(message, 160)
+    lowered = text.lower()
+    # The sampler's messages already open with "no GPU"; say it once.
+    return text[len("no gpu"):].lstrip(" :;,-") if lowered.startswith("no gpu") else text
+
+
+def system_lines(state: RunState, *, compact: bool, width: int) -> list[Text]:
+    """Per-GPU VRAM and utilisation bars, or "no GPU" and the host's CPU and RAM."""
+    bar_w = max(5, min(30, (width - 40) // 2 if not compact else (width - 30) // 2))
+    lines: list[Text] = []
+    for gpu in state.gpus:
+        line = Text(f"GPU{gpu.index} ", style="bold")
+        if not compact and gpu.name:
+            line.append(f"{safe(gpu.name, 24):<24} ", style="dim")
+        vram = gpu.vram_used_mb / gpu.vram_total_mb if gpu.vram_total_mb else None
+        line.append("VRAM ", style="dim")
+        line.append_text(bar(vram, bar_w))
+        line.append(f" {fmt_mb(gpu.vram_used_mb)}/{fmt_mb(gpu.vram_total_mb)}  ")
+        line.append("util ", style="dim")
+        line.append_text(bar(None if gpu.util_pct is None else gpu.util_pct / 100, bar_w))
+        line.append(f" {DASH if gpu.util_pct is None else f'{gpu.util_pct:.0f}%'}")
+        if not compact:
+            if gpu.temperature_c is not None:
+                line.append(f"  {gpu.temperature_c:.0f}°C", style="dim")
+            if gpu.power_w is not None:
+                line.append(f"  {gpu.power_w:.0f} W", style="dim")
+        lines.append(line)
+    if state.gpus:
+        return lines
+    none = Text("no GPU", style="bold yellow")
+    none.append(f" · {_no_gpu_reason(state.gpu_message)}", style="yellow")
+    lines.append(none)
+    host = state.host
+    if host is None:
+        lines.append(Text("host CPU/RAM not reported yet", style="dim"))
+        return lines
+    cpu = Text("host CPU ", style="dim")
+    cpu.append_text(bar(host.cpu_pct / 100, bar_w))
+    cpu.append(f" {host.cpu_pct:.0f}%")
+    ram = Text("host RAM ", style="dim")
+    ram.append_text(bar(host.ram_used_mb / host.ram_total_mb if host.ram_total_mb else None, bar_w))
+    ram.append(f" {fmt_mb(host.ram_used_mb)}/{fmt_mb(host.ram_total_mb)}")
+    if compact:
+        cpu.append("  ")
+        cpu.append_text(ram)
+        lines.append(cpu)
+    else:
+        lines += [cpu, ram]
+    return lines
+
+
+def render_trainer(frame: Frame, width: int, height: int | None) -> RenderableType:
+    """Step/total with a bar and ETA, loss with its history, learning rate, grad norm, speed, devices."""
+    trainer = frame.state.trainer
+    inner = max(20, width - 4)
+    lines: list[RenderableType] = []
+
+    progress = Text(f"round {trainer.round} · ", style="dim")
+    if trainer.total:
+        fraction = trainer.step / trainer.total
+        progress.append(f"step {trainer.step:,}/{trainer.total:,} ", style="bold")
+        progress.append_text(bar(fraction, max(10, inner - 50), style="cyan"))
+        progress.append(f" {fraction:.0%}", style="bold")
+    else:
+        progress.append("no training step yet", style="dim")
+    progress.append(f"  ETA {fmt_duration(eta_s(frame))}", style="bold")
+    lines.append(progress)
+
+    history = [loss for _, loss in trainer.loss_history]
+    loss = label_value("loss", fmt_float(trainer.loss))
+    if history:
+        loss.append(f"   min {min(history):.4g} · first {history[0]:.4g} · {len(history)} points", style="dim")
+    lines.append(loss)
+    spark_rows = 1 if height is None or height < 30 else 2
+    if history:
+        line = sparkline(history, inner - 2)
+        lines.extend(Text(line, style="magenta") for _ in range(spark_rows))
+    else:
+        lines.append(Text("no loss reported yet", style="dim"))
+
+    gauges = label_value("lr", fmt_lr(trainer.learning_rate))
+    gauges.append_text(label_value("   grad norm", fmt_float(trainer.grad_norm)))
+    gauges.append_text(label_value("   tokens/s", fmt_rate(trainer.tokens_per_s, "")))
+    gauges.append_text(label_value("   samples/s", fmt_rate(trainer.samples_per_s, "")))
+    gauges.append_text(label_value("   memory", fmt_mb(trainer.memory_mb)))
+    lines.append(gauges)
+    for line in lines:
+        if isinstance(line, Text):
+            line.no_wrap, line.overflow = True, "ellipsis"
+
+    devices = system_lines(frame.state, compact=False, width=width)
+    for line in devices:
+        line.no_wrap, line.overflow = True, "ellipsis"
+    title = "GPUs" if frame.state.gpus else "Host (no GPU)"
+    return Group(
+        Panel(Group(*lines), title="Training", title_align="left", border_style="blue"),
+        Panel(Group(*devices), title=title, title_align="left", border_style="blue"),
+    )

@@ -1,0 +1,232 @@
+"""What the HTTP status server shows of a :class:`~heidi_engine.ui.viewer.View`: pure functions, no I/O.
+
+``status_fields`` is the allow-list of DESIGN §10 (exactly those keys, redacted again at this output
+edge), ``assess`` turns the subscriber's liveness into ``ok`` / ``degraded`` / ``down``, and
+``metrics_text`` renders the Prometheus text exposition format (version 0.0.4); ``format_status`` and
+``format_runs`` are the menu's human-readable forms of the ``status`` and ``list_runs`` answers. Keeping
+them apart from the server and the menu makes the field set, the health rules and the wording testable
+without sockets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from heidi_engine.bus.redaction import clean, default_redactor
+from heidi_engine.bus.state import STATUSES, RunState
+from heidi_engine.ui.viewer import View
+
+__all__ = ["ALLOWED_FIELDS", "Health", "assess", "format_runs", "format_status", "metrics_text", "status_fields"]
+
+ALLOWED_FIELDS: tuple[str, ...] = (
+    "run_id", "status", "current_round", "current_stage", "stop_requested", "pause_requested",
+    "counters", "usage", "gpu_summary", "last_event_ts", "health", "updated_at",
+)  # fmt: skip
+_LABEL_MAX = 120
+_NAME_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Health:
+    """The server's verdict on the supervisor; ``reason`` is set unless ``state`` is ``ok``."""
+
+    state: Literal["ok", "degraded", "down"]
+    reason: str | None = None
+
+    @property
+    def http_status(self) -> int:
+        """200 when ok, 503 otherwise (what load balancers and probes expect)."""
+        return 200 if self.state == "ok" else 503
+
+    def body(self) -> dict[str, str]:
+        """The ``GET /health`` document."""
+        if self.reason is None:
+            return {"health": self.state}
+        return {"health": self.state, "reason": clean(self.reason, 300)}
+
+
+def assess(view: View, absent_reason: str | None) -> Health:
+    """Health from the live view and a look at the connection file.
+
+    ``absent_reason`` is why no supervisor process exists (no connection file, or its pid is gone), or
+    ``None`` when one does. Heard from recently: ok. No process: down. A process that is silent (or not
+    yet heard by this viewer): degraded, since it may be busy, hung or just starting.
+    """
+    if view.connected:
+        return Health("ok")
+    if absent_reason is not None:
+        return Health("down", absent_reason)
+    if view.silence_s is None:
+        return Health("degraded", "connecting to the supervisor: not heard from yet")
+    return Health("degraded", f"supervisor silent for {view.silence_s:.1f} s")
+
+
+def status_fields(state: RunState, health: Health) -> dict[str, Any]:
+    """``GET /status``: exactly :data:`ALLOWED_FIELDS`, every string redacted."""
+    fields: dict[str, Any] = {
+        "run_id": state.run_id,
+        "status": state.status,
+        "current_round": state.current_round,
+        "current_stage": state.current_stage,
+        "stop_requested": state.stop_requested,
+        "pause_requested": state.pause_requested,
+        "counters": dict(state.counters),
+        "usage": dict(state.usage),
+        "gpu_summary": state.gpu_summary(),
+        "last_event_ts": state.last_event_ts,
+        "health": health.state,
+        "updated_at": state.updated_at,
+    }
+    redacted = default_redactor().redact_obj(fields)
+    assert isinstance(redacted, dict)
+    return redacted
+
+
+# -- Prometheus text format -----------------------------------------------------------------------
+
+
+def _label_value(text: str) -> str:
+    return clean(text, _LABEL_MAX).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+class _Exposition:
+    """Collects metric families; each is written once with its HELP and TYPE lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str,
+               samples: Iterable[tuple[dict[str, str], float | int | None]]) -> None:
+        rows = [(labels, value) for labels, value in samples if value is not None]
+        if not rows or not _NAME_OK.fullmatch(name):
+            return
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in rows:
+            inner = ",".join(f'{key}="{_label_value(text)}"' for key, text in labels.items())
+            self.lines.append(f"{name}{'{' + inner + '}' if inner else ''} {_number(value)}")
+
+    def one(self, name: str, kind: str, help_text: str, value: float | int | None) -> None:
+        self.family(name, kind, help_text, [({}, value)])
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _as_number(value: object) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def metrics_text(view: View, health: Health) -> str:
+    """``GET /metrics``: run counters, usage, trainer, GPU and host gauges, and ``autotrain_up``."""
+    state = view.state
+    out = _Exposition()
+    out.one("autotrain_up", "gauge", "1 when the supervisor is reachable and was heard within 3 s.",
+            1 if health.state == "ok" else 0)
+    out.family("autotrain_run_status", "gauge", "1 for the current run status, 0 for the others.",
+               [({"status": status}, 1 if state.status == status else 0) for status in STATUSES])
+    out.one("autotrain_current_round", "gauge", "Round the run is in (0 before the first).", state.current_round)
+    out.one("autotrain_total_rounds", "gauge", "Rounds the run was started with.", state.total_rounds)
+    out.one("autotrain_events_total", "counter", "Events of this run seen by the supervisor.", state.event_count)
+    for name, value in sorted(state.counters.items()):
+        out.one(f"autotrain_{name}_total", "counter", f"Run counter {name}.", _as_number(value))
+    for name, value in sorted(state.usage.items()):
+        if name == "estimated_cost_usd":
+            # Unknown cost (None) is left out rather than shown as 0.
+            out.one("autotrain_estimated_cost_usd", "gauge", "Estimated teacher cost so far, in USD.",
+                    _as_number(value))
+        else:
+            out.one(f"autotrain_usage_{name}_total", "counter", f"Teacher usage {name}.", _as_number(value))
+    trainer = state.trainer
+    out.one("autotrain_trainer_step", "gauge", "Current optimizer step of the trainer.", trainer.step)
+    out.one("autotrain_trainer_total_steps", "gauge", "Optimizer steps planned this round.", trainer.total)
+    out.one("autotrain_trainer_loss", "gauge", "Latest training loss.", trainer.loss)
+    out.one("autotrain_trainer_learning_rate", "gauge", "Latest learning rate.", trainer.learning_rate)
+    out.one("autotrain_trainer_tokens_per_second", "gauge", "Training throughput, tokens per second.",
+            trainer.tokens_per_s)
+    gpus = [({"gpu": str(g.index), "name": g.name}, g) for g in state.gpus]
+    out.family("autotrain_gpu_vram_used_mb", "gauge", "GPU memory in use, MB.",
+               [(labels, g.vram_used_mb) for labels, g in gpus])
+    out.family("autotrain_gpu_vram_total_mb", "gauge", "GPU memory size, MB.",
+               [(labels, g.vram_total_mb) for labels, g in gpus])
+    out.family("autotrain_gpu_util_percent", "gauge", "GPU utilisation, percent.",
+               [(labels, g.util_pct) for labels, g in gpus])
+    host = state.host
+    if host is not None:
+        out.one("autotrain_host_cpu_percent", "gauge", "Host CPU utilisation, percent.", host.cpu_pct)
+        out.one("autotrain_host_ram_used_mb", "gauge", "Host memory in use, MB.", host.ram_used_mb)
+        out.one("autotrain_host_ram_total_mb", "gauge", "Host memory size, MB.", host.ram_total_mb)
+    if view.silence_s is not None:
+        out.one("autotrain_supervisor_silence_seconds", "gauge", "Seconds since the supervisor was last heard.",
+                round(view.silence_s, 3))
+    return out.text()
+
+
+# -- human-readable text for the menu -------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    return clean(str(value), 200)
+
+
+def _nonzero(values: dict[str, Any]) -> str:
+    shown = [f"{_text(k)} {v}" for k, v in values.items() if isinstance(v, int | float) and v]
+    return " · ".join(shown) if shown else "none yet"
+
+
+def _cost(value: object) -> str:
+    return "unknown" if value is None else f"${float(value):.4f}" if isinstance(value, int | float) else _text(value)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The ``status`` command's answer as aligned lines, every string cleaned."""
+    rows = [("supervisor", f"pid {status.get('pid')} · up {status.get('uptime_s')} s · "
+                           f"{status.get('accepted_events', 0)} events accepted")]
+    if status.get("run_id") is None:
+        rows.append(("run", f"none yet (status {_text(status.get('status'))})"))
+    else:
+        rows.append(("run", f"{_text(status['run_id'])} · {_text(status.get('status'))}"))
+        rows.append(("round", f"{status.get('current_round')}/{status.get('total_rounds')} · "
+                              f"stage {_text(status.get('current_stage') or '-')}"))
+        flags = [name.replace("_", " ") for name in ("stop_requested", "pause_requested") if status.get(name)]
+        if flags:
+            rows.append(("requested", ", ".join(flags)))
+        rows.append(("counters", _nonzero(dict(status.get("counters") or {}))))
+        usage = dict(status.get("usage") or {})
+        rows.append(("usage", f"{_nonzero({k: v for k, v in usage.items() if k != 'estimated_cost_usd'})} · "
+                              f"cost {_cost(usage.get('estimated_cost_usd'))}"))
+        rows.append(("last event", _text(status.get("last_event_ts") or "-")))
+    gpu = dict(status.get("gpu_summary") or {})
+    if gpu.get("vram_total_mb") is not None:
+        util = gpu.get("util_pct")
+        rows.append(("gpu", f"{gpu.get('vram_used_mb')}/{gpu.get('vram_total_mb')} MB VRAM"
+                            + (f" · {util}% util" if util is not None else "")))
+    if status.get("error"):
+        rows.append(("error", _text(status["error"])))
+    return "\n".join(f"{label:<11} {value}" for label, value in rows)
+
+
+def format_runs(runs: list[dict[str, Any]]) -> str:
+    """``list_runs`` as one line per run, newest first."""
+    if not runs:
+        return "no runs yet"
+    lines = [f"{'RUN':<30} {'STATUS':<12} {'ROUND':<7} {'STARTED':<25} COUNTERS"]
+    for run in runs:
+        rounds = f"{run.get('current_round', '-')}/{run.get('total_rounds', '-')}"
+        lines.append(f"{_text(run.get('run_id')):<30} {_text(run.get('status')):<12} {rounds:<7} "
+                     f"{_text(run.get('started_at') or '-'):<25} {_nonzero(dict(run.get('counters') or {}))}")
+    return "\n".join(lines)
