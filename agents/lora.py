@@ -197,7 +197,7 @@ def _with_adapter(model: Any, settings: TrainSettings, init_adapter: Path | None
         if not (Path(init_adapter) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"init_adapter {str(init_adapter)!r} has no adapter_config.json")
         # The previous round's rank and alpha come with its adapter; settings.lora_r/alpha do not apply.
-        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        return _forget_config_less_base(PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True))
     targets: list[str] | str
     if settings.target_modules is not None:
         targets = list(settings.target_modules)
@@ -211,7 +211,18 @@ def _with_adapter(model: Any, settings: TrainSettings, init_adapter: Path | None
         lora_dropout=settings.lora_dropout,
         target_modules=targets,
     )
-    return get_peft_model(model, config)
+    return _forget_config_less_base(get_peft_model(model, config))
+
+
+def _forget_config_less_base(peft_model: Any) -> Any:
+    # On every save (checkpoints too) peft compares the vocabulary with base_model_name_or_path's
+    # config.json, asking the hub when the folder has none, as with a GGUF base: it warns offline
+    # and is a network call online. An empty name skips that check; BASE_MODEL names the base anyway.
+    for config in peft_model.peft_config.values():
+        base = config.base_model_name_or_path
+        if base and Path(base).is_dir() and not (Path(base) / "config.json").is_file():
+            config.base_model_name_or_path = ""
+    return peft_model
 
 
 def _training_arguments(settings: TrainSettings, checkpoint_dir: Path, model: Any) -> Any:

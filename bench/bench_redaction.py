@@ -12,13 +12,15 @@ from collections.abc import Callable
 
 from heidi_engine.bus.redaction import Redactor, strip_ansi
 
-# Typical ~80-character event messages; a few hold trigger words ("tokens", "://", "key") that send them
-# down the slower path without being secrets.
+# Typical ~80-character event messages. The second set holds trigger words ("tokens", "://", "key") that
+# send a clean message through the rules it triggers.
 CLEAN = (
     "round 3 generate: 42/128 samples done, teacher latency 1.8s, queue depth 4, ok...",
     "validate: 120 ok, 3 rejected_schema, 1 rejected_dedup; unit tests 97/100 passed!!",
-    "train step 350/1000 loss=0.8123 lr=1.8e-4 grad_norm=0.93 tokens/s=5120 eta 4m12s.",
     "eval: pass@1 0.412 on 164 problems, best so far round 2, checkpoint saved to disk.",
+)
+CLEAN_WITH_TRIGGERS = (
+    "train step 350/1000 loss=0.8123 lr=1.8e-4 grad_norm=0.93 tokens/s=5120 eta 4m12s.",
     "teacher http://127.0.0.1:8000/v1 answered 200 in 1.2s, 812 output tokens, key ok",
 )
 SECRET = (
@@ -49,6 +51,7 @@ def main() -> None:
     redactor = Redactor(env=ENV)
     cases: tuple[tuple[str, Callable[[str], object], tuple[str, ...]], ...] = (
         ("redact, clean 80-char messages", redactor.redact, CLEAN),
+        ("redact, clean with trigger words", redactor.redact, CLEAN_WITH_TRIGGERS),
         ("redact, messages with a secret", redactor.redact, SECRET),
         ("clean(max_len=500), clean messages", lambda text: redactor.clean(text, 500), CLEAN),
         ("clean(max_len=500), messages with a secret", lambda text: redactor.clean(text, 500), SECRET),

@@ -6,8 +6,8 @@ visible without the value. Rules that need context (``password=...``, ``Authoriz
 
 Most text is clean, so every rule carries a few lowercase trigger substrings, at least one of which occurs in
 anything it can match: clean text costs one ``lower()`` and a few dozen substring tests, and text that holds a
-trigger runs only the rules it triggers. Redaction repeats until nothing changes, which makes it idempotent
-even where a replacement happens to complete a new match with its neighbours.
+trigger runs only the rules it triggers. Redaction repeats until nothing changes (at most four passes), which
+keeps it idempotent even where a replacement happens to complete a new match with its neighbours.
 
 Besides the table, a :class:`Redactor` hides the literal values of secret-looking environment variables
 (``OPENAI_API_KEY``, ``HF_TOKEN``...) and any extra secrets it is given.
@@ -58,6 +58,7 @@ class _Entry:
 _MAX_PASSES = 4
 _ENV_MIN_LEN = 8
 _EXTRA_MIN_LEN = 4
+_BARE_MAX = 512
 
 # Characters of a bare (unquoted) assigned value; anything else ends it.
 _V = r"[^\s\"'`,;&()\[\]{}<>|\\]"
@@ -67,12 +68,13 @@ _SYMBOL = r"!@#$%^*+/=~?"
 # A bare value is a secret only when it does not read as code or a word: it has a digit or symbol and is
 # not an identifier being called or indexed, or it is a long run of letters. Under credential keys it also
 # needs a letter or symbol, since `rejected_secret: 1234567` is a count; a password may be all digits.
+# The length bound keeps text like "token:token:token:..." linear: every key word starts a scan.
 def _bare(needs_letter: bool) -> str:
-    letter = rf"(?={_V}*[A-Za-z{_SYMBOL}])" if needs_letter else ""
+    letter = rf"(?={_V}{{0,{_BARE_MAX}}}[A-Za-z{_SYMBOL}])" if needs_letter else ""
     return (
         rf"(?P<secret>(?!\$[A-Za-z_{{(])"
-        rf"(?:(?={_V}*[0-9{_SYMBOL}]){letter}|(?=[A-Za-z]{{20}}))"
-        rf"{_V}{{6,}})(?!{_V}|[(\[])"
+        rf"(?:(?={_V}{{0,{_BARE_MAX}}}[0-9{_SYMBOL}]){letter}|(?=[A-Za-z]{{20}}))"
+        rf"{_V}{{6,{_BARE_MAX}}})(?!{_V}|[(\[])"
     )
 
 
@@ -88,9 +90,9 @@ _QUOTED = (
 )
 _SEPARATOR = r"\\?[\"']?[ \t]*[:=](?!=)[ \t]*"
 _PASSWORD_KEY = r"pass(?:word|wd|phrase)"
-# Key words of credential assignments, each with the trigger its rule needs. A key may carry any prefix
-# (OPENAI_API_KEY, db_secret, mytoken), so none is matched. Tokenizer configs are full of pad_token,
-# eos_token...: those are not credentials.
+# Key words of credential assignments, each with the trigger its rule needs. Whatever comes before the word
+# (OPENAI_API_KEY, db_secret, mytoken) is left out of the pattern and kept. Tokenizer configs are full of
+# pad_token, eos_token...: those are not credentials.
 _CREDENTIAL_KEYS: tuple[tuple[str, str], ...] = (
     ("secret", r"secret(?:[_.-]?(?:access[_.-]?)?key)?"),
     (

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 INGRESS_KINDS = frozenset({"event", "sample", "state"})
 _LOG_EVERY_S = 60.0
+_TRANSPORT_MAX = 2 * MAX_MESSAGE_BYTES
 
 
 class BadMessageLog:
@@ -76,12 +77,14 @@ class BusServer:
         self.info = info
         self.bad = BadMessageLog()
         self._key = info.key
-        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=MAX_MESSAGE_BYTES)
+        # The transport drops (and disconnects) only messages far beyond the limit; those just over it
+        # reach the codec, which refuses and counts them as oversize.
+        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=_TRANSPORT_MAX)
         self.ingress.setsockopt(zmq.RCVHWM, ingress_hwm)
         self.egress = new_socket(zmq.PUB, linger_ms=100)
         # A slow viewer loses messages at this mark instead of slowing the supervisor; it sees the gap.
         self.egress.setsockopt(zmq.SNDHWM, egress_hwm)
-        self.control = new_socket(zmq.ROUTER, linger_ms=100, max_msg=MAX_MESSAGE_BYTES)
+        self.control = new_socket(zmq.ROUTER, linger_ms=100, max_msg=_TRANSPORT_MAX)
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
         try:
             self.ingress.bind(info.ingress)

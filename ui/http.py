@@ -56,8 +56,8 @@ class StatusServer(ThreadingHTTPServer):
     def health(self) -> Health:
         """The current verdict: the live view, plus the connection file when the view is not connected."""
         latest = self.view.latest()
-        if latest.connected:
-            return assess(latest, None)
+        # The file is checked even while the view looks connected: a supervisor that shut down cleanly
+        # has removed it, which tells "down" at once instead of after the 3 s of silence.
         try:
             local_supervisor(self.home)
         except NoSupervisor as exc:
@@ -71,6 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = _CLIENT_TIMEOUT_S
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         if path in ("/", "/status"):
@@ -83,18 +86,26 @@ class _Handler(BaseHTTPRequestHandler):
             health = self.server.health()
             self._send(HTTPStatus.OK, _PROMETHEUS, metrics_text(self.server.view.latest(), health).encode())
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "not found", "routes": ["/", "/status", "/health", "/metrics"]})
+            self._json(
+                HTTPStatus.NOT_FOUND,
+                {"error": "not found", "routes": ["/", "/status", "/health", "/metrics"]},
+            )
 
     def _not_allowed(self) -> None:
-        self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"method {self.command} not allowed; use GET"},
-                   extra={"Allow": "GET"})
+        self._json(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            {"error": f"method {self.command} not allowed; use GET"},
+            extra={"Allow": "GET"},
+        )
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _json(self, status: HTTPStatus, body: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         self._send(status, _JSON, json.dumps(body, allow_nan=False).encode(), extra)
 
-    def _send(self, status: HTTPStatus, content_type: str, payload: bytes, extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: HTTPStatus, content_type: str, payload: bytes, extra: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -149,12 +160,24 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m heidi_engine.ui.http", description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=None,
-                        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
-    parser.add_argument("--port", type=int, default=None,
-                        help="port (default: HTTP_PORT from config, 7779; 0 picks a free port)")
-    parser.add_argument("--host", default=LOOPBACK, help=f"must be {LOOPBACK}: the server never listens elsewhere")
+    parser = argparse.ArgumentParser(
+        prog="python -m heidi_engine.ui.http", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: HTTP_PORT from config, 7779; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--host", default=LOOPBACK, help=f"must be {LOOPBACK}: the server never listens elsewhere"
+    )
     return parser
 
 
@@ -162,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; exit 2 for a non-loopback host or an invalid port/config, 1 when it cannot bind."""
     args = _parser().parse_args(argv)
     if args.host not in (LOOPBACK, "localhost"):
-        print(f"autotrain-http: refusing to listen on {args.host!r}: the status server binds {LOOPBACK} only",
-              file=sys.stderr)
+        print(
+            f"autotrain-http: refusing to listen on {args.host!r}: the status server binds {LOOPBACK} only",
+            file=sys.stderr,
+        )
         return 2
     home = resolve_home(args.home)
     if not home.is_dir():

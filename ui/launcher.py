@@ -75,9 +75,9 @@ def local_supervisor(home: Path) -> BusInfo:
     try:
         info = read_bus_info(home)
     except ConnectionFileError as exc:
-        raise NoSupervisor(f"no supervisor running on {home} ({exc})") from None
+        raise NoSupervisor(str(exc)) from None
     if not pid_alive(info.pid):
-        raise NoSupervisor(f"no supervisor running on {home} (pid {info.pid} in its connection file is gone)")
+        raise NoSupervisor(f"no supervisor running on {home}: pid {info.pid} of its connection file is gone")
     return info
 
 
@@ -101,8 +101,9 @@ def ensure_supervisor(home: Path, *, timeout_s: float = LAUNCH_TIMEOUT_S) -> tup
     command = [sys.executable, "-m", "heidi_engine.supervisor.cli", "--home", str(home), "--detach"]
     try:
         # --detach returns once the daemon holds the home's lock; its own output goes to supervisor.log.
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+        done = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LaunchError(f"cannot start autotrain-supervisor: {exc}") from None
     problem = (done.stderr or done.stdout).strip()
@@ -119,4 +120,6 @@ def ensure_supervisor(home: Path, *, timeout_s: float = LAUNCH_TIMEOUT_S) -> tup
         except NoSupervisor as exc:
             last = str(exc) if done.returncode == 0 else problem
         time.sleep(0.1)  # polling a file for a process we do not own: there is nothing to wait on
-    raise LaunchError(f"the supervisor did not answer within {timeout_s:g} s: {last} (see {home / 'supervisor.log'})")
+    raise LaunchError(
+        f"the supervisor did not answer within {timeout_s:g} s: {last} (see {home / 'supervisor.log'})"
+    )

@@ -22,9 +22,15 @@ from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.journal import load_state_file
-from heidi_engine.bus.state import FINISHED_STATUSES
 from heidi_engine.bus.redaction import clean, default_redactor
-from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, resolve_home
+from heidi_engine.bus.state import FINISHED_STATUSES
+from heidi_engine.ui.launcher import (
+    LaunchError,
+    NoSupervisor,
+    ensure_supervisor,
+    find_supervisor,
+    resolve_home,
+)
 from heidi_engine.ui.status_view import format_runs, format_status
 
 __all__ = ["EXIT_BAD_USAGE", "EXIT_FAILURE", "EXIT_NO_SUPERVISOR", "EXIT_OK", "Controller", "main"]
@@ -39,18 +45,29 @@ _LOST_AFTER_S = 15.0
 def runs_from_files(home: Path) -> list[dict[str, Any]]:
     """What ``list_runs`` answers, read from ``<home>/runs/*/state.json`` when no supervisor runs."""
     root = home / "runs"
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), reverse=True) if root.is_dir() else []
+    folders = (
+        sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), reverse=True)
+        if root.is_dir()
+        else []
+    )
     runs: list[dict[str, Any]] = []
     for folder in folders:
         state = load_state_file(folder)
         if state is None:
             runs.append({"run_id": folder.name, "status": "unknown", "counters": {}})
             continue
-        runs.append({
-            "run_id": folder.name, "status": state.status, "current_round": state.current_round,
-            "total_rounds": state.total_rounds, "started_at": state.started_at, "updated_at": state.updated_at,
-            "counters": state.counters, "estimated_cost_usd": state.usage.get("estimated_cost_usd"),
-        })
+        runs.append(
+            {
+                "run_id": folder.name,
+                "status": state.status,
+                "current_round": state.current_round,
+                "total_rounds": state.total_rounds,
+                "started_at": state.started_at,
+                "updated_at": state.updated_at,
+                "counters": state.counters,
+                "estimated_cost_usd": state.usage.get("estimated_cost_usd"),
+            }
+        )
     return runs
 
 
@@ -63,8 +80,10 @@ def _stages_done(status: dict[str, Any]) -> int:
 
 
 def _describe(status: dict[str, Any]) -> str:
-    return (f"round {status.get('current_round')}/{status.get('total_rounds')} · "
-            f"{clean(str(status.get('current_stage') or '-'))} · {clean(str(status.get('status')))}")
+    return (
+        f"round {status.get('current_round')}/{status.get('total_rounds')} · "
+        f"{clean(str(status.get('current_stage') or '-'))} · {clean(str(status.get('status')))}"
+    )
 
 
 def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> int:
@@ -78,8 +97,14 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=Console(file=out), transient=False)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=out),
+            transient=False,
+        )
         progress.start()
     task = progress.add_task(run_id, total=None) if progress is not None else None
     started, lost_since, last_line = time.monotonic(), None, ""
@@ -92,19 +117,27 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
             except BusError as exc:
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since > _LOST_AFTER_S:
-                    print(f"{_PROG}: lost the supervisor while following {run_id}: {exc}", file=err, flush=True)
+                    print(
+                        f"{_PROG}: lost the supervisor while following {run_id}: {exc}", file=err, flush=True
+                    )
                     return EXIT_FAILURE
                 time.sleep(_POLL_S)
                 continue
             if status.get("run_id") != run_id:
-                print(f"{_PROG}: run {run_id} is no longer the supervisor's run "
-                      f"(now {clean(str(status.get('run_id')))})", file=err, flush=True)
+                print(
+                    f"{_PROG}: run {run_id} is no longer the supervisor's run "
+                    f"(now {clean(str(status.get('run_id')))})",
+                    file=err,
+                    flush=True,
+                )
                 return EXIT_FAILURE
             total = max(1, int(status.get("total_rounds") or 1)) * len(_STAGES)
             finished = status.get("status") in FINISHED_STATUSES
             if progress is not None and task is not None:
                 done = total if status.get("status") == "completed" else min(_stages_done(status), total)
-                progress.update(task, total=total, completed=done, description=f"{run_id} {_describe(status)}")
+                progress.update(
+                    task, total=total, completed=done, description=f"{run_id} {_describe(status)}"
+                )
             else:
                 line = _describe(status)
                 if line != last_line:
@@ -197,25 +230,31 @@ class Controller:
             result = self._call(client, name)
         if result is None:
             return EXIT_FAILURE
-        done = {"stop": "stop requested: the running stage finishes at its next boundary",
-                "pause": "pause requested: the run parks at its next safe boundary",
-                "resume": "resumed"}[name]
+        done = {
+            "stop": "stop requested: the running stage finishes at its next boundary",
+            "pause": "pause requested: the run parks at its next safe boundary",
+            "resume": "resumed",
+        }[name]
         self.say(f"{clean(str(result.get('run_id')))}: {done} (status {clean(str(result.get('status')))})")
         return EXIT_OK
 
-    def check_overrides(self, overrides: dict[str, str]) -> bool:
-        """Validate overrides with config.yaml and the environment, as the supervisor will; report problems."""
+    def config_problems(self, overrides: dict[str, str]) -> list[str]:
+        """Problems of config.yaml, the environment and ``overrides`` together, as the supervisor will see them."""
         try:
             load_config(self.config_path if self.config_path.exists() else None, overrides=overrides)
         except ConfigError as exc:
-            self.complain("invalid configuration:\n" + "\n".join(exc.problems))
-            return False
-        return True
+            return exc.problems
+        return []
+
+    def refuse_config(self, problems: list[str]) -> int:
+        self.complain("invalid configuration:\n" + "\n".join(problems))
+        return EXIT_BAD_USAGE
 
     def start(self, overrides: dict[str, str], *, wait: bool = False) -> int:
         """Start a new run (and the supervisor first when none runs); with ``wait``, follow it to its end."""
-        if not self.check_overrides(overrides):
-            return EXIT_BAD_USAGE
+        problems = self.config_problems(overrides)
+        if problems:
+            return self.refuse_config(problems)
         client = self._client(launch=True)
         if isinstance(client, int):
             return client
@@ -261,7 +300,18 @@ class Controller:
 
 # -- the command line -------------------------------------------------------------------------------
 
-_ACTIONS = ("start", "status", "stop", "pause", "resume", "resume_run", "configure", "list", "dashboard", "http")
+_ACTIONS = (
+    "start",
+    "status",
+    "stop",
+    "pause",
+    "resume",
+    "resume_run",
+    "configure",
+    "list",
+    "dashboard",
+    "http",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -271,26 +321,46 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration, "
         "3 no supervisor reachable.",
     )
-    parser.add_argument("--home", type=Path, default=None,
-                        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)",
+    )
     actions = parser.add_mutually_exclusive_group()
-    actions.add_argument("--start", action="store_true", help="start a new run (and the supervisor if none runs)")
+    actions.add_argument(
+        "--start", action="store_true", help="start a new run (and the supervisor if none runs)"
+    )
     actions.add_argument("--status", action="store_true", help="show the supervisor's status")
     actions.add_argument("--stop", action="store_true", help="stop the run at its next stage boundary")
     actions.add_argument("--pause", action="store_true", help="pause the run at its next safe boundary")
     actions.add_argument("--resume", action="store_true", help="continue a paused run")
-    actions.add_argument("--resume-run", nargs="?", const="", default=None, metavar="RUN_ID",
-                         help="continue the last stopped or interrupted run (or RUN_ID)")
+    actions.add_argument(
+        "--resume-run",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN_ID",
+        help="continue the last stopped or interrupted run (or RUN_ID)",
+    )
     actions.add_argument("--configure", action="store_true", help="edit config.yaml interactively")
     actions.add_argument("--list", action="store_true", help="list the runs of this home")
     actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
     actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
     parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
     parser.add_argument("--samples", metavar="N", help="with --start: SAMPLES_PER_ROUND for this run")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --start: override a config field (repeatable)")
-    parser.add_argument("--wait", action="store_true",
-                        help="with --start or --resume-run: follow the run to its end; exit 0 only if it completed")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --start: override a config field (repeatable)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --start or --resume-run: follow the run to its end; exit 0 only if it completed",
+    )
     parser.add_argument("--json", action="store_true", help="with --status or --list: machine-readable JSON")
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
     return parser
@@ -305,8 +375,14 @@ def _action(args: argparse.Namespace) -> str | None:
 
 
 def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
-    allowed = {"rounds": {"start"}, "samples": {"start"}, "set": {"start"}, "wait": {"start", "resume_run"},
-               "json": {"status", "list"}, "port": {"http"}}
+    allowed = {
+        "rounds": {"start"},
+        "samples": {"start"},
+        "set": {"start"},
+        "wait": {"start", "resume_run"},
+        "json": {"status", "list"},
+        "port": {"http"},
+    }
     problems = []
     for option, actions in allowed.items():
         value = getattr(args, option)
@@ -336,8 +412,10 @@ def _overrides(args: argparse.Namespace) -> tuple[dict[str, str], list[str]]:
 def _interactive_ok(controller: Controller, what: str) -> bool:
     if sys.stdin.isatty() and sys.stdout.isatty():
         return True
-    controller.complain(f"{what} needs a terminal; for scripts use the flags (--status [--json], --start, "
-                        "--stop, --pause, --resume, --resume-run, --list; see --help)")
+    controller.complain(
+        f"{what} needs a terminal; for scripts use the flags (--status [--json], --start, "
+        "--stop, --pause, --resume, --resume-run, --list; see --help)"
+    )
     return False
 
 
@@ -368,8 +446,7 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
     if action == "start":
         overrides, problems = _overrides(args)
         if problems:
-            controller.complain("invalid configuration:\n" + "\n".join(problems))
-            return EXIT_BAD_USAGE
+            return controller.refuse_config(problems + controller.config_problems(overrides))
         return controller.start(overrides, wait=args.wait)
     if action == "status":
         return controller.status(as_json=args.json)

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+from heidi_engine.ui.panels_text import STATUS_STYLES, fmt_duration, parse_ts, safe
 from rich.console import Group, RenderableType
 from rich.layout import Layout
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
-
-from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
-from heidi_engine.ui.panels_text import STATUS_STYLES, fmt_duration, fmt_int, parse_ts, safe
 
 VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration")
 HEADER_ROWS = 3
@@ -102,7 +101,7 @@ def _link_text(link: Link) -> Text:
     return text
 
 
-def render_header(frame: Frame) -> RenderableType:
+def render_header(frame: Frame, width: int) -> RenderableType:
     """Three lines: run identity and elapsed time; round, stage, flags and link; the view tabs."""
     state = frame.state
     grid = Table.grid(expand=True)
@@ -112,7 +111,9 @@ def render_header(frame: Frame) -> RenderableType:
     ident = Text("AutoTrain ", style="bold")
     ident.append(safe(state.run_id or "no run yet", 40), style="bold cyan" if state.run_id else "dim")
     ident.append("  ")
-    ident.append(f" {state.status.upper()} ", style="reverse " + STATUS_STYLES.get(state.status, ""))
+    # A state built by hand or a faulty patch may lack a status; show that rather than fail.
+    status = str(state.status or "unknown")
+    ident.append(f" {safe(status, 20).upper()} ", style="reverse " + STATUS_STYLES.get(status, ""))
     grid.add_row(ident, Text(f"elapsed {fmt_duration(elapsed_s(state, frame.now))}", style="bold"))
 
     where = Text()
@@ -127,7 +128,8 @@ def render_header(frame: Frame) -> RenderableType:
     grid.add_row(where, _link_text(frame.link))
 
     tabs = Text()
-    for number, name in enumerate(VIEWS, 1):
+    names = VIEWS if width >= 90 else (*VIEWS[:-1], "Config")
+    for number, name in enumerate(names, 1):
         style = "bold reverse" if number == frame.view and not frame.help else "dim"
         tabs.append(f" {number} {name} ", style=style)
         tabs.append(" ")
@@ -200,7 +202,7 @@ def render(frame: Frame, width: int, height: int | None = None) -> RenderableTyp
     rows = None if height is None else body_rows(height)
     draw = render_help if frame.help else _view_renderers()[frame.view]
     body = draw(frame, width, rows)
-    header, footer = render_header(frame), render_footer(frame)
+    header, footer = render_header(frame, width), render_footer(frame)
     if height is None:
         return Group(header, body, footer)
     layout = Layout()
@@ -208,4 +210,3 @@ def render(frame: Frame, width: int, height: int | None = None) -> RenderableTyp
         Layout(header, size=HEADER_ROWS), Layout(body, size=rows), Layout(footer, size=FOOTER_ROWS)
     )
     return layout
-

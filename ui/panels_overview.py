@@ -6,11 +6,6 @@ summed; per-second rates come measured in the frame, since a single snapshot has
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
-
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.panels import Frame
@@ -29,6 +24,10 @@ from heidi_engine.ui.panels_text import (
     safe,
 )
 from heidi_engine.ui.panels_trainer import eta_s, system_lines
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 
 _PIPELINE_ROWS = 11
 _SUMMARY_ROWS = 11
@@ -46,7 +45,7 @@ def pipeline_table(frame: Frame, wide: bool) -> Table:
     tested = c.get("test_pass", 0) + c.get("test_fail", 0)
     evals = c.get("eval_total", 0)
     rows: list[tuple[str, str, str]] = [
-        ("teacher_generated", fmt_rate(frame.rates.generated_s), "samples/s"),
+        ("teacher_generated", fmt_rate(frame.rates.generated_s), "live"),
         ("teacher_failed", fmt_pct(failed, gen + failed), "of requests"),
         ("validated_ok", fmt_pct(c.get("validated_ok", 0), gen), "of generated"),
         ("rejected_schema", fmt_pct(c.get("rejected_schema", 0), gen), "of generated"),
@@ -54,18 +53,18 @@ def pipeline_table(frame: Frame, wide: bool) -> Table:
         ("rejected_dedup", fmt_pct(c.get("rejected_dedup", 0), gen), "of generated"),
         ("test_pass", fmt_pct(c.get("test_pass", 0), tested), "of tested"),
         ("test_fail", fmt_pct(c.get("test_fail", 0), tested), "of tested"),
-        ("train_step", fmt_rate(frame.rates.train_steps_s), "steps/s"),
+        ("train_step", fmt_rate(frame.rates.train_steps_s), "live"),
         ("eval_pass", fmt_pct(c.get("eval_pass", 0), evals), "of eval_total"),
         ("eval_total", "", ""),
     ]
-    table = Table.grid(padding=(0, 1), expand=True)
-    table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True, overflow="ellipsis")
     table.add_column(justify="right", no_wrap=True, style="bold")
     table.add_column(justify="right", no_wrap=True, style="cyan")
     if wide:
         table.add_column(no_wrap=True, style="dim")
     for name, rate, basis in rows:
-        cells = [Text(name, style="dim"), fmt_int(c.get(name, 0)), rate]
+        cells: list[Text | str] = [Text(name, style="dim"), fmt_int(c.get(name, 0)), rate]
         table.add_row(*cells, *([basis] if wide else []))
     return table
 
@@ -101,7 +100,7 @@ def summary_lines(frame: Frame, width: int) -> list[Text]:
     lines.extend(system_lines(state, compact=True, width=width))
     if state.agents:
         agents = Text("agents ", style="dim")
-        for name, agent in state.agents.items():
+        for name, agent in (state.agents or {}).items():
             agents.append(f"{safe(name, 20)}:{agent.phase}", style="bold")
             if agent.restarts:
                 agents.append(f" ({agent.restarts} restarts)", style="yellow")
@@ -143,26 +142,46 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> RenderableTy
     tokens_in, tokens_out = _usage(state, "input_tokens"), _usage(state, "output_tokens")
     gen, failed = state.counters.get("teacher_generated", 0), state.counters.get("teacher_failed", 0)
     cost = state.usage.get(COST_FIELD)
-    budget = state.config.get("MAX_COST_USD")
+    config = state.config or {}
+    budget = config.get("MAX_COST_USD")
     if isinstance(budget, (int, float)) and budget > 0:
         spent = fmt_pct(cost, budget) + " of budget" if cost is not None else "budget unknown"
         budget_note = f"budget ${budget:,.2f} · {spent}"
     else:
         budget_note = "no budget set"
     total_rate = (
-        None if rates.input_tokens_s is None or rates.output_tokens_s is None
+        None
+        if rates.input_tokens_s is None or rates.output_tokens_s is None
         else rates.input_tokens_s + rates.output_tokens_s
     )
     rows: list[tuple[str, str, str, str]] = [
         ("requests sent", fmt_int(requests), fmt_rate(rates.requests_s, " req/s"), ""),
         ("input tokens", fmt_int(tokens_in), fmt_rate(rates.input_tokens_s, " tok/s"), ""),
         ("output tokens", fmt_int(tokens_out), fmt_rate(rates.output_tokens_s, " tok/s"), ""),
-        ("total tokens", fmt_int(tokens_in + tokens_out), fmt_rate(total_rate, " tok/s"),
-         f"{(tokens_in + tokens_out) / requests:,.0f} per request" if requests else ""),
-        ("rate limits hit", fmt_int(_usage(state, "rate_limits_hit")), "",
-         fmt_pct(_usage(state, "rate_limits_hit"), requests) + " of requests"),
-        ("retries", fmt_int(_usage(state, "retries")), "", fmt_pct(_usage(state, "retries"), requests) + " of requests"),
-        ("estimated cost", fmt_cost(cost), "", budget_note if cost is not None else "no price known for this model"),
+        (
+            "total tokens",
+            fmt_int(tokens_in + tokens_out),
+            fmt_rate(total_rate, " tok/s"),
+            f"{(tokens_in + tokens_out) / requests:,.0f} per request" if requests else "",
+        ),
+        (
+            "rate limits hit",
+            fmt_int(_usage(state, "rate_limits_hit")),
+            "",
+            fmt_pct(_usage(state, "rate_limits_hit"), requests) + " of requests",
+        ),
+        (
+            "retries",
+            fmt_int(_usage(state, "retries")),
+            "",
+            fmt_pct(_usage(state, "retries"), requests) + " of requests",
+        ),
+        (
+            "estimated cost",
+            fmt_cost(cost),
+            "",
+            budget_note if cost is not None else "no price known for this model",
+        ),
         ("samples generated", fmt_int(gen), fmt_rate(rates.generated_s, " samples/s"), ""),
         ("teacher failures", fmt_int(failed), "", fmt_pct(failed, gen + failed) + " of attempts"),
     ]
@@ -173,7 +192,6 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> RenderableTy
     table.add_column("", style="dim", no_wrap=True, overflow="ellipsis", ratio=1)
     for row in rows:
         table.add_row(*row)
-    config = state.config
     about = Text()
     for key in ("TEACHER_MODEL", "TEACHER_BASE_URL", "TEACHER_CONCURRENCY", "TEACHER_MAX_RETRIES"):
         if key in config:

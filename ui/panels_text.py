@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from rich.text import Text
-
 from heidi_engine.bus.redaction import clean
+from rich.text import Text
 
 UNKNOWN = "unknown"
 DASH = "–"

@@ -6,10 +6,6 @@ CPU and RAM instead, as the supervisor's sampler reports them.
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
-from rich.panel import Panel
-from rich.text import Text
-
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.panels import Frame
 from heidi_engine.ui.panels_text import (
@@ -24,6 +20,9 @@ from heidi_engine.ui.panels_text import (
     safe,
     sparkline,
 )
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.text import Text
 
 
 def eta_s(frame: Frame) -> float | None:
@@ -41,9 +40,8 @@ def _no_gpu_reason(message: str | None) -> str:
     if not message:
         return "no GPU reported by the supervisor"
     text = safe(message, 160)
-    lowered = text.lower()
-    # The sampler's messages already open with "no GPU"; say it once.
-    return text[len("no gpu"):].lstrip(" :;,-") if lowered.startswith("no gpu") else text
+    # The sampler's messages may already open with "no GPU: <reason>"; say it once.
+    return text[len("no gpu:") :].lstrip() if text.lower().startswith("no gpu:") else text
 
 
 def system_lines(state: RunState, *, compact: bool, width: int) -> list[Text]:
@@ -111,12 +109,12 @@ def render_trainer(frame: Frame, width: int, height: int | None) -> RenderableTy
     history = [loss for _, loss in trainer.loss_history]
     loss = label_value("loss", fmt_float(trainer.loss))
     if history:
-        loss.append(f"   min {min(history):.4g} · first {history[0]:.4g} · {len(history)} points", style="dim")
+        loss.append(
+            f"   min {min(history):.4g} · first {history[0]:.4g} · {len(history)} points", style="dim"
+        )
     lines.append(loss)
-    spark_rows = 1 if height is None or height < 30 else 2
     if history:
-        line = sparkline(history, inner - 2)
-        lines.extend(Text(line, style="magenta") for _ in range(spark_rows))
+        lines.append(Text(sparkline(history, inner - 2), style="magenta"))
     else:
         lines.append(Text("no loss reported yet", style="dim"))
 

@@ -20,7 +20,15 @@ from heidi_engine.bus.redaction import clean, default_redactor
 from heidi_engine.bus.state import STATUSES, RunState
 from heidi_engine.ui.viewer import View
 
-__all__ = ["ALLOWED_FIELDS", "Health", "assess", "format_runs", "format_status", "metrics_text", "status_fields"]
+__all__ = [
+    "ALLOWED_FIELDS",
+    "Health",
+    "assess",
+    "format_runs",
+    "format_status",
+    "metrics_text",
+    "status_fields",
+]
 
 ALLOWED_FIELDS: tuple[str, ...] = (
     "run_id", "status", "current_round", "current_stage", "stop_requested", "pause_requested",
@@ -53,13 +61,13 @@ def assess(view: View, absent_reason: str | None) -> Health:
     """Health from the live view and a look at the connection file.
 
     ``absent_reason`` is why no supervisor process exists (no connection file, or its pid is gone), or
-    ``None`` when one does. Heard from recently: ok. No process: down. A process that is silent (or not
-    yet heard by this viewer): degraded, since it may be busy, hung or just starting.
+    ``None`` when one does. No process: down. Heard from within the last 3 s: ok. A process that is
+    silent (or not yet heard by this viewer): degraded, since it may be busy, hung or just starting.
     """
-    if view.connected:
-        return Health("ok")
     if absent_reason is not None:
         return Health("down", absent_reason)
+    if view.connected:
+        return Health("ok")
     if view.silence_s is None:
         return Health("degraded", "connecting to the supervisor: not heard from yet")
     return Health("degraded", f"supervisor silent for {view.silence_s:.1f} s")
@@ -107,8 +115,13 @@ class _Exposition:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def family(self, name: str, kind: str, help_text: str,
-               samples: Iterable[tuple[dict[str, str], float | int | None]]) -> None:
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[dict[str, str], float | int | None]],
+    ) -> None:
         rows = [(labels, value) for labels, value in samples if value is not None]
         if not rows or not _NAME_OK.fullmatch(name):
             return
@@ -135,20 +148,36 @@ def metrics_text(view: View, health: Health) -> str:
     """``GET /metrics``: run counters, usage, trainer, GPU and host gauges, and ``autotrain_up``."""
     state = view.state
     out = _Exposition()
-    out.one("autotrain_up", "gauge", "1 when the supervisor is reachable and was heard within 3 s.",
-            1 if health.state == "ok" else 0)
-    out.family("autotrain_run_status", "gauge", "1 for the current run status, 0 for the others.",
-               [({"status": status}, 1 if state.status == status else 0) for status in STATUSES])
-    out.one("autotrain_current_round", "gauge", "Round the run is in (0 before the first).", state.current_round)
+    out.one(
+        "autotrain_up",
+        "gauge",
+        "1 when the supervisor is reachable and was heard within 3 s.",
+        1 if health.state == "ok" else 0,
+    )
+    out.family(
+        "autotrain_run_status",
+        "gauge",
+        "1 for the current run status, 0 for the others.",
+        [({"status": status}, 1 if state.status == status else 0) for status in STATUSES],
+    )
+    out.one(
+        "autotrain_current_round", "gauge", "Round the run is in (0 before the first).", state.current_round
+    )
     out.one("autotrain_total_rounds", "gauge", "Rounds the run was started with.", state.total_rounds)
-    out.one("autotrain_events_total", "counter", "Events of this run seen by the supervisor.", state.event_count)
-    for name, value in sorted(state.counters.items()):
-        out.one(f"autotrain_{name}_total", "counter", f"Run counter {name}.", _as_number(value))
+    out.one(
+        "autotrain_events_total", "counter", "Events of this run seen by the supervisor.", state.event_count
+    )
+    for name, count in sorted(state.counters.items()):
+        out.one(f"autotrain_{name}_total", "counter", f"Run counter {name}.", _as_number(count))
     for name, value in sorted(state.usage.items()):
         if name == "estimated_cost_usd":
             # Unknown cost (None) is left out rather than shown as 0.
-            out.one("autotrain_estimated_cost_usd", "gauge", "Estimated teacher cost so far, in USD.",
-                    _as_number(value))
+            out.one(
+                "autotrain_estimated_cost_usd",
+                "gauge",
+                "Estimated teacher cost so far, in USD.",
+                _as_number(value),
+            )
         else:
             out.one(f"autotrain_usage_{name}_total", "counter", f"Teacher usage {name}.", _as_number(value))
     trainer = state.trainer
@@ -156,23 +185,43 @@ def metrics_text(view: View, health: Health) -> str:
     out.one("autotrain_trainer_total_steps", "gauge", "Optimizer steps planned this round.", trainer.total)
     out.one("autotrain_trainer_loss", "gauge", "Latest training loss.", trainer.loss)
     out.one("autotrain_trainer_learning_rate", "gauge", "Latest learning rate.", trainer.learning_rate)
-    out.one("autotrain_trainer_tokens_per_second", "gauge", "Training throughput, tokens per second.",
-            trainer.tokens_per_s)
+    out.one(
+        "autotrain_trainer_tokens_per_second",
+        "gauge",
+        "Training throughput, tokens per second.",
+        trainer.tokens_per_s,
+    )
     gpus = [({"gpu": str(g.index), "name": g.name}, g) for g in state.gpus]
-    out.family("autotrain_gpu_vram_used_mb", "gauge", "GPU memory in use, MB.",
-               [(labels, g.vram_used_mb) for labels, g in gpus])
-    out.family("autotrain_gpu_vram_total_mb", "gauge", "GPU memory size, MB.",
-               [(labels, g.vram_total_mb) for labels, g in gpus])
-    out.family("autotrain_gpu_util_percent", "gauge", "GPU utilisation, percent.",
-               [(labels, g.util_pct) for labels, g in gpus])
+    out.family(
+        "autotrain_gpu_vram_used_mb",
+        "gauge",
+        "GPU memory in use, MB.",
+        [(labels, g.vram_used_mb) for labels, g in gpus],
+    )
+    out.family(
+        "autotrain_gpu_vram_total_mb",
+        "gauge",
+        "GPU memory size, MB.",
+        [(labels, g.vram_total_mb) for labels, g in gpus],
+    )
+    out.family(
+        "autotrain_gpu_util_percent",
+        "gauge",
+        "GPU utilisation, percent.",
+        [(labels, g.util_pct) for labels, g in gpus],
+    )
     host = state.host
     if host is not None:
         out.one("autotrain_host_cpu_percent", "gauge", "Host CPU utilisation, percent.", host.cpu_pct)
         out.one("autotrain_host_ram_used_mb", "gauge", "Host memory in use, MB.", host.ram_used_mb)
         out.one("autotrain_host_ram_total_mb", "gauge", "Host memory size, MB.", host.ram_total_mb)
     if view.silence_s is not None:
-        out.one("autotrain_supervisor_silence_seconds", "gauge", "Seconds since the supervisor was last heard.",
-                round(view.silence_s, 3))
+        out.one(
+            "autotrain_supervisor_silence_seconds",
+            "gauge",
+            "Seconds since the supervisor was last heard.",
+            round(view.silence_s, 3),
+        )
     return out.text()
 
 
@@ -189,32 +238,58 @@ def _nonzero(values: dict[str, Any]) -> str:
 
 
 def _cost(value: object) -> str:
-    return "unknown" if value is None else f"${float(value):.4f}" if isinstance(value, int | float) else _text(value)
+    return (
+        "unknown"
+        if value is None
+        else f"${float(value):.4f}"
+        if isinstance(value, int | float)
+        else _text(value)
+    )
 
 
 def format_status(status: dict[str, Any]) -> str:
     """The ``status`` command's answer as aligned lines, every string cleaned."""
-    rows = [("supervisor", f"pid {status.get('pid')} · up {status.get('uptime_s')} s · "
-                           f"{status.get('accepted_events', 0)} events accepted")]
+    rows = [
+        (
+            "supervisor",
+            f"pid {status.get('pid')} · up {status.get('uptime_s')} s · "
+            f"{status.get('accepted_events', 0)} events accepted",
+        )
+    ]
     if status.get("run_id") is None:
         rows.append(("run", f"none yet (status {_text(status.get('status'))})"))
     else:
         rows.append(("run", f"{_text(status['run_id'])} · {_text(status.get('status'))}"))
-        rows.append(("round", f"{status.get('current_round')}/{status.get('total_rounds')} · "
-                              f"stage {_text(status.get('current_stage') or '-')}"))
+        rows.append(
+            (
+                "round",
+                f"{status.get('current_round')}/{status.get('total_rounds')} · "
+                f"stage {_text(status.get('current_stage') or '-')}",
+            )
+        )
         flags = [name.replace("_", " ") for name in ("stop_requested", "pause_requested") if status.get(name)]
         if flags:
             rows.append(("requested", ", ".join(flags)))
         rows.append(("counters", _nonzero(dict(status.get("counters") or {}))))
         usage = dict(status.get("usage") or {})
-        rows.append(("usage", f"{_nonzero({k: v for k, v in usage.items() if k != 'estimated_cost_usd'})} · "
-                              f"cost {_cost(usage.get('estimated_cost_usd'))}"))
+        rows.append(
+            (
+                "usage",
+                f"{_nonzero({k: v for k, v in usage.items() if k != 'estimated_cost_usd'})} · "
+                f"cost {_cost(usage.get('estimated_cost_usd'))}",
+            )
+        )
         rows.append(("last event", _text(status.get("last_event_ts") or "-")))
     gpu = dict(status.get("gpu_summary") or {})
     if gpu.get("vram_total_mb") is not None:
         util = gpu.get("util_pct")
-        rows.append(("gpu", f"{gpu.get('vram_used_mb')}/{gpu.get('vram_total_mb')} MB VRAM"
-                            + (f" · {util}% util" if util is not None else "")))
+        rows.append(
+            (
+                "gpu",
+                f"{gpu.get('vram_used_mb')}/{gpu.get('vram_total_mb')} MB VRAM"
+                + (f" · {util}% util" if util is not None else ""),
+            )
+        )
     if status.get("error"):
         rows.append(("error", _text(status["error"])))
     return "\n".join(f"{label:<11} {value}" for label, value in rows)
@@ -227,6 +302,8 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
     lines = [f"{'RUN':<30} {'STATUS':<12} {'ROUND':<7} {'STARTED':<25} COUNTERS"]
     for run in runs:
         rounds = f"{run.get('current_round', '-')}/{run.get('total_rounds', '-')}"
-        lines.append(f"{_text(run.get('run_id')):<30} {_text(run.get('status')):<12} {rounds:<7} "
-                     f"{_text(run.get('started_at') or '-'):<25} {_nonzero(dict(run.get('counters') or {}))}")
+        lines.append(
+            f"{_text(run.get('run_id')):<30} {_text(run.get('status')):<12} {rounds:<7} "
+            f"{_text(run.get('started_at') or '-'):<25} {_nonzero(dict(run.get('counters') or {}))}"
+        )
     return "\n".join(lines)

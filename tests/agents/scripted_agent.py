@@ -29,7 +29,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--fork-grandchild", action="store_true")
     p.add_argument("--samples", action="store_true", help="publish a trainer sample per event")
     p.add_argument("--stages", default="", help="comma list of stages this script misbehaves in (default all)")
-    p.add_argument("--flood", type=int, default=0, help="emit this many events as fast as possible first")
+    p.add_argument("--flood", type=int, default=0, help="emit this many events first")
+    p.add_argument("--flood-rate", type=float, default=0.0, help="events/s for --flood (0: as fast as possible)")
     return p.parse_args()
 
 
@@ -43,7 +44,12 @@ def main(rt: AgentRuntime) -> None:
     if misbehave and args.fork_grandchild:
         child = subprocess.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)"])
         (rt.run_dir / f"grandchild_{rt.stage}.pid").write_text(str(child.pid))
+    start = time.monotonic()
     for i in range(args.flood):
+        if args.flood_rate and i % 100 == 0:
+            ahead = start + i / args.flood_rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         rt.progress(f"flood {i}", counters={args.counter: 1})
     done = sum(
         e.counters_delta.get(args.counter, 0)

@@ -1,0 +1,445 @@
+"""The unit-test sandbox against real hostile solutions: each is contained, killed and counted as a fail.
+
+Every test checks afterwards (autouse fixture) that no process of a sandbox run survives and that no
+sandbox directory is left behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from heidi_engine.agents import sandbox
+from heidi_engine.agents.sandbox import (
+    SandboxLimits,
+    SandboxResult,
+    network_isolation_available,
+    network_isolation_message,
+    run_many,
+    run_solution,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+QUICK = SandboxLimits(timeout_s=10.0, cpu_s=5)
+FAKE_KEY = "sk-proj-FAKEsandboxTESTkey0123456789abcdef"
+SANDBOX_UIDS = range(2_100_000_000, 2_100_000_000 + 4096)
+
+
+def _sandbox_leftovers() -> list[str]:
+    """Live processes that belong to a sandbox run (its uid, or its HOME under a sandbox directory)."""
+    prefix = os.path.join(tempfile.gettempdir(), "heidi-sandbox-")
+    found = []
+    for proc in psutil.process_iter(["pid", "uids", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["uids"] is None:
+            continue
+        if proc.info["uids"].real in SANDBOX_UIDS:
+            found.append(f"pid {proc.pid} runs as a sandbox uid")
+            continue
+        try:
+            home = proc.environ().get("HOME", "")
+        except (psutil.Error, OSError):
+            continue
+        if home.startswith(prefix):
+            found.append(f"pid {proc.pid} has HOME={home}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    pattern = os.path.join(tempfile.gettempdir(), "heidi-sandbox-*")
+    before = set(glob.glob(pattern))
+    yield
+    assert _sandbox_leftovers() == []
+    assert set(glob.glob(pattern)) - before == set()
+
+
+def _run(
+    code: str, tests: str = "assert True", limits: SandboxLimits = QUICK, **kwargs: str
+) -> SandboxResult:
+    return run_solution(textwrap.dedent(code), textwrap.dedent(tests), limits, **kwargs)
+
+
+def _printed(result: SandboxResult, label: str) -> str:
+    match = re.search(rf"^{label}=(.*)$", result.output, re.M)
+    assert match is not None, f"{label}= not in output:\n{result.output}"
+    return match.group(1)
+
+
+def test_a_correct_solution_passes() -> None:
+    result = _run("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n")
+    assert (result.passed, result.outcome, result.returncode) == (True, "pass", 0)
+    assert result.network_isolated is network_isolation_available()
+    assert result.output == ""
+
+
+def test_a_failing_assertion_fails() -> None:
+    result = _run("def add(a, b):\n    return a - b\n", "assert add(1, 2) == 3\n")
+    assert (result.passed, result.outcome) == (False, "fail")
+    assert "AssertionError" in result.output and 'File "tests.py", line 1' in result.output
+    assert "_sandbox_harness" not in result.output  # tracebacks show the solution's frames only
+
+
+def test_a_syntax_error_is_an_error() -> None:
+    result = _run("def add(a, b) return a + b\n", "assert add(1, 2) == 3\n")
+    assert (result.passed, result.outcome) == (False, "error")
+    assert "SyntaxError" in result.output and "solution.py" in result.output
+
+
+def test_an_infinite_loop_is_killed() -> None:
+    limits = SandboxLimits(timeout_s=2.0, cpu_s=1)
+    result = _run("while True:\n    pass\n", limits=limits)
+    assert (result.passed, result.outcome) == (False, "timeout")
+    assert "[sandbox]" in result.output
+    assert result.duration_s < limits.timeout_s + 5  # killed, not left to run
+
+
+def test_a_sleeping_solution_is_stopped_by_the_wall_clock() -> None:
+    result = _run("import time\ntime.sleep(600)\n", limits=SandboxLimits(timeout_s=1.0, cpu_s=5))
+    assert (result.passed, result.outcome) == (False, "timeout")
+    assert "wall-clock timeout" in result.output
+
+
+def test_forked_children_and_daemons_do_not_survive_the_run() -> None:
+    # 40 children sleep forever; 10 more double-fork and setsid() away from the process group. Each
+    # reports its pid as this machine sees it (/proc/self, which a PID namespace does not remap).
+    code = """
+        import os, time
+        reader, writer = os.pipe()
+        for i in range(50):
+            if os.fork() == 0:
+                if i % 5 == 0:
+                    os.setsid()
+                    if os.fork():
+                        os._exit(0)
+                os.write(writer, (os.readlink("/proc/self") + "\\n").encode())
+                while True:
+                    time.sleep(60)
+        os.close(writer)
+        data = b""
+        while data.count(b"\\n") < 50:
+            chunk = os.read(reader, 4096)
+            assert chunk, "a child died before reporting"
+            data += chunk
+        print("PIDS=" + " ".join(data.decode().split()))
+        print("HOME=" + os.environ["HOME"])
+    """
+    result = _run(code)
+    assert result.passed, result.output
+    pids = [int(pid) for pid in _printed(result, "PIDS").split()]
+    home = _printed(result, "HOME")
+    assert len(pids) == 50
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            alive = proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("HOME") == home
+        except psutil.NoSuchProcess:
+            alive = False
+        assert not alive, f"child {pid} survived the run"
+
+
+def test_a_fork_bomb_is_contained() -> None:
+    code = """
+        import os
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+    """
+    result = _run(code, limits=SandboxLimits(timeout_s=1.5, cpu_s=1, max_procs=8))
+    assert not result.passed
+    assert result.outcome in ("timeout", "killed")
+
+
+def test_allocating_ten_gigabytes_fails_and_leaves_us_alone() -> None:
+    our_limit = resource.getrlimit(resource.RLIMIT_AS)
+    result = _run("data = bytearray(10 * 2**30)\n", "assert len(data) == 10 * 2**30\n")
+    assert not result.passed
+    assert result.outcome in ("oom", "killed")
+    assert resource.getrlimit(resource.RLIMIT_AS) == our_limit
+    assert _run("x = 1\n", "assert x == 1\n").passed
+
+
+def test_a_huge_file_is_cut_off_and_removed() -> None:
+    shared = os.path.join(tempfile.gettempdir(), f"sandbox-test-{os.getpid()}.bin")
+    code = f"""
+        import os
+        print("CWD=" + os.getcwd())
+        chunk = b"x" * 2**20
+        try:
+            with open({shared!r}, "wb") as shared:
+                for _ in range(64):
+                    shared.write(chunk)
+        except OSError as exc:
+            print("shared:", exc)
+        with open("big.bin", "wb") as big:
+            for _ in range(64):
+                big.write(chunk)
+    """
+    result = _run(code, "assert os.path.getsize('big.bin') == 64 * 2**20\n")
+    assert (result.passed, result.outcome) == (False, "error")
+    assert "File too large" in result.output
+    workdir = _printed(result, "CWD")
+    assert not os.path.exists(workdir) and not os.path.exists(os.path.dirname(workdir))
+    if sandbox._plan().drop:  # as its own uid, a run's files in the shared temp dirs are removed too
+        assert not os.path.exists(shared)
+    else:
+        with open(shared, "rb") as handle:
+            assert len(handle.read()) <= 16 * 2**20
+        os.unlink(shared)
+
+
+def test_the_environment_holds_no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    code = "import os\nprint(sorted(os.environ.items()))\nKEY = os.environ.get('OPENAI_API_KEY')\n"
+    result = _run(code, "assert KEY, 'no key'\n")
+    assert (result.passed, result.outcome) == (False, "fail")
+    assert FAKE_KEY not in result.output and "OPENAI_API_KEY" not in result.output.split("Traceback")[0]
+    clean = _run(
+        "import os\n",
+        "assert set(os.environ) == {'PATH', 'LANG', 'HOME', 'TMPDIR', 'PYTHONDONTWRITEBYTECODE'}, os.environ\n"
+        "assert os.environ['PATH'] == '/usr/bin:/bin' and os.environ['HOME'] == os.getcwd()\n",
+    )
+    assert clean.passed, clean.output
+
+
+def test_another_process_environment_is_unreadable() -> None:
+    if not sandbox._plan().drop:
+        pytest.skip("runs keep the supervisor's uid here, so same-uid /proc/<pid>/environ stays readable")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": FAKE_KEY},
+    )
+    try:
+        code = f"""
+            try:
+                with open("/proc/{holder.pid}/environ", "rb") as handle:
+                    STOLEN = handle.read().decode(errors="replace")
+            except OSError as exc:
+                STOLEN = ""
+                print("denied:", exc)
+            print(STOLEN)
+        """
+        result = _run(code, "assert 'OPENAI_API_KEY' in STOLEN\n")
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    assert (result.passed, result.outcome) == (False, "fail")
+    assert "denied" in result.output and FAKE_KEY not in result.output
+
+
+def test_a_socket_cannot_reach_a_local_listener() -> None:
+    if not network_isolation_available():
+        pytest.skip(f"no network isolation on this machine: {network_isolation_message()}")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        code = f"""
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+                CONNECTED = True
+            except OSError as exc:
+                print("connect:", exc)
+                CONNECTED = False
+        """
+        result = _run(code, "assert CONNECTED\n")
+        assert (result.passed, result.outcome) == (False, "fail")
+        assert "connect:" in result.output
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        ("import os\nos._exit(0)\n", "incomplete"),
+        ("import sys\nsys.exit(0)\n", "error"),
+        ("raise SystemExit\n", "error"),
+        (
+            "import builtins\nbuiltins.exec = lambda *a, **k: None\nbuiltins.compile = lambda *a, **k: None\n",
+            "fail",
+        ),
+        (
+            "import os, threading\nthreading.Timer(0.0, lambda: os._exit(0)).start()\nimport time\ntime.sleep(5)\n",
+            "incomplete",
+        ),
+        ("import sys\nsys.settrace(lambda *a: None)\nprint('PASS')\n", "fail"),
+        ("import os\nos.close(1)\nos.close(2)\n", "fail"),
+    ],
+    ids=[
+        "os._exit",
+        "sys.exit",
+        "SystemExit",
+        "patched-builtins",
+        "exit-from-thread",
+        "settrace",
+        "closed-stdout",
+    ],
+)
+def test_tricks_do_not_fake_a_pass(code: str, outcome: str) -> None:
+    result = _run(code, "assert False, 'the tests ran'\n")
+    assert not result.passed
+    assert result.outcome == outcome, result.output
+
+
+def test_entry_point_and_check_candidate() -> None:
+    tests = "def check(candidate):\n    assert candidate(3) == 6\n"
+    assert _run("def double(x):\n    return 2 * x\n", tests, entry_point="double").passed
+    wrong = _run("def double(x):\n    return x\n", tests, entry_point="double")
+    assert wrong.outcome == "fail"
+    missing = _run("def triple(x):\n    return 3 * x\n", tests, entry_point="double")
+    assert missing.outcome == "error" and "defines no function 'double'" in missing.output
+    unnamed = _run("def double(x):\n    return 2 * x\n", tests)
+    assert unnamed.outcome == "error" and "no entry_point" in unnamed.output
+
+
+def test_output_is_a_bounded_ansi_free_tail() -> None:
+    code = "for i in range(20000):\n    print(f'\\x1b[31mline {i}\\x1b[0m')\n"
+    result = _run(code, limits=SandboxLimits(timeout_s=10.0, output_limit=500))
+    assert result.passed
+    assert len(result.output) <= 500
+    assert "\x1b" not in result.output and "line 19999" in result.output
+
+
+def test_run_many_keeps_input_order() -> None:
+    good = ("def f(x):\n    return x + 1\n", "assert f(1) == 2\n")
+    bad = ("def f(x):\n    return x\n", "assert f(1) == 2\n")
+    broken = ("def f(x) return x\n", "assert f(1) == 2\n")
+    items = [good, bad, broken, good, bad, good]
+    results = run_many(items, QUICK, workers=3)
+    assert [r.outcome for r in results] == ["pass", "fail", "error", "pass", "fail", "pass"]
+    assert run_many([], QUICK) == []
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="timeout_s"):
+        SandboxLimits(timeout_s=0)
+    with pytest.raises(TypeError, match="cpu_s"):
+        SandboxLimits(cpu_s=True)
+    with pytest.raises(ValueError, match="memory_mb"):
+        SandboxLimits(memory_mb=1)
+    with pytest.raises(TypeError, match="code"):
+        run_solution(b"x = 1", "assert x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="entry_point"):
+        run_solution("x = 1", "assert x", entry_point="not an identifier")
+    with pytest.raises(ValueError, match="workers"):
+        run_many([("x = 1", "assert x")], workers=0)
+    with pytest.raises(TypeError, match="item 0"):
+        run_many([("x = 1",)])  # type: ignore[list-item]
+
+
+def test_isolation_is_reported_consistently() -> None:
+    message = network_isolation_message()
+    assert (message is None) is network_isolation_available()
+    if os.geteuid() == 0:
+        assert network_isolation_available(), message
+
+
+def _interpreter_for(uid: int) -> str | None:
+    """A Python of our minor version that ``uid`` can run (ours may live under a private /root)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [
+        os.path.realpath(sys.executable),
+        *(f"{d}/{version}" for d in ("/usr/local/bin", "/usr/bin")),
+    ]
+    for candidate in dict.fromkeys(candidates):
+        if not os.path.isfile(candidate):
+            continue
+        try:
+            probe = subprocess.run(
+                [candidate, "-I", "-c", "pass"],
+                user=uid,
+                group=uid,
+                extra_groups=[],
+                capture_output=True,
+                check=False,
+            )
+        except OSError:
+            continue  # not executable by uid
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+def test_contained_without_root() -> None:
+    """The same containment for a supervisor that is not root (user namespaces where the kernel allows)."""
+    nobody = 65534
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a supervisor as another user")
+    python = _interpreter_for(nobody)
+    if python is None:
+        pytest.skip(f"no python{sys.version_info.major}.{sys.version_info.minor} that uid {nobody} can run")
+    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    shim = tempfile.mkdtemp(prefix="sandbox-shim-")
+    try:
+        os.chmod(shim, 0o755)
+        os.makedirs(os.path.join(shim, "heidi_engine"), mode=0o755)
+        for package in ("bus", "agents"):
+            os.symlink(os.path.join(project, package), os.path.join(shim, "heidi_engine", package))
+        script = textwrap.dedent(
+            """
+            import json, time
+            from heidi_engine.agents import sandbox
+            limits = sandbox.SandboxLimits(timeout_s=2.0, cpu_s=1)
+            daemon = (
+                "import os, time\\n"
+                "reader, writer = os.pipe()\\n"
+                "if os.fork() == 0:\\n"
+                "    os.setsid()\\n"
+                "    os.write(writer, os.readlink('/proc/self').encode())\\n"
+                "    time.sleep(600)\\n"
+                "print('PID=' + os.read(reader, 64).decode())\\n"
+            )
+            runs = {
+                "pass": sandbox.run_solution("def f():\\n    return 1\\n", "assert f() == 1\\n", limits),
+                "loop": sandbox.run_solution("while True:\\n    pass\\n", "assert True\\n", limits),
+                "daemon": sandbox.run_solution(daemon, "assert True\\n", limits),
+            }
+            print(json.dumps({"network": sandbox.network_isolation_available(),
+                              "runs": {k: [r.outcome, r.output] for k, r in runs.items()}}))
+            """
+        )
+        done = subprocess.run(
+            [python, "-I", "-c", f"import sys; sys.path.insert(0, {shim!r})\n{script}"],
+            user=nobody, group=nobody, extra_groups=[], cwd="/", capture_output=True, text=True,
+            timeout=60, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(shim)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    runs = report["runs"]
+    assert runs["pass"][0] == "pass"
+    assert runs["loop"][0] == "timeout"
+    assert runs["daemon"][0] == "pass"
+    daemon_pid = int(re.search(r"PID=(\d+)", runs["daemon"][1]).group(1))  # type: ignore[union-attr]
+    deadline = time.monotonic() + 5
+    while _alive(daemon_pid):
+        assert time.monotonic() < deadline, f"the daemonized child {daemon_pid} survived"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,160 @@
+"""``autotrain-dash``: the live Rich dashboard, one frame of it (``--once``), or a finished run's replay.
+
+Exit codes: 0 ok; 2 bad usage (a malformed or unknown run id, a bad option, no terminal for live mode);
+3 no supervisor reachable (``--once`` without ``--run``; live mode keeps trying and says so on screen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from heidi_engine.bus.connection import ConnectionFileError, connection_path, read_bus_info
+from heidi_engine.bus.event import is_run_id
+from heidi_engine.ui.dashboard import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
+from heidi_engine.ui.dashboard_keys import Keyboard
+from heidi_engine.ui.panels import VIEWS, Frame, render
+from rich.console import Console
+
+EXIT_OK, EXIT_USAGE, EXIT_NO_SUPERVISOR = 0, 2, 3
+_ONCE_WAIT_S = 3.0
+_MIN_HZ, _MAX_HZ = 0.2, 30.0
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported on stderr with exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotrain-dash",
+        description="Live dashboard of the AutoTrain supervisor (keys: q quit, r refresh, 1-5 views, ? help).",
+    )
+    parser.add_argument(
+        "--home", help="AutoTrain home (default: $AUTOTRAIN_HOME, else the current directory)"
+    )
+    parser.add_argument("--run", metavar="RUN_ID", help="replay a run from its files, no supervisor needed")
+    parser.add_argument(
+        "--view",
+        type=int,
+        default=1,
+        choices=range(1, len(VIEWS) + 1),
+        metavar="1-5",
+        help="the view to open: " + ", ".join(f"{i} {name}" for i, name in enumerate(VIEWS, 1)),
+    )
+    parser.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        default=DEFAULT_REFRESH_HZ,
+        metavar="HZ",
+        help=f"screen refreshes per second (default {DEFAULT_REFRESH_HZ:g}; {_MIN_HZ:g}-{_MAX_HZ:g})",
+    )
+    return parser
+
+
+def resolve_home(value: str | None) -> Path:
+    """``--home``, else ``$AUTOTRAIN_HOME``, else the current directory; it must be a folder."""
+    home = Path(value or os.environ.get("AUTOTRAIN_HOME") or os.getcwd()).expanduser()
+    if not home.is_dir():
+        raise UsageError(f"home {str(home)!r} is not a folder")
+    return home
+
+
+def run_folder(home: Path, run_id: str) -> Path:
+    """``<home>/runs/<run_id>`` for a well-formed id of an existing run."""
+    if not is_run_id(run_id):
+        raise UsageError(f"--run {run_id[:80]!r} is not a run id (expected run_YYYYMMDD_HHMMSS_<8 hex>)")
+    folder = home / "runs" / run_id
+    if not folder.is_dir():
+        raise UsageError(f"no run {run_id} in {home / 'runs'}")
+    return folder
+
+
+def _supervisor_absent(home: Path) -> str | None:
+    """Why no supervisor can be there, when that is certain without waiting; ``None`` otherwise."""
+    if not connection_path(home).exists():
+        return f"no supervisor has run in {home} (no {connection_path(home)})"
+    try:
+        pid = read_bus_info(home).pid
+    except ConnectionFileError as exc:
+        return str(exc)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"the supervisor (pid {pid}) recorded in {connection_path(home)} is not running"
+    except PermissionError:
+        pass
+    return None
+
+
+def print_once(source: Source, view: int, console: Console) -> None:
+    """One frame of ``view`` at the console's width and natural height."""
+    feed = source.read()
+    frame = Frame(feed.state, feed.link, datetime.now(timezone.utc), view, feed.events)
+    console.print(render(frame, console.width, None))
+
+
+def _once_live(home: Path, view: int, console: Console) -> int:
+    absent = _supervisor_absent(home)
+    if absent is not None:
+        print(f"autotrain-dash: no supervisor reachable: {absent}", file=sys.stderr)
+        return EXIT_NO_SUPERVISOR
+    source = LiveSource(home)
+    try:
+        if source.view.wait_for(lambda v: v.connected, _ONCE_WAIT_S) is None:
+            reason = source.view.latest().error or f"no answer within {_ONCE_WAIT_S:g} s"
+            print(f"autotrain-dash: no supervisor reachable in {home}: {reason}", file=sys.stderr)
+            return EXIT_NO_SUPERVISOR
+        print_once(source, view, console)
+    finally:
+        source.close()
+    return EXIT_OK
+
+
+def _live(source: Source, args: argparse.Namespace) -> int:
+    console = Console()
+    dashboard = Dashboard(source, console, refresh_hz=args.refresh, view=args.view)
+    if not sys.stdin.isatty():
+        return dashboard.run(None)
+    with Keyboard(sys.stdin.fileno()) as keyboard:
+        return dashboard.run(keyboard)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``autotrain-dash``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if not _MIN_HZ <= args.refresh <= _MAX_HZ:
+            raise UsageError(f"--refresh {args.refresh:g} is out of range ({_MIN_HZ:g}-{_MAX_HZ:g} Hz)")
+        home = resolve_home(args.home)
+        folder = run_folder(home, args.run) if args.run is not None else None
+        if not args.once and not sys.stdout.isatty():
+            raise UsageError("the live dashboard needs a terminal; use --once to print one frame")
+    except UsageError as exc:
+        print(f"autotrain-dash: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    source: Source
+    if folder is not None:
+        source = ReplaySource(folder, f"runs/{folder.name}")
+    elif args.once:
+        return _once_live(home, args.view, Console())
+    else:
+        source = LiveSource(home)
+    try:
+        if args.once:
+            print_once(source, args.view, Console())
+            return EXIT_OK
+        return _live(source, args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        source.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
