@@ -191,7 +191,9 @@ def _run(solution: str, tests: str, entry_point: str | None, token: bytes, codes
                 tb = exc.__traceback__
                 while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
                     tb = tb.tb_next  # the solution's frames only
-                print_exception(type(exc), exc, tb)
+                import traceback  # only now: a failure's output may wait for it, a pass need not
+
+                traceback.print_exception(type(exc), exc, tb)
             if note:
                 sys.stderr.write(f"[sandbox] {note}\n")
             sys.stdout.flush()

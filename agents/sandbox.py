@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import secrets
 import selectors
@@ -234,10 +233,11 @@ def _execute(
                 os.chmod(root, 0o711)
                 os.chown(workdir, uid, uid)
             config = {
-                "codes": _CODES, "uid": uid, "namespaces": plan.namespaces, "userns": plan.userns,
-                "entry_point": entry_point, "timeout_s": limits.timeout_s, "cpu_s": limits.cpu_s,
+                "uid": "" if uid is None else uid, "namespaces": plan.namespaces, "userns": int(plan.userns),
+                "entry_point": entry_point or "", "timeout_s": limits.timeout_s, "cpu_s": limits.cpu_s,
                 "memory_bytes": limits.memory_mb << 20, "max_procs": limits.max_procs,
                 "file_size_bytes": limits.file_size_mb << 20, "nofile": _NOFILE,
+                **{f"exit_{name}": code for name, code in _CODES.items()},
             }  # fmt: skip
             run = _Run(workdir, token, limits)
             try:
@@ -278,7 +278,7 @@ class _Run:
             raise RuntimeError("the sandbox needs sys.executable to start an interpreter, and it is empty")
         self._started = time.monotonic()
         self._proc = subprocess.Popen(
-            [python, "-I", "-S", "-B", "-u", _HARNESS, json.dumps(config)],
+            [python, "-I", "-S", "-B", "-u", _HARNESS, *(f"{key}={value}" for key, value in config.items())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=self._workdir, env=env, start_new_session=True, close_fds=True,
         )  # fmt: skip

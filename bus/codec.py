@@ -70,7 +70,12 @@ def sign(key: bytes, topic: bytes, header: bytes, body: bytes) -> bytes:
 
 def _body_obj(body: BaseModel | dict[str, Any]) -> Any:
     if isinstance(body, BaseModel):
-        return body.model_dump(mode="json", exclude_none=False)
+        # A sparse body (a patch) carries only the fields that were set, so that "not set" survives.
+        if getattr(body, "wire_sparse", False):
+            sparse = body.model_dump(mode="json", exclude_unset=True)
+            sparse["type"] = getattr(body, "type")  # the discriminator always travels
+            return sparse
+        return body.model_dump(mode="json")
     return body
 
 

@@ -7,7 +7,7 @@ matters: the state it produces depends only on the state it was given and the me
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -95,10 +95,11 @@ class AgentInfo(BaseModel):
 class StatusPatch(BaseModel):
     """A supervisor-side change of the run state that no event expresses (status, flags, agents).
 
-    Only the fields that were set are applied.
+    Only the fields that were set are applied (and only those travel on the wire).
     """
 
     model_config = ConfigDict(extra="forbid")
+    wire_sparse: ClassVar[bool] = True
 
     type: Literal["status"] = "status"
     run_id: str | None = None

@@ -473,3 +473,7 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
     if action == "configure":
         return configure(controller) if _interactive_ok(controller, "--configure") else EXIT_BAD_USAGE
     return Menu(controller).run() if _interactive_ok(controller, "the interactive menu") else EXIT_BAD_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -147,3 +147,10 @@ def test_event_round_trip_property(message: str, round_no: int, counters: dict[s
     decoded = decode(frames_of(event, "event"), KEY).body
     assert decoded == event
     assert len(decoded.message) <= 500
+
+
+def test_status_patch_keeps_unset_fields_unset() -> None:
+    patch = StatusPatch(pause_requested=True)
+    decoded = decode(frames_of(patch, "state"), KEY).body
+    assert decoded.model_fields_set == {"type", "pause_requested"}
+    assert decoded.status is None and decoded.pause_requested is True

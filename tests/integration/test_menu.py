@@ -1,0 +1,421 @@
+"""autotrain-menu end to end: the interactive menu through a real pty, and the flags as scripts use them.
+
+The pty side feeds everything the menu writes into a small VT100 screen model (cursor moves, erases,
+cursor-position reports answered like a terminal), because prompt_toolkit redraws only the cells that
+changed: the raw byte stream never holds a re-rendered line whole, the screen does.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness import SupervisorProc, agent_env, pid_alive, scripted, wait_until
+
+from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.errors import BusError
+
+MENU = [sys.executable, "-m", "heidi_engine.ui.menu_cli"]
+SLOW_AGENT = agent_env(scripted("--events", "400", "--delay", "0.05"))
+QUICK_AGENT = agent_env(scripted("--events", "5", "--delay", "0.01"))
+CONFIG = "# the rounds of a test run\nROUNDS: 1  # one is enough\nSAMPLES_PER_ROUND: 4\n"
+_CSI = re.compile(r"\x1b\[([0-9;?]*)[ -/]*([@-~])")
+
+
+class Screen:
+    """Just enough of a VT100 to read what prompt_toolkit draws; keeps the lines scrolled off the top."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        self.grid = [[" "] * cols for _ in range(rows)]
+        self.history: list[str] = []
+        self.r = self.c = 0
+        self.pending = ""
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> bytes:
+        """Apply output; returns what a terminal would answer (cursor position reports)."""
+        text, answer = self.pending + self.decoder.decode(data), b""
+        self.pending, i = "", 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "\x1b":
+                match = _CSI.match(text, i)
+                if match:
+                    if match.group(2) == "n" and match.group(1) == "6":
+                        answer += f"\x1b[{self.r + 1};{self.c + 1}R".encode()
+                    self._csi(match.group(1), match.group(2))
+                    i = match.end()
+                    continue
+                end = text.find("\x07", i) if text.startswith("\x1b]", i) else i + 2
+                if end < 0 or end > len(text):
+                    self.pending = text[i:]  # an incomplete sequence: wait for the rest
+                    break
+                i = end + 1 if text.startswith("\x1b]", i) else end
+                continue
+            self._char(ch)
+            i += 1
+        return answer
+
+    def _char(self, ch: str) -> None:
+        if ch == "\r":
+            self.c = 0
+        elif ch == "\n":
+            self._line_feed()
+        elif ch == "\b":
+            self.c = max(0, self.c - 1)
+        elif ch >= " ":
+            self.grid[self.r][min(self.c, self.cols - 1)] = ch
+            self.c = min(self.c + 1, self.cols - 1)
+
+    def _line_feed(self) -> None:
+        if self.r == self.rows - 1:
+            self.history.append("".join(self.grid.pop(0)).rstrip())
+            self.grid.append([" "] * self.cols)
+        else:
+            self.r += 1
+
+    def _csi(self, params: str, final: str) -> None:
+        if params.startswith("?"):
+            return
+        args = [int(p) if p else 0 for p in params.split(";")] if params else []
+        n = max(1, args[0]) if args else 1
+        if final == "A":
+            self.r = max(0, self.r - n)
+        elif final == "B":
+            self.r = min(self.rows - 1, self.r + n)
+        elif final == "C":
+            self.c = min(self.cols - 1, self.c + n)
+        elif final == "D":
+            self.c = max(0, self.c - n)
+        elif final == "G":
+            self.c = min(self.cols - 1, n - 1)
+        elif final in "Hf":
+            self.r = min(self.rows - 1, (args[0] if args else 1) - 1)
+            self.c = min(self.cols - 1, (args[1] if len(args) > 1 else 1) - 1)
+        elif final == "K":
+            mode = args[0] if args else 0
+            row = self.grid[self.r]
+            start, stop = {0: (self.c, self.cols), 1: (0, self.c + 1)}.get(mode, (0, self.cols))
+            row[start:stop] = [" "] * (stop - start)
+        elif final == "J":
+            mode = args[0] if args else 0
+            self._csi("", "K")
+            rows = range(self.r + 1, self.rows) if mode == 0 else range(self.rows)
+            for r in rows:
+                self.grid[r] = [" "] * self.cols
+
+    def text(self) -> str:
+        return "\n".join(self.history + ["".join(row).rstrip() for row in self.grid])
+
+    def visible(self) -> str:
+        return "\n".join("".join(row).rstrip() for row in self.grid)
+
+
+class MenuPty:
+    """``autotrain-menu`` on a pseudo-terminal of 50x160."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+        full_env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm", **(env or {}))
+        self.proc = subprocess.Popen([*MENU, "--home", str(home)], stdin=slave, stdout=slave, stderr=slave,
+                                     env=full_env, start_new_session=True, close_fds=True)
+        os.close(slave)
+        self.master = master
+        self.screen = Screen(50, 160)
+
+    def pump(self, timeout_s: float) -> None:
+        ready, _, _ = select.select([self.master], [], [], timeout_s)
+        if ready:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            answer = self.screen.feed(data)
+            if answer:
+                os.write(self.master, answer)
+
+    def wait_for(self, predicate: Callable[[str], bool], what: str, timeout_s: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.screen.text()
+            if predicate(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen.visible()}")
+            self.pump(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def expect(self, needle: str, *, times: int = 1, timeout_s: float = 20.0) -> str:
+        """Wait until ``needle`` has been shown at least ``times`` times in all."""
+        return self.wait_for(lambda text: text.count(needle) >= times, f"{needle!r} x{times}", timeout_s)
+
+    def count(self, needle: str) -> int:
+        return self.screen.text().count(needle)
+
+    def send(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def choose(self, option: str) -> None:
+        """Pick a menu option once the menu prompt is showing (counting prompts shown so far)."""
+        shown = self.count("Select [1-9]:")
+        self.expect("Select [1-9]:", times=max(1, shown))
+        self.send(option + "\r")
+
+    def wait_menu(self, times: int) -> None:
+        self.expect("Select [1-9]:", times=times)
+
+    def close(self) -> int | None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        os.close(self.master)
+        return self.proc.returncode
+
+    def wait_exit(self, timeout_s: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.pump(0.1)
+        assert self.proc.poll() is not None, f"menu did not exit; screen:\n{self.screen.visible()}"
+        return self.proc.returncode
+
+
+@pytest.fixture
+def menu_pty(home: Path) -> Iterator[Callable[..., MenuPty]]:
+    started: list[MenuPty] = []
+
+    def start(env: dict[str, str] | None = None) -> MenuPty:
+        started.append(MenuPty(home, env))
+        return started[-1]
+
+    yield start
+    for menu in started:
+        menu.close()
+
+
+@pytest.fixture
+def detached(home: Path) -> Iterator[None]:
+    """Shuts down a supervisor the menu started in the background (not our child) after the test."""
+    yield
+    try:
+        info = read_bus_info(home)
+    except ConnectionFileError:
+        return
+    try:
+        with ControlClient(info, timeout_s=5) as client:
+            client.call("shutdown")
+    except BusError:
+        pass
+    try:
+        wait_until(lambda: not pid_alive(info.pid), 30, 0.05, "detached supervisor exit")
+    except AssertionError:
+        os.kill(info.pid, signal.SIGKILL)
+        raise
+
+
+@pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_menu(home: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """The menu as a script runs it: no terminal, stdin closed."""
+    return subprocess.run([*MENU, "--home", str(home), *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout_s, env=dict(os.environ, **(env or {})), check=False)
+
+
+# -- flags, without a terminal -----------------------------------------------------------------------
+
+
+def test_no_supervisor_exits_3_for_status_and_control(home: Path) -> None:
+    for flag in ("--status", "--stop", "--pause", "--resume"):
+        done = run_menu(home, flag)
+        assert done.returncode == 3, (flag, done.stderr)
+        assert "no supervisor" in done.stderr
+    assert not (home / "run").exists(), "nothing may be started by a status query"
+
+
+def test_bad_overrides_exit_2_with_the_rule_and_start_nothing(home: Path) -> None:
+    (home / "config.yaml").write_text(CONFIG)
+    done = run_menu(home, "--start", "--set", "ROUNDS=0", "--set", "NOPE=1", "--samples", "many")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert any("ROUNDS" in line and "1–100" in line for line in lines), done.stderr
+    assert any("NOPE" in line and "unknown field" in line for line in lines), done.stderr
+    assert any("SAMPLES_PER_ROUND" in line and "1–10000" in line for line in lines), done.stderr
+    assert not (home / "run").exists() and not (home / "runs").exists()
+    usage = run_menu(home, "--status", "--rounds", "2")
+    assert usage.returncode == 2 and "--rounds only goes with --start" in usage.stderr
+    not_a_run = run_menu(home, "--resume-run", "../etc")
+    assert not_a_run.returncode == 2 and "not a run id" in not_a_run.stderr
+
+
+def test_start_wait_launches_the_supervisor_and_completes(home: Path, detached: None) -> None:
+    (home / "config.yaml").write_text(CONFIG)
+    done = run_menu(home, "--start", "--wait", "--rounds", "1", env=QUICK_AGENT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "started autotrain-supervisor" in done.stdout
+    run_id = re.search(r"started run (run_\w+)", done.stdout)
+    assert run_id is not None and f"run {run_id.group(1)} completed" in done.stdout
+    status = run_menu(home, "--status", "--json")
+    assert status.returncode == 0, status.stderr
+    parsed = json.loads(status.stdout)
+    assert parsed["run_id"] == run_id.group(1) and parsed["status"] == "completed"
+    assert parsed["counters"]["teacher_generated"] == 4 * 5  # four stages of five events each
+    human = run_menu(home, "--status")
+    assert human.returncode == 0 and "completed" in human.stdout and run_id.group(1) in human.stdout
+    listed = run_menu(home, "--list", "--json")
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id.group(1)]
+
+
+def test_flags_steer_a_live_run(home: Path, start_supervisor: Callable[..., SupervisorProc]) -> None:
+    sup = start_supervisor(env=SLOW_AGENT, config=CONFIG).wait_ready()
+    follower = subprocess.Popen([*MENU, "--home", str(home), "--start", "--wait"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = sup.wait_status("running")["run_id"]
+        assert run_menu(home, "--pause").returncode == 0
+        sup.wait_status("paused")
+        assert run_menu(home, "--pause").returncode == 1, "a second pause is refused"
+        assert run_menu(home, "--resume").returncode == 0
+        assert not sup.wait_status("running")["pause_requested"]
+        stop = run_menu(home, "--stop")
+        assert stop.returncode == 0 and run_id in stop.stdout
+        sup.wait_status("stopped")
+        out, err = follower.communicate(timeout=30)
+        assert follower.returncode == 1, "--wait exits 0 only for a completed run"
+        assert "ended stopped" in err
+        assert "round 1/1" in out, "plain progress lines without a terminal"
+        resumed = run_menu(home, "--resume-run")
+        assert resumed.returncode == 0 and f"resumed run {run_id}" in resumed.stdout
+        assert sup.wait_status("running")["run_id"] == run_id
+        assert run_menu(home, "--stop").returncode == 0
+        sup.wait_status("stopped")
+        refused = run_menu(home, "--stop")
+        assert refused.returncode == 1 and "no active run" in refused.stderr
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+
+
+# -- the interactive menu on a pty ---------------------------------------------------------------------
+
+
+def test_menu_options_steer_the_run(home: Path, start_supervisor: Callable[..., SupervisorProc],
+                                    menu_pty: Callable[..., MenuPty]) -> None:
+    sup = start_supervisor(env=SLOW_AGENT, config=CONFIG).wait_ready()
+    menu = menu_pty()
+    menu.expect("supervisor: pid")
+    menu.choose("1")
+    menu.expect("ROUNDS [integer 1–100] = 1")
+    menu.send("\r")
+    menu.expect("SAMPLES_PER_ROUND [integer 1–10000] = 4")
+    menu.send("\r")
+    menu.expect("started run run_")
+    run_id = sup.wait_status("running")["run_id"]
+    menu.choose("4")
+    menu.expect("pause requested")
+    sup.wait_status("paused")
+    menu.choose("5")
+    menu.expect(": resumed")
+    assert not sup.wait_status("running")["pause_requested"]
+    menu.choose("3")
+    menu.expect("stop requested")
+    sup.wait_status("stopped")
+    menu.choose("2")
+    menu.expect(f"resumed run {run_id}")
+    assert sup.wait_status("running")["run_id"] == run_id
+    menu.choose("3")
+    menu.expect("stop requested", times=2)
+    sup.wait_status("stopped")
+    menu.choose("9")
+    assert menu.wait_exit() == 0
+
+
+def test_menu_configure_refuses_bad_values_and_keeps_comments(home: Path, menu_pty: Callable[..., MenuPty]) -> None:
+    config = home / "config.yaml"
+    config.write_text(CONFIG)
+    menu = menu_pty()
+    menu.choose("6")
+    menu.expect("Field to change")
+    menu.send("ROUN\t")
+    menu.wait_for(lambda _: "Field to change (empty to finish): ROUNDS" in menu.screen.visible(), "completion")
+    menu.send("\r")
+    menu.expect("ROUNDS [integer 1–100] = 1")
+    menu.send("\x7f0")  # erase the current value, type 0
+    menu.wait_for(lambda _: "must be >= 1 (range 1–100)" in menu.screen.visible(), "the rule shown")
+    menu.send("\r")  # refused: the prompt stays
+    menu.wait_for(lambda _: "ROUNDS [integer 1–100] = 0" in menu.screen.visible(), "prompt kept")
+    assert config.read_text() == CONFIG, "a refused value is never saved"
+    menu.send("\x7f7\r")
+    menu.expect("saved ROUNDS = 7")
+    assert config.read_text() == CONFIG.replace("ROUNDS: 1  # one", "ROUNDS: 7  # one")
+    menu.expect("Field to change", times=2)
+    menu.send("RUN_UNIT_TESTS\r")
+    menu.expect('RUN_UNIT_TESTS ["0" or "1"] = 0')
+    menu.send("\x7fyes")
+    menu.wait_for(lambda _: "RUN_UNIT_TESTS = 'yes': expected \"0\" or \"1\"" in menu.screen.visible(), "literal rule")
+    menu.send("\x7f\x7f\x7f1\r")
+    menu.expect("saved RUN_UNIT_TESTS = 1")
+    menu.expect("Field to change", times=3)
+    menu.send("\r")
+    menu.choose("9")
+    assert menu.wait_exit() == 0
+    assert config.read_text() == CONFIG.replace("ROUNDS: 1  # one", "ROUNDS: 7  # one") + 'RUN_UNIT_TESTS: "1"\n'
+
+
+def test_menu_starts_supervisor_and_http_server(home: Path, menu_pty: Callable[..., MenuPty], detached: None,
+                                                unused_port: int) -> None:
+    (home / "config.yaml").write_text(CONFIG + f"HTTP_PORT: {unused_port}\n")
+    menu = menu_pty(QUICK_AGENT)
+    menu.expect("supervisor: not running")
+    menu.choose("1")
+    menu.expect("ROUNDS [integer 1–100] = 1")
+    menu.send("\r\r")
+    menu.expect("started run run_", timeout_s=40)
+    assert "started autotrain-supervisor" in menu.screen.text()
+    menu.choose("8")
+    menu.expect("HTTP status server running at")
+    url = f"http://127.0.0.1:{unused_port}"
+    assert url in menu.screen.text()
+    body = wait_until(lambda: _get_json(url + "/status"), 10, 0.05, "HTTP status")
+    assert body["run_id"] is not None
+    menu.choose("9")
+    assert menu.wait_exit() == 0
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "/health", timeout=2)
+
+
+def test_menu_refuses_to_run_without_a_terminal(home: Path) -> None:
+    for args in ((), ("--configure",)):
+        done = run_menu(home, *args)
+        assert done.returncode == 2 and "needs a terminal" in done.stderr
+
+
+def _get_json(url: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return dict(json.loads(response.read()))
+    except (urllib.error.URLError, ConnectionError):
+        return None
