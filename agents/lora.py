@@ -197,7 +197,9 @@ def _with_adapter(model: Any, settings: TrainSettings, init_adapter: Path | None
         if not (Path(init_adapter) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"init_adapter {str(init_adapter)!r} has no adapter_config.json")
         # The previous round's rank and alpha come with its adapter; settings.lora_r/alpha do not apply.
-        return _forget_config_less_base(PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True))
+        return _forget_config_less_base(
+            PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        )
     targets: list[str] | str
     if settings.target_modules is not None:
         targets = list(settings.target_modules)
@@ -276,7 +278,8 @@ def train_lora(
     """Train a LoRA adapter on ``train_rows`` and save it (plus the tokenizer) to ``out_dir``.
 
     ``init_adapter`` continues the previous round's adapter; ``resume`` restarts from the last
-    complete checkpoint in ``checkpoint_dir`` with the same step counter. ``model_and_tokenizer``
+    complete checkpoint in ``checkpoint_dir`` with the same step counter (with ``resume=False`` a
+    folder that already holds checkpoints is refused with ``FileExistsError``). ``model_and_tokenizer``
     skips loading ``model_name``; its model gets the LoRA layers injected in place.
     Returns when training reaches ``settings.train_steps`` or a stop request (the adapter is saved
     either way).
@@ -285,6 +288,13 @@ def train_lora(
 
     control = control if control is not None else _NullControl()
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+    checkpoint = _last_complete_checkpoint(checkpoint_dir)
+    if checkpoint is not None and not resume:
+        # Stale checkpoints would be mixed with the new ones by rotation and by a later resume.
+        raise FileExistsError(
+            f"{checkpoint_dir} already holds checkpoints (last: step {checkpoint[1]}); "
+            "pass resume=True to continue from them, or use an empty checkpoint folder"
+        )
     if model_and_tokenizer is None:
         model, tokenizer = load_model_and_tokenizer(model_name, for_training=True)
     else:
@@ -293,7 +303,6 @@ def train_lora(
     set_seed(settings.seed)  # the LoRA A matrices are initialised at random
     model = _with_adapter(model, settings, init_adapter)
 
-    checkpoint = _last_complete_checkpoint(checkpoint_dir) if resume else None
     resumed_from = checkpoint[1] if checkpoint is not None else None
     if checkpoint is not None:
         control.on_event("info", f"resuming training from checkpoint step {checkpoint[1]} ({checkpoint[0]})")

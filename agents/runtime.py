@@ -68,7 +68,7 @@ class AgentRuntime:
         self.resume = resume
         self.attempt = attempt
         self.sender = f"{stage}:{os.getpid()}"
-        self.phase: Literal["running", "parked", "stopping"] = "running"
+        self.phase: Literal["running", "parked", "stopping", "done"] = "running"
         self._publisher = Publisher(info, self.sender)
         self._control = ControlListener(info)
         self._stop_heartbeat = threading.Event()
@@ -87,8 +87,15 @@ class AgentRuntime:
             round_no = int(env["AUTOTRAIN_ROUND"])
         except (KeyError, ValueError) as exc:
             raise FatalStageError(f"not started by the supervisor: missing or bad {exc}") from None
-        config_json = Path(env.get("AUTOTRAIN_CONFIG_JSON", run_dir / "config.json"))
-        config = load_run_config(config_json)
+        data = env.get("AUTOTRAIN_CONFIG_DATA")
+        if data is not None:
+            config = run_config_from_json(data, "AUTOTRAIN_CONFIG_DATA")
+        else:
+            config_json = Path(env.get("AUTOTRAIN_CONFIG_JSON", run_dir / "config.json"))
+            try:
+                config = run_config_from_json(config_json.read_text(encoding="utf-8"), str(config_json))
+            except OSError as exc:
+                raise FatalStageError(f"cannot read the run configuration {config_json}: {exc}") from None
         return cls(
             read_bus_info(home),
             stage=stage,
@@ -195,27 +202,32 @@ class AgentRuntime:
             publisher.close()
 
     def close(self) -> None:
-        """Stop the heartbeat and flush what is pending."""
+        """Stop the heartbeat, report done (after every event sent), and flush what is pending."""
         self._stop_heartbeat.set()
         self._heartbeat.join(timeout=5)
         self._control.close()
+        self.phase = "done"  # type: ignore[assignment]
+        try:
+            self._send_status()
+        except BusError as exc:
+            log.warning("could not send the final report: %s", exc)
         self._publisher.close()
 
 
-def load_run_config(path: Path) -> AutoTrainConfig:
-    """The run's effective configuration, from the ``config.json`` the supervisor wrote."""
+def run_config_from_json(text: str, source: str) -> AutoTrainConfig:
+    """The run's effective configuration from its JSON form (what the supervisor passes or wrote)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FatalStageError(f"cannot read the run configuration {path}: {exc}") from None
+        data = json.loads(text)
+    except ValueError as exc:
+        raise FatalStageError(f"cannot read the run configuration {source}: {exc}") from None
     if not isinstance(data, dict):
-        raise FatalStageError(f"{path} is not a configuration object")
+        raise FatalStageError(f"{source} is not a configuration object")
     # Overrides are parsed like command-line values; null is the empty value (e.g. no MAX_COST_USD).
     values = {k: "" if v is None else str(v) for k, v in data.items() if v != "[REDACTED]"}
     try:
         return load_config(None, env={}, overrides=values)
     except ConfigError as exc:
-        raise FatalStageError(f"invalid run configuration {path}: {exc}") from None
+        raise FatalStageError(f"invalid run configuration {source}: {exc}") from None
 
 
 def run_stage(main: Callable[[AgentRuntime], None]) -> int:

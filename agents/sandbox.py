@@ -1,28 +1,31 @@
 """The sandbox that runs generated code against its unit tests (the unit-test gate, DESIGN §11).
 
-Each run gets a fresh temporary directory and a fresh interpreter (``python -I -S -B -u``) in its own
-session and process group, with an environment of five variables (no keys, no tokens). The interpreter
-runs ``_sandbox_harness.py``, which sets the sandbox up while it is still trusted and then forks the process that
-executes the solution and its tests:
+Each run gets a fresh temporary directory and a fresh interpreter (``python -I -S -B -u``: the standard
+library only, no site-packages) in its own session and process group, with an environment of five
+variables (no keys, no tokens). The interpreter runs ``_sandbox_harness.py``, which sets the sandbox up
+while it is still trusted and then forks the process that executes the solution and its tests:
 
 - rlimits on CPU seconds, address space, processes, file size and open files, no core dumps;
-- as root: new PID, network and IPC namespaces (no network at all, not even loopback), and a dedicated
-  unprivileged uid per concurrent run, so that RLIMIT_NPROC counts only that run's processes, the
-  supervisor's ``/proc/<pid>/environ`` is unreadable and nothing the user owns can be written;
+- as root: new PID, network and IPC namespaces (no network at all, not even loopback), and a uid of its
+  own per concurrent run, so that RLIMIT_NPROC counts only that run, the supervisor's
+  ``/proc/<pid>/environ`` is unreadable and the project's files cannot be written;
 - not root: the same namespaces inside a new user namespace where the kernel allows it, else none;
 - the trusted half enforces the wall clock and kills the sandboxed half, and with it its whole PID
   namespace, setsid()-escaped grandchildren and zombies included;
-- afterwards this side kills the process group and sweeps ``/proc`` for anything left: every process of
-  the run's uid (as root), or carrying the run's ``HOME`` (otherwise), then removes the directory.
+- afterwards this side kills the process group and sweeps ``/proc`` for anything left (every process of
+  the run's uid as root, else every process started with the run's ``HOME``), removes what the run's uid
+  left in the shared temp directories, then the run's own directory (``_sandbox_reaper.py``).
 
 A pass needs exit status 0 *and* a random per-run token on stdout that the harness writes only after the
-last test ran, so ``os._exit(0)``, ``sys.exit(0)``, patched builtins or trace hooks cannot fake one. Code
-that digs the token out of the harness's own frames could; containment does not depend on the verdict.
+last test ran, so ``os._exit(0)``, ``sys.exit(0)`` or patched builtins cannot fake one (trace and profile
+hooks are cleared before the tests, too). Code that digs the token out of the harness's own frames could
+fake one: the verdict guards against accidents and cheap tricks, and containment does not depend on it.
 
 What does not hold without root: RLIMIT_NPROC counts all of the user's processes, code runs as the
-supervisor's user (it can read that user's files and the supervisor's ``/proc/<pid>/environ``), and
-without a PID namespace a grandchild that calls setsid() and re-executes itself with another environment
-escapes the sweep. No cgroups are used: memory is capped per process by RLIMIT_AS, not per run.
+supervisor's user (it can read that user's files and the supervisor's ``/proc/<pid>/environ``, and its
+files in /tmp stay), and without a PID namespace a grandchild that calls setsid() and re-executes itself
+with another environment escapes the sweep. No cgroups are used: memory is capped per process by
+RLIMIT_AS, not per run.
 """
 
 from __future__ import annotations
@@ -132,7 +135,8 @@ def run_solution(
     """Run ``code`` and then ``tests`` (plain Python with asserts) in one namespace, in the sandbox.
 
     With ``entry_point`` the solution must define that function, and tests that define
-    ``check(candidate)`` (HumanEval style) get it called with that function.
+    ``check(candidate)`` (HumanEval style) get it called with that function. Whatever the code does
+    comes back as a result; only a sandbox that cannot start at all raises (RuntimeError, OSError).
     """
     for name, value in (("code", code), ("tests", tests)):
         if not isinstance(value, str):
@@ -237,7 +241,7 @@ def _execute(
                 "entry_point": entry_point or "", "timeout_s": limits.timeout_s, "cpu_s": limits.cpu_s,
                 "memory_bytes": limits.memory_mb << 20, "max_procs": limits.max_procs,
                 "file_size_bytes": limits.file_size_mb << 20, "nofile": _NOFILE,
-                **{f"exit_{name}": code for name, code in _CODES.items()},
+                **{f"exit_{verdict}": status for verdict, status in _CODES.items()},
             }  # fmt: skip
             run = _Run(workdir, token, limits)
             try:

@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from heidi_engine.agents.callback import BusReportingCallback
 from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback, Trainer, TrainingArguments
+
+from heidi_engine.agents.callback import BusReportingCallback
 
 
 class _ListControl:
@@ -102,7 +103,7 @@ def _run(steps: int, callback: _TimedCallback | None, output_dir: str) -> float:
     trainer = Trainer(
         model=LlamaForCausalLM(config),
         args=args,
-        train_dataset=_rows(64, 64, config.vocab_size),  # type: ignore[arg-type]
+        train_dataset=_rows(64, 64, config.vocab_size),
     )
     trainer.remove_callback(PrinterCallback)
     if callback is not None:
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     step_plain, step_monitored = statistics.median(plain), statistics.median(monitored)
     hook = statistics.median(hook_per_step)
     print(f"steps per run          {opts.steps} x {opts.rounds} rounds (alternating)")
+    print(f"runs, plain (ms)       {' '.join(f'{t * 1e3:.2f}' for t in plain)}")
+    print(f"runs, monitored (ms)   {' '.join(f'{t * 1e3:.2f}' for t in monitored)}")
     print(f"step time, plain       {step_plain * 1e3:8.3f} ms (median)")
     print(f"step time, monitored   {step_monitored * 1e3:8.3f} ms (median)")
     print(f"A/B difference         {(step_monitored / step_plain - 1) * 100:+8.2f} %")

@@ -11,6 +11,8 @@ is < 5% of one core. Figures only, no asserts. Run: ``python bench/bench_dashboa
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,11 +33,25 @@ class Pane:
     def __init__(self, command: list[str], width: int = 120, height: int = 40) -> None:
         self.socket = f"dashbench-{uuid.uuid4().hex[:8]}"
         self._tmux(
-            "new-session", "-d", "-x", str(width), "-y", str(height), " ".join(command), check=True
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            shlex.join(command),
+            check=True,
         )
+        self.socket_path = self._tmux("display-message", "-p", "#{socket_path}").strip()
 
     def _tmux(self, *args: str, check: bool = False) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check)
+        # Sizes exported to this process would override the pane's own in the dashboard.
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, env=env
+        )
         return done.stdout
 
     def text(self) -> str:
@@ -48,12 +64,14 @@ class Pane:
         """The dashboard's python process (the pane's own process or its child)."""
         pane = psutil.Process(int(self._tmux("list-panes", "-F", "#{pane_pid}").split()[0]))
         for proc in [pane, *pane.children(recursive=True)]:
-            if any("dash_cli" in part for part in proc.cmdline()):
+            if "heidi_engine.ui.dash_cli" in proc.cmdline():
                 return proc
         raise RuntimeError("the dashboard process was not found in the tmux pane")
 
     def kill(self) -> None:
         self._tmux("kill-server")
+        if self.socket_path:
+            Path(self.socket_path).unlink(missing_ok=True)
 
 
 def measure(proc: psutil.Process, sup: SupervisorProc, seconds: float) -> tuple[float, float]:
@@ -71,7 +89,7 @@ def measure(proc: psutil.Process, sup: SupervisorProc, seconds: float) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description="dashboard CPU at ~1,000 events/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per phase")
-    parser.add_argument("--events", type=int, default=20000, help="events the scripted agent emits")
+    parser.add_argument("--events", type=int, default=40000, help="events the scripted agent emits")
     parser.add_argument("--delay", type=float, default=0.001, help="agent delay between events, s")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
@@ -84,7 +102,9 @@ def main() -> None:
         try:
             sup.wait_ready()
             sup.call("start")
-            wait_until(lambda: sup.status()["counters"]["teacher_generated"] > 100, 20, 0.05, "events flowing")
+            wait_until(
+                lambda: sup.status()["counters"]["teacher_generated"] > 100, 20, 0.05, "events flowing"
+            )
             pane = Pane([sys.executable, "-m", "heidi_engine.ui.dash_cli", "--home", str(home)])
             wait_until(lambda: "● live" in pane.text(), 20, 0.1, "dashboard live")
             proc = pane.process()

@@ -73,7 +73,7 @@ def _body_obj(body: BaseModel | dict[str, Any]) -> Any:
         # A sparse body (a patch) carries only the fields that were set, so that "not set" survives.
         if getattr(body, "wire_sparse", False):
             sparse = body.model_dump(mode="json", exclude_unset=True)
-            sparse["type"] = getattr(body, "type")  # the discriminator always travels
+            sparse["type"] = body.model_dump(include={"type"})["type"]  # the discriminator always travels
             return sparse
         return body.model_dump(mode="json")
     return body
@@ -81,7 +81,7 @@ def _body_obj(body: BaseModel | dict[str, Any]) -> Any:
 
 def pack_header(header: Header) -> bytes:
     """The msgpack header frame."""
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": header.version,
             "kind": header.kind,
@@ -93,6 +93,7 @@ def pack_header(header: Header) -> bytes:
         },
         use_bin_type=True,
     )
+    return packed
 
 
 def encode_raw(key: bytes, topic: bytes, header: Header, body_bytes: bytes) -> list[bytes]:
@@ -103,7 +104,8 @@ def encode_raw(key: bytes, topic: bytes, header: Header, body_bytes: bytes) -> l
 
 def pack_body(body: BaseModel | dict[str, Any]) -> bytes:
     """The msgpack body frame."""
-    return msgpack.packb(_body_obj(body), use_bin_type=True)
+    packed: bytes = msgpack.packb(_body_obj(body), use_bin_type=True)
+    return packed
 
 
 def encode(
@@ -170,11 +172,14 @@ def verify(frames: Sequence[bytes], key: bytes, max_size: int = MAX_MESSAGE_BYTE
     return topic, header, body
 
 
-def decode_body(kind: str, body: bytes) -> Any:
-    """Unpack and validate a body of the given kind."""
+def decode_body(kind: str, body: bytes, *, redacted: bool = False) -> Any:
+    """Unpack and validate a body of the given kind.
+
+    ``redacted`` tells the event model its text was already redacted by the supervisor (egress only).
+    """
     obj = _unpack(body, "body")
     try:
-        return BODY_ADAPTERS[kind].validate_python(obj)
+        return BODY_ADAPTERS[kind].validate_python(obj, context={"redacted": True} if redacted else None)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or kind
@@ -182,6 +187,11 @@ def decode_body(kind: str, body: bytes) -> Any:
 
 
 def decode(frames: Sequence[bytes], key: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Message:
-    """Verify and decode one received multipart message; :class:`DecodeError` on any problem."""
+    """Verify and decode one received multipart message; :class:`DecodeError` on any problem.
+
+    Messages the supervisor signed on egress (header ``sup`` set and matching the sender) carry text it
+    already redacted; their events skip a second redaction pass here.
+    """
     topic, header, body = verify(frames, key, max_size)
-    return Message(topic, header, decode_body(header.kind, body))
+    from_supervisor = header.supervisor is not None and header.sender == "supervisor"
+    return Message(topic, header, decode_body(header.kind, body, redacted=from_supervisor))

@@ -12,7 +12,7 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from heidi_engine.bus.redaction import clean
 
@@ -44,6 +44,12 @@ _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 _ARTIFACT_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_.\-/]{1,300}$")
 
 
+def _already_clean(info: ValidationInfo) -> bool:
+    # Viewers decoding the supervisor's signed egress skip a second redaction pass: the supervisor
+    # redacted every event before publishing it, and viewers redact again at their output edge.
+    return bool(info.context and info.context.get("redacted"))
+
+
 def utc_now_iso() -> str:
     """Now as ISO 8601 UTC with millisecond precision and a ``Z`` suffix."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -65,7 +71,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    event_version: Literal["1.0"] = EVENT_VERSION
+    event_version: Literal["1.0"] = "1.0"
     ts: str = Field(default_factory=utc_now_iso)
     run_id: str
     round: int = Field(default=0, ge=0, le=100_000)
@@ -94,13 +100,17 @@ class Event(BaseModel):
 
     @field_validator("message")
     @classmethod
-    def _clean_message(cls, value: str) -> str:
+    def _clean_message(cls, value: str, info: ValidationInfo) -> str:
+        if _already_clean(info) and len(value) <= MESSAGE_MAX:
+            return value
         return clean(value, MESSAGE_MAX)
 
     @field_validator("error")
     @classmethod
-    def _clean_error(cls, value: str | None) -> str | None:
-        return None if value is None else clean(value, ERROR_MAX)
+    def _clean_error(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or (_already_clean(info) and len(value) <= ERROR_MAX):
+            return value
+        return clean(value, ERROR_MAX)
 
     @field_validator("counters_delta")
     @classmethod

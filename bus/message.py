@@ -34,7 +34,8 @@ class AgentStatus(BaseModel):
     type: Literal["agent"] = "agent"
     stage: str = Field(min_length=1, max_length=40)
     pid: int = Field(gt=0)
-    phase: Literal["running", "parked", "stopping"] = "running"
+    # "done" is an agent's last message on its event socket: everything it sent before has arrived.
+    phase: Literal["running", "parked", "stopping", "done"] = "running"
     run_id: str | None = None
 
 

@@ -12,8 +12,9 @@ from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.errors import BusError
 
-# Pending events are flushed on close for this long: an agent's last event must not be lost.
-CLOSE_LINGER_MS = 5000
+# Pending events are flushed on close for this long: an agent's last events must not be lost, even
+# while the supervisor is busy. A supervisor that is gone kills its agents anyway (PDEATHSIG).
+CLOSE_LINGER_MS = 60_000
 
 
 class Publisher:

@@ -113,6 +113,7 @@ class StatusPatch(BaseModel):
     best_adapter: str | None = None
     started_at: str | None = None
     updated_at: str | None = None
+    reset: bool = False  # the state was replaced (a run started or resumed): viewers take a snapshot
 
 
 def _zero_counters() -> dict[str, int]:
@@ -250,6 +251,6 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample) -> RunSt
 
 def apply_status(state: RunState, patch: StatusPatch) -> RunState:
     """Apply the fields a supervisor-side status change set."""
-    for name in patch.model_fields_set - {"type"}:
+    for name in patch.model_fields_set - {"type", "reset"}:
         setattr(state, name, getattr(patch, name))
     return state

@@ -23,7 +23,15 @@ from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.message import ControlBroadcast, Heartbeat
-from heidi_engine.bus.state import RunState, StatusPatch, SystemSample, TrainerSample, apply_event, apply_sample, apply_status
+from heidi_engine.bus.state import (
+    RunState,
+    StatusPatch,
+    SystemSample,
+    TrainerSample,
+    apply_event,
+    apply_sample,
+    apply_status,
+)
 
 STALE_AFTER_S = 3.0
 _SNAPSHOT_TIMEOUT_S = 2.0
@@ -161,6 +169,10 @@ class Subscriber:
         elif isinstance(body, (TrainerSample, SystemSample)):
             apply_sample(self.state, body)
         elif isinstance(body, StatusPatch):
+            if "run_id" in body.model_fields_set and body.run_id != self.state.run_id or body.reset:
+                # A new (or resumed) run replaces the whole state, not just the patched fields.
+                self._need_snapshot = True
+                return
             apply_status(self.state, body)
 
     def poll(self, timeout_s: float = 0.1, *, max_messages: int = 10_000) -> int:

@@ -8,6 +8,7 @@ Everything runs on the main thread (one concurrency model): sockets, agents and 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -176,7 +177,7 @@ class Supervisor:
             elif isinstance(body, AgentStatus):
                 if body.run_id is not None and self._refuse_foreign(body.run_id):
                     continue
-                self._seen(body.stage, body.phase == "parked", pid=body.pid)
+                self._seen(body.stage, body.phase == "parked", pid=body.pid, done=body.phase == "done")
         self.accept_events(batch)
 
     def _refuse_foreign(self, run_id: str) -> bool:
@@ -185,11 +186,11 @@ class Supervisor:
         self.refused_events["wrong_run"] = self.refused_events.get("wrong_run", 0) + 1
         return True
 
-    def _seen(self, sender: str, parked: bool | None, *, pid: int | None = None) -> None:
+    def _seen(self, sender: str, parked: bool | None, *, pid: int | None = None, done: bool = False) -> None:
         if self.pipeline is not None:
             stage = sender.split(":", 1)[0]
-            self.pipeline.agent_seen(stage, pid, parked, self.clock())
-            if parked is not None:
+            self.pipeline.agent_seen(stage, pid, None if done else parked, self.clock(), done=done)
+            if parked is not None and not done:
                 self._maybe_paused()
 
     def accept_sample(self, sample: TrainerSample | SystemSample) -> None:
@@ -330,7 +331,7 @@ class Supervisor:
         self._open_run(run_dir, config)
         assert self.persister is not None
         self.persister.write_config(config.redacted_dict())
-        self.set_status(**self.state.model_dump(include={"run_id", "status", "total_rounds", "config", "started_at"}))
+        self.set_status(reset=True, **self.state.model_dump(include={"run_id", "status", "total_rounds", "config", "started_at"}))
         self.emit("round_start", "pipeline_start", round_no=0,
                   message=f"pipeline started: {config.ROUNDS} round(s) of {config.SAMPLES_PER_ROUND} samples")
         self._start_pipeline(run_dir, config, set(), resume=False)
@@ -343,14 +344,16 @@ class Supervisor:
         except LookupError as exc:
             raise Refused(str(exc)) from None
         saved = replay(run_dir)
-        overrides = {k: v for k, v in saved.config.items() if isinstance(v, (str, int, float)) and v != "[REDACTED]"}
+        # The run keeps its own settings; redacted values (credentials) come again from config.yaml/env.
+        overrides = {k: "" if v is None else str(v) for k, v in saved.config.items()
+                     if not (isinstance(v, str) and "[REDACTED" in v)}
         config = self._load_config(overrides)
         # Counters come from the events themselves, so the invariant with events.jsonl holds exactly.
         self.state = saved
         self.state.seq = self.seq
         self._open_run(run_dir, config)
-        self.set_status(run_id=run_dir.name, status="running", stop_requested=False, pause_requested=False,
-                        error=None, total_rounds=config.ROUNDS, agents={})
+        self.set_status(reset=True, run_id=run_dir.name, status="running", stop_requested=False,
+                        pause_requested=False, error=None, total_rounds=config.ROUNDS, agents={})
         done = completed_stages(run_dir)
         self.emit("round_start", "pipeline_start", round_no=self.state.current_round,
                   message=f"pipeline resumed ({len(done)} stage(s) already complete)")
@@ -382,6 +385,11 @@ class Supervisor:
             "AUTOTRAIN_RESUME": "1" if (resume or attempt > 0) else "0",
             "AUTOTRAIN_CONFIG_JSON": str(run_dir / "config.json"), "PYTHONUNBUFFERED": "1",
         })
+        if self.config is not None:
+            # The effective configuration, unredacted (a credential in TEACHER_BASE_URL is needed by the
+            # agent); config.json on disk keeps the redacted copy. The environment of our own children
+            # is private to them; the sandbox scrubs it before running generated code.
+            env["AUTOTRAIN_CONFIG_DATA"] = json.dumps(self.config.model_dump(mode="json"))
         return env
 
     def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None:
@@ -453,7 +461,7 @@ class Supervisor:
             self.close()
 
     def _sample(self, now: float) -> None:
-        if self.sampler is None or self.config is None and self.state.run_id is None and now - self._last_sample < 5:
+        if self.sampler is None or (self.config is None and self.state.run_id is None and now - self._last_sample < 5):
             return
         interval = self.config.GPU_SAMPLE_INTERVAL_S if self.config is not None else 2.0
         if now - self._last_sample >= interval:

@@ -24,6 +24,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL
 EXIT_FATAL = 78  # EX_CONFIG
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
+DRAIN_S = 30.0  # how long an exited agent's final report is awaited
 
 
 class RunHost(Protocol):
@@ -107,12 +108,16 @@ class Pipeline:
             if self.agent is not None:
                 self.agent.begin_terminate(self.settings.stop_grace_s, now)
 
-    def agent_seen(self, stage: str, pid: int | None, parked: bool | None, now: float) -> None:
-        """An agent message arrived: it is alive; ``parked`` updates its pause state."""
+    def agent_seen(self, stage: str, pid: int | None, parked: bool | None, now: float, *, done: bool = False) -> None:
+        """An agent message arrived: it is alive; ``parked`` updates its pause state; ``done`` is its last."""
         agent = self.agent
         if agent is None or agent.stage != stage or (pid is not None and pid != agent.pid):
             return
         agent.last_seen = now
+        agent.heard = True
+        if done:
+            agent.done_seen = True
+            return
         if parked is not None and parked != agent.parked:
             agent.parked = parked
             self.host.agents_changed({agent.stage: agent})
@@ -198,6 +203,16 @@ class Pipeline:
             return
         # Whatever it left behind in its group (a forked grandchild) goes with it.
         signal_group(agent.pid, 9)
+        if agent.exited_at is None:
+            agent.exited_at = now
+        draining = agent.heard and not agent.done_seen and agent.kill_deadline is None and code >= 0
+        if draining and now - agent.exited_at < DRAIN_S:
+            # Its events may still be on their way: a stage is over only once its final report is in.
+            return
+        if draining and code == 0:
+            round_no, stage = self.pending[0]
+            self.host.emit(stage, "progress", round_no=round_no, level="warn",
+                           message=f"{stage} agent exited without its final report; some of its events may be missing")
         self.agent = None
         self.host.agents_changed({})
         self._exited(agent, code, now)

@@ -53,6 +53,9 @@ class AgentProcess:
     parked: bool = False
     log_path: str | None = None
     kill_deadline: float | None = field(default=None)
+    done_seen: bool = False
+    heard: bool = False
+    exited_at: float | None = None
 
     @property
     def pid(self) -> int:

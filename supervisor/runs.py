@@ -61,7 +61,7 @@ def find_resumable(home: Path, run_id: str | None) -> Path:
 
 def completed_stages(run_dir: Path) -> set[tuple[int, str]]:
     """(round, stage) pairs whose successful ``stage_end`` the supervisor recorded."""
-    done = set()
+    done: set[tuple[int, str]] = set()
     for event in read_events(run_dir):
         if event.event_type == "stage_end" and event.level == "success":
             done.add((event.round, event.stage))

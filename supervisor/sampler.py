@@ -31,7 +31,9 @@ class NvmlSource:
 
     def __init__(self, nvml: Any = None) -> None:
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         self._nvml = nvml
         try:
             nvml.nvmlInit()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import pytest  # noqa: E402
-from harness import SupervisorProc, short_home  # noqa: E402
+import pytest
+from harness import SupervisorProc, short_home
 
 
 @pytest.fixture

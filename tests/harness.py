@@ -68,7 +68,7 @@ class SupervisorProc:
         full_env = dict(os.environ)
         full_env.update({"PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
-        self.log = open(home / "supervisor.out", "ab")
+        self.log = open(home / "supervisor.out", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "heidi_engine.supervisor.cli", "--home", str(home), "--no-gpu", *args],
             env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rich.console import Console
+
 from heidi_engine.bus.connection import ConnectionFileError, connection_path, read_bus_info
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.ui.dashboard import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard_keys import Keyboard
 from heidi_engine.ui.panels import VIEWS, Frame, render
-from rich.console import Console
 
 EXIT_OK, EXIT_USAGE, EXIT_NO_SUPERVISOR = 0, 2, 3
 _ONCE_WAIT_S = 3.0

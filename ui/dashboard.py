@@ -23,6 +23,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.text import Text
+
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.journal import read_events, replay
 from heidi_engine.bus.state import RunState
@@ -31,9 +35,6 @@ from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, body_rows,
 from heidi_engine.ui.panels_events import event_window, events_rows, matches
 from heidi_engine.ui.panels_text import safe
 from heidi_engine.ui.viewer import EVENT_LOG, LiveView
-from rich.console import Console, RenderableType
-from rich.live import Live
-from rich.text import Text
 
 Record = Mapping[str, object]
 DEFAULT_REFRESH_HZ = 4.0
@@ -271,6 +272,7 @@ class Dashboard:
         self._rates = Rates()
         self._feed: Feed | None = None
         self._seen_events = 0
+        self.hung_up = False
 
     def _page(self) -> int:
         return events_rows(body_rows(self.console.size.height))
@@ -328,52 +330,68 @@ class Dashboard:
     def run(self, keyboard: Keyboard | None) -> int:
         """Show the dashboard until ``q`` (or a signal); returns the exit code."""
         wake: queue.SimpleQueue[str] = keyboard.keys if keyboard is not None else queue.SimpleQueue()
-        with (
-            _signals(wake),
-            Live(
-                console=self.console,
-                screen=True,
-                auto_refresh=False,
-                redirect_stdout=False,
-                redirect_stderr=False,
-            ) as live,
-        ):
-            shown: tuple[object, ...] | None = None
-            next_tick = self._clock()
-            while not self.ui.quit:
-                timeout = max(0.0, next_tick - self._clock())
-                dirty = False
-                with contextlib.suppress(queue.Empty):
-                    key: str | None = wake.get(timeout=timeout)
-                    while key is not None:
-                        if key == "quit":
-                            self.ui.quit = True
-                        elif key == "resize":
-                            dirty = True
-                        else:
-                            self.key(key)
-                            dirty = True
-                        key = wake.get_nowait() if not wake.empty() else None
-                if self.ui.quit:
-                    break
-                now = self._clock()
-                if now >= next_tick:
-                    next_tick = max(next_tick + self.period_s, now)
-                    self.tick()
-                feed = self._feed or self.tick()
-                # The clock's second is part of what is shown (elapsed time, "last heard N s ago").
-                version = (*feed.version, int(self._wall().timestamp()), self.console.size)
-                if dirty or version != shown:
-                    shown = version
-                    self.draw(live)
+        live = Live(
+            console=self.console,
+            screen=True,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        with _signals(wake, self._hang_up):
+            try:
+                live.start()
+                try:
+                    self._loop(live, wake)
+                finally:
+                    live.stop()
+            except OSError:
+                # After a hang-up the terminal is gone: writing to it fails and there is nothing to restore.
+                if not self.hung_up:
+                    raise
         return 0
+
+    def _hang_up(self) -> None:
+        self.hung_up = True
+
+    def _loop(self, live: Live, wake: queue.SimpleQueue[str]) -> None:
+        shown: tuple[object, ...] | None = None
+        next_tick = self._clock()
+        while not self.ui.quit:
+            timeout = max(0.0, next_tick - self._clock())
+            dirty = False
+            with contextlib.suppress(queue.Empty):
+                key: str | None = wake.get(timeout=timeout)
+                while key is not None:
+                    if key in ("quit", "hangup"):
+                        self.ui.quit = True
+                        self.hung_up = self.hung_up or key == "hangup"
+                    elif key == "resize":
+                        dirty = True
+                    else:
+                        self.key(key)
+                        dirty = True
+                    key = wake.get_nowait() if not wake.empty() else None
+            if self.ui.quit:
+                break
+            now = self._clock()
+            if now >= next_tick:
+                next_tick = max(next_tick + self.period_s, now)
+                self.tick()
+            feed = self._feed or self.tick()
+            # The clock's second is part of what is shown (elapsed time, "last heard N s ago").
+            version = (*feed.version, int(self._wall().timestamp()), self.console.size)
+            if dirty or version != shown:
+                shown = version
+                self.draw(live)
 
 
 @contextlib.contextmanager
-def _signals(wake: queue.SimpleQueue[str]) -> Iterator[None]:
+def _signals(wake: queue.SimpleQueue[str], on_hangup: Callable[[], None]) -> Iterator[None]:
     """SIGTERM/SIGHUP quit through the loop (so the terminal is restored); SIGWINCH redraws."""
 
-    def quit_(_signum: int, _frame: FrameType | None) -> None:
+    def quit_(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            on_hangup()
         wake.put("quit")  # SimpleQueue.put is safe to call from a signal handler.
 
     def resize(_signum: int, _frame: FrameType | None) -> None:

@@ -157,8 +157,11 @@ class Keyboard:
     def restore(self) -> None:
         """Put the terminal's settings back as they were (idempotent)."""
         if self._saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
-            self._saved = None
+            saved, self._saved = self._saved, None
+            try:
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
+            except termios.error:
+                pass  # the terminal is gone (hang-up): there is nothing left to restore
 
     def _read(self) -> None:
         parser = KeyParser()
@@ -175,8 +178,8 @@ class Keyboard:
                 except OSError:
                     data = b""
                 if not data:
-                    # The terminal went away (hang-up): nothing more can be typed, so quit.
-                    self.keys.put("quit")
+                    # The terminal went away: nothing more can be typed, so quit.
+                    self.keys.put("hangup")
                     return
                 keys = parser.feed(data)
             for key in keys:

@@ -1,6 +1,6 @@
 """The interactive ``autotrain-menu``: the seed's eight options plus Exit, on prompt_toolkit prompts.
 
-Each option is one short action of the :class:`~heidi_engine.ui.menu_cli.Controller` the flags use too,
+Each option is one short action of the :class:`~heidi_engine.ui.menu_actions.Controller` the flags use too,
 so the menu and scripts cannot disagree. "Configure Parameters" edits ``config.yaml`` with completion and
 validation as you type: a value the schema refuses is shown with its rule and cannot be entered, and a
 saved value keeps the file's comments (``dump_yaml_update``). The dashboard runs in the foreground and
@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import FuzzyWordCompleter, WordCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.validation import ValidationError, Validator
+
 from heidi_engine.bus.config import (
     FIELD_NAMES,
     SEED_FIELDS,
@@ -34,13 +39,9 @@ from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.redaction import clean
 from heidi_engine.ui.launcher import NoSupervisor, find_supervisor
-from prompt_toolkit import PromptSession
-from prompt_toolkit.completion import FuzzyWordCompleter, WordCompleter
-from prompt_toolkit.document import Document
-from prompt_toolkit.validation import ValidationError, Validator
 
 if TYPE_CHECKING:
-    from heidi_engine.ui.menu_cli import Controller
+    from heidi_engine.ui.menu_actions import Controller
 
 __all__ = ["OPTIONS", "FieldValidator", "Menu", "configure", "dashboard_command"]
 
@@ -110,8 +111,15 @@ def _field_names() -> list[str]:
 
 
 def configure(controller: Controller, session: PromptSession[str] | None = None) -> int:
-    """Edit config.yaml field by field until an empty field name; returns 0."""
-    session = session or PromptSession()
+    """Edit config.yaml field by field until an empty field name (or Ctrl+D); returns 0."""
+    try:
+        _edit(controller, session or PromptSession())
+    except EOFError:
+        pass
+    return 0
+
+
+def _edit(controller: Controller, session: PromptSession[str]) -> None:
     path = controller.config_path
     names = _field_names()
     say = controller.say
@@ -128,7 +136,7 @@ def configure(controller: Controller, session: PromptSession[str] | None = None)
             validate_while_typing=False,
         ).strip()
         if not name:
-            return 0
+            return
         info = AutoTrainConfig.model_fields[name]
         rule = field_rule(name)
         shown_default = _shown(info.default)
@@ -236,7 +244,7 @@ class Menu:
                 if action is not None:
                     try:
                         action()
-                    except KeyboardInterrupt:
+                    except (KeyboardInterrupt, EOFError):  # Ctrl+C / Ctrl+D inside an option's prompts
                         say("(cancelled)")
         except KeyboardInterrupt:
             return 0
@@ -289,13 +297,15 @@ class Menu:
             self.controller.say(f"HTTP status server already running at {self.http_url}")
             return
         command = [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(self.controller.home)]
+        # Same process group as the menu, so that it dies with the menu's terminal; SIGINT ignored, so
+        # that Ctrl+C in the foreground dashboard does not take it down.
         self.http = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            start_new_session=True,
+            preexec_fn=_ignore_sigint,
         )
         line = _first_line(self.http, _HTTP_START_TIMEOUT_S)
         if line is None or "http://" not in line:
@@ -324,6 +334,10 @@ class Menu:
             if stream is not None:
                 stream.close()
         self.http = None
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str | None:

@@ -12,13 +12,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rich.text import Text
+
 from heidi_engine.bus.redaction import default_redactor
 from heidi_engine.ui.panels import Frame
-from heidi_engine.ui.panels_text import LEVEL_STYLES, clock_of, safe
-from rich.console import Group, RenderableType
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+from heidi_engine.ui.panels_text import LEVEL_STYLES, box, cell, clock_of, safe
 
 Record = Mapping[str, object]
 _WIDE_LOG = 110
@@ -71,7 +69,7 @@ def event_line(event: Record, width: int) -> Text:
     level = str(event.get("level", ""))
     line = Text(clock_of(event.get("ts", "")), style="dim")
     line.append(f" {safe(level, 7).upper():<7}", style=LEVEL_STYLES.get(level, ""))
-    line.append(f" r{event.get('round', '?')!s:<3}", style="dim")
+    line.append(f" r{safe(event.get('round', '?'), 6):<3}", style="dim")
     line.append(f" {safe(event.get('stage', ''), 11):<11}", style="bold")
     if width >= _WIDE_LOG:
         line.append(f" {safe(event.get('event_type', ''), 17):<17}", style="dim")
@@ -84,7 +82,7 @@ def event_line(event: Record, width: int) -> Text:
     return line
 
 
-def render_events(frame: Frame, width: int, height: int | None) -> RenderableType:
+def render_events(frame: Frame, width: int, height: int | None) -> list[Text]:
     """The log window with its position, the filter in force, and whether it follows new events."""
     log = log_of(frame)
     needle = frame.cursor.filter
@@ -99,10 +97,10 @@ def render_events(frame: Frame, width: int, height: int | None) -> RenderableTyp
         title.append(f" · filter “{safe(needle, 40)}” ({len(log):,} in log)", style="yellow")
     title.append(" · following" if window.scroll == 0 else " · scrolled (End follows)", style="dim")
     if window.rows:
-        body: RenderableType = Group(*(event_line(e, width - 4) for e in window.rows))
+        rows = [event_line(e, width - 4) for e in window.rows]
     else:
-        body = Text("no event matches the filter" if needle else "no events yet", style="dim")
-    return Panel(body, title=title, title_align="left", border_style="blue")
+        rows = [Text("no event matches the filter" if needle else "no events yet", style="dim")]
+    return box(title, rows, width, height)
 
 
 def config_items(config: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -121,34 +119,37 @@ def config_items(config: Mapping[str, object]) -> list[tuple[str, str]]:
     return items
 
 
-def render_config(frame: Frame, width: int, height: int | None) -> RenderableType:
+def render_config(frame: Frame, width: int, height: int | None) -> list[Text]:
     """The run's effective configuration, in as many key/value column pairs as the screen needs."""
     items = config_items(frame.state.config or {})
     note = Text(
-        "Secrets come from environment variables and are never shown: they appear as [REDACTED].",
-        style="dim",
-        no_wrap=True,
-        overflow="ellipsis",
+        "Secrets come from environment variables and are never shown: they appear as [REDACTED].", style="dim"
     )
+    title = Text("Configuration", style="bold")
     if not items:
-        body: RenderableType = Text("no configuration yet: no run has started", style="dim")
-        return Panel(Group(body, note), title="Configuration", title_align="left", border_style="blue")
-    rows = len(items) if height is None else max(1, height - 3)
-    pairs = max(1, min(math.ceil(len(items) / rows), width // _CONFIG_COLUMN_W))
-    rows = math.ceil(len(items) / pairs) if height is None else rows
-    shown = items[: rows * pairs]
-    table = Table.grid(padding=(0, 1), expand=True)
-    for _ in range(pairs):
-        table.add_column(style="cyan", no_wrap=True, overflow="ellipsis")
-        table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
-    for row in range(min(rows, len(shown))):
-        cells: list[str] = []
+        return box(
+            title, [Text("no configuration yet: no run has started", style="dim"), note], width, height
+        )
+    room = len(items) if height is None else max(1, height - 3)
+    pairs = max(1, min(math.ceil(len(items) / room), (width - 4) // _CONFIG_COLUMN_W))
+    if pairs * room < len(items):
+        room = max(1, room - 1)  # a row for "… N more"
+    rows = math.ceil(len(items) / pairs) if pairs * room >= len(items) else room
+    column_w = (width - 4) // pairs
+    key_w = min(max(len(k) for k, _ in items) + 1, column_w // 2)
+    lines = []
+    for row in range(rows):
+        line = Text()
         for column in range(pairs):
             index = column * rows + row
-            cells += list(shown[index]) if index < len(shown) else ["", ""]
-        table.add_row(*cells)
-    parts: list[RenderableType] = [table]
-    if len(shown) < len(items):
-        parts.append(Text(f"… {len(items) - len(shown)} more: enlarge the terminal", style="yellow"))
-    parts.append(note)
-    return Panel(Group(*parts), title="Configuration", title_align="left", border_style="blue")
+            if index < len(items):
+                key, value = items[index]
+                line.append_text(cell(key, key_w, style="cyan"))
+                line.append_text(cell(value, column_w - key_w - 1))
+                line.append(" ")
+        lines.append(line)
+    hidden = len(items) - rows * pairs
+    if hidden > 0:
+        lines.append(Text(f"… {hidden} more: enlarge the terminal", style="yellow"))
+    lines.append(note)
+    return box(title, lines, width, height)

@@ -6,6 +6,8 @@ summed; per-second rates come measured in the frame, since a single snapshot has
 
 from __future__ import annotations
 
+from rich.text import Text
+
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.panels import Frame
@@ -13,6 +15,9 @@ from heidi_engine.ui.panels_events import event_line, log_of
 from heidi_engine.ui.panels_text import (
     DASH,
     bar,
+    beside,
+    box,
+    cell,
     fmt_cost,
     fmt_duration,
     fmt_float,
@@ -24,49 +29,44 @@ from heidi_engine.ui.panels_text import (
     safe,
 )
 from heidi_engine.ui.panels_trainer import eta_s, system_lines
-from rich.console import Group, RenderableType
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
-_PIPELINE_ROWS = 11
-_SUMMARY_ROWS = 11
-_WIDE = 100
+_NAME_W, _COUNT_W, _RATE_W = 17, 9, 7
+_BASIS_W = 8
 
 
 def _usage(state: RunState, name: str) -> int:
     return int(state.usage.get(name) or 0)
 
 
-def pipeline_table(frame: Frame, wide: bool) -> Table:
-    """Every counter, with its rate against the count it is a share of."""
+def pipeline_lines(frame: Frame, width: int) -> list[Text]:
+    """Every counter with its rate against the count it is a share of (the basis named when it fits)."""
     c = frame.state.counters
     gen, failed = c.get("teacher_generated", 0), c.get("teacher_failed", 0)
     tested = c.get("test_pass", 0) + c.get("test_fail", 0)
     evals = c.get("eval_total", 0)
     rows: list[tuple[str, str, str]] = [
         ("teacher_generated", fmt_rate(frame.rates.generated_s), "live"),
-        ("teacher_failed", fmt_pct(failed, gen + failed), "of requests"),
-        ("validated_ok", fmt_pct(c.get("validated_ok", 0), gen), "of generated"),
-        ("rejected_schema", fmt_pct(c.get("rejected_schema", 0), gen), "of generated"),
-        ("rejected_secret", fmt_pct(c.get("rejected_secret", 0), gen), "of generated"),
-        ("rejected_dedup", fmt_pct(c.get("rejected_dedup", 0), gen), "of generated"),
-        ("test_pass", fmt_pct(c.get("test_pass", 0), tested), "of tested"),
-        ("test_fail", fmt_pct(c.get("test_fail", 0), tested), "of tested"),
+        ("teacher_failed", fmt_pct(failed, gen + failed), "of tries"),
+        ("validated_ok", fmt_pct(c.get("validated_ok", 0), gen), "of gen"),
+        ("rejected_schema", fmt_pct(c.get("rejected_schema", 0), gen), "of gen"),
+        ("rejected_secret", fmt_pct(c.get("rejected_secret", 0), gen), "of gen"),
+        ("rejected_dedup", fmt_pct(c.get("rejected_dedup", 0), gen), "of gen"),
+        ("test_pass", fmt_pct(c.get("test_pass", 0), tested), "of tests"),
+        ("test_fail", fmt_pct(c.get("test_fail", 0), tested), "of tests"),
         ("train_step", fmt_rate(frame.rates.train_steps_s), "live"),
-        ("eval_pass", fmt_pct(c.get("eval_pass", 0), evals), "of eval_total"),
+        ("eval_pass", fmt_pct(c.get("eval_pass", 0), evals), "of evals"),
         ("eval_total", "", ""),
     ]
-    table = Table.grid(padding=(0, 1))
-    table.add_column(no_wrap=True, overflow="ellipsis")
-    table.add_column(justify="right", no_wrap=True, style="bold")
-    table.add_column(justify="right", no_wrap=True, style="cyan")
-    if wide:
-        table.add_column(no_wrap=True, style="dim")
+    with_basis = width >= _NAME_W + _COUNT_W + _RATE_W + _BASIS_W + 2
+    lines = []
     for name, rate, basis in rows:
-        cells: list[Text | str] = [Text(name, style="dim"), fmt_int(c.get(name, 0)), rate]
-        table.add_row(*cells, *([basis] if wide else []))
-    return table
+        line = cell(name, _NAME_W, style="dim")
+        line.append_text(cell(fmt_int(c.get(name, 0)), _COUNT_W, right=True, style="bold"))
+        line.append_text(cell(rate, _RATE_W + 1, right=True, style="cyan"))
+        if with_basis:
+            line.append(" " + basis, style="dim")
+        lines.append(line)
+    return lines
 
 
 def summary_lines(frame: Frame, width: int) -> list[Text]:
@@ -111,94 +111,70 @@ def summary_lines(frame: Frame, width: int) -> list[Text]:
     return lines
 
 
-def render_overview(frame: Frame, width: int, height: int | None) -> RenderableType:
-    """Counters, teacher, trainer, system and the most recent events that fit."""
-    wide = width >= _WIDE
-    top = Table.grid(expand=True, padding=(0, 1))
-    top.add_column(ratio=1)
-    top.add_column(ratio=1)
-    lines = summary_lines(frame, width // 2)
-    for line in lines:
-        line.no_wrap, line.overflow = True, "ellipsis"
-    top.add_row(
-        Panel(pipeline_table(frame, wide), title="Pipeline", title_align="left", border_style="blue"),
-        Panel(Group(*lines), title="Status", title_align="left", border_style="blue"),
-    )
-    top_rows = max(_PIPELINE_ROWS, _SUMMARY_ROWS, len(lines)) + 2
-    recent = 12 if height is None else height - top_rows - 2
+def render_overview(frame: Frame, width: int, height: int | None) -> list[Text]:
+    """Counters and status side by side, then the most recent events that fit."""
+    left_w = (width - 1) // 2
+    right_w = width - 1 - left_w
+    summary = summary_lines(frame, right_w - 4)
+    top_h = max(11, len(summary)) + 2
+    left = box(Text("Pipeline", style="bold"), pipeline_lines(frame, left_w - 4), left_w, top_h)
+    right = box(Text("Status", style="bold"), summary, right_w, top_h)
+    lines = beside(left, right, left_w)
+    recent = 12 if height is None else height - top_h - 2
     if recent < 1:
-        return top
+        return lines
     log = log_of(frame)[-recent:]
-    body: RenderableType = (
-        Group(*(event_line(e, width - 4) for e in log)) if log else Text("no events yet", style="dim")
+    rows = [event_line(e, width - 4) for e in log] or [Text("no events yet", style="dim")]
+    return lines + box(
+        Text("Recent events", style="bold"), rows, width, None if height is None else recent + 2
     )
-    return Group(top, Panel(body, title="Recent events", title_align="left", border_style="blue"))
 
 
-def render_teacher(frame: Frame, width: int, height: int | None) -> RenderableType:
+def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
     """Requests, tokens, rate limits, retries and cost, with live rates and the configured teacher."""
     state, rates = frame.state, frame.rates
     requests = _usage(state, "requests_sent")
     tokens_in, tokens_out = _usage(state, "input_tokens"), _usage(state, "output_tokens")
+    limits, retries = _usage(state, "rate_limits_hit"), _usage(state, "retries")
     gen, failed = state.counters.get("teacher_generated", 0), state.counters.get("teacher_failed", 0)
     cost = state.usage.get(COST_FIELD)
     config = state.config or {}
     budget = config.get("MAX_COST_USD")
-    if isinstance(budget, (int, float)) and budget > 0:
-        spent = fmt_pct(cost, budget) + " of budget" if cost is not None else "budget unknown"
-        budget_note = f"budget ${budget:,.2f} · {spent}"
+    if cost is None:
+        cost_note = "no price known for this model"
+    elif isinstance(budget, (int, float)) and budget > 0:
+        cost_note = f"budget ${budget:,.2f} · {fmt_pct(cost, budget)} spent"
     else:
-        budget_note = "no budget set"
+        cost_note = "no budget set"
     total_rate = (
         None
         if rates.input_tokens_s is None or rates.output_tokens_s is None
         else rates.input_tokens_s + rates.output_tokens_s
     )
+    per_request = f"{(tokens_in + tokens_out) / requests:,.0f} per request" if requests else ""
     rows: list[tuple[str, str, str, str]] = [
         ("requests sent", fmt_int(requests), fmt_rate(rates.requests_s, " req/s"), ""),
         ("input tokens", fmt_int(tokens_in), fmt_rate(rates.input_tokens_s, " tok/s"), ""),
         ("output tokens", fmt_int(tokens_out), fmt_rate(rates.output_tokens_s, " tok/s"), ""),
-        (
-            "total tokens",
-            fmt_int(tokens_in + tokens_out),
-            fmt_rate(total_rate, " tok/s"),
-            f"{(tokens_in + tokens_out) / requests:,.0f} per request" if requests else "",
-        ),
-        (
-            "rate limits hit",
-            fmt_int(_usage(state, "rate_limits_hit")),
-            "",
-            fmt_pct(_usage(state, "rate_limits_hit"), requests) + " of requests",
-        ),
-        (
-            "retries",
-            fmt_int(_usage(state, "retries")),
-            "",
-            fmt_pct(_usage(state, "retries"), requests) + " of requests",
-        ),
-        (
-            "estimated cost",
-            fmt_cost(cost),
-            "",
-            budget_note if cost is not None else "no price known for this model",
-        ),
+        ("total tokens", fmt_int(tokens_in + tokens_out), fmt_rate(total_rate, " tok/s"), per_request),
+        ("rate limits hit", fmt_int(limits), "", fmt_pct(limits, requests) + " of requests"),
+        ("retries", fmt_int(retries), "", fmt_pct(retries, requests) + " of requests"),
+        ("estimated cost", fmt_cost(cost), "", cost_note),
         ("samples generated", fmt_int(gen), fmt_rate(rates.generated_s, " samples/s"), ""),
         ("teacher failures", fmt_int(failed), "", fmt_pct(failed, gen + failed) + " of attempts"),
     ]
-    table = Table(expand=True, show_edge=False, box=None, padding=(0, 2))
-    table.add_column("metric", style="dim", no_wrap=True)
-    table.add_column("total", justify="right", style="bold", no_wrap=True)
-    table.add_column("live", justify="right", style="cyan", no_wrap=True)
-    table.add_column("", style="dim", no_wrap=True, overflow="ellipsis", ratio=1)
-    for row in rows:
-        table.add_row(*row)
-    about = Text()
+    head = cell("metric", 18, style="dim underline")
+    head.append_text(cell("total", 14, right=True, style="dim underline"))
+    head.append_text(cell("live", 18, right=True, style="dim underline"))
+    lines = [head]
+    for name, total, live, note in rows:
+        line = cell(name, 18, style="dim")
+        line.append_text(cell(total, 14, right=True, style="bold"))
+        line.append_text(cell(live, 18, right=True, style="cyan"))
+        line.append("   " + note, style="dim")
+        lines.append(line)
+    lines.append(Text())
     for key in ("TEACHER_MODEL", "TEACHER_BASE_URL", "TEACHER_CONCURRENCY", "TEACHER_MAX_RETRIES"):
         if key in config:
-            about.append_text(label_value(key, safe(config[key], 80)))
-            about.append("   ")
-    parts: list[RenderableType] = [table]
-    if about:
-        about.no_wrap, about.overflow = True, "ellipsis"
-        parts += [Text(""), about]
-    return Panel(Group(*parts), title="Teacher", title_align="left", border_style="blue")
+            lines.append(label_value(f"{key:<20}", safe(config[key], 120)))
+    return box(Text("Teacher", style="bold"), lines, width, height)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from heidi_engine.bus.redaction import clean
 from rich.text import Text
+
+from heidi_engine.bus.redaction import clean
 
 UNKNOWN = "unknown"
 DASH = "–"
@@ -109,8 +110,8 @@ def parse_ts(value: str | None) -> datetime | None:
 
 def clock_of(ts: object) -> str:
     """``HH:MM:SS.mmm`` of an event timestamp, for the log's first column."""
-    text = str(ts)
-    return text[11:23] if len(text) >= 23 else safe(text, 12)
+    text = safe(ts, 40)
+    return text[11:23] if len(text) >= 23 else text[:12]
 
 
 def bar(fraction: float | None, width: int, *, style: str | None = None) -> Text:
@@ -157,3 +158,61 @@ def label_value(label: str, value: str | Text, *, value_style: str = "bold") -> 
     else:
         text.append(value, style=value_style)
     return text
+
+
+def fit(text: Text | str, width: int) -> Text:
+    """A copy of ``text`` exactly ``width`` cells wide: cut with an ellipsis, or padded with spaces."""
+    out = Text(text) if isinstance(text, str) else text.copy()
+    out.truncate(max(0, width), overflow="ellipsis", pad=True)
+    return out
+
+
+def cell(value: str, width: int, *, right: bool = False, style: str = "") -> Text:
+    """One table cell: ``value`` cut or padded to ``width`` cells, right-aligned when asked."""
+    if len(value) > width:
+        value = value[: max(0, width - 1)] + "…" if width > 0 else ""
+    return Text(value.rjust(width) if right else value.ljust(width), style=style)
+
+
+def box(title: Text | str, lines: Sequence[Text], width: int, height: int | None = None) -> list[Text]:
+    """``lines`` framed by a rounded border with ``title``, ``width`` cells wide.
+
+    With ``height`` the box is exactly that many rows: lines past the space are dropped, short content
+    is padded. Drawn from plain ``Text`` rows, since a nested Rich ``Panel`` costs several times as much
+    to render on every refresh.
+    """
+    inner = max(1, width - 4)
+    label = fit(Text(title) if isinstance(title, str) else title, min(inner - 1, _cell_len(title)))
+    top = Text("╭─ ", style=_BORDER)
+    top.append_text(label)
+    top.append(" " + "─" * max(0, width - 5 - label.cell_len) + "╮", style=_BORDER)
+    rows = list(lines) if height is None else list(lines[: max(0, height - 2)])
+    if height is not None:
+        rows += [Text()] * max(0, height - 2 - len(rows))
+    framed = [top]
+    for line in rows:
+        row = Text("│ ", style=_BORDER)
+        row.append_text(fit(line, inner))
+        row.append(" │", style=_BORDER)
+        framed.append(row)
+    framed.append(Text("╰" + "─" * max(0, width - 2) + "╯", style=_BORDER))
+    return framed
+
+
+def beside(left: Sequence[Text], right: Sequence[Text], left_width: int, gap: int = 1) -> list[Text]:
+    """Two columns of rows side by side; the shorter column is padded with blank rows."""
+    rows = []
+    for i in range(max(len(left), len(right))):
+        row = fit(left[i], left_width) if i < len(left) else Text(" " * left_width)
+        row.append(" " * gap)
+        if i < len(right):
+            row.append_text(right[i])
+        rows.append(row)
+    return rows
+
+
+_BORDER = "blue"
+
+
+def _cell_len(title: Text | str) -> int:
+    return title.cell_len if isinstance(title, Text) else Text(title).cell_len

@@ -6,11 +6,14 @@ CPU and RAM instead, as the supervisor's sampler reports them.
 
 from __future__ import annotations
 
-from heidi_engine.bus.state import RunState
+from rich.text import Text
+
+from heidi_engine.bus.state import GpuInfo, RunState
 from heidi_engine.ui.panels import Frame
 from heidi_engine.ui.panels_text import (
     DASH,
     bar,
+    box,
     fmt_duration,
     fmt_float,
     fmt_lr,
@@ -20,9 +23,6 @@ from heidi_engine.ui.panels_text import (
     safe,
     sparkline,
 )
-from rich.console import Group, RenderableType
-from rich.panel import Panel
-from rich.text import Text
 
 
 def eta_s(frame: Frame) -> float | None:
@@ -44,11 +44,24 @@ def _no_gpu_reason(message: str | None) -> str:
     return text[len("no gpu:") :].lstrip() if text.lower().startswith("no gpu:") else text
 
 
+def _narrow_gpu_line(gpu: GpuInfo, width: int) -> Text:
+    """One GPU in a narrow column: the utilisation bar and figures, VRAM as numbers only."""
+    line = Text(f"GPU{gpu.index} ", style="bold")
+    line.append_text(bar(None if gpu.util_pct is None else gpu.util_pct / 100, max(4, width - 30)))
+    line.append(f" {DASH if gpu.util_pct is None else f'{gpu.util_pct:.0f}%'}")
+    line.append(f" · {gpu.vram_used_mb / 1024:.1f}/{gpu.vram_total_mb / 1024:.1f} GiB", style="dim")
+    return line
+
+
 def system_lines(state: RunState, *, compact: bool, width: int) -> list[Text]:
     """Per-GPU VRAM and utilisation bars, or "no GPU" and the host's CPU and RAM."""
-    bar_w = max(5, min(30, (width - 40) // 2 if not compact else (width - 30) // 2))
+    # What is left of the row after the labels and figures, shared by the two bars.
+    bar_w = max(4, min(30, (width - 40) // 2 if compact else (width - 86) // 2))
     lines: list[Text] = []
     for gpu in state.gpus:
+        if compact and width < 56:
+            lines.append(_narrow_gpu_line(gpu, width))
+            continue
         line = Text(f"GPU{gpu.index} ", style="bold")
         if not compact and gpu.name:
             line.append(f"{safe(gpu.name, 24):<24} ", style="dim")
@@ -74,10 +87,12 @@ def system_lines(state: RunState, *, compact: bool, width: int) -> list[Text]:
     if host is None:
         lines.append(Text("host CPU/RAM not reported yet", style="dim"))
         return lines
-    cpu = Text("host CPU ", style="dim")
+    if not compact:
+        bar_w = max(4, min(30, width - 30))  # host rows carry less text than GPU rows
+    cpu = Text("CPU " if compact else "host CPU ", style="dim")
     cpu.append_text(bar(host.cpu_pct / 100, bar_w))
     cpu.append(f" {host.cpu_pct:.0f}%")
-    ram = Text("host RAM ", style="dim")
+    ram = Text("RAM " if compact else "host RAM ", style="dim")
     ram.append_text(bar(host.ram_used_mb / host.ram_total_mb if host.ram_total_mb else None, bar_w))
     ram.append(f" {fmt_mb(host.ram_used_mb)}/{fmt_mb(host.ram_total_mb)}")
     if compact:
@@ -89,11 +104,11 @@ def system_lines(state: RunState, *, compact: bool, width: int) -> list[Text]:
     return lines
 
 
-def render_trainer(frame: Frame, width: int, height: int | None) -> RenderableType:
+def render_trainer(frame: Frame, width: int, height: int | None) -> list[Text]:
     """Step/total with a bar and ETA, loss with its history, learning rate, grad norm, speed, devices."""
     trainer = frame.state.trainer
     inner = max(20, width - 4)
-    lines: list[RenderableType] = []
+    lines: list[Text] = []
 
     progress = Text(f"round {trainer.round} · ", style="dim")
     if trainer.total:
@@ -114,7 +129,7 @@ def render_trainer(frame: Frame, width: int, height: int | None) -> RenderableTy
         )
     lines.append(loss)
     if history:
-        lines.append(Text(sparkline(history, inner - 2), style="magenta"))
+        lines.append(Text(sparkline(history, inner), style="magenta"))
     else:
         lines.append(Text("no loss reported yet", style="dim"))
 
@@ -124,15 +139,7 @@ def render_trainer(frame: Frame, width: int, height: int | None) -> RenderableTy
     gauges.append_text(label_value("   samples/s", fmt_rate(trainer.samples_per_s, "")))
     gauges.append_text(label_value("   memory", fmt_mb(trainer.memory_mb)))
     lines.append(gauges)
-    for line in lines:
-        if isinstance(line, Text):
-            line.no_wrap, line.overflow = True, "ellipsis"
 
-    devices = system_lines(frame.state, compact=False, width=width)
-    for line in devices:
-        line.no_wrap, line.overflow = True, "ellipsis"
-    title = "GPUs" if frame.state.gpus else "Host (no GPU)"
-    return Group(
-        Panel(Group(*lines), title="Training", title_align="left", border_style="blue"),
-        Panel(Group(*devices), title=title, title_align="left", border_style="blue"),
-    )
+    training = box(Text("Training", style="bold"), lines, width)
+    title = Text("GPUs" if frame.state.gpus else "Host (no GPU)", style="bold")
+    return training + box(title, system_lines(frame.state, compact=False, width=width - 4), width)

@@ -91,7 +91,16 @@ def status_fields(state: RunState, health: Health) -> dict[str, Any]:
     }
     redacted = default_redactor().redact_obj(fields)
     assert isinstance(redacted, dict)
-    return redacted
+    return {key: _finite(value) for key, value in redacted.items()}
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such a gauge is reported as unknown (null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
 
 
 # -- Prometheus text format -----------------------------------------------------------------------

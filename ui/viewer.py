@@ -33,6 +33,17 @@ class View:
     rate_events_s: float = 0.0
 
 
+def _frozen_copy(state: RunState) -> RunState:
+    """A copy the subscriber's later updates cannot reach. Only containers are copied: the reducer
+    replaces GPU lists, agent maps, config and event records wholesale and never mutates them in place."""
+    trainer = state.trainer.model_copy(update={"loss_history": list(state.trainer.loss_history)})
+    return state.model_copy(update={
+        "counters": dict(state.counters), "usage": dict(state.usage), "trainer": trainer,
+        "gpus": list(state.gpus), "agents": dict(state.agents), "recent_events": list(state.recent_events),
+        "config": dict(state.config),
+    })
+
+
 class LiveView:
     """Runs a subscriber in a daemon thread; :meth:`latest` is cheap and thread-safe."""
 
@@ -64,13 +75,18 @@ class LiveView:
         try:
             while not self._stop.is_set():
                 read = sub.poll(0.1)
+                if read:
+                    # Batch a burst until the next publish is due: one wake-up per publish, not per message.
+                    due = last_publish + _PUBLISH_EVERY_S - time.monotonic()
+                    if due > 0 and not self._stop.wait(due):
+                        read += sub.poll(0)
                 now = time.monotonic()
                 if sub.snapshots != snapshots:
                     # A (re)snapshot: the live log restarts from the snapshot's recent events.
                     snapshots = sub.snapshots
                     self._events.clear()
                     self._events.extend(sub.state.recent_events)
-                if read or now - last_publish >= _PUBLISH_EVERY_S:
+                if now - last_publish >= _PUBLISH_EVERY_S:
                     last_publish = now
                     self._publish(sub, now)
         finally:
@@ -81,7 +97,7 @@ class LiveView:
             self._arrivals.popleft()
         rate = len(self._arrivals) / 5.0
         view = View(
-            state=sub.state.model_copy(deep=True),
+            state=_frozen_copy(sub.state),
             seq=sub.seq,
             connected=sub.connected,
             silence_s=sub.silence_s(),

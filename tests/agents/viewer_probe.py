@@ -6,6 +6,7 @@ Usage: viewer_probe.py HOME OUT.json [--slow SECONDS] [--hwm N]; it runs until H
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -42,7 +43,7 @@ def main() -> None:
         if sub.poll(0.3) == 0 and not sub._need_snapshot:
             break
     duplicates = len(live_seqs) - len(set(live_seqs))
-    ordered = all(b > a for a, b in zip(live_seqs, live_seqs[1:]))
+    ordered = all(b > a for a, b in itertools.pairwise(live_seqs))
     result = {
         "seq": sub.seq, "snapshots": sub.snapshots, "gaps": sub.gaps, "live_events": len(live_seqs),
         "duplicates": duplicates, "ordered": ordered, "counters": sub.state.counters,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def test_late_joiner_reconstructs_exact_snapshot(start_supervisor: Start, home: 
         wait_until(lambda: sub.poll(0.05) >= 0 and sub.seq >= target["seq"], 20, 0.0, "caught up")
         # Every egress message (events, samples, status) takes a seq: no gap means nothing was missed.
         assert sub.gaps == 0 and sub.snapshots == 1
-        assert all(b > a for a, b in zip(live, live[1:]))  # no duplicate at the seam
+        assert all(b > a for a, b in itertools.pairwise(live))  # no duplicate at the seam
         expected = target["state"]
         mine = sub.state.model_dump(mode="json")
         for key in ("run_id", "counters", "usage", "event_count", "recent_events", "current_stage", "current_round",
@@ -120,5 +121,37 @@ def test_viewer_sees_supervisor_restart_and_resnapshots(start_supervisor: Start,
         wait_until(lambda: sub.poll(0.05) >= 0 and sub.state.status == "completed" and sub.state.run_id == run_id,
                    20, 0.0, "followed the new supervisor")
         assert sub.supervisor != session and sub.connected
+    finally:
+        sub.close()
+
+
+def test_agent_exiting_while_supervisor_is_behind_loses_nothing(start_supervisor: Start, home: Path) -> None:
+    """An agent that floods faster than the supervisor ingests and exits at once: the stage ends only
+    after its final report, so every event is in before the next stage (and before the run ends)."""
+    burst = 30_000
+    sup = start_supervisor(
+        env=agent_env(scripted("--events", "0"), generate=scripted("--events", "0", "--flood", str(burst))),
+        config="ROUNDS: 1\n",
+    ).wait_ready()
+    live: list[int] = []
+    sub = Subscriber(home, on_event=lambda _e, seq: live.append(seq))
+    try:
+        wait_until(lambda: sub.poll(0.05) >= 0 and sub.snapshots >= 1, 20, 0.0, "viewer joined")
+        first = sup.call("start")["run_id"]
+        sup.wait_status("completed", timeout_s=120)
+        final = sup.status()
+        assert final["counters"]["teacher_generated"] == burst
+        assert final["refused_events"] == {}
+        run_dir = home / "runs" / first
+        events = list(read_events(run_dir))
+        end_of_generate = next(i for i, e in enumerate(events) if e.stage == "generate" and e.event_type == "stage_end")
+        assert sum(1 for e in events[:end_of_generate] if e.message.startswith("flood ")) == burst
+        # A second run: the viewer must show the new run's counters, not the sum of both.
+        second = sup.call("start")["run_id"]
+        sup.wait_status("completed", timeout_s=120)
+        wait_until(lambda: sub.poll(0.05) >= 0 and sub.state.run_id == second and sub.state.status == "completed",
+                   60, 0.0, "viewer followed the second run")
+        assert sub.state.counters == sup.status()["counters"]
+        assert sub.state.counters["teacher_generated"] == burst
     finally:
         sub.close()

@@ -25,7 +25,7 @@ def test_garbage_never_takes_the_daemon_down(start_supervisor: Start, home: Path
     key = info.key
     good = encode(key, "event", Event(run_id=run_id, stage="generate", event_type="progress", message="INTRUDER"),
                   sender="x", session="s")
-    topic, header, body, signature = good
+    topic, header, body, _signature = good
     bad_schema_body = msgpack.packb({"run_id": run_id, "stage": "nope", "event_type": "progress", "message": "INTRUDER"})
     wrong_run = encode(key, "event", Event(run_id="run_20000101_000000_deadbeef", stage="generate",
                                            event_type="progress", message="INTRUDER"), sender="x", session="s")

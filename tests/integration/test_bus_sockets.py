@@ -103,7 +103,7 @@ def test_control_times_out_against_silent_peer_then_recovers(home: Path) -> None
     try:
         wait_until(lambda: (home / "run" / "bus.json").exists(), 20, 0.05, "peer bound")
         client = ControlClient(read_bus_info(home), timeout_s=0.5)
-        with pytest.raises(ControlTimeout, match="no reply within 0.5 s"):
+        with pytest.raises(ControlTimeout, match=r"no reply within 0\.5 s"):
             client.request("ping")
         (home / "answer").touch()
         # The stale first request is answered to the old socket; the new request gets its own reply.

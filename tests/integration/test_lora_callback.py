@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import torch
-from heidi_engine.agents.callback import BusReportingCallback, TrainerControl
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+from heidi_engine.agents.callback import BusReportingCallback, TrainerControl
 
 BATCH, ACCUM = 2, 2
 

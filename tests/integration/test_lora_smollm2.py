@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peft import PeftModel
+
 from heidi_engine.agents.evaluation import adapter_disabled, eval_loss, generate_solution
 from heidi_engine.agents.lora import TrainSettings, train_lora
 from heidi_engine.agents.student import load_model_and_tokenizer
-from peft import PeftModel
 
 pytestmark = [
     pytest.mark.slow,

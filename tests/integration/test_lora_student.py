@@ -47,7 +47,7 @@ def test_local_paths(tmp_path: Path) -> None:
     (tmp_path / "g" / "model.Q4.gguf").write_bytes(b"")
     assert resolve_model(str(tmp_path / "g")).gguf_file == "model.Q4.gguf"
     assert resolve_model(str(tmp_path / "g" / "model.Q4.gguf")).path_or_id == str(tmp_path / "g")
-    with pytest.raises(ModelNotAvailable, match="has no config.json"):
+    with pytest.raises(ModelNotAvailable, match=r"has no config\.json"):
         resolve_model(str(tmp_path))
     with pytest.raises(ModelNotAvailable, match="does not exist"):
         resolve_model(str(tmp_path / "missing"))
@@ -62,7 +62,7 @@ def test_hub_ids_resolve_without_loading() -> None:
 
 def test_a_broken_local_model_is_reported_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
-    with pytest.raises(ModelNotAvailable, match="cannot load model .* from the local folder") as info:
+    with pytest.raises(ModelNotAvailable, match=r"cannot load model .* from the local folder") as info:
         load_model_and_tokenizer(str(tmp_path))
     assert info.value.__cause__ is None and info.value.__suppress_context__
     with pytest.raises(ValueError, match="unknown dtype 'int3'"):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from heidi_engine.agents.evaluation import adapter_disabled, eval_loss
 from heidi_engine.agents.lora import IGNORE_INDEX, TrainSettings, build_dataset, train_lora
 from heidi_engine.agents.student import ModelNotAvailable, load_model_and_tokenizer, resolve_model
@@ -212,6 +213,73 @@ def test_trained_adapter_reloads_with_identical_logits(base_dir: Path, tmp_path:
     with adapter_disabled(reloaded):
         without, _ = eval_loss(reloaded, tokenizer, ROWS, seq_len=96)
     assert with_adapter < without  # the adapter learned its own training rows
+
+
+def test_next_round_continues_from_the_previous_adapter(base_dir: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    first = train_lora(
+        model_name=str(base_dir),
+        train_rows=ROWS,
+        out_dir=tmp_path / "out_lora_round_1",
+        checkpoint_dir=tmp_path / "ckpt1",
+        settings=_settings(train_steps=2),
+    )
+    model, tokenizer = _fresh(base_dir)
+    second = train_lora(
+        model_name="unused",
+        train_rows=ROWS,
+        out_dir=tmp_path / "out_lora_round_2",
+        checkpoint_dir=tmp_path / "ckpt2",
+        # A negligible rate: round 2 must end where round 1 left off, not at a fresh (zero) adapter.
+        settings=_settings(train_steps=1, learning_rate=1e-12, lora_r=2),
+        init_adapter=first.adapter_dir,
+        model_and_tokenizer=(model, tokenizer),
+    )
+    assert second.steps_done == 1
+    probe = torch.tensor([tokenizer("def g(y): return y", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        round_1 = PeftModel.from_pretrained(_fresh(base_dir)[0], str(first.adapter_dir)).eval()(probe).logits
+        round_2 = PeftModel.from_pretrained(_fresh(base_dir)[0], str(second.adapter_dir)).eval()
+        with adapter_disabled(round_2):
+            base = round_2(probe).logits
+        continued = round_2(probe).logits
+    assert torch.allclose(continued, round_1, atol=1e-5)
+    assert not torch.allclose(continued, base, atol=1e-4)
+    assert json.loads((second.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))["r"] == 4
+
+    with pytest.raises(FileNotFoundError, match=r"no adapter_config\.json"):
+        train_lora(
+            model_name=str(base_dir),
+            train_rows=ROWS,
+            out_dir=tmp_path / "x",
+            checkpoint_dir=tmp_path / "ckpt3",
+            settings=_settings(),
+            init_adapter=tmp_path,
+        )
+
+
+def test_bad_settings_and_stale_checkpoints_are_refused(base_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1, got 0; lora_dropout must be in \[0, 1\)"):
+        _settings(batch_size=0, lora_dropout=1.5)
+    stop_at_1 = FakeControl(stop_at=1)
+    train_lora(
+        model_name=str(base_dir),
+        train_rows=ROWS,
+        out_dir=tmp_path / "out",
+        checkpoint_dir=tmp_path / "ckpt",
+        settings=_settings(),
+        control=stop_at_1,
+    )
+    with pytest.raises(FileExistsError, match=r"already holds checkpoints .*step 1.*resume=True"):
+        train_lora(
+            model_name=str(base_dir),
+            train_rows=ROWS,
+            out_dir=tmp_path / "out",
+            checkpoint_dir=tmp_path / "ckpt",
+            settings=_settings(),
+            resume=False,
+        )
 
 
 def test_pause_parks_at_a_step_boundary_and_resumes_exactly(base_dir: Path, tmp_path: Path) -> None:

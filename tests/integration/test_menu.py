@@ -133,12 +133,19 @@ class Screen:
 class MenuPty:
     """``autotrain-menu`` on a pseudo-terminal of 50x160."""
 
-    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
         full_env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm", **(env or {}))
-        self.proc = subprocess.Popen([*MENU, "--home", str(home)], stdin=slave, stdout=slave, stderr=slave,
-                                     env=full_env, start_new_session=True, close_fds=True)
+        self.proc = subprocess.Popen(
+            [*MENU, "--home", str(home), *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=full_env,
+            start_new_session=True,
+            close_fds=True,
+        )
         os.close(slave)
         self.master = master
         self.screen = Screen(50, 160)
@@ -180,9 +187,6 @@ class MenuPty:
         self.expect("Select [1-9]:", times=max(1, shown))
         self.send(option + "\r")
 
-    def wait_menu(self, times: int) -> None:
-        self.expect("Select [1-9]:", times=times)
-
     def close(self) -> int | None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -202,8 +206,8 @@ class MenuPty:
 def menu_pty(home: Path) -> Iterator[Callable[..., MenuPty]]:
     started: list[MenuPty] = []
 
-    def start(env: dict[str, str] | None = None) -> MenuPty:
-        started.append(MenuPty(home, env))
+    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> MenuPty:
+        started.append(MenuPty(home, env, args))
         return started[-1]
 
     yield start
@@ -238,10 +242,19 @@ def unused_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_menu(home: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+def run_menu(
+    home: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
     """The menu as a script runs it: no terminal, stdin closed."""
-    return subprocess.run([*MENU, "--home", str(home), *args], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout_s, env=dict(os.environ, **(env or {})), check=False)
+    return subprocess.run(
+        [*MENU, "--home", str(home), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=dict(os.environ, **(env or {})),
+        check=False,
+    )
 
 
 # -- flags, without a terminal -----------------------------------------------------------------------
@@ -288,10 +301,26 @@ def test_start_wait_launches_the_supervisor_and_completes(home: Path, detached: 
     assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id.group(1)]
 
 
+def test_start_wait_on_a_terminal_shows_a_progress_bar(
+    home: Path, menu_pty: Callable[..., MenuPty], detached: None
+) -> None:
+    (home / "config.yaml").write_text(CONFIG)
+    follower = menu_pty(QUICK_AGENT, ("--start", "--wait"))
+    assert follower.wait_exit(60) == 0
+    screen = follower.screen.text()
+    assert "round 1/1 · eval · completed" in screen and "4/4" in screen and "━" in screen, screen
+    assert re.search(r"run run_\w+ completed", screen)
+
+
 def test_flags_steer_a_live_run(home: Path, start_supervisor: Callable[..., SupervisorProc]) -> None:
     sup = start_supervisor(env=SLOW_AGENT, config=CONFIG).wait_ready()
-    follower = subprocess.Popen([*MENU, "--home", str(home), "--start", "--wait"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [*MENU, "--home", str(home), "--start", "--wait"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         run_id = sup.wait_status("running")["run_id"]
         assert run_menu(home, "--pause").returncode == 0
@@ -322,8 +351,9 @@ def test_flags_steer_a_live_run(home: Path, start_supervisor: Callable[..., Supe
 # -- the interactive menu on a pty ---------------------------------------------------------------------
 
 
-def test_menu_options_steer_the_run(home: Path, start_supervisor: Callable[..., SupervisorProc],
-                                    menu_pty: Callable[..., MenuPty]) -> None:
+def test_menu_options_steer_the_run(
+    home: Path, start_supervisor: Callable[..., SupervisorProc], menu_pty: Callable[..., MenuPty]
+) -> None:
     sup = start_supervisor(env=SLOW_AGENT, config=CONFIG).wait_ready()
     menu = menu_pty()
     menu.expect("supervisor: pid")
@@ -349,18 +379,32 @@ def test_menu_options_steer_the_run(home: Path, start_supervisor: Callable[..., 
     menu.choose("3")
     menu.expect("stop requested", times=2)
     sup.wait_status("stopped")
+    menu.choose("7")  # the dashboard in the foreground, then back to the menu
+    menu.wait_for(
+        lambda _: "1 Overview" in menu.screen.visible() and run_id in menu.screen.visible(), "dashboard"
+    )
+    menu.send("q")
+    menu.wait_for(
+        lambda _: menu.screen.visible().rstrip().endswith("Select [1-9]:"), "the menu after the dashboard"
+    )
     menu.choose("9")
     assert menu.wait_exit() == 0
 
 
-def test_menu_configure_refuses_bad_values_and_keeps_comments(home: Path, menu_pty: Callable[..., MenuPty]) -> None:
+def test_menu_configure_refuses_bad_values_and_keeps_comments(
+    home: Path, menu_pty: Callable[..., MenuPty]
+) -> None:
     config = home / "config.yaml"
     config.write_text(CONFIG)
     menu = menu_pty()
     menu.choose("6")
     menu.expect("Field to change")
-    menu.send("ROUN\t")
-    menu.wait_for(lambda _: "Field to change (empty to finish): ROUNDS" in menu.screen.visible(), "completion")
+    menu.send("ROUN")
+    menu.wait_for(lambda _: "TEACHER_CONCURRENCY" in menu.screen.visible(), "the completion menu")
+    menu.send("\t")
+    menu.wait_for(
+        lambda _: "Field to change (empty to finish): ROUNDS" in menu.screen.visible(), "completion"
+    )
     menu.send("\r")
     menu.expect("ROUNDS [integer 1–100] = 1")
     menu.send("\x7f0")  # erase the current value, type 0
@@ -375,18 +419,40 @@ def test_menu_configure_refuses_bad_values_and_keeps_comments(home: Path, menu_p
     menu.send("RUN_UNIT_TESTS\r")
     menu.expect('RUN_UNIT_TESTS ["0" or "1"] = 0')
     menu.send("\x7fyes")
-    menu.wait_for(lambda _: "RUN_UNIT_TESTS = 'yes': expected \"0\" or \"1\"" in menu.screen.visible(), "literal rule")
+    menu.wait_for(
+        lambda _: 'RUN_UNIT_TESTS = \'yes\': expected "0" or "1"' in menu.screen.visible(), "literal rule"
+    )
     menu.send("\x7f\x7f\x7f1\r")
     menu.expect("saved RUN_UNIT_TESTS = 1")
     menu.expect("Field to change", times=3)
     menu.send("\r")
     menu.choose("9")
     assert menu.wait_exit() == 0
-    assert config.read_text() == CONFIG.replace("ROUNDS: 1  # one", "ROUNDS: 7  # one") + 'RUN_UNIT_TESTS: "1"\n'
+    assert (
+        config.read_text() == CONFIG.replace("ROUNDS: 1  # one", "ROUNDS: 7  # one") + 'RUN_UNIT_TESTS: "1"\n'
+    )
 
 
-def test_menu_starts_supervisor_and_http_server(home: Path, menu_pty: Callable[..., MenuPty], detached: None,
-                                                unused_port: int) -> None:
+def test_configure_flag_edits_and_exits(home: Path, menu_pty: Callable[..., MenuPty]) -> None:
+    config = home / "config.yaml"
+    config.write_text(CONFIG)
+    editor = menu_pty(args=("--configure",))
+    editor.expect("Field to change")
+    editor.send("SEQ_LEN\r")
+    editor.expect("SEQ_LEN [integer 128–8192] = 2048")
+    editor.send("\x7f" * 4 + "99999")
+    editor.wait_for(lambda _: "must be <= 8192 (range 128–8192)" in editor.screen.visible(), "the rule shown")
+    editor.send("\x7f" * 5 + "256\r")
+    editor.expect("saved SEQ_LEN = 256")
+    editor.expect("Field to change", times=2)
+    editor.send("\x04")  # Ctrl+D leaves the editor
+    assert editor.wait_exit() == 0
+    assert config.read_text() == CONFIG + "SEQ_LEN: 256\n"
+
+
+def test_menu_starts_supervisor_and_http_server(
+    home: Path, menu_pty: Callable[..., MenuPty], detached: None, unused_port: int
+) -> None:
     (home / "config.yaml").write_text(CONFIG + f"HTTP_PORT: {unused_port}\n")
     menu = menu_pty(QUICK_AGENT)
     menu.expect("supervisor: not running")
@@ -399,8 +465,10 @@ def test_menu_starts_supervisor_and_http_server(home: Path, menu_pty: Callable[.
     menu.expect("HTTP status server running at")
     url = f"http://127.0.0.1:{unused_port}"
     assert url in menu.screen.text()
-    body = wait_until(lambda: _get_json(url + "/status"), 10, 0.05, "HTTP status")
-    assert body["run_id"] is not None
+    body = wait_until(
+        lambda: (b := _get_json(url + "/status")) and b["run_id"] and b, 15, 0.05, "HTTP status"
+    )
+    assert body["health"] == "ok" and str(body["run_id"]).startswith("run_")
     menu.choose("9")
     assert menu.wait_exit() == 0
     with pytest.raises(urllib.error.URLError):

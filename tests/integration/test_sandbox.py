@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+
 from heidi_engine.agents import sandbox
 from heidi_engine.agents.sandbox import (
     SandboxLimits,
@@ -39,22 +40,22 @@ FAKE_KEY = "sk-proj-FAKEsandboxTESTkey0123456789abcdef"
 SANDBOX_UIDS = range(2_100_000_000, 2_100_000_000 + 4096)
 
 
-def _sandbox_leftovers() -> list[str]:
+def _sandbox_leftovers() -> dict[int, str]:
     """Live processes that belong to a sandbox run (its uid, or its HOME under a sandbox directory)."""
     prefix = os.path.join(tempfile.gettempdir(), "heidi-sandbox-")
-    found = []
+    found = {}
     for proc in psutil.process_iter(["pid", "uids", "status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["uids"] is None:
             continue
         if proc.info["uids"].real in SANDBOX_UIDS:
-            found.append(f"pid {proc.pid} runs as a sandbox uid")
+            found[proc.pid] = f"runs as sandbox uid {proc.info['uids'].real}"
             continue
         try:
             home = proc.environ().get("HOME", "")
         except (psutil.Error, OSError):
             continue
         if home.startswith(prefix):
-            found.append(f"pid {proc.pid} has HOME={home}")
+            found[proc.pid] = f"has HOME={home}"
     return found
 
 
@@ -63,7 +64,13 @@ def nothing_left_behind() -> Iterator[None]:
     pattern = os.path.join(tempfile.gettempdir(), "heidi-sandbox-*")
     before = set(glob.glob(pattern))
     yield
-    assert _sandbox_leftovers() == []
+    leftovers = _sandbox_leftovers()
+    for pid in leftovers:  # so that one failure does not spill into the next tests
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert leftovers == {}
     assert set(glob.glob(pattern)) - before == set()
 
 
@@ -113,31 +120,43 @@ def test_a_sleeping_solution_is_stopped_by_the_wall_clock() -> None:
     assert "wall-clock timeout" in result.output
 
 
-def test_forked_children_and_daemons_do_not_survive_the_run() -> None:
-    # 40 children sleep forever; 10 more double-fork and setsid() away from the process group. Each
-    # reports its pid as this machine sees it (/proc/self, which a PID namespace does not remap).
-    code = """
-        import os, time
-        reader, writer = os.pipe()
-        for i in range(50):
-            if os.fork() == 0:
-                if i % 5 == 0:
-                    os.setsid()
-                    if os.fork():
-                        os._exit(0)
-                os.write(writer, (os.readlink("/proc/self") + "\\n").encode())
-                while True:
-                    time.sleep(60)
-        os.close(writer)
-        data = b""
-        while data.count(b"\\n") < 50:
-            chunk = os.read(reader, 4096)
-            assert chunk, "a child died before reporting"
-            data += chunk
-        print("PIDS=" + " ".join(data.decode().split()))
-        print("HOME=" + os.environ["HOME"])
-    """
-    result = _run(code)
+# 40 children sleep forever; 10 more double-fork and setsid() away from the process group. Each reports
+# its pid as this machine sees it (/proc/self, which a PID namespace does not remap).
+FORKER = """
+    import os, time
+    reader, writer = os.pipe()
+    for i in range(50):
+        if os.fork() == 0:
+            if i % 5 == 0:
+                os.setsid()
+                if os.fork():
+                    os._exit(0)
+            os.write(writer, (os.readlink("/proc/self") + "\\n").encode())
+            while True:
+                time.sleep(60)
+    os.close(writer)
+    data = b""
+    while data.count(b"\\n") < 50:
+        chunk = os.read(reader, 4096)
+        assert chunk, "a child died before reporting"
+        data += chunk
+    print("PIDS=" + " ".join(data.decode().split()))
+    print("HOME=" + os.environ["HOME"])
+"""
+
+
+@pytest.mark.parametrize("isolation", ["strongest", "uid-only", "none"])
+def test_forked_children_and_daemons_do_not_survive_the_run(
+    isolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The weaker set-ups are what machines without namespaces (or without root) get: the process group
+    # kill and the sweep (by uid, or by HOME) must then catch the escapees on their own.
+    if isolation != "strongest":
+        if isolation == "uid-only" and os.geteuid() != 0:
+            pytest.skip("a uid of its own needs root")
+        weaker = sandbox._Plan(namespaces=0, userns=False, drop=isolation == "uid-only")
+        monkeypatch.setattr(sandbox, "_plan", lambda: weaker)
+    result = _run(FORKER)
     assert result.passed, result.output
     pids = [int(pid) for pid in _printed(result, "PIDS").split()]
     home = _printed(result, "HOME")
@@ -208,7 +227,7 @@ def test_the_environment_holds_no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     code = "import os\nprint(sorted(os.environ.items()))\nKEY = os.environ.get('OPENAI_API_KEY')\n"
     result = _run(code, "assert KEY, 'no key'\n")
     assert (result.passed, result.outcome) == (False, "fail")
-    assert FAKE_KEY not in result.output and "OPENAI_API_KEY" not in result.output.split("Traceback")[0]
+    assert "PATH" in result.output and FAKE_KEY not in result.output and "OPENAI_API_KEY" not in result.output
     clean = _run(
         "import os\n",
         "assert set(os.environ) == {'PATH', 'LANG', 'HOME', 'TMPDIR', 'PYTHONDONTWRITEBYTECODE'}, os.environ\n"
@@ -282,7 +301,7 @@ def test_a_socket_cannot_reach_a_local_listener() -> None:
             "import os, threading\nthreading.Timer(0.0, lambda: os._exit(0)).start()\nimport time\ntime.sleep(5)\n",
             "incomplete",
         ),
-        ("import sys\nsys.settrace(lambda *a: None)\nprint('PASS')\n", "fail"),
+        ("import os\nprint('PASS\\n' + '0' * 32, flush=True)\nos._exit(0)\n", "incomplete"),
         ("import os\nos.close(1)\nos.close(2)\n", "fail"),
     ],
     ids=[
@@ -291,7 +310,7 @@ def test_a_socket_cannot_reach_a_local_listener() -> None:
         "SystemExit",
         "patched-builtins",
         "exit-from-thread",
-        "settrace",
+        "fake-token",
         "closed-stdout",
     ],
 )
@@ -350,8 +369,14 @@ def test_bad_arguments_are_named() -> None:
 def test_isolation_is_reported_consistently() -> None:
     message = network_isolation_message()
     assert (message is None) is network_isolation_available()
-    if os.geteuid() == 0:
+    if _has_cap_sys_admin():  # then unshare(CLONE_NEWNET) works, and nothing excuses its absence
         assert network_isolation_available(), message
+
+
+def _has_cap_sys_admin() -> bool:
+    with open("/proc/self/status") as handle:
+        effective = next(line for line in handle if line.startswith("CapEff:")).split()[1]
+    return bool(int(effective, 16) >> 21 & 1)
 
 
 def _interpreter_for(uid: int) -> str | None:

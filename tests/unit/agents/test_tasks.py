@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from heidi_engine.agents.tasks import (
     SELF_INSTRUCT_PROMPT,
     SOLUTION_SYSTEM_PROMPT,
@@ -25,7 +27,6 @@ from heidi_engine.agents.tasks import (
     parse_proposed_task,
     tasks_for_round,
 )
-from pydantic import ValidationError
 
 SOLUTIONS: dict[str, str] = runpy.run_path(
     str(Path(__file__).resolve().parents[2] / "data" / "task_solutions.py")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from heidi_engine.agents import template
 from heidi_engine.agents.template import SYSTEM_PROMPT, format_prompt, render_example, render_prompt
 

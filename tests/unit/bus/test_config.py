@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
+
 from heidi_engine.bus.config import (
     FIELD_NAMES,
     SEED_FIELDS,
@@ -25,7 +27,6 @@ from heidi_engine.bus.config import (
     parse_override,
     validate_field,
 )
-from pydantic import ValidationError
 
 REPO = Path(__file__).resolve().parents[3]
 

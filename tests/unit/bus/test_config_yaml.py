@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from heidi_engine.bus import _config_yaml
-from heidi_engine.bus.config import AutoTrainConfig, ConfigError, dump_yaml_update, load_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from heidi_engine.bus import _config_yaml
+from heidi_engine.bus.config import AutoTrainConfig, ConfigError, dump_yaml_update, load_config
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from heidi_engine.bus.pricing import BUILTIN_PRICES, PricingError, estimate_cost, load_price_table, lookup_price
+from heidi_engine.bus.pricing import (
+    BUILTIN_PRICES,
+    PricingError,
+    estimate_cost,
+    load_price_table,
+    lookup_price,
+)
 
 
 def test_builtin_covers_seed_era_models() -> None:

@@ -1,0 +1,418 @@
+"""The generate stage: the teacher writes a solution to each of the round's tasks, into ``raw.jsonl``.
+
+Tasks come from ``TASK_SOURCE`` (the bank, a JSONL file, or teacher-proposed tasks with
+"self-instruct"); sample ``i`` of round ``r`` has the id ``r{r}-{i:05d}`` over
+:func:`~heidi_engine.agents.tasks.tasks_for_round`, the same on every attempt. The teacher is the HTTP
+client (``TEACHER_CONCURRENCY`` requests in flight) or, for ``local:<model>``, a model in this process.
+
+- Each reply is scanned with the redaction rule table as it arrives; the *redacted* text is what reaches
+  ``raw.jsonl``, and ``metadata.secret_kinds`` tells validate to reject the sample.
+- A request that fails after its retries (or a proposal that does not parse) counts ``teacher_failed``,
+  is recorded in ``failed.jsonl`` and is not asked again in this round; its usage still counts. Only
+  HTTP 401/403/404 end the stage: a bad key, model or URL will not get better by asking again.
+- Progress events go out every ``TEACHER_CONCURRENCY`` completions or two seconds, with counter and usage
+  deltas (cost estimated from the price table; ``null`` when the model is not priced). A pause parks
+  there; a stop or the ``MAX_COST_USD`` budget stops new requests, lets those in flight land, and ends
+  the stage (stopped, or complete with a warning for the budget). The budget overshoots by at most the
+  requests already in flight.
+- A resumed stage skips every sample already written or failed, and first reports what is on disk but
+  missing from ``events.jsonl`` (a kill between the write and its event), so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
+from heidi_engine.bus.pricing import Price, PricingError, estimate_cost, load_price_table, lookup_price
+from heidi_engine.bus.redaction import Redactor, default_redactor
+
+from .local_teacher import LocalTeacher, local_model_name
+from .runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
+from .samples import (
+    JsonlAppender,
+    RoundFiles,
+    Sample,
+    SampleMetadata,
+    already_counted,
+    read_jsonl,
+    sample_id,
+)
+from .tasks import (
+    Task,
+    TaskSourceError,
+    build_self_instruct_messages,
+    build_solution_messages,
+    extract_code,
+    instruction_text,
+    load_bank,
+    load_jsonl,
+    parse_proposed_task,
+    tasks_for_round,
+)
+from .teacher import Completion, OpenAITeacher, TeacherError, TeacherUsage
+
+__all__ = ["load_task_pool", "main", "price_table"]
+
+T = TypeVar("T")
+_FLUSH_S = 2.0
+_NOTES_MAX = 3
+# The server refused who we are or what we asked for: every further request would fail the same way.
+_FATAL_REPLY = re.compile(r"^HTTP (401|403|404)\b")
+
+
+class _Teacher(Protocol):
+    model: str
+
+    def map(
+        self,
+        jobs: Iterable[T],
+        build_messages: Callable[[T], list[dict[str, str]]],
+        on_done: Callable[[T, Completion | TeacherError], None],
+        *,
+        concurrency: int,
+        should_continue: Callable[[], bool] = ...,
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Job:
+    id: str
+    task: Task
+    secret_kinds: frozenset[str] = frozenset()
+
+
+def load_task_pool(task_source: str, home: str | None) -> list[Task]:
+    """The tasks ``TASK_SOURCE`` names; a relative ``file:`` path is resolved against the home."""
+    if task_source in ("bank", "self-instruct"):
+        return load_bank()
+    if not task_source.startswith("file:"):
+        raise TaskSourceError(f'TASK_SOURCE {task_source!r}: expected "bank", "self-instruct" or "file:<path>"')
+    path = Path(task_source[len("file:") :].strip()).expanduser()
+    if not path.is_absolute():
+        path = Path(home or os.getcwd()) / path
+    return load_jsonl(path)
+
+
+def price_table(run_dir: Path, home: str | None) -> dict[str, Price]:
+    """Built-in prices overlaid with the run's ``pricing.json``, else the home's."""
+    candidates = [run_dir / "pricing.json"] + ([Path(home) / "pricing.json"] if home else [])
+    chosen = next((path for path in candidates if path.exists()), None)
+    return load_price_table(chosen)
+
+
+def _usage_of(rows: Iterable[dict[str, Any]], nested: bool) -> TeacherUsage:
+    total = TeacherUsage()
+    for row in rows:
+        holder = row.get("metadata") if nested else row
+        usage = holder.get("usage") if isinstance(holder, dict) else None
+        if isinstance(usage, dict):
+            values = [usage.get(name) for name in USAGE_COUNT_NAMES]
+            total += TeacherUsage(*(v if isinstance(v, int) and v > 0 else 0 for v in values))
+    return total
+
+
+def _ids(rows: Iterable[dict[str, Any]]) -> set[str]:
+    return {row["id"] for row in rows if isinstance(row.get("id"), str)}
+
+
+def _money(cost: float | None) -> str:
+    return "unknown" if cost is None else f"${cost:.4f}"
+
+
+class _Generation:
+    """One attempt of the stage: what is on disk, what is pending report, and the stop conditions."""
+
+    def __init__(self, rt: AgentRuntime, files: RoundFiles, table: dict[str, Price], redactor: Redactor) -> None:
+        config = rt.config
+        self.rt = rt
+        self.files = files
+        self.table = table
+        self.redactor = redactor
+        self.model = config.TEACHER_MODEL
+        self.total = config.SAMPLES_PER_ROUND
+        self.budget = config.MAX_COST_USD
+        self.concurrency = 1 if local_model_name(self.model) else config.TEACHER_CONCURRENCY
+        raw_rows, failed_rows = read_jsonl(files.raw), read_jsonl(files.failed)
+        proposed_rows = read_jsonl(files.proposed)
+        self.done = _ids(raw_rows)
+        self.failed = _ids(failed_rows) - self.done
+        self.proposals = {row["id"]: row for row in proposed_rows if isinstance(row.get("id"), str)}
+        self.usage = _usage_of(raw_rows, True) + _usage_of(failed_rows, False) + _usage_of(proposed_rows, False)
+        self.spent = 0.0  # run-wide estimated cost, set by reconcile()
+        self.stopping = False
+        self.budget_hit = False
+        self._counters: Counter[str] = Counter()
+        self._pending = TeacherUsage()
+        self._notes: list[str] = []
+        self._warn = False
+        self._since = 0
+        self._last = time.monotonic()
+
+    # -- accounting --------------------------------------------------------------------------------
+
+    def cost_of(self, usage: TeacherUsage) -> float | None:
+        return estimate_cost(self.model, usage.input_tokens, usage.output_tokens, self.table)
+
+    def _usage_delta(self, usage: TeacherUsage) -> dict[str, float | int | None]:
+        delta: dict[str, float | int | None] = {k: v for k, v in usage.as_delta().items() if v}
+        if delta:
+            delta[COST_FIELD] = self.cost_of(usage)
+        return delta
+
+    def reconcile(self) -> None:
+        """Report what the files hold beyond what ``events.jsonl`` counted; learn the run's spend."""
+        counters, usage = already_counted(self.rt.run_dir, "generate", self.rt.round)
+        on_disk = {"teacher_generated": len(self.done), "teacher_failed": len(self.failed)}
+        missing = {k: v - counters.get(k, 0) for k, v in on_disk.items() if v > counters.get(k, 0)}
+        spent = self.usage.as_delta()
+        catch_up = TeacherUsage(*(max(0, spent[name] - int(usage.get(name, 0))) for name in USAGE_COUNT_NAMES))
+        _, run_usage = already_counted(self.rt.run_dir, "generate", None)
+        self.spent = float(run_usage[COST_FIELD]) + (self.cost_of(catch_up) or 0.0)
+        if self.done or self.failed or self.proposals:
+            written = f"{len(self.done)} sample(s) already written, {len(self.failed)} failed"
+            counted = "; reporting what was not yet counted" if missing or any(catch_up.as_delta().values()) else ""
+            self.rt.progress(
+                f"generate resumed: {written}{counted}", counters=missing, usage=self._usage_delta(catch_up)
+            )
+
+    def _account(self, usage: TeacherUsage, counter: str | None, note: str | None = None) -> None:
+        self.usage += usage
+        self._pending += usage
+        self.spent += self.cost_of(usage) or 0.0
+        if counter is not None:
+            self._counters[counter] += 1
+        if note is not None and len(self._notes) < _NOTES_MAX:
+            self._notes.append(note)
+        self._since += 1
+        if self._since >= self.concurrency or time.monotonic() - self._last >= _FLUSH_S:
+            self.flush()
+            # A batch boundary: park here while paused (nothing new is sent meanwhile).
+            self.rt.wait_if_paused()
+
+    def flush(self) -> None:
+        """Send what happened since the last progress event, if anything did."""
+        if not self._since:
+            return
+        notes = f" ({'; '.join(self._notes)})" if self._notes else ""
+        self.rt.progress(
+            f"generate round {self.rt.round}: {len(self.done)}/{self.total} written, "
+            f"{len(self.failed)} failed{notes}",
+            level="warn" if self._warn else "info",
+            counters=dict(self._counters),
+            usage=self._usage_delta(self._pending),
+        )
+        self._counters.clear()
+        self._pending = TeacherUsage()
+        self._notes.clear()
+        self._warn = False
+        self._since = 0
+        self._last = time.monotonic()
+
+    def should_continue(self) -> bool:
+        if self.stopping or self.budget_hit:
+            return False
+        if self.rt.stop_requested():
+            self.stopping = True
+            return False
+        if self.budget is not None and self.spent >= self.budget:
+            self.budget_hit = True
+            return False
+        return True
+
+    # -- results -----------------------------------------------------------------------------------
+
+    def _fail(self, job_id: str, phase: str, task_id: str, error: TeacherError) -> None:
+        if _FATAL_REPLY.match(error.reason):
+            self._pending += error.usage
+            self._since += 1
+            self.flush()
+            raise FatalStageError(
+                f"the teacher refused the request ({error.reason}); check TEACHER_BASE_URL, TEACHER_MODEL "
+                f"and the key in ${self.rt.config.TEACHER_API_KEY_ENV}"
+            )
+        with JsonlAppender(self.files.failed) as ledger:
+            ledger.append(
+                {"id": job_id, "phase": phase, "task_id": task_id, "reason": error.reason,
+                 "usage": error.usage.as_delta(), "ts": utc_now_iso()}
+            )
+        self.failed.add(job_id)
+        self._warn = True
+        self._account(error.usage, "teacher_failed", f"{job_id}: {error.reason}")
+
+    def solved(self, job: _Job, result: Completion | TeacherError) -> None:
+        """``on_done`` of a solution request: write the redacted sample, or record the failure."""
+        if isinstance(result, TeacherError):
+            self._fail(job.id, "solve", job.task.task_id, result)
+            return
+        kinds = set(job.secret_kinds)
+        texts = []
+        for text in (result.text, instruction_text(job.task), job.task.tests):
+            redacted, found = self.redactor.redact_with_kinds(text)
+            texts.append(redacted)
+            kinds |= found
+        reply, instruction, tests = texts
+        sample = Sample(
+            id=job.id,
+            instruction=instruction,
+            input="",
+            output=extract_code(reply),
+            tests=tests,
+            metadata=SampleMetadata(
+                task_id=job.task.task_id,
+                entry_point=job.task.entry_point,
+                round=self.rt.round,
+                teacher_model=self.model,
+                usage=result.usage.as_delta(),
+                ts=utc_now_iso(),
+                finish_reason=result.finish_reason,
+                secret_kinds=sorted(kinds),
+            ),
+        )
+        with JsonlAppender(self.files.raw) as raw:
+            raw.append(sample.record())
+        self.done.add(job.id)
+        note = f"{job.id}: secret redacted ({', '.join(sorted(kinds))})" if kinds else None
+        self._warn = self._warn or bool(kinds)
+        self._account(result.usage, "teacher_generated", note)
+
+    def proposed(self, index: int, result: Completion | TeacherError) -> None:
+        """``on_done`` of a self-instruct request: keep the proposed task, or count a failure."""
+        job_id = sample_id(self.rt.round, index)
+        task_id = f"self/{job_id}"
+        if isinstance(result, TeacherError):
+            self._fail(job_id, "propose", task_id, result)
+            return
+        reply, kinds = self.redactor.redact_with_kinds(result.text)
+        try:
+            task = parse_proposed_task(reply, task_id)
+        except TaskSourceError as exc:
+            self._fail(job_id, "propose", task_id, TeacherError(str(exc)[:200], result.usage))
+            return
+        row = {"id": job_id, "task": task.model_dump(), "secret_kinds": sorted(kinds),
+               "usage": result.usage.as_delta(), "ts": utc_now_iso()}
+        with JsonlAppender(self.files.proposed) as ledger:
+            ledger.append(row)
+        self.proposals[job_id] = row
+        self._account(result.usage, None)
+
+    # -- phases ------------------------------------------------------------------------------------
+
+    def propose(self, teacher: _Teacher, bank: list[Task]) -> list[_Job]:
+        """Ask the teacher for the tasks not yet proposed; the jobs for every proposal on disk."""
+        seed, round_no = self.rt.config.SEED, self.rt.round
+
+        def messages(index: int) -> list[dict[str, str]]:
+            examples = random.Random(f"{seed}-{round_no}-{index}").sample(bank, min(3, len(bank)))
+            return build_self_instruct_messages(examples, round_no, index)
+
+        settled = self.done | self.failed | set(self.proposals)
+        wanted = [i for i in range(self.total) if sample_id(round_no, i) not in settled]
+        teacher.map(wanted, messages, self.proposed, concurrency=self.concurrency,
+                    should_continue=self.should_continue)
+        jobs = []
+        for job_id, row in sorted(self.proposals.items()):
+            try:
+                task = Task.model_validate(row.get("task"))
+            except ValueError as exc:
+                raise FatalStageError(f"{self.files.proposed}: proposal {job_id} is unreadable: {exc}") from None
+            jobs.append(_Job(job_id, task, frozenset(row.get("secret_kinds") or ())))
+        return jobs
+
+    def solve(self, teacher: _Teacher, jobs: list[_Job]) -> None:
+        wanted = [job for job in jobs if job.id not in self.done and job.id not in self.failed]
+        teacher.map(wanted, lambda job: build_solution_messages(job.task), self.solved,
+                    concurrency=self.concurrency, should_continue=self.should_continue)
+
+
+def _open_teacher(rt: AgentRuntime) -> _Teacher:
+    config = rt.config
+    try:
+        local = local_model_name(config.TEACHER_MODEL)
+    except ValueError as exc:
+        raise FatalStageError(str(exc)) from None
+    if local is not None:
+        from .student import ModelNotAvailable
+
+        try:
+            return LocalTeacher(config.TEACHER_MODEL, max_tokens=config.TEACHER_MAX_TOKENS,
+                                temperature=config.TEACHER_TEMPERATURE, seed=config.SEED)
+        except (ModelNotAvailable, ValueError) as exc:
+            raise FatalStageError(f"teacher model {config.TEACHER_MODEL!r} is not available: {exc}") from None
+    key = config.teacher_api_key()
+    if key is None and urlsplit(config.TEACHER_BASE_URL).hostname == "api.openai.com":
+        raise FatalStageError(
+            f"no API key for {config.TEACHER_BASE_URL}: set the environment variable "
+            f"{config.TEACHER_API_KEY_ENV} (named by TEACHER_API_KEY_ENV) before starting the supervisor"
+        )
+    try:
+        return OpenAITeacher(
+            config.TEACHER_BASE_URL, config.TEACHER_MODEL, key, timeout_s=config.TEACHER_TIMEOUT_S,
+            max_retries=config.TEACHER_MAX_RETRIES, max_tokens=config.TEACHER_MAX_TOKENS,
+            temperature=config.TEACHER_TEMPERATURE,
+        )
+    except ValueError as exc:
+        raise FatalStageError(f"invalid teacher settings: {exc}") from None
+
+
+def main(rt: AgentRuntime) -> None:
+    """Generate this round's samples (see the module docstring)."""
+    config = rt.config
+    home = os.environ.get("AUTOTRAIN_HOME")
+    try:
+        pool = load_task_pool(config.TASK_SOURCE, home)
+        table = price_table(rt.run_dir, home)
+    except (TaskSourceError, PricingError) as exc:
+        raise FatalStageError(str(exc)) from None
+    if config.MAX_COST_USD is not None and lookup_price(config.TEACHER_MODEL, table) is None:
+        raise FatalStageError(
+            f"MAX_COST_USD is set but the cost of TEACHER_MODEL {config.TEACHER_MODEL!r} is unknown: add its "
+            "prices to pricing.json, or clear MAX_COST_USD"
+        )
+    files = RoundFiles.of(rt.run_dir, rt.round).ensure()
+    run = _Generation(rt, files, table, default_redactor())
+    run.reconcile()
+    rt.checkpoint()
+    if len(run.done) + len(run.failed) < run.total and run.should_continue():
+        teacher = _open_teacher(rt)
+        try:
+            if config.TASK_SOURCE == "self-instruct":
+                jobs = run.propose(teacher, pool)
+            else:
+                tasks = tasks_for_round(pool, rt.round, run.total, config.SEED)
+                jobs = [_Job(sample_id(rt.round, i), task) for i, task in enumerate(tasks)]
+            run.solve(teacher, jobs)
+        finally:
+            teacher.close()
+            run.flush()
+    if run.stopping:
+        raise StopRequested()
+    if run.budget_hit:
+        rt.progress(
+            f"budget reached: estimated teacher cost {_money(run.spent)} >= MAX_COST_USD "
+            f"{_money(run.budget)}; generation stopped with {len(run.done)} of {run.total} samples written",
+            level="warn",
+        )
+    cost = run.cost_of(run.usage)
+    rt.progress(
+        f"generate round {rt.round} complete: {len(run.done)} written, {len(run.failed)} failed; "
+        f"{run.usage.requests_sent} requests, {run.usage.input_tokens} input and {run.usage.output_tokens} "
+        f"output tokens, estimated cost {_money(cost)}",
+        artifacts=[rt.relative(files.raw)] if files.raw.exists() else [],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,211 @@
+"""The ``train`` stage: LoRA-train the student on the round's clean data (``python -m heidi_engine.agents.train``).
+
+Reads ``data/round_N/train.jsonl`` and trains ``out_lora_round_N/`` with
+:func:`~heidi_engine.agents.lora.train_lora`, continuing round N-1's adapter when there is one. Every
+optimizer step is reported through :class:`~heidi_engine.agents.bus_control.BusTrainerControl` (a
+sample, and the ``train_step`` counter) and is a pause/stop boundary. Checkpoints go to
+``checkpoints/round_N``; a restarted or resumed agent continues from the last one with the same step
+counter. A stop saves the adapter and a checkpoint, and the stage exits as stopped (resume continues it).
+
+A round without training rows is not an error: the previous adapter is carried over (or there is none
+yet) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
+
+__all__ = [
+    "adapter_dir",
+    "checkpoint_dir",
+    "has_adapter",
+    "load_student",
+    "main",
+    "prepare_environment",
+    "read_rows",
+    "round_data",
+]
+
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def round_data(run_dir: Path, round_no: int) -> Path:
+    """``data/round_N`` of the run."""
+    return run_dir / "data" / f"round_{round_no}"
+
+
+def adapter_dir(run_dir: Path, round_no: int) -> Path:
+    """``out_lora_round_N`` of the run."""
+    return run_dir / f"out_lora_round_{round_no}"
+
+
+def checkpoint_dir(run_dir: Path, round_no: int) -> Path:
+    """``checkpoints/round_N`` of the run."""
+    return run_dir / "checkpoints" / f"round_{round_no}"
+
+
+def has_adapter(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved PEFT adapter."""
+    return (folder / "adapter_config.json").is_file()
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, one per non-blank line; :class:`FatalStageError` names a bad line."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise FatalStageError(f"{path.name} line {number}: not valid JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise FatalStageError(f"{path.name} line {number}: expected a JSON object")
+                rows.append(row)
+    except OSError as exc:
+        raise FatalStageError(f"cannot read {path}: {exc}") from None
+    return rows
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    found = [
+        (int(match.group(1)), child)
+        for child in (folder.iterdir() if folder.is_dir() else [])
+        if (match := _CHECKPOINT_RE.match(child.name)) and (child / "trainer_state.json").is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def prepare_environment(model_name: str) -> None:
+    """Check that BASE_MODEL can be found, go offline when it is on disk, and silence progress bars.
+
+    Call it before anything imports transformers: huggingface_hub reads ``HF_HUB_OFFLINE`` once, at
+    import. A model that cannot be found is a :class:`FatalStageError` whose message names the fix.
+    """
+    from heidi_engine.agents.student import ModelNotAvailable, resolve_model
+
+    try:
+        ref = resolve_model(model_name)
+    except ModelNotAvailable as exc:
+        raise FatalStageError(str(exc)) from None
+    if ref.local:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def load_student(model_name: str, *, for_training: bool) -> tuple[Any, Any]:
+    """The student's model and tokenizer; a model that cannot be loaded is a :class:`FatalStageError`."""
+    from heidi_engine.agents.student import ModelNotAvailable, load_model_and_tokenizer
+
+    try:
+        return load_model_and_tokenizer(model_name, for_training=for_training)
+    except ModelNotAvailable as exc:
+        raise FatalStageError(str(exc)) from None
+
+
+def _carry_over(rt: AgentRuntime, previous: Path | None, out_dir: Path) -> None:
+    if previous is None:
+        rt.progress("no training data this round and no earlier adapter: nothing to train", level="warn")
+        return
+    shutil.copytree(previous, out_dir, dirs_exist_ok=True)
+    rt.progress(
+        f"no training data this round; adapter carried over from {previous.name} to {out_dir.name}",
+        level="warn",
+        artifacts=[rt.relative(out_dir)],
+    )
+
+
+def main(rt: AgentRuntime) -> None:
+    """Train round ``rt.round``'s adapter."""
+    cfg = rt.config
+    prepare_environment(cfg.BASE_MODEL)
+    from heidi_engine.agents.bus_control import BusTrainerControl, counted_train_steps
+    from heidi_engine.agents.lora import TrainSettings, train_lora
+
+    data = round_data(rt.run_dir, rt.round)
+    train_path = data / "train.jsonl"
+    if not train_path.is_file():
+        raise FatalStageError(f"{rt.relative(data)}/train.jsonl does not exist: the validate stage writes it")
+    rows = read_rows(train_path)
+    out_dir = adapter_dir(rt.run_dir, rt.round)
+    previous = adapter_dir(rt.run_dir, rt.round - 1) if rt.round > 1 else None
+    previous = previous if previous is not None and has_adapter(previous) else None
+    if not rows:
+        _carry_over(rt, previous, out_dir)
+        return
+    settings = TrainSettings(
+        seq_len=cfg.SEQ_LEN,
+        batch_size=cfg.BATCH_SIZE,
+        grad_accum=cfg.GRAD_ACCUM,
+        train_steps=cfg.TRAIN_STEPS,
+        lora_r=cfg.LORA_R,
+        lora_alpha=cfg.LORA_ALPHA,
+        lora_dropout=cfg.LORA_DROPOUT,
+        learning_rate=cfg.LEARNING_RATE,
+        seed=cfg.SEED,
+        checkpoint_every=cfg.CHECKPOINT_EVERY,
+    )
+    checkpoints = checkpoint_dir(rt.run_dir, rt.round)
+    resume = rt.resume or rt.attempt > 0
+    rt.checkpoint()  # a stop or pause asked during the previous stage takes effect before the model load
+    start = f"from {previous.name}" if previous is not None else "from a fresh adapter"
+    rt.progress(
+        f"training round {rt.round}: {len(rows)} rows, {settings.train_steps} steps on {cfg.BASE_MODEL}, {start}"
+    )
+    model_and_tokenizer = load_student(cfg.BASE_MODEL, for_training=True)
+    control = BusTrainerControl(rt, counted_steps=counted_train_steps(rt.run_dir, rt.round))
+    try:
+        result = train_lora(
+            model_name=cfg.BASE_MODEL,
+            train_rows=rows,
+            out_dir=out_dir,
+            checkpoint_dir=checkpoints,
+            settings=settings,
+            control=control,
+            init_adapter=previous,
+            resume=resume,
+            model_and_tokenizer=model_and_tokenizer,
+        )
+    except FileExistsError:
+        raise FatalStageError(
+            f"{rt.relative(checkpoints)} holds checkpoints of an earlier attempt but this is a fresh start; "
+            "resume the run (autotrain-menu --resume-run) or remove that folder"
+        ) from None
+    except (ValueError, FileNotFoundError) as exc:
+        # Rows the template refuses, a previous adapter without its config: retrying cannot help.
+        raise FatalStageError(str(exc)) from None
+    finally:
+        control.flush()
+    adapter = rt.relative(out_dir)
+    if result.stopped_early:
+        last = _last_checkpoint(checkpoints)
+        where = f"last checkpoint {rt.relative(last)}" if last is not None else "no checkpoint"
+        rt.progress(
+            f"training stopped at step {result.steps_done}/{result.total_steps}: adapter saved to {adapter}, "
+            f"{where}; resume_run continues from it",
+            level="warn",
+            artifacts=[adapter] + ([rt.relative(last)] if last is not None else []),
+        )
+        raise StopRequested()
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "unknown"
+    rt.progress(
+        f"adapter trained: {result.steps_done} steps, final loss {loss}, saved to {adapter}",
+        level="success",
+        artifacts=[adapter],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,54 @@
+"""A stand-in generate stage for train/eval tests: writes ``data/round_N/{train,val}.jsonl`` from the bank.
+
+Rows have the layout the validate stage writes (id, instruction, input, output, tests, metadata with the
+entry point); outputs are the trusted reference solutions of ``tests/data/task_solutions.py``, so every
+row's tests pass on its own output. Round N takes the tasks after those of earlier rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.task_solutions import SOLUTIONS  # noqa: E402
+
+from heidi_engine.agents.runtime import AgentRuntime, run_stage  # noqa: E402
+from heidi_engine.agents.tasks import instruction_text, load_bank  # noqa: E402
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--train", type=int, default=4, help="training rows per round")
+    p.add_argument("--val", type=int, default=2, help="validation rows per round")
+    return p.parse_args()
+
+
+def main(rt: AgentRuntime) -> None:
+    args = _parse()
+    per_round = args.train + args.val
+    tasks = load_bank()[(rt.round - 1) * per_round : rt.round * per_round]
+    rows = [
+        {
+            "id": f"r{rt.round}-{i}",
+            "instruction": instruction_text(task),
+            "input": "",
+            "output": SOLUTIONS[task.task_id].strip(),
+            "tests": task.tests,
+            "metadata": {"entry_point": task.entry_point, "task_id": task.task_id},
+        }
+        for i, task in enumerate(tasks)
+    ]
+    folder = rt.run_dir / "data" / f"round_{rt.round}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", rows[: args.train]), ("val", rows[args.train :])):
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in part)
+    rt.progress(f"wrote {args.train} train and {args.val} val rows", counters={"validated_ok": len(rows)})
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,276 @@
+"""``autotrain-dash`` in a real terminal (a detached tmux pane) against real supervisors.
+
+Each test waits on what the pane shows, polling ``capture-pane`` until a deadline, and kills its own tmux
+server (``-L`` with a unique socket name) in a finalizer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from harness import SupervisorProc, agent_env, scripted, wait_until
+
+from heidi_engine.bus.event import COUNTER_NAMES
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+DASH = [sys.executable, "-m", "heidi_engine.ui.dash_cli"]
+StartSupervisor = Callable[..., SupervisorProc]
+
+
+class Pane:
+    """A detached tmux server (own socket) running the dashboard in a 120x40 pane.
+
+    After the dashboard exits, the pane's shell prints its exit code and the terminal's settings, and
+    stays open so that both can be read.
+    """
+
+    def __init__(self, args: list[str], width: int = 120, height: int = 40) -> None:
+        self.socket = f"dash-test-{uuid.uuid4().hex[:10]}"
+        command = shlex.join([*DASH, *args])
+        shell = f'{command} 2>>/tmp/{self.socket}.err; echo "dash exited rc=$?"; stty -a; sleep 600'
+        self._tmux(
+            "-f", "/dev/null", "new-session", "-d", "-x", str(width), "-y", str(height), shell, check=True
+        )
+        self.socket_path = self._tmux("display-message", "-p", "#{socket_path}").strip()
+
+    def _tmux(self, *args: str, check: bool = False) -> str:
+        # The server inherits this environment: sizes set for the test runner would override the pane's.
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, env=env
+        )
+        return done.stdout
+
+    def text(self) -> str:
+        return self._tmux("capture-pane", "-p")
+
+    def press(self, *keys: str) -> None:
+        """Send keys (tmux names such as ``Up``, ``PPage``, ``Escape``, or single characters)."""
+        self._tmux("send-keys", *keys)
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-l", text)
+
+    def wait(self, what: str | tuple[str, ...] | Callable[[str], object], timeout_s: float = 10.0) -> str:
+        """The pane's text once it contains ``what`` (all of them, for a tuple) or satisfies it.
+
+        A frame may be captured half drawn, so everything a step checks goes into one condition.
+        """
+        if isinstance(what, str):
+            what = (what,)
+        check = (lambda text: all(part in text for part in what)) if isinstance(what, tuple) else what
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.text()
+            if check(text):
+                return text
+            if time.monotonic() > deadline:
+                err = Path(f"/tmp/{self.socket}.err")
+                stderr = err.read_text(errors="replace")[-2000:] if err.exists() else ""
+                raise AssertionError(f"timed out waiting for {what!r}; screen:\n{text}\nstderr:\n{stderr}")
+            time.sleep(0.05)
+
+    def key(
+        self, key: str, expect: str | tuple[str, ...] | Callable[[str], object], timeout_s: float = 10.0
+    ) -> str:
+        """Press ``key`` and wait for its effect."""
+        self.press(key)
+        return self.wait(expect, timeout_s)
+
+    def dashboard_pid(self) -> int:
+        """The dashboard's process: a child of the pane's shell, running dash_cli."""
+        shell = psutil.Process(int(self._tmux("list-panes", "-F", "#{pane_pid}").split()[0]))
+        for proc in [shell, *shell.children(recursive=True)]:
+            if "heidi_engine.ui.dash_cli" in proc.cmdline():
+                return proc.pid
+        raise AssertionError("no dashboard process in the pane")
+
+    def kill(self) -> None:
+        self._tmux("kill-server")
+        Path(f"/tmp/{self.socket}.err").unlink(missing_ok=True)
+        if self.socket_path:
+            Path(self.socket_path).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def pane() -> Iterator[Callable[..., Pane]]:
+    opened: list[Pane] = []
+
+    def open_pane(*args: str) -> Pane:
+        opened.append(Pane(list(args)))
+        return opened[-1]
+
+    yield open_pane
+    for each in opened:
+        each.kill()
+
+
+def screen_counters(text: str) -> dict[str, int]:
+    """The pipeline counters as the Overview shows them."""
+    found = re.findall(r"│ (\w+)\s+([\d,]+)\s", text)
+    return {name: int(value.replace(",", "")) for name, value in found if name in COUNTER_NAMES}
+
+
+def event_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.match(r"│ \d\d:\d\d:\d\d\.\d{3} ", line)]
+
+
+def exited_cleanly(pane: Pane) -> None:
+    """The dashboard process ended with 0 and left the terminal in its normal (cooked, echoing) mode."""
+    text = pane.wait("dash exited rc=", 10)
+    assert "dash exited rc=0" in text, text
+    flags = set(pane.wait("icanon", 5).split())
+    assert {"icanon", "echo", "isig"} <= flags and "-icanon" not in flags and "-echo" not in flags
+
+
+def test_mid_run_join_views_keys_scrolling_filter_and_quit(
+    home: Path, start_supervisor: StartSupervisor, pane: Callable[..., Pane]
+) -> None:
+    sup = start_supervisor(
+        env=agent_env(scripted("--events", "400", "--delay", "0.02")), config="ROUNDS: 1\n"
+    )
+    sup.wait_ready()
+    run_id = sup.call("start")["run_id"]
+    wait_until(lambda: sup.status()["counters"]["teacher_generated"] >= 30, 20, 0.05, "a run under way")
+
+    dash = pane("--home", str(home))
+    dash.wait(run_id)
+    dash.wait("● live")
+    sup.call("pause")
+    status = sup.wait_status("paused")
+
+    # The counters stop at the pause; the dashboard must show exactly what `status` says at that seq.
+    def matches_status(text: str) -> bool:
+        seq = re.search(r"seq ([\d,]+)", text)
+        return (
+            bool(seq)
+            and int(seq.group(1).replace(",", "")) >= status["seq"]
+            and (screen_counters(text) == status["counters"])
+        )
+
+    text = dash.wait(matches_status)
+    assert "PAUSED" in text and "pause requested" in text
+
+    dash.key("2", ("╭─ Teacher", "requests sent", "estimated cost"))
+    dash.key("3", ("╭─ Training", "Host (no GPU)", "no training step yet"))
+    dash.key("5", ("╭─ Configuration", "ROUNDS", "TEACHER_API_KEY_ENV"))
+    dash.key("?", "╭─ Help")
+    dash.key("?", "╭─ Configuration")
+    dash.key("1", "╭─ Pipeline")
+
+    text = dash.key("4", "· following")
+    first, last, total = (
+        int(n.replace(",", "")) for n in re.findall(r"Events ([\d,]+)–([\d,]+) of ([\d,]+)", text)[0]
+    )
+    page = last - first + 1
+    assert total > page  # enough events to scroll
+    dash.key("g", "Events 1–")
+    dash.key("j", "Events 2–")
+    dash.key("k", "Events 1–")
+    dash.key("NPage", f"Events {min(1 + page, total - page + 1)}–")
+    dash.key("PPage", "Events 1–")
+    dash.key("End", "· following")
+    dash.key("Up", "· scrolled")
+    dash.key("Down", "· following")
+    dash.key("Home", "Events 1–")
+    dash.key("G", "· following")
+
+    dash.press("/")
+    dash.wait("filter / ")
+    dash.type("item 1")
+    dash.wait("filter / item 1")
+    dash.key("Enter", lambda t: "filter “item 1”" in t and "╰" in t and event_rows(t))
+    rows = event_rows(dash.text())
+    assert rows and all("item 1" in row for row in rows)
+    dash.press("/")
+    dash.wait("filter / item 1")
+    dash.type("zz")
+    dash.wait("filter / item 1zz")
+    text = dash.key("Escape", lambda t: "filter / " not in t and "q quit" in t)
+    assert "filter “item 1”" in text and "zz" not in text
+
+    dash.press("q")
+    exited_cleanly(dash)
+
+
+def test_killed_supervisor_is_reported_and_a_new_one_is_followed(
+    home: Path, start_supervisor: StartSupervisor, pane: Callable[..., Pane]
+) -> None:
+    agents = agent_env(scripted("--events", "2000", "--delay", "0.01"))
+    first = start_supervisor(env=agents, config="ROUNDS: 1\n")
+    first.wait_ready()
+    first_run = first.call("start")["run_id"]
+    dash = pane("--home", str(home))
+    dash.wait(lambda t: first_run in t and "● live" in t)
+
+    first.kill9()
+    killed = time.monotonic()
+    dash.wait("supervisor not reachable", timeout_s=3.0)
+    assert time.monotonic() - killed <= 3.0
+    text = dash.wait("last heard")
+    assert first_run in text  # the last known state stays on screen
+
+    second = start_supervisor(env=agents, config="ROUNDS: 1\n")
+    second.wait_ready()
+    second_run = second.call("start")["run_id"]
+    assert second_run != first_run
+    text = dash.wait(lambda t: second_run in t and "● live" in t, timeout_s=15)
+    assert "not reachable" not in text
+    os.kill(dash.dashboard_pid(), signal.SIGTERM)  # as a service manager or `kill` would
+    exited_cleanly(dash)
+
+
+def _dash(*args: str, columns: int = 120) -> subprocess.CompletedProcess[str]:
+    env = {"COLUMNS": str(columns), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([*DASH, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_once_live_then_replay_of_the_finished_run_and_usage_errors(
+    home: Path, start_supervisor: StartSupervisor
+) -> None:
+    sup = start_supervisor(env=agent_env(scripted("--events", "6")), config="ROUNDS: 1\n")
+    sup.wait_ready()
+    run_id = sup.call("start")["run_id"]
+    status = sup.wait_status("completed")
+    assert status["counters"]["teacher_generated"] > 0
+
+    live = _dash("--home", str(home), "--once")
+    assert live.returncode == 0, live.stderr
+    assert run_id in live.stdout and "COMPLETED" in live.stdout and "● live" in live.stdout
+    assert screen_counters(live.stdout) == status["counters"]
+
+    sup.stop()
+    gone = _dash("--home", str(home), "--once")
+    assert gone.returncode == 3 and "no supervisor reachable" in gone.stderr
+
+    replayed = _dash("--home", str(home), "--run", run_id, "--once")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replay of runs/{run_id}" in replayed.stdout and "COMPLETED" in replayed.stdout
+    assert screen_counters(replayed.stdout) == status["counters"]
+    config = _dash("--home", str(home), "--run", run_id, "--once", "--view", "5")
+    assert config.returncode == 0 and "ROUNDS" in config.stdout
+
+    for args, message in (
+        (["--run", "../../etc", "--once"], "is not a run id"),
+        (["--run", "run_20990101_000000_deadbeef", "--once"], "no run run_20990101_000000_deadbeef"),
+        (["--refresh", "0", "--once"], "--refresh 0 is out of range"),
+        (["--view", "9", "--once"], "invalid choice"),
+        ([], "needs a terminal"),
+    ):
+        bad = _dash("--home", str(home), *args)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+    missing = _dash("--home", str(home / "nope"), "--once")
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr

@@ -1,0 +1,174 @@
+"""The HTTP server's projections of a view: the allowed field set, edge redaction, health, Prometheus text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from heidi_engine.bus.redaction import default_redactor
+from heidi_engine.bus.state import GpuInfo, HostInfo, RunState, TrainerState
+from heidi_engine.ui.status_view import (
+    ALLOWED_FIELDS,
+    Health,
+    assess,
+    format_runs,
+    format_status,
+    metrics_text,
+    status_fields,
+)
+from heidi_engine.ui.viewer import View
+
+SEED_STATUS_KEYS = {
+    "run_id", "status", "current_round", "current_stage", "stop_requested", "pause_requested",
+    "counters", "usage", "gpu_summary", "last_event_ts", "health", "updated_at",
+}  # fmt: skip
+FAKE_KEY = "sk-proj-Q3xv9LmT2aZkR8pWc1NbYh4dJf7GsE0u"
+
+
+def view(state: RunState | None = None, *, connected: bool = True, silence_s: float | None = 0.2) -> View:
+    return View(state=state or RunState(), seq=1, connected=connected, silence_s=silence_s, error=None)
+
+
+def busy_state() -> RunState:
+    state = RunState(
+        run_id="run_20240215_123456_abc12345", status="running", current_round=2, total_rounds=3,
+        current_stage="train", pause_requested=True, last_event_ts="2024-02-15T12:34:56.789Z",
+        updated_at="2024-02-15T12:34:57.000Z", event_count=42,
+        gpus=[GpuInfo(index=0, name='A100 "80GB"', vram_used_mb=2048, vram_total_mb=81920, util_pct=45.0),
+              GpuInfo(index=1, name="A100", vram_used_mb=1024, vram_total_mb=81920, util_pct=None)],
+        host=HostInfo(cpu_pct=12.5, ram_used_mb=4000, ram_total_mb=16000),
+        trainer=TrainerState(round=2, step=7, total=50, loss=0.75, learning_rate=2e-4, tokens_per_s=512.0),
+        config={"TEACHER_BASE_URL": "https://u:p@x"}, error="boom", recent_events=[{"message": "hi"}],
+    )  # fmt: skip
+    state.counters["teacher_generated"] = 12
+    state.usage["requests_sent"] = 5
+    state.usage["estimated_cost_usd"] = 0.125
+    return state
+
+
+def test_status_has_exactly_the_seed_fields() -> None:
+    body = status_fields(busy_state(), Health("ok"))
+    assert set(body) == SEED_STATUS_KEYS == set(ALLOWED_FIELDS)
+    assert body["gpu_summary"] == {"vram_used_mb": 3072.0, "vram_total_mb": 163840.0, "util_pct": 45.0}
+    assert body["health"] == "ok" and body["counters"]["teacher_generated"] == 12
+    json.dumps(body, allow_nan=False)
+
+
+def test_status_has_no_nan_for_json() -> None:
+    state = RunState()
+    state.usage["estimated_cost_usd"] = float("nan")
+    state.usage["input_tokens"] = float("inf")
+    body = status_fields(state, Health("ok"))
+    assert body["usage"]["estimated_cost_usd"] is None and body["usage"]["input_tokens"] is None
+    json.dumps(body, allow_nan=False)
+
+
+def test_status_is_redacted_at_the_edge() -> None:
+    # Nothing upstream should let a key into these fields; the edge must hide one that slipped through.
+    state = RunState(run_id=f"run {FAKE_KEY}", current_stage=f"token={FAKE_KEY}")
+    state.counters[FAKE_KEY] = 1
+    text = json.dumps(status_fields(state, Health("down", "no supervisor")))
+    assert FAKE_KEY not in text and "REDACTED" in text
+
+
+def test_status_redacts_environment_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import heidi_engine.bus.redaction as redaction
+
+    monkeypatch.setenv("PLANTED_API_KEY", "plantedvalue123456")
+    monkeypatch.setattr(redaction, "_default", None)  # rebuilt from the patched environment
+    assert default_redactor() is not None
+    state = RunState(current_stage="uses plantedvalue123456")
+    assert "plantedvalue123456" not in json.dumps(status_fields(state, Health("ok")))
+
+
+@pytest.mark.parametrize(
+    ("connected", "silence", "absent", "expected", "reason_part"),
+    [
+        (True, 0.1, None, "ok", None),
+        (True, 0.1, "no supervisor connection file", "down", "connection file"),
+        (False, None, "pid 42 of its connection file is gone", "down", "gone"),
+        (False, 7.5, None, "degraded", "silent for 7.5 s"),
+        (False, None, None, "degraded", "not heard from yet"),
+    ],
+)
+def test_health_rules(
+    connected: bool, silence: float | None, absent: str | None, expected: str, reason_part: str | None
+) -> None:
+    health = assess(view(connected=connected, silence_s=silence), absent)
+    assert health.state == expected
+    assert health.http_status == (200 if expected == "ok" else 503)
+    body = health.body()
+    if reason_part is None:
+        assert body == {"health": "ok"}
+    else:
+        assert body["health"] == expected and reason_part in body["reason"]
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_parse_with_counters_gauges_and_gpu_labels() -> None:
+    text = metrics_text(view(busy_state()), Health("ok"))
+    samples = _samples(text)
+    assert samples[("autotrain_up", ())] == 1
+    assert samples[("autotrain_teacher_generated_total", ())] == 12
+    assert samples[("autotrain_usage_requests_sent_total", ())] == 5
+    assert samples[("autotrain_estimated_cost_usd", ())] == 0.125
+    assert samples[("autotrain_trainer_step", ())] == 7 and samples[("autotrain_trainer_loss", ())] == 0.75
+    assert samples[("autotrain_trainer_tokens_per_second", ())] == 512.0
+    assert samples[("autotrain_gpu_vram_used_mb", (("gpu", "0"), ("name", 'A100 "80GB"')))] == 2048
+    assert samples[("autotrain_gpu_util_percent", (("gpu", "0"), ("name", 'A100 "80GB"')))] == 45.0
+    assert ("autotrain_gpu_util_percent", (("gpu", "1"), ("name", "A100"))) not in samples  # unknown, not 0
+    assert samples[("autotrain_host_cpu_percent", ())] == 12.5
+    assert samples[("autotrain_run_status", (("status", "running"),))] == 1
+    assert samples[("autotrain_run_status", (("status", "paused"),))] == 0
+    assert text.count("# TYPE autotrain_gpu_vram_used_mb gauge") == 1
+
+
+def test_metrics_when_down_and_cost_unknown() -> None:
+    state = RunState()
+    state.usage["estimated_cost_usd"] = None
+    samples = _samples(metrics_text(view(state, connected=False, silence_s=None), Health("down", "gone")))
+    assert samples[("autotrain_up", ())] == 0
+    assert ("autotrain_estimated_cost_usd", ()) not in samples
+    assert not any(
+        name.startswith("autotrain_gpu_") or name.startswith("autotrain_host_") for name, _ in samples
+    )
+
+
+def test_human_status_and_runs() -> None:
+    status = {
+        **status_fields(busy_state(), Health("ok")),
+        "total_rounds": 3,
+        "pid": 99,
+        "uptime_s": 1.5,
+        "accepted_events": 7,
+        "error": f"teacher said {FAKE_KEY}",
+    }
+    text = format_status(status)
+    assert "run_20240215_123456_abc12345 · running" in text and "2/3 · stage train" in text
+    assert "pause requested" in text and "teacher_generated 12" in text and "$0.1250" in text
+    assert "3072.0/163840.0 MB VRAM · 45.0% util" in text
+    assert FAKE_KEY not in text
+    assert "none yet" in format_status({"run_id": None, "status": "idle", "pid": 1, "uptime_s": 0})
+    runs = format_runs(
+        [
+            {
+                "run_id": "run_20240215_123456_abc12345",
+                "status": "completed",
+                "current_round": 3,
+                "total_rounds": 3,
+                "started_at": "2024-02-15T12:34:56.789Z",
+                "counters": {"eval_pass": 4},
+            }
+        ]
+    )
+    assert "completed" in runs and "3/3" in runs and "eval_pass 4" in runs
+    assert format_runs([]) == "no runs yet"

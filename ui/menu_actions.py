@@ -1,0 +1,299 @@
+"""What ``autotrain-menu`` does, behind both its flags and its interactive options.
+
+Each action of :class:`Controller` returns the command line's exit code: 0 success; 1 runtime failure
+(a refused command, a run that did not complete, a supervisor that cannot be started); 2 invalid
+configuration (one line per problem, nothing sent); 3 no supervisor reachable. :func:`follow_run`
+follows a run to its end, with a rich progress bar on a terminal and plain lines otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.errors import BusError, CommandRefused
+from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.journal import load_state_file
+from heidi_engine.bus.redaction import clean, default_redactor
+from heidi_engine.bus.state import FINISHED_STATUSES
+from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, pid_alive
+from heidi_engine.ui.status_view import format_runs, format_status
+
+__all__ = [
+    "EXIT_BAD_USAGE",
+    "EXIT_FAILURE",
+    "EXIT_NO_SUPERVISOR",
+    "EXIT_OK",
+    "PROG",
+    "Controller",
+    "follow_run",
+    "runs_from_files",
+]
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR = 0, 1, 2, 3
+PROG = "autotrain-menu"
+_STAGES = ("generate", "validate", "train", "eval")
+_POLL_S = 0.2
+_LOST_AFTER_S = 15.0
+
+
+def runs_from_files(home: Path) -> list[dict[str, Any]]:
+    """What ``list_runs`` answers, read from ``<home>/runs/*/state.json`` when no supervisor runs."""
+    root = home / "runs"
+    folders = (
+        sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), reverse=True)
+        if root.is_dir()
+        else []
+    )
+    runs: list[dict[str, Any]] = []
+    for folder in folders:
+        state = load_state_file(folder)
+        if state is None:
+            runs.append({"run_id": folder.name, "status": "unknown", "counters": {}})
+            continue
+        runs.append(
+            {
+                "run_id": folder.name,
+                "status": state.status,
+                "current_round": state.current_round,
+                "total_rounds": state.total_rounds,
+                "started_at": state.started_at,
+                "updated_at": state.updated_at,
+                "counters": state.counters,
+                "estimated_cost_usd": state.usage.get("estimated_cost_usd"),
+            }
+        )
+    return runs
+
+
+def _stages_done(status: dict[str, Any]) -> int:
+    """Stages finished so far, estimated from the round and the stage in progress."""
+    round_no = int(status.get("current_round") or 0)
+    stage = status.get("current_stage")
+    index = _STAGES.index(stage) if stage in _STAGES else (len(_STAGES) if stage == "round_end" else 0)
+    return max(0, (round_no - 1) * len(_STAGES) + index) if round_no else 0
+
+
+def _describe(status: dict[str, Any]) -> str:
+    return (
+        f"round {status.get('current_round')}/{status.get('total_rounds')} · "
+        f"{clean(str(status.get('current_stage') or '-'))} · {clean(str(status.get('status')))}"
+    )
+
+
+def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> int:
+    """Follow ``run_id`` to its end: a rich progress bar on a terminal, plain lines otherwise.
+
+    0 when it completed; 1 when it stopped, failed or was interrupted, or the supervisor went away.
+    """
+    tty = out.isatty()
+    progress = None
+    if tty:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=out),
+            transient=False,
+        )
+        progress.start()
+    task = progress.add_task(run_id, total=None) if progress is not None else None
+    started, lost_since, last_line = time.monotonic(), None, ""
+    status: dict[str, Any] = {}
+    try:
+        while True:
+            try:
+                status = dict(client.call("status", timeout_s=3.0))
+                lost_since = None
+            except BusError as exc:
+                lost_since = lost_since or time.monotonic()
+                # A dead pid is certain at once; a silent live one gets some time (it may be busy).
+                if not pid_alive(client.info.pid) or time.monotonic() - lost_since > _LOST_AFTER_S:
+                    print(
+                        f"{PROG}: lost the supervisor while following {run_id}: {exc}", file=err, flush=True
+                    )
+                    return EXIT_FAILURE
+                time.sleep(_POLL_S)
+                continue
+            if status.get("run_id") != run_id:
+                print(
+                    f"{PROG}: run {run_id} is no longer the supervisor's run "
+                    f"(now {clean(str(status.get('run_id')))})",
+                    file=err,
+                    flush=True,
+                )
+                return EXIT_FAILURE
+            total = max(1, int(status.get("total_rounds") or 1)) * len(_STAGES)
+            finished = status.get("status") in FINISHED_STATUSES
+            if progress is not None and task is not None:
+                done = total if status.get("status") == "completed" else min(_stages_done(status), total)
+                progress.update(
+                    task, total=total, completed=done, description=f"{run_id} {_describe(status)}"
+                )
+            else:
+                line = _describe(status)
+                if line != last_line:
+                    last_line = line
+                    print(f"[{time.monotonic() - started:7.1f}s] {run_id} {line}", file=out, flush=True)
+            if finished:
+                break
+            time.sleep(_POLL_S)
+    finally:
+        if progress is not None:
+            progress.stop()
+    final = status.get("status")
+    if final == "completed":
+        print(f"run {run_id} completed", file=out, flush=True)
+        return EXIT_OK
+    reason = f": {clean(str(status['error']))}" if status.get("error") else ""
+    print(f"{PROG}: run {run_id} ended {final}{reason}", file=err, flush=True)
+    return EXIT_FAILURE
+
+
+class Controller:
+    """The actions behind both the flags and the menu options; each returns an exit code."""
+
+    def __init__(self, home: Path, *, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.home = home
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def complain(self, text: str) -> None:
+        print(f"{PROG}: {text}", file=self.err, flush=True)
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.yaml"
+
+    # -- reaching the supervisor -------------------------------------------------------------------
+
+    def _client(self, *, launch: bool) -> ControlClient | int:
+        """A client of the running (or, with ``launch``, a freshly started) supervisor, or an exit code."""
+        try:
+            if not launch:
+                return ControlClient(find_supervisor(self.home), sender="menu")
+            info, started = ensure_supervisor(self.home)
+        except NoSupervisor as exc:
+            self.complain(str(exc))
+            return EXIT_NO_SUPERVISOR
+        except LaunchError as exc:
+            self.complain(f"cannot start the supervisor:\n{exc}")
+            return exc.exit_code
+        if started:
+            self.say(f"started autotrain-supervisor (pid {info.pid}) on {self.home}")
+        return ControlClient(info, sender="menu")
+
+    def _call(self, client: ControlClient, name: str, args: dict[str, Any] | None = None) -> Any:
+        """The command's result, or ``None`` after reporting a refusal or a lost supervisor."""
+        try:
+            return client.call(name, args)
+        except CommandRefused as exc:
+            self.complain(f"{name} refused: {exc}")
+        except BusError as exc:
+            self.complain(f"{name} failed: {exc}")
+        return None
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def status(self, *, as_json: bool = False) -> int:
+        """Print the supervisor's status (JSON for scripts); 3 when no supervisor runs."""
+        client = self._client(launch=False)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, "status")
+        if result is None:
+            return EXIT_FAILURE
+        if as_json:
+            self.say(json.dumps(default_redactor().redact_obj(result), indent=2, sort_keys=True))
+        else:
+            self.say(format_status(result))
+        return EXIT_OK
+
+    def control(self, name: str) -> int:
+        """``stop``, ``pause`` or ``resume`` the active run; 3 when no supervisor runs."""
+        client = self._client(launch=False)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, name)
+        if result is None:
+            return EXIT_FAILURE
+        done = {
+            "stop": "stop requested: the running stage finishes at its next boundary",
+            "pause": "pause requested: the run parks at its next safe boundary",
+            "resume": "resumed",
+        }[name]
+        self.say(f"{clean(str(result.get('run_id')))}: {done} (status {clean(str(result.get('status')))})")
+        return EXIT_OK
+
+    def config_problems(self, overrides: dict[str, str]) -> list[str]:
+        """Problems of config.yaml, the environment and ``overrides`` together, as the supervisor will see them."""
+        try:
+            load_config(self.config_path if self.config_path.exists() else None, overrides=overrides)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    def refuse_config(self, problems: list[str]) -> int:
+        self.complain("invalid configuration:\n" + "\n".join(problems))
+        return EXIT_BAD_USAGE
+
+    def start(self, overrides: dict[str, str], *, wait: bool = False) -> int:
+        """Start a new run (and the supervisor first when none runs); with ``wait``, follow it to its end."""
+        problems = self.config_problems(overrides)
+        if problems:
+            return self.refuse_config(problems)
+        client = self._client(launch=True)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, "start", {"overrides": overrides})
+            if result is None:
+                return EXIT_FAILURE
+            run_id = str(result["run_id"])
+            self.say(f"started run {run_id}")
+            return follow_run(client, run_id, self.out, self.err) if wait else EXIT_OK
+
+    def resume_run(self, run_id: str | None, *, wait: bool = False) -> int:
+        """Continue the last stopped or interrupted run (or ``run_id``), starting the supervisor if needed."""
+        if run_id is not None and not is_run_id(run_id):
+            self.complain(f"{run_id[:80]!r} is not a run id (run_YYYYMMDD_HHMMSS_<8 hex>)")
+            return EXIT_BAD_USAGE
+        client = self._client(launch=True)
+        if isinstance(client, int):
+            return client
+        with client:
+            result = self._call(client, "resume_run", {"run_id": run_id} if run_id else {})
+            if result is None:
+                return EXIT_FAILURE
+            resumed = str(result["run_id"])
+            self.say(f"resumed run {resumed}")
+            return follow_run(client, resumed, self.out, self.err) if wait else EXIT_OK
+
+    def list_runs(self, *, as_json: bool = False) -> int:
+        """Every run of the home, newest first; read from the files when no supervisor runs."""
+        try:
+            with ControlClient(find_supervisor(self.home), sender="menu") as client:
+                runs = self._call(client, "list_runs")
+            if runs is None:
+                return EXIT_FAILURE
+        except NoSupervisor:
+            runs = runs_from_files(self.home)
+        if as_json:
+            self.say(json.dumps(default_redactor().redact_obj(runs), indent=2))
+        else:
+            self.say(format_runs(runs))
+        return EXIT_OK
