@@ -39,7 +39,7 @@ from heidi_engine.bus.state import (
 from heidi_engine.supervisor.commands import Refused, dispatch
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline
-from heidi_engine.supervisor.process import AgentProcess, kill_stale_group
+from heidi_engine.supervisor.process import AgentProcess, kill_stale_group, spawn, terminate_group
 from heidi_engine.supervisor.runs import completed_stages, find_resumable, run_dirs, runs_root, summarize
 from heidi_engine.supervisor.sampler import Sampler
 
@@ -84,7 +84,7 @@ class Supervisor:
         self._last_heartbeat = float("-inf")
         self._last_sample = float("-inf")
         self._last_trainer: tuple[int, int] | None = None
-        self._agent_senders: dict[str, str] = {}
+        self.http_child: AgentProcess | None = None
         write_bus_info(home, info)
 
     # -- publishing --------------------------------------------------------------------------------
@@ -392,6 +392,18 @@ class Supervisor:
             env["AUTOTRAIN_CONFIG_DATA"] = json.dumps(self.config.model_dump(mode="json"))
         return env
 
+    def stage_completed(self, stage: str, round_no: int) -> None:
+        """After a stage's success: carry what it recorded for viewers (the best adapter so far)."""
+        if stage != "eval" or self.persister is None:
+            return
+        try:
+            best = json.loads((self.persister.run_dir / "best_adapter.json").read_text())
+            adapter = str(best["adapter_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if adapter != self.state.best_adapter:
+            self.set_status(best_adapter=adapter)
+
     def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None:
         """Record running agents (and their groups) in the state, for stale-group cleanup after a crash."""
         infos = {
@@ -468,13 +480,21 @@ class Supervisor:
             self._last_sample = now
             self.accept_sample(self.sampler.sample())
 
+    def start_http(self, port: int) -> None:
+        """Run the HTTP status server (a bus client like any viewer) as a child tied to the daemon."""
+        argv = [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(self.home), "--port", str(port)]
+        self.http_child = spawn("http", argv, env=self.env, cwd=str(self.home), log_path=str(self.home / "http.log"))
+        log.info("HTTP status server on http://127.0.0.1:%d (pid %d)", port, self.http_child.pid)
+
     def close(self) -> None:
         """Terminate any agent, write the last state, close sockets, remove the connection file."""
+        grace = self.config.STOP_GRACE_S if self.config else 5.0
         if self.pipeline is not None and self.pipeline.agent is not None:
-            from heidi_engine.supervisor.process import terminate_group
-
-            terminate_group(self.pipeline.agent, self.config.STOP_GRACE_S if self.config else 5.0)
+            terminate_group(self.pipeline.agent, grace)
             self.pipeline.agent = None
+        if self.http_child is not None:
+            terminate_group(self.http_child, 5.0)
+            self.http_child = None
         self._close_run()
         if self.sampler is not None:
             self.sampler.close()

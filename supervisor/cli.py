@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autotrain-supervisor: config file {config_path} does not exist", file=sys.stderr)
         return 2
     try:
-        load_config(config_path if config_path.exists() else None)
+        base_config = load_config(config_path if config_path.exists() else None)
     except ConfigError as exc:
         print(f"autotrain-supervisor: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         info = new_bus_info(home, os.getpid(), tcp_port=args.tcp_port)
         sampler = Sampler(try_nvml=not args.no_gpu)
         supervisor = Supervisor(home, info, config_path=config_path, sampler=sampler)
+        if base_config.HTTP_ENABLED == "1":
+            supervisor.start_http(base_config.HTTP_PORT)
     except Exception as exc:
         lock.release()
         print(f"autotrain-supervisor: cannot start: {exc}", file=sys.stderr)

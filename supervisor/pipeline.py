@@ -47,6 +47,8 @@ class RunHost(Protocol):
 
     def finish_run(self, status: str, message: str, *, error: str | None = None) -> None: ...
 
+    def stage_completed(self, stage: str, round_no: int) -> None: ...
+
     def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None: ...
 
 
@@ -222,6 +224,7 @@ class Pipeline:
         if code == 0:
             self.pending.pop(0)
             self.host.emit(stage, "stage_end", round_no=round_no, level="success", message=f"{stage} complete")
+            self.host.stage_completed(stage, round_no)
             return
         if self.stop_requested and (code == EXIT_STOPPED or agent.kill_deadline is not None):
             self.host.emit(stage, "progress", round_no=round_no, level="warn",

@@ -7,6 +7,7 @@ run's ``events.jsonl`` (the supervisor's record), so a restart never double-coun
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--fork-grandchild", action="store_true")
     p.add_argument("--samples", action="store_true", help="publish a trainer sample per event")
     p.add_argument("--stages", default="", help="comma list of stages this script misbehaves in (default all)")
+    p.add_argument("--write-best-adapter", action="store_true", help="record out_lora_round_N as the best adapter")
     p.add_argument("--flood", type=int, default=0, help="emit this many events first")
     p.add_argument("--flood-rate", type=float, default=0.0, help="events/s for --flood (0: as fast as possible)")
     return p.parse_args()
@@ -66,6 +68,9 @@ def main(rt: AgentRuntime) -> None:
             rt.sample(TrainerSample(round=rt.round, step=i + 1, total=args.events, loss=1.0 / (i + 1)))
         if args.delay:
             time.sleep(args.delay)
+    if args.write_best_adapter:
+        record = {"round": rt.round, "adapter_dir": f"out_lora_round_{rt.round}", "val_loss": 1.0}
+        (rt.run_dir / "best_adapter.json").write_text(json.dumps(record))
     rt.checkpoint()
 
 

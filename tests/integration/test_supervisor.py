@@ -190,3 +190,34 @@ def test_list_runs_and_resume_refusals(start_supervisor: Start, home: Path) -> N
         sup.call("resume_run")
     with pytest.raises(CommandRefused, match="not a run id"):
         sup.call("resume_run", {"run_id": "../../x"})
+
+
+def test_http_enabled_starts_status_server_child(start_supervisor: Start, home: Path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sup = start_supervisor(config=f'HTTP_ENABLED: "1"\nHTTP_PORT: {port}\n').wait_ready()
+
+    def health() -> dict | None:  # type: ignore[type-arg]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    assert wait_until(health, 30, 0.1, "HTTP server up")["health"] == "ok"
+    assert sup.stop() == 0
+    wait_until(lambda: health() is None, 10, 0.1, "HTTP server gone with the daemon")
+
+
+def test_best_adapter_recorded_in_state_after_eval(start_supervisor: Start, home: Path) -> None:
+    writer = scripted("--events", "1", "--write-best-adapter")
+    sup = start_supervisor(env=agent_env(scripted("--events", "1"), eval=writer), config="ROUNDS: 1\n").wait_ready()
+    run_id = sup.call("start")["run_id"]
+    sup.wait_status("completed")
+    state = sup.call("snapshot")["state"]
+    assert state["best_adapter"] == "out_lora_round_1"
+    assert saved_state(home / "runs" / run_id)["best_adapter"] == "out_lora_round_1"
