@@ -40,3 +40,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .hypothesis
+
+demo:
+	./scripts/demo.sh

@@ -99,7 +99,9 @@ def load_task_pool(task_source: str, home: str | None) -> list[Task]:
     if task_source in ("bank", "self-instruct"):
         return load_bank()
     if not task_source.startswith("file:"):
-        raise TaskSourceError(f'TASK_SOURCE {task_source!r}: expected "bank", "self-instruct" or "file:<path>"')
+        raise TaskSourceError(
+            f'TASK_SOURCE {task_source!r}: expected "bank", "self-instruct" or "file:<path>"'
+        )
     path = Path(task_source[len("file:") :].strip()).expanduser()
     if not path.is_absolute():
         path = Path(home or os.getcwd()) / path
@@ -135,7 +137,9 @@ def _money(cost: float | None) -> str:
 class _Generation:
     """One attempt of the stage: what is on disk, what is pending report, and the stop conditions."""
 
-    def __init__(self, rt: AgentRuntime, files: RoundFiles, table: dict[str, Price], redactor: Redactor) -> None:
+    def __init__(
+        self, rt: AgentRuntime, files: RoundFiles, table: dict[str, Price], redactor: Redactor
+    ) -> None:
         config = rt.config
         self.rt = rt
         self.files = files
@@ -150,7 +154,9 @@ class _Generation:
         self.done = _ids(raw_rows)
         self.failed = _ids(failed_rows) - self.done
         self.proposals = {row["id"]: row for row in proposed_rows if isinstance(row.get("id"), str)}
-        self.usage = _usage_of(raw_rows, True) + _usage_of(failed_rows, False) + _usage_of(proposed_rows, False)
+        self.usage = (
+            _usage_of(raw_rows, True) + _usage_of(failed_rows, False) + _usage_of(proposed_rows, False)
+        )
         self.spent = 0.0  # run-wide estimated cost, set by reconcile()
         self.stopping = False
         self.budget_hit = False
@@ -178,12 +184,16 @@ class _Generation:
         on_disk = {"teacher_generated": len(self.done), "teacher_failed": len(self.failed)}
         missing = {k: v - counters.get(k, 0) for k, v in on_disk.items() if v > counters.get(k, 0)}
         spent = self.usage.as_delta()
-        catch_up = TeacherUsage(*(max(0, spent[name] - int(usage.get(name, 0))) for name in USAGE_COUNT_NAMES))
+        catch_up = TeacherUsage(
+            *(max(0, spent[name] - int(usage.get(name, 0))) for name in USAGE_COUNT_NAMES)
+        )
         _, run_usage = already_counted(self.rt.run_dir, "generate", None)
         self.spent = float(run_usage[COST_FIELD]) + (self.cost_of(catch_up) or 0.0)
         if self.done or self.failed or self.proposals:
             written = f"{len(self.done)} sample(s) already written, {len(self.failed)} failed"
-            counted = "; reporting what was not yet counted" if missing or any(catch_up.as_delta().values()) else ""
+            counted = (
+                "; reporting what was not yet counted" if missing or any(catch_up.as_delta().values()) else ""
+            )
             self.rt.progress(
                 f"generate resumed: {written}{counted}", counters=missing, usage=self._usage_delta(catch_up)
             )
@@ -245,8 +255,14 @@ class _Generation:
             )
         with JsonlAppender(self.files.failed) as ledger:
             ledger.append(
-                {"id": job_id, "phase": phase, "task_id": task_id, "reason": error.reason,
-                 "usage": error.usage.as_delta(), "ts": utc_now_iso()}
+                {
+                    "id": job_id,
+                    "phase": phase,
+                    "task_id": task_id,
+                    "reason": error.reason,
+                    "usage": error.usage.as_delta(),
+                    "ts": utc_now_iso(),
+                }
             )
         self.failed.add(job_id)
         self._warn = True
@@ -301,8 +317,13 @@ class _Generation:
         except TaskSourceError as exc:
             self._fail(job_id, "propose", task_id, TeacherError(str(exc)[:200], result.usage))
             return
-        row = {"id": job_id, "task": task.model_dump(), "secret_kinds": sorted(kinds),
-               "usage": result.usage.as_delta(), "ts": utc_now_iso()}
+        row = {
+            "id": job_id,
+            "task": task.model_dump(),
+            "secret_kinds": sorted(kinds),
+            "usage": result.usage.as_delta(),
+            "ts": utc_now_iso(),
+        }
         with JsonlAppender(self.files.proposed) as ledger:
             ledger.append(row)
         self.proposals[job_id] = row
@@ -320,21 +341,33 @@ class _Generation:
 
         settled = self.done | self.failed | set(self.proposals)
         wanted = [i for i in range(self.total) if sample_id(round_no, i) not in settled]
-        teacher.map(wanted, messages, self.proposed, concurrency=self.concurrency,
-                    should_continue=self.should_continue)
+        teacher.map(
+            wanted,
+            messages,
+            self.proposed,
+            concurrency=self.concurrency,
+            should_continue=self.should_continue,
+        )
         jobs = []
         for job_id, row in sorted(self.proposals.items()):
             try:
                 task = Task.model_validate(row.get("task"))
             except ValueError as exc:
-                raise FatalStageError(f"{self.files.proposed}: proposal {job_id} is unreadable: {exc}") from None
+                raise FatalStageError(
+                    f"{self.files.proposed}: proposal {job_id} is unreadable: {exc}"
+                ) from None
             jobs.append(_Job(job_id, task, frozenset(row.get("secret_kinds") or ())))
         return jobs
 
     def solve(self, teacher: _Teacher, jobs: list[_Job]) -> None:
         wanted = [job for job in jobs if job.id not in self.done and job.id not in self.failed]
-        teacher.map(wanted, lambda job: build_solution_messages(job.task), self.solved,
-                    concurrency=self.concurrency, should_continue=self.should_continue)
+        teacher.map(
+            wanted,
+            lambda job: build_solution_messages(job.task),
+            self.solved,
+            concurrency=self.concurrency,
+            should_continue=self.should_continue,
+        )
 
 
 def _open_teacher(rt: AgentRuntime) -> _Teacher:
@@ -347,8 +380,12 @@ def _open_teacher(rt: AgentRuntime) -> _Teacher:
         from .student import ModelNotAvailable
 
         try:
-            return LocalTeacher(config.TEACHER_MODEL, max_tokens=config.TEACHER_MAX_TOKENS,
-                                temperature=config.TEACHER_TEMPERATURE, seed=config.SEED)
+            return LocalTeacher(
+                config.TEACHER_MODEL,
+                max_tokens=config.TEACHER_MAX_TOKENS,
+                temperature=config.TEACHER_TEMPERATURE,
+                seed=config.SEED,
+            )
         except (ModelNotAvailable, ValueError) as exc:
             raise FatalStageError(f"teacher model {config.TEACHER_MODEL!r} is not available: {exc}") from None
     key = config.teacher_api_key()
@@ -359,8 +396,12 @@ def _open_teacher(rt: AgentRuntime) -> _Teacher:
         )
     try:
         return OpenAITeacher(
-            config.TEACHER_BASE_URL, config.TEACHER_MODEL, key, timeout_s=config.TEACHER_TIMEOUT_S,
-            max_retries=config.TEACHER_MAX_RETRIES, max_tokens=config.TEACHER_MAX_TOKENS,
+            config.TEACHER_BASE_URL,
+            config.TEACHER_MODEL,
+            key,
+            timeout_s=config.TEACHER_TIMEOUT_S,
+            max_retries=config.TEACHER_MAX_RETRIES,
+            max_tokens=config.TEACHER_MAX_TOKENS,
             temperature=config.TEACHER_TEMPERATURE,
         )
     except ValueError as exc:

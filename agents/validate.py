@@ -54,7 +54,12 @@ CHARS_PER_TOKEN = 4
 _CHUNK = 50
 _EXAMPLES = 3
 _REQUIRED: dict[str, type] = {
-    "id": str, "instruction": str, "input": str, "output": str, "tests": str, "metadata": dict,
+    "id": str,
+    "instruction": str,
+    "input": str,
+    "output": str,
+    "tests": str,
+    "metadata": dict,
 }
 
 
@@ -151,8 +156,9 @@ class _Reporter:
         self.rt = rt
         self.reported = dict(counted)
 
-    def report(self, totals: Mapping[str, int], message: str, *, level: str = "info",
-               artifacts: Sequence[str] = ()) -> None:
+    def report(
+        self, totals: Mapping[str, int], message: str, *, level: str = "info", artifacts: Sequence[str] = ()
+    ) -> None:
         delta = {k: v - self.reported.get(k, 0) for k, v in totals.items() if v > self.reported.get(k, 0)}
         for name, value in delta.items():
             self.reported[name] = self.reported.get(name, 0) + value
@@ -222,15 +228,21 @@ def _last_line(output: str) -> str:
     return lines[-1][:120] if lines else ""
 
 
-def _gate(rt: AgentRuntime, clean: list[dict[str, Any]], reporter: _Reporter,
-          totals: Counter[str]) -> list[dict[str, Any]]:
+def _gate(
+    rt: AgentRuntime, clean: list[dict[str, Any]], reporter: _Reporter, totals: Counter[str]
+) -> list[dict[str, Any]]:
     """Run each clean sample's code with its tests in the sandbox; the samples that pass."""
     config = rt.config
     why_not_isolated = network_isolation_message()
     if why_not_isolated:
-        rt.progress(f"unit-test gate: generated code can reach the network here: {why_not_isolated}", level="warn")
-    limits = SandboxLimits(timeout_s=config.SANDBOX_TIMEOUT_S, cpu_s=max(1, math.ceil(config.SANDBOX_TIMEOUT_S)),
-                           memory_mb=config.SANDBOX_MEMORY_MB)
+        rt.progress(
+            f"unit-test gate: generated code can reach the network here: {why_not_isolated}", level="warn"
+        )
+    limits = SandboxLimits(
+        timeout_s=config.SANDBOX_TIMEOUT_S,
+        cpu_s=max(1, math.ceil(config.SANDBOX_TIMEOUT_S)),
+        memory_mb=config.SANDBOX_MEMORY_MB,
+    )
     workers = os.cpu_count() or 1
     batch = max(8, 4 * workers)
     passed: list[dict[str, Any]] = []
@@ -242,7 +254,7 @@ def _gate(rt: AgentRuntime, clean: list[dict[str, Any]], reporter: _Reporter,
             results = run_many([(row["output"], row["tests"]) for row in chunk], limits, workers=workers)
         except (OSError, RuntimeError) as exc:
             raise FatalStageError(f"the unit-test sandbox cannot start: {exc}") from None
-        for row, result in zip(chunk, results):
+        for row, result in zip(chunk, results, strict=True):
             if result.passed:
                 passed.append(row)
                 totals["test_pass"] += 1
@@ -289,8 +301,11 @@ def main(rt: AgentRuntime) -> None:
     reporter.report(
         totals,
         f"validate round {rt.round} complete: {_summary(totals, len(rows), len(rows))}"
-        + (f"; tests {totals['test_pass']} passed, {totals['test_fail']} failed"
-           if config.RUN_UNIT_TESTS == "1" else "")
+        + (
+            f"; tests {totals['test_pass']} passed, {totals['test_fail']} failed"
+            if config.RUN_UNIT_TESTS == "1"
+            else ""
+        )
         + f"; split {len(train)} train / {len(val)} val",
         artifacts=[rt.relative(path) for path in artifacts],
     )

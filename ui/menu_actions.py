@@ -223,7 +223,7 @@ class Controller:
         return EXIT_OK
 
     def control(self, name: str) -> int:
-        """``stop``, ``pause`` or ``resume`` the active run; 3 when no supervisor runs."""
+        """``stop``, ``pause`` or ``resume`` the active run, or ``shutdown`` the daemon; 3 when none runs."""
         client = self._client(launch=False)
         if isinstance(client, int):
             return client
@@ -235,8 +235,12 @@ class Controller:
             "stop": "stop requested: the running stage finishes at its next boundary",
             "pause": "pause requested: the run parks at its next safe boundary",
             "resume": "resumed",
+            "shutdown": "supervisor shutting down",
         }[name]
-        self.say(f"{clean(str(result.get('run_id')))}: {done} (status {clean(str(result.get('status')))})")
+        if name == "shutdown":
+            self.say(done)
+        else:
+            self.say(f"{clean(str(result.get('run_id')))}: {done} (status {clean(str(result.get('status')))})")
         return EXIT_OK
 
     def config_problems(self, overrides: dict[str, str]) -> list[str]:

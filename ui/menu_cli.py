@@ -26,6 +26,7 @@ _ACTIONS = (
     "stop",
     "pause",
     "resume",
+    "shutdown",
     "resume_run",
     "configure",
     "list",
@@ -55,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_argument("--stop", action="store_true", help="stop the run at its next stage boundary")
     actions.add_argument("--pause", action="store_true", help="pause the run at its next safe boundary")
     actions.add_argument("--resume", action="store_true", help="continue a paused run")
+    actions.add_argument(
+        "--shutdown", action="store_true", help="stop the supervisor daemon (a running run is stopped fast)"
+    )
     actions.add_argument(
         "--resume-run",
         nargs="?",
@@ -170,7 +174,7 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.start(overrides, wait=args.wait)
     if action == "status":
         return controller.status(as_json=args.json)
-    if action in ("stop", "pause", "resume"):
+    if action in ("stop", "pause", "resume", "shutdown"):
         return controller.control(action)
     if action == "resume_run":
         return controller.resume_run(args.resume_run or None, wait=args.wait)
