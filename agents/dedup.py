@@ -1,6 +1,6 @@
 """Duplicate detection for validate: an exact hash of normalised code, then MinHash near-duplicates.
 
-Code is read with :mod:`tokenize`, so comments, blank lines and spacing never count:
+Code is read with :mod:`tokenize`, so comments, blank lines, spacing and semicolons never count:
 
 - *exact*: two solutions are equal once comments and whitespace are gone and the text is lowercased;
 - *near*: the Jaccard similarity of their 5-token shingles is at least ``threshold`` (0.85 by default)
@@ -41,7 +41,8 @@ def _tokens(code: str) -> list[tuple[int, str]] | None:
         return [
             (tok.type, tok.string)
             for tok in tokenize.generate_tokens(io.StringIO(code).readline)
-            if tok.type not in _SKIP
+            # A statement-separating semicolon is layout, like the newline it stands for.
+            if tok.type not in _SKIP and tok.string != ";"
         ]
     except (tokenize.TokenError, SyntaxError, ValueError):
         return None

@@ -100,6 +100,8 @@ def prepare_environment(model_name: str) -> None:
         raise FatalStageError(str(exc)) from None
     if ref.local:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    # transformers' GGUF loader uses tqdm directly; tqdm reads TQDM_DISABLE when it is imported.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

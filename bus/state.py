@@ -185,8 +185,11 @@ class RunState(BaseModel):
         }
 
 
-def apply_event(state: RunState, event: Event) -> RunState:
-    """Fold one accepted event into ``state`` (mutated and returned)."""
+def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = None) -> RunState:
+    """Fold one accepted event into ``state`` (mutated and returned).
+
+    ``record`` is the event's :meth:`~Event.to_record` when the caller already has it (the hot path).
+    """
     if state.run_id is None:
         state.run_id = event.run_id
     counters = state.counters
@@ -213,7 +216,8 @@ def apply_event(state: RunState, event: Event) -> RunState:
         state.status = "failed" if event.level == "error" else "stopped"
     if event.level == "error":
         state.error = event.error or event.message
-    record = event.to_record()
+    if record is None:
+        record = event.to_record()
     recent = state.recent_events
     recent.append(record)
     if len(recent) > RECENT_EVENTS:

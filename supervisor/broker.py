@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from heidi_engine.bus.codec import pack_body
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
 from heidi_engine.bus.connection import BusInfo, connection_path, remove_bus_info, write_bus_info
 from heidi_engine.bus.event import Event, new_run_id, utc_now_iso
@@ -98,16 +99,17 @@ class Supervisor:
         """Persist, apply and publish already-validated events, in that order."""
         if not events or self.persister is None:
             return
+        records = [e.to_record() for e in events]
         try:
-            self.persister.append_events([e.to_record() for e in events])
+            self.persister.append_events(records)
         except OSError as exc:
             # Not on disk means not accepted: nothing is published or counted that a restart would lose.
             self.refused_events["disk"] = self.refused_events.get("disk", 0) + len(events)
             log.error("cannot write events.jsonl (%s); %d event(s) refused", exc, len(events))
             return
-        for event in events:
-            apply_event(self.state, event)
-            self.server.publish("event", event, self._next_seq())
+        for event, record in zip(events, records, strict=True):
+            apply_event(self.state, event, record)
+            self.server.publish("event", pack_body(record), self._next_seq())
         self.accepted_events += len(events)
 
     def emit(
