@@ -53,6 +53,7 @@ REJECTIONS = ("rejected_secret", "rejected_schema", "rejected_dedup")
 CHARS_PER_TOKEN = 4
 _CHUNK = 50
 _EXAMPLES = 3
+_VERB = {"output": "is", "tests": "are"}
 _REQUIRED: dict[str, type] = {
     "id": str,
     "instruction": str,
@@ -69,9 +70,9 @@ def _compile_problem(code: str, what: str) -> str | None:
             warnings.simplefilter("ignore")  # SyntaxWarnings (odd escapes) do not make code invalid
             compile(code, f"<{what}>", "exec", dont_inherit=True)
     except SyntaxError as exc:
-        return f"{what} is not valid Python: {exc.msg} (line {exc.lineno})"
+        return f"{what} {_VERB[what]} not valid Python: {exc.msg} (line {exc.lineno})"
     except ValueError as exc:  # null bytes
-        return f"{what} is not valid Python: {exc}"
+        return f"{what} {_VERB[what]} not valid Python: {exc}"
     return None
 
 

@@ -169,7 +169,7 @@ class Subscriber:
         elif isinstance(body, (TrainerSample, SystemSample)):
             apply_sample(self.state, body)
         elif isinstance(body, StatusPatch):
-            if "run_id" in body.model_fields_set and body.run_id != self.state.run_id or body.reset:
+            if ("run_id" in body.model_fields_set and body.run_id != self.state.run_id) or body.reset:
                 # A new (or resumed) run replaces the whole state, not just the patched fields.
                 self._need_snapshot = True
                 return

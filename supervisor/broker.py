@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +19,7 @@ from typing import Any
 
 from heidi_engine.bus.codec import pack_body
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
-from heidi_engine.bus.connection import BusInfo, connection_path, remove_bus_info, write_bus_info
+from heidi_engine.bus.connection import BusInfo, remove_bus_info, write_bus_info
 from heidi_engine.bus.event import Event, new_run_id, utc_now_iso
 from heidi_engine.bus.journal import replay
 from heidi_engine.bus.message import AgentStatus, Command, ControlBroadcast, Heartbeat, Reply
@@ -40,13 +39,21 @@ from heidi_engine.bus.state import (
 from heidi_engine.supervisor.commands import Refused, dispatch
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline
-from heidi_engine.supervisor.process import AgentProcess, kill_stale_group, spawn, terminate_group
-from heidi_engine.supervisor.runs import completed_stages, find_resumable, run_dirs, runs_root, summarize
+from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, spawn, terminate_group
+from heidi_engine.supervisor.runs import (
+    completed_stages,
+    find_resumable,
+    recover_stale_runs,
+    run_dirs,
+    runs_root,
+    summarize,
+)
 from heidi_engine.supervisor.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
+DEFAULT_SAMPLE_S = 2.0
 TICK_S = 0.1
 INGEST_BATCH = 2000
 
@@ -369,30 +376,13 @@ class Supervisor:
         )
         def env_for(stage: str, round_no: int, attempt: int) -> dict[str, str]:
             return self._agent_env(run_dir, stage, round_no, attempt, resume)
-        self.pipeline = Pipeline(self, settings, run_dir=run_dir, argv_for=self._agent_argv,
+        self.pipeline = Pipeline(self, settings, run_dir=run_dir, argv_for=lambda stage: agent_argv(self.env, stage),
                                  env_for=env_for, completed=done)
 
-    def _agent_argv(self, stage: str) -> list[str]:
-        custom = self.env.get(f"AUTOTRAIN_AGENT_{stage.upper()}")
-        if custom:
-            return shlex.split(custom)
-        return [sys.executable, "-m", f"heidi_engine.agents.{stage}"]
-
     def _agent_env(self, run_dir: Path, stage: str, round_no: int, attempt: int, resume: bool) -> dict[str, str]:
-        env = dict(self.env)
-        env.update({
-            "AUTOTRAIN_HOME": str(self.home), "AUTOTRAIN_BUS": str(connection_path(self.home)),
-            "AUTOTRAIN_RUN_ID": run_dir.name, "AUTOTRAIN_RUN_DIR": str(run_dir),
-            "AUTOTRAIN_STAGE": stage, "AUTOTRAIN_ROUND": str(round_no), "AUTOTRAIN_ATTEMPT": str(attempt),
-            "AUTOTRAIN_RESUME": "1" if (resume or attempt > 0) else "0",
-            "AUTOTRAIN_CONFIG_JSON": str(run_dir / "config.json"), "PYTHONUNBUFFERED": "1",
-        })
-        if self.config is not None:
-            # The effective configuration, unredacted (a credential in TEACHER_BASE_URL is needed by the
-            # agent); config.json on disk keeps the redacted copy. The environment of our own children
-            # is private to them; the sandbox scrubs it before running generated code.
-            env["AUTOTRAIN_CONFIG_DATA"] = json.dumps(self.config.model_dump(mode="json"))
-        return env
+        config = None if self.config is None else self.config.model_dump(mode="json")
+        return agent_env(self.env, home=self.home, run_dir=run_dir, stage=stage, round_no=round_no,
+                         attempt=attempt, resume=resume, config=config)
 
     def stage_completed(self, stage: str, round_no: int) -> None:
         """After a stage's success: carry what it recorded for viewers (the best adapter so far)."""
@@ -426,25 +416,8 @@ class Supervisor:
         self._close_run()
 
     def recover_stale_runs(self) -> list[str]:
-        """Mark runs left active by a dead supervisor ``interrupted``, killing their agents' groups first."""
-        from heidi_engine.bus.journal import load_state_file
-        from heidi_engine.bus.storage import atomic_write_json
-
-        recovered = []
-        for folder in run_dirs(self.home):
-            saved = load_state_file(folder)
-            if saved is None or saved.status not in ACTIVE_STATUSES:
-                continue
-            for agent in saved.agents.values():
-                if kill_stale_group(agent.pgid, folder.name):
-                    log.warning("killed stale agent group %d of %s", agent.pgid, folder.name)
-            Persister(folder, max_bytes=1 << 40, retention=1).close()  # repairs a torn last line
-            saved.status, saved.agents = "interrupted", {}
-            saved.stop_requested = saved.pause_requested = False
-            saved.updated_at = utc_now_iso()
-            atomic_write_json(folder / "state.json", saved.model_dump(mode="json"))
-            recovered.append(folder.name)
-        return recovered
+        """Mark runs left active by a dead supervisor ``interrupted`` (their stale agents killed)."""
+        return recover_stale_runs(self.home)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -475,9 +448,9 @@ class Supervisor:
             self.close()
 
     def _sample(self, now: float) -> None:
-        if self.sampler is None or (self.config is None and self.state.run_id is None and now - self._last_sample < 5):
+        if self.sampler is None:
             return
-        interval = self.config.GPU_SAMPLE_INTERVAL_S if self.config is not None else 2.0
+        interval = self.config.GPU_SAMPLE_INTERVAL_S if self.config is not None else DEFAULT_SAMPLE_S
         if now - self._last_sample >= interval:
             self._last_sample = now
             self.accept_sample(self.sampler.sample())

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -168,3 +173,42 @@ def kill_stale_group(pgid: int, run_id: str) -> bool:
     if matched:
         signal_group(pgid, signal.SIGKILL)
     return matched
+
+
+def agent_argv(env: Mapping[str, str], stage: str) -> list[str]:
+    """The command of a stage's agent: ``python -m heidi_engine.agents.<stage>``, unless
+    ``AUTOTRAIN_AGENT_<STAGE>`` names another (scripted agents in tests, a custom stage in production)."""
+    custom = env.get(f"AUTOTRAIN_AGENT_{stage.upper()}")
+    if custom:
+        return shlex.split(custom)
+    return [sys.executable, "-m", f"heidi_engine.agents.{stage}"]
+
+
+def agent_env(
+    base: Mapping[str, str],
+    *,
+    home: Path,
+    run_dir: Path,
+    stage: str,
+    round_no: int,
+    attempt: int,
+    resume: bool,
+    config: dict[str, Any] | None,
+) -> dict[str, str]:
+    """The environment an agent starts with: the supervisor's, plus where and what it is to work on.
+
+    The effective configuration travels unredacted (a credential in TEACHER_BASE_URL is needed by the
+    agent); ``config.json`` on disk keeps the redacted copy. Our children's environments are private to
+    them, and the sandbox scrubs the environment before it runs generated code.
+    """
+    env = dict(base)
+    env.update({
+        "AUTOTRAIN_HOME": str(home), "AUTOTRAIN_BUS": str(home / "run" / "bus.json"),
+        "AUTOTRAIN_RUN_ID": run_dir.name, "AUTOTRAIN_RUN_DIR": str(run_dir),
+        "AUTOTRAIN_STAGE": stage, "AUTOTRAIN_ROUND": str(round_no), "AUTOTRAIN_ATTEMPT": str(attempt),
+        "AUTOTRAIN_RESUME": "1" if (resume or attempt > 0) else "0",
+        "AUTOTRAIN_CONFIG_JSON": str(run_dir / "config.json"), "PYTHONUNBUFFERED": "1",
+    })
+    if config is not None:
+        env["AUTOTRAIN_CONFIG_DATA"] = json.dumps(config)
+    return env

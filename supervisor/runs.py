@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from heidi_engine.bus.event import is_run_id
-from heidi_engine.bus.journal import load_state_file, read_events
+from heidi_engine.bus.event import is_run_id, utc_now_iso
+from heidi_engine.bus.journal import (
+    EVENTS_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    load_state_file,
+    read_events,
+    repair_torn_tail,
+)
+from heidi_engine.bus.state import ACTIVE_STATUSES
+from heidi_engine.bus.storage import atomic_write_json
+from heidi_engine.supervisor.process import kill_stale_group
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
 RESUMABLE = frozenset({"stopped", "interrupted", "failed"})
@@ -66,3 +79,25 @@ def completed_stages(run_dir: Path) -> set[tuple[int, str]]:
         if event.event_type == "stage_end" and event.level == "success":
             done.add((event.round, event.stage))
     return done
+
+
+def recover_stale_runs(home: Path) -> list[str]:
+    """Runs that a dead supervisor left active: kill their recorded agent groups (only those still
+    carrying the run id), cut torn last lines, and mark them ``interrupted``. Returns their ids."""
+    recovered = []
+    for folder in run_dirs(home):
+        saved = load_state_file(folder)
+        if saved is None or saved.status not in ACTIVE_STATUSES:
+            continue
+        for agent in saved.agents.values():
+            if kill_stale_group(agent.pgid, folder.name):
+                log.warning("killed stale agent group %d of %s", agent.pgid, folder.name)
+        for name in (EVENTS_FILE, METRICS_FILE):
+            if repair_torn_tail(folder / name):
+                log.warning("%s/%s: cut a torn last line", folder.name, name)
+        saved.status, saved.agents = "interrupted", {}
+        saved.stop_requested = saved.pause_requested = False
+        saved.updated_at = utc_now_iso()
+        atomic_write_json(folder / STATE_FILE, saved.model_dump(mode="json"))
+        recovered.append(folder.name)
+    return recovered
