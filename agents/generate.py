@@ -131,7 +131,9 @@ def _ids(rows: Iterable[dict[str, Any]]) -> set[str]:
 
 
 def _money(cost: float | None) -> str:
-    return "unknown" if cost is None else f"${cost:.4f}"
+    if cost is None:
+        return "unknown"
+    return f"${cost:,.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
 
 
 class _Generation:

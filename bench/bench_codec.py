@@ -30,6 +30,25 @@ def rate(fn: Callable[[], object], n: int) -> float:
     return best
 
 
+def measure(name: str, kind: str, body: Event | TrainerSample, n: int) -> None:
+    """Print one message kind's rates."""
+    frames = encode(KEY, kind, body, sender="agent", session="s")
+    raw_obj = body.model_dump(mode="json")
+    raw = msgpack.packb(raw_obj)
+    size = sum(len(f) for f in frames)
+    r_raw = rate(lambda: msgpack.unpackb(msgpack.packb(raw_obj)), n)
+    r_enc = rate(lambda: encode(KEY, kind, body, sender="agent", session="s"), n)
+    r_ver = rate(lambda: verify(frames, KEY), n)
+    r_dec = rate(lambda: decode(frames, KEY), n)
+    r_all = rate(lambda: decode(encode(KEY, kind, body, sender="agent", session="s"), KEY), n)
+    print(f"{name}: {size} bytes on the wire ({len(raw)} bytes raw msgpack body)")
+    print(f"  raw msgpack pack+unpack       {r_raw:>10,.0f} msg/s")
+    print(f"  encode+sign                   {r_enc:>10,.0f} msg/s")
+    print(f"  verify (frames, HMAC, header) {r_ver:>10,.0f} msg/s")
+    print(f"  decode (verify + validate)    {r_dec:>10,.0f} msg/s")
+    print(f"  encode+sign+decode+verify     {r_all:>10,.0f} msg/s  = {r_all / r_raw:.1%} of raw msgpack")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=30_000)
@@ -39,21 +58,7 @@ def main() -> None:
                   counters_delta={"teacher_generated": 1}, usage_delta={"requests_sent": 1, "input_tokens": 212, "output_tokens": 180})
     sample = TrainerSample(round=1, step=10, total=500, loss=1.234, learning_rate=2e-4, grad_norm=0.8, tokens_per_s=1500.0)
     for name, kind, body in (("event", "event", event), ("trainer sample", "sample", sample)):
-        frames = encode(KEY, kind, body, sender="agent", session="s")
-        raw_obj = body.model_dump(mode="json")
-        raw = msgpack.packb(raw_obj)
-        size = sum(len(f) for f in frames)
-        r_raw = rate(lambda: msgpack.unpackb(msgpack.packb(raw_obj)), n)
-        r_enc = rate(lambda: encode(KEY, kind, body, sender="agent", session="s"), n)
-        r_ver = rate(lambda: verify(frames, KEY), n)
-        r_dec = rate(lambda: decode(frames, KEY), n)
-        r_all = rate(lambda: decode(encode(KEY, kind, body, sender="agent", session="s"), KEY), n)
-        print(f"{name}: {size} bytes on the wire ({len(raw)} bytes raw msgpack body)")
-        print(f"  raw msgpack pack+unpack       {r_raw:>10,.0f} msg/s")
-        print(f"  encode+sign                   {r_enc:>10,.0f} msg/s")
-        print(f"  verify (frames, HMAC, header) {r_ver:>10,.0f} msg/s")
-        print(f"  decode (verify + validate)    {r_dec:>10,.0f} msg/s")
-        print(f"  encode+sign+decode+verify     {r_all:>10,.0f} msg/s  = {r_all / r_raw:.1%} of raw msgpack")
+        measure(name, kind, body, n)
     print(f"machine: {os.cpu_count()} cores")
 
 

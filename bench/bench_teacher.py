@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fakes.openai_server import FakeOpenAIServer
+
 from heidi_engine.agents.teacher import Completion, OpenAITeacher, TeacherError
 
 PROMPT = [

@@ -154,3 +154,35 @@ def test_status_patch_keeps_unset_fields_unset() -> None:
     decoded = decode(frames_of(patch, "state"), KEY).body
     assert decoded.model_fields_set == {"type", "pause_requested"}
     assert decoded.status is None and decoded.pause_requested is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations(range(4)), st.binary(min_size=1, max_size=64))
+def test_reordered_frames_or_wrong_key_never_pass(order: list[int], other_key: bytes) -> None:
+    frames = frames_of(Command(id="a", name="shutdown"), "command")
+    shuffled = [frames[i] for i in order]
+    if order != [0, 1, 2, 3]:
+        with pytest.raises(DecodeError):
+            decode(shuffled, KEY)
+    if other_key != KEY:
+        with pytest.raises(DecodeError) as err:
+            decode(frames, other_key)
+        assert err.value.reason == "bad_signature"
+
+
+def test_refusals_are_counted_by_reason() -> None:
+    from heidi_engine.bus.server import BadMessageLog
+
+    now = [0.0]
+    counter = BadMessageLog(clock=lambda: now[0])
+    for frames in ([b"x"], frames_of(Command(id="a", name="ping"), "command")[:3]):
+        try:
+            decode(frames, KEY)
+        except DecodeError as exc:
+            counter.refuse("control", exc)
+    try:
+        decode(frames_of(Command(id="a", name="ping"), "command"), b"wrong")
+    except DecodeError as exc:
+        counter.refuse("control", exc)
+    assert counter.counts == {"control:bad_frames": 2, "control:bad_signature": 1}
+    assert counter.total == 3
