@@ -14,9 +14,12 @@ evaluation item is a pause/stop boundary.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
+import re
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,29 +40,64 @@ from heidi_engine.bus.event import utc_now_iso
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
 
-__all__ = ["MAX_NEW_TOKENS", "best_round", "function_complete", "main", "record_best"]
+__all__ = ["MAX_NEW_TOKENS", "answer_code", "best_round", "function_complete", "main", "record_best"]
+
+log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 256
 VARIANTS = ("base", "adapter")
 
 
-def function_complete(text: str) -> bool:
-    """Whether a generated answer has finished its code: a closed ``` block, or (unfenced) a function
-    whose body is followed by a line of prose at column 0. Used to stop generation early."""
-    opening = text.find("```")
-    if opening != -1:
-        return text.find("```", opening + 3) != -1
-    seen_def = in_body = False
+_CODE_START = ("def ", "async def ", "class ", "@", "import ", "from ")
+_DEF_LINE = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]", re.MULTILINE)
+
+
+def _code_span(text: str) -> tuple[int, int] | None:
+    """Where the code of a generated answer lies once it is complete; None while it may still grow.
+
+    Complete means: a closed ``` block; code followed by a fence (a model that skipped the opening
+    one); or unfenced code whose function body is followed by a line of prose at column 0.
+    """
+    fence = text.find("```")
+    if fence != -1 and _DEF_LINE.search(text, 0, fence):
+        return 0, fence
+    if fence != -1:
+        body = text.find("\n", fence) + 1
+        end = text.find("```", body) if body else -1
+        return (body, end) if end != -1 else None
+    start: int | None = None
+    in_body = False
+    offset = 0
     for line in text.split("\n")[:-1]:  # the last line may still be growing
+        at, offset = offset, offset + len(line) + 1
         if not line.strip():
             continue
         if line[0] in " \t":
-            in_body = seen_def
-        elif line.startswith(("def ", "async def ")):
-            seen_def = True
-        elif in_body and not line.startswith(("class ", "@", "import ", "from ", "#")):
-            return True
-    return False
+            in_body = start is not None
+        elif line.startswith(_CODE_START) or line.startswith("#"):
+            start = at if start is None else start
+        elif in_body:
+            return start or 0, at
+    return None
+
+
+def function_complete(text: str) -> bool:
+    """Whether a generated answer has finished its code (see :func:`answer_code`); stops generation."""
+    return _code_span(text) is not None
+
+
+def answer_code(text: str) -> str:
+    """The code of a generated answer: what :func:`function_complete` delimits, else (an answer cut
+    off by the token limit) :func:`~heidi_engine.agents.tasks.extract_code`'s reading of it."""
+    from heidi_engine.agents.tasks import extract_code
+
+    span = _code_span(text)
+    if span is None and "```" not in text:
+        # Unfenced and cut off: a line of prose at the end closes it like any other.
+        span = _code_span(text + "\n.\n")
+    if span is None:
+        return extract_code(text)
+    return textwrap.dedent(text[span[0] : span[1]]).strip()
 
 
 @dataclass
@@ -68,6 +106,7 @@ class _Job:
 
     variant: str
     kind: str  # "val" or "humaneval"
+    item: str
     code: str
     tests: str
     entry_point: str | None
@@ -167,6 +206,10 @@ def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job]) -> None:
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
         for job, passed in zip(jobs, pool.map(run, jobs), strict=True):
             job.passed = passed
+            # The agent's log (logs/eval_round_N.log) keeps what each answer was, for a closer look.
+            log.info(
+                "%s %s %s: %s\n%s", job.variant, job.item, "pass" if passed else "FAIL", job.kind, job.code
+            )
 
 
 def _pass_jobs(
@@ -178,11 +221,10 @@ def _pass_jobs(
     problems: Sequence[Problem],
 ) -> list[_Job]:
     from heidi_engine.agents.humaneval import instruction_for, program_for, tests_for
-    from heidi_engine.agents.tasks import extract_code
 
     jobs: list[_Job] = []
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
-    for row in tasks:
+    for index, row in enumerate(tasks):
         meta = row.get("metadata")
         entry = meta.get("entry_point") if isinstance(meta, dict) and "def check(" in row["tests"] else None
         for name in variants:
@@ -191,7 +233,12 @@ def _pass_jobs(
                 answer = _generate(model, tokenizer, str(row["instruction"]), str(row.get("input") or ""))
             jobs.append(
                 _Job(
-                    name, "val", extract_code(answer), row["tests"], entry if isinstance(entry, str) else None
+                    name,
+                    "val",
+                    str(row.get("id", f"val/{index}")),
+                    answer_code(answer),
+                    row["tests"],
+                    entry if isinstance(entry, str) else None,
                 )
             )
     for problem in problems:
@@ -199,8 +246,10 @@ def _pass_jobs(
             rt.checkpoint()
             with _variant(model, name):
                 answer = _generate(model, tokenizer, instruction_for(problem))
-            code = program_for(problem, extract_code(answer))
-            jobs.append(_Job(name, "humaneval", code, tests_for(problem), problem.entry_point))
+            code = program_for(problem, answer_code(answer))
+            jobs.append(
+                _Job(name, "humaneval", problem.task_id, code, tests_for(problem), problem.entry_point)
+            )
     rt.progress(f"running {len(jobs)} generated solutions in the sandbox")
     _run_jobs(rt, jobs)
     return jobs

@@ -182,22 +182,22 @@ class _Generation:
 
     def reconcile(self) -> None:
         """Report what the files hold beyond what ``events.jsonl`` counted; learn the run's spend."""
-        counters, usage = already_counted(self.rt.run_dir, "generate", self.rt.round)
+        counted = already_counted(self.rt.run_dir, "generate", self.rt.round)
+        counters, usage = counted.counters, counted.usage
         on_disk = {"teacher_generated": len(self.done), "teacher_failed": len(self.failed)}
         missing = {k: v - counters.get(k, 0) for k, v in on_disk.items() if v > counters.get(k, 0)}
         spent = self.usage.as_delta()
         catch_up = TeacherUsage(
             *(max(0, spent[name] - int(usage.get(name, 0))) for name in USAGE_COUNT_NAMES)
         )
-        _, run_usage = already_counted(self.rt.run_dir, "generate", None)
-        self.spent = float(run_usage[COST_FIELD]) + (self.cost_of(catch_up) or 0.0)
+        self.spent = counted.run_cost + (self.cost_of(catch_up) or 0.0)
         if self.done or self.failed or self.proposals:
             written = f"{len(self.done)} sample(s) already written, {len(self.failed)} failed"
-            counted = (
-                "; reporting what was not yet counted" if missing or any(catch_up.as_delta().values()) else ""
-            )
+            behind = missing or any(catch_up.as_delta().values())
             self.rt.progress(
-                f"generate resumed: {written}{counted}", counters=missing, usage=self._usage_delta(catch_up)
+                f"generate resumed: {written}" + ("; reporting what was not yet counted" if behind else ""),
+                counters=missing,
+                usage=self._usage_delta(catch_up),
             )
 
     def _account(self, usage: TeacherUsage, counter: str | None, note: str | None = None) -> None:

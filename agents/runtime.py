@@ -206,7 +206,7 @@ class AgentRuntime:
         self._stop_heartbeat.set()
         self._heartbeat.join(timeout=5)
         self._control.close()
-        self.phase = "done"  # type: ignore[assignment]
+        self.phase = "done"
         try:
             self._send_status()
         except BusError as exc:

@@ -29,6 +29,7 @@ from heidi_engine.bus.journal import read_events, repair_torn_tail
 
 __all__ = [
     "SAMPLE_ID_PATTERN",
+    "Counted",
     "JsonlAppender",
     "RoundFiles",
     "Sample",
@@ -229,20 +230,30 @@ class JsonlAppender:
         self.close()
 
 
-def already_counted(
-    run_dir: Path, stage: str, round_no: int | None
-) -> tuple[dict[str, int], dict[str, float]]:
-    """``(counters, usage)`` summed over the run's events of ``stage`` in ``round_no`` (every round
-    when None), as the supervisor recorded them. An unknown (null) cost adds nothing."""
+@dataclass(frozen=True)
+class Counted:
+    """What the run's events already counted for one stage: in one round, and its cost over all rounds."""
+
+    counters: dict[str, int]
+    usage: dict[str, float]
+    run_cost: float
+
+
+def already_counted(run_dir: Path, stage: str, round_no: int) -> Counted:
+    """Sums over the run's events of ``stage``, as the supervisor recorded them: counters and usage of
+    round ``round_no``, and the estimated cost of every round. An unknown (null) cost adds nothing."""
     counters: dict[str, int] = {}
     usage: dict[str, float] = {}
+    run_cost = 0.0
     for event in read_events(run_dir):
-        if event.stage != stage or (round_no is not None and event.round != round_no):
+        if event.stage != stage:
+            continue
+        run_cost += event.usage_delta.get(COST_FIELD) or 0.0
+        if event.round != round_no:
             continue
         for name, delta in event.counters_delta.items():
             counters[name] = counters.get(name, 0) + delta
         for name, value in event.usage_delta.items():
             if value is not None:
                 usage[name] = usage.get(name, 0) + value
-    usage.setdefault(COST_FIELD, 0.0)
-    return counters, usage
+    return Counted(counters, usage, run_cost)

@@ -92,6 +92,8 @@ def prepare_environment(model_name: str) -> None:
     Call it before anything imports transformers: huggingface_hub reads ``HF_HUB_OFFLINE`` once, at
     import. A model that cannot be found is a :class:`FatalStageError` whose message names the fix.
     """
+    # transformers' GGUF loader uses tqdm directly; tqdm reads TQDM_DISABLE once, when torch imports it.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     from heidi_engine.agents.student import ModelNotAvailable, resolve_model
 
     try:
@@ -100,8 +102,6 @@ def prepare_environment(model_name: str) -> None:
         raise FatalStageError(str(exc)) from None
     if ref.local:
         os.environ["HF_HUB_OFFLINE"] = "1"
-    # transformers' GGUF loader uses tqdm directly; tqdm reads TQDM_DISABLE when it is imported.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

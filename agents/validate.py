@@ -279,8 +279,7 @@ def main(rt: AgentRuntime) -> None:
     """Validate this round's raw samples (see the module docstring)."""
     config = rt.config
     files = RoundFiles.of(rt.run_dir, rt.round).ensure()
-    counted, _ = already_counted(rt.run_dir, "validate", rt.round)
-    reporter = _Reporter(rt, counted)
+    reporter = _Reporter(rt, already_counted(rt.run_dir, "validate", rt.round).counters)
     if not files.raw.exists():
         rt.progress(f"validate round {rt.round}: no raw.jsonl (generate wrote no sample)", level="warn")
     rows = _unique_rows(read_jsonl(files.raw))

@@ -14,17 +14,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.task_solutions import SOLUTIONS  # noqa: E402
+from data.task_solutions import SOLUTIONS
 
-from heidi_engine.agents.runtime import AgentRuntime, run_stage  # noqa: E402
-from heidi_engine.agents.tasks import instruction_text, load_bank  # noqa: E402
+from heidi_engine.agents.runtime import AgentRuntime, run_stage
+from heidi_engine.agents.tasks import instruction_text, load_bank
 
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--train", type=int, default=4, help="training rows per round")
     p.add_argument("--val", type=int, default=2, help="validation rows per round")
+    p.add_argument("--empty-rounds", default="", help="comma list of rounds that get no rows at all")
+    p.add_argument("--no-val-rounds", default="", help="comma list of rounds that get no validation rows")
     return p.parse_args()
+
+
+def _rounds(text: str) -> set[int]:
+    return {int(part) for part in text.split(",") if part.strip()}
 
 
 def main(rt: AgentRuntime) -> None:
@@ -44,10 +50,17 @@ def main(rt: AgentRuntime) -> None:
     ]
     folder = rt.run_dir / "data" / f"round_{rt.round}"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", rows[: args.train]), ("val", rows[args.train :])):
+    train, val = rows[: args.train], rows[args.train :]
+    if rt.round in _rounds(args.empty_rounds):
+        train, val = [], []
+    if rt.round in _rounds(args.no_val_rounds):
+        val = []
+    for name, part in (("train", train), ("val", val)):
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in part)
-    rt.progress(f"wrote {args.train} train and {args.val} val rows", counters={"validated_ok": len(rows)})
+    rt.progress(
+        f"wrote {len(train)} train and {len(val)} val rows", counters={"validated_ok": len(train) + len(val)}
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ import pytest
 from fakes.openai_server import FakeOpenAIServer
 from harness import SupervisorProc, agent_env, scripted, wait_until
 
-from heidi_engine.agents.samples import read_jsonl
+from heidi_engine.agents import generate
+from heidi_engine.agents.samples import RoundFiles, read_jsonl, write_jsonl
 from heidi_engine.agents.tasks import instruction_text, load_bank, tasks_for_round
+from heidi_engine.bus.config import AutoTrainConfig, load_config
+from heidi_engine.bus.event import Event
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.pricing import BUILTIN_PRICES, estimate_cost
 
@@ -48,8 +51,14 @@ def supervisor_env(**extra: str) -> dict[str, str]:
     return {**agent_env(scripted("--events", "0"), generate=""), "OPENAI_API_KEY": KEY, **extra}
 
 
-def run(start: Start, url: str, *, statuses: tuple[str, ...] = ("completed", "failed"),
-        env: dict[str, str] | None = None, **config: Any) -> tuple[SupervisorProc, str, dict[str, Any]]:
+def run(
+    start: Start,
+    url: str,
+    *,
+    statuses: tuple[str, ...] = ("completed", "failed"),
+    env: dict[str, str] | None = None,
+    **config: Any,
+) -> tuple[SupervisorProc, str, dict[str, Any]]:
     sup = start(env=env or supervisor_env(), config=config_yaml(url, **config)).wait_ready()
     run_id = sup.call("start")["run_id"]
     final = sup.wait_status(*statuses, timeout_s=120)
@@ -62,7 +71,8 @@ def user_messages(server: FakeOpenAIServer) -> list[str]:
 
 def messages_of(run_dir: Path, **match: Any) -> list[str]:
     return [
-        e.message for e in read_events(run_dir)
+        e.message
+        for e in read_events(run_dir)
         if all(getattr(e, key) == value for key, value in match.items())
     ]
 
@@ -150,21 +160,46 @@ def test_stop_lands_at_a_batch_boundary_and_resume_never_asks_again(
     assert any("already written" in m for m in messages_of(run_dir, stage="generate"))
 
 
+def test_pause_parks_between_batches_and_resume_continues(start_supervisor: Start, home: Path) -> None:
+    with FakeOpenAIServer(latency_s=0.2) as server:
+        sup = start_supervisor(
+            env=supervisor_env(), config=config_yaml(server.url, SAMPLES_PER_ROUND=24, TEACHER_CONCURRENCY=2)
+        ).wait_ready()
+        sup.call("start")
+        wait_until(lambda: sup.status()["counters"]["teacher_generated"] >= 2, 60, what="2 samples")
+        sup.call("pause")
+        paused = sup.wait_status("paused", timeout_s=30)
+        assert paused["counters"]["teacher_generated"] < 24
+        asked = len(server.requests)
+        # Parked: no request goes out, however long the pause lasts (here: a bounded wait for one).
+        assert not server.wait_for(lambda s: len(s.requests) > asked, timeout_s=1.5)
+        sup.call("resume")
+        done = sup.wait_status("completed", "failed", timeout_s=120)
+        counts = Counter(user_messages(server))
+    assert done["status"] == "completed", sup.output()
+    assert done["counters"]["teacher_generated"] == 24 and len(counts) == 24 and set(counts.values()) == {1}
+
+
 def test_budget_stops_generation_with_a_clear_warning(start_supervisor: Start, home: Path) -> None:
     # 100k input + 50k output tokens of gpt-4o-mini cost $0.045 a reply: the third crosses $0.10.
     script = [("ok", SOLUTION, 100_000, 50_000)] * 6
     with FakeOpenAIServer(script=script) as server:
-        sup, run_id, final = run(start_supervisor, server.url, SAMPLES_PER_ROUND=6, TEACHER_CONCURRENCY=1,
-                                 MAX_COST_USD=0.1)
+        sup, run_id, final = run(
+            start_supervisor, server.url, SAMPLES_PER_ROUND=6, TEACHER_CONCURRENCY=1, MAX_COST_USD=0.1
+        )
         requests = len(server.requests)
     assert final["status"] == "completed", sup.output()
     assert requests == 3 and final["counters"]["teacher_generated"] == 3
     assert final["usage"]["estimated_cost_usd"] == pytest.approx(0.135)
     warnings = messages_of(home / "runs" / run_id, stage="generate", level="warn")
-    assert any(m.startswith("budget reached") and "MAX_COST_USD $0.1000" in m and "3 of 6" in m for m in warnings)
+    assert any(
+        m.startswith("budget reached") and "MAX_COST_USD $0.1000" in m and "3 of 6" in m for m in warnings
+    )
 
 
-def test_self_instruct_proposes_then_solves_and_bad_proposals_fail(start_supervisor: Start, home: Path) -> None:
+def test_self_instruct_proposes_then_solves_and_bad_proposals_fail(
+    start_supervisor: Start, home: Path
+) -> None:
     proposal = {
         "entry_point": "double_it",
         "signature": "def double_it(n: int) -> int:",
@@ -176,14 +211,30 @@ def test_self_instruct_proposes_then_solves_and_bad_proposals_fail(start_supervi
     script = [
         ("ok", "```json\n" + json.dumps(proposal) + "\n```", 50, 40),
         ("ok", "I would rather not.", 50, 5),
-        ("ok", json.dumps({**proposal, "entry_point": "twice", "signature": "def twice(n: int) -> int:",
-                           "tests": "assert twice(1) == 2"}), 50, 40),
+        (
+            "ok",
+            json.dumps(
+                {
+                    **proposal,
+                    "entry_point": "twice",
+                    "signature": "def twice(n: int) -> int:",
+                    "tests": "assert twice(1) == 2",
+                }
+            ),
+            50,
+            40,
+        ),
         ("ok", "```python\ndef double_it(n):\n    return 2 * n\n```", 30, 12),
         ("ok", "```python\ndef twice(n):\n    return n + n\n```", 30, 12),
     ]
     with FakeOpenAIServer(script=script) as server:
-        sup, run_id, final = run(start_supervisor, server.url, SAMPLES_PER_ROUND=3, TEACHER_CONCURRENCY=1,
-                                 TASK_SOURCE="self-instruct")
+        sup, run_id, final = run(
+            start_supervisor,
+            server.url,
+            SAMPLES_PER_ROUND=3,
+            TEACHER_CONCURRENCY=1,
+            TASK_SOURCE="self-instruct",
+        )
         asked = user_messages(server)
     assert final["status"] == "completed", sup.output()
     assert final["counters"]["teacher_generated"] == 2 and final["counters"]["teacher_failed"] == 1
@@ -192,7 +243,8 @@ def test_self_instruct_proposes_then_solves_and_bad_proposals_fail(start_supervi
     assert "def double_it(n: int) -> int:" in asked[3]
     rows = read_jsonl(home / "runs" / run_id / "data" / "round_1" / "raw.jsonl")
     assert [(row["id"], row["metadata"]["task_id"]) for row in rows] == [
-        ("r1-00000", "self/r1-00000"), ("r1-00002", "self/r1-00002")
+        ("r1-00000", "self/r1-00000"),
+        ("r1-00002", "self/r1-00002"),
     ]
     assert rows[0]["tests"] == "assert double_it(2) == 4\nassert double_it(0) == 0"
 
@@ -214,6 +266,7 @@ def test_a_refused_key_fails_the_run_with_a_clear_error(start_supervisor: Start,
         ({"TASK_SOURCE": "file:tasks/mine.jsonl"}, "mine.jsonl:2: invalid JSON"),
         ({"TEACHER_MODEL": "local:./no/such/model"}, "does not exist"),
         ({"MAX_COST_USD": 1.0, "TEACHER_MODEL": "my-unpriced-model"}, "cost of TEACHER_MODEL"),
+        ({"TEACHER_BASE_URL": "http://user:pw@127.0.0.1:9/v1"}, "must not carry credentials"),
     ],
 )
 def test_bad_settings_fail_the_run_at_once(
@@ -223,10 +276,96 @@ def test_bad_settings_fail_the_run_at_once(
     bank_line = (Path(__file__).parents[2] / "agents" / "data" / "tasks.jsonl").read_text().splitlines()[0]
     (home / "tasks" / "mine.jsonl").write_text(bank_line + "\n{not json\n")
     with FakeOpenAIServer() as server:
-        sup, run_id, final = run(start_supervisor, server.url, env=supervisor_env(HF_HUB_OFFLINE="1"),
-                                 **settings)
+        sup, run_id, final = run(
+            start_supervisor, server.url, env=supervisor_env(HF_HUB_OFFLINE="1"), **settings
+        )
         assert server.requests == []
     assert final["status"] == "failed", sup.output()
     errors = messages_of(home / "runs" / run_id, stage="generate", level="error")
     assert any(expected in m for m in errors), errors
     assert final["counters"]["teacher_generated"] == 0
+
+
+class FakeRuntime:
+    """What generate.main uses of AgentRuntime; events go to events.jsonl as the persister writes them."""
+
+    def __init__(self, run_dir: Path, config: AutoTrainConfig) -> None:
+        self.run_dir, self.config, self.round, self.stage = run_dir, config, 1, "generate"
+        self.run_id = "run_20240101_000000_0123abcd"
+
+    def emit(self, event_type: str = "progress", message: str = "", **kwargs: Any) -> None:
+        event = Event(
+            run_id=self.run_id,
+            round=self.round,
+            stage=self.stage,
+            event_type=event_type,
+            message=message,
+            level=kwargs.get("level", "info"),
+            counters_delta=dict(kwargs.get("counters") or {}),
+            usage_delta=dict(kwargs.get("usage") or {}),
+            artifact_paths=list(kwargs.get("artifacts", ())),
+        )
+        with open(self.run_dir / "events.jsonl", "a") as handle:
+            handle.write(event.model_dump_json() + "\n")
+
+    def progress(self, message: str, **kwargs: Any) -> None:
+        self.emit("progress", message, **kwargs)
+
+    def checkpoint(self) -> None:
+        pass
+
+    def wait_if_paused(self) -> None:
+        pass
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def relative(self, path: Path) -> str:
+        return str(path.resolve().relative_to(self.run_dir.resolve()))
+
+
+def test_a_restarted_generate_reports_only_what_events_did_not_count(tmp_path: Path) -> None:
+    with FakeOpenAIServer() as server:
+        config = load_config(
+            None,
+            env={},
+            overrides={
+                "TEACHER_BASE_URL": server.url,
+                "SAMPLES_PER_ROUND": "6",
+                "TEACHER_CONCURRENCY": "2",
+            },
+        )
+        first = tmp_path / "first"
+        first.mkdir()
+        generate.main(FakeRuntime(first, config))  # type: ignore[arg-type]
+        rows = read_jsonl(RoundFiles.of(first, 1).raw)
+        assert len(rows) == 6 == len(server.requests)
+        # A kill -9 after four rows were written (a fifth torn) but only the first event was counted.
+        second = tmp_path / "second"
+        second.mkdir()
+        files = RoundFiles.of(second, 1).ensure()
+        write_jsonl(files.raw, rows[:4])
+        with open(files.raw, "ab") as handle:
+            handle.write(json.dumps(rows[4]).encode()[:50])
+        counted_event = next(
+            line
+            for line in (first / "events.jsonl").read_text().splitlines()
+            if '"teacher_generated":2' in line
+        )
+        (second / "events.jsonl").write_text(counted_event + "\n")
+        generate.main(FakeRuntime(second, config))  # type: ignore[arg-type]
+        asked_again = [r.json()["messages"][-1]["content"] for r in server.requests[6:]]
+    tasks = tasks_for_round(load_bank(), 1, 6, 42)
+    missing = sorted({f"r1-{i:05d}" for i in range(6)} - {row["id"] for row in rows[:4]})
+    assert sorted(asked_again) == sorted(instruction_text(tasks[int(i[3:])]) for i in missing)
+    final_rows = read_jsonl(files.raw)
+    assert sorted(row["id"] for row in final_rows) == [f"r1-{i:05d}" for i in range(6)]
+    counters: Counter[str] = Counter()
+    usage: Counter[str] = Counter()
+    for event in read_events(second):
+        counters.update(event.counters_delta)
+        usage.update({k: v for k, v in event.usage_delta.items() if isinstance(v, int)})
+    assert dict(counters) == {"teacher_generated": 6}
+    for name in ("requests_sent", "input_tokens", "output_tokens"):
+        assert usage[name] == sum(row["metadata"]["usage"][name] for row in final_rows)
+    assert any("4 sample(s) already written" in m for m in messages_of(second, stage="generate"))

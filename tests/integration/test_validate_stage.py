@@ -40,8 +40,14 @@ def fenced(code: str) -> str:
 
 def task_file(home: Path) -> list[Task]:
     """Six bank tasks and a reworded copy of the first one (same function, another id)."""
-    ids = ["bank/001_add_numbers", "bank/002_reverse_string", "bank/003_count_vowels",
-           "bank/004_is_even", "bank/005_max_of_list", "bank/006_square"]
+    ids = [
+        "bank/001_add_numbers",
+        "bank/002_reverse_string",
+        "bank/003_count_vowels",
+        "bank/004_is_even",
+        "bank/005_max_of_list",
+        "bank/006_square",
+    ]
     rows = [BANK[i].model_dump() for i in ids]
     rows.append({**rows[0], "task_id": "mine/add_again", "description": "Add a and b; return the total."})
     (home / "tasks.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -53,7 +59,7 @@ ROUND_1 = {
     # The same solution with renamed variables, a comment and other spacing: a near duplicate.
     "mine/add_again": fenced("def add_numbers(x,  y):\n    # just add\n    return x+y\n"),
     "bank/002_reverse_string": fenced(
-        f"def reverse_string(s):\n    # creds: {AWS_KEY}\n    key = \"{OPENAI_KEY}\"\n    return s[::-1]\n"
+        f'def reverse_string(s):\n    # creds: {AWS_KEY}\n    key = "{OPENAI_KEY}"\n    return s[::-1]\n'
     ),
     "bank/003_count_vowels": "",
     "bank/005_max_of_list": "Sure! Use max(), unless the list is empty.",
@@ -80,8 +86,13 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
     assert tasks == tasks_for_round(task_file(home), 2, 7, 42)  # a full window: the same order each round
     script = [("ok", replies[task.task_id], 40, 20) for replies in (ROUND_1, ROUND_2) for task in tasks]
     config = {
-        "ROUNDS": 2, "SAMPLES_PER_ROUND": 7, "TEACHER_CONCURRENCY": 1, "TEACHER_MODEL": "gpt-4o-mini",
-        "TASK_SOURCE": "file:tasks.jsonl", "RUN_UNIT_TESTS": "1", "VAL_RATIO": 0.34,
+        "ROUNDS": 2,
+        "SAMPLES_PER_ROUND": 7,
+        "TEACHER_CONCURRENCY": 1,
+        "TEACHER_MODEL": "gpt-4o-mini",
+        "TASK_SOURCE": "file:tasks.jsonl",
+        "RUN_UNIT_TESTS": "1",
+        "VAL_RATIO": 0.34,
     }
     env = {**agent_env(scripted("--events", "0"), generate="", validate=""), "OPENAI_API_KEY": "sk-test-x1"}
     with FakeOpenAIServer(script=script) as server:
@@ -91,8 +102,13 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
         final = sup.wait_status("completed", "failed", timeout_s=150)
     assert final["status"] == "completed", sup.output()
     assert {k: v for k, v in final["counters"].items() if v} == {
-        "teacher_generated": 14, "validated_ok": 6, "rejected_schema": 2, "rejected_secret": 1,
-        "rejected_dedup": 5, "test_pass": 5, "test_fail": 1,
+        "teacher_generated": 14,
+        "validated_ok": 6,
+        "rejected_schema": 2,
+        "rejected_secret": 1,
+        "rejected_dedup": 5,
+        "test_pass": 5,
+        "test_fail": 1,
     }
     run_dir = home / "runs" / run_id
     ids = {task.task_id: sample_id(1, i) for i, task in enumerate(tasks)}
@@ -120,7 +136,9 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
     assert "[REDACTED:aws_access_key_id]" in raw_secret["output"]
     for path in home.rglob("*"):
         if path.is_file() and not path.is_socket():
-            assert AWS_KEY.encode() not in path.read_bytes() and OPENAI_KEY.encode() not in path.read_bytes(), path
+            assert (
+                AWS_KEY.encode() not in path.read_bytes() and OPENAI_KEY.encode() not in path.read_bytes()
+            ), path
 
     for round_no in (1, 2):
         files = RoundFiles.of(run_dir, round_no)
@@ -130,10 +148,13 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
         assert sorted(r["id"] for r in train + val) == sorted(r["id"] for r in tested)
         assert len(val) == int(len(tested) * 0.34)
     final_event = [e for e in read_events(run_dir) if e.stage == "validate" and e.artifact_paths][-1]
-    assert final_event.artifact_paths == [f"data/round_2/{name}.jsonl" for name in ("clean", "tested", "train", "val")]
+    assert final_event.artifact_paths == [
+        f"data/round_2/{name}.jsonl" for name in ("clean", "tested", "train", "val")
+    ]
 
 
 # -- the stage's functions -------------------------------------------------------------------------
+
 
 def row_for(task: Task, output: str, index: int = 0, **changes: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
@@ -142,8 +163,14 @@ def row_for(task: Task, output: str, index: int = 0, **changes: Any) -> dict[str
         "input": "",
         "output": output,
         "tests": task.tests,
-        "metadata": {"task_id": task.task_id, "entry_point": task.entry_point, "round": 1,
-                     "teacher_model": "gpt-4o-mini", "usage": {"requests_sent": 1}, "ts": "2024-01-01T00:00:00Z"},
+        "metadata": {
+            "task_id": task.task_id,
+            "entry_point": task.entry_point,
+            "round": 1,
+            "teacher_model": "gpt-4o-mini",
+            "usage": {"requests_sent": 1},
+            "ts": "2024-01-01T00:00:00Z",
+        },
     }
     row.update(changes)
     return row
@@ -177,7 +204,9 @@ def test_a_good_sample_has_no_schema_problem_and_no_secret() -> None:
     row = row_for(ADD, GOOD)
     assert validate.schema_problem(row, seq_len=128) is None
     assert validate.secret_kinds(row, default_redactor()) == frozenset()
-    placeholder = row_for(ADD, "def add_numbers(a, b):\n    key = '[REDACTED:openai_key]'\n    return a + b\n")
+    placeholder = row_for(
+        ADD, "def add_numbers(a, b):\n    key = '[REDACTED:openai_key]'\n    return a + b\n"
+    )
     assert validate.secret_kinds(placeholder, default_redactor()) == frozenset()
 
 
@@ -189,8 +218,10 @@ def test_secrets_are_found_from_the_record_or_by_a_rescan_anywhere_in_the_row() 
     assert validate.secret_kinds(planted, default_redactor()) == {"aws_access_key_id"}
 
 
-@pytest.mark.parametrize(("n", "ratio", "n_val"), [(0, 0.5, 0), (1, 1.0, 0), (2, 0.34, 0), (3, 0.34, 1),
-                                                   (10, 0.1, 1), (10, 0.0, 0), (10, 1.0, 9)])
+@pytest.mark.parametrize(
+    ("n", "ratio", "n_val"),
+    [(0, 0.5, 0), (1, 1.0, 0), (2, 0.34, 0), (3, 0.34, 1), (10, 0.1, 1), (10, 0.0, 0), (10, 1.0, 9)],
+)
 def test_split_sizes(n: int, ratio: float, n_val: int) -> None:
     rows = [{"id": sample_id(1, i)} for i in range(n)]
     train, val = validate.split_rows(rows, ratio, 42, 1)
@@ -208,6 +239,7 @@ def test_split_is_deterministic_whatever_the_input_order_and_differs_by_round() 
 
 # -- main with an in-process runtime -----------------------------------------------------------------
 
+
 class FakeRuntime:
     """What validate.main uses of AgentRuntime; events go to events.jsonl as the persister writes them."""
 
@@ -218,10 +250,16 @@ class FakeRuntime:
         self.stop_at = stop_at_checkpoint
 
     def emit(self, event_type: str = "progress", message: str = "", **kwargs: Any) -> None:
-        event = Event(run_id=self.run_id, round=self.round, stage=self.stage, event_type=event_type,
-                      message=message, level=kwargs.get("level", "info"),
-                      counters_delta=dict(kwargs.get("counters") or {}),
-                      artifact_paths=list(kwargs.get("artifacts", ())))
+        event = Event(
+            run_id=self.run_id,
+            round=self.round,
+            stage=self.stage,
+            event_type=event_type,
+            message=message,
+            level=kwargs.get("level", "info"),
+            counters_delta=dict(kwargs.get("counters") or {}),
+            artifact_paths=list(kwargs.get("artifacts", ())),
+        )
         with open(self.run_dir / "events.jsonl", "a") as handle:
             handle.write(event.model_dump_json() + "\n")
 

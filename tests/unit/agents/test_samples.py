@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from heidi_engine.agents.samples import (
+    Counted,
     JsonlAppender,
     RoundFiles,
     Sample,
@@ -141,8 +142,12 @@ def test_already_counted_sums_one_stage_and_round_of_the_event_log(tmp_path: Pat
 
     def event(stage: str, round_no: int, counters: dict[str, int], usage: dict[str, Any]) -> str:
         return Event(
-            run_id=run_id, round=round_no, stage=stage, event_type="progress",
-            counters_delta=counters, usage_delta=usage,
+            run_id=run_id,
+            round=round_no,
+            stage=stage,
+            event_type="progress",
+            counters_delta=counters,
+            usage_delta=usage,
         ).model_dump_json()
 
     lines = [
@@ -152,9 +157,8 @@ def test_already_counted_sums_one_stage_and_round_of_the_event_log(tmp_path: Pat
         event("validate", 1, {"validated_ok": 3}, {}),
     ]
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n" + lines[0][:30])
-    counters, usage = already_counted(tmp_path, "generate", 1)
-    assert counters == {"teacher_generated": 3, "teacher_failed": 1}
-    assert usage == {"input_tokens": 10, "estimated_cost_usd": 0.5}
-    _, run_usage = already_counted(tmp_path, "generate", None)
-    assert run_usage == {"input_tokens": 17, "estimated_cost_usd": 0.75}
-    assert already_counted(tmp_path, "eval", 1) == ({}, {"estimated_cost_usd": 0.0})
+    counted = already_counted(tmp_path, "generate", 1)
+    assert counted.counters == {"teacher_generated": 3, "teacher_failed": 1}
+    assert counted.usage == {"input_tokens": 10, "estimated_cost_usd": 0.5}
+    assert counted.run_cost == 0.75
+    assert already_counted(tmp_path, "eval", 1) == Counted({}, {}, 0.0)

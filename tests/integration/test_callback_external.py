@@ -1,0 +1,104 @@
+"""A user's own HF Trainer script, with the two documented lines, reporting to a running supervisor.
+
+The script is a plain subprocess (not started by the supervisor): it finds the supervisor through
+``AUTOTRAIN_HOME`` and reports into the active run, whose own stages are slow scripted agents.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import SupervisorProc, agent_env, scripted, wait_until
+
+from heidi_engine.bus.journal import read_events, read_samples
+from heidi_engine.bus.state import TrainerSample
+
+Start = Callable[..., SupervisorProc]
+STEPS = 5
+
+SCRIPT = """
+import sys
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+from heidi_engine.agents.bus_control import bus_callback
+
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=1)
+rows = [{"input_ids": ids, "attention_mask": [1] * 8, "labels": ids}
+        for ids in (torch.randint(0, 64, (8,)).tolist() for _ in range(8))]
+args = TrainingArguments(output_dir=sys.argv[1], max_steps=int(sys.argv[2]), per_device_train_batch_size=2,
+                         learning_rate=1e-3, logging_steps=1, report_to=[], use_cpu=True,
+                         dataloader_pin_memory=False, disable_tqdm=True, save_strategy="no")
+trainer = Trainer(model=LlamaForCausalLM(config), args=args, train_dataset=rows)
+trainer.add_callback(bus_callback())
+trainer.train()
+print("final loss", [e["loss"] for e in trainer.state.log_history if "loss" in e][-1])
+"""
+
+
+def run_script(tmp_path: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "user_train.py"
+    script.write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTRAIN_")}
+    env.update({"AUTOTRAIN_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out"), str(STEPS)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def test_an_external_trainer_reports_into_the_active_run(
+    start_supervisor: Start, home: Path, tmp_path: Path
+) -> None:
+    slow = scripted("--events", "2000", "--delay", "0.05")
+    sup = start_supervisor(env=agent_env(slow)).wait_ready()
+    run_id = sup.call("start")["run_id"]
+    sup.wait_status("running")
+    result = run_script(tmp_path, home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = home / "runs" / run_id
+
+    def samples() -> list[TrainerSample]:
+        return [s for s in read_samples(run_dir) if isinstance(s, TrainerSample)]
+
+    wait_until(lambda: len(samples()) >= STEPS, 15, 0.05, "the script's samples in metrics.jsonl")
+    assert [s.step for s in samples()] == list(range(1, STEPS + 1))
+    assert all(s.round == 1 and s.total == STEPS and s.loss is not None for s in samples())
+    final_loss = float(result.stdout.split("final loss")[-1])
+    assert abs(samples()[-1].loss - final_loss) < 1e-6  # type: ignore[operator]
+    trainer = sup.call("snapshot")["state"]["trainer"]
+    assert trainer["step"] == STEPS and trainer["total"] == STEPS
+    # The batched counter is flushed when training ends, before the script exits.
+    assert wait_until(lambda: sup.status()["counters"]["train_step"] == STEPS, 10, 0.05, "train_step counted")
+    counted = [e for e in read_events(run_dir) if e.counters_delta.get("train_step")]
+    assert all(e.stage == "train" and e.round == 1 and e.run_id == run_id for e in counted)
+    assert sup.status()["status"] == "running"  # the run's own stages go on
+    sup.call("stop")
+    sup.wait_status("stopped")
+
+
+def test_without_a_supervisor_the_script_trains_and_warns_once(home: Path, tmp_path: Path) -> None:
+    result = run_script(tmp_path, home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "final loss" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "trainer metrics are not reported" in line]
+    assert len(warnings) == 1 and "no supervisor connection file" in warnings[0]
+
+
+def test_a_supervisor_without_an_active_run_is_ignored(
+    start_supervisor: Start, home: Path, tmp_path: Path
+) -> None:
+    sup = start_supervisor().wait_ready()
+    result = run_script(tmp_path, home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "has no active run" in result.stderr
+    assert sup.status()["run_id"] is None
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+    assert sup.call("snapshot")["state"]["trainer"]["step"] == 0
