@@ -220,7 +220,7 @@ def _pass_jobs(
     rows: Sequence[Mapping[str, Any]],
     problems: Sequence[Problem],
 ) -> list[_Job]:
-    from heidi_engine.agents.humaneval import instruction_for, program_for, tests_for
+    from heidi_engine.agents.humaneval import checker_for, instruction_for, program_for
 
     jobs: list[_Job] = []
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
@@ -248,7 +248,7 @@ def _pass_jobs(
                 answer = _generate(model, tokenizer, instruction_for(problem))
             code = program_for(problem, answer_code(answer))
             jobs.append(
-                _Job(name, "humaneval", problem.task_id, code, tests_for(problem), problem.entry_point)
+                _Job(name, "humaneval", problem.task_id, code, checker_for(problem), problem.entry_point)
             )
     rt.progress(f"running {len(jobs)} generated solutions in the sandbox")
     _run_jobs(rt, jobs)

