@@ -363,13 +363,23 @@ class _Generation:
 
     def solve(self, teacher: _Teacher, jobs: list[_Job]) -> None:
         wanted = [job for job in jobs if job.id not in self.done and job.id not in self.failed]
+        local = local_model_name(self.model) is not None
         teacher.map(
             wanted,
-            lambda job: build_solution_messages(job.task),
+            lambda job: solution_messages(job.task, prefill=local),
             self.solved,
             concurrency=self.concurrency,
             should_continue=self.should_continue,
         )
+
+
+def solution_messages(task: Task, *, prefill: bool) -> list[dict[str, str]]:
+    """The solution request; an in-process teacher's reply is started with the code fence and signature,
+    which keeps a small model writing the function instead of prose about it."""
+    messages = build_solution_messages(task)
+    if prefill:
+        messages.append({"role": "assistant", "content": f"```python\n{task.signature}\n    "})
+    return messages
 
 
 def _open_teacher(rt: AgentRuntime) -> _Teacher:
@@ -416,6 +426,11 @@ def main(rt: AgentRuntime) -> None:
     home = os.environ.get("AUTOTRAIN_HOME")
     try:
         pool = load_task_pool(config.TASK_SOURCE, home)
+        if config.TASK_DIFFICULTY != "any":
+            wanted = set(config.TASK_DIFFICULTY.split(","))
+            pool = [task for task in pool if task.difficulty in wanted]
+            if not pool:
+                raise TaskSourceError(f"no task of difficulty {config.TASK_DIFFICULTY} in {config.TASK_SOURCE}")
         table = price_table(rt.run_dir, home)
     except (TaskSourceError, PricingError) as exc:
         raise FatalStageError(str(exc)) from None

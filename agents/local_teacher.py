@@ -77,12 +77,16 @@ class LocalTeacher:
         self._lm = None
 
     def _prompt(self, messages: list[dict[str, str]]) -> str:
+        # A trailing assistant message is a prefill: the reply continues it (in-process only; the HTTP
+        # chat API has no such thing). It keeps a small model on the expected format.
+        prefill = messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else ""
+        turns = messages[:-1] if prefill else messages
         if not getattr(self._tokenizer, "chat_template", None):
-            return _plain_prompt(messages)
-        rendered = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return _plain_prompt(turns) + prefill
+        rendered = self._tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         if not isinstance(rendered, str):
             raise TypeError(f"apply_chat_template returned {type(rendered).__name__}, expected str")
-        return rendered
+        return rendered + prefill
 
     def _generation_config(self) -> Any:
         from transformers import GenerationConfig
@@ -123,6 +127,8 @@ class LocalTeacher:
         count = int(new_tokens.shape[0])
         ended = count > 0 and int(new_tokens[-1]) == self._tokenizer.eos_token_id
         text = str(self._tokenizer.decode(new_tokens, skip_special_tokens=True))
+        if messages and messages[-1].get("role") == "assistant":
+            text = messages[-1]["content"] + text
         return Completion(
             text=text,
             usage=spent + TeacherUsage(output_tokens=count),

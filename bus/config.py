@@ -122,6 +122,9 @@ class AutoTrainConfig(BaseModel):
     TASK_SOURCE: str = Field(
         "bank", description='Prompts from "bank", "self-instruct" or "file:<path>.jsonl".'
     )
+    TASK_DIFFICULTY: Literal["any", "easy", "medium", "hard", "easy,medium", "medium,hard"] = Field(
+        "any", description="Which tasks of the pool to use, by their difficulty."
+    )
     EVAL_SAMPLES: int = Field(20, ge=1, le=10000, description="Held-out tasks evaluated after each round.")
     # Supervisor and runtime.
     HTTP_PORT: int = Field(7779, ge=1024, le=65535, description="Port of the HTTP status server (127.0.0.1).")

@@ -120,7 +120,7 @@ def test_dump_yaml_update_edits_every_field_of_the_shipped_config(tmp_path: Path
     path = write(tmp_path, original)
     updates = {
         "ROUNDS": 2,
-        "VAL_RATIO": 0.25,
+        "VAL_RATIO": 0.5,
         "RUN_UNIT_TESTS": "0",
         "BASE_MODEL": "Qwen/Qwen2.5-0.5B-Instruct",
     }
