@@ -31,7 +31,7 @@ from typing import Any
 from transformers import TrainerControl as HFTrainerControl
 from transformers import TrainerState, TrainingArguments
 
-from heidi_engine.agents.callback import BusReportingCallback, TrainerControl
+from heidi_engine.agents.callback import BusReportingCallback, NullControl, TrainerControl
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_config_from_json
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
@@ -207,29 +207,11 @@ class BusTrainerControl:
             self.rt.close()
 
     def _pause_pending(self) -> bool:
-        # AgentRuntime exposes no pause flag of its own; its listener's flag is what its park reads.
-        listener = self.rt._control
-        listener.poll()
-        return listener.pause_requested and not listener.stop_requested
+        return self.rt.pause_requested()
 
 
-class _DetachedControl:
+class _DetachedControl(NullControl):
     """No supervisor to report to: every call is a no-op (the reason was logged once)."""
-
-    def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-    def wait_if_paused(self) -> None:
-        pass
-
-    def on_checkpoint(self, step: int, path: str) -> None:
-        pass
-
-    def on_event(self, level: str, message: str) -> None:
-        pass
 
     def flush(self) -> None:
         pass

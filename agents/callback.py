@@ -27,7 +27,7 @@ from transformers import TrainerCallback, TrainerState, TrainingArguments
 from transformers import TrainerControl as HFTrainerControl
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-__all__ = ["BusReportingCallback", "TrainerControl"]
+__all__ = ["BusReportingCallback", "NullControl", "TrainerControl"]
 
 _MB = float(1 << 20)
 
@@ -50,6 +50,25 @@ class TrainerControl(Protocol):
 
     def on_event(self, level: str, message: str) -> None:
         """A human-readable event (``level``: info, warning or error)."""
+
+
+class NullControl:
+    """Reports nowhere and never pauses or stops: training without a supervisor."""
+
+    def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+    def wait_if_paused(self) -> None:
+        pass
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        pass
+
+    def on_event(self, level: str, message: str) -> None:
+        pass
 
 
 class BusReportingCallback(TrainerCallback):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .callback import BusReportingCallback, TrainerControl
+from .callback import BusReportingCallback, NullControl, TrainerControl
 from .student import load_model_and_tokenizer
 from .template import render_example
 
@@ -156,25 +156,6 @@ class PadCollator:
         return self.tokens_seen
 
 
-class _NullControl:
-    """Used when ``train_lora`` is called without a control: reports nowhere, never pauses."""
-
-    def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-    def wait_if_paused(self) -> None:
-        pass
-
-    def on_checkpoint(self, step: int, path: str) -> None:
-        pass
-
-    def on_event(self, level: str, message: str) -> None:
-        pass
-
-
 def _last_complete_checkpoint(checkpoint_dir: Path) -> tuple[Path, int] | None:
     # trainer_state.json is written last, so a checkpoint cut short by a crash lacks it.
     if not checkpoint_dir.is_dir():
@@ -286,7 +267,7 @@ def train_lora(
     """
     from transformers import PrinterCallback, ProgressCallback, Trainer, set_seed
 
-    control = control if control is not None else _NullControl()
+    control = control if control is not None else NullControl()
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
     checkpoint = _last_complete_checkpoint(checkpoint_dir)
     if checkpoint is not None and not resume:

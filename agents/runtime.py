@@ -152,6 +152,11 @@ class AgentRuntime:
 
     # -- control -----------------------------------------------------------------------------------
 
+    def pause_requested(self) -> bool:
+        """True while a pause is asked for and no stop is (non-blocking): the next boundary will park."""
+        self._control.poll()
+        return self._control.pause_requested and not self._control.stop_requested
+
     def stop_requested(self) -> bool:
         """True once the supervisor asked the run to stop (non-blocking)."""
         self._control.poll()

@@ -208,6 +208,8 @@ def agent_env(
         "AUTOTRAIN_STAGE": stage, "AUTOTRAIN_ROUND": str(round_no), "AUTOTRAIN_ATTEMPT": str(attempt),
         "AUTOTRAIN_RESUME": "1" if (resume or attempt > 0) else "0",
         "AUTOTRAIN_CONFIG_JSON": str(run_dir / "config.json"), "PYTHONUNBUFFERED": "1",
+        # Agent output goes to log files, where progress bars are only noise.
+        "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     })
     if config is not None:
         env["AUTOTRAIN_CONFIG_DATA"] = json.dumps(config)
