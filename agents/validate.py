@@ -141,12 +141,16 @@ def split_rows(
     rows: Sequence[Mapping[str, Any]], val_ratio: float, seed: int, round_no: int
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """``(train, val)``: ``rows`` in id order shuffled with ``Random(f"{seed}-{round_no}")``; the first
-    ``floor(n * val_ratio)`` rows (at most n - 1) are val."""
+    ``round(n * val_ratio)`` rows are val — at least one whenever the ratio is above 0 and there are two
+    rows or more (a user who asked for a validation split gets one), and never all of them."""
     if not 0.0 <= val_ratio <= 1.0:
         raise ValueError(f"val_ratio must be in [0, 1], got {val_ratio!r}")
     order = sorted(rows, key=lambda row: str(row.get("id")))
     random.Random(f"{seed}-{round_no}").shuffle(order)
-    n_val = min(int(len(order) * val_ratio + 1e-9), max(0, len(order) - 1))
+    n_val = int(len(order) * val_ratio + 0.5)
+    if val_ratio > 0 and len(order) >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, max(0, len(order) - 1))
     return order[n_val:], order[:n_val]
 
 
