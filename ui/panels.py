@@ -205,7 +205,7 @@ def render(frame: Frame, width: int, height: int | None = None) -> RenderableTyp
     """The whole screen for ``frame``: exactly ``height`` rows when given, natural height otherwise.
 
     Every row is a ``Text`` fitted to ``width``: plain rows render several times faster than nested
-    tables and panels, which matters at four refreshes a second under a flood of events.
+    tables and panels, which matters at every refresh under a flood of events.
     """
     if frame.view not in range(1, len(VIEWS) + 1):
         raise ValueError(f"view must be 1-{len(VIEWS)}, got {frame.view}")

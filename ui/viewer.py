@@ -17,7 +17,8 @@ from heidi_engine.bus.state import RunState
 from heidi_engine.bus.subscriber import Subscriber
 
 EVENT_LOG = 5000
-_PUBLISH_EVERY_S = 0.05
+_PUBLISH_EVERY_S = 0.1
+_REFRESH_IDLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class LiveView:
         sub = Subscriber(self.home, sender=self._sender, stale_after_s=self._stale_after_s, on_event=self._on_event)
         snapshots = -1
         last_publish = 0.0
+        connected = False
         try:
             while not self._stop.is_set():
                 read = sub.poll(0.1)
@@ -81,13 +83,19 @@ class LiveView:
                     if due > 0 and not self._stop.wait(due):
                         read += sub.poll(0)
                 now = time.monotonic()
+                changed = bool(read) or sub.connected != connected
                 if sub.snapshots != snapshots:
                     # A (re)snapshot: the live log restarts from the snapshot's recent events.
                     snapshots = sub.snapshots
                     self._events.clear()
                     self._events.extend(sub.state.recent_events)
-                if now - last_publish >= _PUBLISH_EVERY_S:
+                    changed = True
+                # A new view when something arrived (at most every _PUBLISH_EVERY_S), and once a second
+                # regardless so that "last heard N s ago" keeps counting; an idle viewer costs nothing.
+                since = now - last_publish
+                if (changed and since >= _PUBLISH_EVERY_S) or since >= _REFRESH_IDLE_S:
                     last_publish = now
+                    connected = sub.connected
                     self._publish(sub, now)
         finally:
             sub.close()

@@ -186,3 +186,18 @@ def test_refusals_are_counted_by_reason() -> None:
         counter.refuse("control", exc)
     assert counter.counts == {"control:bad_frames": 2, "control:bad_signature": 1}
     assert counter.total == 3
+
+
+def test_supervisor_egress_event_decodes_to_the_same_event_without_revalidation() -> None:
+    event = Event(run_id=RUN, round=2, stage="train", event_type="progress", message="step 3",
+                  counters_delta={"train_step": 1}, usage_delta={"estimated_cost_usd": None})
+    frames = encode(KEY, "event", event, sender="supervisor", session="s", supervisor="s", seq=9)
+    decoded = decode(frames, KEY).body
+    assert decoded == event and decoded.to_record() == event.to_record()
+
+
+def test_agent_events_are_always_validated() -> None:
+    topic, header, _, _ = frames_of(Event(run_id=RUN, stage="train", event_type="progress"), "event")
+    bad = msgpack.packb({"run_id": RUN, "stage": "nope", "event_type": "progress"})
+    with pytest.raises(DecodeError, match="bad_schema"):
+        decode([topic, header, bad, sign(KEY, topic, header, bad)], KEY)
