@@ -59,6 +59,7 @@ class LiveView:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-view", daemon=True)
         self.changed = threading.Event()
+        self._sub: Subscriber | None = None
 
     def start(self) -> LiveView:
         """Start the background subscriber."""
@@ -66,11 +67,14 @@ class LiveView:
         return self
 
     def _on_event(self, event: Event, _seq: int) -> None:
-        self._events.append(event.to_record())
+        # The subscriber has just folded ``event`` into its state: its record is the newest one there.
+        recent = self._sub.state.recent_events if self._sub is not None else []
+        self._events.append(recent[-1] if recent else event.to_record())
         self._arrivals.append(time.monotonic())
 
     def _run(self) -> None:
         sub = Subscriber(self.home, sender=self._sender, stale_after_s=self._stale_after_s, on_event=self._on_event)
+        self._sub = sub
         snapshots = -1
         last_publish = 0.0
         connected = False
