@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from heidi_engine.agents.runtime import StopRequested
+from heidi_engine.bus.config import AutoTrainConfig
 from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
+from heidi_engine.bus.event import Event
 
 TESTS = Path(__file__).resolve().parent
 SCRIPTED = TESTS / "agents" / "scripted_agent.py"
@@ -148,3 +151,46 @@ def pid_alive(pid: int) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class FileRuntime:
+    """What a stage's ``main`` uses of AgentRuntime, in-process: events are appended to the run's
+    events.jsonl as the persister would write them; ``stop_at_checkpoint`` raises a stop there."""
+
+    def __init__(self, run_dir: Path, config: AutoTrainConfig, stage: str, *, stop_at_checkpoint: int | None = None) -> None:
+        self.run_dir, self.config, self.round, self.stage = run_dir, config, 1, stage
+        self.run_id = "run_20240101_000000_0123abcd"
+        self.checkpoints = 0
+        self.stop_at = stop_at_checkpoint
+
+    def emit(self, event_type: str = "progress", message: str = "", **kwargs: Any) -> None:
+        event = Event(
+            run_id=self.run_id,
+            round=self.round,
+            stage=self.stage,  # type: ignore[arg-type]
+            event_type=event_type,  # type: ignore[arg-type]
+            message=message,
+            level=kwargs.get("level", "info"),
+            counters_delta=dict(kwargs.get("counters") or {}),
+            usage_delta=dict(kwargs.get("usage") or {}),
+            artifact_paths=list(kwargs.get("artifacts", ())),
+        )
+        with open(self.run_dir / "events.jsonl", "a") as handle:
+            handle.write(event.model_dump_json() + "\n")
+
+    def progress(self, message: str, **kwargs: Any) -> None:
+        self.emit("progress", message, **kwargs)
+
+    def checkpoint(self) -> None:
+        self.checkpoints += 1
+        if self.checkpoints == self.stop_at:
+            raise StopRequested()
+
+    def wait_if_paused(self) -> None:
+        pass
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def relative(self, path: Path) -> str:
+        return str(path.resolve().relative_to(self.run_dir.resolve()))

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 from fakes.openai_server import FakeOpenAIServer
-from harness import SupervisorProc, agent_env, scripted, wait_until
+from harness import FileRuntime, SupervisorProc, agent_env, scripted, wait_until
 
 from heidi_engine.agents import generate
 from heidi_engine.agents.samples import RoundFiles, read_jsonl, write_jsonl
 from heidi_engine.agents.tasks import instruction_text, load_bank, tasks_for_round
-from heidi_engine.bus.config import AutoTrainConfig, load_config
-from heidi_engine.bus.event import Event
+from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.pricing import BUILTIN_PRICES, estimate_cost
 
@@ -286,44 +285,6 @@ def test_bad_settings_fail_the_run_at_once(
     assert final["counters"]["teacher_generated"] == 0
 
 
-class FakeRuntime:
-    """What generate.main uses of AgentRuntime; events go to events.jsonl as the persister writes them."""
-
-    def __init__(self, run_dir: Path, config: AutoTrainConfig) -> None:
-        self.run_dir, self.config, self.round, self.stage = run_dir, config, 1, "generate"
-        self.run_id = "run_20240101_000000_0123abcd"
-
-    def emit(self, event_type: str = "progress", message: str = "", **kwargs: Any) -> None:
-        event = Event(
-            run_id=self.run_id,
-            round=self.round,
-            stage=self.stage,
-            event_type=event_type,
-            message=message,
-            level=kwargs.get("level", "info"),
-            counters_delta=dict(kwargs.get("counters") or {}),
-            usage_delta=dict(kwargs.get("usage") or {}),
-            artifact_paths=list(kwargs.get("artifacts", ())),
-        )
-        with open(self.run_dir / "events.jsonl", "a") as handle:
-            handle.write(event.model_dump_json() + "\n")
-
-    def progress(self, message: str, **kwargs: Any) -> None:
-        self.emit("progress", message, **kwargs)
-
-    def checkpoint(self) -> None:
-        pass
-
-    def wait_if_paused(self) -> None:
-        pass
-
-    def stop_requested(self) -> bool:
-        return False
-
-    def relative(self, path: Path) -> str:
-        return str(path.resolve().relative_to(self.run_dir.resolve()))
-
-
 def test_a_restarted_generate_reports_only_what_events_did_not_count(tmp_path: Path) -> None:
     with FakeOpenAIServer() as server:
         config = load_config(
@@ -337,7 +298,7 @@ def test_a_restarted_generate_reports_only_what_events_did_not_count(tmp_path: P
         )
         first = tmp_path / "first"
         first.mkdir()
-        generate.main(FakeRuntime(first, config))  # type: ignore[arg-type]
+        generate.main(FileRuntime(first, config, "generate"))  # type: ignore[arg-type]
         rows = read_jsonl(RoundFiles.of(first, 1).raw)
         assert len(rows) == 6 == len(server.requests)
         # A kill -9 after four rows were written (a fifth torn) but only the first event was counted.
@@ -353,7 +314,7 @@ def test_a_restarted_generate_reports_only_what_events_did_not_count(tmp_path: P
             if '"teacher_generated":2' in line
         )
         (second / "events.jsonl").write_text(counted_event + "\n")
-        generate.main(FakeRuntime(second, config))  # type: ignore[arg-type]
+        generate.main(FileRuntime(second, config, "generate"))  # type: ignore[arg-type]
         asked_again = [r.json()["messages"][-1]["content"] for r in server.requests[6:]]
     tasks = tasks_for_round(load_bank(), 1, 6, 42)
     missing = sorted({f"r1-{i:05d}" for i in range(6)} - {row["id"] for row in rows[:4]})

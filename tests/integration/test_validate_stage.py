@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 from data.task_solutions import SOLUTIONS
 from fakes.openai_server import FakeOpenAIServer
-from harness import SupervisorProc, agent_env, scripted
+from harness import FileRuntime, SupervisorProc, agent_env, scripted
 
 from heidi_engine.agents import validate
 from heidi_engine.agents.runtime import StopRequested
 from heidi_engine.agents.samples import RoundFiles, read_jsonl, sample_id, write_jsonl
 from heidi_engine.agents.tasks import Task, instruction_text, load_bank, load_jsonl, tasks_for_round
-from heidi_engine.bus.config import AutoTrainConfig, load_config
-from heidi_engine.bus.event import Event
+from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.redaction import default_redactor
 
@@ -241,41 +240,6 @@ def test_split_is_deterministic_whatever_the_input_order_and_differs_by_round() 
 # -- main with an in-process runtime -----------------------------------------------------------------
 
 
-class FakeRuntime:
-    """What validate.main uses of AgentRuntime; events go to events.jsonl as the persister writes them."""
-
-    def __init__(self, run_dir: Path, config: AutoTrainConfig, stop_at_checkpoint: int | None = None) -> None:
-        self.run_dir, self.config, self.round, self.stage = run_dir, config, 1, "validate"
-        self.run_id = "run_20240101_000000_0123abcd"
-        self.checkpoints = 0
-        self.stop_at = stop_at_checkpoint
-
-    def emit(self, event_type: str = "progress", message: str = "", **kwargs: Any) -> None:
-        event = Event(
-            run_id=self.run_id,
-            round=self.round,
-            stage=self.stage,
-            event_type=event_type,
-            message=message,
-            level=kwargs.get("level", "info"),
-            counters_delta=dict(kwargs.get("counters") or {}),
-            artifact_paths=list(kwargs.get("artifacts", ())),
-        )
-        with open(self.run_dir / "events.jsonl", "a") as handle:
-            handle.write(event.model_dump_json() + "\n")
-
-    def progress(self, message: str, **kwargs: Any) -> None:
-        self.emit("progress", message, **kwargs)
-
-    def checkpoint(self) -> None:
-        self.checkpoints += 1
-        if self.checkpoints == self.stop_at:
-            raise StopRequested()
-
-    def relative(self, path: Path) -> str:
-        return str(path.resolve().relative_to(self.run_dir.resolve()))
-
-
 def counted(run_dir: Path) -> dict[str, int]:
     sums: dict[str, int] = {}
     for event in read_events(run_dir):
@@ -298,12 +262,12 @@ def test_a_stopped_validate_resumes_to_the_same_files_and_counts(tmp_path: Path,
     for run_dir in (whole, resumed):
         run_dir.mkdir()
         write_jsonl(RoundFiles.of(run_dir, 1).ensure().raw, raw_rows())
-    validate.main(FakeRuntime(whole, config))  # type: ignore[arg-type]
+    validate.main(FileRuntime(whole, config, "validate"))  # type: ignore[arg-type]
     with pytest.raises(StopRequested):
-        validate.main(FakeRuntime(resumed, config, stop_at_checkpoint=2 if gate == "0" else 4))  # type: ignore[arg-type]
+        validate.main(FileRuntime(resumed, config, "validate", stop_at_checkpoint=2 if gate == "0" else 4))  # type: ignore[arg-type]
     assert 0 < sum(counted(resumed).values()) < sum(counted(whole).values())
-    validate.main(FakeRuntime(resumed, config))  # type: ignore[arg-type]
-    validate.main(FakeRuntime(resumed, config))  # a third attempt changes nothing
+    validate.main(FileRuntime(resumed, config, "validate"))  # type: ignore[arg-type]
+    validate.main(FileRuntime(resumed, config, "validate"))  # a third attempt changes nothing
     expected = {"validated_ok": 81, "rejected_dedup": 1, "rejected_schema": 1}
     if gate == "1":
         expected.update(test_pass=81)
