@@ -203,7 +203,6 @@ def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = N
             usage[COST_FIELD] = None if value is None or current is None else current + value
         else:
             usage[name] = (usage.get(name) or 0) + (value or 0)
-    state.current_round = event.round
     if event.event_type == "stage_start":
         state.current_stage = event.stage
     kind = event.event_type
@@ -222,9 +221,12 @@ def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = N
     recent.append(record)
     if len(recent) > RECENT_EVENTS:
         del recent[: len(recent) - RECENT_EVENTS]
-    state.event_count += 1
-    state.last_event_ts = event.ts
-    state.updated_at = event.ts
+    # Every event sets these; written straight into the model's fields (what pydantic's own
+    # model_construct does) because this is the hot path of the supervisor and of every viewer.
+    fields = state.__dict__
+    fields["current_round"] = event.round
+    fields["event_count"] = state.event_count + 1
+    fields["last_event_ts"] = fields["updated_at"] = event.ts
     return state
 
 
