@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback, Trainer, TrainingArguments
 
-from heidi_engine.agents.callback import BusReportingCallback
+from heidi_engine.agents.callback import BusReportingCallback, NullControl
 
 
-class _ListControl:
+class _ListControl(NullControl):
     """A control whose publish is an append: measures the callback, not a transport."""
 
     def __init__(self) -> None:
@@ -33,18 +33,6 @@ class _ListControl:
 
     def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
         self.samples.append(metrics)
-
-    def should_stop(self) -> bool:
-        return False
-
-    def wait_if_paused(self) -> None:
-        pass
-
-    def on_checkpoint(self, step: int, path: str) -> None:
-        pass
-
-    def on_event(self, level: str, message: str) -> None:
-        pass
 
 
 class _TimedCallback(BusReportingCallback):

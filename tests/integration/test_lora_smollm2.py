@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from peft import PeftModel
 
+from heidi_engine.agents.callback import NullControl
 from heidi_engine.agents.evaluation import adapter_disabled, eval_loss, generate_solution
 from heidi_engine.agents.lora import TrainSettings, train_lora
 from heidi_engine.agents.student import load_model_and_tokenizer
@@ -38,24 +39,12 @@ ROWS = [
 ]
 
 
-class Recorder:
+class Recorder(NullControl):
     def __init__(self) -> None:
         self.samples: list[dict[str, Any]] = []
 
     def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
         self.samples.append(dict(metrics))
-
-    def should_stop(self) -> bool:
-        return False
-
-    def wait_if_paused(self) -> None:
-        pass
-
-    def on_checkpoint(self, step: int, path: str) -> None:
-        pass
-
-    def on_event(self, level: str, message: str) -> None:
-        pass
 
 
 def test_two_steps_on_the_packaged_model(tmp_path: Path) -> None:
