@@ -36,7 +36,7 @@ from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_confi
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
-from heidi_engine.bus.journal import read_events
+from heidi_engine.bus.ledger import load_ledger
 from heidi_engine.bus.state import ACTIVE_STATUSES, TrainerSample
 
 __all__ = [
@@ -59,11 +59,7 @@ _warned: set[str] = set()
 
 def counted_train_steps(run_dir: Path, round_no: int) -> int:
     """The ``train_step`` count the supervisor recorded for ``round_no`` (what a restart must not recount)."""
-    return sum(
-        event.counters_delta.get("train_step", 0)
-        for event in read_events(run_dir)
-        if event.stage == "train" and event.round == round_no
-    )
+    return load_ledger(run_dir).totals("train", round_no).counters.get("train_step", 0)
 
 
 def _finite(value: object) -> float | None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from heidi_engine.agents.humaneval import HumanEvalUnavailable, Problem, load_problems
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
+from heidi_engine.agents.samples import already_counted
 from heidi_engine.agents.train import (
     adapter_dir,
     has_adapter,
@@ -37,7 +38,6 @@ from heidi_engine.agents.train import (
     round_data,
 )
 from heidi_engine.bus.event import utc_now_iso
-from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
 
 __all__ = ["MAX_NEW_TOKENS", "answer_code", "best_round", "function_complete", "main", "record_best"]
@@ -321,10 +321,9 @@ def _count_new(rt: AgentRuntime, jobs: Sequence[_Job]) -> dict[str, int]:
     mine = [job for job in jobs if job.variant == "adapter"]
     totals = {"eval_total": len(mine), "eval_pass": sum(job.passed for job in mine)}
     # A restarted eval recomputes everything; what an earlier attempt already counted is not counted twice.
-    for event in read_events(rt.run_dir):
-        if event.stage == "eval" and event.round == rt.round:
-            for name in totals:
-                totals[name] -= event.counters_delta.get(name, 0)
+    counted = already_counted(rt.run_dir, "eval", rt.round).counters
+    for name in totals:
+        totals[name] -= counted.get(name, 0)
     return {name: value for name, value in totals.items() if value > 0}
 
 

@@ -22,7 +22,8 @@ from typing import Literal
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
 from heidi_engine.bus.connection import BusInfo, read_bus_info
 from heidi_engine.bus.errors import BusError
-from heidi_engine.bus.event import Event
+from heidi_engine.bus.event import Event, fit_raw_text
+from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED, is_no_space
 from heidi_engine.bus.message import AgentStatus
 from heidi_engine.bus.publisher import Publisher
 from heidi_engine.bus.state import TrainerSample
@@ -30,8 +31,6 @@ from heidi_engine.bus.subscriber import ControlListener
 
 log = logging.getLogger(__name__)
 
-EXIT_STOPPED = 75  # the stage stopped at a boundary on request; it is not complete
-EXIT_FATAL = 78  # a permanent error (bad data, missing model): retrying cannot help
 HEARTBEAT_S = 1.0
 _PARK_POLL_S = 0.2
 
@@ -129,11 +128,11 @@ class AgentRuntime:
                 "stage": stage or self.stage,
                 "level": level,
                 "event_type": event_type,
-                "message": message,
+                "message": fit_raw_text(message),
                 "counters_delta": dict(counters or {}),
                 "usage_delta": dict(usage or {}),
                 "artifact_paths": list(artifacts),
-                "error": error,
+                "error": None if error is None else fit_raw_text(error),
             }
         )
         self._publisher.send("event", event)
@@ -143,7 +142,9 @@ class AgentRuntime:
         self.emit("progress", message, **kwargs)  # type: ignore[arg-type]
 
     def sample(self, sample: TrainerSample) -> None:
-        """Publish a trainer gauge sample."""
+        """Publish a trainer gauge sample (stamped with this run: the supervisor takes only its own run's)."""
+        if sample.run_id != self.run_id:
+            sample = sample.model_copy(update={"run_id": self.run_id})
         self._publisher.send("sample", sample)
 
     def relative(self, path: Path) -> str:
@@ -258,6 +259,11 @@ def run_stage(main: Callable[[AgentRuntime], None]) -> int:
         runtime.emit("error", f"{runtime.stage} failed: {exc}", level="error", error=str(exc))
         return EXIT_FATAL
     except Exception as exc:
+        if is_no_space(exc):
+            # Not a crash: the supervisor starts the stage again once there is room (it resumes).
+            log.error("%s: no space left on device: %s", runtime.stage, exc)
+            runtime.progress(f"{runtime.stage} paused: no space left on device ({exc})", level="warn")
+            return EXIT_NOSPACE
         log.exception("%s crashed", runtime.stage)
         runtime.emit(
             "error",

@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from heidi_engine.bus.event import COST_FIELD
-from heidi_engine.bus.journal import read_events, repair_torn_tail
+from heidi_engine.bus.journal import repair_torn_tail
+from heidi_engine.bus.ledger import load_ledger
 
 __all__ = [
     "SAMPLE_ID_PATTERN",
@@ -240,20 +240,9 @@ class Counted:
 
 
 def already_counted(run_dir: Path, stage: str, round_no: int) -> Counted:
-    """Sums over the run's events of ``stage``, as the supervisor recorded them: counters and usage of
-    round ``round_no``, and the estimated cost of every round. An unknown (null) cost adds nothing."""
-    counters: dict[str, int] = {}
-    usage: dict[str, float] = {}
-    run_cost = 0.0
-    for event in read_events(run_dir):
-        if event.stage != stage:
-            continue
-        run_cost += event.usage_delta.get(COST_FIELD) or 0.0
-        if event.round != round_no:
-            continue
-        for name, delta in event.counters_delta.items():
-            counters[name] = counters.get(name, 0) + delta
-        for name, value in event.usage_delta.items():
-            if value is not None:
-                usage[name] = usage.get(name, 0) + value
-    return Counted(counters, usage, run_cost)
+    """What the supervisor recorded for ``stage``: counters and usage of round ``round_no``, and the
+    known estimated cost of every round (an unknown, null cost adds nothing). Read from the run's ledger
+    and the events after it, so it holds however many log generations rotation has deleted."""
+    ledger = load_ledger(run_dir)
+    totals = ledger.totals(stage, round_no)
+    return Counted(dict(totals.counters), dict(totals.usage), ledger.stage_cost(stage))

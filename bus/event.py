@@ -7,6 +7,7 @@ value sets, the ``Z`` timestamps and the run_id pattern, and truncates ``message
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from datetime import datetime, timezone
@@ -19,6 +20,8 @@ from heidi_engine.bus.redaction import clean
 EVENT_VERSION = "1.0"
 MESSAGE_MAX = 500
 ERROR_MAX = 200
+# Longer text is refused before redaction runs: redacting megabytes would stall the supervisor's loop.
+RAW_TEXT_MAX = 8192
 
 Stage = Literal["generate", "validate", "train", "eval", "round_start", "round_end"]
 Level = Literal["info", "warn", "error", "success"]
@@ -48,6 +51,20 @@ def _already_clean(info: ValidationInfo) -> bool:
     # Viewers decoding the supervisor's signed egress skip a second redaction pass: the supervisor
     # redacted every event before publishing it, and viewers redact again at their output edge.
     return bool(info.context and info.context.get("redacted"))
+
+
+def _check_raw_length(field: str, value: str) -> None:
+    if len(value) > RAW_TEXT_MAX:
+        raise ValueError(f"{field} is {len(value)} characters; at most {RAW_TEXT_MAX} are accepted")
+
+
+def fit_raw_text(value: str) -> str:
+    """``value`` cut to what an event accepts before redaction (a sender's side of :data:`RAW_TEXT_MAX`).
+
+    Safe to cut before redacting: the field is cut again to at most 500 characters after redaction, so
+    text near the first cut never reaches the event.
+    """
+    return value if len(value) <= RAW_TEXT_MAX else value[:RAW_TEXT_MAX]
 
 
 def utc_now_iso() -> str:
@@ -103,6 +120,7 @@ class Event(BaseModel):
     def _clean_message(cls, value: str, info: ValidationInfo) -> str:
         if _already_clean(info) and len(value) <= MESSAGE_MAX:
             return value
+        _check_raw_length("message", value)
         return clean(value, MESSAGE_MAX)
 
     @field_validator("error")
@@ -110,6 +128,7 @@ class Event(BaseModel):
     def _clean_error(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or (_already_clean(info) and len(value) <= ERROR_MAX):
             return value
+        _check_raw_length("error", value)
         return clean(value, ERROR_MAX)
 
     @field_validator("counters_delta")
@@ -129,8 +148,8 @@ class Event(BaseModel):
             if name not in USAGE_NAMES:
                 raise ValueError(f"unknown usage field {name!r}; known: {', '.join(USAGE_NAMES)}")
             if name == COST_FIELD:
-                if delta is not None and delta < 0:
-                    raise ValueError(f"{COST_FIELD} delta must be >= 0 or null")
+                if delta is not None and (not math.isfinite(delta) or delta < 0):
+                    raise ValueError(f"{COST_FIELD} delta must be a finite number >= 0 or null, got {delta!r}")
             elif not isinstance(delta, int) or isinstance(delta, bool) or delta < 0:
                 raise ValueError(f"usage {name!r} delta must be an int >= 0, got {delta!r}")
         return value

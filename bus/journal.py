@@ -1,7 +1,8 @@
 """Reading a run's files: ``events.jsonl`` with its rotated generations, ``metrics.jsonl`` and ``state.json``.
 
-Readers follow rotation (oldest generation first), skip a torn or invalid line instead of failing, and
-rebuild a run's state offline with the same reducer the supervisor uses.
+Readers follow rotation (oldest generation first) and skip a torn or invalid line instead of failing.
+What a run counted in total is in its ledger (:mod:`heidi_engine.bus.ledger`), not in these files, since
+rotation deletes old generations; the readers here serve what follows the ledger and the latest lines.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import RunState, SystemSample, TrainerSample, apply_event, apply_sample
+from heidi_engine.bus.state import RunState, SystemSample, TrainerSample
 
 EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.jsonl"
@@ -59,6 +61,70 @@ def read_events(run_dir: str | os.PathLike[str], *, skipped: list[str] | None = 
             except (ValueError, ValidationError):
                 if skipped is not None:
                     skipped.append(f"{path.name}:{number}")
+
+
+def iter_lines_reversed(path: Path, block: int = 65536) -> Iterator[bytes]:
+    """Complete lines of ``path`` from the last to the first, read backwards in blocks (a torn last
+    line is not yielded): the cost is what the caller consumes, not the file's size."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return
+    with handle:
+        pos = handle.seek(0, os.SEEK_END)
+        rest = b""
+        past_end = False  # the part after the file's last newline (empty, or torn) has been dropped
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            handle.seek(pos)
+            lines = (handle.read(step) + rest).split(b"\n")
+            rest = lines[0]
+            complete = lines[1:]
+            if complete and not past_end:
+                complete.pop()
+                past_end = True
+            for line in reversed(complete):
+                yield line + b"\n"
+        if past_end:
+            yield rest + b"\n"
+
+
+def tail_records(run_dir: str | os.PathLike[str], count: int) -> list[dict[str, Any]]:
+    """The last ``count`` valid event records of the run, oldest first, across generations."""
+    found: list[dict[str, Any]] = []
+    for path in reversed(event_files(run_dir)):
+        for line in iter_lines_reversed(path):
+            if len(found) >= count:
+                break
+            try:
+                found.append(Event.model_validate(json.loads(line), context={"redacted": True}).to_record())
+            except (ValueError, ValidationError):
+                continue
+        if len(found) >= count:
+            break
+    found.reverse()
+    return found
+
+
+def latest_trainer_samples(run_dir: str | os.PathLike[str], count: int) -> list[TrainerSample]:
+    """Up to ``count`` trainer samples of the latest round in ``metrics.jsonl``, oldest first."""
+    found: list[TrainerSample] = []
+    for line in iter_lines_reversed(Path(run_dir) / METRICS_FILE):
+        if len(found) >= count:
+            break
+        if b'"trainer"' not in line:
+            continue
+        try:
+            sample = _SAMPLE.validate_python(json.loads(line))
+        except (ValueError, ValidationError):
+            continue
+        if isinstance(sample, TrainerSample):
+            if found and sample.round != found[0].round:
+                break
+            found.append(sample)
+    found.reverse()
+    return found
 
 
 def read_samples(run_dir: str | os.PathLike[str]) -> Iterator[TrainerSample | SystemSample]:
@@ -107,30 +173,3 @@ def load_state_file(run_dir: str | os.PathLike[str]) -> RunState | None:
         return RunState.model_validate_json((Path(run_dir) / STATE_FILE).read_bytes())
     except (OSError, ValueError, ValidationError):
         return None
-
-
-def replay(run_dir: str | os.PathLike[str]) -> RunState:
-    """Rebuild a finished run's state from its files alone (no supervisor needed).
-
-    Counters and usage come from the events, gauges from ``metrics.jsonl``; status, flags and config
-    come from ``state.json`` when it exists, since no event carries them.
-    """
-    saved = load_state_file(run_dir)
-    state = RunState()
-    if saved is not None:
-        state.run_id = saved.run_id
-        state.status = saved.status
-        state.total_rounds = saved.total_rounds
-        state.config = saved.config
-        state.best_adapter = saved.best_adapter
-        state.error = saved.error
-    for event in read_events(run_dir):
-        apply_event(state, event)
-    for sample in read_samples(run_dir):
-        if isinstance(sample, TrainerSample):
-            apply_sample(state, sample)
-    if saved is not None:
-        state.status = saved.status
-        state.stop_requested, state.pause_requested = saved.stop_requested, saved.pause_requested
-        state.gpus, state.host, state.gpu_message = saved.gpus, saved.host, saved.gpu_message
-    return state

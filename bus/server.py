@@ -96,10 +96,14 @@ class BusServer:
         self._poller = zmq.Poller()
         self._poller.register(self.ingress, zmq.POLLIN)
         self._poller.register(self.control, zmq.POLLIN)
+        self._control_poller = zmq.Poller()
+        self._control_poller.register(self.control, zmq.POLLIN)
 
-    def wait(self, timeout_s: float) -> Ready:
-        """Block up to ``timeout_s`` for input on ingress or control."""
-        events = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
+    def wait(self, timeout_s: float, *, ingress: bool = True) -> Ready:
+        """Block up to ``timeout_s`` for input on ingress or control (control only when not ``ingress``:
+        the caller cannot take ingress messages now, and they wait in the socket meanwhile)."""
+        poller = self._poller if ingress else self._control_poller
+        events = dict(poller.poll(max(0, int(timeout_s * 1000))))
         return Ready(self.ingress in events, self.control in events)
 
     def recv_ingress(self, limit: int = 1000) -> list[tuple[Header, bytes]]:

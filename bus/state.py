@@ -7,6 +7,7 @@ matters: the state it produces depends only on the state it was given and the me
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,11 +26,12 @@ LOSS_HISTORY = 600
 
 
 class TrainerSample(BaseModel):
-    """Trainer gauges published at every optimizer step."""
+    """Trainer gauges published at every optimizer step, tied to the run they belong to."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Literal["trainer"] = "trainer"
+    run_id: str | None = Field(default=None, max_length=40)
     round: int = Field(default=0, ge=0)
     step: int = Field(ge=0)
     total: int = Field(ge=0)
@@ -45,10 +47,10 @@ class TrainerSample(BaseModel):
 class GpuInfo(BaseModel):
     """One GPU as NVML reports it; fields a driver does not support are ``None``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     index: int
-    name: str = ""
+    name: str = Field(default="", max_length=200)
     vram_used_mb: float = 0.0
     vram_total_mb: float = 0.0
     util_pct: float | None = None
@@ -59,7 +61,7 @@ class GpuInfo(BaseModel):
 class HostInfo(BaseModel):
     """Host CPU and memory, always available (psutil)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     cpu_pct: float = 0.0
     ram_used_mb: float = 0.0
@@ -69,12 +71,12 @@ class HostInfo(BaseModel):
 class SystemSample(BaseModel):
     """A GPU + host sample from the supervisor's sampler."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Literal["system"] = "system"
-    gpus: list[GpuInfo] = Field(default_factory=list)
+    gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
     host: HostInfo = Field(default_factory=HostInfo)
-    gpu_message: str | None = None
+    gpu_message: str | None = Field(default=None, max_length=500)
 
 
 Sample = Annotated[TrainerSample | SystemSample, Field(discriminator="type")]
@@ -113,14 +115,17 @@ class StatusPatch(BaseModel):
     best_adapter: str | None = None
     started_at: str | None = None
     updated_at: str | None = None
+    problem: str | None = None
     reset: bool = False  # the state was replaced (a run started or resumed): viewers take a snapshot
 
 
-def _zero_counters() -> dict[str, int]:
+def zero_counters() -> dict[str, int]:
+    """Every counter at 0."""
     return dict.fromkeys(COUNTER_NAMES, 0)
 
 
-def _zero_usage() -> dict[str, float | int | None]:
+def zero_usage() -> dict[str, float | int | None]:
+    """Every usage field at 0 (the cost at 0.0: known, nothing spent)."""
     usage: dict[str, float | int | None] = dict.fromkeys(USAGE_COUNT_NAMES, 0)
     usage[COST_FIELD] = 0.0
     return usage
@@ -156,8 +161,8 @@ class RunState(BaseModel):
     current_stage: str | None = None
     stop_requested: bool = False
     pause_requested: bool = False
-    counters: dict[str, int] = Field(default_factory=_zero_counters)
-    usage: dict[str, float | int | None] = Field(default_factory=_zero_usage)
+    counters: dict[str, int] = Field(default_factory=zero_counters)
+    usage: dict[str, float | int | None] = Field(default_factory=zero_usage)
     trainer: TrainerState = Field(default_factory=TrainerState)
     gpus: list[GpuInfo] = Field(default_factory=list)
     host: HostInfo | None = None
@@ -172,6 +177,8 @@ class RunState(BaseModel):
     best_adapter: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     seq: int = 0
+    # What keeps the supervisor from doing its job right now (a full disk), for every viewer's health.
+    problem: str | None = None
 
     def gpu_summary(self) -> dict[str, float | None]:
         """The HTTP API's ``gpu_summary``: VRAM summed over GPUs, utilisation averaged; ``None`` when none."""
@@ -185,6 +192,35 @@ class RunState(BaseModel):
         }
 
 
+def add_deltas(
+    counters: dict[str, int],
+    usage: dict[str, float | int | None],
+    counters_delta: Mapping[str, int],
+    usage_delta: Mapping[str, float | int | None],
+) -> None:
+    """Add an event's deltas to running totals (in place): how every total in the project is summed."""
+    for name, delta in counters_delta.items():
+        counters[name] = counters.get(name, 0) + delta
+    for name, value in usage_delta.items():
+        if name == COST_FIELD:
+            # Unknown is sticky: once any part of the cost is unknown, the total is unknown.
+            current = usage.get(COST_FIELD, 0.0)
+            usage[COST_FIELD] = None if value is None or current is None else current + value
+        else:
+            usage[name] = (usage.get(name) or 0) + (value or 0)
+
+
+def status_after(event_type: str, level: str) -> Status | None:
+    """The run status a pipeline event sets, or ``None`` for every other event."""
+    if event_type == "pipeline_start":
+        return "running"
+    if event_type == "pipeline_complete":
+        return "completed"
+    if event_type == "pipeline_stop":
+        return "failed" if level == "error" else "stopped"
+    return None
+
+
 def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = None) -> RunState:
     """Fold one accepted event into ``state`` (mutated and returned).
 
@@ -192,27 +228,14 @@ def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = N
     """
     if state.run_id is None:
         state.run_id = event.run_id
-    counters = state.counters
-    for name, delta in event.counters_delta.items():
-        counters[name] = counters.get(name, 0) + delta
-    usage = state.usage
-    for name, value in event.usage_delta.items():
-        if name == COST_FIELD:
-            # Unknown is sticky: once any part of the cost is unknown, the total is unknown.
-            current = usage.get(COST_FIELD)
-            usage[COST_FIELD] = None if value is None or current is None else current + value
-        else:
-            usage[name] = (usage.get(name) or 0) + (value or 0)
+    add_deltas(state.counters, state.usage, event.counters_delta, event.usage_delta)
     if event.event_type == "stage_start":
         state.current_stage = event.stage
-    kind = event.event_type
-    if kind == "pipeline_start":
-        state.status = "running"
-        state.started_at = state.started_at or event.ts
-    elif kind == "pipeline_complete":
-        state.status = "completed"
-    elif kind == "pipeline_stop":
-        state.status = "failed" if event.level == "error" else "stopped"
+    status = status_after(event.event_type, event.level)
+    if status is not None:
+        state.status = status
+        if status == "running":
+            state.started_at = state.started_at or event.ts
     if event.level == "error":
         state.error = event.error or event.message
     if record is None:

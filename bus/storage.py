@@ -1,7 +1,8 @@
 """Private files: every file the project writes under a home is 0600 and every folder 0700 (DESIGN §6).
 
-Also the atomic replace (temp file in the same folder, fsync, rename) used for ``state.json``,
-``bus.json`` and ``config.json``, so a reader or a kill -9 never sees half a file.
+Also the atomic replace (temp file in the same folder, fsync, rename, fsync of the folder) used for
+``state.json``, ``ledger.json``, ``bus.json`` and ``config.json``, so a reader or a kill -9 never sees
+half a file, and a crash cannot undo the rename.
 """
 
 from __future__ import annotations
@@ -44,10 +45,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
+        if fsync:
+            fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the folder's entries (a rename, a new file) durable: without it a crash can undo a rename."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, fsync: bool = True) -> None:

@@ -4,6 +4,12 @@ For every accepted event the order is fixed: validate → redact (the event mode
 ``seq`` → append to ``events.jsonl`` → fold into the state → publish. A viewer therefore never sees an
 event that is not on disk, and the snapshot's ``seq`` always matches the state it carries.
 Everything runs on the main thread (one concurrency model): sockets, agents and timers are polled.
+Signal handlers only record the signal; the loop acts on it between two steps, so no signal can land in
+the middle of a publish, a rotation or a run's start.
+
+A write that fails (a full disk) never takes the daemon down: the problem is shown as the health's
+reason in every viewer, events that could not be written wait in memory (ingress is not read meanwhile,
+so agents wait too and nothing is lost), and every write is tried again each second until it succeeds.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -20,8 +27,9 @@ from typing import Any
 from heidi_engine.bus.codec import pack_body
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
 from heidi_engine.bus.connection import BusInfo, remove_bus_info, write_bus_info
-from heidi_engine.bus.event import Event, new_run_id, utc_now_iso
-from heidi_engine.bus.journal import replay
+from heidi_engine.bus.event import Event, fit_raw_text, new_run_id, utc_now_iso
+from heidi_engine.bus.journal import load_state_file
+from heidi_engine.bus.ledger import replay
 from heidi_engine.bus.message import AgentStatus, Command, ControlBroadcast, Heartbeat, Reply
 from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.server import BusServer
@@ -36,12 +44,13 @@ from heidi_engine.bus.state import (
     apply_sample,
     apply_status,
 )
+from heidi_engine.bus.storage import atomic_write_json
 from heidi_engine.supervisor.commands import Refused, dispatch
-from heidi_engine.supervisor.persister import Persister
+from heidi_engine.supervisor.health import Problems
+from heidi_engine.supervisor.persister import Persister, PersistError
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline
 from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, spawn, terminate_group
 from heidi_engine.supervisor.runs import (
-    completed_stages,
     find_resumable,
     recover_stale_runs,
     run_dirs,
@@ -56,6 +65,14 @@ HEARTBEAT_S = 1.0
 DEFAULT_SAMPLE_S = 2.0
 TICK_S = 0.1
 INGEST_BATCH = 2000
+COMMANDS_PER_TICK = 64  # a flood of commands cannot starve ingress, the driver or the heartbeat
+RETRY_S = 1.0  # how often a failed write (a full disk) is tried again
+# Only the supervisor speaks for the pipeline: these event types from an agent are refused.
+SUPERVISOR_ONLY = frozenset({"pipeline_start", "pipeline_stop", "pipeline_complete", "stage_start", "stage_end"})
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 class Supervisor:
@@ -89,6 +106,10 @@ class Supervisor:
         self.refused_events: dict[str, int] = {}
         self.shutdown_requested = False
         self.fast_shutdown = False
+        self.problems = Problems()
+        self._backlog: list[Event] = []  # accepted from agents, not yet on disk (a full disk)
+        self._retry_at = float("-inf")
+        self._signals: list[int] = []
         self._last_heartbeat = float("-inf")
         self._last_sample = float("-inf")
         self._last_trainer: tuple[int, int] | None = None
@@ -103,21 +124,33 @@ class Supervisor:
         return self.seq
 
     def accept_events(self, events: list[Event]) -> None:
-        """Persist, apply and publish already-validated events, in that order."""
+        """Persist, apply and publish already-validated events, in that order (after any held back)."""
         if not events or self.persister is None:
             return
+        if self._backlog:
+            self._backlog.extend(events)
+            return
+        self._write_ahead(events)
+
+    def _write_ahead(self, events: list[Event]) -> None:
+        assert self.persister is not None
         records = [e.to_record() for e in events]
+        written = len(records)
         try:
             self.persister.append_events(records)
-        except OSError as exc:
-            # Not on disk means not accepted: nothing is published or counted that a restart would lose.
-            self.refused_events["disk"] = self.refused_events.get("disk", 0) + len(events)
-            log.error("cannot write events.jsonl (%s); %d event(s) refused", exc, len(events))
-            return
-        for event, record in zip(events, records, strict=True):
+        except PersistError as exc:
+            # Not on disk means not yet accepted: held here, written when there is room, never lost.
+            written = exc.written
+            self._backlog = events[written:]
+            self._retry_at = self.clock() + RETRY_S
+            self.report_problem("events.jsonl", f"cannot write events.jsonl: {_why(exc)}; "
+                                "events wait in memory and agents wait for them")
+        else:
+            self.report_problem("events.jsonl", None)
+        for event, record in zip(events[:written], records[:written], strict=True):
             apply_event(self.state, event, record)
             self.server.publish("event", pack_body(record), self._next_seq())
-        self.accepted_events += len(events)
+        self.accepted_events += written
 
     def emit(
         self,
@@ -134,7 +167,8 @@ class Supervisor:
             return
         event = Event.model_validate({
             "run_id": self.state.run_id, "round": round_no, "stage": stage, "level": level,
-            "event_type": event_type, "message": message, "error": error,
+            "event_type": event_type, "message": fit_raw_text(message),
+            "error": None if error is None else fit_raw_text(error),
         })
         self.accept_events([event])
         if event_type in ("stage_start", "stage_end", "pipeline_start", "pipeline_stop", "pipeline_complete"):
@@ -152,9 +186,29 @@ class Supervisor:
         """Tell agents to pause, resume or stop."""
         self.server.publish("control", ControlBroadcast(action=action, run_id=self.state.run_id), None)  # type: ignore[arg-type]
 
-    def _write_state(self) -> None:
+    def _write_state(self, *, unless_recent: bool = False) -> None:
+        persister = self.persister
+        if persister is None:
+            return
+        try:
+            if unless_recent:
+                persister.maybe_write_state(self.state)
+            else:
+                persister.write_state(self.state)
+        except OSError as exc:
+            self.report_problem("state.json", f"cannot write state.json: {_why(exc)}")
+        else:
+            self.report_problem("state.json", None)
+
+    def report_problem(self, site: str, problem: str | None) -> None:
+        """Set or clear what keeps ``site`` from working; viewers show it as the health's reason."""
+        if not self.problems.report(site, problem):
+            return
+        patch = StatusPatch.model_validate({"problem": self.problems.text, "updated_at": utc_now_iso()})
+        apply_status(self.state, patch)
+        self.server.publish("state", patch, self._next_seq())
         if self.persister is not None:
-            self.persister.write_state(self.state)
+            self.persister.mark_dirty()
 
     def _heartbeat(self) -> None:
         body = Heartbeat(seq=self.seq, run_id=self.state.run_id, status=self.state.status,
@@ -170,6 +224,9 @@ class Supervisor:
             if body is None:
                 continue
             if isinstance(body, Event):
+                if body.event_type in SUPERVISOR_ONLY:
+                    self._refuse("supervisor_only")
+                    continue
                 if self._refuse_foreign(body.run_id):
                     continue
                 self._seen(header.sender, None)
@@ -178,8 +235,10 @@ class Supervisor:
             # Keep order: events before a sample or status are persisted and published first.
             self.accept_events(batch)
             batch = []
-            if isinstance(body, (TrainerSample, SystemSample)):
-                if self.state.run_id is None:
+            if isinstance(body, SystemSample):
+                self._refuse("system_sample")  # only the supervisor samples the machine
+            elif isinstance(body, TrainerSample):
+                if self._refuse_foreign(body.run_id or ""):
                     continue
                 self._seen(header.sender, None)
                 self.accept_sample(body)
@@ -192,8 +251,11 @@ class Supervisor:
     def _refuse_foreign(self, run_id: str) -> bool:
         if self.state.run_id == run_id and self.state.status in ACTIVE_STATUSES:
             return False
-        self.refused_events["wrong_run"] = self.refused_events.get("wrong_run", 0) + 1
+        self._refuse("wrong_run")
         return True
+
+    def _refuse(self, reason: str) -> None:
+        self.refused_events[reason] = self.refused_events.get(reason, 0) + 1
 
     def _seen(self, sender: str, parked: bool | None, *, pid: int | None = None, done: bool = False) -> None:
         if self.pipeline is not None:
@@ -204,22 +266,45 @@ class Supervisor:
 
     def accept_sample(self, sample: TrainerSample | SystemSample) -> None:
         """Persist (trainer and GPU gauges for plots), apply and publish a sample."""
-        if self.persister is not None:
-            if isinstance(sample, TrainerSample):
-                key = (sample.round, sample.step)
-                if self._last_trainer is not None and key[0] == self._last_trainer[0] and key[1] <= self._last_trainer[1]:
-                    # A trainer resumed from a checkpoint: its metric history restarts at that step.
-                    self.persister.truncate_metrics_from(sample.round, sample.step)
-                self._last_trainer = key
-            self.persister.append_metric(sample.model_dump(mode="json"))
-            self.persister.mark_dirty()
+        persister = self.persister
+        if persister is not None:
+            try:
+                if isinstance(sample, TrainerSample):
+                    key = (sample.round, sample.step)
+                    last = self._last_trainer
+                    self._last_trainer = key
+                    if last is not None and key[0] == last[0] and key[1] <= last[1]:
+                        # A trainer resumed from a checkpoint: its metric history restarts at that step.
+                        persister.truncate_metrics_from(sample.round, sample.step)
+                persister.append_metric(sample.model_dump(mode="json"))
+            except OSError as exc:
+                self._retry_at = min(self._retry_at, self.clock() + RETRY_S)
+                self.report_problem("metrics.jsonl", f"cannot write metrics.jsonl: {_why(exc)}; samples wait in memory")
+            else:
+                self.report_problem("metrics.jsonl", None)
+            persister.mark_dirty()
         apply_sample(self.state, sample)
         self.server.publish("sample", sample, self._next_seq())
+
+    def _retry_writes(self, now: float) -> None:
+        """Try again what a full disk refused: held events first (in order), then metric lines."""
+        if now < self._retry_at:
+            return
+        self._retry_at = now + RETRY_S
+        if self._backlog and self.persister is not None:
+            backlog, self._backlog = self._backlog, []
+            self._write_ahead(backlog)
+        if self.persister is not None and "metrics.jsonl" in self.problems.sites:
+            try:
+                self.persister.flush_metrics()
+            except OSError:
+                return
+            self.report_problem("metrics.jsonl", None)
 
     # -- control -----------------------------------------------------------------------------------
 
     def _serve_commands(self) -> None:
-        while True:
+        for _ in range(COMMANDS_PER_TICK):
             received = self.server.recv_command()
             if received is None:
                 return
@@ -250,6 +335,7 @@ class Supervisor:
             "seq": self.seq, "session": self.session, "pid": os.getpid(),
             "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
             "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.refused_events),
+            "health": "degraded" if self.problems.text else "ok", "problem": self.problems.text,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -262,10 +348,13 @@ class Supervisor:
 
     def request_stop(self) -> None:
         """Graceful stop: no new stage; the agent finishes at its next boundary."""
+        if self.pipeline is None:
+            # Nothing runs that could finish at a boundary: the run is stopped now.
+            self.finish_run("stopped", "pipeline stopped (no stage was running)")
+            return
         self.set_status(stop_requested=True, status="stopping")
         self.broadcast("stop")
-        if self.pipeline is not None:
-            self.pipeline.request_stop(now=self.clock())
+        self.pipeline.request_stop(now=self.clock())
 
     def request_pause(self) -> None:
         """Ask agents to park; the status turns ``paused`` once they have."""
@@ -299,6 +388,16 @@ class Supervisor:
             self.broadcast("stop")
             self.pipeline.request_stop(fast=True, now=self.clock())
 
+    def note_signal(self, signum: int) -> None:
+        """The SIGTERM/SIGINT handler: it only records the signal; the loop acts on it."""
+        self._signals.append(signum)
+
+    def _act_on_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            log.info("received %s", signal.Signals(signum).name)
+            self.on_signal()
+
     def on_signal(self) -> None:
         """SIGTERM/SIGINT: the first stops the run gracefully, the second shuts down fast."""
         if self.shutdown_requested or self.pipeline is None or self.pipeline.finished:
@@ -314,70 +413,116 @@ class Supervisor:
         path = self.config_path if self.config_path is not None and self.config_path.exists() else None
         return load_config(path, env=self.env, overrides=overrides)
 
-    def _open_run(self, run_dir: Path, config: AutoTrainConfig) -> None:
-        self._close_run()
-        self.config = config
-        self.persister = Persister(
+    def _new_persister(self, run_dir: Path, config: AutoTrainConfig) -> Persister:
+        return Persister(
             run_dir,
             max_bytes=max(1024, int(config.EVENT_LOG_MAX_SIZE_MB * 1024 * 1024)),
             retention=config.EVENT_LOG_RETENTION,
         )
-        self._last_trainer = None
 
-    def _close_run(self) -> None:
-        if self.persister is not None:
-            self.persister.close(self.state)
-            self.persister = None
-
-    def start_run(self, overrides: Mapping[str, object]) -> str:
-        """Validate the configuration, create the run folder and start the driver."""
-        config = self._load_config(overrides)
-        run_id = new_run_id()
-        run_dir = runs_root(self.home) / run_id
-        self.state = RunState(run_id=run_id, status="starting", total_rounds=config.ROUNDS,
-                              config=config.redacted_dict(), seq=self.seq, started_at=utc_now_iso())
-        self.state.gpus, self.state.gpu_message = [], None
-        self._open_run(run_dir, config)
-        assert self.persister is not None
-        self.persister.write_config(config.redacted_dict())
-        self.set_status(reset=True, **self.state.model_dump(include={"run_id", "status", "total_rounds", "config", "started_at"}))
-        self.emit("round_start", "pipeline_start", round_no=0,
-                  message=f"pipeline started: {config.ROUNDS} round(s) of {config.SAMPLES_PER_ROUND} samples")
-        self._start_pipeline(run_dir, config, set(), resume=False)
-        return run_id
-
-    def resume_run(self, run_id: str | None) -> str:
-        """Continue a stopped, interrupted or failed run from its last completed stage."""
-        try:
-            run_dir = find_resumable(self.home, run_id)
-        except LookupError as exc:
-            raise Refused(str(exc)) from None
-        saved = replay(run_dir)
-        # The run keeps its own settings; redacted values (credentials) come again from config.yaml/env.
-        overrides = {k: "" if v is None else str(v) for k, v in saved.config.items()
-                     if not (isinstance(v, str) and "[REDACTED" in v)}
-        config = self._load_config(overrides)
-        # Counters come from the events themselves, so the invariant with events.jsonl holds exactly.
-        self.state = saved
-        self.state.seq = self.seq
-        self._open_run(run_dir, config)
-        self.set_status(reset=True, run_id=run_dir.name, status="running", stop_requested=False,
-                        pause_requested=False, error=None, total_rounds=config.ROUNDS, agents={})
-        done = completed_stages(run_dir)
-        self.emit("round_start", "pipeline_start", round_no=self.state.current_round,
-                  message=f"pipeline resumed ({len(done)} stage(s) already complete)")
-        self._start_pipeline(run_dir, config, done, resume=True)
-        return run_dir.name
-
-    def _start_pipeline(self, run_dir: Path, config: AutoTrainConfig, done: set[tuple[int, str]], *, resume: bool) -> None:
+    def _new_pipeline(self, run_dir: Path, config: AutoTrainConfig, done: set[tuple[int, str]], *, resume: bool) -> Pipeline:
         settings = DriverSettings(
             rounds=config.ROUNDS, max_restarts=config.AGENT_MAX_RESTARTS,
             heartbeat_timeout_s=config.AGENT_HEARTBEAT_TIMEOUT_S, stop_grace_s=config.STOP_GRACE_S,
         )
         def env_for(stage: str, round_no: int, attempt: int) -> dict[str, str]:
             return self._agent_env(run_dir, stage, round_no, attempt, resume)
-        self.pipeline = Pipeline(self, settings, run_dir=run_dir, argv_for=lambda stage: agent_argv(self.env, stage),
-                                 env_for=env_for, completed=done)
+        return Pipeline(self, settings, run_dir=run_dir, argv_for=lambda stage: agent_argv(self.env, stage),
+                        env_for=env_for, completed=done)
+
+    def _switch_to(self, state: RunState, config: AutoTrainConfig, persister: Persister, pipeline: Pipeline) -> None:
+        """Make a fully built run the current one (nothing here can fail half-way)."""
+        self._close_run()
+        state.seq, state.problem = self.seq, self.problems.text
+        self.state, self.config, self.persister, self.pipeline = state, config, persister, pipeline
+        self._last_trainer = None
+
+    def _close_run(self) -> None:
+        persister, self.persister = self.persister, None
+        if persister is None:
+            return
+        if self._backlog:
+            try:
+                persister.append_events([e.to_record() for e in self._backlog])
+            except PersistError as exc:
+                log.error("%d event(s) of %s could not be written at its close: %s",
+                          len(self._backlog) - exc.written, persister.run_dir.name, _why(exc))
+            self._backlog = []
+        try:
+            persister.close(self.state)
+        except OSError as exc:
+            log.error("closing %s: %s", persister.run_dir.name, _why(exc))
+
+    def start_run(self, overrides: Mapping[str, object]) -> str:
+        """Validate the configuration, build the run (folder, files, driver), then make it current.
+
+        Nothing is published and the current state is untouched until everything is built; a run that
+        cannot be built is marked failed in its own folder, with the reason, and the start is refused.
+        """
+        config = self._load_config(overrides)
+        run_id = new_run_id()
+        run_dir = runs_root(self.home) / run_id
+        state = RunState(run_id=run_id, status="starting", total_rounds=config.ROUNDS,
+                         config=config.redacted_dict(), started_at=utc_now_iso())
+        try:
+            persister = self._new_persister(run_dir, config)
+            try:
+                persister.write_config(config.redacted_dict())
+            except OSError:
+                persister.close()
+                raise
+        except OSError as exc:
+            reason = f"cannot start run {run_id}: {_why(exc)} ({getattr(exc, 'filename', None) or run_dir})"
+            self._mark_failed(run_dir, state, reason)
+            self.report_problem("start", reason)
+            raise Refused(reason) from None
+        self.report_problem("start", None)
+        pipeline = self._new_pipeline(run_dir, config, set(), resume=False)
+        self._switch_to(state, config, persister, pipeline)
+        self.set_status(reset=True, **state.model_dump(include={"run_id", "status", "total_rounds", "config",
+                                                                 "started_at", "problem"}))
+        self.emit("round_start", "pipeline_start", round_no=0,
+                  message=f"pipeline started: {config.ROUNDS} round(s) of {config.SAMPLES_PER_ROUND} samples")
+        return run_id
+
+    @staticmethod
+    def _mark_failed(run_dir: Path, state: RunState, reason: str) -> None:
+        state = state.model_copy(update={"status": "failed", "error": reason, "updated_at": utc_now_iso()})
+        try:
+            if run_dir.is_dir():
+                atomic_write_json(run_dir / "state.json", state.model_dump(mode="json"))
+        except OSError as exc:
+            log.error("cannot record the failed start in %s: %s", run_dir, _why(exc))
+
+    def resume_run(self, run_id: str | None) -> str:
+        """Continue a stopped, interrupted or failed run from its last completed stage.
+
+        Its totals come from the run's ledger plus the events written after it, never from the whole log:
+        the answer comes at once whatever the run's length.
+        """
+        try:
+            run_dir = find_resumable(self.home, run_id)
+        except LookupError as exc:
+            raise Refused(str(exc)) from None
+        saved = load_state_file(run_dir) or RunState()
+        # The run keeps its own settings; redacted values (credentials) come again from config.yaml/env.
+        overrides = {k: "" if v is None else str(v) for k, v in saved.config.items()
+                     if not (isinstance(v, str) and "[REDACTED" in v)}
+        config = self._load_config(overrides)
+        try:
+            persister = self._new_persister(run_dir, config)
+        except OSError as exc:
+            raise Refused(f"cannot resume {run_dir.name}: {_why(exc)}") from None
+        state = replay(run_dir, persister.ledger)
+        done = persister.ledger.done()
+        pipeline = self._new_pipeline(run_dir, config, done, resume=True)
+        self._switch_to(state, config, persister, pipeline)
+        self.set_status(reset=True, run_id=run_dir.name, status="running", stop_requested=False,
+                        pause_requested=False, error=None, total_rounds=config.ROUNDS, agents={},
+                        problem=self.problems.text)
+        self.emit("round_start", "pipeline_start", round_no=self.state.current_round,
+                  message=f"pipeline resumed ({len(done)} stage(s) already complete)")
+        return run_dir.name
 
     def _agent_env(self, run_dir: Path, stage: str, round_no: int, attempt: int, resume: bool) -> dict[str, str]:
         config = None if self.config is None else self.config.model_dump(mode="json")
@@ -425,19 +570,27 @@ class Supervisor:
         """Run until shutdown; always leaves no agent, socket or connection file behind."""
         try:
             while True:
+                self._act_on_signals()
                 now = self.clock()
-                ready = self.server.wait(min(TICK_S, max(0.0, self._last_heartbeat + HEARTBEAT_S - now)))
+                held = bool(self._backlog)
+                ready = self.server.wait(min(TICK_S, max(0.0, self._last_heartbeat + HEARTBEAT_S - now)),
+                                         ingress=not held)
                 if ready.ingress:
                     self._ingest()
                 if ready.control:
                     self._serve_commands()
                 now = self.clock()
-                if self.pipeline is not None:
-                    self.pipeline.tick(now)
-                    if self.pipeline.finished:
-                        self.pipeline = None
-                if self.persister is not None:
-                    self.persister.maybe_write_state(self.state)
+                if self.problems.text:
+                    self._retry_writes(now)
+                pipeline = self.pipeline
+                if pipeline is not None:
+                    if self._backlog and not self.fast_shutdown:
+                        pipeline.hold(now)  # its agent's messages wait in the socket, not on a judge
+                    else:
+                        pipeline.tick(now)
+                        if pipeline.finished:
+                            self.pipeline = None
+                self._write_state(unless_recent=True)
                 if now - self._last_heartbeat >= HEARTBEAT_S:
                     self._last_heartbeat = now
                     self._heartbeat()
@@ -462,16 +615,27 @@ class Supervisor:
         log.info("HTTP status server on http://127.0.0.1:%d (pid %d)", port, self.http_child.pid)
 
     def close(self) -> None:
-        """Terminate any agent, write the last state, close sockets, remove the connection file."""
+        """Terminate any agent, write the last state, close sockets, remove the connection file.
+
+        Each step is tried whatever happened to the ones before it.
+        """
         grace = self.config.STOP_GRACE_S if self.config else 5.0
-        if self.pipeline is not None and self.pipeline.agent is not None:
-            terminate_group(self.pipeline.agent, grace)
-            self.pipeline.agent = None
-        if self.http_child is not None:
-            terminate_group(self.http_child, 5.0)
-            self.http_child = None
-        self._close_run()
-        if self.sampler is not None:
-            self.sampler.close()
-        self.server.close()
-        remove_bus_info(self.home, self.info)
+        pipeline, http_child, sampler = self.pipeline, self.http_child, self.sampler
+        self.http_child = None
+        steps: list[tuple[str, Callable[[], object]]] = []
+        if pipeline is not None and pipeline.agent is not None:
+            steps.append(("stop the agent", lambda: terminate_group(pipeline.agent, grace)))  # type: ignore[arg-type]
+        if http_child is not None:
+            steps.append(("stop the HTTP server", lambda: terminate_group(http_child, 5.0)))
+        steps.append(("close the run", self._close_run))
+        if sampler is not None:
+            steps.append(("close the sampler", sampler.close))
+        steps.append(("close the sockets", self.server.close))
+        steps.append(("remove the connection file", lambda: remove_bus_info(self.home, self.info)))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("shutdown: cannot %s", what)
+        if pipeline is not None:
+            pipeline.agent = None

@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        supervisor.on_signal()
+        supervisor.note_signal(signum)  # nothing else here: the loop acts on it between two steps
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

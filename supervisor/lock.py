@@ -2,6 +2,7 @@
 
 The lock is taken before any socket is bound: a second ipc bind would silently steal the endpoints of
 the running supervisor. The kernel drops a flock when its holder dies, so a kill -9 leaves no stale lock.
+The file holds the holder's pid while it runs and is empty after a clean shutdown; it is never removed.
 """
 
 from __future__ import annotations
@@ -43,13 +44,26 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`AlreadyRunning`."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        """Take the lock or raise :class:`AlreadyRunning`.
+
+        The file is never unlinked, so every starter locks the same inode; the check after ``flock``
+        (the fd's inode must still be the path's) makes this hold even if someone removed or replaced
+        the file by hand between our open and our lock: then we retry on the new file.
+        """
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise AlreadyRunning(self.home, read_pid(self.home)) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise AlreadyRunning(self.home, read_pid(self.home)) from None
         os.fchmod(fd, FILE_MODE)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -62,10 +76,11 @@ class InstanceLock:
             os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
-        """Remove the pid file and drop the lock."""
+        """Empty the pid file and drop the lock. The file stays: unlinking it would let two starters
+        hold locks on two different files at once."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            self.path.unlink()
+            os.ftruncate(self._fd, 0)
         os.close(self._fd)
         self._fd = None

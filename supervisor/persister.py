@@ -1,25 +1,45 @@
-"""The persister: the single writer of a run's ``events.jsonl``, ``metrics.jsonl`` and ``state.json``.
+"""The persister: the single writer of a run's ``events.jsonl``, ``metrics.jsonl``, ``state.json`` and
+``ledger.json``.
 
-Invariants (DESIGN §6): an event is appended before it is published (the broker calls
-:meth:`Persister.append_events` first); ``state.json`` is replaced atomically, at least once a second
-while anything changes and at every boundary; the event log rotates at a size limit keeping N
-generations; a torn last line left by a kill -9 is cut off on the next open; every file is 0600.
+Invariants: an event is appended before it is published (the broker calls :meth:`Persister.append_events`
+first); ``state.json`` and the ledger are replaced atomically, at least once a second while anything
+changes and at every boundary; the event log rotates at a size limit keeping N generations, and the
+ledger (what every event counted) is saved before a generation can be deleted, so the run's totals never
+depend on which generations remain; a torn last line left by a kill -9 is cut off on the next open;
+every file is 0600, and every rename is followed by an fsync of the folder.
+
+Write errors (a full disk) leave every file valid and are raised for the broker to handle: events that
+did not reach the disk are reported by :class:`PersistError` so that none is taken as written; metric
+lines that could not be written wait in a bounded buffer and go out with the next successful write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from heidi_engine.bus.journal import CONFIG_FILE, EVENTS_FILE, METRICS_FILE, STATE_FILE, repair_torn_tail
+from heidi_engine.bus.ledger import Ledger, LogPosition, file_head, load_ledger
 from heidi_engine.bus.state import RunState
-from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, open_private_append
+from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, fsync_dir, open_private_append
 
 STATE_INTERVAL_S = 1.0
+METRICS_BACKLOG = 10_000
+
+
+class PersistError(OSError):
+    """Writing events failed after the first ``written`` of them reached the disk."""
+
+    def __init__(self, written: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.written = written
+        self.cause = cause
 
 
 def _dumps(record: dict[str, Any]) -> bytes:
@@ -46,9 +66,16 @@ class Persister:
             cut = repair_torn_tail(self.run_dir / name)
             if cut:
                 self.repaired[name] = cut
+        # Whatever a previous supervisor wrote after its last save is counted again here, from the log.
+        self.ledger: Ledger = load_ledger(self.run_dir)
         self._events_fd = open_private_append(self.run_dir / EVENTS_FILE)
         self._events_size = os.fstat(self._events_fd).st_size
+        self._events_ino = os.fstat(self._events_fd).st_ino
+        self._events_head = file_head(self.run_dir / EVENTS_FILE)
         self._metrics_fd = open_private_append(self.run_dir / METRICS_FILE)
+        self._metrics_size = os.fstat(self._metrics_fd).st_size
+        self._metrics_backlog: deque[bytes] = deque(maxlen=METRICS_BACKLOG)
+        self.metrics_dropped = 0
         self._dirty = False
         self._last_state_write = float("-inf")
         self.rotations = 0
@@ -56,32 +83,56 @@ class Persister:
     # -- events ------------------------------------------------------------------------------------
 
     def append_events(self, records: Sequence[dict[str, Any]]) -> None:
-        """Append event records (one write per record batch), rotating when the file reaches the limit."""
+        """Append event records (one write per chunk), rotating when the file reaches the limit.
+
+        Raises :class:`PersistError` naming how many records reached the disk before a write failed.
+        """
         if not records:
             return
+        written = 0
         chunk = bytearray()
-        for record in records:
-            line = _dumps(record)
-            if chunk and self._events_size + len(chunk) + len(line) > self.max_bytes:
-                self._write_events(bytes(chunk))
-                chunk.clear()
-            chunk += line
-        self._write_events(bytes(chunk))
-        self._dirty = True
+        first = 0
+        try:
+            for index, record in enumerate(records):
+                line = _dumps(record)
+                if chunk and self._events_size + len(chunk) + len(line) > self.max_bytes:
+                    self._write_events(bytes(chunk), records[first:index])
+                    written, first = index, index
+                    chunk.clear()
+                chunk += line
+            self._write_events(bytes(chunk), records[first:])
+        except OSError as exc:
+            raise PersistError(written, exc) from exc
+        finally:
+            self._dirty = True
 
-    def _write_events(self, data: bytes) -> None:
+    def _write_events(self, data: bytes, records: Sequence[dict[str, Any]]) -> None:
         if self._events_size > 0 and self._events_size + len(data) > self.max_bytes:
             self._rotate()
         try:
             _write_all(self._events_fd, data)
         except OSError:
             # A full disk must not leave half a line that the next write would glue onto.
-            os.ftruncate(self._events_fd, self._events_size)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._events_fd, self._events_size)
             raise
+        if self._events_size == 0:
+            self._events_head = file_head(self.run_dir / EVENTS_FILE)
         self._events_size += len(data)
+        for record in records:
+            self.ledger.add(record)
+
+    def _position(self) -> LogPosition:
+        return LogPosition(inode=self._events_ino, head=self._events_head, offset=self._events_size)
+
+    def _save_ledger(self) -> None:
+        self.ledger.position = self._position()
+        self.ledger.save(self.run_dir)
 
     def _rotate(self) -> None:
-        os.close(self._events_fd)
+        os.fsync(self._events_fd)
+        # Before any generation can go: the ledger covers the whole current file.
+        self._save_ledger()
         base = self.run_dir / EVENTS_FILE
         oldest = Path(f"{base}.{self.retention}")
         if oldest.exists():
@@ -91,15 +142,45 @@ class Persister:
             if src.exists():
                 os.replace(src, f"{base}.{gen + 1}")
         os.replace(base, f"{base}.1")
-        self._events_fd = open_private_append(base)
+        try:
+            fd = open_private_append(base)
+        except OSError:
+            # Not even a new file fits: put the full one back, so the log keeps one current file.
+            with contextlib.suppress(OSError):
+                os.replace(f"{base}.1", base)
+            raise
+        os.close(self._events_fd)
+        self._events_fd = fd
+        fsync_dir(self.run_dir)
         self._events_size = 0
+        self._events_ino = os.fstat(self._events_fd).st_ino
+        self._events_head = ""
         self.rotations += 1
+        self._save_ledger()
 
     # -- samples -----------------------------------------------------------------------------------
 
     def append_metric(self, record: dict[str, Any]) -> None:
-        """Append one gauge sample to ``metrics.jsonl``."""
-        _write_all(self._metrics_fd, _dumps(record))
+        """Append one gauge sample to ``metrics.jsonl``; on a write error it waits in a bounded buffer
+        (the oldest dropped and counted beyond :data:`METRICS_BACKLOG`) and the error is raised."""
+        if len(self._metrics_backlog) == self._metrics_backlog.maxlen:
+            self.metrics_dropped += 1
+        self._metrics_backlog.append(_dumps(record))
+        self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Write the buffered metric lines; raises the write error and keeps them when it fails."""
+        if not self._metrics_backlog:
+            return
+        data = b"".join(self._metrics_backlog)
+        try:
+            _write_all(self._metrics_fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._metrics_fd, self._metrics_size)
+            raise
+        self._metrics_size += len(data)
+        self._metrics_backlog.clear()
 
     def truncate_metrics_from(self, round_no: int, step: int) -> None:
         """Drop trainer samples of ``round_no`` at ``step`` or later (a resumed trainer replays them)."""
@@ -118,14 +199,21 @@ class Persister:
                     continue
                 kept += line
         if dropped:
-            os.close(self._metrics_fd)
             tmp = path.with_suffix(".jsonl.tmp")
             fd = open_private_append(tmp)
-            _write_all(fd, bytes(kept))
-            os.fsync(fd)
+            try:
+                _write_all(fd, bytes(kept))
+                os.fsync(fd)
+            except OSError:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
             os.close(fd)
             os.replace(tmp, path)
+            fsync_dir(self.run_dir)
+            os.close(self._metrics_fd)
             self._metrics_fd = open_private_append(path)
+            self._metrics_size = len(kept)
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -134,33 +222,36 @@ class Persister:
         self._dirty = True
 
     def maybe_write_state(self, state: RunState) -> bool:
-        """Write ``state.json`` if it changed and the last write is a second old."""
+        """Write ``state.json`` if it changed and the last write (or try) is a second old."""
         if self._dirty and self.clock() - self._last_state_write >= STATE_INTERVAL_S:
             self.write_state(state)
             return True
         return False
 
     def write_state(self, state: RunState) -> None:
-        """Write ``state.json`` now (stage boundaries, status changes, shutdown)."""
+        """Write ``state.json`` and the ledger now (stage boundaries, status changes, shutdown)."""
+        self._last_state_write = self.clock()
         os.fsync(self._events_fd)
         atomic_write_json(self.run_dir / STATE_FILE, state.model_dump(mode="json"))
+        self._save_ledger()
         self._dirty = False
-        self._last_state_write = self.clock()
 
     def write_config(self, config: dict[str, Any]) -> None:
         """The effective configuration of the run, secrets redacted."""
         atomic_write_json(self.run_dir / CONFIG_FILE, config)
 
     def close(self, state: RunState | None = None) -> None:
-        """Final state write (if given), fsync and close."""
-        if state is not None:
-            self.write_state(state)
-        for fd in (self._events_fd, self._metrics_fd):
-            try:
-                os.fsync(fd)
-                os.close(fd)
-            except OSError:
-                pass
+        """Final state write (if given), fsync and close; every step is tried whatever the others do."""
+        try:
+            if state is not None:
+                self.write_state(state)
+            self.flush_metrics()
+        finally:
+            for fd in (self._events_fd, self._metrics_fd):
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

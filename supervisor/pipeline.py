@@ -4,9 +4,11 @@ The driver is ticked by the broker's loop and never blocks. It decides what runs
 watches them (exit status and silence), restarts a crashed one with growing backoff up to a bound, and
 reports every transition through its host (events and status changes), never writing files itself.
 
-Agents tell how they ended by their exit status: 0 the stage is complete; :data:`EXIT_STOPPED` they
-stopped at a boundary on request (the stage is not complete); :data:`EXIT_FATAL` a permanent error that a
-retry cannot fix (bad data, missing model): the run fails at once. Anything else is a crash.
+Agents tell how they ended by their exit status (:mod:`heidi_engine.bus.exit_status`): 0 the stage is
+complete; ``EXIT_STOPPED`` they stopped at a boundary on request (the stage is not complete);
+``EXIT_FATAL`` a permanent error that a retry cannot fix (bad data, missing model): the run fails at once;
+``EXIT_NOSPACE`` the disk is full: the stage starts again (resuming) every few seconds until it has room,
+without using up its restarts. Anything else is a crash.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED
 from heidi_engine.bus.state import RunState
-from heidi_engine.supervisor.process import AgentProcess, describe_exit, signal_group, spawn
+from heidi_engine.supervisor.process import AgentProcess, describe_exit, spawn
 
 STAGES: tuple[str, ...] = ("generate", "validate", "train", "eval")
-EXIT_STOPPED = 75  # EX_TEMPFAIL
-EXIT_FATAL = 78  # EX_CONFIG
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
 DRAIN_S = 30.0  # how long an exited agent's final report is awaited
+NOSPACE_RETRY_S = 10.0  # how often a stage that found the disk full is tried again
 
 
 class RunHost(Protocol):
@@ -50,6 +52,8 @@ class RunHost(Protocol):
     def stage_completed(self, stage: str, round_no: int) -> None: ...
 
     def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None: ...
+
+    def report_problem(self, site: str, problem: str | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class Pipeline:
         self._round_ended = {r for r in range(1, settings.rounds + 1) if (r, "round_end") in done}
         self._round_started: set[int] = set()
         self.agent: AgentProcess | None = None
-        self.attempt = 0
+        self.attempt = 0  # agent starts of the current stage so far (the next one resumes when > 0)
+        self.crashes = 0  # of those, the ones that count against max_restarts
         self.restart_at: float | None = None
         self.stop_requested = False
         self.fast = False
@@ -123,6 +128,12 @@ class Pipeline:
         if parked is not None and parked != agent.parked:
             agent.parked = parked
             self.host.agents_changed({agent.stage: agent})
+
+    def hold(self, now: float) -> None:
+        """The supervisor cannot take the agent's messages for now (a full disk): keep it from being
+        judged silent meanwhile. The driver is not ticked while held."""
+        if self.agent is not None:
+            self.agent.last_seen = now
 
     @property
     def parked(self) -> bool:
@@ -164,7 +175,7 @@ class Pipeline:
             self._round_started.add(round_no)
             self.host.emit("round_start", "stage_start", round_no=round_no,
                            message=f"round {round_no}/{self.settings.rounds} started")
-        self.attempt = 0
+        self.attempt = self.crashes = 0
         self.host.emit(stage, "stage_start", round_no=round_no, message=f"{stage} started")
         self._launch(now)
 
@@ -187,6 +198,7 @@ class Pipeline:
                 cwd=str(self.run_dir),
                 log_path=str(log_path),
                 attempt=self.attempt,
+                now=now,
             )
         except OSError as exc:
             self._fail(stage, round_no, f"cannot start the {stage} agent: {exc}")
@@ -203,8 +215,6 @@ class Pipeline:
                 agent.begin_terminate(self.settings.stop_grace_s, now)
             agent.escalate(now)
             return
-        # Whatever it left behind in its group (a forked grandchild) goes with it.
-        signal_group(agent.pid, 9)
         if agent.exited_at is None:
             agent.exited_at = now
         draining = agent.heard and not agent.done_seen and agent.kill_deadline is None and code >= 0
@@ -223,6 +233,7 @@ class Pipeline:
         round_no, stage = self.pending[0]
         if code == 0:
             self.pending.pop(0)
+            self.host.report_problem(stage, None)
             self.host.emit(stage, "stage_end", round_no=round_no, level="success", message=f"{stage} complete")
             self.host.stage_completed(stage, round_no)
             return
@@ -230,19 +241,28 @@ class Pipeline:
             self.host.emit(stage, "progress", round_no=round_no, level="warn",
                            message=f"{stage} stopped before completion ({describe_exit(code)}); resume_run continues it")
             return
+        if code == EXIT_NOSPACE:
+            # Not the agent's fault: it is started again (and resumes) until the disk has room.
+            self.attempt += 1
+            self.restart_at = now + NOSPACE_RETRY_S
+            reason = f"{stage}: no space left on device; trying again every {NOSPACE_RETRY_S:g} s"
+            self.host.report_problem(stage, reason)
+            self.host.emit(stage, "progress", round_no=round_no, level="warn", message=reason)
+            return
         how = self._hung_reason or describe_exit(code)
         if code == EXIT_FATAL:
             self._fail(stage, round_no, f"{stage} agent failed permanently ({how}); see logs/{stage}_round_{round_no}.log")
             return
-        if self.attempt >= self.settings.max_restarts:
-            tries = self.attempt + 1
+        self.crashes += 1
+        if self.crashes > self.settings.max_restarts:
+            tries = self.crashes
             self._fail(stage, round_no, f"{stage} agent failed {tries} time(s); last: {how}")
             return
         self.attempt += 1
-        delay = backoff_s(self.attempt)
+        delay = backoff_s(self.crashes)
         self.restart_at = now + delay
         self.host.emit(stage, "error", round_no=round_no, level="warn",
-                       message=f"{stage} agent crashed ({how}); restart {self.attempt}/{self.settings.max_restarts} in {delay:g} s")
+                       message=f"{stage} agent crashed ({how}); restart {self.crashes}/{self.settings.max_restarts} in {delay:g} s")
 
     def _fail(self, stage: str, round_no: int, reason: str) -> None:
         self.host.emit(stage, "error", round_no=round_no, level="error", message=reason, error=reason)

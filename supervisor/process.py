@@ -68,8 +68,22 @@ class AgentProcess:
         return self.popen.pid
 
     def poll(self) -> int | None:
-        """The return code once it has exited (reaped), else ``None``."""
-        return self.popen.poll()
+        """The return code once it has exited, else ``None``.
+
+        Whatever the agent left in its group (a forked grandchild) is killed before the agent is reaped:
+        until then the agent's pid, which is the group's id, cannot be reused, so the signal reaches
+        only the agent's own group and never an unrelated one.
+        """
+        if self.popen.returncode is not None:
+            return self.popen.returncode
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already (not by us): Popen has its status
+            return self.popen.poll()
+        if info is None or info.si_pid == 0:
+            return None
+        signal_group(self.pid, signal.SIGKILL)
+        return self.popen.wait()
 
     def begin_terminate(self, grace_s: float, now: float) -> None:
         """SIGTERM the group now; :meth:`escalate` sends SIGKILL once ``grace_s`` has passed."""
@@ -78,8 +92,8 @@ class AgentProcess:
             self.kill_deadline = now + grace_s
 
     def escalate(self, now: float) -> None:
-        """SIGKILL the group when the grace period is over (and again if a member lingers)."""
-        if self.kill_deadline is not None and now >= self.kill_deadline:
+        """SIGKILL the group when the grace period is over (while the agent is not yet reaped)."""
+        if self.kill_deadline is not None and now >= self.kill_deadline and self.popen.returncode is None:
             signal_group(self.pid, signal.SIGKILL)
 
 
@@ -91,8 +105,11 @@ def spawn(
     cwd: str,
     log_path: str,
     attempt: int = 0,
+    now: float | None = None,
 ) -> AgentProcess:
-    """Start ``argv`` as the agent for ``stage``; stdout/stderr go to ``log_path`` (0600)."""
+    """Start ``argv`` as the agent for ``stage``; stdout/stderr go to ``log_path`` (0600).
+
+    ``now`` is the caller's clock reading (the driver's, so that silence is measured on one clock)."""
     parent = os.getpid()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
@@ -109,7 +126,8 @@ def spawn(
         )
     finally:
         os.close(fd)
-    now = time.monotonic()
+    if now is None:
+        now = time.monotonic()
     return AgentProcess(stage, popen, now, now, attempt, log_path=log_path)
 
 
@@ -124,34 +142,27 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process of group ``pgid`` exists (zombies of our own children included)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def terminate_group(agent: AgentProcess, grace_s: float) -> int:
     """SIGTERM the agent's group, SIGKILL it after ``grace_s``; reap the agent; returns its return code.
 
-    Grandchildren are not our children: they are reparented to init (or a subreaper) and reaped there.
+    The group is signalled only while the agent (its leader) is unreaped, so a reused pid is never hit;
+    once the leader has exited, :meth:`AgentProcess.poll` kills what is left of the group and reaps it.
     """
-    pgid = agent.pid
-    signal_group(pgid, signal.SIGTERM)
+    if agent.popen.returncode is None:
+        signal_group(agent.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if agent.poll() is not None and not group_alive(pgid):
-            break
+        code = agent.poll()
+        if code is not None:
+            return code
         time.sleep(0.02)
-    signal_group(pgid, signal.SIGKILL)
+    if agent.popen.returncode is None:
+        signal_group(agent.pid, signal.SIGKILL)
     try:
-        return agent.popen.wait(timeout=5)
+        agent.popen.wait(timeout=5)
     except subprocess.TimeoutExpired:  # pragma: no cover - a process in uninterruptible sleep
         return -signal.SIGKILL
+    return agent.popen.returncode
 
 
 def kill_stale_group(pgid: int, run_id: str) -> bool:

@@ -1,4 +1,4 @@
-"""The runs of a home: listing them, finding the one to resume, and what a run already completed."""
+"""The runs of a home: listing them, finding the one to resume, and recovering those a crash left active."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from heidi_engine.bus.journal import (
     METRICS_FILE,
     STATE_FILE,
     load_state_file,
-    read_events,
     repair_torn_tail,
 )
+from heidi_engine.bus.ledger import load_ledger
 from heidi_engine.bus.state import ACTIVE_STATUSES
 from heidi_engine.bus.storage import atomic_write_json
 from heidi_engine.supervisor.process import kill_stale_group
@@ -72,15 +72,6 @@ def find_resumable(home: Path, run_id: str | None) -> Path:
     raise LookupError("no stopped, interrupted or failed run to resume")
 
 
-def completed_stages(run_dir: Path) -> set[tuple[int, str]]:
-    """(round, stage) pairs whose successful ``stage_end`` the supervisor recorded."""
-    done: set[tuple[int, str]] = set()
-    for event in read_events(run_dir):
-        if event.event_type == "stage_end" and event.level == "success":
-            done.add((event.round, event.stage))
-    return done
-
-
 def recover_stale_runs(home: Path) -> list[str]:
     """Runs that a dead supervisor left active: kill their recorded agent groups (only those still
     carrying the run id), cut torn last lines, and mark them ``interrupted``. Returns their ids."""
@@ -95,6 +86,8 @@ def recover_stale_runs(home: Path) -> list[str]:
         for name in (EVENTS_FILE, METRICS_FILE):
             if repair_torn_tail(folder / name):
                 log.warning("%s/%s: cut a torn last line", folder.name, name)
+        # The events written after the dead supervisor's last save count too.
+        load_ledger(folder).fill(saved)
         saved.status, saved.agents = "interrupted", {}
         saved.stop_requested = saved.pause_requested = False
         saved.updated_at = utc_now_iso()

@@ -17,7 +17,7 @@ from heidi_engine.agents.runtime import StopRequested
 from heidi_engine.bus.config import AutoTrainConfig
 from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
-from heidi_engine.bus.errors import BusError
+from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import Event
 
 TESTS = Path(__file__).resolve().parent
@@ -26,15 +26,23 @@ STAGES = ("generate", "validate", "train", "eval")
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+def wait_until(
+    predicate: Callable[[], T],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+    what: str = "",
+    evidence: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline, with
+    ``evidence()`` (what the processes involved said, and how they ended) in the failure."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+            detail = f"\n{evidence()}" if evidence is not None else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}{detail}")
         time.sleep(interval_s)
 
 
@@ -97,8 +105,18 @@ class SupervisorProc:
                     return bool(client.call("ping"))
                 except BusError:
                     return False
-        wait_until(ready, timeout_s, 0.05, "supervisor ready")
+        wait_until(ready, timeout_s, 0.05, "supervisor ready", self.evidence)
         return self
+
+    def evidence(self) -> str:
+        """The supervisor's exit status (or that it runs), its last output and its agents' last log lines."""
+        code = self.proc.poll()
+        how = "still running" if code is None else f"exited with status {code}"
+        parts = [f"--- supervisor pid {self.proc.pid}: {how}; its output (end):", self.output()]
+        for log in sorted(self.home.glob("runs/*/logs/*.log"))[-4:]:
+            text = log.read_text(errors="replace")[-1500:]
+            parts.append(f"--- {log.relative_to(self.home)} (end):\n{text}")
+        return "\n".join(parts)
 
     def client(self, timeout_s: float = 10.0) -> ControlClient:
         info = self.info()
@@ -108,16 +126,29 @@ class SupervisorProc:
         return client
 
     def call(self, name: str, args: dict[str, Any] | None = None) -> Any:
-        if not self._clients or self._clients[-1].info != self.info():
-            self.client()
-        return self._clients[-1].call(name, args)
+        try:
+            if not self._clients or self._clients[-1].info != self.info():
+                self.client()
+            return self._clients[-1].call(name, args)
+        except CommandRefused:
+            raise
+        except (AssertionError, BusError) as exc:  # no answer: say why the supervisor gave none
+            raise AssertionError(f"{name}: {exc}\n{self.evidence()}") from exc
 
     def status(self) -> dict[str, Any]:
         return dict(self.call("status"))
 
     def wait_status(self, *statuses: str, timeout_s: float = 30.0) -> dict[str, Any]:
-        return wait_until(lambda: (s := self.status())["status"] in statuses and s, timeout_s, 0.05,
-                          f"status in {statuses}")
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            last.update(self.status())
+            return dict(last) if last["status"] in statuses else None
+
+        def evidence() -> str:
+            return f"last status: {last}\n{self.evidence()}"
+
+        return wait_until(reached, timeout_s, 0.05, f"status in {statuses}", evidence)
 
     def output(self) -> str:
         return (self.home / "supervisor.out").read_text(errors="replace")[-4000:]

@@ -28,7 +28,8 @@ from rich.live import Live
 from rich.text import Text
 
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
-from heidi_engine.bus.journal import read_events, replay
+from heidi_engine.bus.journal import tail_records
+from heidi_engine.bus.ledger import replay
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard_keys import Keyboard
 from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, body_rows, render
@@ -133,7 +134,7 @@ class ReplaySource:
 
     def _load(self) -> Feed:
         state = replay(self.run_dir)
-        events = deque((e.to_record() for e in read_events(self.run_dir)), maxlen=EVENT_LOG)
+        events = tail_records(self.run_dir, EVENT_LOG)
         self._loads += 1
         link = Link("replay", False, None, None, state.seq, self.label)
         return Feed(state, link, tuple(events), ("replay", self._loads))

@@ -1,7 +1,7 @@
 """A scripted stage agent for supervisor tests: emits N counted events, with crashes and misbehaviour on demand.
 
 It resumes exactly: the number of events already accepted for its stage and round is read back from the
-run's ``events.jsonl`` (the supervisor's record), so a restart never double-counts.
+run's ledger (the supervisor's record), so a restart never double-counts.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 
 from heidi_engine.agents.runtime import AgentRuntime, run_stage
+from heidi_engine.agents.samples import already_counted
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.state import TrainerSample
 
@@ -53,11 +54,16 @@ def main(rt: AgentRuntime) -> None:
             if ahead > 0:
                 time.sleep(ahead)
         rt.progress(f"flood {i}", counters={args.counter: 1})
-    done = sum(
-        e.counters_delta.get(args.counter, 0)
-        for e in read_events(rt.run_dir)
-        if e.stage == rt.stage and e.round == rt.round and e.message.startswith("item ")
-    )
+    if args.flood:
+        # Floods are sent again by every attempt: count only this script's items, from the log.
+        done = sum(
+            e.counters_delta.get(args.counter, 0)
+            for e in read_events(rt.run_dir)
+            if e.stage == rt.stage and e.round == rt.round and e.message.startswith("item ")
+        )
+    else:
+        # What the supervisor recorded, however many log generations rotation has deleted.
+        done = already_counted(rt.run_dir, rt.stage, rt.round).counters.get(args.counter, 0)
     (rt.run_dir / f"agent_{rt.stage}_{rt.round}_{rt.attempt}.pid").write_text(str(os.getpid()))
     for i in range(done, args.events):
         rt.checkpoint()

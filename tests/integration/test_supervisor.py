@@ -60,7 +60,7 @@ def test_full_run_completes_and_leaves_nothing_behind(start_supervisor: Start, h
     assert json.loads((run_dir / "config.json").read_text())["ROUNDS"] == 2
     assert sup.stop() == 0
     assert_invariants(run_dir)
-    assert not (home / "pipeline.pid").exists()
+    assert (home / "pipeline.pid").read_text() == ""  # kept (never unlinked), emptied
     assert not (home / "run" / "bus.json").exists()
     assert not [p for p in (home / "run").iterdir()]  # no socket files left
 
