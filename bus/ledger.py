@@ -234,7 +234,7 @@ def load_ledger(run_dir: str | os.PathLike[str]) -> Ledger:
         pass
     except (OSError, ValueError, ValidationError) as exc:
         log.warning("%s: unreadable %s (%s); counting from the event files", folder, LEDGER_FILE, exc)
-    if ledger is None or (ledger.run_id is not None and ledger.run_id != folder.name):
+    if ledger is None:
         ledger = Ledger()
     last: tuple[Path, int] | None = None
     for event, path, end in read_events_after(folder, ledger.position):

@@ -35,6 +35,8 @@ from heidi_engine.bus.message import Command, Reply
 log = logging.getLogger(__name__)
 
 INGRESS_KINDS = frozenset({"event", "sample", "state"})
+# Agents send small messages (an event is under 2 KiB); a larger one is refused before any parsing.
+INGRESS_MAX_BYTES = 64 * 1024
 _LOG_EVERY_S = 60.0
 _TRANSPORT_MAX = 2 * MAX_MESSAGE_BYTES
 
@@ -79,7 +81,7 @@ class BusServer:
         self._key = info.key
         # The transport drops (and disconnects) only messages far beyond the limit; those just over it
         # reach the codec, which refuses and counts them as oversize.
-        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=_TRANSPORT_MAX)
+        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=2 * INGRESS_MAX_BYTES)
         self.ingress.setsockopt(zmq.RCVHWM, ingress_hwm)
         self.egress = new_socket(zmq.PUB, linger_ms=100)
         # A slow viewer loses messages at this mark instead of slowing the supervisor; it sees the gap.
@@ -118,7 +120,7 @@ class BusServer:
             except zmq.Again:
                 break
             try:
-                _topic, header, body = verify(frames, self._key)
+                _topic, header, body = verify(frames, self._key, INGRESS_MAX_BYTES)
                 if header.kind not in INGRESS_KINDS:
                     raise DecodeError("bad_kind", f"{header.kind} not accepted on ingress")
             except DecodeError as exc:

@@ -44,20 +44,21 @@ from heidi_engine.bus.state import (
     apply_sample,
     apply_status,
 )
-from heidi_engine.bus.storage import atomic_write_json
 from heidi_engine.supervisor.commands import Refused, dispatch
 from heidi_engine.supervisor.health import Problems
-from heidi_engine.supervisor.persister import Persister, PersistError
+from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline
 from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, spawn, terminate_group
 from heidi_engine.supervisor.runs import (
     find_resumable,
+    mark_failed,
     recover_stale_runs,
     run_dirs,
     runs_root,
     summarize,
 )
 from heidi_engine.supervisor.sampler import Sampler
+from heidi_engine.supervisor.spool import Spool, Written, why
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,8 @@ DEFAULT_SAMPLE_S = 2.0
 TICK_S = 0.1
 INGEST_BATCH = 2000
 COMMANDS_PER_TICK = 64  # a flood of commands cannot starve ingress, the driver or the heartbeat
-RETRY_S = 1.0  # how often a failed write (a full disk) is tried again
 # Only the supervisor speaks for the pipeline: these event types from an agent are refused.
 SUPERVISOR_ONLY = frozenset({"pipeline_start", "pipeline_stop", "pipeline_complete", "stage_start", "stage_end"})
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc)
 
 
 class Supervisor:
@@ -99,7 +95,7 @@ class Supervisor:
         self.sampler = sampler
         self.state = RunState()
         self.seq = 0
-        self.persister: Persister | None = None
+        self.spool: Spool | None = None  # the current run's files
         self.pipeline: Pipeline | None = None
         self.config: AutoTrainConfig | None = None
         self.accepted_events = 0
@@ -107,12 +103,9 @@ class Supervisor:
         self.shutdown_requested = False
         self.fast_shutdown = False
         self.problems = Problems()
-        self._backlog: list[Event] = []  # accepted from agents, not yet on disk (a full disk)
-        self._retry_at = float("-inf")
         self._signals: list[int] = []
         self._last_heartbeat = float("-inf")
         self._last_sample = float("-inf")
-        self._last_trainer: tuple[int, int] | None = None
         self.http_child: AgentProcess | None = None
         write_bus_info(home, info)
 
@@ -125,32 +118,14 @@ class Supervisor:
 
     def accept_events(self, events: list[Event]) -> None:
         """Persist, apply and publish already-validated events, in that order (after any held back)."""
-        if not events or self.persister is None:
-            return
-        if self._backlog:
-            self._backlog.extend(events)
-            return
-        self._write_ahead(events)
+        if events and self.spool is not None:
+            self._applied(self.spool.write_events(events))
 
-    def _write_ahead(self, events: list[Event]) -> None:
-        assert self.persister is not None
-        records = [e.to_record() for e in events]
-        written = len(records)
-        try:
-            self.persister.append_events(records)
-        except PersistError as exc:
-            # Not on disk means not yet accepted: held here, written when there is room, never lost.
-            written = exc.written
-            self._backlog = events[written:]
-            self._retry_at = self.clock() + RETRY_S
-            self.report_problem("events.jsonl", f"cannot write events.jsonl: {_why(exc)}; "
-                                "events wait in memory and agents wait for them")
-        else:
-            self.report_problem("events.jsonl", None)
-        for event, record in zip(events[:written], records[:written], strict=True):
+    def _applied(self, written: Written) -> None:
+        for event, record in written:
             apply_event(self.state, event, record)
             self.server.publish("event", pack_body(record), self._next_seq())
-        self.accepted_events += written
+        self.accepted_events += len(written)
 
     def emit(
         self,
@@ -187,18 +162,8 @@ class Supervisor:
         self.server.publish("control", ControlBroadcast(action=action, run_id=self.state.run_id), None)  # type: ignore[arg-type]
 
     def _write_state(self, *, unless_recent: bool = False) -> None:
-        persister = self.persister
-        if persister is None:
-            return
-        try:
-            if unless_recent:
-                persister.maybe_write_state(self.state)
-            else:
-                persister.write_state(self.state)
-        except OSError as exc:
-            self.report_problem("state.json", f"cannot write state.json: {_why(exc)}")
-        else:
-            self.report_problem("state.json", None)
+        if self.spool is not None:
+            self.spool.write_state(self.state, unless_recent=unless_recent)
 
     def report_problem(self, site: str, problem: str | None) -> None:
         """Set or clear what keeps ``site`` from working; viewers show it as the health's reason."""
@@ -207,8 +172,8 @@ class Supervisor:
         patch = StatusPatch.model_validate({"problem": self.problems.text, "updated_at": utc_now_iso()})
         apply_status(self.state, patch)
         self.server.publish("state", patch, self._next_seq())
-        if self.persister is not None:
-            self.persister.mark_dirty()
+        if self.spool is not None:
+            self.spool.persister.mark_dirty()
 
     def _heartbeat(self) -> None:
         body = Heartbeat(seq=self.seq, run_id=self.state.run_id, status=self.state.status,
@@ -266,42 +231,10 @@ class Supervisor:
 
     def accept_sample(self, sample: TrainerSample | SystemSample) -> None:
         """Persist (trainer and GPU gauges for plots), apply and publish a sample."""
-        persister = self.persister
-        if persister is not None:
-            try:
-                if isinstance(sample, TrainerSample):
-                    key = (sample.round, sample.step)
-                    last = self._last_trainer
-                    self._last_trainer = key
-                    if last is not None and key[0] == last[0] and key[1] <= last[1]:
-                        # A trainer resumed from a checkpoint: its metric history restarts at that step.
-                        persister.truncate_metrics_from(sample.round, sample.step)
-                persister.append_metric(sample.model_dump(mode="json"))
-            except OSError as exc:
-                self._retry_at = min(self._retry_at, self.clock() + RETRY_S)
-                self.report_problem("metrics.jsonl", f"cannot write metrics.jsonl: {_why(exc)}; samples wait in memory")
-            else:
-                self.report_problem("metrics.jsonl", None)
-            persister.mark_dirty()
+        if self.spool is not None:
+            self.spool.write_sample(sample)
         apply_sample(self.state, sample)
         self.server.publish("sample", sample, self._next_seq())
-
-    def _retry_writes(self, now: float) -> None:
-        """Try again what a full disk refused: held events first (in order), then metric lines."""
-        if now < self._retry_at:
-            return
-        self._retry_at = now + RETRY_S
-        if self._backlog and self.persister is not None:
-            backlog, self._backlog = self._backlog, []
-            self._write_ahead(backlog)
-        if self.persister is not None and "metrics.jsonl" in self.problems.sites:
-            try:
-                self.persister.flush_metrics()
-            except OSError:
-                return
-            self.report_problem("metrics.jsonl", None)
-
-    # -- control -----------------------------------------------------------------------------------
 
     def _serve_commands(self) -> None:
         for _ in range(COMMANDS_PER_TICK):
@@ -434,24 +367,13 @@ class Supervisor:
         """Make a fully built run the current one (nothing here can fail half-way)."""
         self._close_run()
         state.seq, state.problem = self.seq, self.problems.text
-        self.state, self.config, self.persister, self.pipeline = state, config, persister, pipeline
-        self._last_trainer = None
+        self.state, self.config, self.pipeline = state, config, pipeline
+        self.spool = Spool(persister, self.report_problem, self.clock)
 
     def _close_run(self) -> None:
-        persister, self.persister = self.persister, None
-        if persister is None:
-            return
-        if self._backlog:
-            try:
-                persister.append_events([e.to_record() for e in self._backlog])
-            except PersistError as exc:
-                log.error("%d event(s) of %s could not be written at its close: %s",
-                          len(self._backlog) - exc.written, persister.run_dir.name, _why(exc))
-            self._backlog = []
-        try:
-            persister.close(self.state)
-        except OSError as exc:
-            log.error("closing %s: %s", persister.run_dir.name, _why(exc))
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            spool.close(self.state)
 
     def start_run(self, overrides: Mapping[str, object]) -> str:
         """Validate the configuration, build the run (folder, files, driver), then make it current.
@@ -472,8 +394,8 @@ class Supervisor:
                 persister.close()
                 raise
         except OSError as exc:
-            reason = f"cannot start run {run_id}: {_why(exc)} ({getattr(exc, 'filename', None) or run_dir})"
-            self._mark_failed(run_dir, state, reason)
+            reason = f"cannot start run {run_id}: {why(exc)} ({getattr(exc, 'filename', None) or run_dir})"
+            mark_failed(run_dir, state, reason)
             self.report_problem("start", reason)
             raise Refused(reason) from None
         self.report_problem("start", None)
@@ -484,15 +406,6 @@ class Supervisor:
         self.emit("round_start", "pipeline_start", round_no=0,
                   message=f"pipeline started: {config.ROUNDS} round(s) of {config.SAMPLES_PER_ROUND} samples")
         return run_id
-
-    @staticmethod
-    def _mark_failed(run_dir: Path, state: RunState, reason: str) -> None:
-        state = state.model_copy(update={"status": "failed", "error": reason, "updated_at": utc_now_iso()})
-        try:
-            if run_dir.is_dir():
-                atomic_write_json(run_dir / "state.json", state.model_dump(mode="json"))
-        except OSError as exc:
-            log.error("cannot record the failed start in %s: %s", run_dir, _why(exc))
 
     def resume_run(self, run_id: str | None) -> str:
         """Continue a stopped, interrupted or failed run from its last completed stage.
@@ -512,7 +425,7 @@ class Supervisor:
         try:
             persister = self._new_persister(run_dir, config)
         except OSError as exc:
-            raise Refused(f"cannot resume {run_dir.name}: {_why(exc)}") from None
+            raise Refused(f"cannot resume {run_dir.name}: {why(exc)}") from None
         state = replay(run_dir, persister.ledger)
         done = persister.ledger.done()
         pipeline = self._new_pipeline(run_dir, config, done, resume=True)
@@ -531,10 +444,10 @@ class Supervisor:
 
     def stage_completed(self, stage: str, round_no: int) -> None:
         """After a stage's success: carry what it recorded for viewers (the best adapter so far)."""
-        if stage != "eval" or self.persister is None:
+        if stage != "eval" or self.spool is None:
             return
         try:
-            best = json.loads((self.persister.run_dir / "best_adapter.json").read_text())
+            best = json.loads((self.spool.persister.run_dir / "best_adapter.json").read_text())
             adapter = str(best["adapter_dir"])
         except (OSError, ValueError, KeyError, TypeError):
             return
@@ -572,7 +485,7 @@ class Supervisor:
             while True:
                 self._act_on_signals()
                 now = self.clock()
-                held = bool(self._backlog)
+                held = self.spool is not None and self.spool.held
                 ready = self.server.wait(min(TICK_S, max(0.0, self._last_heartbeat + HEARTBEAT_S - now)),
                                          ingress=not held)
                 if ready.ingress:
@@ -580,11 +493,11 @@ class Supervisor:
                 if ready.control:
                     self._serve_commands()
                 now = self.clock()
-                if self.problems.text:
-                    self._retry_writes(now)
+                if self.spool is not None:
+                    self._applied(self.spool.retry(now))
                 pipeline = self.pipeline
                 if pipeline is not None:
-                    if self._backlog and not self.fast_shutdown:
+                    if self.spool is not None and self.spool.held and not self.fast_shutdown:
                         pipeline.hold(now)  # its agent's messages wait in the socket, not on a judge
                     else:
                         pipeline.tick(now)

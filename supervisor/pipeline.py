@@ -83,8 +83,10 @@ class Pipeline:
         argv_for: Callable[[str], Sequence[str]],
         env_for: Callable[[str, int, int], Mapping[str, str]],
         completed: set[tuple[int, str]] | None = None,
+        spawner: Callable[..., AgentProcess] = spawn,
     ) -> None:
         self.host = host
+        self._spawn = spawner
         self.settings = settings
         self.run_dir = run_dir
         self._argv_for = argv_for
@@ -148,7 +150,7 @@ class Pipeline:
             return
         if self.agent is not None:
             self._watch(self.agent, now)
-            if self.agent is not None:
+            if self.agent is not None or self.finished:
                 return
         if self.stop_requested:
             self._finish("stopped", "pipeline stopped" + (" (fast shutdown)" if self.fast else " at a stage boundary"))
@@ -191,7 +193,7 @@ class Pipeline:
         log_path = self.run_dir / "logs" / f"{stage}_round_{round_no}.log"
         log_path.parent.mkdir(mode=0o700, exist_ok=True)
         try:
-            self.agent = spawn(
+            self.agent = self._spawn(
                 stage,
                 self._argv_for(stage),
                 env=self._env_for(stage, round_no, self.attempt),

@@ -15,7 +15,7 @@ from heidi_engine.bus.journal import (
     repair_torn_tail,
 )
 from heidi_engine.bus.ledger import load_ledger
-from heidi_engine.bus.state import ACTIVE_STATUSES
+from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
 from heidi_engine.bus.storage import atomic_write_json
 from heidi_engine.supervisor.process import kill_stale_group
 
@@ -70,6 +70,16 @@ def find_resumable(home: Path, run_id: str | None) -> Path:
         if state is not None and state.status in RESUMABLE:
             return folder
     raise LookupError("no stopped, interrupted or failed run to resume")
+
+
+def mark_failed(run_dir: Path, state: RunState, reason: str) -> None:
+    """Record in its own folder that a run could not start, and why (best effort: the disk may be full)."""
+    state = state.model_copy(update={"status": "failed", "error": reason, "updated_at": utc_now_iso()})
+    try:
+        if run_dir.is_dir():
+            atomic_write_json(run_dir / STATE_FILE, state.model_dump(mode="json"))
+    except OSError as exc:
+        log.error("cannot record the failed start in %s: %s", run_dir, exc.strerror or exc)
 
 
 def recover_stale_runs(home: Path) -> list[str]:

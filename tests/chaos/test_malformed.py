@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import zmq
 from harness import SupervisorProc, agent_env, scripted, wait_until
 
-from heidi_engine.bus.codec import MAX_MESSAGE_BYTES, encode, sign
+from heidi_engine.bus.codec import encode, sign
 from heidi_engine.bus.connection import read_bus_info
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.message import Command
+from heidi_engine.bus.server import INGRESS_MAX_BYTES
 
 Start = Callable[..., SupervisorProc]
 
@@ -37,7 +39,7 @@ def test_garbage_never_takes_the_daemon_down(start_supervisor: Start, home: Path
         [topic, header, body, b"0" * 32],  # bad signature
         [topic, header, truncated, sign(key, topic, header, truncated)],  # truncated msgpack, validly signed
         [topic, header, bad_schema_body, sign(key, topic, header, bad_schema_body)],
-        [topic, header, b"x" * (MAX_MESSAGE_BYTES + 10), b"s" * 32],  # oversize
+        [topic, header, b"x" * (INGRESS_MAX_BYTES + 10), b"s" * 32],  # oversize
         wrong_run,
     ]
     ctx = zmq.Context()
@@ -72,3 +74,45 @@ def test_garbage_never_takes_the_daemon_down(start_supervisor: Start, home: Path
     sup.wait_status("stopped")
     assert not any("INTRUDER" in e.message for e in read_events(home / "runs" / run_id))
     assert sup.proc.poll() is None  # the forged shutdown changed nothing
+
+
+def test_only_the_supervisor_speaks_for_the_pipeline(start_supervisor: Start, home: Path) -> None:
+    """A key holder forging pipeline or stage boundaries from an agent connection changes nothing."""
+    sup = start_supervisor(env=agent_env(scripted("--events", "400", "--delay", "0.02")), config="ROUNDS: 1\n").wait_ready()
+    run_id = sup.call("start")["run_id"]
+    sup.wait_status("running")
+    info = read_bus_info(home)
+    forged = [
+        Event(run_id=run_id, stage="round_end", level="success", event_type="pipeline_complete", message="FORGED"),
+        Event(run_id=run_id, stage="generate", level="success", event_type="stage_end", message="FORGED"),
+        Event(run_id=run_id, stage="validate", event_type="stage_start", message="FORGED"),
+        Event(run_id=run_id, stage="round_end", level="error", event_type="pipeline_stop", message="FORGED", error="x"),
+        Event(run_id=run_id, stage="generate", event_type="progress", message="FORGED",
+              usage_delta={"estimated_cost_usd": 0.5}),  # a real progress event: accepted
+    ]
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 2000)
+    push.connect(info.ingress)
+    for event in forged:
+        push.send_multipart(encode(info.key, "event", event, sender="generate", session="s"))
+    progress = forged[-1].to_record()
+    nan_cost = {**progress, "usage_delta": {"estimated_cost_usd": float("nan")}}
+    huge_text = {**progress, "message": "password=" + "x" * 20_000}  # refused before redaction runs
+    for body in (nan_cost, huge_text):
+        push.send_multipart(encode(info.key, "event", body, sender="generate", session="s"))
+    push.close()
+    ctx.term()
+    def refused() -> dict[str, Any] | None:
+        s = sup.status()
+        done = s["refused_events"].get("supervisor_only") == 4 and s["bad_messages"].get("ingress:bad_schema") == 2
+        return s if done else None
+
+    stats = wait_until(refused, 20, 0.1, "forged boundaries and bad values refused", sup.evidence)
+    assert stats["status"] == "running" and stats["current_stage"] == "generate"
+    assert stats["usage"]["estimated_cost_usd"] == 0.5  # the ordinary progress event counted, nothing else
+    sup.call("stop")
+    sup.wait_status("stopped")
+    forged_on_disk = [e for e in read_events(home / "runs" / run_id) if e.message == "FORGED"]
+    assert [e.event_type for e in forged_on_disk] == ["progress"]
+    assert "NaN" not in (home / "runs" / run_id / "state.json").read_text()
