@@ -165,15 +165,17 @@ class Supervisor:
         if self.spool is not None:
             self.spool.write_state(self.state, unless_recent=unless_recent)
 
-    def report_problem(self, site: str, problem: str | None) -> None:
-        """Set or clear what keeps ``site`` from working; viewers show it as the health's reason."""
+    def report_problem(self, site: str, problem: str | None) -> bool:
+        """Set or clear what keeps ``site`` from working; viewers show it as the health's reason.
+        Returns whether anything changed."""
         if not self.problems.report(site, problem):
-            return
+            return False
         patch = StatusPatch.model_validate({"problem": self.problems.text, "updated_at": utc_now_iso()})
         apply_status(self.state, patch)
         self.server.publish("state", patch, self._next_seq())
         if self.spool is not None:
             self.spool.persister.mark_dirty()
+        return True
 
     def _heartbeat(self) -> None:
         body = Heartbeat(seq=self.seq, run_id=self.state.run_id, status=self.state.status,
@@ -480,38 +482,49 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        """Run until shutdown; always leaves no agent, socket or connection file behind."""
+        """Run until shutdown; always leaves no agent, socket or connection file behind.
+
+        A bug in one step is logged and shown as the health's reason; it does not take the daemon (and
+        with it every viewer's and agent's connection) down.
+        """
         try:
-            while True:
-                self._act_on_signals()
-                now = self.clock()
-                held = self.spool is not None and self.spool.held
-                ready = self.server.wait(min(TICK_S, max(0.0, self._last_heartbeat + HEARTBEAT_S - now)),
-                                         ingress=not held)
-                if ready.ingress:
-                    self._ingest()
-                if ready.control:
-                    self._serve_commands()
-                now = self.clock()
-                if self.spool is not None:
-                    self._applied(self.spool.retry(now))
-                pipeline = self.pipeline
-                if pipeline is not None:
-                    if self.spool is not None and self.spool.held and not self.fast_shutdown:
-                        pipeline.hold(now)  # its agent's messages wait in the socket, not on a judge
-                    else:
-                        pipeline.tick(now)
-                        if pipeline.finished:
-                            self.pipeline = None
-                self._write_state(unless_recent=True)
-                if now - self._last_heartbeat >= HEARTBEAT_S:
-                    self._last_heartbeat = now
-                    self._heartbeat()
-                self._sample(now)
-                if self.shutdown_requested and self.pipeline is None:
-                    return
+            while not (self.shutdown_requested and self.pipeline is None):
+                try:
+                    self._step()
+                except Exception as exc:
+                    if self.report_problem("supervisor", f"internal error: {type(exc).__name__}: {exc}"):
+                        log.exception("internal error in the supervisor's loop")
+                    time.sleep(TICK_S)  # never a hot loop on a repeating error
+                else:
+                    self.report_problem("supervisor", None)
         finally:
             self.close()
+
+    def _step(self) -> None:
+        self._act_on_signals()
+        now = self.clock()
+        held = self.spool is not None and self.spool.held
+        ready = self.server.wait(min(TICK_S, max(0.0, self._last_heartbeat + HEARTBEAT_S - now)), ingress=not held)
+        if ready.ingress:
+            self._ingest()
+        if ready.control:
+            self._serve_commands()
+        now = self.clock()
+        if self.spool is not None:
+            self._applied(self.spool.retry(now))
+        pipeline = self.pipeline
+        if pipeline is not None:
+            if self.spool is not None and self.spool.held and not self.fast_shutdown:
+                pipeline.hold(now)  # its agent's messages wait in the socket, not on a judge
+            else:
+                pipeline.tick(now)
+                if pipeline.finished:
+                    self.pipeline = None
+        self._write_state(unless_recent=True)
+        if now - self._last_heartbeat >= HEARTBEAT_S:
+            self._last_heartbeat = now
+            self._heartbeat()
+        self._sample(now)
 
     def _sample(self, now: float) -> None:
         if self.sampler is None:

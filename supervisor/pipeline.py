@@ -26,7 +26,7 @@ STAGES: tuple[str, ...] = ("generate", "validate", "train", "eval")
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
 DRAIN_S = 30.0  # how long an exited agent's final report is awaited
-NOSPACE_RETRY_S = 10.0  # how often a stage that found the disk full is tried again
+NOSPACE_RETRY_S = 10.0  # the longest wait before a stage that found the disk full is tried again
 
 
 class RunHost(Protocol):
@@ -53,7 +53,7 @@ class RunHost(Protocol):
 
     def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None: ...
 
-    def report_problem(self, site: str, problem: str | None) -> None: ...
+    def report_problem(self, site: str, problem: str | None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class Pipeline:
         self.agent: AgentProcess | None = None
         self.attempt = 0  # agent starts of the current stage so far (the next one resumes when > 0)
         self.crashes = 0  # of those, the ones that count against max_restarts
+        self.nospace = 0  # of those, the ones that found the disk full (they do not count)
         self.restart_at: float | None = None
         self.stop_requested = False
         self.fast = False
@@ -177,7 +178,7 @@ class Pipeline:
             self._round_started.add(round_no)
             self.host.emit("round_start", "stage_start", round_no=round_no,
                            message=f"round {round_no}/{self.settings.rounds} started")
-        self.attempt = self.crashes = 0
+        self.attempt = self.crashes = self.nospace = 0
         self.host.emit(stage, "stage_start", round_no=round_no, message=f"{stage} started")
         self._launch(now)
 
@@ -246,8 +247,10 @@ class Pipeline:
         if code == EXIT_NOSPACE:
             # Not the agent's fault: it is started again (and resumes) until the disk has room.
             self.attempt += 1
-            self.restart_at = now + NOSPACE_RETRY_S
-            reason = f"{stage}: no space left on device; trying again every {NOSPACE_RETRY_S:g} s"
+            self.nospace += 1
+            delay = min(NOSPACE_RETRY_S, backoff_s(self.nospace))
+            self.restart_at = now + delay
+            reason = f"{stage}: no space left on device; trying again in {delay:g} s"
             self.host.report_problem(stage, reason)
             self.host.emit(stage, "progress", round_no=round_no, level="warn", message=reason)
             return

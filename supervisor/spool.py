@@ -36,7 +36,7 @@ class Spool:
     def __init__(
         self,
         persister: Persister,
-        report: Callable[[str, str | None], None],
+        report: Callable[[str, str | None], object],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.persister = persister

@@ -127,6 +127,8 @@ def render_header(frame: Frame, width: int) -> list[Text]:
         where.append("  ⏸ pause requested", style="bold yellow")
     if state.stop_requested:
         where.append("  ■ stop requested", style="bold magenta")
+    if state.problem:
+        where.append(f"  ⚠ {safe(state.problem, 160)}", style="bold red")
 
     tabs = Text()
     names = VIEWS if width >= 90 else (*VIEWS[:-1], "Config")

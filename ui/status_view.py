@@ -61,13 +61,15 @@ def assess(view: View, absent_reason: str | None) -> Health:
     """Health from the live view and a look at the connection file.
 
     ``absent_reason`` is why no supervisor process exists (no connection file, or its pid is gone), or
-    ``None`` when one does. No process: down. Heard from within the last 3 s: ok. A process that is
-    silent (or not yet heard by this viewer): degraded, since it may be busy, hung or just starting.
+    ``None`` when one does. No process: down. Heard from within the last 3 s: ok, unless the supervisor
+    itself reports a problem (a full disk): degraded with that reason. A process that is silent (or not
+    yet heard by this viewer): degraded, since it may be busy, hung or just starting.
     """
     if absent_reason is not None:
         return Health("down", absent_reason)
     if view.connected:
-        return Health("ok")
+        problem = view.state.problem
+        return Health("degraded", problem) if problem else Health("ok")
     if view.silence_s is None:
         return Health("degraded", "connecting to the supervisor: not heard from yet")
     return Health("degraded", f"supervisor silent for {view.silence_s:.1f} s")
@@ -265,6 +267,8 @@ def format_status(status: dict[str, Any]) -> str:
             f"{status.get('accepted_events', 0)} events accepted",
         )
     ]
+    if status.get("problem"):
+        rows.append(("health", f"degraded: {_text(status['problem'])}"))
     if status.get("run_id") is None:
         rows.append(("run", f"none yet (status {_text(status.get('status'))})"))
     else:

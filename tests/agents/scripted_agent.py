@@ -17,6 +17,7 @@ import time
 from heidi_engine.agents.runtime import AgentRuntime, run_stage
 from heidi_engine.agents.samples import already_counted
 from heidi_engine.bus.journal import read_events
+from heidi_engine.bus.ledger import load_ledger
 from heidi_engine.bus.state import TrainerSample
 
 
@@ -34,6 +35,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--write-best-adapter", action="store_true", help="record out_lora_round_N as the best adapter")
     p.add_argument("--flood", type=int, default=0, help="emit this many events first")
     p.add_argument("--flood-rate", type=float, default=0.0, help="events/s for --flood (0: as fast as possible)")
+    p.add_argument("--write-data", action="store_true", help="append a line per item to data/round_N/<stage>.jsonl")
     return p.parse_args()
 
 
@@ -65,10 +67,19 @@ def main(rt: AgentRuntime) -> None:
         # What the supervisor recorded, however many log generations rotation has deleted.
         done = already_counted(rt.run_dir, rt.stage, rt.round).counters.get(args.counter, 0)
     (rt.run_dir / f"agent_{rt.stage}_{rt.round}_{rt.attempt}.pid").write_text(str(os.getpid()))
+    with open(rt.run_dir / "starts.jsonl", "a") as handle:  # every start, and what it found counted
+        rerun = (rt.round, rt.stage) in load_ledger(rt.run_dir).done()  # started for a stage already complete
+        handle.write(json.dumps({"stage": rt.stage, "round": rt.round, "attempt": rt.attempt, "done": done,
+                                 "rerun": rerun}) + "\n")
     for i in range(done, args.events):
         rt.checkpoint()
         if misbehave and args.crash_once_at is not None and rt.attempt == 0 and i == args.crash_once_at:
             os._exit(3)
+        if args.write_data:
+            data = rt.run_dir / "data" / f"round_{rt.round}"
+            data.mkdir(parents=True, exist_ok=True)
+            with open(data / f"{rt.stage}.jsonl", "a") as handle:
+                handle.write(json.dumps({"item": i, "pad": "x" * 200}) + "\n")
         rt.progress(f"item {i}", counters={args.counter: 1})
         if args.samples:
             rt.sample(TrainerSample(round=rt.round, step=i + 1, total=args.events, loss=1.0 / (i + 1)))

@@ -69,8 +69,10 @@ class Host:
     def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None:
         pass
 
-    def report_problem(self, site: str, problem: str | None) -> None:
+    def report_problem(self, site: str, problem: str | None) -> bool:
+        changed = self.problems.get(site) != problem
         self.problems[site] = problem
+        return changed
 
 
 class Driver:
@@ -207,9 +209,10 @@ def test_exit_stopped_without_a_stop_request_is_a_crash(driver: Driver) -> None:
 
 
 def test_a_full_disk_retries_without_using_up_restarts_and_reports_the_problem(driver: Driver) -> None:
-    for _ in range(5):  # more than max_restarts
+    for n in range(1, 6):  # more than max_restarts
         driver.crash(EXIT_NOSPACE)
         assert "no space left" in (driver.host.problems["generate"] or "")
+        assert driver.pipeline.restart_at == driver.now + min(NOSPACE_RETRY_S, backoff_s(n))
         driver.tick(NOSPACE_RETRY_S)
     assert driver.host.finished is None and len(driver.agents) == 6
     assert driver.agent.attempt == 5  # each start resumes

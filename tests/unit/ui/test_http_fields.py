@@ -172,3 +172,11 @@ def test_human_status_and_runs() -> None:
     )
     assert "completed" in runs and "3/3" in runs and "eval_pass 4" in runs
     assert format_runs([]) == "no runs yet"
+
+
+def test_a_problem_the_supervisor_reports_makes_it_degraded_with_that_reason() -> None:
+    state = RunState(problem="cannot write events.jsonl: No space left on device")
+    health = assess(view(state), None)
+    assert health.state == "degraded" and health.http_status == 503
+    assert "No space left on device" in health.body()["reason"]
+    assert "health" in status_fields(state, health) and status_fields(state, health)["health"] == "degraded"
