@@ -3,7 +3,7 @@
 Runs the same small Llama for ``--steps`` steps per run, alternating plain and monitored runs
 ``--rounds`` times, and prints the median time per step of each, the A/B difference, and the time
 spent inside the callback's own hooks per step (the direct measure; the A/B difference is noisy on
-a shared machine). The budget (DESIGN §12) is < 1% of step time. Both arms log every step, so the
+a shared machine). The budget is < 1% of step time. Both arms log every step, so the
 Trainer's own loss sync is the same in both.
 
     python bench/bench_callback_overhead.py [--steps 200] [--rounds 3]

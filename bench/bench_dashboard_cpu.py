@@ -4,7 +4,7 @@ Starts a supervisor on a temporary home with the scripted agent emitting events 
 allows, opens the dashboard in a detached tmux pane at its default refresh, and measures the dashboard
 process's CPU time over ``--seconds`` (psutil ``cpu_times`` delta / wall time), in % of one core, for the
 Overview and the Events view, then once more with the run paused (idle). The event rate actually reached
-is measured from the supervisor's accepted-event count over the same window. The target (DESIGN §12)
+is measured from the supervisor's accepted-event count over the same window. The target
 is < 5% of one core. Figures only, no asserts. Run: ``python bench/bench_dashboard_cpu.py``.
 """
 

@@ -1,4 +1,4 @@
-"""Supervisor benchmark (DESIGN §12), one run, figures as ratios to raw pyzmq on the same machine:
+"""Supervisor benchmark, one run, figures as ratios to raw pyzmq on the same machine:
 
 1. raw pyzmq PUSH/PULL msgs/s for 300-byte msgpack messages (the baseline);
 2. the supervisor's ingest → validate → redact → persist → publish events/s (pre-signed events blasted

@@ -1,4 +1,4 @@
-"""The connection file ``<home>/run/bus.json``: how clients find the supervisor (DESIGN §3).
+"""The connection file ``<home>/run/bus.json``: how clients find the supervisor.
 
 It holds the three endpoints, the HMAC key, the supervisor session id and pid. It is written 0600 in a
 0700 folder, and a client that cannot read it has no way to sign a command.

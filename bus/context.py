@@ -1,4 +1,4 @@
-"""The process's one ZeroMQ context, created lazily and anew after a fork (DESIGN §3)."""
+"""The process's one ZeroMQ context, created lazily and anew after a fork."""
 
 from __future__ import annotations
 

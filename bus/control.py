@@ -1,4 +1,4 @@
-"""The control client: one signed command, one reply, over a DEALER socket (DESIGN §3).
+"""The control client: one signed command, one reply, over a DEALER socket.
 
 After a timeout the socket is closed and recreated, so a lost reply can never wedge the client (the
 lazy-pirate pattern) and a late reply to an old request is never mistaken for the answer to a new one.

@@ -1,4 +1,4 @@
-"""The frozen v1.0 event schema (DESIGN §5).
+"""The frozen v1.0 event schema.
 
 An event is exactly the twelve fields of the seed's schema. The model refuses unknown fields, enforces the
 value sets, the ``Z`` timestamps and the run_id pattern, and truncates ``message`` (500) and ``error``

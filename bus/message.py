@@ -1,4 +1,4 @@
-"""Typed bodies of every message kind that travels on the bus (DESIGN §4).
+"""Typed bodies of every message kind that travels on the bus.
 
 =========  ==========================  =========================================================
 kind       direction                   body

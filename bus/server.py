@@ -1,7 +1,7 @@
 """The supervisor's three sockets: ingress (PULL), egress (PUB) and control (ROUTER).
 
 This is the only place the supervisor's sockets are touched. Every received message is verified and
-validated here in the decoding order of DESIGN §4; refusals are counted by reason and logged at most
+validated here in the bus's decoding order (docs/architecture.md); refusals are counted by reason and logged at most
 once per reason per minute, and never raise out of the receive calls.
 """
 

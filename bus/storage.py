@@ -1,4 +1,4 @@
-"""Private files: every file the project writes under a home is 0600 and every folder 0700 (DESIGN §6).
+"""Private files: every file the project writes under a home is 0600 and every folder 0700.
 
 Also the atomic replace (temp file in the same folder, fsync, rename, fsync of the folder) used for
 ``state.json``, ``ledger.json``, ``bus.json`` and ``config.json``, so a reader or a kill -9 never sees

@@ -1,4 +1,4 @@
-"""The viewers' side of the bus: a live copy of the run state (the zguide Clone pattern, DESIGN §4).
+"""The viewers' side of the bus: a live copy of the run state (the zguide Clone pattern).
 
 Subscribe first, then ask for a snapshot tagged with ``seq = N``, then apply only updates with
 ``seq > N``. A gap in ``seq`` (a slow viewer whose messages the PUB socket dropped), a heartbeat ahead of

@@ -1,4 +1,4 @@
-"""GPU and host sampling: NVML for every GPU, psutil for the host (DESIGN §9a).
+"""GPU and host sampling: NVML for every GPU, psutil for the host.
 
 With no driver or no GPU, NVML's absence is reported once (``gpu_message``) and sampling goes on with
 host CPU/RAM alone: the supervisor never fails for lack of a GPU. NVML sits behind :class:`GpuSource`

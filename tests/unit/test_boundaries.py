@@ -1,4 +1,4 @@
-"""The layering of DESIGN §2, checked on the source: only bus/ touches zmq and msgpack, and ui/, agents/
+"""The layering of the packages, checked on the source: only bus/ touches zmq and msgpack, and ui/, agents/
 and supervisor/ never import each other."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The strict configuration: every field's rule, the four sources and their order, the error lines,
 the shipped config.yaml, the comment-preserving updater and the generated reference table.
 
-The expected schema below is restated from DESIGN §9 and the task's spec, not read from the model, so
+The expected schema below is restated from the product's configuration table, not read from the model, so
 that a drifting default or range fails here.
 """
 
