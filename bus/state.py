@@ -19,6 +19,7 @@ STATUSES: tuple[str, ...] = (
 )
 ACTIVE_STATUSES = frozenset({"starting", "running", "paused", "stopping"})
 FINISHED_STATUSES = frozenset({"stopped", "completed", "failed", "interrupted"})
+RESUMABLE_STATUSES = frozenset({"stopped", "interrupted", "failed"})  # what --resume-run continues
 
 RECENT_EVENTS = 200
 LOSS_HISTORY = 600
@@ -113,6 +114,7 @@ class StatusPatch(BaseModel):
     best_adapter: str | None = None
     started_at: str | None = None
     updated_at: str | None = None
+    http_error: str | None = None
     reset: bool = False  # the state was replaced (a run started or resumed): viewers take a snapshot
 
 
@@ -172,6 +174,7 @@ class RunState(BaseModel):
     best_adapter: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     seq: int = 0
+    http_error: str | None = None  # the supervisor's HTTP status server is down, and why
 
     def gpu_summary(self) -> dict[str, float | None]:
         """The HTTP API's ``gpu_summary``: VRAM summed over GPUs, utilisation averaged; ``None`` when none."""

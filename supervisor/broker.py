@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from heidi_engine.bus.codec import pack_body
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
 from heidi_engine.bus.connection import BusInfo, remove_bus_info, write_bus_info
 from heidi_engine.bus.event import Event, new_run_id, utc_now_iso
-from heidi_engine.bus.journal import replay
+from heidi_engine.bus.journal import load_state_file, replay
 from heidi_engine.bus.message import AgentStatus, Command, ControlBroadcast, Heartbeat, Reply
 from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.server import BusServer
@@ -37,10 +36,12 @@ from heidi_engine.bus.state import (
     apply_status,
 )
 from heidi_engine.supervisor.commands import Refused, dispatch
+from heidi_engine.supervisor.http_child import HttpChild
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline
-from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, spawn, terminate_group
+from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, terminate_group
 from heidi_engine.supervisor.runs import (
+    RESUMABLE,
     completed_stages,
     find_resumable,
     recover_stale_runs,
@@ -92,7 +93,7 @@ class Supervisor:
         self._last_heartbeat = float("-inf")
         self._last_sample = float("-inf")
         self._last_trainer: tuple[int, int] | None = None
-        self.http_child: AgentProcess | None = None
+        self.http_child: HttpChild | None = None
         write_bus_info(home, info)
 
     # -- publishing --------------------------------------------------------------------------------
@@ -139,6 +140,9 @@ class Supervisor:
         self.accept_events([event])
         if event_type in ("stage_start", "stage_end", "pipeline_start", "pipeline_stop", "pipeline_complete"):
             self._write_state()
+            # The foreground log says what the run is doing: one line per run and stage transition.
+            log.info("%s round %d %s: %s%s", self.state.run_id, round_no, stage, event_type.replace("_", " "),
+                     f" ({message})" if message else "")
 
     def set_status(self, **fields: object) -> None:
         """Apply a status change, publish it, and write ``state.json`` (a boundary)."""
@@ -250,6 +254,7 @@ class Supervisor:
             "seq": self.seq, "session": self.session, "pid": os.getpid(),
             "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
             "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.refused_events),
+            "http": None if self.http_child is None else self.http_child.describe(),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -416,8 +421,40 @@ class Supervisor:
         self._close_run()
 
     def recover_stale_runs(self) -> list[str]:
-        """Mark runs left active by a dead supervisor ``interrupted`` (their stale agents killed)."""
-        return recover_stale_runs(self.home)
+        """Mark runs left active by a dead supervisor ``interrupted`` (their stale agents killed), record
+        that in each one's event log, and show the newest resumable run until another starts."""
+        recovered = recover_stale_runs(self.home)
+        for name in recovered:
+            self._record_interruption(runs_root(self.home) / name)
+        self._show_last_run()
+        return recovered
+
+    def _record_interruption(self, run_dir: Path) -> None:
+        saved = load_state_file(run_dir)
+        if saved is None or saved.status != "interrupted":
+            return
+        self.state = saved
+        self.state.seq = self.seq
+        # A progress event: pipeline_stop would turn the replayed status into "stopped".
+        limits = AutoTrainConfig.model_fields
+        size_mb = saved.config.get("EVENT_LOG_MAX_SIZE_MB") or limits["EVENT_LOG_MAX_SIZE_MB"].default
+        retention = saved.config.get("EVENT_LOG_RETENTION") or limits["EVENT_LOG_RETENTION"].default
+        self.persister = Persister(run_dir, max_bytes=max(1024, int(float(size_mb) * 1024 * 1024)),
+                                   retention=int(retention))
+        self.emit(saved.current_stage or "round_end", "progress", round_no=saved.current_round, level="warn",
+                  message=f"run interrupted: its supervisor went away; a new supervisor (pid {os.getpid()}) "
+                          f"found it at start (autotrain-menu --resume-run {run_dir.name} continues it)")
+        self._close_run()
+
+    def _show_last_run(self) -> None:
+        """A new supervisor shows the newest run while it can be resumed (interrupted, stopped, failed)."""
+        for folder in run_dirs(self.home)[:1]:
+            saved = load_state_file(folder)
+            if saved is not None and saved.status in RESUMABLE:
+                saved.seq, saved.agents = self.seq, {}
+                self.state = saved
+                return
+        self.state = RunState(seq=self.seq)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -442,6 +479,7 @@ class Supervisor:
                     self._last_heartbeat = now
                     self._heartbeat()
                 self._sample(now)
+                self._watch_http()
                 if self.shutdown_requested and self.pipeline is None:
                     return
         finally:
@@ -456,10 +494,16 @@ class Supervisor:
             self.accept_sample(self.sampler.sample())
 
     def start_http(self, port: int) -> None:
-        """Run the HTTP status server (a bus client like any viewer) as a child tied to the daemon."""
-        argv = [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(self.home), "--port", str(port)]
-        self.http_child = spawn("http", argv, env=self.env, cwd=str(self.home), log_path=str(self.home / "http.log"))
-        log.info("HTTP status server on http://127.0.0.1:%d (pid %d)", port, self.http_child.pid)
+        """Run the HTTP status server (a bus client like any viewer) as a supervised child of the daemon."""
+        self.http_child = HttpChild(self.home, port, env=self.env, clock=self.clock)
+        self.http_child.start()
+
+    def _watch_http(self) -> None:
+        # A new or resumed run replaces the state: the server's health is carried into it here too.
+        if self.http_child is not None:
+            self.http_child.tick()
+            if self.state.http_error != self.http_child.error:
+                self.set_status(http_error=self.http_child.error)
 
     def close(self) -> None:
         """Terminate any agent, write the last state, close sockets, remove the connection file."""
@@ -468,7 +512,7 @@ class Supervisor:
             terminate_group(self.pipeline.agent, grace)
             self.pipeline.agent = None
         if self.http_child is not None:
-            terminate_group(self.http_child, 5.0)
+            self.http_child.close()
             self.http_child = None
         self._close_run()
         if self.sampler is not None:

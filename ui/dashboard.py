@@ -91,27 +91,37 @@ class LiveSource:
         self._clock = clock
         self._checked_at = -_PID_CHECK_S
         self._gone = False
+        self._down: str | None = None
 
-    def _supervisor_gone(self) -> bool:
+    def _check(self) -> None:
+        """Once a second: is the supervisor's process gone, and did it leave cleanly (file removed)?"""
         now = self._clock()
-        if now - self._checked_at >= _PID_CHECK_S:
-            self._checked_at = now
-            try:
-                self._gone = _pid_gone(read_bus_info(self.home).pid)
-            except ConnectionFileError:
-                self._gone = False
-        return self._gone
+        if now - self._checked_at < _PID_CHECK_S:
+            return
+        self._checked_at = now
+        try:
+            info = read_bus_info(self.home)
+        except ConnectionFileError:
+            # A clean shutdown removes the connection file; a kill -9 leaves it behind.
+            self._gone, self._down = False, "shut down"
+            return
+        self._gone = _pid_gone(info.pid)
+        self._down = "exited" if self._gone else "silent"
 
     def read(self) -> Feed:
         """The latest view, with the link marked down when the supervisor's process is gone."""
         view = self.view.latest()
-        connected = view.connected and not self._supervisor_gone()
+        self._check()
+        connected = view.connected and not self._gone
         error = view.error
         if not connected and self._gone:
             error = error or "the supervisor's process has exited"
-        link = Link("live", connected, view.silence_s, error, view.seq)
+        down = None if connected else self._down
+        if down == "silent" and view.silence_s is None:
+            down = "connecting"
+        link = Link("live", connected, view.silence_s, error, view.seq, down=down)
         silence = None if connected or view.silence_s is None else int(view.silence_s)
-        version = (view.seq, connected, error, silence, view.state.run_id, view.state.event_count)
+        version = (view.seq, connected, error, silence, view.state.run_id, view.state.event_count, down)
         return Feed(view.state, link, view.events, version)
 
     def refresh(self) -> None:

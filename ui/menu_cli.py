@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="with --start or --resume-run: follow the run to its end; exit 0 only if it completed",
+        help="with --start or --resume-run, or alone for the current run: follow the run to its end; "
+        "exit 0 only if it completed (Ctrl+C stops following, not the run)",
     )
     parser.add_argument("--json", action="store_true", help="with --status or --list: machine-readable JSON")
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
@@ -103,15 +104,17 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
         "rounds": {"start"},
         "samples": {"start"},
         "set": {"start"},
-        "wait": {"start", "resume_run"},
+        "wait": {"start", "resume_run", ""},
         "json": {"status", "list"},
         "port": {"http"},
     }
     problems = []
     for option, actions in allowed.items():
         value = getattr(args, option)
-        if value not in (None, False, []) and action not in actions:
-            flags = " or ".join("--" + a.replace("_", "-") for a in sorted(actions))
+        if value not in (None, False, []) and (action or "") not in actions:
+            flags = " or ".join("--" + a.replace("_", "-") for a in sorted(actions) if a)
+            if "" in actions:
+                flags += " (or alone)"
             problems.append(f"--{option} only goes with {flags}")
     return problems
 
@@ -178,6 +181,8 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.control(action)
     if action == "resume_run":
         return controller.resume_run(args.resume_run or None, wait=args.wait)
+    if action is None and args.wait:
+        return controller.follow_current()
     if action == "list":
         return controller.list_runs(as_json=args.json)
     if action == "http":

@@ -17,7 +17,7 @@ from typing import Literal
 from rich.console import RenderableType
 from rich.text import Text
 
-from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
 from heidi_engine.ui.panels_text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
 
 VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration")
@@ -47,6 +47,9 @@ class Link:
     error: str | None = None
     seq: int = -1
     source: str = ""
+    # Why a live link is down: "shut down" (cleanly: its connection file is gone), "exited" (its process
+    # is gone, file left behind: killed or crashed), "silent" (alive but not answering), "connecting".
+    down: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,15 @@ def _link_text(link: Link) -> Text:
         text = Text("● live", style="bold green")
         text.append(f" · seq {link.seq:,}", style="dim")
         return text
+    if link.down == "shut down":
+        text = Text("■ supervisor shut down", style="bold magenta")
+        text.append(" · waiting for a new one", style="dim")
+        return text
+    if link.down == "connecting":
+        return Text("… connecting to the supervisor", style="bold yellow")
     text = Text("✖ supervisor not reachable", style="bold red")
+    if link.down == "exited":
+        text.append(" (its process exited)", style="red")
     if link.silence_s is not None:
         text.append(f" · last heard {link.silence_s:.0f} s ago", style="red")
     else:
@@ -115,7 +126,14 @@ def render_header(frame: Frame, width: int) -> list[Text]:
     ident.append("  ")
     # A state built by hand or a faulty patch may lack a status; show that rather than fail.
     status = str(state.status or "unknown")
-    ident.append(f" {safe(status, 20).upper()} ", style="reverse " + STATUS_STYLES.get(status, ""))
+    badge = safe(status, 20).upper()
+    link = frame.link
+    if link.mode == "live" and not link.connected and state.status in ACTIVE_STATUSES:
+        # The last status heard is not the present one: say what is known instead.
+        badge, status = ("SUPERVISOR DOWN", "failed") if link.down in ("shut down", "exited") else ("UNKNOWN", "idle")
+    ident.append(f" {badge} ", style="reverse " + STATUS_STYLES.get(status, ""))
+    if state.http_error and link.mode == "live":
+        ident.append("  HTTP down", style="bold red")
     elapsed = Text(f"elapsed {fmt_duration(elapsed_s(state, frame.now))}", style="bold")
 
     where = Text()
@@ -149,9 +167,17 @@ def render_footer(frame: Frame, width: int) -> Text:
         text.append(safe(frame.cursor.prompt, 100))
         text.append("█", style="blink")
         text.append("   Enter apply · Esc cancel", style="dim")
+    elif frame.link.mode == "live" and frame.link.down == "shut down":
+        text = Text("the supervisor shut down cleanly; the last state it published is shown · q quit", style="dim")
     elif frame.link.mode == "live" and not frame.link.connected and frame.link.error:
         text = Text("not reachable: ", style="red")
         text.append(safe(frame.link.error, 160), style="red")
+    elif frame.link.mode == "live" and frame.state.http_error:
+        text = Text(safe(frame.state.http_error, 200), style="red")
+    elif frame.state.status in RESUMABLE_STATUSES and frame.state.run_id and not frame.help:
+        text = Text(f"run {frame.state.status}: ", style="yellow")
+        text.append(f"autotrain-menu --resume-run {safe(frame.state.run_id, 40)} continues it", style="bold")
+        text.append(" · q quit · ? help", style="dim")
     else:
         hints = "q quit · r refresh · 1-5 views · ? help"
         if frame.view == 4 and not frame.help:
