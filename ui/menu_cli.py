@@ -17,6 +17,7 @@ from pathlib import Path
 from heidi_engine.bus.config import ConfigError, parse_override
 from heidi_engine.ui.launcher import resolve_home
 from heidi_engine.ui.menu_actions import EXIT_BAD_USAGE, EXIT_FAILURE, PROG, Controller
+from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
 __all__ = ["main"]
 
@@ -146,6 +147,7 @@ def _interactive_ok(controller: Controller, what: str) -> bool:
     return False
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autotrain-menu``."""
     parser = _parser()

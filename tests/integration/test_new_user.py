@@ -112,3 +112,16 @@ def test_a_run_left_by_a_killed_supervisor_shows_as_interrupted(start_supervisor
                            check=False)
     assert "INTERRUPTED" in frame.stdout and f"--resume-run {run_id}" in frame.stdout, frame.stdout + frame.stderr
     assert again.call("resume_run")["run_id"] == run_id
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(home: Path) -> None:
+    for args in (("--list",), ("--help",), ("--list", "--json")):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader has gone before anything is written, as `| head -1` often has
+        try:
+            done = subprocess.run([*MENU, "--home", str(home), *args], stdin=subprocess.DEVNULL,
+                                  stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+        finally:
+            os.close(write_end)
+        assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, (
+            args, done.returncode, done.stderr)
