@@ -248,7 +248,7 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
         ui.help = False
     elif key == "/":
         ui.view, ui.help = 4, False
-        ui.cursor = replace(cursor, prompt=cursor.filter)
+        ui.cursor = replace(cursor, prompt="")  # a new filter; Enter on empty clears the old one
     elif ui.view == 4 and not ui.help:
         moves = {"up": 1, "k": 1, "down": -1, "j": -1, "pgup": page, "pgdn": -page}
         if key in moves:

@@ -167,6 +167,8 @@ def render_footer(frame: Frame, width: int) -> Text:
         text.append(safe(frame.cursor.prompt, 100))
         text.append("█", style="blink")
         text.append("   Enter apply · Esc cancel", style="dim")
+        if frame.cursor.filter:
+            text.append(f" · in force: {safe(frame.cursor.filter, 40)}", style="dim")
     elif frame.link.mode == "live" and frame.link.down == "shut down":
         text = Text("the supervisor shut down cleanly; the last state it published is shown · q quit", style="dim")
     elif frame.link.mode == "live" and not frame.link.connected and frame.link.error:

@@ -28,7 +28,7 @@ from heidi_engine.ui.panels_text import (
     label_value,
     safe,
 )
-from heidi_engine.ui.panels_trainer import eta_s, system_lines
+from heidi_engine.ui.panels_trainer import current_trainer, eta_s, loading, system_lines
 
 _NAME_W, _COUNT_W, _RATE_W = 17, 9, 7
 _BASIS_W = 8
@@ -84,10 +84,12 @@ def summary_lines(frame: Frame, width: int) -> list[Text]:
     cost.append_text(label_value(" · retries", fmt_int(_usage(state, "retries"))))
     lines.append(cost)
 
-    trainer = state.trainer
+    trainer = current_trainer(state)
     lines.append(Text("Trainer", style="bold underline"))
     step = label_value("step", f"{trainer.step:,}/{trainer.total:,}" if trainer.total else DASH)
-    if trainer.total:
+    if loading(state):
+        step.append(" loading the model…", style="yellow")
+    elif trainer.total:
         step.append(" ")
         step.append_text(bar(trainer.step / trainer.total, max(5, min(20, width // 4)), style="cyan"))
         step.append(f" ETA {fmt_duration(eta_s(frame))}", style="dim")
