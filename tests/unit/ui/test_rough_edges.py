@@ -6,7 +6,6 @@ from test_panels import RUN_ID, make_frame, make_state, screen
 
 from heidi_engine.bus.state import RunState, TrainerState
 from heidi_engine.ui.dashboard import UiState, handle_key
-from heidi_engine.ui.http import route
 from heidi_engine.ui.panels import Link
 from heidi_engine.ui.status_view import Health, format_status, metrics_text, status_fields
 from heidi_engine.ui.viewer import View
@@ -85,5 +84,7 @@ def test_the_filter_prompt_opens_empty() -> None:
 
 
 def test_a_trailing_slash_names_the_same_route() -> None:
+    from heidi_engine.ui.http import route
+
     assert route("/status/") == "/status" and route("/status/?x=1") == "/status"
     assert route("/") == "/" and route("//") == "/" and route("/health") == "/health"
