@@ -31,7 +31,7 @@ from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.journal import read_events, replay
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard_keys import Keyboard
-from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, body_rows, render
+from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, body_rows, render, view_overflow
 from heidi_engine.ui.panels_events import event_window, events_rows, matches
 from heidi_engine.ui.panels_text import safe
 from heidi_engine.ui.viewer import EVENT_LOG, LiveView
@@ -242,10 +242,13 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
         ui.refresh = True
     elif key in ("1", "2", "3", "4", "5"):
         ui.view, ui.help = int(key), False
+        ui.cursor = replace(cursor, offset=0)
     elif key == "?":
         ui.help = not ui.help
+        ui.cursor = replace(cursor, offset=0)
     elif key == "esc":
         ui.help = False
+        ui.cursor = replace(cursor, detail=False)
     elif key == "/":
         ui.view, ui.help = 4, False
         ui.cursor = replace(cursor, prompt="")  # a new filter; Enter on empty clears the old one
@@ -257,6 +260,17 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
             _scroll(ui, 1 << 30)
         elif key in ("end", "G"):
             ui.cursor = replace(cursor, scroll=0)
+        elif key == "enter":
+            ui.cursor = replace(cursor, detail=not cursor.detail)
+    else:
+        # Every other view (and the help) scrolls when it does not fit; the offset is clamped on drawing.
+        moves = {"up": -1, "k": -1, "down": 1, "j": 1, "pgup": -page, "pgdn": page}
+        if key in moves:
+            ui.cursor = replace(cursor, offset=max(0, cursor.offset + moves[key]))
+        elif key in ("home", "g"):
+            ui.cursor = replace(cursor, offset=0)
+        elif key in ("end", "G"):
+            ui.cursor = replace(cursor, offset=1 << 30)
 
 
 class Dashboard:
@@ -316,6 +330,10 @@ class Dashboard:
             self._feed = None
         feed = self._feed or self.tick()
         cursor = self.ui.cursor
+        if cursor.offset:
+            size = self.console.size
+            limit = view_overflow(self.frame(), size.width, size.height)
+            self.ui.cursor = cursor = replace(cursor, offset=min(cursor.offset, limit))
         if cursor.scroll:
             window = event_window(
                 feed.events or feed.state.recent_events, cursor.filter, cursor.scroll, self._page()

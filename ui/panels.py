@@ -59,6 +59,8 @@ class Cursor:
     scroll: int = 0
     filter: str = ""
     prompt: str | None = None
+    detail: bool = False  # the newest event in the window shown in full below the log
+    offset: int = 0  # the other views: rows scrolled down from the top when they do not fit
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,6 @@ def render_header(frame: Frame, width: int) -> list[Text]:
     """Three rows: run identity and elapsed time; round, stage, flags and link; the view tabs."""
     state = frame.state
     ident = Text("AutoTrain ", style="bold")
-    ident.append(safe(state.run_id or "no run yet", 40), style="bold cyan" if state.run_id else "dim")
-    ident.append("  ")
     # A state built by hand or a faulty patch may lack a status; show that rather than fail.
     status = str(state.status or "unknown")
     badge = safe(status, 20).upper()
@@ -131,10 +131,16 @@ def render_header(frame: Frame, width: int) -> list[Text]:
     if link.mode == "live" and not link.connected and state.status in ACTIVE_STATUSES:
         # The last status heard is not the present one: say what is known instead.
         badge, status = ("SUPERVISOR DOWN", "failed") if link.down in ("shut down", "exited") else ("UNKNOWN", "idle")
-    ident.append(f" {badge} ", style="reverse " + STATUS_STYLES.get(status, ""))
+    tail = Text(f" {badge} ", style="reverse " + STATUS_STYLES.get(status, ""))
     if state.http_error and link.mode == "live":
-        ident.append("  HTTP down", style="bold red")
-    elapsed = Text(f"elapsed {fmt_duration(elapsed_s(state, frame.now))}", style="bold")
+        tail.append("  HTTP down", style="bold red")
+    duration = fmt_duration(elapsed_s(state, frame.now))
+    elapsed = Text(f"elapsed {duration}" if width >= 70 else duration, style="bold")
+    # On a narrow screen the run id gives way before the status badge and the elapsed time.
+    room = max(8, min(40, width - ident.cell_len - tail.cell_len - elapsed.cell_len - 3))
+    ident.append(safe(state.run_id or "no run yet", room), style="bold cyan" if state.run_id else "dim")
+    ident.append("  ")
+    ident.append_text(tail)
 
     where = Text()
     total = str(state.total_rounds) if state.total_rounds else "?"
@@ -183,7 +189,7 @@ def render_footer(frame: Frame, width: int) -> Text:
     else:
         hints = "q quit · r refresh · 1-5 views · ? help"
         if frame.view == 4 and not frame.help:
-            hints += " · ↑↓/j k scroll · PgUp PgDn · g/G Home/End · / filter"
+            hints += " · ↑↓/j k scroll · Enter full event · / filter · PgUp PgDn · g/G Home/End"
         text = Text(hints, style="dim")
     return fit(text, width)
 
@@ -193,9 +199,10 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("r", "refresh now (re-reads the files of a replayed run)"),
     ("1 … 5", "Overview · Teacher · Trainer · Events · Configuration"),
     ("?", "show or hide this help (Esc hides it too)"),
-    ("↑ ↓  k j", "Events: scroll one line"),
-    ("PgUp PgDn", "Events: scroll one page"),
-    ("Home End  g G", "Events: oldest · newest (End follows new events)"),
+    ("↑ ↓  k j", "scroll one line (the event log; any other view that does not fit)"),
+    ("PgUp PgDn", "scroll one page"),
+    ("Home End  g G", "top · bottom (Events: oldest · newest; End follows new events)"),
+    ("Enter", "Events: the newest event in view in full, wrapped (Enter or Esc closes)"),
     ("/", "Events: filter by stage, level or message text; Enter applies, Esc cancels, empty clears"),
 )
 
@@ -229,6 +236,40 @@ def body_rows(height: int) -> int:
     return max(1, height - HEADER_ROWS - FOOTER_ROWS)
 
 
+def _natural(frame: Frame, width: int, rows: int, sized: list[Text]) -> list[Text] | None:
+    """A view's full height when it does not fit in ``rows`` (so it scrolls), else ``None``.
+
+    The Events view windows its log itself. The Overview gives its recent events whatever room is
+    left, so it scrolls only when its counters and status alone do not fit.
+    """
+    if frame.view == 4 and not frame.help:
+        return None
+    draw = render_help if frame.help else _view_renderers()[frame.view]
+    if frame.view == 1 and not frame.help and len(sized) <= rows:
+        return None
+    natural = draw(frame, width, None)
+    return natural if len(natural) > rows else None
+
+
+def view_overflow(frame: Frame, width: int, height: int) -> int:
+    """How far the current view can scroll down on a ``width`` × ``height`` screen (0: it fits)."""
+    rows = body_rows(height)
+    draw = render_help if frame.help else _view_renderers()[frame.view]
+    natural = _natural(frame, width, rows, draw(frame, width, rows))
+    return 0 if natural is None else len(natural) - (rows - 1)
+
+
+def _scrolled(natural: list[Text], offset: int, rows: int) -> list[Text]:
+    """``rows - 1`` rows of ``natural`` from ``offset`` (clamped), then where they are and how to move."""
+    page = max(1, rows - 1)
+    offset = min(max(0, offset), len(natural) - page)
+    window = natural[offset : offset + page]
+    below = len(natural) - offset - page
+    note = Text(f"rows {offset + 1}–{offset + page} of {len(natural)}", style="yellow")
+    note.append(f" · {'↓ ' + str(below) + ' more · ' if below else ''}↑↓ j k PgUp PgDn g G scroll", style="dim")
+    return [*window, note]
+
+
 def render(frame: Frame, width: int, height: int | None = None) -> RenderableType:
     """The whole screen for ``frame``: exactly ``height`` rows when given, natural height otherwise.
 
@@ -242,6 +283,9 @@ def render(frame: Frame, width: int, height: int | None = None) -> RenderableTyp
     draw = render_help if frame.help else _view_renderers()[frame.view]
     body = draw(frame, width, rows)
     if rows is not None:
+        natural = _natural(frame, width, rows, body)
+        if natural is not None:
+            body = _scrolled(natural, frame.cursor.offset, rows)
         body = body[:rows] + [Text()] * max(0, rows - len(body))
     lines = [*render_header(frame, width), *body, render_footer(frame, width)]
     if height is not None:

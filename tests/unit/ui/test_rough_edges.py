@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_panels import RUN_ID, make_frame, make_state, screen
+from test_panels import RUN_ID, make_events, make_frame, make_state, screen
 
 from heidi_engine.bus.state import RunState, TrainerState
 from heidi_engine.ui.dashboard import UiState, handle_key
@@ -88,3 +88,35 @@ def test_a_trailing_slash_names_the_same_route() -> None:
 
     assert route("/status/") == "/status" and route("/status/?x=1") == "/status"
     assert route("/") == "/" and route("//") == "/" and route("/health") == "/health"
+
+
+def test_small_terminals_keep_the_counts_and_every_view_scrolls() -> None:
+    narrow = screen(make_frame(view=1), width=60, height=16)
+    counters = [line for line in narrow.splitlines() if "teacher…" in line or "train_s…" in line]
+    assert counters and all(any(ch.isdigit() for ch in line.split("│")[1]) for line in counters), narrow
+    assert "120" in narrow and "150" in narrow and "RUNNING" in narrow
+    state = make_state()
+    state.config.update({f"EXTRA_SETTING_{i}": i for i in range(40)})
+    ui = UiState(view=5)
+    first = screen(make_frame(state=state, view=5, cursor=ui.cursor), width=80, height=24)
+    assert "enlarge the terminal" not in first and "EXTRA_SETTING_39" not in first and "↓" in first
+    for key in ("G",):
+        handle_key(ui, key, 10)
+    last = screen(make_frame(state=state, view=5, cursor=ui.cursor), width=80, height=24)
+    assert "EXTRA_SETTING_39" in last and "more ·" not in last
+    handle_key(ui, "1", 10)
+    assert ui.cursor.offset == 0  # another view starts at its top
+
+
+def test_enter_shows_the_selected_event_in_full() -> None:
+    long = "step " + "abcdefghij" * 30 + " THE END"
+    events = (*make_events(20), {**make_events(1)[0], "message": long, "level": "error", "error": "boom"})
+    ui = UiState(view=4)
+    cut = screen(make_frame(view=4, events=events, cursor=ui.cursor), width=80, height=24)
+    assert "THE END" not in cut
+    handle_key(ui, "enter", 10)
+    full = screen(make_frame(view=4, events=events, cursor=ui.cursor), width=80, height=24)
+    assert "Event in full" in full and "THE END" in full and "error: boom" in full
+    assert "".join(full.replace("│", "").split()).count("abcdefghij" * 30) == 1  # the whole message
+    handle_key(ui, "esc", 10)
+    assert not ui.cursor.detail
