@@ -153,7 +153,10 @@ def ask_value(session: PromptSession[str], name: str, current: str, source: str,
     Esc or Ctrl+C raises :class:`BackOut`. Returns the value to use (``current`` when kept)."""
     mark = _source_mark(source)
     shown = clean(current, 40) if current else "(empty)"
-    raw = session.prompt(
+    # A prompt's settings (toolbar, keys, completer) stick to its session: this field's help and its
+    # Esc key must not outlive it, under the main menu or the next field name.
+    one_field: PromptSession[str] = PromptSession(input=session.input, output=session.output)
+    raw = one_field.prompt(
         f"{name} [{field_rule(name)}] (Enter keeps {shown}{' ' + mark if mark else ''}, Esc backs out) = ",
         default="",
         validator=_KeepOrValidator(name),
