@@ -282,11 +282,17 @@ class Controller:
         return EXIT_OK
 
     def config_problems(self, overrides: dict[str, str]) -> list[str]:
-        """Problems of config.yaml, the environment and ``overrides`` together, as the supervisor will see them."""
+        """Problems of config.yaml, the environment and ``overrides`` together, as the supervisor will see
+        them; a bad value that a later source replaces is only warned about."""
+        warnings: list[str] = []
         try:
-            load_config(self.config_path if self.config_path.exists() else None, overrides=overrides)
+            load_config(
+                self.config_path if self.config_path.exists() else None, overrides=overrides, warnings=warnings
+            )
         except ConfigError as exc:
             return exc.problems
+        for warning in warnings:
+            self.complain(f"warning: {warning}")
         return []
 
     def refuse_config(self, problems: list[str]) -> int:

@@ -125,3 +125,14 @@ def test_a_closed_output_pipe_ends_the_command_quietly(home: Path) -> None:
             os.close(write_end)
         assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, (
             args, done.returncode, done.stderr)
+
+
+def test_set_rescues_a_bad_value_in_config_yaml(start_supervisor: Start, home: Path) -> None:
+    sup = start_supervisor(env=QUICK_AGENT, config=CONFIG).wait_ready()
+    (home / "config.yaml").write_text(CONFIG + "VAL_RATIO: 1.5\n")  # broken after the daemon started
+    refused = run_menu(home, "--start")
+    assert refused.returncode == 2 and "VAL_RATIO = 1.5" in refused.stderr, refused.stderr
+    done = run_menu(home, "--start", "--set", "VAL_RATIO=0.2", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning:" in done.stderr and "VAL_RATIO = 1.5" in done.stderr and "ignored: override" in done.stderr
+    assert sup.status()["status"] == "completed"
