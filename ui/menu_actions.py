@@ -22,6 +22,7 @@ from heidi_engine.bus.journal import load_state_file
 from heidi_engine.bus.redaction import clean, default_redactor
 from heidi_engine.bus.state import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES
 from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, pid_alive
+from heidi_engine.ui.panels_text import fmt_duration
 from heidi_engine.ui.status_view import format_runs, format_status
 
 __all__ = [
@@ -146,7 +147,7 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
                 line = _describe(status)
                 if line != last_line:
                     last_line = line
-                    print(f"[{time.monotonic() - started:7.1f}s] {run_id} {line}", file=out, flush=True)
+                    print(f"[{fmt_duration(time.monotonic() - started):>8}] {run_id} {line}", file=out, flush=True)
             if finished:
                 break
             time.sleep(_POLL_S)

@@ -524,6 +524,9 @@ def test_menu_shows_the_values_a_run_will_use_and_where_they_come_from(
     menu.expect("ROUNDS [integer 1–100] (Enter keeps 5 (from the environment), Esc backs out) =")
     menu.send("\x1b")
     menu.expect("(cancelled)")
+    menu.choose("2")  # nothing to resume: refused without starting a supervisor
+    menu.expect("resume_run refused: no stopped, interrupted or failed run to resume")
+    assert not (home / "run" / "bus.json").exists()
     menu.choose("9")
     assert menu.wait_exit() == 0
     assert not (home / "runs").exists(), "a cancelled start starts nothing"

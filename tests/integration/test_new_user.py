@@ -82,6 +82,7 @@ def test_ctrl_c_while_following_leaves_the_run_going_and_wait_alone_follows(
         assert follower.stdout is not None
         first = follower.stdout.readline()
         assert run_id in first, first + (follower.stderr.read() if follower.poll() is not None and follower.stderr else "")
+        assert re.match(r"\[ *(\d+m )?\d+s\] ", first), first  # elapsed time as a duration, not raw seconds
         follower.send_signal(signal.SIGINT)
         out, err = follower.communicate(timeout=30)
     finally:
