@@ -451,7 +451,8 @@ class Supervisor:
         for folder in run_dirs(self.home)[:1]:
             saved = load_state_file(folder)
             if saved is not None and saved.status in RESUMABLE:
-                saved.seq, saved.agents = self.seq, {}
+                # What the previous supervisor knew of its own HTTP server is not this one's.
+                saved.seq, saved.agents, saved.http_error = self.seq, {}, None
                 self.state = saved
                 return
         self.state = RunState(seq=self.seq)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import SupervisorProc, agent_env, pid_alive, scripted, wait_until
-from test_menu import CONFIG, MENU, QUICK_AGENT, SLOW_AGENT, detached, run_menu  # noqa: F401 - fixture
+from test_menu import CONFIG, MENU, QUICK_AGENT, SLOW_AGENT, MenuPty, detached, menu_pty, run_menu  # noqa: F401 - fixtures
 
 from heidi_engine.bus.journal import read_events
 
@@ -94,7 +94,9 @@ def test_ctrl_c_while_following_leaves_the_run_going_and_wait_alone_follows(
     assert sup.status()["status"] in ("running", "starting"), sup.status()
 
 
-def test_a_run_left_by_a_killed_supervisor_shows_as_interrupted(start_supervisor: Start, home: Path) -> None:
+def test_a_run_left_by_a_killed_supervisor_shows_as_interrupted(
+    start_supervisor: Start, home: Path, menu_pty: Callable[..., MenuPty]  # noqa: F811
+) -> None:
     env = agent_env(scripted("--events", "400", "--delay", "0.05"))
     sup = start_supervisor(env=env, config="ROUNDS: 1\n").wait_ready()
     run_id = sup.call("start")["run_id"]
@@ -112,6 +114,11 @@ def test_a_run_left_by_a_killed_supervisor_shows_as_interrupted(start_supervisor
     frame = subprocess.run([*DASH, "--home", str(home), "--once"], capture_output=True, text=True, timeout=60,
                            check=False)
     assert "INTERRUPTED" in frame.stdout and f"--resume-run {run_id}" in frame.stdout, frame.stdout + frame.stderr
+    menu = menu_pty()
+    menu.expect(f"{run_id} · interrupted")
+    menu.expect(f"autotrain-menu --resume-run {run_id} continues it (option 2 here)")
+    menu.choose("9")
+    assert menu.wait_exit() == 0
     assert again.call("resume_run")["run_id"] == run_id
 
 
