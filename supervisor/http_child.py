@@ -26,6 +26,7 @@ FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 HEALTHY_AFTER_S = 30.0
 _TAIL_BYTES = 4096
+SERVING = "autotrain-http: serving "
 
 
 def _last_line(path: Path) -> str:
@@ -93,7 +94,8 @@ class HttpChild:
             if code is None:
                 if self.failures and now - self._started_at >= HEALTHY_AFTER_S:
                     self.failures = 0
-                if self.error is not None and now - self._started_at >= FIRST_RETRY_S:
+                # Up once it says it is serving (a server that cannot bind says so and exits instead).
+                if self.error is not None and _last_line(self.log_path).startswith(SERVING):
                     self._set_error(None)
                     log.info("HTTP status server on %s is up again (pid %d)", self.url, process.pid)
                 return

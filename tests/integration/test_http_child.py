@@ -34,6 +34,9 @@ def test_a_taken_port_is_reported_reaped_and_retried(start_supervisor: Start, ho
             stat = Path(f"/proc/{pid}/stat").read_text()
             assert stat.rsplit(")", 1)[-1].split()[0] != "Z", (pid, stat, sup.output())
         assert "HTTP status server on" in sup.output() and "is down" in sup.output()
+        # Retried with a back-off that doubles.
+        wait_until(lambda: "retrying in 2 s" in sup.output(), 30, 0.1, "a second, later retry")
+        assert "retrying in 1 s" in sup.output()
     finally:
         holder.close()
     up = wait_until(lambda: (http := sup.status()["http"]) and http["error"] is None and http["pid"] and http,
