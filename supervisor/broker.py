@@ -141,8 +141,8 @@ class Supervisor:
         if event_type in ("stage_start", "stage_end", "pipeline_start", "pipeline_stop", "pipeline_complete"):
             self._write_state()
             # The foreground log says what the run is doing: one line per run and stage transition.
-            log.info("%s round %d %s: %s%s", self.state.run_id, round_no, stage, event_type.replace("_", " "),
-                     f" ({message})" if message else "")
+            log.log(logging.WARNING if level in ("warn", "error") else logging.INFO, "%s · round %d · %s",
+                    self.state.run_id, round_no, message or f"{stage} {event_type.replace('_', ' ')}")
 
     def set_status(self, **fields: object) -> None:
         """Apply a status change, publish it, and write ``state.json`` (a boundary)."""

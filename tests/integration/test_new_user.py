@@ -25,15 +25,15 @@ def test_foreground_supervisor_says_what_the_run_does_and_how_ctrl_c_stops(start
     sup = start_supervisor(env=agent_env(scripted("--events", "400", "--delay", "0.05"))).wait_ready()
     assert "no config.yaml in" in sup.output() and str(home / "runs") in sup.output(), sup.output()
     run_id = sup.call("start")["run_id"]
-    wait_until(lambda: "generate: stage start" in sup.output(), 20, 0.05, "a stage line")
-    assert f"{run_id} round 0 round_start: pipeline start" in sup.output(), sup.output()
+    wait_until(lambda: f"{run_id} · round 1 · generate started" in sup.output(), 20, 0.05, "a stage line")
+    assert f"{run_id} · round 0 · pipeline started" in sup.output(), sup.output()
     sup.proc.send_signal(signal.SIGINT)
     wait_until(lambda: "Ctrl-C again to stop now" in sup.output(), 10, 0.05, "the stop line")
     assert "stopping the run at the next stage boundary" in sup.output()
     sup.proc.send_signal(signal.SIGINT)
     assert sup.proc.wait(30) == 0, sup.output()
     assert "received SIGINT again: stopping now" in sup.output(), sup.output()
-    assert "pipeline stop" in sup.output(), sup.output()
+    assert "· pipeline stopped (fast shutdown)" in sup.output(), sup.output()
 
 
 def test_detach_prints_the_daemon_pid_and_its_log(home: Path) -> None:
