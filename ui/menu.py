@@ -55,6 +55,7 @@ OPTIONS: tuple[str, ...] = (
 )  # fmt: skip
 _EXIT = str(len(OPTIONS))
 _HTTP_START_TIMEOUT_S = 10.0
+EMPTY = '""'  # typed in a value prompt: the empty value (Enter alone keeps the current one)
 # Values worth offering on Tab, beyond the field's current value and its default.
 _SUGGESTIONS: dict[str, tuple[str, ...]] = {
     "BASE_MODEL": ("smollm2-135m-instruct", "mistralai/Mistral-7B-Instruct-v0.2"),
@@ -144,8 +145,19 @@ class _KeepOrValidator(Validator):
         self.field = FieldValidator(name)
 
     def validate(self, document: Document) -> None:
-        if document.text.strip():
+        text = document.text.strip()
+        if text == EMPTY:
+            self.field.validate(Document(""))
+        elif text:
             self.field.validate(document)
+
+
+def _takes_empty(name: str) -> bool:
+    try:
+        validate_field(name, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def ask_value(session: PromptSession[str], name: str, current: str, source: str, **extra: Any) -> str:
@@ -156,14 +168,17 @@ def ask_value(session: PromptSession[str], name: str, current: str, source: str,
     # A prompt's settings (toolbar, keys, completer) stick to its session: this field's help and its
     # Esc key must not outlive it, under the main menu or the next field name.
     one_field: PromptSession[str] = PromptSession(input=session.input, output=session.output)
+    empty = f', {EMPTY} for empty' if _takes_empty(name) and current else ""
     raw = one_field.prompt(
-        f"{name} [{field_rule(name)}] (Enter keeps {shown}{' ' + mark if mark else ''}, Esc backs out) = ",
+        f"{name} [{field_rule(name)}] (Enter keeps {shown}{' ' + mark if mark else ''}{empty}, Esc backs out) = ",
         default="",
         validator=_KeepOrValidator(name),
         validate_while_typing=True,
         key_bindings=_back_out_keys(),
         **extra,
     )
+    if raw.strip() == EMPTY:
+        return ""
     return raw.strip() if raw.strip() else current
 
 

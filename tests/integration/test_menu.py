@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from harness import SupervisorProc, agent_env, pid_alive, scripted, wait_until
 
+from heidi_engine.bus.config import load_config
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
@@ -463,9 +464,20 @@ def test_configure_flag_edits_and_exits(home: Path, menu_pty: Callable[..., Menu
     editor.send("\r")  # Enter keeps the current value
     editor.expect("ROUNDS unchanged", times=2)
     editor.expect("Field to change", times=4)
+    editor.send("MAX_COST_USD\r")
+    editor.expect("MAX_COST_USD [empty or number >= 0] (Enter keeps (empty) (default), Esc backs out) =")
+    editor.send("5\r")
+    editor.expect("saved MAX_COST_USD = 5.0")
+    editor.expect("Field to change", times=5)
+    editor.send("MAX_COST_USD\r")
+    editor.expect('(Enter keeps 5.0, "" for empty, Esc backs out) =')
+    editor.send('""\r')  # the empty value, which Enter alone could not give
+    editor.expect("saved MAX_COST_USD = ", times=2)
+    editor.expect("Field to change", times=6)
     editor.send("\x04")  # Ctrl+D leaves the editor
     assert editor.wait_exit() == 0
-    assert config.read_text() == CONFIG + "SEQ_LEN: 256\n"
+    assert config.read_text().startswith(CONFIG + "SEQ_LEN: 256\n")
+    assert load_config(config, env={}).MAX_COST_USD is None
 
 
 def test_menu_starts_supervisor_and_http_server(
