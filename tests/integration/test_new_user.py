@@ -140,7 +140,7 @@ def test_set_rescues_a_bad_value_in_config_yaml(start_supervisor: Start, home: P
     (home / "config.yaml").write_text(CONFIG + "VAL_RATIO: 1.5\n")  # broken after the daemon started
     refused = run_menu(home, "--start")
     assert refused.returncode == 2 and "VAL_RATIO = 1.5" in refused.stderr, refused.stderr
-    done = run_menu(home, "--start", "--set", "VAL_RATIO=0.2", "--wait")
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_menu(home, "--start", "--set", "VAL_RATIO=0.2")
+    assert done.returncode == 0 and "started run run_" in done.stdout, done.stdout + done.stderr
     assert "warning:" in done.stderr and "VAL_RATIO = 1.5" in done.stderr and "ignored: override" in done.stderr
-    assert sup.status()["status"] == "completed"
+    assert sup.call("snapshot")["state"]["config"]["VAL_RATIO"] == 0.2
