@@ -334,8 +334,14 @@ def _line(source: str, name: str, value: object, reason: str) -> str:
 
 def _validate(values: Mapping[str, object], source: str) -> tuple[AutoTrainConfig | None, list[str]]:
     """Validate known fields (the rest defaulted); one problem line per failing field."""
+    config, problems = _validate_named(values, source)
+    return config, list(problems.values())
+
+
+def _validate_named(values: Mapping[str, object], source: str) -> tuple[AutoTrainConfig | None, dict[str, str]]:
+    """:func:`_validate` with each problem line keyed by the field it is about."""
     try:
-        return AutoTrainConfig.model_validate(dict(values)), []
+        return AutoTrainConfig.model_validate(dict(values)), {}
     except ValidationError as exc:
         problems: dict[str, str] = {}
         for error in exc.errors(include_url=False):
@@ -344,7 +350,7 @@ def _validate(values: Mapping[str, object], source: str) -> tuple[AutoTrainConfi
                 problems.setdefault(name, _line(source, name, error["input"], _reason(name, error)))
             else:
                 problems.setdefault(name, f"{source + ': ' if source else ''}{error['msg']}")
-        return None, list(problems.values())
+        return None, problems
 
 
 def _from_text(name: str, raw: str) -> object:
@@ -366,16 +372,24 @@ def _from_text(name: str, raw: str) -> object:
 
 def _from_texts(values: Mapping[str, object], source: str) -> tuple[dict[str, object], list[str]]:
     """Parse string values of known fields (others pass through, strictly typed); report the rest."""
+    parsed, named = _from_texts_named(values, source)
+    return parsed, [line for _name, line in named]
+
+
+def _from_texts_named(
+    values: Mapping[str, object], source: str
+) -> tuple[dict[str, object], list[tuple[str | None, str]]]:
+    """:func:`_from_texts` with each problem's field (``None`` for an unknown key)."""
     parsed: dict[str, object] = {}
-    problems: list[str] = []
+    problems: list[tuple[str | None, str]] = []
     for key, value in values.items():
         if key not in AutoTrainConfig.model_fields:
-            problems.append(_unknown(f"{source}: ", str(key)))
+            problems.append((None, _unknown(f"{source}: ", str(key))))
         elif isinstance(value, str):
             try:
                 parsed[key] = _from_text(key, value)
             except ValueError as exc:
-                problems.append(_line(source, key, value, f"{exc} (rule: {field_rule(key)})"))
+                problems.append((key, _line(source, key, value, f"{exc} (rule: {field_rule(key)})")))
         else:
             parsed[key] = value
     return parsed, problems
@@ -386,19 +400,23 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
+    warnings: list[str] | None = None,
 ) -> AutoTrainConfig:
     """The effective config: defaults < ``path`` < ``env`` (None: os.environ) < ``overrides``.
 
-    Raises ConfigError listing every problem of every source, one line each.
+    The effective values are what is validated: a bad value that a later source replaces with a good
+    one is not an error but a warning, appended to ``warnings`` when given (a ``--set`` can rescue a bad
+    line in config.yaml). Raises ConfigError listing every other problem of every source, one line each.
     """
     merged: dict[str, object] = {}
-    problems: list[str] = []
+    problems: list[tuple[str | None, str]] = []
     environ = os.environ if env is None else env
     sources: list[tuple[str, Mapping[str, object], bool]] = []
     if path is not None:
         file_values, file_problems = _config_yaml.read_mapping(path)
         unknown = [key for key in file_values if key not in AutoTrainConfig.model_fields]
-        problems += file_problems + [_unknown(f"{os.fspath(path)}: ", key) for key in unknown]
+        problems += [(None, line) for line in file_problems]
+        problems += [(None, _unknown(f"{os.fspath(path)}: ", key)) for key in unknown]
         file_values = {k: v for k, v in file_values.items() if k not in unknown}
         sources.append((os.fspath(path), file_values, False))
     sources.append(
@@ -406,11 +424,18 @@ def load_config(
     )
     sources.append(("override", dict(overrides or {}), True))
     for source, values, textual in sources:
-        parsed, parse_problems = _from_texts(values, source) if textual else (dict(values), [])
-        problems += parse_problems + _validate(parsed, source)[1]
+        parsed, parse_problems = _from_texts_named(values, source) if textual else (dict(values), [])
+        checked = list(_validate_named(parsed, source)[1].items())
+        bad = {name for name, _line in parse_problems + checked}
+        rescued = [(n, line) for n, line in problems if n is not None and n in parsed and n not in bad]
+        for _name, line in rescued:
+            problems.remove((_name, line))
+            if warnings is not None:
+                warnings.append(f"{line} (ignored: {source} sets {_name})")
+        problems += parse_problems + [(name, line) for name, line in checked]
         merged.update(parsed)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([line for _name, line in problems])
     config, final_problems = _validate(merged, "effective config")
     if config is None:
         raise ConfigError(final_problems)

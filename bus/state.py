@@ -20,6 +20,7 @@ STATUSES: tuple[str, ...] = (
 )
 ACTIVE_STATUSES = frozenset({"starting", "running", "paused", "stopping"})
 FINISHED_STATUSES = frozenset({"stopped", "completed", "failed", "interrupted"})
+RESUMABLE_STATUSES = frozenset({"stopped", "interrupted", "failed"})  # what --resume-run continues
 
 RECENT_EVENTS = 200
 LOSS_HISTORY = 600
@@ -116,6 +117,7 @@ class StatusPatch(BaseModel):
     started_at: str | None = None
     updated_at: str | None = None
     problem: str | None = None
+    http_error: str | None = None
     reset: bool = False  # the state was replaced (a run started or resumed): viewers take a snapshot
 
 
@@ -179,6 +181,7 @@ class RunState(BaseModel):
     seq: int = 0
     # What keeps the supervisor from doing its job right now (a full disk), for every viewer's health.
     problem: str | None = None
+    http_error: str | None = None  # the supervisor's HTTP status server is down, and why
 
     def gpu_summary(self) -> dict[str, float | None]:
         """The HTTP API's ``gpu_summary``: VRAM summed over GPUs, utilisation averaged; ``None`` when none."""

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,12 +45,15 @@ from heidi_engine.bus.state import (
 )
 from heidi_engine.supervisor.commands import Refused, dispatch
 from heidi_engine.supervisor.health import Problems
+from heidi_engine.supervisor.http_child import HttpChild
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline
-from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, spawn, terminate_group
+from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, terminate_group
 from heidi_engine.supervisor.runs import (
     find_resumable,
+    last_resumable,
     mark_failed,
+    record_interruption,
     recover_stale_runs,
     run_dirs,
     runs_root,
@@ -106,7 +108,7 @@ class Supervisor:
         self._signals: list[int] = []
         self._last_heartbeat = float("-inf")
         self._last_sample = float("-inf")
-        self.http_child: AgentProcess | None = None
+        self.http_child: HttpChild | None = None
         write_bus_info(home, info)
 
     # -- publishing --------------------------------------------------------------------------------
@@ -148,6 +150,9 @@ class Supervisor:
         self.accept_events([event])
         if event_type in ("stage_start", "stage_end", "pipeline_start", "pipeline_stop", "pipeline_complete"):
             self._write_state()
+            # The foreground log says what the run is doing: one line per run and stage transition.
+            log.log(logging.WARNING if level in ("warn", "error") else logging.INFO, "%s · round %d · %s",
+                    self.state.run_id, round_no, message or f"{stage} {event_type.replace('_', ' ')}")
 
     def set_status(self, **fields: object) -> None:
         """Apply a status change, publish it, and write ``state.json`` (a boundary)."""
@@ -271,6 +276,7 @@ class Supervisor:
             "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
             "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.refused_events),
             "health": "degraded" if self.problems.text else "ok", "problem": self.problems.text,
+            "http": None if self.http_child is None else self.http_child.describe(),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -329,9 +335,16 @@ class Supervisor:
 
     def _act_on_signals(self) -> None:
         while self._signals:
-            signum = self._signals.pop(0)
-            log.info("received %s", signal.Signals(signum).name)
+            name = signal.Signals(self._signals.pop(0)).name
+            again = self.shutdown_requested
+            active = self.pipeline is not None and not self.pipeline.finished
             self.on_signal()
+            if active and not again:
+                log.info("received %s: stopping the run at the next stage boundary (Ctrl-C again to stop now)", name)
+            elif active:
+                log.info("received %s again: stopping now (the agents are terminated)", name)
+            else:
+                log.info("received %s: shutting down", name)
 
     def on_signal(self) -> None:
         """SIGTERM/SIGINT: the first stops the run gracefully, the second shuts down fast."""
@@ -476,8 +489,17 @@ class Supervisor:
         self._close_run()
 
     def recover_stale_runs(self) -> list[str]:
-        """Mark runs left active by a dead supervisor ``interrupted`` (their stale agents killed)."""
-        return recover_stale_runs(self.home)
+        """Mark runs left active by a dead supervisor ``interrupted`` (their stale agents killed), record
+        that in each one's event log, and show the newest resumable run until another starts."""
+        recovered = recover_stale_runs(self.home)
+        for name in recovered:
+            record_interruption(runs_root(self.home) / name, os.getpid())
+        last = last_resumable(self.home)
+        if last is not None:
+            # What the previous supervisor knew of its own HTTP server is not this one's.
+            last.seq, last.agents, last.http_error = self.seq, {}, None
+        self.state = last or RunState(seq=self.seq)
+        return recovered
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -525,6 +547,7 @@ class Supervisor:
             self._last_heartbeat = now
             self._heartbeat()
         self._sample(now)
+        self._watch_http()
 
     def _sample(self, now: float) -> None:
         if self.sampler is None:
@@ -535,10 +558,16 @@ class Supervisor:
             self.accept_sample(self.sampler.sample())
 
     def start_http(self, port: int) -> None:
-        """Run the HTTP status server (a bus client like any viewer) as a child tied to the daemon."""
-        argv = [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(self.home), "--port", str(port)]
-        self.http_child = spawn("http", argv, env=self.env, cwd=str(self.home), log_path=str(self.home / "http.log"))
-        log.info("HTTP status server on http://127.0.0.1:%d (pid %d)", port, self.http_child.pid)
+        """Run the HTTP status server (a bus client like any viewer) as a supervised child of the daemon."""
+        self.http_child = HttpChild(self.home, port, env=self.env, clock=self.clock)
+        self.http_child.start()
+
+    def _watch_http(self) -> None:
+        # A new or resumed run replaces the state: the server's health is carried into it here too.
+        if self.http_child is not None:
+            self.http_child.tick()
+            if self.state.http_error != self.http_child.error:
+                self.set_status(http_error=self.http_child.error)
 
     def close(self) -> None:
         """Terminate any agent, write the last state, close sockets, remove the connection file.
@@ -552,7 +581,7 @@ class Supervisor:
         if pipeline is not None and pipeline.agent is not None:
             steps.append(("stop the agent", lambda: terminate_group(pipeline.agent, grace)))  # type: ignore[arg-type]
         if http_child is not None:
-            steps.append(("stop the HTTP server", lambda: terminate_group(http_child, 5.0)))
+            steps.append(("stop the HTTP server", http_child.close))
         steps.append(("close the run", self._close_run))
         if sampler is not None:
             steps.append(("close the sampler", sampler.close))

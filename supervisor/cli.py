@@ -47,10 +47,24 @@ def resolve_home(home: Path | None) -> Path:
     return home.expanduser().resolve()
 
 
-def _detach(log_path: Path) -> None:
-    """Double fork into the background with stdio on the log file; the parent exits 0."""
+def _detach(log_path: Path) -> int:
+    """Double fork into the background with stdio on the log file.
+
+    The parent stays until the daemon reports through the returned pipe (see :func:`_report`), prints
+    the daemon's pid and log path, and exits 0 (1 if the daemon did not come up).
+    """
+    read_fd, write_fd = os.pipe()
     if os.fork() > 0:
-        os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            said = pipe.read().decode("utf-8", "replace").strip()
+        if said.isdigit():
+            print(f"autotrain-supervisor: running in the background (pid {said}); log: {log_path}", flush=True)
+            os._exit(0)
+        print(f"autotrain-supervisor: {said or 'the daemon exited while starting'} (see {log_path})",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+    os.close(read_fd)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -61,6 +75,19 @@ def _detach(log_path: Path) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     os.close(null)
+    return write_fd
+
+
+def _report(fd: int | None, text: str) -> None:
+    """Tell the waiting ``--detach`` parent how the start went (its pid, or why it failed)."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,14 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"autotrain-supervisor: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    if not config_path.exists():
+        print(f"autotrain-supervisor: no config.yaml in {home}: using the built-in defaults; runs go to "
+              f"{home / 'runs'} (--home DIR or $AUTOTRAIN_HOME picks another home)", file=sys.stderr, flush=True)
     lock = InstanceLock(home)
     try:
         lock.acquire()
     except AlreadyRunning as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
         return 1
-    if args.detach:
-        _detach(home / LOG_FILE)
+    parent = _detach(home / LOG_FILE) if args.detach else None
+    if parent is not None:
         lock.update_pid()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("autotrain-supervisor")
@@ -101,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         lock.release()
         print(f"autotrain-supervisor: cannot start: {exc}", file=sys.stderr)
+        _report(parent, f"cannot start: {exc}")
         return 1
+    _report(parent, str(os.getpid()))
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         supervisor.note_signal(signum)  # nothing else here: the loop acts on it between two steps

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from heidi_engine.bus.event import is_run_id, utc_now_iso
+from heidi_engine.bus.config import AutoTrainConfig
+from heidi_engine.bus.event import Event, is_run_id, utc_now_iso
 from heidi_engine.bus.journal import (
     EVENTS_FILE,
     METRICS_FILE,
@@ -15,8 +16,9 @@ from heidi_engine.bus.journal import (
     repair_torn_tail,
 )
 from heidi_engine.bus.ledger import load_ledger
-from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+from heidi_engine.bus.state import ACTIVE_STATUSES, RunState, apply_event
 from heidi_engine.bus.storage import atomic_write_json
+from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.process import kill_stale_group
 
 log = logging.getLogger(__name__)
@@ -104,3 +106,35 @@ def recover_stale_runs(home: Path) -> list[str]:
         atomic_write_json(folder / STATE_FILE, saved.model_dump(mode="json"))
         recovered.append(folder.name)
     return recovered
+
+
+def record_interruption(run_dir: Path, pid: int) -> None:
+    """Append to a recovered run's log that it was interrupted (a warn ``progress`` event: a
+    ``pipeline_stop`` would turn its replayed status into "stopped"), before any client can see it."""
+    saved = load_state_file(run_dir)
+    if saved is None or saved.status != "interrupted" or saved.run_id is None:
+        return
+    config = saved.config
+    size_mb = config.get("EVENT_LOG_MAX_SIZE_MB") or AutoTrainConfig.model_fields["EVENT_LOG_MAX_SIZE_MB"].default
+    retention = config.get("EVENT_LOG_RETENTION") or AutoTrainConfig.model_fields["EVENT_LOG_RETENTION"].default
+    event = Event.model_validate({
+        "run_id": saved.run_id, "round": saved.current_round, "stage": saved.current_stage or "round_end",
+        "level": "warn", "event_type": "progress",
+        "message": f"run interrupted: its supervisor went away; a new supervisor (pid {pid}) found it at start "
+                   f"(autotrain-menu --resume-run {run_dir.name} continues it)",
+    })
+    try:
+        persister = Persister(run_dir, max_bytes=max(1024, int(float(size_mb) * 1024 * 1024)), retention=int(retention))
+        persister.append_events([event.to_record()])
+        persister.close(apply_event(saved, event))
+    except OSError as exc:
+        log.error("cannot record the interruption of %s: %s", run_dir.name, exc.strerror or exc)
+
+
+def last_resumable(home: Path) -> RunState | None:
+    """The newest run's state when it can be resumed (interrupted, stopped or failed), else ``None``."""
+    for folder in run_dirs(home)[:1]:
+        saved = load_state_file(folder)
+        if saved is not None and saved.status in RESUMABLE:
+            return saved
+    return None

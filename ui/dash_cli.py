@@ -20,6 +20,7 @@ from heidi_engine.bus.event import is_run_id
 from heidi_engine.ui.dashboard import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard_keys import Keyboard
 from heidi_engine.ui.panels import VIEWS, Frame, render
+from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
 EXIT_OK, EXIT_USAGE, EXIT_NO_SUPERVISOR = 0, 2, 3
 _ONCE_WAIT_S = 3.0
@@ -126,6 +127,7 @@ def _live(source: Source, args: argparse.Namespace) -> int:
         return dashboard.run(keyboard)
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autotrain-dash``; returns the exit code."""
     args = _parser().parse_args(argv)

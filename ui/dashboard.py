@@ -32,7 +32,7 @@ from heidi_engine.bus.journal import tail_records
 from heidi_engine.bus.ledger import replay
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard_keys import Keyboard
-from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, body_rows, render
+from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, body_rows, render, view_overflow
 from heidi_engine.ui.panels_events import event_window, events_rows, matches
 from heidi_engine.ui.panels_text import safe
 from heidi_engine.ui.viewer import EVENT_LOG, LiveView
@@ -92,27 +92,37 @@ class LiveSource:
         self._clock = clock
         self._checked_at = -_PID_CHECK_S
         self._gone = False
+        self._down: str | None = None
 
-    def _supervisor_gone(self) -> bool:
+    def _check(self) -> None:
+        """Once a second: is the supervisor's process gone, and did it leave cleanly (file removed)?"""
         now = self._clock()
-        if now - self._checked_at >= _PID_CHECK_S:
-            self._checked_at = now
-            try:
-                self._gone = _pid_gone(read_bus_info(self.home).pid)
-            except ConnectionFileError:
-                self._gone = False
-        return self._gone
+        if now - self._checked_at < _PID_CHECK_S:
+            return
+        self._checked_at = now
+        try:
+            info = read_bus_info(self.home)
+        except ConnectionFileError:
+            # A clean shutdown removes the connection file; a kill -9 leaves it behind.
+            self._gone, self._down = False, "shut down"
+            return
+        self._gone = _pid_gone(info.pid)
+        self._down = "exited" if self._gone else "silent"
 
     def read(self) -> Feed:
         """The latest view, with the link marked down when the supervisor's process is gone."""
         view = self.view.latest()
-        connected = view.connected and not self._supervisor_gone()
+        self._check()
+        connected = view.connected and not self._gone
         error = view.error
         if not connected and self._gone:
             error = error or "the supervisor's process has exited"
-        link = Link("live", connected, view.silence_s, error, view.seq)
+        down = None if connected else self._down
+        if down == "silent" and view.silence_s is None:
+            down = "connecting"
+        link = Link("live", connected, view.silence_s, error, view.seq, down=down)
         silence = None if connected or view.silence_s is None else int(view.silence_s)
-        version = (view.seq, connected, error, silence, view.state.run_id, view.state.event_count)
+        version = (view.seq, connected, error, silence, view.state.run_id, view.state.event_count, down)
         return Feed(view.state, link, view.events, version)
 
     def refresh(self) -> None:
@@ -233,13 +243,16 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
         ui.refresh = True
     elif key in ("1", "2", "3", "4", "5"):
         ui.view, ui.help = int(key), False
+        ui.cursor = replace(cursor, offset=0)
     elif key == "?":
         ui.help = not ui.help
+        ui.cursor = replace(cursor, offset=0)
     elif key == "esc":
         ui.help = False
+        ui.cursor = replace(cursor, detail=False)
     elif key == "/":
         ui.view, ui.help = 4, False
-        ui.cursor = replace(cursor, prompt=cursor.filter)
+        ui.cursor = replace(cursor, prompt="")  # a new filter; Enter on empty clears the old one
     elif ui.view == 4 and not ui.help:
         moves = {"up": 1, "k": 1, "down": -1, "j": -1, "pgup": page, "pgdn": -page}
         if key in moves:
@@ -248,6 +261,17 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
             _scroll(ui, 1 << 30)
         elif key in ("end", "G"):
             ui.cursor = replace(cursor, scroll=0)
+        elif key == "enter":
+            ui.cursor = replace(cursor, detail=not cursor.detail)
+    else:
+        # Every other view (and the help) scrolls when it does not fit; the offset is clamped on drawing.
+        moves = {"up": -1, "k": -1, "down": 1, "j": 1, "pgup": -page, "pgdn": page}
+        if key in moves:
+            ui.cursor = replace(cursor, offset=max(0, cursor.offset + moves[key]))
+        elif key in ("home", "g"):
+            ui.cursor = replace(cursor, offset=0)
+        elif key in ("end", "G"):
+            ui.cursor = replace(cursor, offset=1 << 30)
 
 
 class Dashboard:
@@ -307,6 +331,10 @@ class Dashboard:
             self._feed = None
         feed = self._feed or self.tick()
         cursor = self.ui.cursor
+        if cursor.offset:
+            size = self.console.size
+            limit = view_overflow(self.frame(), size.width, size.height)
+            self.ui.cursor = cursor = replace(cursor, offset=min(cursor.offset, limit))
         if cursor.scroll:
             window = event_window(
                 feed.events or feed.state.recent_events, cursor.filter, cursor.scroll, self._page()

@@ -26,7 +26,7 @@ from heidi_engine.ui.launcher import NoSupervisor, local_supervisor, resolve_hom
 from heidi_engine.ui.status_view import Health, assess, metrics_text, status_fields
 from heidi_engine.ui.viewer import LiveView
 
-__all__ = ["LOOPBACK", "StatusServer", "main", "serve"]
+__all__ = ["LOOPBACK", "StatusServer", "main", "route", "serve"]
 
 LOOPBACK = "127.0.0.1"
 _JSON = "application/json"
@@ -65,6 +65,13 @@ class StatusServer(ThreadingHTTPServer):
         return assess(latest, None)
 
 
+def route(target: str) -> str:
+    """The route a request target names: no query or fragment, no trailing slash (``/status/`` is
+    ``/status``, as most servers treat it)."""
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    return path.rstrip("/") or "/"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: StatusServer
     server_version = "autotrain-http"
@@ -75,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        path = route(self.path)
         if path in ("/", "/status"):
             health = self.server.health()
             self._json(HTTPStatus.OK, status_fields(self.server.view.latest().state, health))

@@ -10,20 +10,22 @@ the menu comes back when it exits; the HTTP server runs in the background until 
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import FuzzyWordCompleter, WordCompleter
 from prompt_toolkit.document import Document
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.validation import ValidationError, Validator
 
 from heidi_engine.bus.config import (
@@ -38,12 +40,14 @@ from heidi_engine.bus.config import (
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.redaction import clean
+from heidi_engine.bus.state import ACTIVE_STATUSES
 from heidi_engine.ui.launcher import NoSupervisor, find_supervisor
+from heidi_engine.ui.status_view import resume_hint
 
 if TYPE_CHECKING:
     from heidi_engine.ui.menu_actions import Controller
 
-__all__ = ["OPTIONS", "FieldValidator", "Menu", "configure", "dashboard_command"]
+__all__ = ["OPTIONS", "BackOut", "FieldValidator", "Menu", "ask_value", "configure", "dashboard_command"]
 
 OPTIONS: tuple[str, ...] = (
     "Start New Run", "Resume Last Run", "Stop Pipeline", "Pause Pipeline", "Resume Pipeline",
@@ -51,6 +55,7 @@ OPTIONS: tuple[str, ...] = (
 )  # fmt: skip
 _EXIT = str(len(OPTIONS))
 _HTTP_START_TIMEOUT_S = 10.0
+EMPTY = '""'  # typed in a value prompt: the empty value (Enter alone keeps the current one)
 # Values worth offering on Tab, beyond the field's current value and its default.
 _SUGGESTIONS: dict[str, tuple[str, ...]] = {
     "BASE_MODEL": ("smollm2-135m-instruct", "mistralai/Mistral-7B-Instruct-v0.2"),
@@ -101,9 +106,80 @@ def _file_values(path: Path) -> dict[str, object]:
 
 
 def _current(path: Path) -> dict[str, str]:
-    values = {name: _shown(info.default) for name, info in AutoTrainConfig.model_fields.items()}
-    values.update({k: _shown(v) for k, v in _file_values(path).items() if k in values})
+    return {name: value for name, (value, _source) in _effective(path).items()}
+
+
+def _effective(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Each field's value as a run will use it, and where it comes from: ``default``, ``file`` or
+    ``environment`` (an environment variable of the field's name overrides config.yaml)."""
+    env = os.environ if environ is None else environ
+    values = {name: (_shown(info.default), "default") for name, info in AutoTrainConfig.model_fields.items()}
+    values.update({k: (_shown(v), "file") for k, v in _file_values(path).items() if k in values})
+    values.update({k: (v, "environment") for k, v in env.items() if k in values})
     return values
+
+
+def _source_mark(source: str) -> str:
+    return "" if source == "file" else f"({'from the environment' if source == 'environment' else source})"
+
+
+class BackOut(Exception):
+    """Esc (or Ctrl+C) in a value prompt: leave this one field, keep everything else."""
+
+
+def _back_out_keys() -> KeyBindings:
+    keys = KeyBindings()
+
+    @keys.add("escape", eager=True)
+    @keys.add("c-c")
+    def _back(event: KeyPressEvent) -> None:
+        event.app.exit(exception=BackOut())
+
+    return keys
+
+
+class _KeepOrValidator(Validator):
+    """Empty keeps the current value; anything typed is validated as the field's new value."""
+
+    def __init__(self, name: str) -> None:
+        self.field = FieldValidator(name)
+
+    def validate(self, document: Document) -> None:
+        text = document.text.strip()
+        if text == EMPTY:
+            self.field.validate(Document(""))
+        elif text:
+            self.field.validate(document)
+
+
+def _takes_empty(name: str) -> bool:
+    try:
+        validate_field(name, "")
+    except ConfigError:
+        return False
+    return True
+
+
+def ask_value(session: PromptSession[str], name: str, current: str, source: str, **extra: Any) -> str:
+    """Prompt for ``name`` with ``current`` shown as the default: Enter keeps it, typing replaces it,
+    Esc or Ctrl+C raises :class:`BackOut`. Returns the value to use (``current`` when kept)."""
+    mark = _source_mark(source)
+    shown = clean(current, 40) if current else "(empty)"
+    # A prompt's settings (toolbar, keys, completer) stick to its session: this field's help and its
+    # Esc key must not outlive it, under the main menu or the next field name.
+    one_field: PromptSession[str] = PromptSession(input=session.input, output=session.output)
+    empty = f', {EMPTY} for empty' if _takes_empty(name) and current else ""
+    raw = one_field.prompt(
+        f"{name} [{field_rule(name)}] (Enter keeps {shown}{' ' + mark if mark else ''}{empty}, Esc backs out) = ",
+        default="",
+        validator=_KeepOrValidator(name),
+        validate_while_typing=True,
+        key_bindings=_back_out_keys(),
+        **extra,
+    )
+    if raw.strip() == EMPTY:
+        return ""
+    return raw.strip() if raw.strip() else current
 
 
 def _field_names() -> list[str]:
@@ -124,10 +200,15 @@ def _edit(controller: Controller, session: PromptSession[str]) -> None:
     names = _field_names()
     say = controller.say
     while True:
-        current = _current(path)
-        say(f"\nConfiguration ({path}):")
+        effective = _effective(path)
+        current = {name: value for name, (value, _source) in effective.items()}
+        say(f"\nConfiguration ({path}; the values a run will use):")
         for name in SEED_FIELDS:
-            say(f"  {name:<18} {clean(current[name], 60):<38} {field_rule(name)}")
+            value, source = effective[name]
+            say(f"  {name:<18} {clean(value, 60):<38} {field_rule(name)} {_source_mark(source)}".rstrip())
+        overridden = [n for n, (_v, src) in effective.items() if src == "environment" and n not in SEED_FIELDS]
+        for name in overridden:
+            say(f"  {name:<18} {clean(effective[name][0], 60):<38} {field_rule(name)} {_source_mark('environment')}")
         say("  (every other field can be set too: Tab completes names)")
         name = session.prompt(
             "Field to change (empty to finish): ",
@@ -142,14 +223,23 @@ def _edit(controller: Controller, session: PromptSession[str]) -> None:
         shown_default = _shown(info.default)
         choices = dict.fromkeys([current[name], shown_default, *_SUGGESTIONS.get(name, ()), *_literals(name)])
         toolbar = f"{name}: {info.description or ''} Rule: {rule}. Default: {shown_default or '(empty)'}"
-        raw = session.prompt(
-            f"{name} [{rule}] = ",
-            default=current[name],
-            completer=WordCompleter([c for c in choices if c], sentence=True),
-            validator=FieldValidator(name),
-            validate_while_typing=True,
-            bottom_toolbar=toolbar,
-        )
+        try:
+            raw = ask_value(
+                session,
+                name,
+                current[name],
+                effective[name][1],
+                completer=WordCompleter([c for c in choices if c], sentence=True),
+                bottom_toolbar=toolbar,
+            )
+        except BackOut:
+            say(f"{name} unchanged")
+            continue
+        if effective[name][1] == "environment":
+            say(f"note: {name} is set in the environment, which overrides config.yaml for runs started from here")
+        if raw == current[name]:
+            say(f"{name} unchanged")
+            continue
         try:
             dump_yaml_update(path, {name: raw})
         except ConfigError as exc:
@@ -211,13 +301,17 @@ class Menu:
         except BusError as exc:
             return f"supervisor: pid {info.pid}, not answering ({clean(str(exc), 100)})"
         run = status.get("run_id")
+        http = status.get("http")
+        http_down = " · HTTP server down" if isinstance(http, dict) and http.get("error") else ""
         if run is None:
-            return f"supervisor: pid {info.pid} · no run yet"
-        return (
+            return f"supervisor: pid {info.pid} · no run yet{http_down}"
+        line = (
             f"supervisor: pid {info.pid} · {clean(str(run))} · {clean(str(status.get('status')))} · "
             f"round {status.get('current_round')}/{status.get('total_rounds')} · "
-            f"{clean(str(status.get('current_stage') or '-'))}"
+            f"{clean(str(status.get('current_stage') or '-'))}{http_down}"
         )
+        hint = resume_hint(status)
+        return line + (f"\n  {hint} (option 2 here)" if hint else "")
 
     def run(self) -> int:
         say = self.controller.say
@@ -252,20 +346,36 @@ class Menu:
             self.stop_http()
 
     def start_new_run(self) -> None:
-        """Ask for rounds and samples (Enter keeps config.yaml's), then start; the supervisor too if needed."""
-        path = self.controller.config_path
-        current = _current(path)
+        """Ask for rounds and samples (Enter keeps what a run would use), then start; the supervisor too
+        if needed. Refused before any question while a run is active."""
+        busy = self._active_run()
+        if busy is not None:
+            self.controller.complain(f"{busy}; stop it first (option 3) or watch it (option 7)")
+            return
+        effective = _effective(self.controller.config_path)
         overrides: dict[str, str] = {}
         for name in ("ROUNDS", "SAMPLES_PER_ROUND"):
-            raw = self.session.prompt(
-                f"{name} [{field_rule(name)}] = ",
-                default=current[name],
-                validator=FieldValidator(name),
-                validate_while_typing=True,
-            )
-            if raw.strip() != current[name]:
-                overrides[name] = raw.strip()
+            value, source = effective[name]
+            try:
+                raw = ask_value(self.session, name, value, source)
+            except BackOut:
+                self.controller.say("(cancelled)")
+                return
+            if raw != value:
+                overrides[name] = raw
         self.controller.start(overrides)
+
+    def _active_run(self) -> str | None:
+        """``a run is already running (run_…)`` when the supervisor has an active run, else ``None``."""
+        try:
+            info = find_supervisor(self.controller.home, timeout_s=1.0)
+            with ControlClient(info, sender="menu", timeout_s=2.0) as client:
+                status = client.call("status")
+        except (NoSupervisor, BusError):
+            return None
+        if status.get("status") in ACTIVE_STATUSES:
+            return f"a run is already {clean(str(status.get('status')))} ({clean(str(status.get('run_id')))})"
+        return None
 
     def resume_last_run(self) -> None:
         """Resume a paused run, else continue the last stopped or interrupted one."""

@@ -20,13 +20,15 @@ from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.journal import load_state_file
 from heidi_engine.bus.redaction import clean, default_redactor
-from heidi_engine.bus.state import FINISHED_STATUSES
+from heidi_engine.bus.state import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES
 from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, pid_alive
+from heidi_engine.ui.panels_text import fmt_duration
 from heidi_engine.ui.status_view import format_runs, format_status
 
 __all__ = [
     "EXIT_BAD_USAGE",
     "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
     "EXIT_NO_SUPERVISOR",
     "EXIT_OK",
     "PROG",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl+C
 PROG = "autotrain-menu"
 _STAGES = ("generate", "validate", "train", "eval")
 _POLL_S = 0.2
@@ -109,6 +112,7 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
     task = progress.add_task(run_id, total=None) if progress is not None else None
     started, lost_since, last_line = time.monotonic(), None, ""
     status: dict[str, Any] = {}
+    interrupted = False
     try:
         while True:
             try:
@@ -143,13 +147,24 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
                 line = _describe(status)
                 if line != last_line:
                     last_line = line
-                    print(f"[{time.monotonic() - started:7.1f}s] {run_id} {line}", file=out, flush=True)
+                    print(f"[{fmt_duration(time.monotonic() - started):>8}] {run_id} {line}", file=out, flush=True)
             if finished:
                 break
             time.sleep(_POLL_S)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         if progress is not None:
             progress.stop()
+    if interrupted:
+        # Ctrl+C stops the following, not the run: say so, and how to stop the run itself.
+        print(
+            f"{PROG}: stopped following; run {run_id} continues ({PROG} --stop to stop it, "
+            f"{PROG} --wait to follow it again)",
+            file=err,
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
     final = status.get("status")
     if final == "completed":
         print(f"run {run_id} completed", file=out, flush=True)
@@ -166,6 +181,7 @@ class Controller:
         self.home = home
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.started = False
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -180,7 +196,12 @@ class Controller:
     # -- reaching the supervisor -------------------------------------------------------------------
 
     def _client(self, *, launch: bool) -> ControlClient | int:
-        """A client of the running (or, with ``launch``, a freshly started) supervisor, or an exit code."""
+        """A client of the running (or, with ``launch``, a freshly started) supervisor, or an exit code.
+
+        ``self.started`` tells whether this call started the supervisor (so that a command refused for
+        nothing can stop it again).
+        """
+        self.started = False
         try:
             if not launch:
                 return ControlClient(find_supervisor(self.home), sender="menu")
@@ -191,9 +212,27 @@ class Controller:
         except LaunchError as exc:
             self.complain(f"cannot start the supervisor:\n{exc}")
             return exc.exit_code
+        self.started = started
         if started:
             self.say(f"started autotrain-supervisor (pid {info.pid}) on {self.home}")
         return ControlClient(info, sender="menu")
+
+    def _undo_launch(self, client: ControlClient) -> None:
+        """Stop the supervisor this command started, when the command it was started for was refused."""
+        if not self.started:
+            return
+        try:
+            client.call("shutdown")
+        except BusError as exc:
+            self.complain(f"could not stop the supervisor it started (pid {client.info.pid}): {exc}")
+            return
+        self.say(f"stopped the supervisor it had started (pid {client.info.pid})")
+
+    def _left_running(self, client: ControlClient) -> None:
+        self.say(
+            f"the supervisor (pid {client.info.pid}) keeps running on {self.home}; "
+            f"{PROG} --shutdown stops it"
+        )
 
     def _call(self, client: ControlClient, name: str, args: dict[str, Any] | None = None) -> Any:
         """The command's result, or ``None`` after reporting a refusal or a lost supervisor."""
@@ -244,11 +283,17 @@ class Controller:
         return EXIT_OK
 
     def config_problems(self, overrides: dict[str, str]) -> list[str]:
-        """Problems of config.yaml, the environment and ``overrides`` together, as the supervisor will see them."""
+        """Problems of config.yaml, the environment and ``overrides`` together, as the supervisor will see
+        them; a bad value that a later source replaces is only warned about."""
+        warnings: list[str] = []
         try:
-            load_config(self.config_path if self.config_path.exists() else None, overrides=overrides)
+            load_config(
+                self.config_path if self.config_path.exists() else None, overrides=overrides, warnings=warnings
+            )
         except ConfigError as exc:
             return exc.problems
+        for warning in warnings:
+            self.complain(f"warning: {warning}")
         return []
 
     def refuse_config(self, problems: list[str]) -> int:
@@ -266,26 +311,75 @@ class Controller:
         with client:
             result = self._call(client, "start", {"overrides": overrides})
             if result is None:
+                self._undo_launch(client)
                 return EXIT_FAILURE
             run_id = str(result["run_id"])
             self.say(f"started run {run_id}")
-            return follow_run(client, run_id, self.out, self.err) if wait else EXIT_OK
+            return self._follow(client, run_id) if wait else EXIT_OK
+
+    def _follow(self, client: ControlClient, run_id: str) -> int:
+        code = follow_run(client, run_id, self.out, self.err)
+        if code != EXIT_INTERRUPTED and pid_alive(client.info.pid):
+            self._left_running(client)
+        return code
+
+    def follow_current(self) -> int:
+        """Follow the supervisor's active run to its end (``--wait`` alone); 1 when none is active."""
+        client = self._client(launch=False)
+        if isinstance(client, int):
+            return client
+        with client:
+            status = self._call(client, "status")
+            if status is None:
+                return EXIT_FAILURE
+            if status.get("status") not in ACTIVE_STATUSES:
+                last = status.get("run_id")
+                self.complain(
+                    "no active run to follow"
+                    + (f" (last run {clean(str(last))} is {clean(str(status.get('status')))})" if last else "")
+                )
+                return EXIT_FAILURE
+            return self._follow(client, str(status["run_id"]))
+
+    def _resumable_problem(self, run_id: str | None) -> str | None:
+        """Why resuming cannot succeed, judged from the run files (no supervisor needed), or ``None``."""
+        runs = runs_from_files(self.home)
+        if run_id is not None:
+            found = [r for r in runs if r.get("run_id") == run_id]
+            if not found:
+                return f"no run {run_id} in {self.home / 'runs'}"
+            status = found[0].get("status")
+            if status not in RESUMABLE_STATUSES and status not in ACTIVE_STATUSES:
+                return f"run {run_id} is {clean(str(status))}; only stopped, interrupted or failed runs resume"
+            return None
+        if not any(r.get("status") in RESUMABLE_STATUSES | ACTIVE_STATUSES for r in runs):
+            return f"no stopped, interrupted or failed run to resume in {self.home / 'runs'}"
+        return None
 
     def resume_run(self, run_id: str | None, *, wait: bool = False) -> int:
         """Continue the last stopped or interrupted run (or ``run_id``), starting the supervisor if needed."""
         if run_id is not None and not is_run_id(run_id):
             self.complain(f"{run_id[:80]!r} is not a run id (run_YYYYMMDD_HHMMSS_<8 hex>)")
             return EXIT_BAD_USAGE
+        try:
+            find_supervisor(self.home)
+        except NoSupervisor:
+            # Starting a supervisor only to hear that there is nothing to resume would leave it behind.
+            problem = self._resumable_problem(run_id)
+            if problem is not None:
+                self.complain(f"resume_run refused: {problem}")
+                return EXIT_FAILURE
         client = self._client(launch=True)
         if isinstance(client, int):
             return client
         with client:
             result = self._call(client, "resume_run", {"run_id": run_id} if run_id else {})
             if result is None:
+                self._undo_launch(client)
                 return EXIT_FAILURE
             resumed = str(result["run_id"])
             self.say(f"resumed run {resumed}")
-            return follow_run(client, resumed, self.out, self.err) if wait else EXIT_OK
+            return self._follow(client, resumed) if wait else EXIT_OK
 
     def list_runs(self, *, as_json: bool = False) -> int:
         """Every run of the home, newest first; read from the files when no supervisor runs."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from heidi_engine.bus.config import ConfigError, parse_override
 from heidi_engine.ui.launcher import resolve_home
 from heidi_engine.ui.menu_actions import EXIT_BAD_USAGE, EXIT_FAILURE, PROG, Controller
+from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
 __all__ = ["main"]
 
@@ -83,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="with --start or --resume-run: follow the run to its end; exit 0 only if it completed",
+        help="with --start or --resume-run, or alone for the current run: follow the run to its end; "
+        "exit 0 only if it completed (Ctrl+C stops following, not the run)",
     )
     parser.add_argument("--json", action="store_true", help="with --status or --list: machine-readable JSON")
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
@@ -103,15 +105,17 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
         "rounds": {"start"},
         "samples": {"start"},
         "set": {"start"},
-        "wait": {"start", "resume_run"},
+        "wait": {"start", "resume_run", ""},
         "json": {"status", "list"},
         "port": {"http"},
     }
     problems = []
     for option, actions in allowed.items():
         value = getattr(args, option)
-        if value not in (None, False, []) and action not in actions:
-            flags = " or ".join("--" + a.replace("_", "-") for a in sorted(actions))
+        if value not in (None, False, []) and (action or "") not in actions:
+            flags = " or ".join("--" + a.replace("_", "-") for a in sorted(actions) if a)
+            if "" in actions:
+                flags += " (or alone)"
             problems.append(f"--{option} only goes with {flags}")
     return problems
 
@@ -143,6 +147,7 @@ def _interactive_ok(controller: Controller, what: str) -> bool:
     return False
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autotrain-menu``."""
     parser = _parser()
@@ -178,6 +183,8 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.control(action)
     if action == "resume_run":
         return controller.resume_run(args.resume_run or None, wait=args.wait)
+    if action is None and args.wait:
+        return controller.follow_current()
     if action == "list":
         return controller.list_runs(as_json=args.json)
     if action == "http":

@@ -17,7 +17,7 @@ from typing import Literal
 from rich.console import RenderableType
 from rich.text import Text
 
-from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
 from heidi_engine.ui.panels_text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
 
 VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration")
@@ -47,6 +47,9 @@ class Link:
     error: str | None = None
     seq: int = -1
     source: str = ""
+    # Why a live link is down: "shut down" (cleanly: its connection file is gone), "exited" (its process
+    # is gone, file left behind: killed or crashed), "silent" (alive but not answering), "connecting".
+    down: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Cursor:
     scroll: int = 0
     filter: str = ""
     prompt: str | None = None
+    detail: bool = False  # the newest event in the window shown in full below the log
+    offset: int = 0  # the other views: rows scrolled down from the top when they do not fit
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,15 @@ def _link_text(link: Link) -> Text:
         text = Text("● live", style="bold green")
         text.append(f" · seq {link.seq:,}", style="dim")
         return text
+    if link.down == "shut down":
+        text = Text("■ supervisor shut down", style="bold magenta")
+        text.append(" · waiting for a new one", style="dim")
+        return text
+    if link.down == "connecting":
+        return Text("… connecting to the supervisor", style="bold yellow")
     text = Text("✖ supervisor not reachable", style="bold red")
+    if link.down == "exited":
+        text.append(" (its process exited)", style="red")
     if link.silence_s is not None:
         text.append(f" · last heard {link.silence_s:.0f} s ago", style="red")
     else:
@@ -111,12 +124,23 @@ def render_header(frame: Frame, width: int) -> list[Text]:
     """Three rows: run identity and elapsed time; round, stage, flags and link; the view tabs."""
     state = frame.state
     ident = Text("AutoTrain ", style="bold")
-    ident.append(safe(state.run_id or "no run yet", 40), style="bold cyan" if state.run_id else "dim")
-    ident.append("  ")
     # A state built by hand or a faulty patch may lack a status; show that rather than fail.
     status = str(state.status or "unknown")
-    ident.append(f" {safe(status, 20).upper()} ", style="reverse " + STATUS_STYLES.get(status, ""))
-    elapsed = Text(f"elapsed {fmt_duration(elapsed_s(state, frame.now))}", style="bold")
+    badge = safe(status, 20).upper()
+    link = frame.link
+    if link.mode == "live" and not link.connected and state.status in ACTIVE_STATUSES:
+        # The last status heard is not the present one: say what is known instead.
+        badge, status = ("SUPERVISOR DOWN", "failed") if link.down in ("shut down", "exited") else ("UNKNOWN", "idle")
+    tail = Text(f" {badge} ", style="reverse " + STATUS_STYLES.get(status, ""))
+    if state.http_error and link.mode == "live":
+        tail.append("  HTTP down", style="bold red")
+    duration = fmt_duration(elapsed_s(state, frame.now))
+    elapsed = Text(f"elapsed {duration}" if width >= 70 else duration, style="bold")
+    # On a narrow screen the run id gives way before the status badge and the elapsed time.
+    room = max(8, min(40, width - ident.cell_len - tail.cell_len - elapsed.cell_len - 3))
+    ident.append(safe(state.run_id or "no run yet", room), style="bold cyan" if state.run_id else "dim")
+    ident.append("  ")
+    ident.append_text(tail)
 
     where = Text()
     total = str(state.total_rounds) if state.total_rounds else "?"
@@ -151,13 +175,23 @@ def render_footer(frame: Frame, width: int) -> Text:
         text.append(safe(frame.cursor.prompt, 100))
         text.append("█", style="blink")
         text.append("   Enter apply · Esc cancel", style="dim")
+        if frame.cursor.filter:
+            text.append(f" · in force: {safe(frame.cursor.filter, 40)}", style="dim")
+    elif frame.link.mode == "live" and frame.link.down == "shut down":
+        text = Text("the supervisor shut down cleanly; the last state it published is shown · q quit", style="dim")
     elif frame.link.mode == "live" and not frame.link.connected and frame.link.error:
         text = Text("not reachable: ", style="red")
         text.append(safe(frame.link.error, 160), style="red")
+    elif frame.link.mode == "live" and frame.state.http_error:
+        text = Text(safe(frame.state.http_error, 200), style="red")
+    elif frame.state.status in RESUMABLE_STATUSES and frame.state.run_id and not frame.help:
+        text = Text(f"run {frame.state.status}: ", style="yellow")
+        text.append(f"autotrain-menu --resume-run {safe(frame.state.run_id, 40)} continues it", style="bold")
+        text.append(" · q quit · ? help", style="dim")
     else:
         hints = "q quit · r refresh · 1-5 views · ? help"
         if frame.view == 4 and not frame.help:
-            hints += " · ↑↓/j k scroll · PgUp PgDn · g/G Home/End · / filter"
+            hints += " · ↑↓/j k scroll · Enter full event · / filter · PgUp PgDn · g/G Home/End"
         text = Text(hints, style="dim")
     return fit(text, width)
 
@@ -167,9 +201,10 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("r", "refresh now (re-reads the files of a replayed run)"),
     ("1 … 5", "Overview · Teacher · Trainer · Events · Configuration"),
     ("?", "show or hide this help (Esc hides it too)"),
-    ("↑ ↓  k j", "Events: scroll one line"),
-    ("PgUp PgDn", "Events: scroll one page"),
-    ("Home End  g G", "Events: oldest · newest (End follows new events)"),
+    ("↑ ↓  k j", "scroll one line (the event log; any other view that does not fit)"),
+    ("PgUp PgDn", "scroll one page"),
+    ("Home End  g G", "top · bottom (Events: oldest · newest; End follows new events)"),
+    ("Enter", "Events: the newest event in view in full, wrapped (Enter or Esc closes)"),
     ("/", "Events: filter by stage, level or message text; Enter applies, Esc cancels, empty clears"),
 )
 
@@ -203,6 +238,40 @@ def body_rows(height: int) -> int:
     return max(1, height - HEADER_ROWS - FOOTER_ROWS)
 
 
+def _natural(frame: Frame, width: int, rows: int, sized: list[Text]) -> list[Text] | None:
+    """A view's full height when it does not fit in ``rows`` (so it scrolls), else ``None``.
+
+    The Events view windows its log itself. The Overview gives its recent events whatever room is
+    left, so it scrolls only when its counters and status alone do not fit.
+    """
+    if frame.view == 4 and not frame.help:
+        return None
+    draw = render_help if frame.help else _view_renderers()[frame.view]
+    if frame.view == 1 and not frame.help and len(sized) <= rows:
+        return None
+    natural = draw(frame, width, None)
+    return natural if len(natural) > rows else None
+
+
+def view_overflow(frame: Frame, width: int, height: int) -> int:
+    """How far the current view can scroll down on a ``width`` × ``height`` screen (0: it fits)."""
+    rows = body_rows(height)
+    draw = render_help if frame.help else _view_renderers()[frame.view]
+    natural = _natural(frame, width, rows, draw(frame, width, rows))
+    return 0 if natural is None else len(natural) - (rows - 1)
+
+
+def _scrolled(natural: list[Text], offset: int, rows: int) -> list[Text]:
+    """``rows - 1`` rows of ``natural`` from ``offset`` (clamped), then where they are and how to move."""
+    page = max(1, rows - 1)
+    offset = min(max(0, offset), len(natural) - page)
+    window = natural[offset : offset + page]
+    below = len(natural) - offset - page
+    note = Text(f"rows {offset + 1}–{offset + page} of {len(natural)}", style="yellow")
+    note.append(f" · {'↓ ' + str(below) + ' more · ' if below else ''}↑↓ j k PgUp PgDn g G scroll", style="dim")
+    return [*window, note]
+
+
 def render(frame: Frame, width: int, height: int | None = None) -> RenderableType:
     """The whole screen for ``frame``: exactly ``height`` rows when given, natural height otherwise.
 
@@ -216,6 +285,9 @@ def render(frame: Frame, width: int, height: int | None = None) -> RenderableTyp
     draw = render_help if frame.help else _view_renderers()[frame.view]
     body = draw(frame, width, rows)
     if rows is not None:
+        natural = _natural(frame, width, rows, body)
+        if natural is not None:
+            body = _scrolled(natural, frame.cursor.offset, rows)
         body = body[:rows] + [Text()] * max(0, rows - len(body))
     lines = [*render_header(frame, width), *body, render_footer(frame, width)]
     if height is not None:

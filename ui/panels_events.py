@@ -82,10 +82,46 @@ def event_line(event: Record, width: int) -> Text:
     return line
 
 
+def _wrapped(text: str, width: int, style: str = "") -> list[Text]:
+    width = max(10, width)
+    out: list[Text] = []
+    for paragraph in text.splitlines() or [""]:
+        while len(paragraph) > width:
+            out.append(Text(paragraph[:width], style=style))
+            paragraph = paragraph[width:]
+        out.append(Text(paragraph, style=style))
+    return out
+
+
+def detail_lines(event: Record, width: int) -> list[Text]:
+    """One event in full: its fields on a line, then the whole message and error, wrapped to ``width``."""
+    head = Text(safe(event.get("ts", ""), 40), style="dim")
+    level = str(event.get("level", ""))
+    head.append(f"  {safe(level, 7).upper()}", style=LEVEL_STYLES.get(level, ""))
+    head.append(f"  round {safe(event.get('round', '?'), 6)} · {safe(event.get('stage', ''), 20)}", style="bold")
+    head.append(f" · {safe(event.get('event_type', ''), 20)}", style="dim")
+    lines = [head, *_wrapped(safe(event.get("message", ""), 500), width)]
+    error = event.get("error")
+    if error:
+        lines += _wrapped(f"error: {safe(error, 200)}", width, "red")
+    return lines
+
+
 def render_events(frame: Frame, width: int, height: int | None) -> list[Text]:
-    """The log window with its position, the filter in force, and whether it follows new events."""
+    """The log window with its position, the filter in force, and whether it follows new events; with
+    the detail pane open (Enter), the newest event in the window is shown in full below it."""
     log = log_of(frame)
     needle = frame.cursor.filter
+    detail: list[Text] = []
+    if frame.cursor.detail:
+        probe = event_window(log, needle, frame.cursor.scroll, events_rows(height))
+        if probe.rows:
+            shown = detail_lines(probe.rows[-1], width - 4)
+            room = len(shown) + 2 if height is None else min(len(shown) + 2, max(3, height // 2))
+            title = Text("Event in full", style="bold")
+            title.append(" · Enter or Esc closes", style="dim")
+            detail = box(title, shown, width, room)
+            height = None if height is None else max(3, height - len(detail))
     window = event_window(log, needle, frame.cursor.scroll, events_rows(height))
     title = Text("Events ", style="bold")
     if window.rows:
@@ -98,9 +134,11 @@ def render_events(frame: Frame, width: int, height: int | None) -> list[Text]:
     title.append(" · following" if window.scroll == 0 else " · scrolled (End follows)", style="dim")
     if window.rows:
         rows = [event_line(e, width - 4) for e in window.rows]
+        if detail:
+            rows[-1].stylize("reverse")
     else:
         rows = [Text("no event matches the filter" if needle else "no events yet", style="dim")]
-    return box(title, rows, width, height)
+    return box(title, rows, width, height) + detail
 
 
 def config_items(config: Mapping[str, object]) -> list[tuple[str, str]]:

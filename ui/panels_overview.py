@@ -28,10 +28,11 @@ from heidi_engine.ui.panels_text import (
     label_value,
     safe,
 )
-from heidi_engine.ui.panels_trainer import eta_s, system_lines
+from heidi_engine.ui.panels_trainer import current_trainer, eta_s, loading, system_lines
 
 _NAME_W, _COUNT_W, _RATE_W = 17, 9, 7
 _BASIS_W = 8
+_MIN_NAME_W = 8
 
 
 def _usage(state: RunState, name: str) -> int:
@@ -58,11 +59,15 @@ def pipeline_lines(frame: Frame, width: int) -> list[Text]:
         ("eval_total", "", ""),
     ]
     with_basis = width >= _NAME_W + _COUNT_W + _RATE_W + _BASIS_W + 2
+    # On a narrow screen the labels give way first, then the rates; the counts always show whole.
+    with_rate = width >= _MIN_NAME_W + _COUNT_W + _RATE_W + 1
+    name_w = max(_MIN_NAME_W, min(_NAME_W, width - _COUNT_W - (_RATE_W + 1 if with_rate else 0)))
     lines = []
     for name, rate, basis in rows:
-        line = cell(name, _NAME_W, style="dim")
+        line = cell(name, name_w, style="dim")
         line.append_text(cell(fmt_int(c.get(name, 0)), _COUNT_W, right=True, style="bold"))
-        line.append_text(cell(rate, _RATE_W + 1, right=True, style="cyan"))
+        if with_rate:
+            line.append_text(cell(rate, _RATE_W + 1, right=True, style="cyan"))
         if with_basis:
             line.append(" " + basis, style="dim")
         lines.append(line)
@@ -84,10 +89,12 @@ def summary_lines(frame: Frame, width: int) -> list[Text]:
     cost.append_text(label_value(" · retries", fmt_int(_usage(state, "retries"))))
     lines.append(cost)
 
-    trainer = state.trainer
+    trainer = current_trainer(state)
     lines.append(Text("Trainer", style="bold underline"))
     step = label_value("step", f"{trainer.step:,}/{trainer.total:,}" if trainer.total else DASH)
-    if trainer.total:
+    if loading(state):
+        step.append(" loading the model…", style="yellow")
+    elif trainer.total:
         step.append(" ")
         step.append_text(bar(trainer.step / trainer.total, max(5, min(20, width // 4)), style="cyan"))
         step.append(f" ETA {fmt_duration(eta_s(frame))}", style="dim")

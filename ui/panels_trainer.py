@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from heidi_engine.bus.state import GpuInfo, RunState
+from heidi_engine.bus.state import GpuInfo, RunState, TrainerState
 from heidi_engine.ui.panels import Frame
 from heidi_engine.ui.panels_text import (
     DASH,
@@ -25,9 +25,23 @@ from heidi_engine.ui.panels_text import (
 )
 
 
+def current_trainer(state: RunState) -> TrainerState:
+    """The trainer gauges of the round in progress: an earlier round's last step is not shown as this
+    one's (a new round's trainer reports nothing until it has loaded the model and made a step)."""
+    trainer = state.trainer
+    if state.current_stage == "train" and trainer.round != state.current_round:
+        return TrainerState(round=state.current_round)
+    return trainer
+
+
+def loading(state: RunState) -> bool:
+    """True while the train stage runs but its trainer has not reported a step yet."""
+    return state.current_stage == "train" and current_trainer(state).total == 0
+
+
 def eta_s(frame: Frame) -> float | None:
     """The trainer's own ETA, else the remaining steps at the measured step rate."""
-    trainer = frame.state.trainer
+    trainer = current_trainer(frame.state)
     if trainer.eta_s is not None:
         return trainer.eta_s
     rate = frame.rates.train_steps_s
@@ -106,12 +120,14 @@ def system_lines(state: RunState, *, compact: bool, width: int) -> list[Text]:
 
 def render_trainer(frame: Frame, width: int, height: int | None) -> list[Text]:
     """Step/total with a bar and ETA, loss with its history, learning rate, grad norm, speed, devices."""
-    trainer = frame.state.trainer
+    trainer = current_trainer(frame.state)
     inner = max(20, width - 4)
     lines: list[Text] = []
 
     progress = Text(f"round {trainer.round} · ", style="dim")
-    if trainer.total:
+    if loading(frame.state):
+        progress.append("loading the model…", style="bold yellow")
+    elif trainer.total:
         fraction = trainer.step / trainer.total
         progress.append(f"step {trainer.step:,}/{trainer.total:,} ", style="bold")
         progress.append_text(bar(fraction, max(10, inner - 50), style="cyan"))
@@ -125,7 +141,9 @@ def render_trainer(frame: Frame, width: int, height: int | None) -> list[Text]:
     loss = label_value("loss", fmt_float(trainer.loss))
     if history:
         loss.append(
-            f"   min {min(history):.4g} · first {history[0]:.4g} · {len(history)} points", style="dim"
+            f"   min {min(history):.4g} · first {history[0]:.4g} · {len(history)} "
+            f"point{'' if len(history) == 1 else 's'}",
+            style="dim",
         )
     lines.append(loss)
     if history:

@@ -16,8 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.redaction import clean, default_redactor
-from heidi_engine.bus.state import STATUSES, RunState
+from heidi_engine.bus.state import RESUMABLE_STATUSES, STATUSES, RunState
+from heidi_engine.ui.panels_text import fmt_duration
 from heidi_engine.ui.viewer import View
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "format_runs",
     "format_status",
     "metrics_text",
+    "resume_hint",
+    "round_cost",
     "status_fields",
 ]
 
@@ -35,6 +39,7 @@ ALLOWED_FIELDS: tuple[str, ...] = (
     "counters", "usage", "gpu_summary", "last_event_ts", "health", "updated_at",
 )  # fmt: skip
 _LABEL_MAX = 120
+COST_DIGITS = 6
 _NAME_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
@@ -91,9 +96,22 @@ def status_fields(state: RunState, health: Health) -> dict[str, Any]:
         "health": health.state,
         "updated_at": state.updated_at,
     }
+    usage = fields["usage"]
+    usage[COST_FIELD] = round_cost(usage.get(COST_FIELD))
     redacted = default_redactor().redact_obj(fields)
     assert isinstance(redacted, dict)
     return {key: _finite(value) for key, value in redacted.items()}
+
+
+def round_cost(usd: object) -> Any:
+    """A cost in USD rounded for output (to a millionth of a dollar; the state keeps the exact sum).
+
+    Float sums show their binary noise (``0.0017549999999999998``); a millionth of a dollar is finer than
+    any token price, and ``None`` (unknown) stays ``None``.
+    """
+    if isinstance(usd, float) and math.isfinite(usd):
+        return round(usd, COST_DIGITS)
+    return usd
 
 
 def _finite(value: Any) -> Any:
@@ -187,7 +205,7 @@ def metrics_text(view: View, health: Health) -> str:
                 "autotrain_estimated_cost_usd",
                 "gauge",
                 "Estimated teacher cost so far, in USD.",
-                _as_number(value),
+                _as_number(round_cost(value)),
             )
         else:
             out.one(f"autotrain_usage_{name}_total", "counter", f"Teacher usage {name}.", _as_number(value))
@@ -260,19 +278,29 @@ def _cost(value: object) -> str:
 
 def format_status(status: dict[str, Any]) -> str:
     """The ``status`` command's answer as aligned lines, every string cleaned."""
+    uptime = status.get("uptime_s")
     rows = [
         (
             "supervisor",
-            f"pid {status.get('pid')} · up {status.get('uptime_s')} s · "
+            f"pid {status.get('pid')} · up {fmt_duration(uptime if isinstance(uptime, int | float) else None)} · "
             f"{status.get('accepted_events', 0)} events accepted",
         )
     ]
     if status.get("problem"):
         rows.append(("health", f"degraded: {_text(status['problem'])}"))
+    http = status.get("http")
+    if isinstance(http, dict):
+        if http.get("error"):
+            rows.append(("http", f"DOWN: {_text(http['error'])}"))
+        else:
+            rows.append(("http", f"{_text(http.get('url'))} (pid {http.get('pid')})"))
     if status.get("run_id") is None:
         rows.append(("run", f"none yet (status {_text(status.get('status'))})"))
     else:
         rows.append(("run", f"{_text(status['run_id'])} · {_text(status.get('status'))}"))
+        hint = resume_hint(status)
+        if hint:
+            rows.append(("resume", hint))
         rows.append(
             (
                 "round",
@@ -306,6 +334,13 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("error"):
         rows.append(("error", _text(status["error"])))
     return "\n".join(f"{label:<11} {value}" for label, value in rows)
+
+
+def resume_hint(status: dict[str, Any]) -> str | None:
+    """How to continue a run that ended without completing (``None`` for any other)."""
+    if status.get("status") not in RESUMABLE_STATUSES or not status.get("run_id"):
+        return None
+    return f"autotrain-menu --resume-run {_text(status['run_id'])} continues it"
 
 
 def format_runs(runs: list[dict[str, Any]]) -> str:

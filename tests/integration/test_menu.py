@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from harness import SupervisorProc, agent_env, pid_alive, scripted, wait_until
 
+from heidi_engine.bus.config import load_config
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
@@ -358,12 +359,16 @@ def test_menu_options_steer_the_run(
     menu = menu_pty()
     menu.expect("supervisor: pid")
     menu.choose("1")
-    menu.expect("ROUNDS [integer 1–100] = 1")
+    menu.expect("ROUNDS [integer 1–100] (Enter keeps 1, Esc backs out) =")
     menu.send("\r")
-    menu.expect("SAMPLES_PER_ROUND [integer 1–10000] = 4")
+    menu.expect("SAMPLES_PER_ROUND [integer 1–10000] (Enter keeps 4, Esc backs out) =")
     menu.send("\r")
     menu.expect("started run run_")
     run_id = sup.wait_status("running")["run_id"]
+    asked = menu.count("ROUNDS [")
+    menu.choose("1")  # refused before any question while a run is active
+    menu.expect(f"a run is already running ({run_id}); stop it first")
+    assert menu.count("ROUNDS [") == asked
     menu.choose("4")
     menu.expect("pause requested")
     sup.wait_status("paused")
@@ -406,28 +411,32 @@ def test_menu_configure_refuses_bad_values_and_keeps_comments(
         lambda _: "Field to change (empty to finish): ROUNDS" in menu.screen.visible(), "completion"
     )
     menu.send("\r")
-    menu.expect("ROUNDS [integer 1–100] = 1")
-    menu.send("\x7f0")  # erase the current value, type 0
+    menu.expect("ROUNDS [integer 1–100] (Enter keeps 1, Esc backs out) =")
+    menu.send("0")  # typing replaces the current value (nothing to erase first)
     menu.wait_for(lambda _: "must be >= 1 (range 1–100)" in menu.screen.visible(), "the rule shown")
     menu.send("\r")  # refused: the prompt stays
-    menu.wait_for(lambda _: "ROUNDS [integer 1–100] = 0" in menu.screen.visible(), "prompt kept")
+    menu.wait_for(lambda _: "Esc backs out) = 0" in menu.screen.visible(), "prompt kept")
     assert config.read_text() == CONFIG, "a refused value is never saved"
     menu.send("\x7f7\r")
     menu.expect("saved ROUNDS = 7")
     assert config.read_text() == CONFIG.replace("ROUNDS: 1  # one", "ROUNDS: 7  # one")
     menu.expect("Field to change", times=2)
     menu.send("RUN_UNIT_TESTS\r")
-    menu.expect('RUN_UNIT_TESTS ["0" or "1"] = 0')
-    menu.send("\x7fyes")
+    menu.expect('RUN_UNIT_TESTS ["0" or "1"] (Enter keeps 0 (default), Esc backs out) =')
+    menu.send("yes")
     menu.wait_for(
         lambda _: 'RUN_UNIT_TESTS = \'yes\': expected "0" or "1"' in menu.screen.visible(), "literal rule"
     )
     menu.send("\x7f\x7f\x7f1\r")
     menu.expect("saved RUN_UNIT_TESTS = 1")
     menu.expect("Field to change", times=3)
+    assert "Rule:" not in menu.screen.visible(), "a field's help does not outlive its prompt"
     menu.send("\r")
-    menu.choose("9")
-    assert menu.wait_exit() == 0
+    menu.wait_for(lambda _: menu.screen.visible().rstrip().endswith("Select [1-9]:"), "the main menu")
+    assert "Rule:" not in menu.screen.visible(), menu.screen.visible()
+    menu.send("\x03")  # Ctrl+C backs out of a value prompt only; here it leaves the menu, quietly
+    assert menu.wait_exit() == 0, menu.screen.text()[-3000:]
+    assert "Traceback" not in menu.screen.text()
     assert (
         config.read_text() == CONFIG.replace("ROUNDS: 1  # one", "ROUNDS: 7  # one") + 'RUN_UNIT_TESTS: "1"\n'
     )
@@ -439,15 +448,36 @@ def test_configure_flag_edits_and_exits(home: Path, menu_pty: Callable[..., Menu
     editor = menu_pty(args=("--configure",))
     editor.expect("Field to change")
     editor.send("SEQ_LEN\r")
-    editor.expect("SEQ_LEN [integer 128–8192] = 2048")
-    editor.send("\x7f" * 4 + "99999")
+    editor.expect("SEQ_LEN [integer 128–8192] (Enter keeps 2048 (default), Esc backs out) =")
+    editor.send("99999")
     editor.wait_for(lambda _: "must be <= 8192 (range 128–8192)" in editor.screen.visible(), "the rule shown")
     editor.send("\x7f" * 5 + "256\r")
     editor.expect("saved SEQ_LEN = 256")
     editor.expect("Field to change", times=2)
+    editor.send("ROUNDS\r")
+    editor.expect("ROUNDS [integer 1–100] (Enter keeps 1, Esc backs out) =")
+    editor.send("5\x1b")  # Esc backs out of this one field, whatever was typed
+    editor.expect("ROUNDS unchanged")
+    editor.expect("Field to change", times=3)
+    editor.send("ROUNDS\r")
+    editor.expect("ROUNDS [integer 1–100] (Enter keeps 1", times=2)
+    editor.send("\r")  # Enter keeps the current value
+    editor.expect("ROUNDS unchanged", times=2)
+    editor.expect("Field to change", times=4)
+    editor.send("MAX_COST_USD\r")
+    editor.expect("MAX_COST_USD [empty or number >= 0] (Enter keeps (empty) (default), Esc backs out) =")
+    editor.send("5\r")
+    editor.expect("saved MAX_COST_USD = 5.0")
+    editor.expect("Field to change", times=5)
+    editor.send("MAX_COST_USD\r")
+    editor.expect('(Enter keeps 5.0, "" for empty, Esc backs out) =')
+    editor.send('""\r')  # the empty value, which Enter alone could not give
+    editor.expect("saved MAX_COST_USD = ", times=2)
+    editor.expect("Field to change", times=6)
     editor.send("\x04")  # Ctrl+D leaves the editor
     assert editor.wait_exit() == 0
-    assert config.read_text() == CONFIG + "SEQ_LEN: 256\n"
+    assert config.read_text().startswith(CONFIG + "SEQ_LEN: 256\n")
+    assert load_config(config, env={}).MAX_COST_USD is None
 
 
 def test_menu_starts_supervisor_and_http_server(
@@ -457,7 +487,7 @@ def test_menu_starts_supervisor_and_http_server(
     menu = menu_pty(QUICK_AGENT)
     menu.expect("supervisor: not running")
     menu.choose("1")
-    menu.expect("ROUNDS [integer 1–100] = 1")
+    menu.expect("ROUNDS [integer 1–100] (Enter keeps 1")
     menu.send("\r\r")
     menu.expect("started run run_", timeout_s=40)
     assert "started autotrain-supervisor" in menu.screen.text()
@@ -487,3 +517,28 @@ def _get_json(url: str) -> dict[str, object] | None:
             return dict(json.loads(response.read()))
     except (urllib.error.URLError, ConnectionError):
         return None
+
+
+def test_menu_shows_the_values_a_run_will_use_and_where_they_come_from(
+    home: Path, menu_pty: Callable[..., MenuPty]
+) -> None:
+    (home / "config.yaml").write_text(CONFIG)
+    menu = menu_pty({"ROUNDS": "5"})
+    menu.choose("6")
+    menu.wait_for(
+        lambda t: re.search(r"ROUNDS +5 +integer 1–100 \(from the environment\)", t) is not None, "ROUNDS from env"
+    )
+    assert re.search(r"SAMPLES_PER_ROUND +4 +integer 1–10000\n", menu.screen.text() + "\n"), menu.screen.text()
+    assert re.search(r"SEQ_LEN +2048 +integer 128–8192 \(default\)", menu.screen.text())
+    menu.expect("Field to change")
+    menu.send("\r")
+    menu.choose("1")
+    menu.expect("ROUNDS [integer 1–100] (Enter keeps 5 (from the environment), Esc backs out) =")
+    menu.send("\x1b")
+    menu.expect("(cancelled)")
+    menu.choose("2")  # nothing to resume: refused without starting a supervisor
+    menu.expect("resume_run refused: no stopped, interrupted or failed run to resume")
+    assert not (home / "run" / "bus.json").exists()
+    menu.choose("9")
+    assert menu.wait_exit() == 0
+    assert not (home / "runs").exists(), "a cancelled start starts nothing"

@@ -347,7 +347,7 @@ def test_config_overflow_is_announced_on_a_small_screen() -> None:
     state = make_state()
     state.config.update({f"EXTRA_SETTING_{i}": i for i in range(60)})
     text = screen(make_frame(state=state, view=5), width=80, height=24)
-    assert "more: enlarge the terminal" in text
+    assert "more · ↑↓ j k PgUp PgDn g G scroll" in text and "enlarge the terminal" not in text
 
 
 def test_render_refuses_an_unknown_view() -> None:
