@@ -191,27 +191,56 @@ class _Client(httpx.Client):
         return transport
 
 
+_Route = tuple[httpx.BaseTransport, httpx.Headers]
+
+
 class Transport:
-    """POSTs JSON to one URL through a pooled httpx client; safe to share between worker threads."""
+    """POSTs JSON to one URL over keep-alive connections; safe to share between worker threads.
+
+    A request borrows a client of its own (one keep-alive connection) from a free list and gives it
+    back: httpcore's shared pool would scan all its connections (quadratically, and with a poll() each)
+    on every request and every release, which at 32 connections cost more CPU than the request itself.
+    """
 
     def __init__(self, url: str, headers: Mapping[str, str]) -> None:
         self._url = httpx.URL(url)
         self._backend = _DeadlineBackend()
-        self._client = _Client(
-            self._backend,
-            trust_env=True,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
-        self._headers = httpx.Headers({**self._client.headers, **headers})
+        self._extra_headers = dict(headers)
+        self._lock = threading.Lock()
+        self._clients: list[httpx.Client] = []
+        self._idle: list[_Route] = []
+        self._closed = False
+        # One TLS context for every client: building one loads the CA bundle (tens of milliseconds).
+        self._tls = httpx.create_ssl_context(trust_env=True)
+        self._release(self._acquire())  # the environment's settings are read (and rejected) here
+
+    def _acquire(self) -> _Route:
+        with self._lock:
+            if self._closed:
+                raise TransportError("teacher closed")
+            if self._idle:
+                return self._idle.pop()
+        client = _Client(self._backend, trust_env=True, verify=self._tls)
+        with self._lock:
+            self._clients.append(client)
         # Every request goes to this one URL: its transport (direct, or the proxy the environment names
         # for it) is chosen once. Sending through it skips the client's per-request cookie, auth and
         # redirect handling, which the teacher does not use and which doubled its CPU per request.
-        self._route = self._client._transport_for_url(self._url)
+        return client._transport_for_url(self._url), httpx.Headers({**client.headers, **self._extra_headers})
+
+    def _release(self, route: _Route) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(route)
 
     def close(self) -> None:
         """Close every connection; requests in flight fail with TransportError at once."""
+        with self._lock:
+            self._closed = True
+            clients, self._clients, self._idle = self._clients, [], []
         self._backend.shutdown_all()
-        self._client.close()
+        for client in clients:
+            client.close()
 
     def post(self, body: bytes, timeout_s: float) -> Reply:
         """Send ``body`` and read the whole reply within ``timeout_s``; raises TransportError."""
@@ -220,12 +249,13 @@ class Transport:
         first_byte: float | None = None
         chunks: list[bytes] = []
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), timeout_s)
+        route = self._acquire()
         request = httpx.Request(
-            "POST", self._url, headers=self._headers, content=body, extensions={"timeout": timeouts}
+            "POST", self._url, headers=route[1], content=body, extensions={"timeout": timeouts}
         )
         self._backend.set_deadline(deadline)
         try:
-            response = self._route.handle_request(request)
+            response = route[0].handle_request(request)
             try:
                 assert isinstance(response.stream, httpx.SyncByteStream)
                 for chunk in response.stream:
@@ -243,6 +273,7 @@ class Transport:
             raise TransportError(_describe(exc), certificate=_is_certificate_error(exc)) from None
         finally:
             self._backend.set_deadline(None)
+            self._release(route)
         return Reply(
             status,
             {k.lower(): v for k, v in headers.items()},
