@@ -7,15 +7,20 @@ client (``TEACHER_CONCURRENCY`` requests in flight) or, for ``local:<model>``, a
 
 - Each reply is scanned with the redaction rule table as it arrives; the *redacted* text is what reaches
   ``raw.jsonl``, and ``metadata.secret_kinds`` tells validate to reject the sample.
-- A request that fails after its retries (or a proposal that does not parse) counts ``teacher_failed``,
-  is recorded in ``failed.jsonl`` and is not asked again in this round; its usage still counts. Only
-  HTTP 401/403/404 end the stage: a bad key, model or URL will not get better by asking again.
+- A request the server refused for that sample alone (or a proposal that does not parse) counts
+  ``teacher_failed``, is recorded in ``failed.jsonl`` and is not asked again in this round; its usage
+  still counts. A fatal teacher error (a bad key, model or URL, quota or billing, the same 400 again and
+  again) ends the stage with the provider's message.
+- An outage that outlasts a request's retries parks the stage: a warning event says "teacher unreachable
+  since ..., retrying every N s", one probe goes out every ``TEACHER_PARK_INTERVAL_S``, pause and stop
+  still work, and a second warning says when it recovered. No sample is failed for it.
 - Progress events go out every ``TEACHER_CONCURRENCY`` completions or two seconds, with counter and usage
-  deltas (cost estimated from the price table; ``null`` when the model is not priced). A pause parks
-  there; a stop or the ``MAX_COST_USD`` budget stops new requests, lets those in flight land, and ends
-  the stage (stopped, or complete with a warning for the budget). The budget overshoots by at most the
-  requests already in flight.
-- A resumed stage skips every sample already written or failed, and first reports what is on disk but
+  deltas (cost from the price table, see :mod:`.spend`: ``null``, i.e. unknown, when the model is not
+  priced or a reply carried no usage). A pause parks there; a stop or the ``MAX_COST_USD`` budget stops
+  new requests, lets those in flight land, and ends the stage (stopped, or complete with a warning for
+  the budget). Requests in flight reserve their worst-case cost, so the budget is not overshot.
+- A resumed stage skips every sample already written or failed for good, asks again for those that
+  failed for a transient reason (an outage in an older run), and first reports what is on disk but
   missing from ``events.jsonl`` (a kill between the write and its event), so nothing is counted twice.
 """
 
@@ -34,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
-from heidi_engine.bus.pricing import Price, PricingError, estimate_cost, load_price_table, lookup_price
+from heidi_engine.bus.pricing import Price, PricingError, load_price_table, lookup_price
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
 from .local_teacher import LocalTeacher, local_model_name
@@ -48,6 +53,7 @@ from .samples import (
     read_jsonl,
     sample_id,
 )
+from .spend import TRANSIENT_REASON, Spend
 from .tasks import (
     Task,
     TaskSourceError,
@@ -60,7 +66,7 @@ from .tasks import (
     parse_proposed_task,
     tasks_for_round,
 )
-from .teacher import Completion, OpenAITeacher, TeacherError, TeacherUsage
+from .teacher import Completion, OpenAITeacher, Outage, TeacherError, TeacherUsage
 
 __all__ = ["load_task_pool", "main", "price_table"]
 
@@ -68,7 +74,8 @@ T = TypeVar("T")
 _FLUSH_S = 2.0
 _NOTES_MAX = 3
 # The server refused who we are or what we asked for: every further request would fail the same way.
-_FATAL_REPLY = re.compile(r"^HTTP (401|403|404)\b")
+_REFUSED = re.compile(r"^HTTP (401|403|404)\b")
+_TRANSIENT = re.compile(TRANSIENT_REASON)
 
 
 class _Teacher(Protocol):
@@ -82,6 +89,7 @@ class _Teacher(Protocol):
         *,
         concurrency: int,
         should_continue: Callable[[], bool] = ...,
+        on_outage: Callable[[Outage], None] | None = ...,
     ) -> None: ...
 
     def close(self) -> None: ...
@@ -119,11 +127,16 @@ def _usage_of(rows: Iterable[dict[str, Any]], nested: bool) -> TeacherUsage:
     total = TeacherUsage()
     for row in rows:
         holder = row.get("metadata") if nested else row
-        usage = holder.get("usage") if isinstance(holder, dict) else None
-        if isinstance(usage, dict):
-            values = [usage.get(name) for name in USAGE_COUNT_NAMES]
-            total += TeacherUsage(*(v if isinstance(v, int) and v > 0 else 0 for v in values))
+        total += TeacherUsage.from_record(holder.get("usage") if isinstance(holder, dict) else None)
     return total
+
+
+def _failed_for_good(row: dict[str, Any]) -> bool:
+    """False for a failure an outage caused (asked again on resume); rows before ``kind`` by reason."""
+    kind = row.get("kind")
+    if kind is not None:
+        return bool(kind != "transient")
+    return not _TRANSIENT.match(str(row.get("reason", "")))
 
 
 def _ids(rows: Iterable[dict[str, Any]]) -> set[str]:
@@ -134,6 +147,18 @@ def _money(cost: float | None) -> str:
     if cost is None:
         return "unknown"
     return f"${cost:,.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
+
+
+def _cost_note(usage: TeacherUsage, cost: float | None) -> str:
+    """The cost with what makes it unknown or an upper bound."""
+    notes = []
+    if usage.cached_input_tokens:
+        notes.append(f"{usage.cached_input_tokens} input tokens cached")
+    if usage.unmetered:
+        notes.append(f"unknown: {usage.unmetered} teacher repl(ies) reported no token usage")
+    if usage.timed_out:
+        notes.append(f"counting {usage.timed_out} timed-out attempt(s) at their most")
+    return _money(cost) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 class _Generation:
@@ -154,12 +179,16 @@ class _Generation:
         raw_rows, failed_rows = read_jsonl(files.raw), read_jsonl(files.failed)
         proposed_rows = read_jsonl(files.proposed)
         self.done = _ids(raw_rows)
-        self.failed = _ids(failed_rows) - self.done
+        self.failed = _ids(row for row in failed_rows if _failed_for_good(row)) - self.done
         self.proposals = {row["id"]: row for row in proposed_rows if isinstance(row.get("id"), str)}
         self.usage = (
             _usage_of(raw_rows, True) + _usage_of(failed_rows, False) + _usage_of(proposed_rows, False)
         )
+        self.spend = Spend(self.model, table, config.TEACHER_MAX_TOKENS)
         self.spent = 0.0  # run-wide estimated cost, set by reconcile()
+        self.parked: Outage | None = None
+        self._ttft: list[float] = []
+        self._decode: list[tuple[int, float]] = []
         self.stopping = False
         self.budget_hit = False
         self._counters: Counter[str] = Counter()
@@ -172,7 +201,7 @@ class _Generation:
     # -- accounting --------------------------------------------------------------------------------
 
     def cost_of(self, usage: TeacherUsage) -> float | None:
-        return estimate_cost(self.model, usage.input_tokens, usage.output_tokens, self.table)
+        return self.spend.cost_of(usage)
 
     def _usage_delta(self, usage: TeacherUsage) -> dict[str, float | int | None]:
         delta: dict[str, float | int | None] = {k: v for k, v in usage.as_delta().items() if v}
@@ -200,10 +229,12 @@ class _Generation:
                 usage=self._usage_delta(catch_up),
             )
 
-    def _account(self, usage: TeacherUsage, counter: str | None, note: str | None = None) -> None:
+    def _account(
+        self, usage: TeacherUsage, counter: str | None, note: str | None = None, job_id: str | None = None
+    ) -> None:
         self.usage += usage
         self._pending += usage
-        self.spent += self.cost_of(usage) or 0.0
+        self.spent += self.spend.settle(job_id, usage) if job_id else self.cost_of(usage) or 0.0
         if counter is not None:
             self._counters[counter] += 1
         if note is not None and len(self._notes) < _NOTES_MAX:
@@ -221,7 +252,7 @@ class _Generation:
         notes = f" ({'; '.join(self._notes)})" if self._notes else ""
         self.rt.progress(
             f"generate round {self.rt.round}: {len(self.done)}/{self.total} written, "
-            f"{len(self.failed)} failed{notes}",
+            f"{len(self.failed)} failed{self._speed()}{notes}",
             level="warn" if self._warn else "info",
             counters=dict(self._counters),
             usage=self._usage_delta(self._pending),
@@ -229,32 +260,74 @@ class _Generation:
         self._counters.clear()
         self._pending = TeacherUsage()
         self._notes.clear()
+        self._ttft.clear()
+        self._decode.clear()
         self._warn = False
         self._since = 0
         self._last = time.monotonic()
 
+    def _speed(self) -> str:
+        """Streaming figures of this batch: median time to first token and output tokens per second."""
+        parts = []
+        if self._ttft:
+            parts.append(f"time to first token {sorted(self._ttft)[len(self._ttft) // 2]:.2f} s")
+        tokens, seconds = sum(t for t, _ in self._decode), sum(s for _, s in self._decode)
+        if self._ttft and seconds > 0:
+            parts.append(f"{tokens / seconds:,.0f} tokens/s")
+        return "; " + ", ".join(parts) if parts else ""
+
     def should_continue(self) -> bool:
         if self.stopping or self.budget_hit:
             return False
+        if self.parked is not None:
+            self.rt.wait_if_paused()  # a pause lands while parked too
         if self.rt.stop_requested():
             self.stopping = True
             return False
-        if self.budget is not None and self.spent >= self.budget:
+        if self.budget is not None and self.spent + self.spend.committed() > self.budget:
             self.budget_hit = True
             return False
         return True
 
+    def messages_for(self, job_id: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Reserve the worst-case cost of a request about to be sent; returns its messages."""
+        self.spend.reserve(job_id, messages)
+        return messages
+
+    def outage(self, notice: Outage) -> None:
+        """``on_outage`` of the teacher's map: count what failed attempts spent, say parked/recovered."""
+        if notice.usage != TeacherUsage():
+            self._account(notice.usage, None)
+        if notice.state == "waiting":
+            return
+        self.flush()
+        if notice.state == "parked":
+            self.parked = notice
+            self.rt.progress(
+                f"teacher unreachable since {notice.since}, retrying every {notice.retry_every_s:g} s "
+                f"({notice.jobs_waiting} sample(s) waiting; last error: {notice.reason})",
+                level="warn",
+            )
+        else:
+            self.parked = None
+            self.rt.progress(
+                f"teacher reachable again (unreachable since {notice.since}); generation resumes",
+                level="warn",
+            )
+
     # -- results -----------------------------------------------------------------------------------
 
     def _fail(self, job_id: str, phase: str, task_id: str, error: TeacherError) -> None:
-        if _FATAL_REPLY.match(error.reason):
+        if error.kind == "fatal" or _REFUSED.match(error.reason):
             self._pending += error.usage
             self._since += 1
             self.flush()
-            raise FatalStageError(
-                f"the teacher refused the request ({error.reason}); check TEACHER_BASE_URL, TEACHER_MODEL "
-                f"and the key in ${self.rt.config.TEACHER_API_KEY_ENV}"
+            hint = (
+                f"; check TEACHER_BASE_URL, TEACHER_MODEL and the key in ${self.rt.config.TEACHER_API_KEY_ENV}"
+                if _REFUSED.match(error.reason)
+                else ""
             )
+            raise FatalStageError(f"the teacher refused the request ({error.reason}){hint}")
         with JsonlAppender(self.files.failed) as ledger:
             ledger.append(
                 {
@@ -262,13 +335,14 @@ class _Generation:
                     "phase": phase,
                     "task_id": task_id,
                     "reason": error.reason,
-                    "usage": error.usage.as_delta(),
+                    "kind": error.kind,
+                    "usage": error.usage.record(),
                     "ts": utc_now_iso(),
                 }
             )
         self.failed.add(job_id)
         self._warn = True
-        self._account(error.usage, "teacher_failed", f"{job_id}: {error.reason}")
+        self._account(error.usage, "teacher_failed", f"{job_id}: {error.reason}", job_id)
 
     def solved(self, job: _Job, result: Completion | TeacherError) -> None:
         """``on_done`` of a solution request: write the redacted sample, or record the failure."""
@@ -293,7 +367,7 @@ class _Generation:
                 entry_point=job.task.entry_point,
                 round=self.rt.round,
                 teacher_model=self.model,
-                usage=result.usage.as_delta(),
+                usage=result.usage.record(),
                 ts=utc_now_iso(),
                 finish_reason=result.finish_reason,
                 secret_kinds=sorted(kinds),
@@ -304,7 +378,11 @@ class _Generation:
         self.done.add(job.id)
         note = f"{job.id}: secret redacted ({', '.join(sorted(kinds))})" if kinds else None
         self._warn = self._warn or bool(kinds)
-        self._account(result.usage, "teacher_generated", note)
+        if result.ttft_s is not None:
+            self._ttft.append(result.ttft_s)
+            if result.decode_s:
+                self._decode.append((result.usage.output_tokens, result.decode_s))
+        self._account(result.usage, "teacher_generated", note, job.id)
 
     def proposed(self, index: int, result: Completion | TeacherError) -> None:
         """``on_done`` of a self-instruct request: keep the proposed task, or count a failure."""
@@ -323,13 +401,13 @@ class _Generation:
             "id": job_id,
             "task": task.model_dump(),
             "secret_kinds": sorted(kinds),
-            "usage": result.usage.as_delta(),
+            "usage": result.usage.record(),
             "ts": utc_now_iso(),
         }
         with JsonlAppender(self.files.proposed) as ledger:
             ledger.append(row)
         self.proposals[job_id] = row
-        self._account(result.usage, None)
+        self._account(result.usage, None, None, job_id)
 
     # -- phases ------------------------------------------------------------------------------------
 
@@ -345,10 +423,11 @@ class _Generation:
         wanted = [i for i in range(self.total) if sample_id(round_no, i) not in settled]
         teacher.map(
             wanted,
-            messages,
+            lambda index: self.messages_for(sample_id(round_no, index), messages(index)),
             self.proposed,
             concurrency=self.concurrency,
             should_continue=self.should_continue,
+            on_outage=self.outage,
         )
         jobs = []
         for job_id, row in sorted(self.proposals.items()):
@@ -366,10 +445,11 @@ class _Generation:
         local = local_model_name(self.model) is not None
         teacher.map(
             wanted,
-            lambda job: solution_messages(job.task, prefill=local),
+            lambda job: self.messages_for(job.id, solution_messages(job.task, prefill=local)),
             self.solved,
             concurrency=self.concurrency,
             should_continue=self.should_continue,
+            on_outage=self.outage,
         )
 
 
@@ -413,8 +493,11 @@ def _open_teacher(rt: AgentRuntime) -> _Teacher:
             key,
             timeout_s=config.TEACHER_TIMEOUT_S,
             max_retries=config.TEACHER_MAX_RETRIES,
+            max_total_wait_s=config.TEACHER_RETRY_BUDGET_S,
             max_tokens=config.TEACHER_MAX_TOKENS,
             temperature=config.TEACHER_TEMPERATURE,
+            stream=config.TEACHER_STREAM == "1",
+            park_interval_s=config.TEACHER_PARK_INTERVAL_S,
         )
     except ValueError as exc:
         raise FatalStageError(f"invalid teacher settings: {exc}") from None
@@ -430,7 +513,9 @@ def main(rt: AgentRuntime) -> None:
             wanted = set(config.TASK_DIFFICULTY.split(","))
             pool = [task for task in pool if task.difficulty in wanted]
             if not pool:
-                raise TaskSourceError(f"no task of difficulty {config.TASK_DIFFICULTY} in {config.TASK_SOURCE}")
+                raise TaskSourceError(
+                    f"no task of difficulty {config.TASK_DIFFICULTY} in {config.TASK_SOURCE}"
+                )
         table = price_table(rt.run_dir, home)
     except (TaskSourceError, PricingError) as exc:
         raise FatalStageError(str(exc)) from None
@@ -463,11 +548,10 @@ def main(rt: AgentRuntime) -> None:
             f"{_money(run.budget)}; generation stopped with {len(run.done)} of {run.total} samples written",
             level="warn",
         )
-    cost = run.cost_of(run.usage)
     rt.progress(
         f"generate round {rt.round} complete: {len(run.done)} written, {len(run.failed)} failed; "
         f"{run.usage.requests_sent} requests, {run.usage.input_tokens} input and {run.usage.output_tokens} "
-        f"output tokens, estimated cost {_money(cost)}",
+        f"output tokens, estimated cost {_cost_note(run.usage, run.cost_of(run.usage))}",
         artifacts=[rt.relative(files.raw)] if files.raw.exists() else [],
     )
 

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .teacher import Completion, TeacherError, TeacherUsage
+from .teacher import Completion, Outage, TeacherError, TeacherUsage
 
 __all__ = ["LOCAL_PREFIX", "LocalTeacher", "local_model_name"]
 
@@ -144,8 +144,11 @@ class LocalTeacher:
         *,
         concurrency: int = 1,
         should_continue: Callable[[], bool] = lambda: True,
+        on_outage: Callable[[Outage], None] | None = None,
     ) -> None:
-        """Run ``jobs`` one at a time, asking ``should_continue()`` before each (see OpenAITeacher.map)."""
+        """Run ``jobs`` one at a time, asking ``should_continue()`` before each (see OpenAITeacher.map).
+
+        A model in this process has no outages: ``on_outage`` is never called."""
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         source = iter(jobs)

@@ -1,60 +1,85 @@
 """The HTTP teacher: an OpenAI-compatible chat-completions client for the generate stage.
 
-Works against OpenAI, vLLM, llama.cpp server and Ollama (anything that serves
-``POST {base_url}/chat/completions``). Standard library only: each worker thread borrows one keep-alive
-``http.client`` connection from a small pool, so ``concurrency`` requests are in flight at once.
+Works against OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, llama.cpp server and Ollama
+(anything that serves ``POST {base_url}/chat/completions``), over one pooled httpx client
+(:mod:`.teacher_transport`: proxies and CA settings from the environment, a whole-request deadline).
 
-Retry policy of :meth:`OpenAITeacher.complete`:
+Errors by kind (:attr:`TeacherError.kind`), decided by :meth:`OpenAITeacher.complete`:
 
-- retried: HTTP 429, 408, 409 and 5xx, connection errors and timeouts. The wait is the server's
-  ``retry-after-ms`` header, else its ``Retry-After`` (seconds or an HTTP date), else exponential backoff
-  with jitter capped at ``backoff_max_s``. A retry whose wait would push the total waiting of this call
-  past ``max_total_wait_s`` is not made: the call fails instead.
-- not retried: other 4xx (a bad key or a bad request will not get better), TLS certificate errors, and a
-  200 reply that is malformed JSON or has no usable ``choices``: the server answered that request, and
-  sending it again would only spend budget on the same answer. That one sample fails; the stage goes on.
+- ``"fatal"``: nothing sent again can succeed, the stage must stop: HTTP 401/403/404, quota or billing
+  errors (402, 429 ``insufficient_quota``), an untrusted TLS certificate, and the same HTTP 400 three times
+  in a row. The reason carries the provider's own message.
+- ``"transient"``: the retries ran out on HTTP 429, 408, 409, 5xx, connection errors or timeouts. Each
+  wait is the server's ``retry-after-ms``, else its ``Retry-After``, else exponential backoff with jitter
+  capped at ``backoff_max_s``; a wait that would push this call's total waiting past
+  ``max_total_wait_s`` is not made. :meth:`OpenAITeacher.map` with ``on_outage`` parks on these instead of
+  failing the job: it asks again, one probe every ``park_interval_s``, until the server answers.
+- ``"sample"``: only this request failed: another 4xx, or a 200 reply that is malformed. The server
+  answered; sending it again would only spend budget on the same answer.
 
-Every attempt is counted in :class:`TeacherUsage`, failed ones too, and :class:`TeacherError` carries
-what was spent before giving up. No message ever contains the API key.
+A 400 refusing ``max_tokens``/``temperature`` switches the client to the reasoning-model form once
+(:mod:`.teacher_request`) and is sent again at once. Every attempt is counted in :class:`TeacherUsage`,
+failed and timed-out ones too. No message ever contains the API key.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import random
-import select
-import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Completion", "OpenAITeacher", "TeacherError", "TeacherUsage"]
+from .teacher_reply import ParsedReply, parse_reply, tokens_in
+from .teacher_request import (
+    ProviderError,
+    is_quota_error,
+    is_reasoning_model,
+    is_unsupported_parameter,
+    provider_error,
+    request_body,
+    retry_after_s,
+)
+from .teacher_transport import DeadlineExceeded, Reply, Transport, TransportError
+
+__all__ = ["Completion", "OpenAITeacher", "Outage", "TeacherError", "TeacherUsage"]
 
 T = TypeVar("T")
+ErrorKind = Literal["fatal", "transient", "sample"]
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
-_REASON_MAX = 200
-_Connection = http.client.HTTPConnection  # HTTPSConnection is a subclass
+_FATAL_STATUS = frozenset({401, 403, 404})
+_REASON_MAX = 300
+_SAME_400_FATAL = 3  # the same 400 this many times in a row: every request is wrong, not one sample
+_BUS_COUNTERS = ("requests_sent", "input_tokens", "output_tokens", "rate_limits_hit", "retries")
 
 
 @dataclass(frozen=True)
 class TeacherUsage:
-    """What teacher calls spent; added up across attempts, samples and batches."""
+    """What teacher calls spent; added up across attempts, samples and batches.
+
+    The first five are the bus's usage counters. ``cached_input_tokens`` (part of ``input_tokens``) are
+    priced at the cached rate; ``unmetered`` counts replies that reported no usage (their cost is
+    unknown); ``timed_out`` attempts may still be billed, up to ``timed_out_input_max`` input and
+    ``timed_out_output_max`` output tokens (the request's bytes and its token cap).
+    """
 
     requests_sent: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     rate_limits_hit: int = 0
     retries: int = 0
+    cached_input_tokens: int = 0
+    unmetered: int = 0
+    timed_out: int = 0
+    timed_out_input_max: int = 0
+    timed_out_output_max: int = 0
 
     def __add__(self, other: TeacherUsage) -> TeacherUsage:
         if not isinstance(other, TeacherUsage):
@@ -62,169 +87,76 @@ class TeacherUsage:
         return TeacherUsage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def as_delta(self) -> dict[str, int]:
-        """All five counters by name, ready for an event's ``usage_delta``."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The five bus counters by name, ready for an event's ``usage_delta``."""
+        return {name: getattr(self, name) for name in _BUS_COUNTERS}
+
+    def record(self) -> dict[str, int]:
+        """Every counter that is not zero, plus the five bus counters: what the round's files keep."""
+        extra = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BUS_COUNTERS}
+        return {**self.as_delta(), **{k: v for k, v in extra.items() if v}}
+
+    @classmethod
+    def from_record(cls, record: object) -> TeacherUsage:
+        """Read :meth:`record` back; unknown keys and bad values are ignored."""
+        if not isinstance(record, dict):
+            return cls()
+        values = {f.name: record.get(f.name) for f in fields(cls)}
+        return cls(
+            **{
+                k: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+                for k, v in values.items()
+            }
+        )
 
 
 @dataclass(frozen=True)
 class Completion:
-    """One successful chat completion and what it cost, retries included."""
+    """One successful chat completion and what it cost, retries included.
+
+    ``ttft_s`` (time to first token) is measured on streamed replies only; ``decode_s`` is the time
+    from the first to the last byte of the successful attempt.
+    """
 
     text: str
     usage: TeacherUsage
     model: str
     finish_reason: str | None
+    ttft_s: float | None = None
+    decode_s: float | None = None
 
 
 class TeacherError(Exception):
-    """A teacher call that failed for good; ``usage`` is what it spent before failing."""
+    """A teacher call that failed for good; ``usage`` is what it spent, ``kind`` what to do about it."""
 
-    def __init__(self, reason: str, usage: TeacherUsage) -> None:
+    def __init__(self, reason: str, usage: TeacherUsage, kind: ErrorKind = "sample") -> None:
         super().__init__(reason)
         self.reason = reason
         self.usage = usage
+        self.kind: ErrorKind = kind
 
 
 @dataclass(frozen=True)
-class _Reply:
-    status: int
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
+class Outage:
+    """What :meth:`OpenAITeacher.map` tells ``on_outage``: the teacher is unreachable, or back.
 
-
-class _ConnectionPool:
-    """Idle keep-alive connections, lent to one thread at a time and reused across ``map`` calls."""
-
-    def __init__(self, factory: Callable[[], _Connection]) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._idle: list[_Connection] = []
-        self._all: set[_Connection] = set()
-        self._closed = False
-
-    def acquire(self) -> _Connection:
-        with self._lock:
-            if self._closed:
-                raise ConnectionAbortedError("teacher closed")
-            while self._idle:
-                conn = self._idle.pop()
-                if not _server_closed(conn):
-                    return conn
-                conn.close()
-                self._all.discard(conn)
-            conn = self._factory()
-            self._all.add(conn)
-            return conn
-
-    def release(self, conn: _Connection) -> None:
-        with self._lock:
-            if not self._closed:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def discard(self, conn: _Connection) -> None:
-        conn.close()
-        with self._lock:
-            self._all.discard(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conns, self._all, self._idle = self._all, set(), []
-        for conn in conns:
-            # shutdown() wakes a thread blocked reading this socket; close() alone would not.
-            if conn.sock is not None:
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-            conn.close()
-
-
-def _server_closed(conn: _Connection) -> bool:
-    """True when an idle connection has pending EOF (or stray bytes): the server dropped it.
-
-    vLLM's uvicorn, for one, closes keep-alive connections after 5 idle seconds; reusing such a socket
-    would fail the next request and count a spurious retry.
+    ``state`` is "parked" when an outage starts, "waiting" on each failed probe, "recovered" when a
+    request got through again; ``usage`` is what the failed attempts behind this notice spent.
     """
-    sock = conn.sock
-    if sock is None:
-        return False  # http.client reconnects by itself
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
+
+    state: Literal["parked", "waiting", "recovered"]
+    since: str  # ISO 8601 UTC wall time the outage started
+    retry_every_s: float
+    reason: str
+    usage: TeacherUsage
+    jobs_waiting: int
 
 
-def _retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """The server's requested wait in seconds, or None when it gave none we can read."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0.0 and value == value:
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        # An absolute date needs the wall clock; a date in the past means "now".
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-    return seconds if seconds >= 0.0 and seconds == seconds else None
-
-
-def _usage_in(payload: object) -> TeacherUsage:
-    usage = payload.get("usage") if isinstance(payload, dict) else None
-    if not isinstance(usage, dict):
-        return TeacherUsage()
-
-    def count(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    return TeacherUsage(input_tokens=count("prompt_tokens"), output_tokens=count("completion_tokens"))
-
-
-def _message_text(content: object) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # some servers answer with content parts
-        parts = [p.get("text") for p in content if isinstance(p, dict)]
-        if parts and all(isinstance(p, str) for p in parts):
-            return "".join(str(p) for p in parts)
-    return None
-
-
-def _error_detail(body: bytes) -> str:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return ""
-    error = payload.get("error") if isinstance(payload, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error
-    return f": {message}" if isinstance(message, str) and message else ""
-
-
-def _transport_reason(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no reply within timeout_s={timeout_s:g}"
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else ""
-    return f"connection error: {type(exc).__name__}" + (f" ({detail})" if detail else "")
+def _utc_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class OpenAITeacher:
-    """Chat completions against one OpenAI-compatible endpoint, with retries and concurrency."""
+    """Chat completions against one OpenAI-compatible endpoint, with retries, parking and concurrency."""
 
     def __init__(
         self,
@@ -237,6 +169,8 @@ class OpenAITeacher:
         max_total_wait_s: float = 120.0,
         max_tokens: int = 512,
         temperature: float = 0.7,
+        stream: bool = False,
+        park_interval_s: float = 30.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
@@ -250,6 +184,7 @@ class OpenAITeacher:
             raise ValueError("base_url must not carry credentials; pass the API key through its env variable")
         for name, value, strict in (
             ("timeout_s", timeout_s, True),
+            ("park_interval_s", park_interval_s, True),
             ("max_total_wait_s", max_total_wait_s, False),
             ("backoff_base_s", backoff_base_s, False),
             ("backoff_max_s", backoff_max_s, False),
@@ -270,23 +205,26 @@ class OpenAITeacher:
         self._max_total_wait_s = max_total_wait_s
         self._max_tokens = max_tokens
         self._temperature = temperature
+        self._stream = stream
+        self._park_interval_s = park_interval_s
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
-        self._path = parts.path.rstrip("/") + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
-        self._headers = {
+        self._lock = threading.Lock()
+        self._reasoning = is_reasoning_model(model)
+        self._last_400: tuple[str, int] = ("", 0)
+        headers = {
             "Content-Type": "application/json",
-            "Accept": "application/json",
+            "Accept": "application/json, text/event-stream",
             "User-Agent": "autotrain-supervisor-teacher",
         }
         if self._api_key:
-            self._headers["Authorization"] = f"Bearer {self._api_key}"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
-        self._pool = _ConnectionPool(self._connect)
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        path = parts.path.rstrip("/") + "/chat/completions"
+        url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+        self._transport = Transport(url, headers)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -298,59 +236,94 @@ class OpenAITeacher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def reasoning(self) -> bool:
+        """True once requests use the reasoning-model form (by name, or after the provider asked for it)."""
+        return self._reasoning
+
     def close(self) -> None:
         """Close every connection; calls still in flight fail with TeacherError("teacher closed")."""
         self._closed = True
-        self._pool.close()
-
-    def _connect(self) -> _Connection:
-        if self._tls is not None:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout_s, context=self._tls
-            )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+        self._transport.close()
 
     def complete(self, messages: list[dict[str, str]]) -> Completion:
         """One chat completion, retried as the module docstring describes; raises TeacherError."""
-        body = self._encode(messages)
+        _check_messages(messages)
         spent = TeacherUsage()
         waited = 0.0
         while True:
             if self._closed:
                 raise TeacherError("teacher closed", spent)
+            reasoning = self._reasoning
+            body = request_body(
+                self.model,
+                messages,
+                max_tokens=self._max_tokens,
+                temperature=self._temperature,
+                reasoning=reasoning,
+                stream=self._stream,
+            )
+            server_wait: float | None = None
+            kind: ErrorKind
             try:
-                reply = self._send(body)
-            except (OSError, http.client.HTTPException) as exc:
+                reply = self._transport.post(body, self._timeout_s)
+            except DeadlineExceeded as exc:
+                spent += TeacherUsage(
+                    requests_sent=1,
+                    timed_out=1,
+                    timed_out_input_max=len(body),
+                    timed_out_output_max=self._max_tokens,
+                )
+                failure, kind = exc.reason, "transient"
+            except TransportError as exc:
                 spent += TeacherUsage(requests_sent=1)
                 if self._closed:
                     raise TeacherError("teacher closed", spent) from None
-                failure = _transport_reason(exc, self._timeout_s)
-                retryable = not isinstance(exc, ssl.SSLCertVerificationError)
-                server_wait = None
+                failure, kind = exc.reason, "fatal" if exc.certificate else "transient"
             else:
                 if reply.status == 200:
-                    return self._completion(reply.body, spent + TeacherUsage(requests_sent=1))
-                limited = reply.status == 429
-                spent += TeacherUsage(requests_sent=1, rate_limits_hit=int(limited))
-                spent += _usage_in(self._json_or_none(reply.body))
-                failure = f"HTTP {reply.status}{_error_detail(reply.body)}"
-                retryable = reply.status in _RETRYABLE_STATUS or reply.status >= 500
-                server_wait = _retry_after_s(reply.headers)
-            if not retryable:
-                raise TeacherError(self._redact(failure), spent)
+                    return self._completion(reply, spent + TeacherUsage(requests_sent=1))
+                error = provider_error(reply.body)
+                spent += TeacherUsage(requests_sent=1, rate_limits_hit=int(reply.status == 429))
+                spent += _error_tokens(reply.body)
+                failure = f"HTTP {reply.status}" + (f": {error.message}" if error.message else "")
+                if not reasoning and is_unsupported_parameter(reply.status, error):
+                    with self._lock:
+                        self._reasoning = True  # remembered: every later request uses the reasoning form
+                    spent += TeacherUsage(retries=1)
+                    continue
+                kind = self._kind_of(reply.status, error, failure)
+                server_wait = retry_after_s(reply.headers)
+            if kind != "transient":
+                raise TeacherError(self._redact(failure), spent, kind)
             if spent.retries >= self._max_retries:
-                raise TeacherError(self._redact(f"{failure} (gave up after {spent.retries} retries)"), spent)
+                raise TeacherError(
+                    self._redact(f"{failure} (gave up after {spent.retries} retries)"), spent, kind
+                )
             delay = server_wait if server_wait is not None else self._backoff(spent.retries)
             if waited + delay > self._max_total_wait_s:
                 reason = (
                     f"{failure} (next wait {delay:.1f}s would exceed max_total_wait_s="
                     f"{self._max_total_wait_s:g}, already waited {waited:.1f}s)"
                 )
-                raise TeacherError(self._redact(reason), spent)
+                raise TeacherError(self._redact(reason), spent, kind)
             started = self._clock()
             self._sleep(delay)
             waited += max(delay, self._clock() - started)
             spent += TeacherUsage(retries=1)
+
+    def _kind_of(self, status: int, error: ProviderError, failure: str) -> ErrorKind:
+        if status in _FATAL_STATUS or is_quota_error(status, error):
+            return "fatal"
+        if status in _RETRYABLE_STATUS or status >= 500:
+            return "transient"
+        if status == 400:
+            with self._lock:
+                last, count = self._last_400
+                self._last_400 = (failure, count + 1 if failure == last else 1)
+                if self._last_400[1] >= _SAME_400_FATAL:
+                    return "fatal"
+        return "sample"
 
     def map(
         self,
@@ -360,37 +333,93 @@ class OpenAITeacher:
         *,
         concurrency: int,
         should_continue: Callable[[], bool] = lambda: True,
+        on_outage: Callable[[Outage], None] | None = None,
     ) -> None:
         """Run ``jobs`` with at most ``concurrency`` requests in flight.
 
         ``jobs`` is pulled lazily, one job per free slot, and only after ``should_continue()`` said yes:
         once it says no, nothing new is sent, and the requests in flight finish and are delivered.
-        ``build_messages`` and ``on_done`` run on the calling thread, one at a time, in completion order,
-        so callers need no locks. An exception from either stops submission and propagates once the
+        ``build_messages``, ``on_done`` and ``on_outage`` run on the calling thread, one at a time, so
+        callers need no locks. An exception from any of them stops submission and propagates once the
         requests in flight have finished.
+
+        With ``on_outage``, a job that failed with a transient error is not delivered: it is kept, the
+        map parks (one probe request every ``park_interval_s``, ``should_continue`` asked between
+        waits so that a stop still lands) and the kept jobs are sent again once a request gets through.
+        Jobs still kept when ``should_continue`` says no are neither done nor failed.
         """
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        pending: dict[Future[Completion | TeacherError], T] = {}
+        pending: dict[Future[Completion | TeacherError], tuple[T, list[dict[str, str]]]] = {}
+        kept: deque[tuple[T, list[dict[str, str]]]] = deque()
         source = iter(jobs)
-        submitting = True
+        exhausted = stopped = False
+        outage: Outage | None = None
+        next_probe = 0.0
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="teacher") as pool:
             while True:
-                while submitting and len(pending) < concurrency:
+                while not stopped and len(pending) < (1 if outage else concurrency):
+                    if outage is not None and (pending or not self._wait_until(next_probe, should_continue)):
+                        stopped = not pending
+                        break
                     if not should_continue():
-                        submitting = False
+                        stopped = True
                         break
-                    try:
-                        job = next(source)
-                    except StopIteration:
-                        submitting = False
+                    if kept:
+                        item = kept.popleft()
+                    elif exhausted:
                         break
-                    pending[pool.submit(self._complete_or_error, build_messages(job))] = job
+                    else:
+                        try:
+                            job = next(source)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        item = (job, build_messages(job))
+                    pending[pool.submit(self._complete_or_error, item[1])] = item
                 if not pending:
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    on_done(pending.pop(future), future.result())
+                    item = pending.pop(future)
+                    result = future.result()
+                    if (
+                        on_outage is not None
+                        and isinstance(result, TeacherError)
+                        and result.kind == "transient"
+                    ):
+                        kept.append(item)
+                        state: Literal["parked", "waiting"] = "waiting" if outage else "parked"
+                        since = outage.since if outage else _utc_iso()
+                        outage = Outage(
+                            state, since, self._park_interval_s, result.reason, result.usage, len(kept)
+                        )
+                        next_probe = self._clock() + self._park_interval_s
+                        on_outage(outage)
+                        continue
+                    if outage is not None and on_outage is not None and isinstance(result, Completion):
+                        on_outage(
+                            Outage(
+                                "recovered",
+                                outage.since,
+                                self._park_interval_s,
+                                "",
+                                TeacherUsage(),
+                                len(kept),
+                            )
+                        )
+                        outage = None
+                    on_done(item[0], result)
+
+    def _wait_until(self, when: float, should_continue: Callable[[], bool]) -> bool:
+        """Wait for ``when`` on the injected clock in short steps; False as soon as told to stop."""
+        while True:
+            if not should_continue():
+                return False
+            left = when - self._clock()
+            if left <= 0:
+                return True
+            self._sleep(min(left, 0.25))
 
     def _complete_or_error(self, messages: list[dict[str, str]]) -> Completion | TeacherError:
         try:
@@ -398,64 +427,29 @@ class OpenAITeacher:
         except TeacherError as exc:
             return exc
 
-    def _encode(self, messages: list[dict[str, str]]) -> bytes:
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("messages must be a non-empty list of {'role': str, 'content': str} dicts")
-        for i, message in enumerate(messages):
-            if not (
-                isinstance(message, dict)
-                and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)
-            ):
-                raise ValueError(f"messages[{i}] must be a dict with str 'role' and 'content'")
-        request = {
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": self._max_tokens,
-            "temperature": self._temperature,
-        }
-        return json.dumps(request).encode("utf-8")
-
-    def _send(self, body: bytes) -> _Reply:
-        conn = self._pool.acquire()
-        try:
-            conn.request("POST", self._path, body=body, headers=self._headers)
-            response = conn.getresponse()
-            data = response.read()
-        except BaseException:
-            self._pool.discard(conn)  # its state is unknown: never reuse it
-            raise
-        self._pool.release(conn)
-        return _Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
-
-    def _completion(self, body: bytes, spent: TeacherUsage) -> Completion:
-        payload = self._json_or_none(body)
-        if not isinstance(payload, dict):
-            raise TeacherError("malformed reply: body is not a JSON object", spent)
-        spent += _usage_in(payload)
-        choices = payload.get("choices")
-        first = choices[0] if isinstance(choices, list) and choices else None
-        if not isinstance(first, dict):
-            raise TeacherError("malformed reply: no choices", spent)
-        message = first.get("message")
-        text = _message_text(message.get("content")) if isinstance(message, dict) else None
-        if text is None:
-            raise TeacherError("malformed reply: choices[0].message.content is not text", spent)
-        model = payload.get("model")
-        finish = first.get("finish_reason")
-        return Completion(
-            text=text,
-            usage=spent,
-            model=model if isinstance(model, str) and model else self.model,
-            finish_reason=finish if isinstance(finish, str) else None,
+    def _completion(self, reply: Reply, spent: TeacherUsage) -> Completion:
+        parsed: ParsedReply = parse_reply(reply.body, reply.headers.get("content-type", ""))
+        tokens = parsed.tokens
+        spent += TeacherUsage(
+            input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens,
+            cached_input_tokens=tokens.cached_input_tokens,
+            unmetered=int(not tokens.metered),
         )
-
-    @staticmethod
-    def _json_or_none(body: bytes) -> Any:
-        try:
-            return json.loads(body)
-        except ValueError:  # covers JSONDecodeError and UnicodeDecodeError
-            return None
+        if parsed.error is not None or parsed.text is None:
+            raise TeacherError(parsed.error or "malformed reply", spent)
+        with self._lock:
+            self._last_400 = ("", 0)
+        streamed = reply.headers.get("content-type", "").startswith("text/event-stream")
+        first = reply.first_byte_s
+        return Completion(
+            text=parsed.text,
+            usage=spent,
+            model=parsed.model or self.model,
+            finish_reason=parsed.finish_reason,
+            ttft_s=first if streamed else None,
+            decode_s=reply.elapsed_s - first if first is not None else None,
+        )
 
     def _backoff(self, retries_done: int) -> float:
         ceiling = min(self._backoff_max_s, self._backoff_base_s * (2.0**retries_done))
@@ -467,3 +461,28 @@ class OpenAITeacher:
         if self._api_key:
             reason = reason.replace(self._api_key, "[REDACTED]")
         return reason if len(reason) <= _REASON_MAX else reason[: _REASON_MAX - 3] + "..."
+
+
+def _check_messages(messages: list[dict[str, str]]) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role': str, 'content': str} dicts")
+    for i, message in enumerate(messages):
+        if not (
+            isinstance(message, dict)
+            and isinstance(message.get("role"), str)
+            and isinstance(message.get("content"), str)
+        ):
+            raise ValueError(f"messages[{i}] must be a dict with str 'role' and 'content'")
+
+
+def _error_tokens(body: bytes) -> TeacherUsage:
+    """Tokens an error reply says it billed (rare, but then they count)."""
+    try:
+        tokens = tokens_in(json.loads(body))
+    except ValueError:
+        return TeacherUsage()
+    return TeacherUsage(
+        input_tokens=tokens.input_tokens,
+        output_tokens=tokens.output_tokens,
+        cached_input_tokens=tokens.cached_input_tokens,
+    )

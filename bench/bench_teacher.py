@@ -1,31 +1,40 @@
 """Throughput of the HTTP teacher against the fake OpenAI server with a fixed reply latency.
 
-For each concurrency level, runs a batch of requests through ``OpenAITeacher.map`` and prints samples/s
-next to the ideal (concurrency / latency) and their ratio; the target is >= 80% of ideal at 32.
-Figures only, no asserts. Run: ``python bench/bench_teacher.py [--latency 0.2] [--levels 1 8 32]``.
+The server runs in its own process, as a real one would, so the figures measure the client. For each
+concurrency level, the same batch of requests goes through ``OpenAITeacher.map`` (httpx, one deadline
+per request) and through a bare stdlib keep-alive baseline (``http.client``, no retries, no parsing:
+the transport the teacher used before), alternating, ``--repeats`` times. Printed: samples/s, the ratio
+to the ideal (concurrency / latency) and the teacher's ratio to the baseline, medians over the repeats.
+The target is >= 95% of ideal at concurrency 32. Figures only, no asserts.
+
+Run: ``python bench/bench_teacher.py [--latency 0.2] [--levels 1 8 32] [--repeats 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import socket
+import statistics
+import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from fakes.openai_server import FakeOpenAIServer
 
 from heidi_engine.agents.teacher import Completion, OpenAITeacher, TeacherError
 
+SERVER = Path(__file__).resolve().parents[1] / "tests" / "fakes" / "openai_server.py"
 PROMPT = [
     {"role": "system", "content": "You write small, correct python functions with tests."},
     {"role": "user", "content": "Write a function that merges two sorted lists."},
 ]
 
 
-def run_level(url: str, concurrency: int, requests: int) -> tuple[float, int]:
-    """Samples/s for ``requests`` calls at ``concurrency``, and how many of them failed."""
+def teacher_rate(url: str, concurrency: int, requests: int) -> tuple[float, int]:
+    """Samples/s through the teacher for ``requests`` calls at ``concurrency``, and how many failed."""
     failures = 0
 
     def on_done(_job: int, result: Completion | TeacherError) -> None:
@@ -39,23 +48,76 @@ def run_level(url: str, concurrency: int, requests: int) -> tuple[float, int]:
     return requests / elapsed, failures
 
 
+def baseline_rate(port: int, concurrency: int, requests: int) -> float:
+    """Samples/s of bare keep-alive ``http.client`` connections, one per worker thread."""
+    body = json.dumps({"model": "fake-teacher", "messages": PROMPT, "max_tokens": 512}).encode()
+    local = threading.local()
+
+    def one(_job: int) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30.0)
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        json.loads(conn.getresponse().read())
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(one, range(requests)))
+    return requests / (time.monotonic() - started)
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), "--port", str(port), "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "serving ..." once it listens
+    if not line.startswith("serving"):
+        proc.kill()
+        raise SystemExit(f"the fake server did not start (exit {proc.wait()})")
+    return proc, port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="HTTP teacher throughput against a fake server")
     parser.add_argument("--latency", type=float, default=0.2, help="server reply latency in seconds")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrency levels")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per level and client (median shown)")
     parser.add_argument(
-        "--requests", type=int, default=0, help="requests per level (default: max(32, 4 x concurrency))"
+        "--requests", type=int, default=0, help="requests per run (default: max(32, 8 x concurrency))"
     )
     args = parser.parse_args()
 
-    print(f"fake server latency {args.latency * 1000:.0f} ms")
-    print(f"{'concurrency':>11} {'requests':>8} {'samples/s':>10} {'ideal':>8} {'ratio':>6} {'failed':>6}")
-    with FakeOpenAIServer(latency_s=args.latency) as server:
+    proc, port = start_server(args.latency)
+    url = f"http://127.0.0.1:{port}/v1"
+    print(f"fake server latency {args.latency * 1000:.0f} ms, in its own process; medians of {args.repeats}")
+    print(
+        f"{'concurrency':>11} {'requests':>8} {'teacher/s':>10} {'baseline/s':>10} {'ideal':>8} "
+        f"{'teacher':>8} {'baseline':>8} {'vs base':>8} {'failed':>6}"
+    )
+    try:
         for level in args.levels:
-            requests = args.requests or max(32, 4 * level)
-            rate, failed = run_level(server.url, level, requests)
+            requests = args.requests or max(32, 8 * level)
+            teacher_runs, base_runs, failed = [], [], 0
+            for _ in range(args.repeats):
+                rate, failures = teacher_rate(url, level, requests)
+                teacher_runs.append(rate)
+                failed += failures
+                base_runs.append(baseline_rate(port, level, requests))
+            rate, base = statistics.median(teacher_runs), statistics.median(base_runs)
             ideal = level / args.latency
-            print(f"{level:>11} {requests:>8} {rate:>10.1f} {ideal:>8.1f} {rate / ideal:>6.0%} {failed:>6}")
+            print(
+                f"{level:>11} {requests:>8} {rate:>10.1f} {base:>10.1f} {ideal:>8.1f} {rate / ideal:>8.0%} "
+                f"{base / ideal:>8.0%} {rate / base:>8.0%} {failed:>6}"
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

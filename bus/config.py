@@ -103,7 +103,19 @@ class AutoTrainConfig(BaseModel):
         5, ge=0, le=20, description="Retries per teacher request (Retry-After honoured)."
     )
     TEACHER_TIMEOUT_S: float = Field(
-        60.0, ge=1, le=600, description="Timeout of one teacher request, in seconds."
+        60.0, ge=1, le=600, description="Deadline of one teacher request, connect to last byte, in seconds."
+    )
+    TEACHER_RETRY_BUDGET_S: float = Field(
+        120.0, ge=0, le=3600, description="Longest total wait between retries of one teacher request, in seconds."
+    )
+    TEACHER_PARK_INTERVAL_S: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="While the teacher is unreachable past its retries, seconds between probe requests.",
+    )
+    TEACHER_STREAM: Literal["0", "1"] = Field(
+        "0", description="1 = stream teacher replies (time to first token and tokens/s are measured)."
     )
     TEACHER_MAX_TOKENS: int = Field(512, ge=16, le=8192, description="Maximum tokens per teacher reply.")
     TEACHER_TEMPERATURE: float = Field(0.7, ge=0.0, le=2.0, description="Teacher sampling temperature.")

@@ -148,7 +148,7 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
     config = state.config or {}
     budget = config.get("MAX_COST_USD")
     if cost is None:
-        cost_note = "no price known for this model"
+        cost_note = "no price known for this model, or a reply carried no usage"
     elif isinstance(budget, (int, float)) and budget > 0:
         cost_note = f"budget ${budget:,.2f} · {fmt_pct(cost, budget)} spent"
     else:
@@ -181,6 +181,19 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
         line.append("   " + note, style="dim")
         lines.append(line)
     lines.append(Text())
+    # The generate stage's latest word: progress with streaming speed, or "teacher unreachable since ...".
+    report = next(
+        (
+            e
+            for e in reversed(log_of(frame))
+            if e.get("stage") == "generate" and e.get("event_type") == "progress"
+        ),
+        None,
+    )
+    if report is not None:
+        style = "yellow" if report.get("level") == "warn" else "bold"
+        lines.append(label_value("latest report", safe(report.get("message", ""), 300), value_style=style))
+        lines.append(Text())
     for key in ("TEACHER_MODEL", "TEACHER_BASE_URL", "TEACHER_CONCURRENCY", "TEACHER_MAX_RETRIES"):
         if key in config:
             lines.append(label_value(f"{key:<20}", safe(config[key], 120)))

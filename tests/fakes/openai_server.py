@@ -3,16 +3,26 @@
 Each request to ``.../chat/completions`` takes the next item of the script (or the default reply when
 the script is empty), waits ``latency_s``, and answers. Script items:
 
-- ``("ok", text, prompt_tokens, completion_tokens)``: a 200 reply with that content and usage
+- ``("ok", text, prompt_tokens, completion_tokens[, cached_tokens])``: a 200 reply with that content and
+  usage (``prompt_tokens_details.cached_tokens`` when given)
+- ``("nousage", text)``: a 200 reply without ``usage``, as some servers send
 - ``("status", code)`` / ``("status", code, headers)`` / ``("status", code, headers, json_body)``
 - ``("malformed",)``: a 200 reply whose body is not JSON
 - ``("json", obj)``: a 200 reply with ``obj`` as its JSON body (e.g. one without ``choices``)
 - ``("slow", seconds)``: waits that long more, then the default reply
+- ``("drip", interval_s, pieces)``: the default reply's headers at once, then its body in ``pieces``
+  parts ``interval_s`` apart: no single read is slow, only the whole reply
 - ``("drop",)``: closes the connection without answering
 
 The default reply is a python code block with deterministic usage: prompt tokens are the words of the
 request's message contents, completion tokens the words of the reply. The server records every request
 and the largest number of requests it held in flight at once.
+
+Provider behaviours, set as attributes: ``fallback`` is the item answered when the script is empty
+(e.g. a 429 ``insufficient_quota`` for good); ``down`` is a predicate, true while the server is out
+(HTTP 503); ``reasoning_only`` rejects ``max_tokens`` and ``temperature`` with OpenAI's 400, as o1/o3
+do. A request with ``"stream": true`` gets its reply as server-sent events, with a final usage chunk
+when ``stream_options.include_usage`` is set. ``tls`` (an ``ssl.SSLContext``) serves https.
 
 Run it by hand with ``python tests/fakes/openai_server.py --port 8000 --latency 0.2``.
 """
@@ -24,6 +34,7 @@ import collections
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,7 +45,16 @@ from typing import Any
 __all__ = ["FakeOpenAIServer", "RecordedRequest", "ScriptItem"]
 
 ScriptItem = tuple[Any, ...]
-_KINDS = {"ok": 4, "status": (2, 3, 4), "malformed": 1, "json": 2, "slow": 2, "drop": 1}
+_KINDS = {
+    "ok": (4, 5),
+    "nousage": 2,
+    "status": (2, 3, 4),
+    "malformed": 1,
+    "json": 2,
+    "slow": 2,
+    "drop": 1,
+    "drip": 3,
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,9 @@ class _Handler(BaseHTTPRequestHandler):
             item = fake._next_item()
             if fake.latency_s:
                 time.sleep(fake.latency_s)  # simulated network and model latency
+            refusal = fake._refusal(body)
+            if refusal is not None:
+                item = refusal
             self._answer(item, body)
         except OSError:
             self.close_connection = True  # the client gave up (e.g. its timeout); nothing to answer
@@ -112,9 +135,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, item: ScriptItem | None, body: bytes) -> None:
         fake = self.server.fake
         kind = item[0] if item else "default"
+        stream = _wants_stream(body)
         if kind == "ok":
             assert item is not None
-            self._send_reply(fake._reply_payload(item[1], item[2], item[3]))
+            cached = item[4] if len(item) > 4 else None
+            self._send_reply(fake._reply_payload(item[1], item[2], item[3], cached), stream)
+        elif kind == "nousage":
+            assert item is not None
+            payload = fake._reply_payload(item[1], 0, 0)
+            del payload["usage"]
+            self._send_reply(payload, stream)
         elif kind == "status":
             assert item is not None
             headers = item[2] if len(item) > 2 else {}
@@ -125,6 +155,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "json":
             assert item is not None
             self._send_json(200, item[1])
+            if isinstance(item[1], dict) and isinstance(item[1].get("usage"), dict):
+                fake._count_usage(item[1]["usage"])
+        elif kind == "drip":
+            assert item is not None
+            self._drip(json.dumps(fake._default_payload(body)).encode(), item[1], item[2])
         elif kind == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -132,11 +167,27 @@ class _Handler(BaseHTTPRequestHandler):
             if kind == "slow":
                 assert item is not None
                 time.sleep(item[1])
-            self._send_reply(fake._default_payload(body))
+            self._send_reply(fake._default_payload(body), stream)
 
-    def _send_reply(self, payload: dict[str, Any]) -> None:
-        self._send_json(200, payload)
-        self.server.fake._count_usage(payload["usage"])  # only once written: a client that gave up got none
+    def _send_reply(self, payload: dict[str, Any], stream: dict[str, Any] | None = None) -> None:
+        if stream is None:
+            self._send_json(200, payload)
+        else:
+            self._send_raw(200, _sse(payload, stream), {"Content-Type": "text/event-stream"})
+        if "usage" in payload:  # only once written: a client that gave up got none
+            self.server.fake._count_usage(payload["usage"])
+
+    def _drip(self, data: bytes, interval_s: float, pieces: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.flush()
+        step = max(1, -(-len(data) // pieces))
+        for start in range(0, len(data), step):
+            time.sleep(interval_s)
+            self.wfile.write(data[start : start + step])
+            self.wfile.flush()
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send_raw(
@@ -153,10 +204,58 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _wants_stream(body: bytes) -> dict[str, Any] | None:
+    """The request's stream options when it asked for a streamed reply, else None."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or request.get("stream") is not True:
+        return None
+    options = request.get("stream_options")
+    return options if isinstance(options, dict) else {}
+
+
+def _sse(payload: dict[str, Any], options: dict[str, Any]) -> bytes:
+    """``payload`` as the chunks OpenAI streams: role, content in pieces, finish, then usage if asked."""
+    base = {k: payload[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    choice = payload["choices"][0]
+    text = choice["message"]["content"]
+    pieces = [text[i : i + 8] for i in range(0, len(text), 8)] or [""]
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    chunks += [{**base, "choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+    if options.get("include_usage") and "usage" in payload:
+        chunks.append({**base, "choices": [], "usage": payload["usage"]})
+    lines = [f"data: {json.dumps(chunk)}\n\n" for chunk in chunks] + ["data: [DONE]\n\n"]
+    return "".join(lines).encode()
+
+
+_UNSUPPORTED = {
+    "max_tokens": (
+        "unsupported_parameter",
+        "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+    ),
+    "temperature": (
+        "unsupported_value",
+        "Unsupported value: 'temperature' does not support 0.7 with this model. "
+        "Only the default (1) value is supported.",
+    ),
+}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default backlog of 5 drops SYNs under a burst of 32 connects
     fake: FakeOpenAIServer
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        if self.tls is not None:
+            conn = self.tls.wrap_socket(conn, server_side=True)
+        return conn, addr
 
 
 class FakeOpenAIServer:
@@ -169,9 +268,14 @@ class FakeOpenAIServer:
         script: Iterable[ScriptItem] = (),
         model: str = "fake-teacher",
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.latency_s = latency_s
         self.model = model
+        self.tls = tls
+        self.fallback: ScriptItem | None = None
+        self.down: Callable[[], bool] | None = None
+        self.reasoning_only = False
         self._port = port
         self._cond = threading.Condition()
         self._script: collections.deque[ScriptItem] = collections.deque()
@@ -190,6 +294,7 @@ class FakeOpenAIServer:
     def start(self) -> FakeOpenAIServer:
         httpd = _Server(("127.0.0.1", self._port), _Handler)
         httpd.fake = self
+        httpd.tls = self.tls
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -222,7 +327,8 @@ class FakeOpenAIServer:
     def url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("FakeOpenAIServer is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     # --- scripting and observation ---------------------------------------------------------------------
     def push(self, *items: ScriptItem) -> None:
@@ -292,10 +398,28 @@ class FakeOpenAIServer:
             self._cond.notify_all()
 
     def _next_item(self) -> ScriptItem | None:
+        if self.down is not None and self.down():
+            return ("status", 503, {}, {"error": {"message": "The server is overloaded or not ready yet."}})
         with self._cond:
-            return self._script.popleft() if self._script else None
+            return self._script.popleft() if self._script else self.fallback
 
-    def _reply_payload(self, text: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    def _refusal(self, body: bytes) -> ScriptItem | None:
+        """OpenAI's 400 for a sampling parameter a reasoning model does not take, when that mode is on."""
+        if not self.reasoning_only:
+            return None
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return None
+        for param, (code, message) in _UNSUPPORTED.items():
+            if isinstance(request, dict) and param in request:
+                error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+                return ("status", 400, {}, {"error": error})
+        return None
+
+    def _reply_payload(
+        self, text: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+    ) -> dict[str, Any]:
         with self._cond:
             self._replies += 1
             number = self._replies
@@ -311,6 +435,11 @@ class FakeOpenAIServer:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                **(
+                    {}
+                    if cached_tokens is None
+                    else {"prompt_tokens_details": {"cached_tokens": cached_tokens}}
+                ),
             },
         }
 

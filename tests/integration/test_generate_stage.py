@@ -92,7 +92,7 @@ def test_usage_retries_rate_limits_and_cost_equal_what_the_server_reported(
         ("status", 429, {"Retry-After": "0"}),
         ("status", 500),
         ("status", 503),
-        ("malformed",),
+        ("json", {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 0}}),
         ("ok", SOLUTION, 77, 9),
     ]
     with FakeOpenAIServer(script=script) as server:
@@ -102,7 +102,7 @@ def test_usage_retries_rate_limits_and_cost_equal_what_the_server_reported(
     assert final["status"] == "completed", sup.output()
     counters, usage = final["counters"], final["usage"]
     assert counters["teacher_generated"] == 11 and counters["teacher_failed"] == 1
-    # 12 samples, three of them retried once each; the malformed 200 is not retried.
+    # 12 samples, three of them retried once each; the 200 without choices is not retried.
     assert requests == 15 and usage["requests_sent"] == 15
     assert usage["retries"] == 3 and usage["rate_limits_hit"] == 1
     assert (usage["input_tokens"], usage["output_tokens"]) == (prompt_tokens, completion_tokens)
@@ -113,12 +113,12 @@ def test_usage_retries_rate_limits_and_cost_equal_what_the_server_reported(
     raw = read_jsonl(run_dir / "data" / "round_1" / "raw.jsonl")
     failed = read_jsonl(run_dir / "data" / "round_1" / "failed.jsonl")
     assert len(raw) == 11 and len({row["id"] for row in raw}) == 11
-    assert [row["reason"] for row in failed] == ["malformed reply: body is not a JSON object"]
+    assert [row["reason"] for row in failed] == ["malformed reply: no choices"]
     # The code is taken out of its fence; the prose around it is not kept.
     assert sum(row["output"] == "def solve(x):\n    return x" for row in raw) == 2
     assert all(row["output"].startswith("def ") and "```" not in row["output"] for row in raw)
     assert all(row["metadata"]["teacher_model"] == "gpt-4o-mini" for row in raw)
-    assert sum(row["metadata"]["usage"]["input_tokens"] for row in raw) == prompt_tokens
+    assert sum(row["metadata"]["usage"]["input_tokens"] for row in raw) == prompt_tokens - 5  # 5: the failed one
     assert any("malformed reply" in m for m in messages_of(run_dir, stage="generate", level="warn"))
     final_event = [e for e in read_events(run_dir) if e.stage == "generate" and e.artifact_paths]
     assert final_event[-1].artifact_paths == ["data/round_1/raw.jsonl"]

@@ -334,7 +334,11 @@ def test_a_reply_slower_than_the_timeout_is_retried(
     server.push(("slow", 1.0), ("ok", "in time", 1, 2))
     completion = make_teacher(server.url, timeout_s=0.2).complete(MESSAGES)
     assert completion.text == "in time"
-    assert completion.usage == TeacherUsage(requests_sent=2, input_tokens=1, output_tokens=2, retries=1)
+    assert completion.usage.as_delta() == TeacherUsage(
+        requests_sent=2, input_tokens=1, output_tokens=2, retries=1
+    ).as_delta()
+    assert completion.usage.timed_out == 1  # the abandoned attempt may be billed: it is counted
+    assert completion.usage.timed_out_output_max == 512
 
 
 def test_persistently_slow_replies_fail_with_a_timeout(
@@ -344,7 +348,9 @@ def test_persistently_slow_replies_fail_with_a_timeout(
     with pytest.raises(TeacherError) as failure:
         make_teacher(server.url, timeout_s=0.2, max_retries=1).complete(MESSAGES)
     assert "timeout_s=0.2" in failure.value.reason
-    assert failure.value.usage == TeacherUsage(requests_sent=2, retries=1)
+    assert failure.value.usage.as_delta() == TeacherUsage(requests_sent=2, retries=1).as_delta()
+    assert failure.value.usage.timed_out == 2
+    assert failure.value.kind == "transient"
 
 
 # --- malformed replies -----------------------------------------------------------------------------------
@@ -367,7 +373,7 @@ def test_malformed_json_fails_only_that_job_in_a_map(
     failures = [r for _, r in results if isinstance(r, TeacherError)]
     assert len(failures) == 1
     assert "malformed" in failures[0].reason
-    assert failures[0].usage == TeacherUsage(requests_sent=1)  # not retried
+    assert failures[0].usage == TeacherUsage(requests_sent=1, unmetered=1)  # not retried; cost unknown
     assert sum(isinstance(r, Completion) for _, r in results) == 5
     assert sorted(job for job, _ in results) == list(range(6))
     assert delivered_on == {caller}

@@ -43,6 +43,8 @@ RANGED: dict[str, tuple[type, float, float, float]] = {
     "TEACHER_CONCURRENCY": (int, 4, 1, 256),
     "TEACHER_MAX_RETRIES": (int, 5, 0, 20),
     "TEACHER_TIMEOUT_S": (float, 60.0, 1, 600),
+    "TEACHER_RETRY_BUDGET_S": (float, 120.0, 0, 3600),
+    "TEACHER_PARK_INTERVAL_S": (float, 30.0, 1, 3600),
     "TEACHER_MAX_TOKENS": (int, 512, 16, 8192),
     "TEACHER_TEMPERATURE": (float, 0.7, 0.0, 2.0),
     "LORA_ALPHA": (int, 16, 1, 1024),
@@ -73,8 +75,9 @@ TEXT_DEFAULTS: dict[str, str] = {
     "TASK_DIFFICULTY": "any",
     "RUN_UNIT_TESTS": "0",
     "HTTP_ENABLED": "0",
+    "TEACHER_STREAM": "0",
 }
-SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED")
+SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED", "TEACHER_STREAM")
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -67,3 +67,28 @@ def test_bad_pricing_json(tmp_path: Path, content: str, needle: str) -> None:
     path.write_text(content)
     with pytest.raises(PricingError, match=needle):
         load_price_table(path)
+
+
+def test_cached_input_tokens_are_priced_at_their_rate() -> None:
+    table = load_price_table()
+    # 1M prompt tokens of which 400k were cached: 600k at $2.50 + 400k at $1.25 per 1M, plus 100k output.
+    cost = estimate_cost("gpt-4o", 1_000_000, 100_000, table, cached_input_tokens=400_000)
+    assert cost == pytest.approx(0.6 * 2.50 + 0.4 * 1.25 + 0.1 * 10.00)
+    # A model without a cached rate charges cached tokens in full.
+    assert estimate_cost("gpt-4", 1000, 0, table, cached_input_tokens=1000) == pytest.approx(0.03)
+
+
+def test_snapshots_priced_apart_from_their_family_and_current_o_series() -> None:
+    table = load_price_table()
+    assert lookup_price("gpt-4o-2024-05-13", table) == BUILTIN_PRICES["gpt-4o-2024-05-13"] != BUILTIN_PRICES["gpt-4o"]
+    assert estimate_cost("o1-mini", 1_000_000, 1_000_000, table) == pytest.approx(1.10 + 4.40)
+    assert lookup_price("o3-mini-2025-01-31", table) == BUILTIN_PRICES["o3-mini"]
+
+
+def test_pricing_json_cached_input_and_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "pricing.json"
+    path.write_text(json.dumps({"my-model": {"input": 1.0, "output": 2.0, "cached_input": 0.1}}))
+    assert estimate_cost("my-model", 1_000_000, 0, load_price_table(path), 1_000_000) == pytest.approx(0.1)
+    path.write_text(json.dumps({"my-model": {"input": 1.0, "output": 2.0, "cache": 0.1}}))
+    with pytest.raises(PricingError, match="my-model: unknown key"):
+        load_price_table(path)

@@ -164,6 +164,15 @@ def test_teacher_view_shows_usage_live_rates_and_cost() -> None:
     assert "TEACHER_MODEL" in text and "gpt-4o-mini" in text
 
 
+def test_teacher_view_shows_the_latest_generate_report_with_streaming_speed_or_parking() -> None:
+    speed = "generate round 1: 6/12 written, 0 failed; time to first token 0.31 s, 42 tokens/s"
+    events = (*make_events(4), {**make_events(1)[0], "stage": "generate", "message": speed})
+    assert "time to first token 0.31 s, 42 tokens/s" in screen(make_frame(events=events, view=2), width=140)
+    parked = "teacher unreachable since 2024-02-15T12:35:00Z, retrying every 30 s"
+    events = (*events, {**make_events(1)[0], "stage": "generate", "level": "warn", "message": parked})
+    assert parked in screen(make_frame(events=events, view=2), width=140)
+
+
 def test_unknown_cost_reads_unknown_and_zero_reads_zero() -> None:
     state = make_state()
     state.usage["estimated_cost_usd"] = None

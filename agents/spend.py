@@ -1,0 +1,66 @@
+"""What the generate stage's teacher calls cost, and what the requests in flight could still cost.
+
+- A reply without usage makes its cost unknown (``None``, never $0); once unknown, a sum stays unknown.
+- Tokens served from the provider's prompt cache are priced at the cached rate.
+- A timed-out attempt may still be billed: it costs its upper bound (every byte of the request as an
+  input token, the full token cap as output), so the estimate errs high, never low.
+- For ``MAX_COST_USD``, every request in flight reserves its worst case until it lands, so the budget is
+  not overshot by the requests already sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from heidi_engine.bus.pricing import Price, estimate_cost
+
+from .teacher import TeacherUsage
+
+__all__ = ["TRANSIENT_REASON", "Spend"]
+
+# Failure reasons of attempts that ran out of retries on an outage: asked again on resume.
+TRANSIENT_REASON = (
+    r"^(HTTP (408|409|429|5\d\d)\b|no reply within|no complete reply within|connection error|proxy error)"
+)
+
+
+class Spend:
+    """Cost of usage for one teacher model, and the worst-case reservations of requests in flight."""
+
+    def __init__(self, model: str, table: Mapping[str, Price], max_tokens: int) -> None:
+        self.model = model
+        self.table = table
+        self.max_tokens = max_tokens
+        self._reserved: dict[str, float] = {}
+        self._largest = 0.0
+
+    def cost_of(self, usage: TeacherUsage) -> float | None:
+        """Estimated USD of ``usage``; None when the model is unpriced or a reply reported no usage."""
+        if usage.unmetered:
+            return None
+        exact = estimate_cost(
+            self.model, usage.input_tokens, usage.output_tokens, self.table, usage.cached_input_tokens
+        )
+        bound = estimate_cost(self.model, usage.timed_out_input_max, usage.timed_out_output_max, self.table)
+        return None if exact is None or bound is None else exact + bound
+
+    def worst_case(self, messages: list[dict[str, str]]) -> float:
+        """The most one request with these messages can cost (a token is at least one byte)."""
+        size = len(json.dumps(messages).encode("utf-8"))
+        return estimate_cost(self.model, size, self.max_tokens, self.table) or 0.0
+
+    def reserve(self, job_id: str, messages: list[dict[str, str]]) -> None:
+        cost = self.worst_case(messages)
+        self._reserved[job_id] = cost
+        self._largest = max(self._largest, cost)
+
+    def settle(self, job_id: str, usage: TeacherUsage) -> float:
+        """Drop the job's reservation; what it cost for the budget (its worst case when unmetered)."""
+        reserved = self._reserved.pop(job_id, 0.0)
+        cost = self.cost_of(usage)
+        return reserved if cost is None else cost
+
+    def committed(self) -> float:
+        """Reserved for the requests in flight, plus one more request of the largest size seen."""
+        return sum(self._reserved.values()) + self._largest
