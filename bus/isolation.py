@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -26,6 +27,7 @@ __all__ = [
     "SandboxUnavailable",
     "choose_sandbox",
     "resolve_sandbox",
+    "sandbox_warning",
 ]
 
 SandboxMode = Literal["auto", "bwrap", "namespaces", "none"]
@@ -76,3 +78,11 @@ def resolve_sandbox(mode: str, *, bwrap: str | None, root: bool) -> SandboxChoic
 def choose_sandbox(mode: str) -> SandboxChoice:
     """:func:`resolve_sandbox` for this process: ``bwrap`` looked up on PATH, root from the euid."""
     return resolve_sandbox(mode, bwrap=shutil.which("bwrap"), root=os.geteuid() == 0)
+
+
+def sandbox_warning(config: Mapping[str, object] | None) -> str | None:
+    """The warning a run's (redacted) configuration calls for: :data:`NONE_WARNING` when the unit-test
+    gate is on with ``SANDBOX`` none, else None. For the dashboard header and ``--status``."""
+    if config and config.get("RUN_UNIT_TESTS") == "1" and config.get("SANDBOX") == "none":
+        return NONE_WARNING
+    return None

@@ -21,6 +21,7 @@ from heidi_engine.bus.codec import pack_body
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
 from heidi_engine.bus.connection import BusInfo, remove_bus_info, write_bus_info
 from heidi_engine.bus.event import Event, new_run_id, utc_now_iso
+from heidi_engine.bus.isolation import SandboxUnavailable, choose_sandbox, sandbox_warning
 from heidi_engine.bus.journal import replay
 from heidi_engine.bus.message import AgentStatus, Command, ControlBroadcast, Heartbeat, Reply
 from heidi_engine.bus.redaction import clean
@@ -250,6 +251,7 @@ class Supervisor:
             "seq": self.seq, "session": self.session, "pid": os.getpid(),
             "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
             "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.refused_events),
+            "sandbox_warning": sandbox_warning(state.config),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -312,7 +314,13 @@ class Supervisor:
 
     def _load_config(self, overrides: Mapping[str, object]) -> AutoTrainConfig:
         path = self.config_path if self.config_path is not None and self.config_path.exists() else None
-        return load_config(path, env=self.env, overrides=overrides)
+        config = load_config(path, env=self.env, overrides=overrides)
+        if config.RUN_UNIT_TESTS == "1":
+            try:  # never run generated code unconfined in silence: refuse the run before it starts
+                choose_sandbox(config.SANDBOX)
+            except SandboxUnavailable as exc:
+                raise Refused(str(exc)) from None
+        return config
 
     def _open_run(self, run_dir: Path, config: AutoTrainConfig) -> None:
         self._close_run()

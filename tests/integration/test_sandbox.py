@@ -223,7 +223,9 @@ def test_a_huge_file_is_cut_off_and_removed() -> None:
     assert "File too large" in result.output
     workdir = _printed(result, "CWD")
     assert not os.path.exists(workdir) and not os.path.exists(os.path.dirname(workdir))
-    if sandbox._plan("namespaces").drop:  # as its own uid, a run's files in the shared temp dirs are removed too
+    if sandbox._plan(
+        "namespaces"
+    ).drop:  # as its own uid, a run's files in the shared temp dirs are removed too
         assert not os.path.exists(shared)
     else:
         with open(shared, "rb") as handle:

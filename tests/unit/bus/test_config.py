@@ -73,6 +73,7 @@ TEXT_DEFAULTS: dict[str, str] = {
     "TASK_DIFFICULTY": "any",
     "RUN_UNIT_TESTS": "0",
     "HTTP_ENABLED": "0",
+    "SANDBOX": "auto",
 }
 SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED")
 
