@@ -430,9 +430,7 @@ def main(rt: AgentRuntime) -> None:
             wanted = set(config.TASK_DIFFICULTY.split(","))
             pool = [task for task in pool if task.difficulty in wanted]
             if not pool:
-                raise TaskSourceError(
-                    f"no task of difficulty {config.TASK_DIFFICULTY} in {config.TASK_SOURCE}"
-                )
+                raise TaskSourceError(f"no task of difficulty {config.TASK_DIFFICULTY} in {config.TASK_SOURCE}")
         table = price_table(rt.run_dir, home)
     except (TaskSourceError, PricingError) as exc:
         raise FatalStageError(str(exc)) from None

@@ -132,7 +132,9 @@ def encode(
 
 def _unpack(data: bytes, what: str) -> Any:
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, max_ext_len=0)
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True, max_ext_len=0
+        )
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise DecodeError("bad_msgpack", f"{what}: {type(exc).__name__}") from None
 
@@ -147,12 +149,9 @@ def _parse_header(obj: Any) -> Header:
     if kind not in KINDS:
         raise DecodeError("bad_header", f"unknown kind {kind!r}")
     ok = (
-        isinstance(sender, str)
-        and 0 < len(sender) <= 128
-        and isinstance(session, str)
-        and 0 < len(session) <= 64
-        and isinstance(ts, (int, float))
-        and not isinstance(ts, bool)
+        isinstance(sender, str) and 0 < len(sender) <= 128
+        and isinstance(session, str) and 0 < len(session) <= 64
+        and isinstance(ts, (int, float)) and not isinstance(ts, bool)
         and (sup is None or (isinstance(sup, str) and len(sup) <= 64))
         and (seq is None or (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0))
     )
@@ -161,9 +160,7 @@ def _parse_header(obj: Any) -> Header:
     return Header(kind, sender, session, float(ts), sup, seq, version)
 
 
-def verify(
-    frames: Sequence[bytes], key: bytes, max_size: int = MAX_MESSAGE_BYTES
-) -> tuple[bytes, Header, bytes]:
+def verify(frames: Sequence[bytes], key: bytes, max_size: int = MAX_MESSAGE_BYTES) -> tuple[bytes, Header, bytes]:
     """The first half of :func:`decode`: count, size, signature and header, but the body left packed."""
     if len(frames) != FRAME_COUNT:
         raise DecodeError("bad_frames", f"{len(frames)} frames, expected {FRAME_COUNT}")

@@ -97,9 +97,7 @@ def read_bus_info(home: str | os.PathLike[str]) -> BusInfo:
     try:
         raw = read_json(path)
     except FileNotFoundError:
-        raise ConnectionFileError(
-            f"no supervisor connection file at {path} (is autotrain-supervisor running?)"
-        ) from None
+        raise ConnectionFileError(f"no supervisor connection file at {path} (is autotrain-supervisor running?)") from None
     except (OSError, ValueError) as exc:
         raise ConnectionFileError(f"cannot read {path}: {exc}") from None
     fields = {"ingress", "egress", "control", "key_hex", "session", "pid", "home"}
@@ -124,7 +122,7 @@ def remove_bus_info(home: str | os.PathLike[str], info: BusInfo) -> None:
     for endpoint in (info.ingress, info.egress, info.control):
         if endpoint.startswith("ipc://"):
             try:
-                os.unlink(endpoint[len("ipc://") :])
+                os.unlink(endpoint[len("ipc://"):])
             except OSError:
                 pass
     sockets = socket_dir(home)

@@ -25,9 +25,7 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
         return _context
 
 
-def new_socket(
-    kind: int, *, linger_ms: int = DEFAULT_LINGER_MS, max_msg: int | None = None
-) -> zmq.Socket[bytes]:
+def new_socket(kind: int, *, linger_ms: int = DEFAULT_LINGER_MS, max_msg: int | None = None) -> zmq.Socket[bytes]:
     """A socket of ``kind`` with LINGER (and MAXMSGSIZE for receivers) set."""
     sock = context().socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)

@@ -24,9 +24,7 @@ DEFAULT_TIMEOUT_S = 5.0
 class ControlClient:
     """Sends commands to the supervisor's control socket and waits for the matching reply."""
 
-    def __init__(
-        self, info: BusInfo, *, sender: str = "client", timeout_s: float = DEFAULT_TIMEOUT_S
-    ) -> None:
+    def __init__(self, info: BusInfo, *, sender: str = "client", timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.info = info
         self.sender = sender
         self.session = secrets.token_hex(8)
@@ -46,9 +44,7 @@ class ControlClient:
             self._sock.close(linger=0)
             self._sock = None
 
-    def request(
-        self, name: str, args: dict[str, Any] | None = None, *, timeout_s: float | None = None
-    ) -> Reply:
+    def request(self, name: str, args: dict[str, Any] | None = None, *, timeout_s: float | None = None) -> Reply:
         """Send ``name`` with ``args``; the reply (ok or refused). :class:`ControlTimeout` if none comes."""
         command = Command(id=secrets.token_hex(8), name=name, args=args or {})
         sock = self._socket()
@@ -68,9 +64,7 @@ class ControlClient:
                 if time.monotonic() < deadline:
                     continue
                 self._reset()
-                raise ControlTimeout(
-                    f"{name}: no reply within {self.timeout_s if timeout_s is None else timeout_s:g} s"
-                )
+                raise ControlTimeout(f"{name}: no reply within {self.timeout_s if timeout_s is None else timeout_s:g} s")
             try:
                 message = decode(sock.recv_multipart(zmq.NOBLOCK), self.info.key)
             except zmq.Again:

@@ -28,35 +28,14 @@ EventType = Literal[
 STAGES: tuple[str, ...] = ("generate", "validate", "train", "eval", "round_start", "round_end")
 LEVELS: tuple[str, ...] = ("info", "warn", "error", "success")
 EVENT_TYPES: tuple[str, ...] = (
-    "stage_start",
-    "stage_end",
-    "progress",
-    "error",
-    "pipeline_start",
-    "pipeline_stop",
-    "pipeline_complete",
+    "stage_start", "stage_end", "progress", "error", "pipeline_start", "pipeline_stop", "pipeline_complete",
 )
 
 COUNTER_NAMES: tuple[str, ...] = (
-    "teacher_generated",
-    "teacher_failed",
-    "validated_ok",
-    "rejected_schema",
-    "rejected_secret",
-    "rejected_dedup",
-    "test_pass",
-    "test_fail",
-    "train_step",
-    "eval_pass",
-    "eval_total",
+    "teacher_generated", "teacher_failed", "validated_ok", "rejected_schema", "rejected_secret",
+    "rejected_dedup", "test_pass", "test_fail", "train_step", "eval_pass", "eval_total",
 )
-USAGE_COUNT_NAMES: tuple[str, ...] = (
-    "requests_sent",
-    "input_tokens",
-    "output_tokens",
-    "rate_limits_hit",
-    "retries",
-)
+USAGE_COUNT_NAMES: tuple[str, ...] = ("requests_sent", "input_tokens", "output_tokens", "rate_limits_hit", "retries")
 COST_FIELD = "estimated_cost_usd"
 USAGE_NAMES: tuple[str, ...] = (*USAGE_COUNT_NAMES, COST_FIELD)
 

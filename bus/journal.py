@@ -29,7 +29,7 @@ def event_files(run_dir: str | os.PathLike[str]) -> list[Path]:
     folder = Path(run_dir)
     rotated = []
     for path in folder.glob(EVENTS_FILE + ".*"):
-        suffix = path.name[len(EVENTS_FILE) + 1 :]
+        suffix = path.name[len(EVENTS_FILE) + 1:]
         if suffix.isdigit():
             rotated.append((int(suffix), path))
     files = [p for _, p in sorted(rotated, reverse=True)]

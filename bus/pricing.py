@@ -59,12 +59,7 @@ def _parse_entry(path: Path, name: object, entry: object) -> tuple[str, Price]:
     values = []
     for key in ("input", "output"):
         value = entry.get(key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise PricingError(f"{path}: {name}.{key} = {value!r}: must be a number >= 0 (USD per 1M tokens)")
         values.append(float(value))
     return name, Price(values[0], values[1])
@@ -107,14 +102,12 @@ def lookup_price(model: str, table: Mapping[str, Price]) -> Price | None:
     while len(parts) > 1:
         parts.pop()
         candidate = "-".join(parts)
-        if candidate in table and all(p.isdigit() for p in base.split("-")[len(parts) :]):
+        if candidate in table and all(p.isdigit() for p in base.split("-")[len(parts):]):
             return table[candidate]
     return table.get(base)
 
 
-def estimate_cost(
-    model: str, input_tokens: int, output_tokens: int, table: Mapping[str, Price]
-) -> float | None:
+def estimate_cost(model: str, input_tokens: int, output_tokens: int, table: Mapping[str, Price]) -> float | None:
     """USD cost of the given tokens, or ``None`` when the model is not priced ("unknown")."""
     price = lookup_price(model, table)
     if price is None:

@@ -20,9 +20,7 @@ CLOSE_LINGER_MS = 60_000
 class Publisher:
     """PUSH to the supervisor's ingress. Sends block (backpressure) rather than drop an event."""
 
-    def __init__(
-        self, info: BusInfo, sender: str, *, send_timeout_s: float | None = 60.0, hwm: int = 100_000
-    ) -> None:
+    def __init__(self, info: BusInfo, sender: str, *, send_timeout_s: float | None = 60.0, hwm: int = 100_000) -> None:
         self.info = info
         self.sender = sender
         self.session = secrets.token_hex(8)

@@ -164,9 +164,7 @@ class BusServer:
         header = Header(kind, "supervisor", self.info.session, time.time(), self.info.session, seq)
         packed = body if isinstance(body, bytes) else pack_body(body)
         try:
-            self.egress.send_multipart(
-                encode_raw(self._key, kind.encode(), header, packed), flags=zmq.NOBLOCK
-            )
+            self.egress.send_multipart(encode_raw(self._key, kind.encode(), header, packed), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; with no subscriber or at the high-water mark a message is dropped
 

@@ -13,19 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from heidi_engine.bus.event import COST_FIELD, COUNTER_NAMES, USAGE_COUNT_NAMES, Event
 
-Status = Literal[
-    "idle", "starting", "running", "paused", "stopping", "stopped", "completed", "failed", "interrupted"
-]
+Status = Literal["idle", "starting", "running", "paused", "stopping", "stopped", "completed", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = (
-    "idle",
-    "starting",
-    "running",
-    "paused",
-    "stopping",
-    "stopped",
-    "completed",
-    "failed",
-    "interrupted",
+    "idle", "starting", "running", "paused", "stopping", "stopped", "completed", "failed", "interrupted",
 )
 ACTIVE_STATUSES = frozenset({"starting", "running", "paused", "stopping"})
 FINISHED_STATUSES = frozenset({"stopped", "completed", "failed", "interrupted"})
@@ -259,18 +249,8 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample) -> RunSt
         history.append((sample.step, sample.loss))
         if len(history) > LOSS_HISTORY:
             del history[: len(history) - LOSS_HISTORY]
-    for name in (
-        "round",
-        "step",
-        "total",
-        "loss",
-        "learning_rate",
-        "grad_norm",
-        "tokens_per_s",
-        "samples_per_s",
-        "eta_s",
-        "memory_mb",
-    ):
+    for name in ("round", "step", "total", "loss", "learning_rate", "grad_norm", "tokens_per_s",
+                 "samples_per_s", "eta_s", "memory_mb"):
         setattr(trainer, name, getattr(sample, name))
     return state
 

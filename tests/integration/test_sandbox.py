@@ -223,9 +223,7 @@ def test_a_huge_file_is_cut_off_and_removed() -> None:
     assert "File too large" in result.output
     workdir = _printed(result, "CWD")
     assert not os.path.exists(workdir) and not os.path.exists(os.path.dirname(workdir))
-    if sandbox._plan(
-        "namespaces"
-    ).drop:  # as its own uid, a run's files in the shared temp dirs are removed too
+    if sandbox._plan("namespaces").drop:  # as its own uid, its files in the shared temp dirs go too
         assert not os.path.exists(shared)
     else:
         with open(shared, "rb") as handle:
@@ -483,10 +481,3 @@ def _sleeping_on(marker: str) -> list[int]:
         if proc.info["cmdline"] == ["sleep", marker] and proc.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(proc.pid)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
