@@ -20,9 +20,12 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from harness import agent_env, scripted, wait_until
 
 from heidi_engine.agents import sandbox
 from heidi_engine.agents.sandbox import (
@@ -33,6 +36,9 @@ from heidi_engine.agents.sandbox import (
     run_many,
     run_solution,
 )
+from heidi_engine.bus.errors import CommandRefused
+from heidi_engine.bus.isolation import NONE_WARNING
+from heidi_engine.ui.status_view import format_status
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -481,3 +487,25 @@ def _sleeping_on(marker: str) -> list[int]:
         if proc.info["cmdline"] == ["sleep", marker] and proc.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(proc.pid)
     return found
+
+
+def test_a_gated_run_that_cannot_be_isolated_is_refused_at_start(start_supervisor: Any, home: Path) -> None:
+    # No bwrap on the supervisor's PATH and SANDBOX bwrap: nothing may start, and the one line says why.
+    empty = home / "empty-bin"
+    empty.mkdir()
+    sup = start_supervisor(env={"PATH": str(empty)}).wait_ready()
+    with pytest.raises(CommandRefused) as err:
+        sup.call("start", {"overrides": {"RUN_UNIT_TESTS": "1", "SANDBOX": "bwrap"}})
+    message = str(err.value)
+    assert "bwrap" in message and "install bubblewrap" in message and "\n" not in message, message
+    assert not list((home / "runs").iterdir())
+    assert sup.status()["status"] == "idle"
+    assert sup.status().get("sandbox_warning") is None
+
+
+def test_sandbox_none_is_a_warning_in_status(start_supervisor: Any, home: Path) -> None:
+    sup = start_supervisor(env=agent_env(scripted("--events", "1")), config="ROUNDS: 1\n").wait_ready()
+    sup.call("start", {"overrides": {"RUN_UNIT_TESTS": "1", "SANDBOX": "none"}})
+    wait_until(lambda: sup.status().get("sandbox_warning") == NONE_WARNING, 20, what="the SANDBOX none warning")
+    shown = format_status(sup.status())
+    assert "SANDBOX none" in shown, shown
