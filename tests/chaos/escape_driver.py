@@ -164,14 +164,23 @@ def main() -> None:
         spec: dict[str, Any] = json.load(handle)
     limits = sandbox.SandboxLimits(timeout_s=spec["timeout_s"], cpu_s=spec["cpu_s"])
     names = spec.get("only") or list(ESCAPES)
-    items = [(ESCAPES[name].format(**spec), "assert ESCAPED\n") for name in names]
     mode = spec.get("sandbox", "auto")
-    results = sandbox.run_many(items, limits, sandbox=mode)
+    # Escapes that only a limit other than the clock may stop get a long clock ("patient"), so that a
+    # slow, busy machine cannot make the wall clock stop them first.
+    patient = [name for name in names if name in spec.get("patient", ())]
+    quick = [name for name in names if name not in patient]
+    items = [(ESCAPES[name].format(**spec), "assert ESCAPED\n") for name in quick]
+    results = dict(zip(quick, sandbox.run_many(items, limits, sandbox=mode), strict=True))
+    long = sandbox.SandboxLimits(timeout_s=60.0, cpu_s=60)
+    for name in patient:
+        results[name] = sandbox.run_solution(
+            ESCAPES[name].format(**spec), "assert ESCAPED\n", long, sandbox=mode
+        )
     print(
         json.dumps(
             {
                 "backend": sandbox.sandbox_backend(mode),
-                "results": {name: [r.outcome, r.output] for name, r in zip(names, results, strict=True)},
+                "results": {name: [r.outcome, r.output] for name, r in results.items()},
             }
         )
     )

@@ -171,7 +171,7 @@ def _run_corpus(mode: str) -> Iterator[Corpus]:
         corpus.digests = {path: _digest(path) for path in files.values()}
         corpus.spec = {
             **files, "canary_text": canary_text, "key": FAKE_KEY, "bus_json": bus_json, "bus_socket": bus_socket,
-            "tcp_port": tcp.getsockname()[1], "marker": f"9{secrets.randbelow(10**8)}", "timeout_s": 3.0, "cpu_s": 3,
+            "tcp_port": tcp.getsockname()[1], "marker": f"9{secrets.randbelow(10**8)}", "timeout_s": 3.0, "cpu_s": 3, "patient": ["allocate_4gb"],
         }  # fmt: skip
         spec_path = os.path.join(work, "spec.json")
         Path(spec_path).write_text(json.dumps(corpus.spec))
