@@ -19,6 +19,7 @@ cgroup's CPU quota.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -184,6 +185,7 @@ class _CgroupLimit(RunLimit):
 
 def run_limit(memory_bytes: int, max_procs: int, cpu_s: float) -> RunLimit:
     """A fresh meter for one run: a cgroup of its own when one can be created here, else the tree."""
+    # Where this process's cgroups are does not change while it runs: looked up once.
     for hierarchies in (_v2_parent(), _v1_parents()):
         if not hierarchies:
             continue
@@ -240,6 +242,7 @@ def _mounts(fstype: str) -> dict[str, str]:
     return found
 
 
+@functools.cache
 def _v2_parent() -> list[_Hierarchy]:
     mounts = _mounts("cgroup2")
     own = dict(_cgroup_lines()).get("")
@@ -252,6 +255,7 @@ def _v2_parent() -> list[_Hierarchy]:
     return [_Hierarchy(path, "")]
 
 
+@functools.cache
 def _v1_parents() -> list[_Hierarchy]:
     mounts = _mounts("cgroup")
     own = {controller: path for controllers, path in _cgroup_lines() for controller in controllers.split(",")}

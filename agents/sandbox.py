@@ -235,7 +235,15 @@ def _probe(backend: SandboxBackend) -> _Plan:
             )
         lines = [line for line in result.output.splitlines() if line.strip()]
         reasons.append(lines[-1] if lines else f"probe ended {result.outcome}")
-    raise RuntimeError(f"the {backend} sandbox cannot run any code on this machine: {'; '.join(reasons)}")
+    hint = (
+        " (bubblewrap needs unprivileged user namespaces: check the sysctls kernel.unprivileged_userns_clone"
+        " and kernel.apparmor_restrict_unprivileged_userns)"
+        if backend == "bwrap" and not root
+        else ""
+    )
+    raise RuntimeError(
+        f"the {backend} sandbox cannot run any code on this machine: {'; '.join(reasons)}{hint}"
+    )
 
 
 def _execute(
@@ -268,7 +276,7 @@ def _execute(
                 run.wait()
             finally:
                 run.stop(lambda: kill_sweep(uid, home) if uid is not None or home is not None else 0)
-                if uid is not None:
+                if uid is not None and plan.backend != "bwrap":  # bwrap's /tmp and /dev/shm were its own
                     remove_files_of(uid)
         return run.result(plan.backend, plan.why_no_network is None)
     finally:
