@@ -190,7 +190,8 @@ def _problems(rt: AgentRuntime) -> list[Problem]:
 
 
 def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job]) -> None:
-    from heidi_engine.agents.sandbox import SandboxLimits, run_solution
+    from heidi_engine.agents.sandbox import SandboxLimits, run_solution, usable_cpus
+    from heidi_engine.bus.isolation import NONE_WARNING
 
     cfg = rt.config
     limits = SandboxLimits(
@@ -199,11 +200,16 @@ def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job]) -> None:
         memory_mb=cfg.SANDBOX_MEMORY_MB,
     )
 
+    if cfg.SANDBOX == "none":
+        rt.progress(f"eval: {NONE_WARNING}", level="warn")
+
     def run(job: _Job) -> bool:
-        return run_solution(job.code, job.tests, limits, entry_point=job.entry_point).passed
+        return run_solution(
+            job.code, job.tests, limits, entry_point=job.entry_point, sandbox=cfg.SANDBOX
+        ).passed
 
     # run_many takes no entry point, which HumanEval's check(candidate) needs; threads only wait.
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), usable_cpus()))) as pool:
         for job, passed in zip(jobs, pool.map(run, jobs), strict=True):
             job.passed = passed
             # The agent's log (logs/eval_round_N.log) keeps what each answer was, for a closer look.

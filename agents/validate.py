@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ast
 import math
-import os
 import random
 import sys
 import warnings
@@ -45,7 +44,7 @@ from heidi_engine.bus.redaction import Redactor, default_redactor
 from .dedup import DedupIndex
 from .runtime import AgentRuntime, FatalStageError, run_stage
 from .samples import RoundFiles, Sample, already_counted, read_jsonl, write_jsonl
-from .sandbox import SandboxLimits, network_isolation_message, run_many
+from .sandbox import SandboxLimits, network_isolation_message, run_many, usable_cpus
 
 __all__ = ["CHARS_PER_TOKEN", "REJECTIONS", "main", "schema_problem", "secret_kinds", "split_rows"]
 
@@ -238,7 +237,10 @@ def _gate(
 ) -> list[dict[str, Any]]:
     """Run each clean sample's code with its tests in the sandbox; the samples that pass."""
     config = rt.config
-    why_not_isolated = network_isolation_message()
+    try:
+        why_not_isolated = network_isolation_message(config.SANDBOX)
+    except (OSError, RuntimeError) as exc:
+        raise FatalStageError(f"the unit-test sandbox cannot start: {exc}") from None
     if why_not_isolated:
         rt.progress(
             f"unit-test gate: generated code can reach the network here: {why_not_isolated}", level="warn"
@@ -248,7 +250,7 @@ def _gate(
         cpu_s=max(1, math.ceil(config.SANDBOX_TIMEOUT_S)),
         memory_mb=config.SANDBOX_MEMORY_MB,
     )
-    workers = os.cpu_count() or 1
+    workers = usable_cpus()
     batch = max(8, 4 * workers)
     passed: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -256,7 +258,12 @@ def _gate(
         rt.checkpoint()
         chunk = clean[start : start + batch]
         try:
-            results = run_many([(row["output"], row["tests"]) for row in chunk], limits, workers=workers)
+            results = run_many(
+                [(row["output"], row["tests"]) for row in chunk],
+                limits,
+                workers=workers,
+                sandbox=config.SANDBOX,
+            )
         except (OSError, RuntimeError) as exc:
             raise FatalStageError(f"the unit-test sandbox cannot start: {exc}") from None
         for row, result in zip(chunk, results, strict=True):

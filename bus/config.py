@@ -159,7 +159,12 @@ class AutoTrainConfig(BaseModel):
         10.0, ge=1, le=600, description="Wall-clock limit of one sandboxed test (s)."
     )
     SANDBOX_MEMORY_MB: int = Field(
-        1024, ge=64, le=65536, description="Memory limit of one sandboxed test (MB)."
+        1024, ge=64, le=65536, description="Memory limit of one sandboxed test run, all its processes (MB)."
+    )
+    SANDBOX: Literal["auto", "bwrap", "namespaces", "none"] = Field(
+        "auto",
+        description='Sandbox of generated code: "auto" (bwrap, else namespaces as root, else refuse), '
+        '"bwrap", "namespaces" (root) or "none" (unconfined).',
     )
 
     @field_validator("BASE_MODEL", "TEACHER_MODEL")

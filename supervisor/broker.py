@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from heidi_engine.bus.codec import pack_body
-from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
+from heidi_engine.bus.config import AutoTrainConfig, load_config
 from heidi_engine.bus.connection import BusInfo, remove_bus_info, write_bus_info
 from heidi_engine.bus.event import Event, fit_raw_text, new_run_id, utc_now_iso
+from heidi_engine.bus.isolation import SandboxUnavailable, choose_sandbox, sandbox_warning
 from heidi_engine.bus.journal import load_state_file
 from heidi_engine.bus.ledger import replay
-from heidi_engine.bus.message import AgentStatus, Command, ControlBroadcast, Heartbeat, Reply
-from heidi_engine.bus.redaction import clean
+from heidi_engine.bus.message import AgentStatus, ControlBroadcast, Heartbeat
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import (
     ACTIVE_STATUSES,
@@ -43,7 +43,7 @@ from heidi_engine.bus.state import (
     apply_sample,
     apply_status,
 )
-from heidi_engine.supervisor.commands import Refused, dispatch
+from heidi_engine.supervisor.commands import Refused, execute
 from heidi_engine.supervisor.health import Problems
 from heidi_engine.supervisor.http_child import HttpChild
 from heidi_engine.supervisor.persister import Persister
@@ -249,19 +249,7 @@ class Supervisor:
             if received is None:
                 return
             identity, command = received
-            self.server.reply(identity, self._execute(command))
-
-    def _execute(self, command: Command) -> Reply:
-        try:
-            result = dispatch(self, command.name, command.args)
-        except Refused as exc:
-            return Reply(id=command.id, ok=False, error=clean(str(exc), 2000))
-        except ConfigError as exc:
-            return Reply(id=command.id, ok=False, error=clean(str(exc), 4000))
-        except Exception as exc:  # a handler bug must not take the daemon down
-            log.exception("command %s failed", command.name)
-            return Reply(id=command.id, ok=False, error=clean(f"{command.name} failed: {exc}", 2000))
-        return Reply(id=command.id, ok=True, result=result)
+            self.server.reply(identity, execute(self, command))
 
     def stats(self) -> dict[str, Any]:
         """The ``status`` command's answer."""
@@ -277,6 +265,7 @@ class Supervisor:
             "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.refused_events),
             "health": "degraded" if self.problems.text else "ok", "problem": self.problems.text,
             "http": None if self.http_child is None else self.http_child.describe(),
+            "sandbox_warning": sandbox_warning(state.config),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -359,14 +348,13 @@ class Supervisor:
 
     def _load_config(self, overrides: Mapping[str, object]) -> AutoTrainConfig:
         path = self.config_path if self.config_path is not None and self.config_path.exists() else None
-        return load_config(path, env=self.env, overrides=overrides)
-
-    def _new_persister(self, run_dir: Path, config: AutoTrainConfig) -> Persister:
-        return Persister(
-            run_dir,
-            max_bytes=max(1024, int(config.EVENT_LOG_MAX_SIZE_MB * 1024 * 1024)),
-            retention=config.EVENT_LOG_RETENTION,
-        )
+        config = load_config(path, env=self.env, overrides=overrides)
+        if config.RUN_UNIT_TESTS == "1":
+            try:  # never run generated code unconfined in silence: refuse the run before it starts
+                choose_sandbox(config.SANDBOX)
+            except SandboxUnavailable as exc:
+                raise Refused(str(exc)) from None
+        return config
 
     def _new_pipeline(self, run_dir: Path, config: AutoTrainConfig, done: set[tuple[int, str]], *, resume: bool) -> Pipeline:
         settings = DriverSettings(
@@ -374,7 +362,8 @@ class Supervisor:
             heartbeat_timeout_s=config.AGENT_HEARTBEAT_TIMEOUT_S, stop_grace_s=config.STOP_GRACE_S,
         )
         def env_for(stage: str, round_no: int, attempt: int) -> dict[str, str]:
-            return self._agent_env(run_dir, stage, round_no, attempt, resume)
+            return agent_env(self.env, home=self.home, run_dir=run_dir, stage=stage, round_no=round_no,
+                             attempt=attempt, resume=resume, config=config.model_dump(mode="json"))
         return Pipeline(self, settings, run_dir=run_dir, argv_for=lambda stage: agent_argv(self.env, stage),
                         env_for=env_for, completed=done)
 
@@ -402,7 +391,7 @@ class Supervisor:
         state = RunState(run_id=run_id, status="starting", total_rounds=config.ROUNDS,
                          config=config.redacted_dict(), started_at=utc_now_iso())
         try:
-            persister = self._new_persister(run_dir, config)
+            persister = Persister.sized(run_dir, config.EVENT_LOG_MAX_SIZE_MB, config.EVENT_LOG_RETENTION)
             try:
                 persister.write_config(config.redacted_dict())
             except OSError:
@@ -420,6 +409,9 @@ class Supervisor:
                                                                  "started_at", "problem"}))
         self.emit("round_start", "pipeline_start", round_no=0,
                   message=f"pipeline started: {config.ROUNDS} round(s) of {config.SAMPLES_PER_ROUND} samples")
+        unconfined = sandbox_warning(state.config)
+        if unconfined:
+            self.emit("round_start", "progress", round_no=0, level="warn", message=unconfined)
         return run_id
 
     def resume_run(self, run_id: str | None) -> str:
@@ -438,7 +430,7 @@ class Supervisor:
                      if not (isinstance(v, str) and "[REDACTED" in v)}
         config = self._load_config(overrides)
         try:
-            persister = self._new_persister(run_dir, config)
+            persister = Persister.sized(run_dir, config.EVENT_LOG_MAX_SIZE_MB, config.EVENT_LOG_RETENTION)
         except OSError as exc:
             raise Refused(f"cannot resume {run_dir.name}: {why(exc)}") from None
         state = replay(run_dir, persister.ledger)
@@ -451,11 +443,6 @@ class Supervisor:
         self.emit("round_start", "pipeline_start", round_no=self.state.current_round,
                   message=f"pipeline resumed ({len(done)} stage(s) already complete)")
         return run_dir.name
-
-    def _agent_env(self, run_dir: Path, stage: str, round_no: int, attempt: int, resume: bool) -> dict[str, str]:
-        config = None if self.config is None else self.config.model_dump(mode="json")
-        return agent_env(self.env, home=self.home, run_dir=run_dir, stage=stage, round_no=round_no,
-                         attempt=attempt, resume=resume, config=config)
 
     def stage_completed(self, stage: str, round_no: int) -> None:
         """After a stage's success: carry what it recorded for viewers (the best adapter so far)."""

@@ -8,11 +8,17 @@ unit-tested against a fake.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from heidi_engine.bus.config import ConfigError
 from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.message import Command, Reply
+from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+
+log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
@@ -154,6 +160,21 @@ def help_text(name: str) -> str:
     """The first paragraph of a command's docstring."""
     doc = COMMANDS[name].__doc__ or ""
     return doc.strip().split("\n\n")[0]
+
+
+def execute(sup: SupervisorPort, command: Command) -> Reply:
+    """The one reply to ``command``: its handler's result, or why it was refused. A handler's bug is
+    logged and answered as a failure; it never takes the daemon down."""
+    try:
+        result = dispatch(sup, command.name, command.args)
+    except Refused as exc:
+        return Reply(id=command.id, ok=False, error=clean(str(exc), 2000))
+    except ConfigError as exc:
+        return Reply(id=command.id, ok=False, error=clean(str(exc), 4000))
+    except Exception as exc:
+        log.exception("command %s failed", command.name)
+        return Reply(id=command.id, ok=False, error=clean(f"{command.name} failed: {exc}", 2000))
+    return Reply(id=command.id, ok=True, result=result)
 
 
 def dispatch(sup: SupervisorPort, name: str, args: Mapping[str, Any]) -> Any:

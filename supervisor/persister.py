@@ -80,6 +80,12 @@ class Persister:
         self._last_state_write = float("-inf")
         self.rotations = 0
 
+    @classmethod
+    def sized(cls, run_dir: Path, max_size_mb: float, retention: int) -> Persister:
+        """A persister rotating at ``max_size_mb`` (EVENT_LOG_MAX_SIZE_MB; at least 1 KiB) keeping
+        ``retention`` generations (EVENT_LOG_RETENTION)."""
+        return cls(run_dir, max_bytes=max(1024, int(max_size_mb * 1024 * 1024)), retention=retention)
+
     # -- events ------------------------------------------------------------------------------------
 
     def append_events(self, records: Sequence[dict[str, Any]]) -> None:

@@ -124,7 +124,7 @@ def record_interruption(run_dir: Path, pid: int) -> None:
                    f"(autotrain-menu --resume-run {run_dir.name} continues it)",
     })
     try:
-        persister = Persister(run_dir, max_bytes=max(1024, int(float(size_mb) * 1024 * 1024)), retention=int(retention))
+        persister = Persister.sized(run_dir, float(size_mb), int(retention))
         persister.append_events([event.to_record()])
         persister.close(apply_event(saved, event))
     except OSError as exc:

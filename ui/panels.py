@@ -17,6 +17,7 @@ from typing import Literal
 from rich.console import RenderableType
 from rich.text import Text
 
+from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
 from heidi_engine.ui.panels_text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
 
@@ -153,6 +154,8 @@ def render_header(frame: Frame, width: int) -> list[Text]:
         where.append("  ■ stop requested", style="bold magenta")
     if state.problem:
         where.append(f"  ⚠ {safe(state.problem, 160)}", style="bold red")
+    if sandbox_warning(state.config):
+        where.append("  ⚠ SANDBOX none: generated code unconfined", style="bold red")
 
     tabs = Text()
     names = VIEWS if width >= 90 else (*VIEWS[:-1], "Config")

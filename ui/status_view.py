@@ -321,6 +321,8 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
         rows.append(("last event", _text(status.get("last_event_ts") or "-")))
+        if status.get("sandbox_warning"):
+            rows.append(("warning", _text(status["sandbox_warning"])))
     gpu = dict(status.get("gpu_summary") or {})
     if gpu.get("vram_total_mb") is not None:
         util = gpu.get("util_pct")

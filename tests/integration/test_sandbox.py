@@ -11,6 +11,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import shutil
 import socket
 import subprocess
@@ -19,9 +20,12 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from harness import agent_env, scripted, wait_until
 
 from heidi_engine.agents import sandbox
 from heidi_engine.agents.sandbox import (
@@ -32,6 +36,9 @@ from heidi_engine.agents.sandbox import (
     run_many,
     run_solution,
 )
+from heidi_engine.bus.errors import CommandRefused
+from heidi_engine.bus.isolation import NONE_WARNING
+from heidi_engine.ui.status_view import format_status
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,6 +85,14 @@ def _run(
     code: str, tests: str = "assert True", limits: SandboxLimits = QUICK, **kwargs: str
 ) -> SandboxResult:
     return run_solution(textwrap.dedent(code), textwrap.dedent(tests), limits, **kwargs)
+
+
+def _host_view() -> str:
+    """The SANDBOX mode for tests that watch a run's processes and files from the host: the namespace
+    sandbox (bwrap's are behind its own /proc and tmpfs, which the escape corpus checks instead)."""
+    if os.geteuid() != 0:
+        pytest.skip("the namespace sandbox needs root")
+    return "namespaces"
 
 
 def _printed(result: SandboxResult, label: str) -> str:
@@ -155,8 +170,8 @@ def test_forked_children_and_daemons_do_not_survive_the_run(
         if isolation == "uid-only" and os.geteuid() != 0:
             pytest.skip("a uid of its own needs root")
         weaker = sandbox._Plan(namespaces=0, userns=False, drop=isolation == "uid-only")
-        monkeypatch.setattr(sandbox, "_plan", lambda: weaker)
-    result = _run(FORKER)
+        monkeypatch.setattr(sandbox, "_plan", lambda mode: weaker)
+    result = _run(FORKER, sandbox=_host_view())
     assert result.passed, result.output
     pids = [int(pid) for pid in _printed(result, "PIDS").split()]
     home = _printed(result, "HOME")
@@ -209,12 +224,12 @@ def test_a_huge_file_is_cut_off_and_removed() -> None:
             for _ in range(64):
                 big.write(chunk)
     """
-    result = _run(code, "assert os.path.getsize('big.bin') == 64 * 2**20\n")
+    result = _run(code, "assert os.path.getsize('big.bin') == 64 * 2**20\n", sandbox=_host_view())
     assert (result.passed, result.outcome) == (False, "error")
     assert "File too large" in result.output
     workdir = _printed(result, "CWD")
     assert not os.path.exists(workdir) and not os.path.exists(os.path.dirname(workdir))
-    if sandbox._plan().drop:  # as its own uid, a run's files in the shared temp dirs are removed too
+    if sandbox._plan("namespaces").drop:  # as its own uid, its files in the shared temp dirs go too
         assert not os.path.exists(shared)
     else:
         with open(shared, "rb") as handle:
@@ -230,14 +245,15 @@ def test_the_environment_holds_no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "PATH" in result.output and FAKE_KEY not in result.output and "OPENAI_API_KEY" not in result.output
     clean = _run(
         "import os\n",
-        "assert set(os.environ) == {'PATH', 'LANG', 'HOME', 'TMPDIR', 'PYTHONDONTWRITEBYTECODE'}, os.environ\n"
+        # bwrap's --chdir also sets PWD, which holds nothing but the working folder.
+        "assert set(os.environ) - {'PWD'} == {'PATH', 'LANG', 'HOME', 'TMPDIR', 'PYTHONDONTWRITEBYTECODE'}, os.environ\n"
         "assert os.environ['PATH'] == '/usr/bin:/bin' and os.environ['HOME'] == os.getcwd()\n",
     )
     assert clean.passed, clean.output
 
 
 def test_another_process_environment_is_unreadable() -> None:
-    if not sandbox._plan().drop:
+    if not sandbox._plan("auto").drop:
         pytest.skip("runs keep the supervisor's uid here, so same-uid /proc/<pid>/environ stays readable")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"],
@@ -415,6 +431,7 @@ def test_contained_without_root() -> None:
         pytest.skip(f"no python{sys.version_info.major}.{sys.version_info.minor} that uid {nobody} can run")
     project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     shim = tempfile.mkdtemp(prefix="sandbox-shim-")
+    marker = str(100_000 + secrets.randbelow(800_000))
     try:
         os.chmod(shim, 0o755)
         os.makedirs(os.path.join(shim, "heidi_engine"), mode=0o755)
@@ -424,16 +441,18 @@ def test_contained_without_root() -> None:
             """
             import json, time
             from heidi_engine.agents import sandbox
+            MARKER = "@MARKER@"
             limits = sandbox.SandboxLimits(timeout_s=2.0, cpu_s=1)
+            # The daemon becomes "sleep <marker>", which the host can find whatever pid it shows inside.
             daemon = (
-                "import os, time\\n"
+                "import os\\n"
                 "reader, writer = os.pipe()\\n"
                 "if os.fork() == 0:\\n"
                 "    os.setsid()\\n"
-                "    os.write(writer, os.readlink('/proc/self').encode())\\n"
-                "    time.sleep(600)\\n"
-                "print('PID=' + os.read(reader, 64).decode())\\n"
-            )
+                "    os.write(writer, b'up')\\n"
+                "    os.execv('/bin/sleep', ['sleep', '@MARKER@'])\\n"
+                "print('UP=' + os.read(reader, 64).decode())\\n"
+            ).replace("@MARKER@", MARKER)
             runs = {
                 "pass": sandbox.run_solution("def f():\\n    return 1\\n", "assert f() == 1\\n", limits),
                 "loop": sandbox.run_solution("while True:\\n    pass\\n", "assert True\\n", limits),
@@ -442,7 +461,7 @@ def test_contained_without_root() -> None:
             print(json.dumps({"network": sandbox.network_isolation_available(),
                               "runs": {k: [r.outcome, r.output] for k, r in runs.items()}}))
             """
-        )
+        ).replace("@MARKER@", marker)
         done = subprocess.run(
             [python, "-I", "-c", f"import sys; sys.path.insert(0, {shim!r})\n{script}"],
             user=nobody, group=nobody, extra_groups=[], cwd="/", capture_output=True, text=True,
@@ -455,16 +474,38 @@ def test_contained_without_root() -> None:
     runs = report["runs"]
     assert runs["pass"][0] == "pass"
     assert runs["loop"][0] == "timeout"
-    assert runs["daemon"][0] == "pass"
-    daemon_pid = int(re.search(r"PID=(\d+)", runs["daemon"][1]).group(1))  # type: ignore[union-attr]
+    assert runs["daemon"][0] == "pass" and "UP=up" in runs["daemon"][1], runs["daemon"]
     deadline = time.monotonic() + 5
-    while _alive(daemon_pid):
-        assert time.monotonic() < deadline, f"the daemonized child {daemon_pid} survived"
+    while survivors := _sleeping_on(marker):
+        assert time.monotonic() < deadline, f"the daemonized child survived: {survivors}"
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def _sleeping_on(marker: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["cmdline"] == ["sleep", marker] and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
+def test_a_gated_run_that_cannot_be_isolated_is_refused_at_start(start_supervisor: Any, home: Path) -> None:
+    # No bwrap on the supervisor's PATH and SANDBOX bwrap: nothing may start, and the one line says why.
+    empty = home / "empty-bin"
+    empty.mkdir()
+    sup = start_supervisor(env={"PATH": str(empty)}).wait_ready()
+    with pytest.raises(CommandRefused) as err:
+        sup.call("start", {"overrides": {"RUN_UNIT_TESTS": "1", "SANDBOX": "bwrap"}})
+    message = str(err.value)
+    assert "bwrap" in message and "install bubblewrap" in message and "\n" not in message, message
+    assert not list((home / "runs").iterdir())
+    assert sup.status()["status"] == "idle"
+    assert sup.status().get("sandbox_warning") is None
+
+
+def test_sandbox_none_is_a_warning_in_status(start_supervisor: Any, home: Path) -> None:
+    sup = start_supervisor(env=agent_env(scripted("--events", "1")), config="ROUNDS: 1\n").wait_ready()
+    sup.call("start", {"overrides": {"RUN_UNIT_TESTS": "1", "SANDBOX": "none"}})
+    wait_until(lambda: sup.status().get("sandbox_warning") == NONE_WARNING, 20, what="the SANDBOX none warning")
+    shown = format_status(sup.status())
+    assert "SANDBOX none" in shown, shown

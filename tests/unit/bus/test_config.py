@@ -76,6 +76,7 @@ TEXT_DEFAULTS: dict[str, str] = {
     "RUN_UNIT_TESTS": "0",
     "HTTP_ENABLED": "0",
     "TEACHER_STREAM": "0",
+    "SANDBOX": "auto",
 }
 SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED", "TEACHER_STREAM")
 

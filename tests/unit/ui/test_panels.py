@@ -371,3 +371,11 @@ def test_formatting() -> None:
     assert bar(0.5, 10).plain == "█████░░░░░" and bar(None, 4).plain == "····"
     assert sparkline([], 10) == "" and sparkline([1, 1, 1], 10) == "▅▅▅"
     assert sparkline([0, 1], 10) == "▁█" and len(sparkline(list(range(1000)), 40)) == 40
+
+
+def test_the_header_warns_when_generated_code_runs_unconfined() -> None:
+    gated = {"RUN_UNIT_TESTS": "1", "SANDBOX": "auto"}
+    confined = screen(make_frame(state=make_state(config=gated)), width=140)
+    unconfined = screen(make_frame(state=make_state(config={**gated, "SANDBOX": "none"})), width=140)
+    assert "SANDBOX none" not in confined
+    assert "SANDBOX none" in unconfined

@@ -1,0 +1,257 @@
+"""The escape corpus, run through the unit-test gate's sandbox (SANDBOX auto) as root and as an ordinary
+user made for the test with ``useradd``: every escape must report failure (or be stopped by a limit) and
+leave no trace on the host.
+
+Each mode runs the whole corpus once (``escape_driver.py``, in a subprocess as that user) against
+targets planted on the host: a canary in the user's $HOME, files owned by the user in the checkout and
+in ``.venv``, a process whose environment holds a fake API key, a home of the runs with ``run/bus.json``
+and a listening unix socket, and a TCP listener on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+PROJECT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("escape_driver.py")
+FAKE_KEY = "sk-proj-ESCAPEcorpusFAKEkey0123456789abcdef"
+SANDBOX_UIDS = range(2_100_000_000, 2_100_000_000 + 4096)
+# What each escape's own report looks like when it is contained: its tests failed on an
+# "ESCAPE failed:" line, or a limit stopped it (then the sandbox's own line says which).
+CONTAINED: dict[str, tuple[str, str]] = {
+    "read_home_canary": ("fail", "ESCAPE failed:"),
+    "append_to_checkout": ("fail", "ESCAPE failed:"),
+    "read_proc_environ": ("fail", "ESCAPE failed: no environ holds the key"),
+    "read_bus_json": ("fail", "ESCAPE failed:"),
+    "connect_bus_socket": ("fail", "ESCAPE failed:"),
+    "connect_tcp_loopback": ("fail", "ESCAPE failed:"),
+    "outlive_the_run": ("fail", "DAEMON up"),
+    "allocate_4gb": ("oom", "memory limit of the run"),
+    "fill_dev_shm": ("fail", "No space left on device"),
+    "write_10gb_file": ("fail", "File too large"),
+    "start_1000_processes": ("fail", "ESCAPE failed after"),
+    "sleep_forever": ("timeout", "wall-clock timeout"),
+}
+
+
+@dataclass
+class Corpus:
+    """One mode's run of the corpus and the host-side targets to check afterwards."""
+
+    mode: str
+    user: str
+    uid: int
+    backend: str = ""
+    results: dict[str, list[str]] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    listeners: dict[str, socket.socket] = field(default_factory=dict)
+    driver_output: str = ""
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _interpreter_for(uid: int) -> str | None:
+    """A Python of our minor version that ``uid`` can run (ours may live under a private /root)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in dict.fromkeys(
+        [os.path.realpath(sys.executable), f"/usr/local/bin/{version}", f"/usr/bin/{version}"]
+    ):
+        if not os.path.isfile(candidate):
+            continue
+        try:
+            probe = subprocess.run(
+                [candidate, "-I", "-c", "pass"],
+                user=uid,
+                group=uid,
+                extra_groups=[],
+                capture_output=True,
+                check=False,
+            )
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def _account(mode: str) -> Iterator[tuple[str, int, str]]:
+    """(name, uid, home) of the user the gate runs as: root itself, or a fresh account."""
+    if mode == "root":
+        yield "root", 0, tempfile.mkdtemp(prefix="escape-home-")
+        return
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not installed")
+    name = f"heidi-esc-{secrets.token_hex(3)}"
+    made = subprocess.run(
+        ["useradd", "--create-home", "--shell", "/bin/sh", name], capture_output=True, text=True, check=False
+    )
+    assert made.returncode == 0, made.stderr
+    try:
+        entry = pwd.getpwnam(name)
+        yield name, entry.pw_uid, entry.pw_dir
+    finally:
+        for proc in psutil.process_iter(["uids"]):  # nothing may survive; kill before userdel
+            if proc.info["uids"] is not None and proc.info["uids"].real == entry.pw_uid:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        gone = subprocess.run(["userdel", "--remove", name], capture_output=True, text=True, check=False)
+        assert gone.returncode == 0, gone.stderr
+
+
+def _planted_file(path: str, uid: int, text: str) -> str:
+    with open(path, "w") as handle:
+        handle.write(text)
+    os.chown(path, uid, uid)
+    os.chmod(path, 0o644)
+    return path
+
+
+def _run_corpus(mode: str) -> Iterator[Corpus]:
+    if os.geteuid() != 0:
+        pytest.skip("the corpus plants targets for another user and needs root")
+    if shutil.which("bwrap") is None:
+        pytest.skip(
+            "bwrap is not installed (apt-get install bubblewrap): SANDBOX auto would refuse as a user"
+        )
+    with _account(mode) as (user, uid, home), contextlib.ExitStack() as stack:
+        corpus = Corpus(mode, user, uid)
+        token = secrets.token_hex(4)
+        work = tempfile.mkdtemp(prefix="escape-")
+        stack.callback(shutil.rmtree, work, True)
+        os.chmod(work, 0o755)
+        # The home of the runs, as the supervisor makes it: run/ 0700 with bus.json 0600 and a socket.
+        runs_home = os.path.join(home, f"autotrain-{token}")
+        os.makedirs(os.path.join(runs_home, "run"), mode=0o700)
+        stack.callback(shutil.rmtree, runs_home, True)
+        bus_json = _planted_file(os.path.join(runs_home, "run", "bus.json"), uid, '{"hmac": "00ff"}')
+        os.chmod(bus_json, 0o600)
+        bus_socket = os.path.join(runs_home, "run", "ingress")
+        unix = stack.enter_context(socket.socket(socket.AF_UNIX))
+        unix.bind(bus_socket)
+        unix.listen()
+        unix.setblocking(False)
+        tcp = stack.enter_context(socket.socket())
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        tcp.setblocking(False)
+        corpus.listeners = {"unix": unix, "tcp": tcp}
+        for path in (runs_home, os.path.join(runs_home, "run"), bus_socket):
+            os.chown(path, uid, uid)
+        canary_text = f"canary-{secrets.token_hex(8)}"
+        files = {
+            "canary": _planted_file(os.path.join(home, f".escape-canary-{token}"), uid, canary_text),
+            "checkout_file": _planted_file(str(PROJECT / f".escape-canary-{token}.py"), uid, "x = 1\n"),
+            "venv_file": _planted_file(str(PROJECT / ".venv" / f"escape-canary-{token}.py"), uid, "x = 1\n"),
+        }
+        for path in files.values():
+            stack.callback(os.unlink, path)
+        corpus.digests = {path: _digest(path) for path in files.values()}
+        corpus.spec = {
+            **files, "canary_text": canary_text, "key": FAKE_KEY, "bus_json": bus_json, "bus_socket": bus_socket,
+            "tcp_port": tcp.getsockname()[1], "marker": f"9{secrets.randbelow(10**8)}", "timeout_s": 3.0, "cpu_s": 3, "patient": ["allocate_4gb"],
+        }  # fmt: skip
+        spec_path = os.path.join(work, "spec.json")
+        Path(spec_path).write_text(json.dumps(corpus.spec))
+        os.chmod(spec_path, 0o644)
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "OPENAI_API_KEY": FAKE_KEY}
+        # A process of the same user whose environment holds the key, as an agent's does.
+        holder = subprocess.Popen(
+            ["/bin/sh", "-c", "read -r _"],
+            stdin=subprocess.PIPE,
+            env=env,
+            user=uid,
+            group=uid,
+            extra_groups=[],
+        )
+        try:
+            corpus.backend, corpus.results, corpus.driver_output = _drive(mode, uid, work, spec_path, env)
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(timeout=10)
+        yield corpus  # the checks need the targets still planted and the user still there
+
+
+def _drive(
+    mode: str, uid: int, work: str, spec_path: str, env: dict[str, str]
+) -> tuple[str, dict[str, list[str]], str]:
+    if mode == "root":
+        python, shim = sys.executable, ""
+    else:
+        found = _interpreter_for(uid)
+        if found is None:
+            pytest.skip(f"no python{sys.version_info.major}.{sys.version_info.minor} that a new user can run")
+        python = found
+        # The project's two packages the sandbox needs, reachable without the (root-only) virtualenv.
+        shim = os.path.join(work, "shim")
+        os.makedirs(os.path.join(shim, "heidi_engine"), mode=0o755)
+        for package in ("bus", "agents"):
+            os.symlink(PROJECT / package, os.path.join(shim, "heidi_engine", package))
+    done = subprocess.run(
+        [python, "-I", str(DRIVER), shim, spec_path], user=uid, group=uid, extra_groups=[], cwd=work,
+        env=env, capture_output=True, text=True, timeout=150, check=False,
+    )  # fmt: skip
+    evidence = f"driver exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, evidence
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["backend"], report["results"], evidence
+
+
+@pytest.fixture(scope="module", params=["root", "user"])
+def corpus(request: pytest.FixtureRequest) -> Iterator[Corpus]:
+    yield from _run_corpus(request.param)
+
+
+@pytest.mark.parametrize("escape", sorted(CONTAINED))
+def test_every_escape_fails_and_leaves_no_trace(corpus: Corpus, escape: str) -> None:
+    outcome, said = CONTAINED[escape]
+    got, output = corpus.results[escape]
+    print(f"[{corpus.mode} via {corpus.backend}] {escape}: {got}\n{output}")
+    assert corpus.backend == "bwrap", corpus.driver_output
+    # The escape's own report: its tests failed (or a limit stopped it), and why.
+    assert got == outcome, output
+    assert said in output, output
+    # The host: nothing read, written, connected to, or left running.
+    assert corpus.spec["canary_text"] not in output and FAKE_KEY not in output
+    for path, digest in corpus.digests.items():
+        assert _digest(path) == digest, f"{path} changed"
+    for listener in corpus.listeners.values():
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever connected
+    marker = corpus.spec["marker"]
+    leftovers = [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline", "uids", "status"])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE
+        and (
+            proc.info["cmdline"] == ["sleep", marker]
+            or (proc.info["uids"] is not None and proc.info["uids"].real in SANDBOX_UIDS)
+            or (corpus.uid and proc.info["uids"] is not None and proc.info["uids"].real == corpus.uid)
+        )
+    ]
+    assert leftovers == [], f"processes of the run survived: {leftovers}"
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(marker)]
+    assert not os.path.exists(f"/tmp/{marker}.bin")
