@@ -25,7 +25,7 @@ from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.message import AgentStatus
 from heidi_engine.bus.publisher import Publisher
-from heidi_engine.bus.state import TrainerSample
+from heidi_engine.bus.state import EvalSample, TrainerSample
 from heidi_engine.bus.subscriber import ControlListener
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,8 @@ class AgentRuntime:
         """A ``progress`` event (see :meth:`emit` for the keyword arguments)."""
         self.emit("progress", message, **kwargs)  # type: ignore[arg-type]
 
-    def sample(self, sample: TrainerSample) -> None:
-        """Publish a trainer gauge sample."""
+    def sample(self, sample: TrainerSample | EvalSample) -> None:
+        """Publish a trainer gauge sample or a round's eval outcome."""
         self._publisher.send("sample", sample)
 
     def relative(self, path: Path) -> str:

@@ -14,14 +14,21 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import RunState, SystemSample, TrainerSample, apply_event, apply_sample
+from heidi_engine.bus.state import (
+    EvalSample,
+    RunState,
+    SystemSample,
+    TrainerSample,
+    apply_event,
+    apply_sample,
+)
 
 EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 
-_SAMPLE = TypeAdapter(TrainerSample | SystemSample)
+_SAMPLE = TypeAdapter(TrainerSample | SystemSample | EvalSample)
 
 
 def event_files(run_dir: str | os.PathLike[str]) -> list[Path]:
@@ -61,7 +68,7 @@ def read_events(run_dir: str | os.PathLike[str], *, skipped: list[str] | None = 
                     skipped.append(f"{path.name}:{number}")
 
 
-def read_samples(run_dir: str | os.PathLike[str]) -> Iterator[TrainerSample | SystemSample]:
+def read_samples(run_dir: str | os.PathLike[str]) -> Iterator[TrainerSample | SystemSample | EvalSample]:
     """Every valid sample in ``metrics.jsonl``."""
     for line in iter_lines(Path(run_dir) / METRICS_FILE):
         try:
@@ -127,7 +134,7 @@ def replay(run_dir: str | os.PathLike[str]) -> RunState:
     for event in read_events(run_dir):
         apply_event(state, event)
     for sample in read_samples(run_dir):
-        if isinstance(sample, TrainerSample):
+        if isinstance(sample, (TrainerSample, EvalSample)):
             apply_sample(state, sample)
     if saved is not None:
         state.status = saved.status

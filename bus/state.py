@@ -77,7 +77,46 @@ class SystemSample(BaseModel):
     gpu_message: str | None = None
 
 
-Sample = Annotated[TrainerSample | SystemSample, Field(discriminator="type")]
+class EvalScores(BaseModel):
+    """One variant's scores on the held-out set: val loss, and pass@1 with its count and Wilson 95% interval.
+
+    ``val_*`` rates are on the held-out tasks' own unit tests, ``humaneval_*`` on the HumanEval subset;
+    a rate is ``None`` when it was not measured (unit-test gate off, or nothing to score).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    val_loss: float | None = None
+    val_ppl: float | None = None
+    n_val: int = 0
+    val_pass_at_1: float | None = None
+    val_passed: int = 0
+    val_ci: tuple[float, float] | None = None
+    humaneval_pass_at_1: float | None = None
+    humaneval_passed: int = 0
+    n_humaneval: int = 0
+    humaneval_ci: tuple[float, float] | None = None
+
+
+class EvalSample(BaseModel):
+    """A round's evaluation outcome, sent by the eval stage once its report is written.
+
+    ``base`` was measured once per run (in round ``base_round``) and is reused by every round;
+    ``best_round`` is the best round of the run so far (held-out pass@1, then val loss).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["eval"] = "eval"
+    round: int = Field(ge=0)
+    base: EvalScores | None = None
+    adapter: EvalScores | None = None
+    base_round: int | None = None
+    best_round: int | None = None
+
+
+Sample = Annotated[TrainerSample | SystemSample | EvalSample, Field(discriminator="type")]
+GAUGE_TYPES = (TrainerSample, SystemSample, EvalSample)
 
 
 class AgentInfo(BaseModel):
@@ -172,6 +211,8 @@ class RunState(BaseModel):
     best_adapter: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     seq: int = 0
+    evals: list[EvalSample] = Field(default_factory=list)  # one per evaluated round, in round order
+    best_round: int | None = None
 
     def gpu_summary(self) -> dict[str, float | None]:
         """The HTTP API's ``gpu_summary``: VRAM summed over GPUs, utilisation averaged; ``None`` when none."""
@@ -230,8 +271,13 @@ def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = N
     return state
 
 
-def apply_sample(state: RunState, sample: TrainerSample | SystemSample) -> RunState:
-    """Fold a gauge sample into ``state``: latest values, plus the bounded loss curve."""
+def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSample) -> RunState:
+    """Fold a gauge sample into ``state``: latest values, the bounded loss curve, the eval outcomes."""
+    if isinstance(sample, EvalSample):
+        # A re-run eval (a resumed round) replaces that round's entry.
+        state.evals = sorted([e for e in state.evals if e.round != sample.round] + [sample], key=lambda e: e.round)
+        state.best_round = sample.best_round
+        return state
     if isinstance(sample, SystemSample):
         state.gpus = sample.gpus
         state.host = sample.host

@@ -27,7 +27,9 @@ from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import (
     ACTIVE_STATUSES,
+    GAUGE_TYPES,
     AgentInfo,
+    EvalSample,
     RunState,
     StatusPatch,
     SystemSample,
@@ -178,7 +180,7 @@ class Supervisor:
             # Keep order: events before a sample or status are persisted and published first.
             self.accept_events(batch)
             batch = []
-            if isinstance(body, (TrainerSample, SystemSample)):
+            if isinstance(body, GAUGE_TYPES):
                 if self.state.run_id is None:
                     continue
                 self._seen(header.sender, None)
@@ -202,7 +204,7 @@ class Supervisor:
             if parked is not None and not done:
                 self._maybe_paused()
 
-    def accept_sample(self, sample: TrainerSample | SystemSample) -> None:
+    def accept_sample(self, sample: TrainerSample | SystemSample | EvalSample) -> None:
         """Persist (trainer and GPU gauges for plots), apply and publish a sample."""
         if self.persister is not None:
             if isinstance(sample, TrainerSample):
