@@ -30,6 +30,8 @@ _ACTIONS = (
     "resume_run",
     "configure",
     "list",
+    "compare",
+    "export_tensorboard",
     "dashboard",
     "http",
 )
@@ -69,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     actions.add_argument("--configure", action="store_true", help="edit config.yaml interactively")
     actions.add_argument("--list", action="store_true", help="list the runs of this home")
+    actions.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="two runs side by side: config differences, per-round eval, cost and duration",
+    )
+    actions.add_argument(
+        "--export-tensorboard",
+        nargs=2,
+        metavar=("RUN_ID", "DIR"),
+        help="write a run's trainer samples and eval results to DIR as TensorBoard scalars",
+    )
     actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
     actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
     parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
@@ -85,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --start or --resume-run: follow the run to its end; exit 0 only if it completed",
     )
-    parser.add_argument("--json", action="store_true", help="with --status or --list: machine-readable JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="with --status, --list or --compare: machine-readable JSON"
+    )
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
     return parser
 
@@ -104,7 +120,7 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
         "samples": {"start"},
         "set": {"start"},
         "wait": {"start", "resume_run"},
-        "json": {"status", "list"},
+        "json": {"status", "list", "compare"},
         "port": {"http"},
     }
     problems = []
@@ -180,6 +196,10 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.resume_run(args.resume_run or None, wait=args.wait)
     if action == "list":
         return controller.list_runs(as_json=args.json)
+    if action == "compare":
+        return controller.compare(*args.compare, as_json=args.json)
+    if action == "export_tensorboard":
+        return controller.export_tensorboard(args.export_tensorboard[0], Path(args.export_tensorboard[1]))
     if action == "http":
         from heidi_engine.ui.http import main as http_main
 
