@@ -42,6 +42,7 @@ from heidi_engine.agents.outcome import (
 )
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
 from heidi_engine.agents.samples import write_jsonl
+from heidi_engine.agents.tracker import log_eval
 from heidi_engine.agents.train import (
     adapter_dir,
     has_adapter,
@@ -404,15 +405,15 @@ def main(rt: AgentRuntime) -> None:
     artifacts = [rt.relative(report_path), rt.relative(samples_path)]
     rt.progress(_summary(report), counters=_count_new(rt, jobs), artifacts=artifacts)
     best = best_round(reports(rt.run_dir, rt.round))
-    rt.sample(
-        EvalSample(
-            round=rt.round,
-            base=EvalScores.model_validate(scores["base"]) if scores.get("base") else None,
-            adapter=EvalScores.model_validate(scores["adapter"]) if scores.get("adapter") else None,
-            base_round=base_round,
-            best_round=best.round if best else None,
-        )
+    outcome = EvalSample(
+        round=rt.round,
+        base=EvalScores.model_validate(scores["base"]) if scores.get("base") else None,
+        adapter=EvalScores.model_validate(scores["adapter"]) if scores.get("adapter") else None,
+        base_round=base_round,
+        best_round=best.round if best else None,
     )
+    rt.sample(outcome)
+    log_eval(rt, outcome)
     if best is None:
         rt.progress(
             "no round has held-out scores for its adapter yet: no best adapter recorded", level="warn"

@@ -7,13 +7,14 @@ fine), and eval scores base and adapter on the held-out set. Printed per round: 
 base and adapter and their ratio (target: adapter <= 0.9 x base), and pass@1 with Wilson 95% intervals
 when the unit-test gate is on (``--pass-at-1``; slow on a CPU: every answer is generated greedily).
 
-Run: python bench/bench_efficacy.py [--steps 30] [--samples 15] [--pass-at-1]. Prints figures; no pass/fail.
+Run: python bench/bench_efficacy.py [--steps 8] [--lr 0.001] [--samples 15] [--pass-at-1]. Prints figures; no pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -47,11 +48,13 @@ def _rate(scores: dict[str, Any], key: str, n_key: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=30, help="TRAIN_STEPS per round")
+    parser.add_argument("--steps", type=int, default=8, help="TRAIN_STEPS per round")
+    parser.add_argument("--lr", type=float, default=0.001, help="LEARNING_RATE")
     parser.add_argument("--samples", type=int, default=15, help="SAMPLES_PER_ROUND")
     parser.add_argument("--eval-samples", type=int, default=6, help="EVAL_SAMPLES (held-out rows scored)")
     parser.add_argument("--pass-at-1", action="store_true", help="unit-test gate on: pass@1 too (slow)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the supervisor is stopped on the way out
     config = {
         "BASE_MODEL": "smollm2-135m-instruct",
         "TEACHER_MODEL": "gpt-4o-mini",
@@ -67,7 +70,7 @@ def main() -> int:
         "TRAIN_STEPS": args.steps,
         "LORA_R": 16,
         "LORA_ALPHA": 32,
-        "LEARNING_RATE": 0.0005,
+        "LEARNING_RATE": args.lr,
         "CHECKPOINT_EVERY": args.steps,
         "RUN_UNIT_TESTS": "1" if args.pass_at_1 else "0",
         "AGENT_HEARTBEAT_TIMEOUT_S": 300.0,
@@ -91,7 +94,7 @@ def main() -> int:
             run_dir = home / "runs" / run_id
             heldout = json.loads((run_dir / "heldout.json").read_text())
             print(f"2 rounds in {took:.0f} s; {len(heldout)} held-out tasks, {args.samples} samples/round, "
-                  f"{args.steps} steps/round")  # fmt: skip
+                  f"{args.steps} steps/round at lr {args.lr}")  # fmt: skip
             print(f"{'round':<6} {'base val loss':>14} {'adapter val loss':>17} {'ratio':>7}  "
                   f"{'held-out pass@1 base':<24} {'adapter':<24} HumanEval base / adapter")  # fmt: skip
             for round_no in (1, 2):

@@ -3,22 +3,20 @@
 Trainer samples (``metrics.jsonl``) become ``train/loss``, ``train/learning_rate``, ``train/grad_norm``
 and ``train/tokens_per_s`` over one step axis for the whole run (each round continues where the previous
 one ended); each round's eval outcome becomes ``eval/<variant>/val_loss``, ``.../heldout_pass_at_1`` and
-``.../humaneval_pass_at_1`` at step = round. Written with TensorBoard's own event-file writer (the
-``tensorboard`` package, in the dev extra), so ``tensorboard --logdir DIR`` shows them as they are.
+``.../humaneval_pass_at_1`` at step = round (``eval_scalars``, the tags the eval stage logs with
+``REPORT_TO=tensorboard``), written with TensorBoard's own event-file writer.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.journal import read_samples
-from heidi_engine.bus.state import EvalSample, EvalScores, TrainerSample
+from heidi_engine.bus.scalars import Scalar, TensorBoardUnavailable, eval_scalars, write_tensorboard
+from heidi_engine.bus.state import EvalSample, TrainerSample
 
 __all__ = ["ExportError", "export_run", "scalars_of"]
-
-Scalar = tuple[str, int, float]
 
 
 class ExportError(Exception):
@@ -29,21 +27,6 @@ class ExportError(Exception):
         self.bad_usage = bad_usage
 
 
-def _eval_scalars(sample: EvalSample) -> list[Scalar]:
-    out: list[Scalar] = []
-    for variant, scores in (("base", sample.base), ("adapter", sample.adapter)):
-        if not isinstance(scores, EvalScores):
-            continue
-        for tag, value in (
-            ("val_loss", scores.val_loss),
-            ("heldout_pass_at_1", scores.val_pass_at_1),
-            ("humaneval_pass_at_1", scores.humaneval_pass_at_1),
-        ):
-            if value is not None:
-                out.append((f"eval/{variant}/{tag}", sample.round, float(value)))
-    return out
-
-
 def scalars_of(run_dir: Path) -> list[Scalar]:
     """``(tag, step, value)`` for every trainer gauge and eval result of a run, in file order."""
     out: list[Scalar] = []
@@ -51,7 +34,7 @@ def scalars_of(run_dir: Path) -> list[Scalar]:
     last_step: dict[int, int] = {}
     for sample in read_samples(run_dir):
         if isinstance(sample, EvalSample):
-            out += _eval_scalars(sample)
+            out += eval_scalars(sample)
             continue
         if not isinstance(sample, TrainerSample):
             continue
@@ -78,23 +61,8 @@ def export_run(home: Path, run_id: str, folder: Path) -> int:
     if not run_dir.is_dir():
         raise ExportError(f"no run {run_id} in {home / 'runs'}", bad_usage=True)
     try:
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-    except ImportError:
-        raise ExportError(
-            "the tensorboard package is not installed: pip install tensorboard", bad_usage=False
-        ) from None
-    scalars = scalars_of(run_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        writer = EventFileWriter(str(folder))
+        return write_tensorboard(folder, scalars_of(run_dir))
+    except TensorBoardUnavailable as exc:
+        raise ExportError(str(exc), bad_usage=False) from None
     except OSError as exc:
         raise ExportError(f"cannot write to {folder}: {exc.strerror or exc}", bad_usage=False) from None
-    now = time.time()
-    try:
-        for tag, step, value in scalars:
-            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
-            writer.add_event(event_pb2.Event(wall_time=now, step=step, summary=summary))
-    finally:
-        writer.close()
-    return len(scalars)

@@ -71,6 +71,7 @@ TEXT_DEFAULTS: dict[str, str] = {
     "TEACHER_API_KEY_ENV": "OPENAI_API_KEY",
     "TASK_SOURCE": "bank",
     "TASK_DIFFICULTY": "any",
+    "REPORT_TO": "none",
     "RUN_UNIT_TESTS": "0",
     "HTTP_ENABLED": "0",
 }
