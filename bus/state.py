@@ -166,7 +166,13 @@ def _zero_usage() -> dict[str, float | int | None]:
 
 
 class TrainerState(BaseModel):
-    """Latest trainer gauges and the loss curve (bounded)."""
+    """Latest trainer gauges and the loss curve of the whole run, at bounded memory.
+
+    ``loss_history`` holds ``(run step, loss)``: each round's steps continue where the previous round's
+    ended (``round_starts``: round -> its first run step). When it passes ``LOSS_HISTORY`` points every
+    other point is dropped and ``history_stride`` doubles, so the curve always spans the full run,
+    evenly thinned, instead of keeping only its most recent points.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -181,6 +187,8 @@ class TrainerState(BaseModel):
     eta_s: float | None = None
     memory_mb: float | None = None
     loss_history: list[tuple[int, float]] = Field(default_factory=list)
+    history_stride: int = 1
+    round_starts: dict[int, int] = Field(default_factory=dict)
 
 
 class RunState(BaseModel):
@@ -285,16 +293,20 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSam
         return state
     trainer = state.trainer
     history = trainer.loss_history
-    if sample.round != trainer.round:
-        history.clear()
-    elif history and sample.step <= history[-1][0]:
+    starts = trainer.round_starts
+    if sample.round not in starts:
+        # A new round continues the run's step axis after the furthest step seen so far.
+        starts[sample.round] = max(trainer.step + starts.get(trainer.round, 0), history[-1][0] if history else 0)
+    at = starts[sample.round] + sample.step
+    if history and at <= history[-1][0]:
         # A resume from a checkpoint replays steps: the curve is cut back, never duplicated.
-        while history and history[-1][0] >= sample.step:
+        while history and history[-1][0] >= at:
             history.pop()
-    if sample.loss is not None:
-        history.append((sample.step, sample.loss))
+    if sample.loss is not None and (not history or at - history[-1][0] >= trainer.history_stride):
+        history.append((at, sample.loss))
         if len(history) > LOSS_HISTORY:
-            del history[: len(history) - LOSS_HISTORY]
+            del history[1::2]  # thin the whole curve evenly, keeping its first point
+            trainer.history_stride *= 2
     for name in ("round", "step", "total", "loss", "learning_rate", "grad_norm", "tokens_per_s",
                  "samples_per_s", "eta_s", "memory_mb"):
         setattr(trainer, name, getattr(sample, name))

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from heidi_engine.bus.state import EvalSample
+from heidi_engine.bus.state import EvalSample, RunState
 from heidi_engine.ui.eval_text import diff, eval_line, interval, num, scores_of, signed
 from heidi_engine.ui.panels import Frame
 from heidi_engine.ui.panels_text import DASH, box, cell, sparkline
 
-__all__ = ["render_eval"]
+__all__ = ["eval_marks", "render_eval"]
 
 _CHART_W = 40
 
@@ -52,6 +52,29 @@ def _chart(label: str, values: Sequence[float | None], digits: int, width: int) 
     text.append(sparkline(known, min(width, _CHART_W)), style="magenta")
     text.append(f"  {' '.join(num(v, digits) for v in values[-6:])}", style="dim")
     return text
+
+
+def eval_marks(state: RunState, width: int) -> Text | None:
+    """A row under the trainer's loss sparkline: ▲ where each evaluated round ended, with its adapter's
+    held-out val loss; None when no round was evaluated or the curve is empty."""
+    history = state.trainer.loss_history
+    if not state.evals or len(history) < 2:
+        return None
+    first, last = history[0][0], history[-1][0]
+    starts = state.trainer.round_starts
+    cells = [" "] * width
+    labels = []
+    for sample in state.evals:
+        end = starts.get(sample.round + 1, last if sample.round >= state.trainer.round else None)
+        if end is None:
+            continue
+        column = min(width - 1, max(0, round((end - first) / max(1, last - first) * (width - 1))))
+        cells[column] = "▲"
+        loss = scores_of(sample)[1].val_loss
+        labels.append(f"r{sample.round} {num(loss, 3)}")
+    row = Text("".join(cells), style="green")
+    row.append(f"  eval val loss: {' · '.join(labels)}", style="dim")
+    return row
 
 
 def render_eval(frame: Frame, width: int, height: int | None) -> list[Text]:

@@ -46,7 +46,11 @@ def screen(run: RunState, view: int, width: int = 130) -> str:
 
 def test_view_6_marks_the_best_round_and_shows_base_adapter_delta_and_interval() -> None:
     text = screen(state(), 6)
-    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ 1") or line.startswith("│ 2")}
+    rows = {
+        line.split()[1]: line
+        for line in text.splitlines()
+        if line.startswith("│ 1") or line.startswith("│ 2")
+    }
     assert "★" in rows["1"] and "★" not in rows["2"]
     assert "2.000 → 1.500" in rows["1"] and "-0.500" in rows["1"] and "0.25 → 0.50" in rows["1"]
     assert "+0.25" in rows["1"] and "[0.30–0.95] n=4" in rows["1"] and "0.00→0.00" in rows["1"]
@@ -78,7 +82,9 @@ def test_metrics_export_eval_gauges_by_round_and_variant() -> None:
     assert samples[("autotrain_eval_val_loss", (("round", "1"), ("variant", "adapter")))] == 1.5
     assert samples[("autotrain_eval_val_loss", (("round", "2"), ("variant", "base")))] == 2.0
     assert samples[("autotrain_eval_heldout_pass_at_1", (("round", "2"), ("variant", "adapter")))] == 0.5
-    assert samples[("autotrain_eval_heldout_pass_at_1_lower", (("round", "1"), ("variant", "adapter")))] == 0.3
+    assert (
+        samples[("autotrain_eval_heldout_pass_at_1_lower", (("round", "1"), ("variant", "adapter")))] == 0.3
+    )
     assert samples[("autotrain_eval_heldout_tasks", (("round", "1"), ("variant", "base")))] == 4
     assert samples[("autotrain_eval_best_round", ())] == 1
     assert text.count("# TYPE autotrain_eval_val_loss gauge") == 1
@@ -111,3 +117,22 @@ def test_compare_reads_two_runs_from_their_files(tmp_path: Path) -> None:
         compare_runs(tmp_path, a, "run_20990101_000000_deadbeef")
     with pytest.raises(CompareError, match="not a run id"):
         compare_runs(tmp_path, "../x", b)
+
+
+def test_the_trainer_chart_spans_both_rounds_and_marks_each_eval() -> None:
+    from heidi_engine.bus.state import TrainerSample, apply_sample
+
+    run = RunState(run_id="run_20240101_000000_0123abcd", status="running")
+    for round_no in (1, 2):
+        for step in range(1, 31):
+            apply_sample(
+                run, TrainerSample(round=round_no, step=step, total=30, loss=2.0 / (step + 10 * round_no))
+            )
+        apply_sample(
+            run,
+            EvalSample(round=round_no, base=BASE, adapter=adapter(0.5, 1.0 / round_no), best_round=round_no),
+        )
+    text = screen(run, 3)
+    assert "60 points" in text
+    marks = next(line for line in text.splitlines() if "eval val loss" in line)
+    assert marks.count("▲") == 2 and "r1 1.000 · r2 0.500" in marks
