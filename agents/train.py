@@ -13,6 +13,7 @@ yet) and the run goes on.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -166,6 +167,11 @@ def main(rt: AgentRuntime) -> None:
         checkpoint_every=cfg.CHECKPOINT_EVERY,
         report_to=cfg.REPORT_TO,
     )
+    if cfg.REPORT_TO != "none" and importlib.util.find_spec(cfg.REPORT_TO) is None:
+        raise FatalStageError(
+            f"REPORT_TO={cfg.REPORT_TO} needs the {cfg.REPORT_TO} package: pip install {cfg.REPORT_TO}, "
+            "or set REPORT_TO to none"
+        )
     if cfg.REPORT_TO == "tensorboard":
         # HF's TensorBoard callback reads its folder from the environment; the run keeps its curves.
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(tracking_dir(rt.run_dir, rt.round))
