@@ -40,8 +40,7 @@ from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
 from heidi_engine.bus.pricing import Price, PricingError, estimate_cost, load_price_table, lookup_price
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
-from .heldout import HeldoutError, fix_heldout, humaneval_overlaps, task_id_of
-from .humaneval import HumanEvalUnavailable, load_problems
+from .heldout import HeldoutError, fix_heldout, split_pool, without_humaneval
 from .local_teacher import LocalTeacher, local_model_name
 from .runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
 from .samples import (
@@ -427,56 +426,25 @@ def _open_teacher(rt: AgentRuntime) -> _Teacher:
 
 def _without_humaneval(rt: AgentRuntime, pool: list[Task]) -> list[Task]:
     """The pool less the tasks that near-duplicate a HumanEval problem (HumanEval is part of eval)."""
-    try:
-        problems = load_problems()
-    except HumanEvalUnavailable:
-        return pool  # eval will say HumanEval is skipped; nothing to keep apart from
-    overlaps = humaneval_overlaps(
-        [(task.task_id, task.signature, task.description) for task in pool],
-        [(problem.task_id, problem.prompt) for problem in problems],
-    )
-    if not overlaps:
-        return pool
-    examples = ", ".join(f"{task} ~ {problem}" for task, problem in sorted(overlaps.items())[:_NOTES_MAX])
-    rt.progress(
-        f"{len(overlaps)} task(s) near-duplicate a HumanEval problem and are left out ({examples})",
-        level="warn",
-    )
-    kept = [task for task in pool if task.task_id not in overlaps]
+    kept, overlaps = without_humaneval(pool)
+    if overlaps:
+        examples = ", ".join(f"{task} ~ {problem}" for task, problem in sorted(overlaps.items())[:_NOTES_MAX])
+        rt.progress(f"{len(overlaps)} task(s) near-duplicate a HumanEval problem and are left out ({examples})",
+                    level="warn")  # fmt: skip
     if not kept:
         raise FatalStageError("every task of the pool near-duplicates a HumanEval problem")
     return kept
 
 
-def _answered_earlier(run_dir: Path, round_no: int, task_ids: set[str]) -> bool:
-    """Whether an earlier round already asked the teacher for one of ``task_ids``."""
-    for earlier in range(round_no):
-        files = RoundFiles.of(run_dir, earlier)
-        for row in read_jsonl(files.raw) + read_jsonl(files.failed):
-            if (task_id_of(row) or row.get("task_id")) in task_ids:
-                return True
-    return False
-
-
-def _split_pool(rt: AgentRuntime, pool: list[Task], first: int) -> tuple[list[Task], list[_Job]]:
-    """The training pool, and the held-out tasks still to be answered (numbered from ``first``).
-
-    The held-out set is fixed on the first call of the run; its tasks are answered once, in that round.
-    """
-    config = rt.config
+def _heldout_split(rt: AgentRuntime, pool: list[Task], first: int) -> tuple[list[Task], list[_Job]]:
+    """The training pool, and the jobs for the held-out tasks still to be answered (ids from ``first``)."""
     try:
-        heldout = fix_heldout(rt.run_dir, [task.task_id for task in pool], config.VAL_RATIO, config.SEED)
+        train, to_answer = split_pool(rt.run_dir, rt.round, pool, rt.config.VAL_RATIO, rt.config.SEED)
     except HeldoutError as exc:
         raise FatalStageError(str(exc)) from None
-    held = set(heldout)
-    train = [task for task in pool if task.task_id not in held]
     if not train:
-        raise FatalStageError(f"every task of {config.TASK_SOURCE} is held out: nothing is left to train on")
-    if not held or _answered_earlier(rt.run_dir, rt.round, held):
-        return train, []
-    by_id = {task.task_id: task for task in pool}
-    tasks = [by_id[task_id] for task_id in heldout if task_id in by_id]
-    return train, [_Job(sample_id(rt.round, first + i), task) for i, task in enumerate(tasks)]
+        raise FatalStageError(f"every task of {rt.config.TASK_SOURCE} is held out: nothing is left to train on")
+    return train, [_Job(sample_id(rt.round, first + i), task) for i, task in enumerate(to_answer)]
 
 
 def _fix_proposed_heldout(rt: AgentRuntime, jobs: list[_Job]) -> None:
@@ -513,7 +481,7 @@ def main(rt: AgentRuntime) -> None:
         pool = _without_humaneval(rt, pool)
     heldout_jobs: list[_Job] = []
     if config.TASK_SOURCE != "self-instruct":
-        pool, heldout_jobs = _split_pool(rt, pool, run.total)
+        pool, heldout_jobs = _heldout_split(rt, pool, run.total)
         run.total += len(heldout_jobs)
     run.reconcile()
     rt.checkpoint()

@@ -28,7 +28,9 @@ from datasketch import MinHash
 
 from heidi_engine.bus.storage import atomic_write_json
 
+from .humaneval import HumanEvalUnavailable, load_problems
 from .samples import RoundFiles, read_jsonl
+from .tasks import Task
 
 __all__ = [
     "HELDOUT_FILE",
@@ -40,7 +42,9 @@ __all__ = [
     "heldout_rows",
     "humaneval_overlaps",
     "read_heldout",
+    "split_pool",
     "task_id_of",
+    "without_humaneval",
 ]
 
 HELDOUT_FILE = "heldout.json"
@@ -168,3 +172,44 @@ def humaneval_overlaps(
                 found[task_id] = problem_id
                 break
     return found
+
+
+def without_humaneval(pool: Sequence[Task]) -> tuple[list[Task], dict[str, str]]:
+    """``pool`` less its HumanEval lookalikes, and those (:func:`humaneval_overlaps`); the pool as it is
+    when the HumanEval data cannot be read (eval then skips HumanEval and says so)."""
+    try:
+        problems = load_problems()
+    except HumanEvalUnavailable:
+        return list(pool), {}
+    overlaps = humaneval_overlaps(
+        [(task.task_id, task.signature, task.description) for task in pool],
+        [(problem.task_id, problem.prompt) for problem in problems],
+    )
+    return [task for task in pool if task.task_id not in overlaps], overlaps
+
+
+def _answered_earlier(run_dir: Path, round_no: int, task_ids: set[str]) -> bool:
+    """Whether a round before ``round_no`` already asked the teacher for one of ``task_ids``."""
+    for earlier in range(round_no):
+        files = RoundFiles.of(run_dir, earlier)
+        for row in read_jsonl(files.raw) + read_jsonl(files.failed):
+            if (task_id_of(row) or row.get("task_id")) in task_ids:
+                return True
+    return False
+
+
+def split_pool(
+    run_dir: Path, round_no: int, pool: Sequence[Task], val_ratio: float, seed: int
+) -> tuple[list[Task], list[Task]]:
+    """``(training pool, held-out tasks to answer in this round)``.
+
+    The held-out set is fixed on the first call of the run (:func:`fix_heldout`); its tasks are to be
+    answered once, in the first round that asks, and never again.
+    """
+    heldout = fix_heldout(run_dir, [task.task_id for task in pool], val_ratio, seed)
+    held = set(heldout)
+    train = [task for task in pool if task.task_id not in held]
+    if not held or _answered_earlier(run_dir, round_no, held):
+        return train, []
+    by_id = {task.task_id: task for task in pool}
+    return train, [by_id[task_id] for task_id in heldout if task_id in by_id]
