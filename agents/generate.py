@@ -19,6 +19,9 @@ client (``TEACHER_CONCURRENCY`` requests in flight) or, for ``local:<model>``, a
   priced or a reply carried no usage). A pause parks there; a stop or the ``MAX_COST_USD`` budget stops
   new requests, lets those in flight land, and ends the stage (stopped, or complete with a warning for
   the budget). Requests in flight reserve their worst-case cost, so the budget is not overshot.
+- The held-out tasks (:mod:`heldout`) are fixed the first time the pool is known and answered once, in
+  that round, after the round's own samples (their ids continue the round's numbering); they are never
+  drawn for training. With ``RUN_UNIT_TESTS=1`` tasks that near-duplicate a HumanEval problem are left out.
 - A resumed stage skips every sample already written or failed for good, asks again for those that
   failed for a transient reason (an outage in an older run), and first reports what is on disk but
   missing from ``events.jsonl`` (a kill between the write and its event), so nothing is counted twice.
@@ -42,6 +45,7 @@ from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
 from heidi_engine.bus.pricing import Price, PricingError, load_price_table, lookup_price
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
+from .heldout import HeldoutError, fix_heldout, split_pool, without_humaneval
 from .local_teacher import LocalTeacher, local_model_name
 from .runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
 from .samples import (
@@ -503,6 +507,38 @@ def _open_teacher(rt: AgentRuntime) -> _Teacher:
         raise FatalStageError(f"invalid teacher settings: {exc}") from None
 
 
+def _without_humaneval(rt: AgentRuntime, pool: list[Task]) -> list[Task]:
+    """The pool less the tasks that near-duplicate a HumanEval problem (HumanEval is part of eval)."""
+    kept, overlaps = without_humaneval(pool)
+    if overlaps:
+        examples = ", ".join(f"{task} ~ {problem}" for task, problem in sorted(overlaps.items())[:_NOTES_MAX])
+        rt.progress(f"{len(overlaps)} task(s) near-duplicate a HumanEval problem and are left out ({examples})",
+                    level="warn")  # fmt: skip
+    if not kept:
+        raise FatalStageError("every task of the pool near-duplicates a HumanEval problem")
+    return kept
+
+
+def _heldout_split(rt: AgentRuntime, pool: list[Task], first: int) -> tuple[list[Task], list[_Job]]:
+    """The training pool, and the jobs for the held-out tasks still to be answered (ids from ``first``)."""
+    try:
+        train, to_answer = split_pool(rt.run_dir, rt.round, pool, rt.config.VAL_RATIO, rt.config.SEED)
+    except HeldoutError as exc:
+        raise FatalStageError(str(exc)) from None
+    if not train:
+        raise FatalStageError(f"every task of {rt.config.TASK_SOURCE} is held out: nothing is left to train on")
+    return train, [_Job(sample_id(rt.round, first + i), task) for i, task in enumerate(to_answer)]
+
+
+def _fix_proposed_heldout(rt: AgentRuntime, jobs: list[_Job]) -> None:
+    """Self-instruct: the first proposals of the run are its pool; hold some of them out."""
+    if jobs:
+        try:
+            fix_heldout(rt.run_dir, [job.task.task_id for job in jobs], rt.config.VAL_RATIO, rt.config.SEED)
+        except HeldoutError as exc:
+            raise FatalStageError(str(exc)) from None
+
+
 def main(rt: AgentRuntime) -> None:
     """Generate this round's samples (see the module docstring)."""
     config = rt.config
@@ -526,6 +562,12 @@ def main(rt: AgentRuntime) -> None:
         )
     files = RoundFiles.of(rt.run_dir, rt.round).ensure()
     run = _Generation(rt, files, table, default_redactor())
+    if config.RUN_UNIT_TESTS == "1":
+        pool = _without_humaneval(rt, pool)
+    heldout_jobs: list[_Job] = []
+    if config.TASK_SOURCE != "self-instruct":
+        pool, heldout_jobs = _heldout_split(rt, pool, run.total)
+        run.total += len(heldout_jobs)
     run.reconcile()
     rt.checkpoint()
     if len(run.done) + len(run.failed) < run.total and run.should_continue():
@@ -533,9 +575,10 @@ def main(rt: AgentRuntime) -> None:
         try:
             if config.TASK_SOURCE == "self-instruct":
                 jobs = run.propose(teacher, pool)
+                _fix_proposed_heldout(rt, jobs)
             else:
-                tasks = tasks_for_round(pool, rt.round, run.total, config.SEED)
-                jobs = [_Job(sample_id(rt.round, i), task) for i, task in enumerate(tasks)]
+                tasks = tasks_for_round(pool, rt.round, config.SAMPLES_PER_ROUND, config.SEED)
+                jobs = [_Job(sample_id(rt.round, i), task) for i, task in enumerate(tasks)] + heldout_jobs
             run.solve(teacher, jobs)
         finally:
             teacher.close()

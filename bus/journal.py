@@ -16,14 +16,14 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import RunState, SystemSample, TrainerSample
+from heidi_engine.bus.state import EvalSample, RunState, SystemSample, TrainerSample
 
 EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 
-_SAMPLE = TypeAdapter(TrainerSample | SystemSample)
+_SAMPLE = TypeAdapter(TrainerSample | SystemSample | EvalSample)
 
 
 def event_files(run_dir: str | os.PathLike[str]) -> list[Path]:
@@ -127,7 +127,7 @@ def latest_trainer_samples(run_dir: str | os.PathLike[str], count: int) -> list[
     return found
 
 
-def read_samples(run_dir: str | os.PathLike[str]) -> Iterator[TrainerSample | SystemSample]:
+def read_samples(run_dir: str | os.PathLike[str]) -> Iterator[TrainerSample | SystemSample | EvalSample]:
     """Every valid sample in ``metrics.jsonl``."""
     for line in iter_lines(Path(run_dir) / METRICS_FILE):
         try:

@@ -262,6 +262,8 @@ def replay(run_dir: str | os.PathLike[str], ledger: Ledger | None = None) -> Run
         state.config = saved.config
         state.best_adapter = saved.best_adapter
         state.error = saved.error
+        # Eval outcomes are a handful per run: state.json carries them (saved at every stage boundary).
+        state.evals, state.best_round = saved.evals, saved.best_round
     (ledger or load_ledger(run_dir)).fill(state)
     state.recent_events = tail_records(run_dir, RECENT_EVENTS)
     for sample in latest_trainer_samples(run_dir, LOSS_HISTORY):

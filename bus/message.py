@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import StatusPatch, SystemSample, TrainerSample
+from heidi_engine.bus.state import EvalSample, StatusPatch, SystemSample, TrainerSample
 
 Kind = Literal["event", "sample", "state", "control", "command", "reply"]
 KINDS: tuple[str, ...] = ("event", "sample", "state", "control", "command", "reply")
@@ -83,7 +83,7 @@ class Reply(BaseModel):
 
 
 StateBody = Annotated[AgentStatus | Heartbeat | StatusPatch, Field(discriminator="type")]
-SampleBody = Annotated[TrainerSample | SystemSample, Field(discriminator="type")]
+SampleBody = Annotated[TrainerSample | SystemSample | EvalSample, Field(discriminator="type")]
 
 BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "event": TypeAdapter(Event),

@@ -80,13 +80,53 @@ class SystemSample(BaseModel):
     gpu_message: str | None = Field(default=None, max_length=500)
 
 
-Sample = Annotated[TrainerSample | SystemSample, Field(discriminator="type")]
+class EvalScores(BaseModel):
+    """One variant's scores on the held-out set: val loss, and pass@1 with its count and Wilson 95% interval.
+
+    ``val_*`` rates are on the held-out tasks' own unit tests, ``humaneval_*`` on the HumanEval subset;
+    a rate is ``None`` when it was not measured (unit-test gate off, or nothing to score).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    val_loss: float | None = None
+    val_ppl: float | None = None
+    n_val: int = 0
+    val_pass_at_1: float | None = None
+    val_passed: int = 0
+    val_ci: tuple[float, float] | None = None
+    humaneval_pass_at_1: float | None = None
+    humaneval_passed: int = 0
+    n_humaneval: int = 0
+    humaneval_ci: tuple[float, float] | None = None
+
+
+class EvalSample(BaseModel):
+    """A round's evaluation outcome, sent by the eval stage once its report is written.
+
+    ``base`` was measured once per run (in round ``base_round``) and is reused by every round;
+    ``best_round`` is the best round of the run so far (held-out pass@1, then val loss).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    type: Literal["eval"] = "eval"
+    run_id: str | None = Field(default=None, max_length=40)
+    round: int = Field(ge=0)
+    base: EvalScores | None = None
+    adapter: EvalScores | None = None
+    base_round: int | None = None
+    best_round: int | None = None
+
+
+Sample = Annotated[TrainerSample | SystemSample | EvalSample, Field(discriminator="type")]
+GAUGE_TYPES = (TrainerSample, SystemSample, EvalSample)
 
 
 class AgentInfo(BaseModel):
     """What the supervisor knows of one running agent; the pgid lets a restart kill stale groups."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stage: str
     pid: int
@@ -134,7 +174,13 @@ def zero_usage() -> dict[str, float | int | None]:
 
 
 class TrainerState(BaseModel):
-    """Latest trainer gauges and the loss curve (bounded)."""
+    """Latest trainer gauges and the loss curve of the whole run, at bounded memory.
+
+    ``loss_history`` holds ``(run step, loss)``: each round's steps continue where the previous round's
+    ended (``round_starts``: round -> its first run step). When it passes ``LOSS_HISTORY`` points every
+    other point is dropped and ``history_stride`` doubles, so the curve always spans the full run,
+    evenly thinned, instead of keeping only its most recent points.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -149,6 +195,8 @@ class TrainerState(BaseModel):
     eta_s: float | None = None
     memory_mb: float | None = None
     loss_history: list[tuple[int, float]] = Field(default_factory=list)
+    history_stride: int = 1
+    round_starts: dict[int, int] = Field(default_factory=dict)
 
 
 class RunState(BaseModel):
@@ -182,6 +230,8 @@ class RunState(BaseModel):
     # What keeps the supervisor from doing its job right now (a full disk), for every viewer's health.
     problem: str | None = None
     http_error: str | None = None  # the supervisor's HTTP status server is down, and why
+    evals: list[EvalSample] = Field(default_factory=list)  # one per evaluated round, in round order
+    best_round: int | None = None
 
     def gpu_summary(self) -> dict[str, float | None]:
         """The HTTP API's ``gpu_summary``: VRAM summed over GPUs, utilisation averaged; ``None`` when none."""
@@ -256,8 +306,13 @@ def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = N
     return state
 
 
-def apply_sample(state: RunState, sample: TrainerSample | SystemSample) -> RunState:
-    """Fold a gauge sample into ``state``: latest values, plus the bounded loss curve."""
+def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSample) -> RunState:
+    """Fold a gauge sample into ``state``: latest values, the bounded loss curve, the eval outcomes."""
+    if isinstance(sample, EvalSample):
+        # A re-run eval (a resumed round) replaces that round's entry.
+        state.evals = sorted([e for e in state.evals if e.round != sample.round] + [sample], key=lambda e: e.round)
+        state.best_round = sample.best_round
+        return state
     if isinstance(sample, SystemSample):
         state.gpus = sample.gpus
         state.host = sample.host
@@ -265,16 +320,20 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample) -> RunSt
         return state
     trainer = state.trainer
     history = trainer.loss_history
-    if sample.round != trainer.round:
-        history.clear()
-    elif history and sample.step <= history[-1][0]:
+    starts = trainer.round_starts
+    if sample.round not in starts:
+        # A new round continues the run's step axis after the furthest step seen so far.
+        starts[sample.round] = max(trainer.step + starts.get(trainer.round, 0), history[-1][0] if history else 0)
+    at = starts[sample.round] + sample.step
+    if history and at <= history[-1][0]:
         # A resume from a checkpoint replays steps: the curve is cut back, never duplicated.
-        while history and history[-1][0] >= sample.step:
+        while history and history[-1][0] >= at:
             history.pop()
-    if sample.loss is not None:
-        history.append((sample.step, sample.loss))
+    if sample.loss is not None and (not history or at - history[-1][0] >= trainer.history_stride):
+        history.append((at, sample.loss))
         if len(history) > LOSS_HISTORY:
-            del history[: len(history) - LOSS_HISTORY]
+            del history[1::2]  # thin the whole curve evenly, keeping its first point
+            trainer.history_stride *= 2
     for name in ("round", "step", "total", "loss", "learning_rate", "grad_norm", "tokens_per_s",
                  "samples_per_s", "eta_s", "memory_mb"):
         setattr(trainer, name, getattr(sample, name))

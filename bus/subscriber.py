@@ -24,10 +24,9 @@ from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.message import ControlBroadcast, Heartbeat
 from heidi_engine.bus.state import (
+    GAUGE_TYPES,
     RunState,
     StatusPatch,
-    SystemSample,
-    TrainerSample,
     apply_event,
     apply_sample,
     apply_status,
@@ -166,7 +165,7 @@ class Subscriber:
             apply_event(self.state, body)
             if self.on_event is not None:
                 self.on_event(body, seq)
-        elif isinstance(body, (TrainerSample, SystemSample)):
+        elif isinstance(body, GAUGE_TYPES):
             apply_sample(self.state, body)
         elif isinstance(body, StatusPatch):
             if ("run_id" in body.model_fields_set and body.run_id != self.state.run_id) or body.reset:

@@ -34,7 +34,9 @@ from heidi_engine.bus.message import AgentStatus, ControlBroadcast, Heartbeat
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import (
     ACTIVE_STATUSES,
+    GAUGE_TYPES,
     AgentInfo,
+    EvalSample,
     RunState,
     StatusPatch,
     SystemSample,
@@ -209,7 +211,7 @@ class Supervisor:
             batch = []
             if isinstance(body, SystemSample):
                 self._refuse("system_sample")  # only the supervisor samples the machine
-            elif isinstance(body, TrainerSample):
+            elif isinstance(body, (TrainerSample, EvalSample)):
                 if self._refuse_foreign(body.run_id or ""):
                     continue
                 self._seen(header.sender, None)
@@ -236,7 +238,7 @@ class Supervisor:
             if parked is not None and not done:
                 self._maybe_paused()
 
-    def accept_sample(self, sample: TrainerSample | SystemSample) -> None:
+    def accept_sample(self, sample: TrainerSample | SystemSample | EvalSample) -> None:
         """Persist (trainer and GPU gauges for plots), apply and publish a sample."""
         if self.spool is not None:
             self.spool.write_sample(sample)

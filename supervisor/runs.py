@@ -19,6 +19,7 @@ from heidi_engine.bus.ledger import load_ledger
 from heidi_engine.bus.state import ACTIVE_STATUSES, RunState, apply_event
 from heidi_engine.bus.storage import atomic_write_json
 from heidi_engine.supervisor.persister import Persister
+from heidi_engine.bus.summary import run_summary
 from heidi_engine.supervisor.process import kill_stale_group
 
 log = logging.getLogger(__name__)
@@ -42,19 +43,7 @@ def run_dirs(home: Path) -> list[Path]:
 
 def summarize(run_dir: Path) -> dict[str, Any]:
     """What ``list_runs`` shows of one run."""
-    state = load_state_file(run_dir)
-    if state is None:
-        return {"run_id": run_dir.name, "status": "unknown", "rounds": None, "counters": {}}
-    return {
-        "run_id": run_dir.name,
-        "status": state.status,
-        "current_round": state.current_round,
-        "total_rounds": state.total_rounds,
-        "started_at": state.started_at,
-        "updated_at": state.updated_at,
-        "counters": state.counters,
-        "estimated_cost_usd": state.usage.get("estimated_cost_usd"),
-    }
+    return run_summary(run_dir.name, load_state_file(run_dir))
 
 
 def find_resumable(home: Path, run_id: str | None) -> Path:

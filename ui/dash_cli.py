@@ -34,7 +34,7 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotrain-dash",
-        description="Live dashboard of the AutoTrain supervisor (keys: q quit, r refresh, 1-5 views, ? help).",
+        description="Live dashboard of the AutoTrain supervisor (keys: q quit, r refresh, 1-6 views, ? help).",
     )
     parser.add_argument(
         "--home", help="AutoTrain home (default: $AUTOTRAIN_HOME, else the current directory)"
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         choices=range(1, len(VIEWS) + 1),
-        metavar="1-5",
+        metavar="1-6",
         help="the view to open: " + ", ".join(f"{i} {name}" for i, name in enumerate(VIEWS, 1)),
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")

@@ -241,7 +241,7 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
         ui.quit = True
     elif key == "r":
         ui.refresh = True
-    elif key in ("1", "2", "3", "4", "5"):
+    elif key in ("1", "2", "3", "4", "5", "6"):
         ui.view, ui.help = int(key), False
         ui.cursor = replace(cursor, offset=0)
     elif key == "?":

@@ -21,6 +21,7 @@ from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.journal import load_state_file
 from heidi_engine.bus.redaction import clean, default_redactor
 from heidi_engine.bus.state import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES
+from heidi_engine.bus.summary import run_summary
 from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, pid_alive
 from heidi_engine.ui.panels_text import fmt_duration
 from heidi_engine.ui.status_view import format_runs, format_status
@@ -53,25 +54,7 @@ def runs_from_files(home: Path) -> list[dict[str, Any]]:
         if root.is_dir()
         else []
     )
-    runs: list[dict[str, Any]] = []
-    for folder in folders:
-        state = load_state_file(folder)
-        if state is None:
-            runs.append({"run_id": folder.name, "status": "unknown", "counters": {}})
-            continue
-        runs.append(
-            {
-                "run_id": folder.name,
-                "status": state.status,
-                "current_round": state.current_round,
-                "total_rounds": state.total_rounds,
-                "started_at": state.started_at,
-                "updated_at": state.updated_at,
-                "counters": state.counters,
-                "estimated_cost_usd": state.usage.get("estimated_cost_usd"),
-            }
-        )
-    return runs
+    return [run_summary(folder.name, load_state_file(folder)) for folder in folders]
 
 
 def _stages_done(status: dict[str, Any]) -> int:
@@ -253,8 +236,13 @@ class Controller:
             return client
         with client:
             result = self._call(client, "status")
+            snapshot = self._call(client, "snapshot") if result is not None and result.get("run_id") else None
         if result is None:
             return EXIT_FAILURE
+        if isinstance(snapshot, dict) and isinstance(snapshot.get("state"), dict):
+            # The outcome so far: the per-round eval summaries and the best round.
+            result["evals"] = snapshot["state"].get("evals") or []
+            result["best_round"] = snapshot["state"].get("best_round")
         if as_json:
             self.say(json.dumps(default_redactor().redact_obj(result), indent=2, sort_keys=True))
         else:
@@ -380,6 +368,33 @@ class Controller:
             resumed = str(result["run_id"])
             self.say(f"resumed run {resumed}")
             return self._follow(client, resumed) if wait else EXIT_OK
+
+    def compare(self, run_a: str, run_b: str, *, as_json: bool = False) -> int:
+        """Two runs side by side, from their files; 2 when either is not a run of this home."""
+        from heidi_engine.ui.compare import CompareError, compare_runs, format_compare
+
+        try:
+            result = compare_runs(self.home, run_a, run_b)
+        except CompareError as exc:
+            self.complain(str(exc))
+            return EXIT_BAD_USAGE
+        if as_json:
+            self.say(json.dumps(default_redactor().redact_obj(result), indent=2))
+        else:
+            self.say(format_compare(result))
+        return EXIT_OK
+
+    def export_tensorboard(self, run_id: str, folder: Path) -> int:
+        """Write a run's trainer samples and eval results to ``folder`` as TensorBoard scalars."""
+        from heidi_engine.ui.tensorboard_export import ExportError, export_run
+
+        try:
+            written = export_run(self.home, run_id, folder)
+        except ExportError as exc:
+            self.complain(str(exc))
+            return EXIT_BAD_USAGE if exc.bad_usage else EXIT_FAILURE
+        self.say(f"wrote {written} scalars of {run_id} to {folder}")
+        return EXIT_OK
 
     def list_runs(self, *, as_json: bool = False) -> int:
         """Every run of the home, newest first; read from the files when no supervisor runs."""

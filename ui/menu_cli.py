@@ -31,6 +31,8 @@ _ACTIONS = (
     "resume_run",
     "configure",
     "list",
+    "compare",
+    "export_tensorboard",
     "dashboard",
     "http",
 )
@@ -70,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     actions.add_argument("--configure", action="store_true", help="edit config.yaml interactively")
     actions.add_argument("--list", action="store_true", help="list the runs of this home")
+    actions.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="two runs side by side: config differences, per-round eval, cost and duration",
+    )
+    actions.add_argument(
+        "--export-tensorboard",
+        nargs=2,
+        metavar=("RUN_ID", "DIR"),
+        help="write a run's trainer samples and eval results to DIR as TensorBoard scalars",
+    )
     actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
     actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
     parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
@@ -87,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
         help="with --start or --resume-run, or alone for the current run: follow the run to its end; "
         "exit 0 only if it completed (Ctrl+C stops following, not the run)",
     )
-    parser.add_argument("--json", action="store_true", help="with --status or --list: machine-readable JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="with --status, --list or --compare: machine-readable JSON"
+    )
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
     return parser
 
@@ -106,7 +122,7 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
         "samples": {"start"},
         "set": {"start"},
         "wait": {"start", "resume_run", ""},
-        "json": {"status", "list"},
+        "json": {"status", "list", "compare"},
         "port": {"http"},
     }
     problems = []
@@ -187,6 +203,10 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.follow_current()
     if action == "list":
         return controller.list_runs(as_json=args.json)
+    if action == "compare":
+        return controller.compare(*args.compare, as_json=args.json)
+    if action == "export_tensorboard":
+        return controller.export_tensorboard(args.export_tensorboard[0], Path(args.export_tensorboard[1]))
     if action == "http":
         from heidi_engine.ui.http import main as http_main
 

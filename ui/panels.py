@@ -21,7 +21,7 @@ from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
 from heidi_engine.ui.panels_text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
 
-VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration")
+VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration", "Eval")
 HEADER_ROWS = 3
 FOOTER_ROWS = 1
 
@@ -192,7 +192,7 @@ def render_footer(frame: Frame, width: int) -> Text:
         text.append(f"autotrain-menu --resume-run {safe(frame.state.run_id, 40)} continues it", style="bold")
         text.append(" · q quit · ? help", style="dim")
     else:
-        hints = "q quit · r refresh · 1-5 views · ? help"
+        hints = "q quit · r refresh · 1-6 views · ? help"
         if frame.view == 4 and not frame.help:
             hints += " · ↑↓/j k scroll · Enter full event · / filter · PgUp PgDn · g/G Home/End"
         text = Text(hints, style="dim")
@@ -202,7 +202,7 @@ def render_footer(frame: Frame, width: int) -> Text:
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("q", "quit (the terminal is restored)"),
     ("r", "refresh now (re-reads the files of a replayed run)"),
-    ("1 … 5", "Overview · Teacher · Trainer · Events · Configuration"),
+    ("1 … 6", "Overview · Teacher · Trainer · Events · Configuration · Eval"),
     ("?", "show or hide this help (Esc hides it too)"),
     ("↑ ↓  k j", "scroll one line (the event log; any other view that does not fit)"),
     ("PgUp PgDn", "scroll one page"),
@@ -229,11 +229,12 @@ View = Callable[[Frame, int, "int | None"], list[Text]]
 
 def _view_renderers() -> dict[int, View]:
     # Imported here: the view modules import this one for Frame.
+    from heidi_engine.ui.panels_eval import render_eval
     from heidi_engine.ui.panels_events import render_config, render_events
     from heidi_engine.ui.panels_overview import render_overview, render_teacher
     from heidi_engine.ui.panels_trainer import render_trainer
 
-    return {1: render_overview, 2: render_teacher, 3: render_trainer, 4: render_events, 5: render_config}
+    return {1: render_overview, 2: render_teacher, 3: render_trainer, 4: render_events, 5: render_config, 6: render_eval}
 
 
 def body_rows(height: int) -> int:

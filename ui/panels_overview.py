@@ -10,6 +10,7 @@ from rich.text import Text
 
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.state import RunState
+from heidi_engine.ui.eval_text import eval_line
 from heidi_engine.ui.panels import Frame
 from heidi_engine.ui.panels_events import event_line, log_of
 from heidi_engine.ui.panels_text import (
@@ -102,6 +103,8 @@ def summary_lines(frame: Frame, width: int) -> list[Text]:
     loss = label_value("loss", fmt_float(trainer.loss))
     loss.append_text(label_value(" · lr", fmt_lr(trainer.learning_rate)))
     lines.append(loss)
+    outcome = label_value("eval", eval_line(state.evals, state.best_round, compact=True), value_style="")
+    lines.append(outcome)
 
     lines.append(Text("System", style="bold underline"))
     lines.extend(system_lines(state, compact=True, width=width))

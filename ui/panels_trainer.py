@@ -10,6 +10,7 @@ from rich.text import Text
 
 from heidi_engine.bus.state import GpuInfo, RunState, TrainerState
 from heidi_engine.ui.panels import Frame
+from heidi_engine.ui.panels_eval import eval_marks
 from heidi_engine.ui.panels_text import (
     DASH,
     bar,
@@ -148,6 +149,9 @@ def render_trainer(frame: Frame, width: int, height: int | None) -> list[Text]:
     lines.append(loss)
     if history:
         lines.append(Text(sparkline(history, inner), style="magenta"))
+        marks = eval_marks(frame.state, min(inner, len(history)))
+        if marks is not None:
+            lines.append(marks)
     else:
         lines.append(Text("no loss reported yet", style="dim"))
 

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.redaction import clean, default_redactor
-from heidi_engine.bus.state import RESUMABLE_STATUSES, STATUSES, RunState
+from heidi_engine.bus.state import RESUMABLE_STATUSES, STATUSES, EvalSample, RunState
+from heidi_engine.ui.eval_text import eval_line
 from heidi_engine.ui.panels_text import fmt_duration
 from heidi_engine.ui.viewer import View
 
@@ -244,6 +245,7 @@ def metrics_text(view: View, health: Health) -> str:
         out.one("autotrain_host_cpu_percent", "gauge", "Host CPU utilisation, percent.", host.cpu_pct)
         out.one("autotrain_host_ram_used_mb", "gauge", "Host memory in use, MB.", host.ram_used_mb)
         out.one("autotrain_host_ram_total_mb", "gauge", "Host memory size, MB.", host.ram_total_mb)
+    _eval_gauges(out, state)
     if view.silence_s is not None:
         out.one(
             "autotrain_supervisor_silence_seconds",
@@ -254,11 +256,40 @@ def metrics_text(view: View, health: Health) -> str:
     return out.text()
 
 
+_EVAL_GAUGES = (
+    ("autotrain_eval_val_loss", "Validation loss on the held-out rows.", "val_loss"),
+    ("autotrain_eval_heldout_pass_at_1", "pass@1 on the held-out tasks' own unit tests.", "val_pass_at_1"),
+    ("autotrain_eval_heldout_tasks", "Held-out rows scored (the n of the held-out rates).", "n_val"),
+    ("autotrain_eval_humaneval_pass_at_1", "pass@1 on the HumanEval subset.", "humaneval_pass_at_1"),
+    ("autotrain_eval_humaneval_problems", "HumanEval problems scored.", "n_humaneval"),
+)
+
+
+def _eval_gauges(out: _Exposition, state: RunState) -> None:
+    """Each evaluated round's scores, labelled by round and variant (base, adapter), and the best round."""
+    scored = [
+        ({"round": str(sample.round), "variant": variant}, scores)
+        for sample in state.evals
+        for variant, scores in (("base", sample.base), ("adapter", sample.adapter))
+        if scores is not None
+    ]
+    for name, help_text, field in _EVAL_GAUGES:
+        out.family(name, "gauge", help_text, [(labels, getattr(s, field)) for labels, s in scored])
+    for bound, index in (("lower", 0), ("upper", 1)):
+        out.family(
+            f"autotrain_eval_heldout_pass_at_1_{bound}",
+            "gauge",
+            f"{bound.capitalize()} end of the Wilson 95% interval of the held-out pass@1.",
+            [(labels, s.val_ci[index] if s.val_ci else None) for labels, s in scored],
+        )
+    out.one("autotrain_eval_best_round", "gauge", "The best round so far (held-out pass@1, then val loss).", state.best_round)
+
+
 # -- human-readable text for the menu -------------------------------------------------------------
 
 
-def _text(value: object) -> str:
-    return clean(str(value), 200)
+def _text(value: object, max_len: int = 200) -> str:
+    return clean(str(value), max_len)
 
 
 def _nonzero(values: dict[str, Any]) -> str:
@@ -333,6 +364,8 @@ def format_status(status: dict[str, Any]) -> str:
                 + (f" · {util}% util" if util is not None else ""),
             )
         )
+    if status.get("run_id") is not None and "evals" in status:
+        rows.append(("eval", _text(eval_line(_evals(status.get("evals")), status.get("best_round")), 300)))
     if status.get("error"):
         rows.append(("error", _text(status["error"])))
     return "\n".join(f"{label:<11} {value}" for label, value in rows)
@@ -345,15 +378,43 @@ def resume_hint(status: dict[str, Any]) -> str | None:
     return f"autotrain-menu --resume-run {_text(status['run_id'])} continues it"
 
 
+def _evals(value: object) -> list[EvalSample]:
+    """The eval summaries of a ``status``/``list`` answer; entries that do not parse are left out."""
+    found = []
+    for item in value if isinstance(value, list) else []:
+        try:
+            found.append(EvalSample.model_validate(item))
+        except ValueError:
+            continue
+    return found
+
+
 def format_runs(runs: list[dict[str, Any]]) -> str:
     """``list_runs`` as one line per run, newest first."""
     if not runs:
         return "no runs yet"
-    lines = [f"{'RUN':<30} {'STATUS':<12} {'ROUND':<7} {'STARTED':<25} COUNTERS"]
+    lines = [
+        f"{'RUN':<30} {'STATUS':<12} {'ROUNDS':<7} {'STARTED':<21} {'DURATION':<9} {'COST':<10} "
+        f"{'BEST PASS@1':<17} {'VAL LOSS':<9}"
+    ]
     for run in runs:
-        rounds = f"{run.get('current_round', '-')}/{run.get('total_rounds', '-')}"
+        rounds = f"{run.get('rounds_done', '-')}/{run.get('total_rounds', '-')}"
+        best = run.get("best_round")
+        rate = run.get("best_pass_at_1")
+        shown = "-" if best is None else f"{rate:.2f} (round {best})" if isinstance(rate, float) else f"- (round {best})"
+        loss = run.get("best_val_loss")
+        duration = run.get("duration_s")
         lines.append(
             f"{_text(run.get('run_id')):<30} {_text(run.get('status')):<12} {rounds:<7} "
-            f"{_text(run.get('started_at') or '-'):<25} {_nonzero(dict(run.get('counters') or {}))}"
+            f"{_text(run.get('started_at') or '-')[:20]:<21} "
+            f"{_duration(duration):<9} {_cost(run.get('estimated_cost_usd')):<10} {shown:<17} "
+            f"{f'{loss:.4f}' if isinstance(loss, float) else '-':<9}"
         )
     return "\n".join(lines)
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"

@@ -37,7 +37,9 @@ class View:
 def _frozen_copy(state: RunState) -> RunState:
     """A copy the subscriber's later updates cannot reach. Only containers are copied: the reducer
     replaces GPU lists, agent maps, config and event records wholesale and never mutates them in place."""
-    trainer = state.trainer.model_copy(update={"loss_history": list(state.trainer.loss_history)})
+    trainer = state.trainer.model_copy(
+        update={"loss_history": list(state.trainer.loss_history), "round_starts": dict(state.trainer.round_starts)}
+    )
     return state.model_copy(update={
         "counters": dict(state.counters), "usage": dict(state.usage), "trainer": trainer,
         "gpus": list(state.gpus), "agents": dict(state.agents), "recent_events": list(state.recent_events),

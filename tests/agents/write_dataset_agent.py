@@ -2,7 +2,9 @@
 
 Rows have the layout the validate stage writes (id, instruction, input, output, tests, metadata with the
 entry point); outputs are the trusted reference solutions of ``tests/data/task_solutions.py``, so every
-row's tests pass on its own output. Round N takes the tasks after those of earlier rounds.
+row's tests pass on its own output. The first ``--val`` bank tasks are the run's held-out set
+(``heldout.json``), the validation rows of every round; round N trains on the ``--train`` tasks after
+those of earlier rounds.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def _rounds(text: str) -> set[int]:
 
 def main(rt: AgentRuntime) -> None:
     args = _parse()
-    per_round = args.train + args.val
-    tasks = load_bank()[(rt.round - 1) * per_round : rt.round * per_round]
+    bank = load_bank()
+    held, rest = bank[: args.val], bank[args.val :]
+    (rt.run_dir / "heldout.json").write_text(json.dumps([task.task_id for task in held]))
+    tasks = rest[(rt.round - 1) * args.train : rt.round * args.train] + held
     rows = [
         {
             "id": f"r{rt.round}-{i}",

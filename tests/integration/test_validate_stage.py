@@ -91,7 +91,7 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
         "TEACHER_MODEL": "gpt-4o-mini",
         "TASK_SOURCE": "file:tasks.jsonl",
         "RUN_UNIT_TESTS": "1",
-        "VAL_RATIO": 0.34,
+        "VAL_RATIO": 0.0,  # no held-out tasks: every task is answered in both rounds (held-out: its own test)
     }
     env = {**agent_env(scripted("--events", "0"), generate="", validate=""), "OPENAI_API_KEY": "sk-test-x1"}
     with FakeOpenAIServer(script=script) as server:
@@ -142,10 +142,7 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
     for round_no in (1, 2):
         files = RoundFiles.of(run_dir, round_no)
         tested = read_jsonl(files.tested)
-        train, val = read_jsonl(files.train), read_jsonl(files.val)
-        assert (train, val) == tuple(list(part) for part in validate.split_rows(tested, 0.34, 42, round_no))
-        assert sorted(r["id"] for r in train + val) == sorted(r["id"] for r in tested)
-        assert len(val) == (max(1, round(len(tested) * 0.34)) if len(tested) >= 2 else 0)
+        assert (read_jsonl(files.train), read_jsonl(files.val)) == (tested, [])
     final_event = [e for e in read_events(run_dir) if e.stage == "validate" and e.artifact_paths][-1]
     assert final_event.artifact_paths == [
         f"data/round_2/{name}.jsonl" for name in ("clean", "tested", "train", "val")
@@ -217,24 +214,14 @@ def test_secrets_are_found_from_the_record_or_by_a_rescan_anywhere_in_the_row() 
     assert validate.secret_kinds(planted, default_redactor()) == {"aws_access_key_id"}
 
 
-@pytest.mark.parametrize(
-    ("n", "ratio", "n_val"),
-    [(0, 0.5, 0), (1, 1.0, 0), (2, 0.34, 1), (3, 0.25, 1), (3, 0.34, 1), (8, 0.25, 2), (10, 0.1, 1), (10, 0.04, 1),
-     (10, 0.0, 0), (10, 1.0, 9)],
-)
-def test_split_sizes(n: int, ratio: float, n_val: int) -> None:
-    rows = [{"id": sample_id(1, i)} for i in range(n)]
-    train, val = validate.split_rows(rows, ratio, 42, 1)
-    assert len(val) == n_val and len(train) == n - n_val
-    assert sorted(r["id"] for r in train + val) == sorted(r["id"] for r in rows)
-
-
-def test_split_is_deterministic_whatever_the_input_order_and_differs_by_round() -> None:
-    rows = [{"id": sample_id(1, i)} for i in range(40)]
-    once = validate.split_rows(rows, 0.25, 7, 1)
-    assert validate.split_rows(list(reversed(rows)), 0.25, 7, 1) == once
-    assert validate.split_rows(rows, 0.25, 7, 2) != once
-    assert validate.split_rows(rows, 0.25, 8, 1) != once
+def test_rows_of_heldout_tasks_never_reach_train() -> None:
+    rows = [row_for(BANK[task_id], code, i) for i, (task_id, code) in enumerate(sorted(SOLUTIONS.items()))]
+    rows.append({"id": "r1-99999"})  # no task id: never held out
+    held = {"bank/002_reverse_string", "bank/040_merge_intervals"}
+    train, val = validate.split_heldout(rows, held)
+    assert [row["metadata"]["task_id"] for row in val] == sorted(held)
+    assert len(train) == len(rows) - 2 and train[-1] == {"id": "r1-99999"}
+    assert validate.split_heldout(rows, set()) == (rows, [])
 
 
 # -- main with an in-process runtime -----------------------------------------------------------------
@@ -262,6 +249,7 @@ def test_a_stopped_validate_resumes_to_the_same_files_and_counts(tmp_path: Path,
     for run_dir in (whole, resumed):
         run_dir.mkdir()
         write_jsonl(RoundFiles.of(run_dir, 1).ensure().raw, raw_rows())
+        (run_dir / "heldout.json").write_text(json.dumps(sorted(SOLUTIONS)[:16]))
     validate.main(FileRuntime(whole, config, "validate"))  # type: ignore[arg-type]
     with pytest.raises(StopRequested):
         validate.main(FileRuntime(resumed, config, "validate", stop_at_checkpoint=2 if gate == "0" else 4))  # type: ignore[arg-type]
@@ -278,4 +266,9 @@ def test_a_stopped_validate_resumes_to_the_same_files_and_counts(tmp_path: Path,
         assert (whole / path).exists() == (resumed / path).exists() == (name != "tested" or gate == "1")
         if (whole / path).exists():
             assert (whole / path).read_bytes() == (resumed / path).read_bytes()
-    assert len(read_jsonl(whole / "data/round_1/val.jsonl")) == 16
+    val = read_jsonl(whole / "data/round_1/val.jsonl")
+    assert sorted(row["metadata"]["task_id"] for row in val) == sorted(SOLUTIONS)[:16]
+    assert val == read_jsonl(whole / "data/heldout/val.jsonl")
+    assert not {row["metadata"]["task_id"] for row in read_jsonl(whole / "data/round_1/train.jsonl")} & set(
+        sorted(SOLUTIONS)[:16]
+    )

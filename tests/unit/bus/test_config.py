@@ -73,6 +73,7 @@ TEXT_DEFAULTS: dict[str, str] = {
     "TEACHER_API_KEY_ENV": "OPENAI_API_KEY",
     "TASK_SOURCE": "bank",
     "TASK_DIFFICULTY": "any",
+    "REPORT_TO": "none",
     "RUN_UNIT_TESTS": "0",
     "HTTP_ENABLED": "0",
     "TEACHER_STREAM": "0",
@@ -377,7 +378,7 @@ def test_the_shipped_config_is_the_offline_profile_and_lists_every_field() -> No
         "BASE_MODEL": "smollm2-135m-instruct", "TEACHER_MODEL": "local:smollm2-135m-instruct",
         "SAMPLES_PER_ROUND": 8, "ROUNDS": 1, "SEQ_LEN": 256, "BATCH_SIZE": 2, "GRAD_ACCUM": 1,
         "TRAIN_STEPS": 8, "LORA_R": 8, "LORA_ALPHA": 16, "RUN_UNIT_TESTS": "1", "EVAL_SAMPLES": 4,
-        "TEACHER_MAX_TOKENS": 160, "TASK_DIFFICULTY": "easy", "TEACHER_TEMPERATURE": 0.0, "VAL_RATIO": 0.25,
+        "TEACHER_MAX_TOKENS": 160, "TASK_DIFFICULTY": "easy", "TEACHER_TEMPERATURE": 0.0, "VAL_RATIO": 0.1,
     }  # fmt: skip
     assert {k: getattr(config, k) for k in offline} == offline
     defaults = AutoTrainConfig()

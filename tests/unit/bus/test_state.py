@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from heidi_engine.bus.event import COUNTER_NAMES, Event
@@ -85,13 +86,18 @@ def test_trainer_history_truncated_on_resume_not_duplicated() -> None:
     assert state.trainer.step == 12 and state.trainer.loss == 2.0
 
 
-def test_trainer_history_resets_per_round_and_is_bounded() -> None:
+def test_trainer_history_spans_the_whole_run_thinned_and_bounded() -> None:
     state = RunState()
-    for step in range(1, LOSS_HISTORY + 20):
-        apply_sample(state, TrainerSample(round=1, step=step, total=10_000, loss=0.5))
-    assert len(state.trainer.loss_history) == LOSS_HISTORY
+    for step in range(1, 3 * LOSS_HISTORY + 1):
+        apply_sample(state, TrainerSample(round=1, step=step, total=10_000, loss=1.0))
+    history = state.trainer.loss_history
+    assert len(history) <= LOSS_HISTORY and history[0][0] == 1 and history[-1][0] > 3 * LOSS_HISTORY - 10
+    gaps = {b[0] - a[0] for a, b in itertools.pairwise(history)}
+    assert gaps <= {state.trainer.history_stride, state.trainer.history_stride // 2}  # evenly thinned
+    # Round 2 continues the run's step axis; round 1's curve stays.
     apply_sample(state, TrainerSample(round=2, step=1, total=10, loss=0.9))
-    assert state.trainer.loss_history == [(1, 0.9)]
+    assert state.trainer.round_starts == {1: 0, 2: 3 * LOSS_HISTORY}
+    assert state.trainer.loss_history[-1] == (3 * LOSS_HISTORY + 1, 0.9) and history[0][0] == 1
 
 
 def test_system_sample_and_gpu_summary() -> None:

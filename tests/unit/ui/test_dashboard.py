@@ -239,5 +239,5 @@ def test_refresh_key_rereads_the_source_and_views_build_frames() -> None:
     for key in "12345":
         dash.key(key)
         assert dash.frame().view == int(key)
-    with pytest.raises(ValueError, match="view must be 1-5"):
+    with pytest.raises(ValueError, match="view must be 1-6"):
         Dashboard(source, Console(file=io.StringIO()), view=0)

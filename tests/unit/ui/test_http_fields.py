@@ -167,10 +167,17 @@ def test_human_status_and_runs() -> None:
                 "total_rounds": 3,
                 "started_at": "2024-02-15T12:34:56.789Z",
                 "counters": {"eval_pass": 4},
+                "rounds_done": 3,
+                "duration_s": 3725.0,
+                "estimated_cost_usd": 0.125,
+                "best_round": 2,
+                "best_pass_at_1": 0.75,
+                "best_val_loss": 1.23456,
             }
         ]
     )
-    assert "completed" in runs and "3/3" in runs and "eval_pass 4" in runs
+    assert "completed" in runs and "3/3" in runs and "1h02m" in runs and "$0.1250" in runs
+    assert "0.75 (round 2)" in runs and "1.2346" in runs
     assert format_runs([]) == "no runs yet"
 
 

@@ -328,7 +328,7 @@ def test_replay_says_so() -> None:
 
 def test_help_lists_every_key() -> None:
     text = screen(make_frame(help=True), height=30)
-    for key in ("q", "r", "1 … 5", "?", "PgUp PgDn", "Home End  g G", "/"):
+    for key in ("q", "r", "1 … 6", "?", "PgUp PgDn", "Home End  g G", "/"):
         assert key in text
     assert "quit" in text and "filter" in text
 
@@ -360,8 +360,8 @@ def test_config_overflow_is_announced_on_a_small_screen() -> None:
 
 
 def test_render_refuses_an_unknown_view() -> None:
-    with pytest.raises(ValueError, match="view must be 1-5"):
-        render(make_frame(view=6), 100)
+    with pytest.raises(ValueError, match="view must be 1-6"):
+        render(make_frame(view=7), 100)
 
 
 def test_formatting() -> None:

@@ -1,0 +1,31 @@
+"""A stand-in eval stage: reports a made-up but plausible outcome for each round, with no model.
+
+Round N's adapter gets held-out pass@1 ``min(1, 0.25 * N)`` on four tasks and val loss ``2.0 - 0.25 * N``
+against a base of 0.25 and 2.0 (scored in round 1), so later rounds are better and the best round is
+the last. It publishes the outcome as the real eval stage does (an ``eval`` sample).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from heidi_engine.agents.outcome import wilson
+from heidi_engine.agents.runtime import AgentRuntime, run_stage
+from heidi_engine.bus.state import EvalSample, EvalScores
+
+
+def scores(passed: int, loss: float) -> EvalScores:
+    return EvalScores(
+        val_loss=loss, n_val=4, val_pass_at_1=passed / 4, val_passed=passed, val_ci=wilson(passed, 4),
+        humaneval_pass_at_1=0.0, n_humaneval=2, humaneval_ci=wilson(0, 2),
+    )  # fmt: skip
+
+
+def main(rt: AgentRuntime) -> None:
+    adapter = scores(min(4, rt.round), 2.0 - 0.25 * rt.round)
+    rt.sample(EvalSample(round=rt.round, base=scores(1, 2.0), adapter=adapter, base_round=1, best_round=rt.round))
+    rt.progress(f"round {rt.round} eval: adapter pass@1 {adapter.val_pass_at_1}", counters={"eval_total": 4})
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

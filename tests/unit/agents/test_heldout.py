@@ -1,0 +1,74 @@
+"""The held-out set: its size, its draw, its file, and a task bank kept apart from HumanEval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from heidi_engine.agents.heldout import (
+    HeldoutError,
+    choose_heldout,
+    fix_heldout,
+    heldout_count,
+    humaneval_overlaps,
+    read_heldout,
+)
+from heidi_engine.agents.humaneval import load_problems
+from heidi_engine.agents.tasks import load_bank
+
+IDS = [f"t/{i:03d}" for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    ("pool", "ratio", "held"),
+    [(0, 0.5, 0), (1, 0.5, 0), (2, 0.01, 1), (5, 0.3, 2), (10, 0.1, 1), (10, 0.11, 2), (10, 0.0, 0), (10, 1.0, 9)],
+)
+def test_heldout_count_is_the_ceiling_at_least_one_and_leaves_a_task_to_train(pool: int, ratio: float, held: int) -> None:
+    assert heldout_count(pool, ratio) == held
+
+
+def test_heldout_count_refuses_a_ratio_out_of_range() -> None:
+    with pytest.raises(ValueError, match="val_ratio"):
+        heldout_count(10, 1.5)
+
+
+def test_the_draw_depends_on_the_seed_not_on_order_or_repeats() -> None:
+    once = choose_heldout(IDS, 0.25, 7)
+    assert len(once) == 5 and set(once) <= set(IDS)
+    assert choose_heldout(list(reversed(IDS)) + IDS[:3], 0.25, 7) == once
+    assert choose_heldout(IDS, 0.25, 8) != once
+
+
+def test_fix_records_once_and_reuses_what_is_recorded(tmp_path: Path) -> None:
+    assert read_heldout(tmp_path) is None
+    first = fix_heldout(tmp_path, IDS, 0.25, 7)
+    assert json.loads((tmp_path / "heldout.json").read_text()) == first
+    # A later round (or a resume) sees another pool or ratio, and still gets the recorded set.
+    assert fix_heldout(tmp_path, IDS[:4], 0.9, 1) == first
+    assert (tmp_path / "heldout.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"a": 1}', "[1, 2]"])
+def test_a_damaged_heldout_file_is_an_error_naming_it(tmp_path: Path, text: str) -> None:
+    (tmp_path / "heldout.json").write_text(text)
+    with pytest.raises(HeldoutError, match=r"heldout\.json"):
+        fix_heldout(tmp_path, IDS, 0.25, 7)
+
+
+def test_the_shipped_bank_is_clean_of_humaneval() -> None:
+    problems = [(problem.task_id, problem.prompt) for problem in load_problems()]
+    bank = [(task.task_id, task.signature, task.description) for task in load_bank()]
+    assert humaneval_overlaps(bank, problems) == {}
+
+
+def test_a_humaneval_lookalike_is_found_by_signature_or_by_description() -> None:
+    problems = [(problem.task_id, problem.prompt) for problem in load_problems()]
+    is_prime = next(p for p in load_problems() if p.entry_point == "is_prime")
+    tasks = [
+        ("mine/prime", "def is_prime(k: int) -> bool:", "Is k prime?"),
+        ("mine/reworded", "def check_number(x):", is_prime.prompt.split('"""')[1]),
+        ("mine/other", "def swap_pairs(xs: list[int]) -> list[int]:", "Swap neighbouring pairs of xs."),
+    ]
+    assert humaneval_overlaps(tasks, problems) == {"mine/prime": is_prime.task_id, "mine/reworded": is_prime.task_id}
