@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import re
 import sys
 import textwrap
@@ -53,7 +52,7 @@ from heidi_engine.agents.train import (
 )
 from heidi_engine.bus.event import utc_now_iso
 from heidi_engine.bus.state import EvalSample, EvalScores
-from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
+from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir
 
 __all__ = ["MAX_NEW_TOKENS", "Best", "answer_code", "best_round", "function_complete", "main", "record_best"]
 

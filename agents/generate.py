@@ -57,7 +57,7 @@ from .samples import (
     read_jsonl,
     sample_id,
 )
-from .spend import TRANSIENT_REASON, Spend
+from .spend import TRANSIENT_REASON, Spend, cost_note, money
 from .tasks import (
     Task,
     TaskSourceError,
@@ -145,24 +145,6 @@ def _failed_for_good(row: dict[str, Any]) -> bool:
 
 def _ids(rows: Iterable[dict[str, Any]]) -> set[str]:
     return {row["id"] for row in rows if isinstance(row.get("id"), str)}
-
-
-def _money(cost: float | None) -> str:
-    if cost is None:
-        return "unknown"
-    return f"${cost:,.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
-
-
-def _cost_note(usage: TeacherUsage, cost: float | None) -> str:
-    """The cost with what makes it unknown or an upper bound."""
-    notes = []
-    if usage.cached_input_tokens:
-        notes.append(f"{usage.cached_input_tokens} input tokens cached")
-    if usage.unmetered:
-        notes.append(f"unknown: {usage.unmetered} teacher repl(ies) reported no token usage")
-    if usage.timed_out:
-        notes.append(f"counting {usage.timed_out} timed-out attempt(s) at their most")
-    return _money(cost) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 class _Generation:
@@ -587,14 +569,14 @@ def main(rt: AgentRuntime) -> None:
         raise StopRequested()
     if run.budget_hit:
         rt.progress(
-            f"budget reached: estimated teacher cost {_money(run.spent)} >= MAX_COST_USD "
-            f"{_money(run.budget)}; generation stopped with {len(run.done)} of {run.total} samples written",
+            f"budget reached: estimated teacher cost {money(run.spent)} >= MAX_COST_USD "
+            f"{money(run.budget)}; generation stopped with {len(run.done)} of {run.total} samples written",
             level="warn",
         )
     rt.progress(
         f"generate round {rt.round} complete: {len(run.done)} written, {len(run.failed)} failed; "
         f"{run.usage.requests_sent} requests, {run.usage.input_tokens} input and {run.usage.output_tokens} "
-        f"output tokens, estimated cost {_cost_note(run.usage, run.cost_of(run.usage))}",
+        f"output tokens, estimated cost {cost_note(run.usage, run.cost_of(run.usage))}",
         artifacts=[rt.relative(files.raw)] if files.raw.exists() else [],
     )
 

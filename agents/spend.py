@@ -17,7 +17,7 @@ from heidi_engine.bus.pricing import Price, estimate_cost
 
 from .teacher import TeacherUsage
 
-__all__ = ["TRANSIENT_REASON", "Spend"]
+__all__ = ["TRANSIENT_REASON", "Spend", "cost_note", "money"]
 
 # Failure reasons of attempts that ran out of retries on an outage: asked again on resume.
 TRANSIENT_REASON = (
@@ -64,3 +64,22 @@ class Spend:
     def committed(self) -> float:
         """Reserved for the requests in flight, plus one more request of the largest size seen."""
         return sum(self._reserved.values()) + self._largest
+
+
+def money(cost: float | None) -> str:
+    """A cost for a message: ``$0.0123``, ``$0.000042`` below a cent, ``unknown`` for ``None``."""
+    if cost is None:
+        return "unknown"
+    return f"${cost:,.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
+
+
+def cost_note(usage: TeacherUsage, cost: float | None) -> str:
+    """The cost with what makes it unknown or an upper bound."""
+    notes = []
+    if usage.cached_input_tokens:
+        notes.append(f"{usage.cached_input_tokens} input tokens cached")
+    if usage.unmetered:
+        notes.append(f"unknown: {usage.unmetered} teacher repl(ies) reported no token usage")
+    if usage.timed_out:
+        notes.append(f"counting {usage.timed_out} timed-out attempt(s) at their most")
+    return money(cost) + (f" ({'; '.join(notes)})" if notes else "")

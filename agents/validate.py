@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import ast
 import math
-import random
-import os
 import sys
 import warnings
 from collections import Counter

@@ -34,7 +34,6 @@ from heidi_engine.bus.message import AgentStatus, ControlBroadcast, Heartbeat
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import (
     ACTIVE_STATUSES,
-    GAUGE_TYPES,
     AgentInfo,
     EvalSample,
     RunState,

@@ -18,8 +18,8 @@ from heidi_engine.bus.journal import (
 from heidi_engine.bus.ledger import load_ledger
 from heidi_engine.bus.state import ACTIVE_STATUSES, RunState, apply_event
 from heidi_engine.bus.storage import atomic_write_json
-from heidi_engine.supervisor.persister import Persister
 from heidi_engine.bus.summary import run_summary
+from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.process import kill_stale_group
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import RunState, SystemSample, TrainerSample
+from heidi_engine.bus.state import EvalSample, RunState, SystemSample, TrainerSample
 from heidi_engine.supervisor.persister import Persister, PersistError
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Spool:
             self._report("events.jsonl", None)
         return list(zip(events[:written], records[:written], strict=True))
 
-    def write_sample(self, sample: TrainerSample | SystemSample) -> None:
+    def write_sample(self, sample: TrainerSample | SystemSample | EvalSample) -> None:
         """Append a gauge sample to ``metrics.jsonl`` (a trainer resumed from a checkpoint cuts it back)."""
         try:
             if isinstance(sample, TrainerSample):

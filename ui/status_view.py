@@ -1,6 +1,6 @@
 """What the HTTP status server shows of a :class:`~heidi_engine.ui.viewer.View`: pure functions, no I/O.
 
-``status_fields`` is the allow-list of DESIGN §10 (exactly those keys, redacted again at this output
+``status_fields`` is the allow-list of the HTTP API (exactly those keys, redacted again at this output
 edge), ``assess`` turns the subscriber's liveness into ``ok`` / ``degraded`` / ``down``, and
 ``metrics_text`` renders the Prometheus text exposition format (version 0.0.4); ``format_status`` and
 ``format_runs`` are the menu's human-readable forms of the ``status`` and ``list_runs`` answers. Keeping
