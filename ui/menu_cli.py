@@ -1,4 +1,4 @@
-"""``autotrain-menu``: the interactive menu, or one non-interactive action per flag (DESIGN §10a).
+"""``autotrain-menu``: the interactive menu, or one non-interactive action per flag.
 
 Exit codes: 0 success; 1 runtime failure (a refused command, a run that did not complete, a supervisor
 that cannot be started); 2 bad usage or invalid configuration (one line per problem, nothing sent);
@@ -31,6 +31,7 @@ _ACTIONS = (
     "resume_run",
     "configure",
     "list",
+    "config_show",
     "dashboard",
     "http",
 )
@@ -70,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     actions.add_argument("--configure", action="store_true", help="edit config.yaml interactively")
     actions.add_argument("--list", action="store_true", help="list the runs of this home")
+    actions.add_argument(
+        "--config-show",
+        action="store_true",
+        help="print every effective config value and its source (default, file, env AUTOTRAIN_<NAME>, --set)",
+    )
     actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
     actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
     parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
@@ -102,11 +108,11 @@ def _action(args: argparse.Namespace) -> str | None:
 
 def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
     allowed = {
-        "rounds": {"start"},
-        "samples": {"start"},
-        "set": {"start"},
+        "rounds": {"start", "config_show"},
+        "samples": {"start", "config_show"},
+        "set": {"start", "config_show"},
         "wait": {"start", "resume_run", ""},
-        "json": {"status", "list"},
+        "json": {"status", "list", "config_show"},
         "port": {"http"},
     }
     problems = []
@@ -179,6 +185,13 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.start(overrides, wait=args.wait)
     if action == "status":
         return controller.status(as_json=args.json)
+    if action == "config_show":
+        overrides, problems = _overrides(args)
+        if problems:
+            return controller.refuse_config(problems)
+        from heidi_engine.ui.config_show import show_config
+
+        return show_config(controller, overrides, as_json=args.json)
     if action in ("stop", "pause", "resume", "shutdown"):
         return controller.control(action)
     if action == "resume_run":

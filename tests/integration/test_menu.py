@@ -523,7 +523,7 @@ def test_menu_shows_the_values_a_run_will_use_and_where_they_come_from(
     home: Path, menu_pty: Callable[..., MenuPty]
 ) -> None:
     (home / "config.yaml").write_text(CONFIG)
-    menu = menu_pty({"ROUNDS": "5"})
+    menu = menu_pty({"AUTOTRAIN_ROUNDS": "5", "SEQ_LEN": "256"})
     menu.choose("6")
     menu.wait_for(
         lambda t: re.search(r"ROUNDS +5 +integer 1–100 \(from the environment\)", t) is not None, "ROUNDS from env"
