@@ -1,7 +1,8 @@
-"""``autotrain-supervisor``: the daemon's command line (DESIGN §10a).
+"""``autotrain-supervisor``: the daemon's command line.
 
 Exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home), 2 invalid usage or
-configuration (one line per problem; nothing is created).
+configuration (one line per problem; nothing is created). Under a ``Type=notify`` systemd unit it reports
+READY, STATUS and WATCHDOG over ``NOTIFY_SOCKET`` and logs to stderr in journald's form.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from heidi_engine.bus.connection import new_bus_info
 from heidi_engine.bus.storage import ensure_private_dir, open_private_append
 from heidi_engine.supervisor.broker import Supervisor
 from heidi_engine.supervisor.lock import AlreadyRunning, InstanceLock
+from heidi_engine.supervisor.log_output import configure_logging, rotate_now
+from heidi_engine.supervisor.notifier import Notifier
 from heidi_engine.supervisor.sampler import Sampler
 
 LOG_FILE = "supervisor.log"
@@ -116,10 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
         return 1
+    if args.detach:
+        rotate_now(home / LOG_FILE)
     parent = _detach(home / LOG_FILE) if args.detach else None
     if parent is not None:
         lock.update_pid()
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, home / LOG_FILE if args.detach else None)
     log = logging.getLogger("autotrain-supervisor")
     try:
         ensure_private_dir(home / "runs")
@@ -143,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in supervisor.recover_stale_runs():
         log.warning("run %s was left active by a previous supervisor: marked interrupted", name)
     log.info("serving %s (pid %d, session %s)", home, os.getpid(), info.session)
+    notifier = Notifier()
+    supervisor.on_step = notifier.tick
+    notifier.ready(supervisor.state)
     try:
         supervisor.serve_forever()
     finally:
+        notifier.stopping()
         lock.release()
     log.info("shut down")
     return 0
