@@ -18,6 +18,7 @@ from rich.console import Console
 from heidi_engine.bus.connection import ConnectionFileError, connection_path, read_bus_info
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.ui.dashboard import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
+from heidi_engine.ui.dashboard_control import RunControl
 from heidi_engine.ui.dashboard_keys import Keyboard
 from heidi_engine.ui.panels import VIEWS, Frame, render
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
@@ -120,7 +121,8 @@ def _once_live(home: Path, view: int, console: Console) -> int:
 
 def _live(source: Source, args: argparse.Namespace) -> int:
     console = Console()
-    dashboard = Dashboard(source, console, refresh_hz=args.refresh, view=args.view)
+    control = RunControl(source.home) if isinstance(source, LiveSource) else None
+    dashboard = Dashboard(source, console, refresh_hz=args.refresh, view=args.view, control=control)
     if not sys.stdin.isatty():
         return dashboard.run(None)
     with Keyboard(sys.stdin.fileno()) as keyboard:
