@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """``autotrain-supervisor``: the daemon's command line.
 
 Exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home), 2 invalid usage or
@@ -15,6 +16,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+import argcomplete
+
+from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.connection import new_bus_info
 from heidi_engine.bus.storage import ensure_private_dir, open_private_append
@@ -31,7 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotrain-supervisor",
         description="Run the AutoTrain supervisor daemon: the bus, the persister and the pipeline driver.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  autotrain-supervisor --home ~/autotrain            # in the foreground (Ctrl+C stops the run, then exits)
+  autotrain-supervisor --home ~/autotrain --detach   # in the background; log: ~/autotrain/supervisor.log
+  AUTOTRAIN_HTTP_ENABLED=1 autotrain-supervisor      # also serve /status and /metrics on HTTP_PORT
+
+exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home),
+  2 invalid usage or configuration (one line per problem; nothing is created)""",
     )
+    parser.add_argument("--version", action="version", version=version_line("autotrain-supervisor"))
     parser.add_argument("--home", type=Path, default=None,
                         help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
     parser.add_argument("--config", type=Path, default=None, help="configuration file (default: <home>/config.yaml)")
@@ -95,7 +108,9 @@ def _report(fd: int | None, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    argcomplete.autocomplete(parser)  # completes the flags when the shell asks (then exits)
+    args = parser.parse_args(argv)
     os.umask(0o077)
     home = resolve_home(args.home)
     if not home.is_dir():

@@ -7,7 +7,6 @@ in the environment < ``--set``), redacted like config.json; the source of each i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +41,7 @@ def show_config(controller: Controller, overrides: Mapping[str, str], *, as_json
     except ConfigError as exc:
         return controller.refuse_config(exc.problems)
     if as_json:
-        controller.say(json.dumps(rows, indent=2))
+        controller.emit(rows)
         return EXIT_OK
     width = max(len(name) for name in rows)
     controller.say(f"{'FIELD':<{width}}  {'VALUE':<40}  SOURCE")

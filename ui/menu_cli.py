@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """``autotrain-menu``: the interactive menu, or one non-interactive action per flag.
 
 Exit codes: 0 success; 1 runtime failure (a refused command, a run that did not complete, a supervisor
@@ -14,8 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
+from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.launcher import resolve_home
+from heidi_engine.ui.log_tail import LOG_STAGES, show_logs
 from heidi_engine.ui.menu_actions import EXIT_BAD_USAGE, EXIT_FAILURE, PROG, Controller
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
@@ -32,6 +36,7 @@ _ACTIONS = (
     "configure",
     "list",
     "config_show",
+    "logs",
     "dashboard",
     "http",
 )
@@ -41,9 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="AutoTrain control menu. Without a flag: the interactive menu (needs a terminal).",
-        epilog="Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration, "
-        "3 no supervisor reachable.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  autotrain-menu --start --rounds 2 --wait        # start a run, follow it, exit 0 if it completed
+  autotrain-menu --start --json | jq -r .run_id   # the new run's id, for scripts
+  autotrain-menu --status --json                  # status as JSON (exit 3: no supervisor)
+  autotrain-menu --logs --follow --stage train    # follow the training agent's log
+  autotrain-menu --config-show --set LORA_R=32    # effective config, each value's source
+  eval "$(register-python-argcomplete autotrain-menu)"   # shell completion (bash/zsh)
+
+exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
+  3 no supervisor reachable""",
     )
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     parser.add_argument(
         "--home",
         type=Path,
@@ -76,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every effective config value and its source (default, file, env AUTOTRAIN_<NAME>, --set)",
     )
+    actions.add_argument(
+        "--logs",
+        action="store_true",
+        help="print the run's agent logs and the supervisor's log, redacted (default: the newest run)",
+    )
     actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
     actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
     parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
@@ -93,7 +113,15 @@ def _parser() -> argparse.ArgumentParser:
         help="with --start or --resume-run, or alone for the current run: follow the run to its end; "
         "exit 0 only if it completed (Ctrl+C stops following, not the run)",
     )
-    parser.add_argument("--json", action="store_true", help="with --status or --list: machine-readable JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable JSON on stdout (every action but the menu, --configure, --dashboard, --http; "
+        "--start prints the run id); the human lines go to stderr",
+    )
+    parser.add_argument("--follow", action="store_true", help="with --logs: keep printing new lines (Ctrl+C ends)")
+    parser.add_argument("--stage", choices=LOG_STAGES, help="with --logs: only this stage's (or the supervisor's) log")
+    parser.add_argument("--run", metavar="RUN_ID", help="with --logs: this run instead of the newest")
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
     return parser
 
@@ -112,8 +140,12 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
         "samples": {"start", "config_show"},
         "set": {"start", "config_show"},
         "wait": {"start", "resume_run", ""},
-        "json": {"status", "list", "config_show"},
+        "json": {"start", "status", "stop", "pause", "resume", "shutdown", "resume_run", "list", "config_show",
+                 "logs", ""},
         "port": {"http"},
+        "follow": {"logs"},
+        "stage": {"logs"},
+        "run": {"logs"},
     }
     problems = []
     for option, actions in allowed.items():
@@ -157,6 +189,7 @@ def _interactive_ok(controller: Controller, what: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autotrain-menu``."""
     parser = _parser()
+    enable_completion(parser)
     args = parser.parse_args(argv)
     action = _action(args)
     home = resolve_home(args.home)
@@ -170,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not home.is_dir():
         controller.complain(f"home {home} is not a directory")
         return EXIT_BAD_USAGE
+    controller.json_mode = args.json
     try:
         return _run(controller, args, action)
     except KeyboardInterrupt:
@@ -200,6 +234,8 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.follow_current()
     if action == "list":
         return controller.list_runs(as_json=args.json)
+    if action == "logs":
+        return show_logs(controller, run_id=args.run, stage=args.stage, follow=args.follow)
     if action == "http":
         from heidi_engine.ui.http import main as http_main
 

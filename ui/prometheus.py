@@ -13,7 +13,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
 from prometheus_client.core import (
@@ -25,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 
+from heidi_engine.bus.build import version
 from heidi_engine.bus.state import STATUSES, RunState
 from heidi_engine.ui.status_view import Health, round_cost
 from heidi_engine.ui.viewer import View
@@ -60,13 +60,6 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
-
-
-def _build_version() -> str:
-    try:
-        return metadata.version("heidi-engine")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _parse_ts(text: object) -> datetime | None:
@@ -124,7 +117,7 @@ class MetricsCollector:
         yield InfoMetricFamily(
             "autotrain_build",
             "Version of the AutoTrain supervisor serving these metrics.",
-            value={"version": _build_version(), "python": platform.python_version()},
+            value={"version": version(), "python": platform.python_version()},
         )
         yield GaugeMetricFamily(
             "autotrain_up", "1 when the supervisor is reachable and was heard within 3 s.",

@@ -279,7 +279,7 @@ def test_bad_overrides_exit_2_with_the_rule_and_start_nothing(home: Path) -> Non
     assert any("SAMPLES_PER_ROUND" in line and "1–10000" in line for line in lines), done.stderr
     assert not (home / "run").exists() and not (home / "runs").exists()
     usage = run_menu(home, "--status", "--rounds", "2")
-    assert usage.returncode == 2 and "--rounds only goes with --start" in usage.stderr
+    assert usage.returncode == 2 and "--rounds only goes with --config-show or --start" in usage.stderr
     not_a_run = run_menu(home, "--resume-run", "../etc")
     assert not_a_run.returncode == 2 and "not a run id" in not_a_run.stderr
 
