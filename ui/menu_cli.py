@@ -155,6 +155,8 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
             if "" in actions:
                 flags += " (or alone)"
             problems.append(f"--{option} only goes with {flags}")
+    if args.json and action is None and not args.wait:
+        problems.append("--json goes with an action (e.g. --status, --start) or --wait, not the interactive menu")
     return problems
 
 
