@@ -1,7 +1,8 @@
-"""The strict AutoTrain configuration: its schema, its four sources and its error messages (DESIGN §9).
+"""The strict AutoTrain configuration: its schema, its four sources and its error messages.
 
 Sources, lowest to highest precedence: schema defaults, ``config.yaml``, environment variables named
-exactly like the fields, explicit overrides (``--set KEY=VALUE``, ``--rounds N``). YAML values are typed
+``AUTOTRAIN_`` + the field (``AUTOTRAIN_ROUNDS=2``; a bare ``ROUNDS`` or ``SEED`` left in a shell changes
+nothing), explicit overrides (``--set KEY=VALUE``, ``--rounds N``). YAML values are typed
 strictly (``ROUNDS: "5"`` is an error, bools are never numbers); environment and command-line values are
 strings and are parsed per field type. Every problem of every source is collected, one line each, naming
 the source, the field, the value and the rule (``config.yaml: ROUNDS = 0: must be >= 1 (range 1–100)``),
@@ -29,17 +30,22 @@ from . import _config_yaml
 from .redaction import redact, scan
 
 __all__ = [
+    "ENV_PREFIX",
     "FIELD_NAMES",
     "SEED_FIELDS",
     "AutoTrainConfig",
     "ConfigError",
     "config_reference_markdown",
     "dump_yaml_update",
+    "env_overrides",
     "field_rule",
     "load_config",
     "parse_override",
     "validate_field",
+    "value_sources",
 ]
+
+ENV_PREFIX = "AUTOTRAIN_"
 
 _VALUE_MAX = 60
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -351,7 +357,20 @@ def _reason(name: str, error: ErrorDetails) -> str:
 
 
 def _line(source: str, name: str, value: object, reason: str) -> str:
-    return f"{source + ': ' if source else ''}{name} = {_show(name, value)}: {reason}"
+    shown_name = ENV_PREFIX + name if source == "environment" else name
+    return f"{source + ': ' if source else ''}{shown_name} = {_show(name, value)}: {reason}"
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The fields set in the environment (None: os.environ), by field name: ``AUTOTRAIN_ROUNDS`` sets
+    ROUNDS. Bare field names are ignored, so a stray ``SEED`` or ``BATCH_SIZE`` never changes a run."""
+    source = os.environ if environ is None else environ
+    start = len(ENV_PREFIX)
+    return {
+        key[start:]: value
+        for key, value in source.items()
+        if key.startswith(ENV_PREFIX) and key[start:] in AutoTrainConfig.model_fields
+    }
 
 
 def _validate(values: Mapping[str, object], source: str) -> tuple[AutoTrainConfig | None, list[str]]:
@@ -432,7 +451,6 @@ def load_config(
     """
     merged: dict[str, object] = {}
     problems: list[tuple[str | None, str]] = []
-    environ = os.environ if env is None else env
     sources: list[tuple[str, Mapping[str, object], bool]] = []
     if path is not None:
         file_values, file_problems = _config_yaml.read_mapping(path)
@@ -441,9 +459,7 @@ def load_config(
         problems += [(None, _unknown(f"{os.fspath(path)}: ", key)) for key in unknown]
         file_values = {k: v for k, v in file_values.items() if k not in unknown}
         sources.append((os.fspath(path), file_values, False))
-    sources.append(
-        ("environment", {k: v for k, v in environ.items() if k in AutoTrainConfig.model_fields}, True)
-    )
+    sources.append(("environment", env_overrides(env), True))
     sources.append(("override", dict(overrides or {}), True))
     for source, values, textual in sources:
         parsed, parse_problems = _from_texts_named(values, source) if textual else (dict(values), [])
@@ -462,6 +478,23 @@ def load_config(
     if config is None:
         raise ConfigError(final_problems)
     return config
+
+
+def value_sources(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> dict[str, str]:
+    """Where each field's effective value comes from: ``default``, ``file``, ``env AUTOTRAIN_<NAME>`` or
+    ``--set`` (the highest source that sets it, the precedence of :func:`load_config`)."""
+    sources = dict.fromkeys(AutoTrainConfig.model_fields, "default")
+    if path is not None:
+        file_values, _problems = _config_yaml.read_mapping(path)
+        sources.update({key: "file" for key in file_values if key in sources})
+    sources.update({key: f"env {ENV_PREFIX}{key}" for key in env_overrides(env)})
+    sources.update({key: "--set" for key in overrides or {} if key in sources})
+    return sources
 
 
 def parse_override(text: str) -> tuple[str, str]:

@@ -110,6 +110,7 @@ class Supervisor:
         self._last_heartbeat = float("-inf")
         self._last_sample = float("-inf")
         self.http_child: HttpChild | None = None
+        self.on_step: Callable[[RunState], None] | None = None  # after every loop step (systemd's watchdog)
         write_bus_info(home, info)
 
     # -- publishing --------------------------------------------------------------------------------
@@ -536,6 +537,8 @@ class Supervisor:
             self._heartbeat()
         self._sample(now)
         self._watch_http()
+        if self.on_step is not None:
+            self.on_step(self.state)
 
     def _sample(self, now: float) -> None:
         if self.sampler is None:

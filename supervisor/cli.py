@@ -1,7 +1,9 @@
-"""``autotrain-supervisor``: the daemon's command line (DESIGN §10a).
+# PYTHON_ARGCOMPLETE_OK
+"""``autotrain-supervisor``: the daemon's command line.
 
 Exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home), 2 invalid usage or
-configuration (one line per problem; nothing is created).
+configuration (one line per problem; nothing is created). Under a ``Type=notify`` systemd unit it reports
+READY, STATUS and WATCHDOG over ``NOTIFY_SOCKET`` and logs to stderr in journald's form.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+import argcomplete
+
+from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.connection import new_bus_info
 from heidi_engine.bus.storage import ensure_private_dir, open_private_append
 from heidi_engine.supervisor.broker import Supervisor
 from heidi_engine.supervisor.lock import AlreadyRunning, InstanceLock
+from heidi_engine.supervisor.log_output import configure_logging, rotate_now
+from heidi_engine.supervisor.notifier import Notifier
 from heidi_engine.supervisor.sampler import Sampler
 
 LOG_FILE = "supervisor.log"
@@ -28,7 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotrain-supervisor",
         description="Run the AutoTrain supervisor daemon: the bus, the persister and the pipeline driver.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  autotrain-supervisor --home ~/autotrain            # in the foreground (Ctrl+C stops the run, then exits)
+  autotrain-supervisor --home ~/autotrain --detach   # in the background; log: ~/autotrain/supervisor.log
+  AUTOTRAIN_HTTP_ENABLED=1 autotrain-supervisor      # also serve /status and /metrics on HTTP_PORT
+
+exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home),
+  2 invalid usage or configuration (one line per problem; nothing is created)""",
     )
+    parser.add_argument("--version", action="version", version=version_line("autotrain-supervisor"))
     parser.add_argument("--home", type=Path, default=None,
                         help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
     parser.add_argument("--config", type=Path, default=None, help="configuration file (default: <home>/config.yaml)")
@@ -92,7 +108,9 @@ def _report(fd: int | None, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    argcomplete.autocomplete(parser)  # completes the flags when the shell asks (then exits)
+    args = parser.parse_args(argv)
     os.umask(0o077)
     home = resolve_home(args.home)
     if not home.is_dir():
@@ -116,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
         return 1
+    if args.detach:
+        rotate_now(home / LOG_FILE)
     parent = _detach(home / LOG_FILE) if args.detach else None
     if parent is not None:
         lock.update_pid()
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, home / LOG_FILE if args.detach else None)
     log = logging.getLogger("autotrain-supervisor")
     try:
         ensure_private_dir(home / "runs")
@@ -143,9 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in supervisor.recover_stale_runs():
         log.warning("run %s was left active by a previous supervisor: marked interrupted", name)
     log.info("serving %s (pid %d, session %s)", home, os.getpid(), info.session)
+    notifier = Notifier()
+    supervisor.on_step = notifier.tick
+    notifier.ready(supervisor.state)
     try:
         supervisor.serve_forever()
     finally:
+        notifier.stopping()
         lock.release()
     log.info("shut down")
     return 0

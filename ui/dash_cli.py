@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """``autotrain-dash``: the live Rich dashboard, one frame of it (``--once``), or a finished run's replay.
 
 Exit codes: 0 ok; 2 bad usage (a malformed or unknown run id, a bad option, no terminal for live mode);
@@ -15,9 +16,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from heidi_engine.bus.build import version_line
 from heidi_engine.bus.connection import ConnectionFileError, connection_path, read_bus_info
 from heidi_engine.bus.event import is_run_id
+from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
+from heidi_engine.ui.dashboard_control import RunControl
 from heidi_engine.ui.dashboard_keys import Keyboard
 from heidi_engine.ui.panels import VIEWS, Frame, render
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
@@ -35,7 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotrain-dash",
         description="Live dashboard of the AutoTrain supervisor (keys: q quit, r refresh, 1-6 views, ? help).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  autotrain-dash                                  # the live dashboard of $AUTOTRAIN_HOME (or the current folder)
+  autotrain-dash --view 4                         # open on the event log
+  autotrain-dash --once --view 2                  # print one frame, for scripts
+  autotrain-dash --run run_20261129_081502_3f9a1c2e   # replay a finished run from its files
+
+exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once)""",
     )
+    parser.add_argument("--version", action="version", version=version_line("autotrain-dash"))
     parser.add_argument(
         "--home", help="AutoTrain home (default: $AUTOTRAIN_HOME, else the current directory)"
     )
@@ -120,7 +133,8 @@ def _once_live(home: Path, view: int, console: Console) -> int:
 
 def _live(source: Source, args: argparse.Namespace) -> int:
     console = Console()
-    dashboard = Dashboard(source, console, refresh_hz=args.refresh, view=args.view)
+    control = RunControl(source.home) if isinstance(source, LiveSource) else None
+    dashboard = Dashboard(source, console, refresh_hz=args.refresh, view=args.view, control=control)
     if not sys.stdin.isatty():
         return dashboard.run(None)
     with Keyboard(sys.stdin.fileno()) as keyboard:
@@ -130,7 +144,9 @@ def _live(source: Source, args: argparse.Namespace) -> int:
 @quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autotrain-dash``; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    enable_completion(parser)
+    args = parser.parse_args(argv)
     try:
         if not _MIN_HZ <= args.refresh <= _MAX_HZ:
             raise UsageError(f"--refresh {args.refresh:g} is out of range ({_MIN_HZ:g}-{_MAX_HZ:g} Hz)")

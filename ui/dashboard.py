@@ -31,6 +31,7 @@ from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.journal import tail_records
 from heidi_engine.bus.ledger import replay
 from heidi_engine.bus.state import RunState
+from heidi_engine.ui.dashboard_control import RunControl
 from heidi_engine.ui.dashboard_keys import Keyboard
 from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, body_rows, render, view_overflow
 from heidi_engine.ui.panels_events import event_window, events_rows, matches
@@ -244,6 +245,10 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
     elif key in ("1", "2", "3", "4", "5", "6"):
         ui.view, ui.help = int(key), False
         ui.cursor = replace(cursor, offset=0)
+    elif key in ("tab", "right", "backtab", "left"):
+        step = 1 if key in ("tab", "right") else -1
+        ui.view, ui.help = (ui.view - 1 + step) % len(VIEWS) + 1, False
+        ui.cursor = replace(cursor, offset=0)
     elif key == "?":
         ui.help = not ui.help
         ui.cursor = replace(cursor, offset=0)
@@ -286,6 +291,7 @@ class Dashboard:
         view: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        control: RunControl | None = None,
     ) -> None:
         if not 1 <= view <= len(VIEWS):
             raise ValueError(f"view must be 1-{len(VIEWS)}, got {view}")
@@ -300,6 +306,7 @@ class Dashboard:
         self._feed: Feed | None = None
         self._seen_events = 0
         self.hung_up = False
+        self.control = control  # p/u/s on a live supervisor; None when replaying files
 
     def _page(self) -> int:
         return events_rows(body_rows(self.console.size.height))
@@ -324,6 +331,8 @@ class Dashboard:
 
     def key(self, key: str) -> None:
         """Handle one key; a scroll is clamped to the log so that reversing it acts at once."""
+        if self.control is not None and self.ui.cursor.prompt is None and self.control.key(key):
+            return
         handle_key(self.ui, key, self._page())
         if self.ui.refresh:
             self.ui.refresh = False
@@ -345,8 +354,9 @@ class Dashboard:
         """The frame for the current feed and UI state."""
         feed = self._feed or self.tick()
         ui = self.ui
+        notice = self.control.notice() if self.control is not None else None
         return Frame(
-            feed.state, feed.link, self._wall(), ui.view, feed.events, self._rates, ui.cursor, ui.help
+            feed.state, feed.link, self._wall(), ui.view, feed.events, self._rates, ui.cursor, ui.help, notice
         )
 
     def draw(self, live: Live) -> None:

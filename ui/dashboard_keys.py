@@ -34,13 +34,14 @@ _CSI_KEYS: dict[str, str] = {
     "6~": "pgdn",
     "2~": "insert",
     "3~": "delete",
+    "Z": "backtab",
 }
 _SS3_KEYS: dict[str, str] = {"A": "up", "B": "down", "C": "right", "D": "left", "H": "home", "F": "end"}
 
 
 class KeyParser:
     """Turns terminal input into key names: printable characters as themselves, and ``up``, ``down``,
-    ``pgup``, ``pgdn``, ``home``, ``end``, ``enter``, ``backspace``, ``esc`` for the rest.
+    ``pgup``, ``pgdn``, ``home``, ``end``, ``enter``, ``tab``, ``backtab``, ``backspace``, ``esc`` for the rest.
 
     Feed it bytes as they arrive; an escape sequence cut between two reads is completed by the next
     :meth:`feed`, or taken as a lone ESC by :meth:`flush` once the caller has waited long enough.
@@ -88,6 +89,8 @@ class KeyParser:
                 continue
             if ch in "\r\n":
                 keys.append("enter")
+            elif ch == "\t":
+                keys.append("tab")
             elif ch in "\x7f\x08":
                 keys.append("backspace")
             elif ch.isprintable():

@@ -1,8 +1,9 @@
-"""The HTTP status server (DESIGN §10): a bus client like any viewer, on 127.0.0.1 only.
+"""The HTTP status server: a bus client like any viewer, on 127.0.0.1 only.
 
 ``python -m heidi_engine.ui.http --home H [--port N]``. Routes: ``GET /`` and ``GET /status`` (the allowed
-fields), ``GET /health`` (200 ok, else 503 with the reason), ``GET /metrics`` (Prometheus text). Anything
-else is 404; a method other than GET is 405 with ``Allow: GET``. No CORS header at all.
+fields), ``GET /health`` (200 ok, else 503 with the reason), ``GET /metrics`` (Prometheus text, see
+:mod:`heidi_engine.ui.prometheus`). HEAD answers like GET without the body. Anything else is 404; another
+method is 405 with ``Allow: GET, HEAD``. No CORS header at all.
 
 Requests never touch the bus: a :class:`LiveView` thread keeps the state current and each request reads
 its latest frozen snapshot, so a hung supervisor cannot hang a client, and one slow client cannot hold
@@ -23,14 +24,14 @@ from typing import Any
 
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.ui.launcher import NoSupervisor, local_supervisor, resolve_home
-from heidi_engine.ui.status_view import Health, assess, metrics_text, status_fields
-from heidi_engine.ui.viewer import LiveView
+from heidi_engine.ui.prometheus import CONTENT_TYPE, exposition
+from heidi_engine.ui.status_view import Health, assess, status_fields
+from heidi_engine.ui.viewer import LiveView, View
 
 __all__ = ["LOOPBACK", "StatusServer", "main", "route", "serve"]
 
 LOOPBACK = "127.0.0.1"
 _JSON = "application/json"
-_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _CLIENT_TIMEOUT_S = 10.0
 
 
@@ -64,6 +65,10 @@ class StatusServer(ThreadingHTTPServer):
             return assess(latest, str(exc))
         return assess(latest, None)
 
+    def snapshot(self) -> tuple[View, Health]:
+        """The latest view and the health verdict, together (what one /metrics scrape reports)."""
+        return self.view.latest(), self.health()
+
 
 def route(target: str) -> str:
     """The route a request target names: no query or fragment, no trailing slash (``/status/`` is
@@ -90,8 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
             health = self.server.health()
             self._json(HTTPStatus(health.http_status), health.body())
         elif path == "/metrics":
-            health = self.server.health()
-            self._send(HTTPStatus.OK, _PROMETHEUS, metrics_text(self.server.view.latest(), health).encode())
+            self._send(HTTPStatus.OK, CONTENT_TYPE, exposition(self.server.snapshot))
         else:
             self._json(
                 HTTPStatus.NOT_FOUND,
@@ -101,11 +105,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         self._json(
             HTTPStatus.METHOD_NOT_ALLOWED,
-            {"error": f"method {self.command} not allowed; use GET"},
-            extra={"Allow": "GET"},
+            {"error": f"method {self.command} not allowed; use GET or HEAD"},
+            extra={"Allow": "GET, HEAD"},
         )
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+    do_HEAD = do_GET  # the same status and headers, no body (``_send`` writes none for HEAD)
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _json(self, status: HTTPStatus, body: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         self._send(status, _JSON, json.dumps(body, allow_nan=False).encode(), extra)

@@ -10,7 +10,6 @@ the menu comes back when it exits; the HTTP server runs in the background until 
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import shutil
 import signal
@@ -29,11 +28,13 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.validation import ValidationError, Validator
 
 from heidi_engine.bus.config import (
+    ENV_PREFIX,
     FIELD_NAMES,
     SEED_FIELDS,
     AutoTrainConfig,
     ConfigError,
     dump_yaml_update,
+    env_overrides,
     field_rule,
     validate_field,
 )
@@ -111,11 +112,10 @@ def _current(path: Path) -> dict[str, str]:
 
 def _effective(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
     """Each field's value as a run will use it, and where it comes from: ``default``, ``file`` or
-    ``environment`` (an environment variable of the field's name overrides config.yaml)."""
-    env = os.environ if environ is None else environ
+    ``environment`` (``AUTOTRAIN_<NAME>`` in the environment overrides config.yaml)."""
     values = {name: (_shown(info.default), "default") for name, info in AutoTrainConfig.model_fields.items()}
     values.update({k: (_shown(v), "file") for k, v in _file_values(path).items() if k in values})
-    values.update({k: (v, "environment") for k, v in env.items() if k in values})
+    values.update({k: (v, "environment") for k, v in env_overrides(environ).items()})
     return values
 
 
@@ -236,7 +236,7 @@ def _edit(controller: Controller, session: PromptSession[str]) -> None:
             say(f"{name} unchanged")
             continue
         if effective[name][1] == "environment":
-            say(f"note: {name} is set in the environment, which overrides config.yaml for runs started from here")
+            say(f"note: {ENV_PREFIX}{name} is set in the environment, which overrides config.yaml for runs started from here")
         if raw == current[name]:
             say(f"{name} unchanged")
             continue

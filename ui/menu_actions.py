@@ -24,7 +24,8 @@ from heidi_engine.bus.state import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE
 from heidi_engine.bus.summary import run_summary
 from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, pid_alive
 from heidi_engine.ui.panels_text import fmt_duration
-from heidi_engine.ui.status_view import format_runs, format_status
+from heidi_engine.ui.status_view import format_runs, format_status, resume_hint
+from heidi_engine.ui.wait_progress import StageProgress
 
 __all__ = [
     "EXIT_BAD_USAGE",
@@ -44,6 +45,7 @@ PROG = "autotrain-menu"
 _STAGES = ("generate", "validate", "train", "eval")
 _POLL_S = 0.2
 _LOST_AFTER_S = 15.0
+_DETAIL_S = 1.0  # the full state is asked for at most once a second
 
 
 def runs_from_files(home: Path) -> list[dict[str, Any]]:
@@ -65,11 +67,22 @@ def _stages_done(status: dict[str, Any]) -> int:
     return max(0, (round_no - 1) * len(_STAGES) + index) if round_no else 0
 
 
-def _describe(status: dict[str, Any]) -> str:
+def _describe(status: dict[str, Any], detail: str | None = None) -> str:
     return (
         f"round {status.get('current_round')}/{status.get('total_rounds')} · "
-        f"{clean(str(status.get('current_stage') or '-'))} · {clean(str(status.get('status')))}"
+        f"{clean(str(status.get('current_stage') or '-'))}{' · ' + detail if detail else ''} · "
+        f"{clean(str(status.get('status')))}"
     )
+
+
+def _stage_detail(client: ControlClient, inside: StageProgress, now: float) -> str | None:
+    """Progress inside the current stage from the full state; ``None`` when it cannot be had."""
+    try:
+        snapshot = client.call("snapshot", timeout_s=3.0)
+    except BusError:
+        return None
+    state = snapshot.get("state") if isinstance(snapshot, dict) else None
+    return inside.detail(state, now) if isinstance(state, dict) else None
 
 
 def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> int:
@@ -94,6 +107,7 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
         progress.start()
     task = progress.add_task(run_id, total=None) if progress is not None else None
     started, lost_since, last_line = time.monotonic(), None, ""
+    inside, detail, detail_at = StageProgress(), None, float("-inf")
     status: dict[str, Any] = {}
     interrupted = False
     try:
@@ -121,13 +135,18 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
                 return EXIT_FAILURE
             total = max(1, int(status.get("total_rounds") or 1)) * len(_STAGES)
             finished = status.get("status") in FINISHED_STATUSES
+            if finished:
+                detail = None  # the last in-stage figures would read as still under way
+            elif time.monotonic() - detail_at >= _DETAIL_S:
+                detail_at = time.monotonic()
+                detail = _stage_detail(client, inside, detail_at)
             if progress is not None and task is not None:
                 done = total if status.get("status") == "completed" else min(_stages_done(status), total)
                 progress.update(
-                    task, total=total, completed=done, description=f"{run_id} {_describe(status)}"
+                    task, total=total, completed=done, description=f"{run_id} {_describe(status, detail)}"
                 )
             else:
-                line = _describe(status)
+                line = _describe(status, detail)
                 if line != last_line:
                     last_line = line
                     print(f"[{fmt_duration(time.monotonic() - started):>8}] {run_id} {line}", file=out, flush=True)
@@ -165,9 +184,14 @@ class Controller:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.started = False
+        self.json_mode = False  # --json: stdout carries one JSON document, the human lines go to stderr
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(text, file=self.err if self.json_mode else self.out, flush=True)
+
+    def emit(self, body: object) -> None:
+        """The command's machine-readable answer on stdout, redacted."""
+        print(json.dumps(default_redactor().redact_obj(body), indent=2), file=self.out, flush=True)
 
     def complain(self, text: str) -> None:
         print(f"{PROG}: {text}", file=self.err, flush=True)
@@ -233,6 +257,7 @@ class Controller:
         """Print the supervisor's status (JSON for scripts); 3 when no supervisor runs."""
         client = self._client(launch=False)
         if isinstance(client, int):
+            self._last_run_from_files(as_json=as_json)
             return client
         with client:
             result = self._call(client, "status")
@@ -244,10 +269,26 @@ class Controller:
             result["evals"] = snapshot["state"].get("evals") or []
             result["best_round"] = snapshot["state"].get("best_round")
         if as_json:
-            self.say(json.dumps(default_redactor().redact_obj(result), indent=2, sort_keys=True))
+            self.emit(dict(sorted(result.items())))
         else:
             self.say(format_status(result))
         return EXIT_OK
+
+    def _last_run_from_files(self, *, as_json: bool) -> None:
+        """With no supervisor: the supervisor is down, and the last run as its files left it."""
+        runs = runs_from_files(self.home)
+        last = runs[0] if runs else None
+        if as_json:
+            self.emit({"supervisor": "down", "last_run": last})
+            return
+        self.say("supervisor: down (autotrain-menu --start starts one with a run)")
+        if last is None:
+            self.say(f"no runs yet in {self.home / 'runs'}")
+            return
+        self.say("last run, from its files:\n" + format_runs([last]))
+        hint = resume_hint(last)
+        if hint:
+            self.say(hint)
 
     def control(self, name: str) -> int:
         """``stop``, ``pause`` or ``resume`` the active run, or ``shutdown`` the daemon; 3 when none runs."""
@@ -264,7 +305,9 @@ class Controller:
             "resume": "resumed",
             "shutdown": "supervisor shutting down",
         }[name]
-        if name == "shutdown":
+        if self.json_mode:
+            self.emit({"command": name, "ok": True, "message": done})
+        elif name == "shutdown":
             self.say(done)
         else:
             self.say(f"{clean(str(result.get('run_id')))}: {done} (status {clean(str(result.get('status')))})")
@@ -303,12 +346,18 @@ class Controller:
                 return EXIT_FAILURE
             run_id = str(result["run_id"])
             self.say(f"started run {run_id}")
-            return self._follow(client, run_id) if wait else EXIT_OK
+            if not wait:
+                if self.json_mode:
+                    self.emit({"run_id": run_id, "status": "started"})
+                return EXIT_OK
+            return self._follow(client, run_id)
 
     def _follow(self, client: ControlClient, run_id: str) -> int:
-        code = follow_run(client, run_id, self.out, self.err)
+        code = follow_run(client, run_id, self.err if self.json_mode else self.out, self.err)
         if code != EXIT_INTERRUPTED and pid_alive(client.info.pid):
             self._left_running(client)
+        if self.json_mode:
+            self.emit({"run_id": run_id, "completed": code == EXIT_OK, "exit_code": code})
         return code
 
     def follow_current(self) -> int:
@@ -367,7 +416,11 @@ class Controller:
                 return EXIT_FAILURE
             resumed = str(result["run_id"])
             self.say(f"resumed run {resumed}")
-            return self._follow(client, resumed) if wait else EXIT_OK
+            if not wait:
+                if self.json_mode:
+                    self.emit({"run_id": resumed, "status": "resumed"})
+                return EXIT_OK
+            return self._follow(client, resumed)
 
     def compare(self, run_a: str, run_b: str, *, as_json: bool = False) -> int:
         """Two runs side by side, from their files; 2 when either is not a run of this home."""
@@ -406,7 +459,7 @@ class Controller:
         except NoSupervisor:
             runs = runs_from_files(self.home)
         if as_json:
-            self.say(json.dumps(default_redactor().redact_obj(runs), indent=2))
+            self.emit(runs)
         else:
             self.say(format_runs(runs))
         return EXIT_OK

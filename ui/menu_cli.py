@@ -1,4 +1,5 @@
-"""``autotrain-menu``: the interactive menu, or one non-interactive action per flag (DESIGN §10a).
+# PYTHON_ARGCOMPLETE_OK
+"""``autotrain-menu``: the interactive menu, or one non-interactive action per flag.
 
 Exit codes: 0 success; 1 runtime failure (a refused command, a run that did not complete, a supervisor
 that cannot be started); 2 bad usage or invalid configuration (one line per problem, nothing sent);
@@ -14,8 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
+from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.launcher import resolve_home
+from heidi_engine.ui.log_tail import LOG_STAGES, show_logs
 from heidi_engine.ui.menu_actions import EXIT_BAD_USAGE, EXIT_FAILURE, PROG, Controller
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
@@ -33,6 +37,8 @@ _ACTIONS = (
     "list",
     "compare",
     "export_tensorboard",
+    "config_show",
+    "logs",
     "dashboard",
     "http",
 )
@@ -42,9 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="AutoTrain control menu. Without a flag: the interactive menu (needs a terminal).",
-        epilog="Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration, "
-        "3 no supervisor reachable.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  autotrain-menu --start --rounds 2 --wait        # start a run, follow it, exit 0 if it completed
+  autotrain-menu --start --json | jq -r .run_id   # the new run's id, for scripts
+  autotrain-menu --status --json                  # status as JSON (exit 3: no supervisor)
+  autotrain-menu --logs --follow --stage train    # follow the training agent's log
+  autotrain-menu --config-show --set LORA_R=32    # effective config, each value's source
+  eval "$(register-python-argcomplete autotrain-menu)"   # shell completion (bash/zsh)
+
+exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
+  3 no supervisor reachable""",
     )
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     parser.add_argument(
         "--home",
         type=Path,
@@ -84,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("RUN_ID", "DIR"),
         help="write a run's trainer samples and eval results to DIR as TensorBoard scalars",
     )
+    actions.add_argument(
+        "--config-show",
+        action="store_true",
+        help="print every effective config value and its source (default, file, env AUTOTRAIN_<NAME>, --set)",
+    )
+    actions.add_argument(
+        "--logs",
+        action="store_true",
+        help="print the run's agent logs and the supervisor's log, redacted (default: the newest run)",
+    )
     actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
     actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
     parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
@@ -102,8 +128,14 @@ def _parser() -> argparse.ArgumentParser:
         "exit 0 only if it completed (Ctrl+C stops following, not the run)",
     )
     parser.add_argument(
-        "--json", action="store_true", help="with --status, --list or --compare: machine-readable JSON"
+        "--json",
+        action="store_true",
+        help="machine-readable JSON on stdout (every action but the menu, --configure, --dashboard, --http, --export-tensorboard; "
+        "--start prints the run id); the human lines go to stderr",
     )
+    parser.add_argument("--follow", action="store_true", help="with --logs: keep printing new lines (Ctrl+C ends)")
+    parser.add_argument("--stage", choices=LOG_STAGES, help="with --logs: only this stage's (or the supervisor's) log")
+    parser.add_argument("--run", metavar="RUN_ID", help="with --logs: this run instead of the newest")
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
     return parser
 
@@ -118,12 +150,16 @@ def _action(args: argparse.Namespace) -> str | None:
 
 def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
     allowed = {
-        "rounds": {"start"},
-        "samples": {"start"},
-        "set": {"start"},
+        "rounds": {"start", "config_show"},
+        "samples": {"start", "config_show"},
+        "set": {"start", "config_show"},
         "wait": {"start", "resume_run", ""},
-        "json": {"status", "list", "compare"},
+        "json": {"start", "status", "stop", "pause", "resume", "shutdown", "resume_run", "list", "config_show",
+                 "logs", "compare", ""},
         "port": {"http"},
+        "follow": {"logs"},
+        "stage": {"logs"},
+        "run": {"logs"},
     }
     problems = []
     for option, actions in allowed.items():
@@ -133,6 +169,8 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
             if "" in actions:
                 flags += " (or alone)"
             problems.append(f"--{option} only goes with {flags}")
+    if args.json and action is None and not args.wait:
+        problems.append("--json goes with an action (e.g. --status, --start) or --wait, not the interactive menu")
     return problems
 
 
@@ -167,6 +205,7 @@ def _interactive_ok(controller: Controller, what: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autotrain-menu``."""
     parser = _parser()
+    enable_completion(parser)
     args = parser.parse_args(argv)
     action = _action(args)
     home = resolve_home(args.home)
@@ -180,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not home.is_dir():
         controller.complain(f"home {home} is not a directory")
         return EXIT_BAD_USAGE
+    controller.json_mode = args.json
     try:
         return _run(controller, args, action)
     except KeyboardInterrupt:
@@ -195,6 +235,13 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.start(overrides, wait=args.wait)
     if action == "status":
         return controller.status(as_json=args.json)
+    if action == "config_show":
+        overrides, problems = _overrides(args)
+        if problems:
+            return controller.refuse_config(problems)
+        from heidi_engine.ui.config_show import show_config
+
+        return show_config(controller, overrides, as_json=args.json)
     if action in ("stop", "pause", "resume", "shutdown"):
         return controller.control(action)
     if action == "resume_run":
@@ -207,6 +254,8 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         return controller.compare(*args.compare, as_json=args.json)
     if action == "export_tensorboard":
         return controller.export_tensorboard(args.export_tensorboard[0], Path(args.export_tensorboard[1]))
+    if action == "logs":
+        return show_logs(controller, run_id=args.run, stage=args.stage, follow=args.follow)
     if action == "http":
         from heidi_engine.ui.http import main as http_main
 

@@ -76,6 +76,7 @@ class Frame:
     rates: Rates = field(default_factory=Rates)
     cursor: Cursor = field(default_factory=Cursor)
     help: bool = False
+    notice: str | None = None  # the run controls' question or outcome, shown in the footer
 
 
 def elapsed_s(state: RunState, now: datetime) -> float | None:
@@ -180,6 +181,8 @@ def render_footer(frame: Frame, width: int) -> Text:
         text.append("   Enter apply · Esc cancel", style="dim")
         if frame.cursor.filter:
             text.append(f" · in force: {safe(frame.cursor.filter, 40)}", style="dim")
+    elif frame.notice is not None:
+        text = Text(safe(frame.notice, 200), style="bold yellow")
     elif frame.link.mode == "live" and frame.link.down == "shut down":
         text = Text("the supervisor shut down cleanly; the last state it published is shown · q quit", style="dim")
     elif frame.link.mode == "live" and not frame.link.connected and frame.link.error:
@@ -192,7 +195,9 @@ def render_footer(frame: Frame, width: int) -> Text:
         text.append(f"autotrain-menu --resume-run {safe(frame.state.run_id, 40)} continues it", style="bold")
         text.append(" · q quit · ? help", style="dim")
     else:
-        hints = "q quit · r refresh · 1-6 views · ? help"
+        hints = "q quit · r refresh · 1-6 Tab views · ? help"
+        if frame.link.mode == "live":
+            hints += " · p pause · u unpause · s stop"
         if frame.view == 4 and not frame.help:
             hints += " · ↑↓/j k scroll · Enter full event · / filter · PgUp PgDn · g/G Home/End"
         text = Text(hints, style="dim")
@@ -209,6 +214,9 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("Home End  g G", "top · bottom (Events: oldest · newest; End follows new events)"),
     ("Enter", "Events: the newest event in view in full, wrapped (Enter or Esc closes)"),
     ("/", "Events: filter by stage, level or message text; Enter applies, Esc cancels, empty clears"),
+    ("Tab ← →", "next · previous view (Shift+Tab: previous)"),
+    ("p u", "pause the run at its next safe boundary · unpause it (live only)"),
+    ("s", "stop the run at its next stage boundary, after a y/n confirmation (live only)"),
 )
 
 
@@ -220,7 +228,7 @@ def render_help(_frame: Frame, width: int, height: int | None) -> list[Text]:
         row.append(what)
         lines.append(row)
     lines.append(Text())
-    lines.append(Text("The dashboard only watches: control the run with autotrain-menu.", style="dim"))
+    lines.append(Text("A replayed run cannot be controlled; autotrain-menu has every other command.", style="dim"))
     return box(Text("Help", style="bold"), lines, width, height)
 
 

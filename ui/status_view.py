@@ -2,8 +2,8 @@
 
 ``status_fields`` is the allow-list of the HTTP API (exactly those keys, redacted again at this output
 edge), ``assess`` turns the subscriber's liveness into ``ok`` / ``degraded`` / ``down``, and
-``metrics_text`` renders the Prometheus text exposition format (version 0.0.4); ``format_status`` and
-``format_runs`` are the menu's human-readable forms of the ``status`` and ``list_runs`` answers. Keeping
+``format_status`` and ``format_runs`` are the menu's human-readable forms of the ``status`` and
+``list_runs`` answers (``/metrics`` is :mod:`heidi_engine.ui.prometheus`). Keeping
 them apart from the server and the menu makes the field set, the health rules and the wording testable
 without sockets.
 """
@@ -11,14 +11,12 @@ without sockets.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.redaction import clean, default_redactor
-from heidi_engine.bus.state import RESUMABLE_STATUSES, STATUSES, EvalSample, RunState
+from heidi_engine.bus.state import RESUMABLE_STATUSES, EvalSample, RunState
 from heidi_engine.ui.eval_text import eval_line
 from heidi_engine.ui.panels_text import fmt_duration
 from heidi_engine.ui.viewer import View
@@ -29,7 +27,6 @@ __all__ = [
     "assess",
     "format_runs",
     "format_status",
-    "metrics_text",
     "resume_hint",
     "round_cost",
     "status_fields",
@@ -39,9 +36,7 @@ ALLOWED_FIELDS: tuple[str, ...] = (
     "run_id", "status", "current_round", "current_stage", "stop_requested", "pause_requested",
     "counters", "usage", "gpu_summary", "last_event_ts", "health", "updated_at",
 )  # fmt: skip
-_LABEL_MAX = 120
 COST_DIGITS = 6
-_NAME_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -122,170 +117,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _finite(item) for key, item in value.items()}
     return value
-
-
-# -- Prometheus text format -----------------------------------------------------------------------
-
-
-def _label_value(text: str) -> str:
-    return clean(text, _LABEL_MAX).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-class _Exposition:
-    """Collects metric families; each is written once with its HELP and TYPE lines."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[dict[str, str], float | int | None]],
-    ) -> None:
-        rows = [(labels, value) for labels, value in samples if value is not None]
-        if not rows or not _NAME_OK.fullmatch(name):
-            return
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in rows:
-            inner = ",".join(f'{key}="{_label_value(text)}"' for key, text in labels.items())
-            self.lines.append(f"{name}{'{' + inner + '}' if inner else ''} {_number(value)}")
-
-    def one(self, name: str, kind: str, help_text: str, value: float | int | None) -> None:
-        self.family(name, kind, help_text, [({}, value)])
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _as_number(value: object) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
-def metrics_text(view: View, health: Health) -> str:
-    """``GET /metrics``: run counters, usage, trainer, GPU and host gauges, and ``autotrain_up``."""
-    state = view.state
-    out = _Exposition()
-    out.one(
-        "autotrain_up",
-        "gauge",
-        "1 when the supervisor is reachable and was heard within 3 s.",
-        1 if health.state == "ok" else 0,
-    )
-    out.family(
-        "autotrain_run_status",
-        "gauge",
-        "1 for the current run status, 0 for the others.",
-        [({"status": status}, 1 if state.status == status else 0) for status in STATUSES],
-    )
-    out.one(
-        "autotrain_current_round", "gauge", "Round the run is in (0 before the first).", state.current_round
-    )
-    out.one("autotrain_total_rounds", "gauge", "Rounds the run was started with.", state.total_rounds)
-    out.one(
-        "autotrain_events_total", "counter", "Events of this run seen by the supervisor.", state.event_count
-    )
-    for name, count in sorted(state.counters.items()):
-        out.one(f"autotrain_{name}_total", "counter", f"Run counter {name}.", _as_number(count))
-    for name, value in sorted(state.usage.items()):
-        if name == "estimated_cost_usd":
-            # Unknown cost (None) is left out rather than shown as 0.
-            out.one(
-                "autotrain_estimated_cost_usd",
-                "gauge",
-                "Estimated teacher cost so far, in USD.",
-                _as_number(round_cost(value)),
-            )
-        else:
-            out.one(f"autotrain_usage_{name}_total", "counter", f"Teacher usage {name}.", _as_number(value))
-    trainer = state.trainer
-    out.one("autotrain_trainer_step", "gauge", "Current optimizer step of the trainer.", trainer.step)
-    out.one("autotrain_trainer_total_steps", "gauge", "Optimizer steps planned this round.", trainer.total)
-    out.one("autotrain_trainer_loss", "gauge", "Latest training loss.", trainer.loss)
-    out.one("autotrain_trainer_learning_rate", "gauge", "Latest learning rate.", trainer.learning_rate)
-    out.one(
-        "autotrain_trainer_tokens_per_second",
-        "gauge",
-        "Training throughput, tokens per second.",
-        trainer.tokens_per_s,
-    )
-    gpus = [({"gpu": str(g.index), "name": g.name}, g) for g in state.gpus]
-    out.family(
-        "autotrain_gpu_vram_used_mb",
-        "gauge",
-        "GPU memory in use, MB.",
-        [(labels, g.vram_used_mb) for labels, g in gpus],
-    )
-    out.family(
-        "autotrain_gpu_vram_total_mb",
-        "gauge",
-        "GPU memory size, MB.",
-        [(labels, g.vram_total_mb) for labels, g in gpus],
-    )
-    out.family(
-        "autotrain_gpu_util_percent",
-        "gauge",
-        "GPU utilisation, percent.",
-        [(labels, g.util_pct) for labels, g in gpus],
-    )
-    host = state.host
-    if host is not None:
-        out.one("autotrain_host_cpu_percent", "gauge", "Host CPU utilisation, percent.", host.cpu_pct)
-        out.one("autotrain_host_ram_used_mb", "gauge", "Host memory in use, MB.", host.ram_used_mb)
-        out.one("autotrain_host_ram_total_mb", "gauge", "Host memory size, MB.", host.ram_total_mb)
-    _eval_gauges(out, state)
-    if view.silence_s is not None:
-        out.one(
-            "autotrain_supervisor_silence_seconds",
-            "gauge",
-            "Seconds since the supervisor was last heard.",
-            round(view.silence_s, 3),
-        )
-    return out.text()
-
-
-_EVAL_GAUGES = (
-    ("autotrain_eval_val_loss", "Validation loss on the held-out rows.", "val_loss"),
-    ("autotrain_eval_heldout_pass_at_1", "pass@1 on the held-out tasks' own unit tests.", "val_pass_at_1"),
-    ("autotrain_eval_heldout_tasks", "Held-out rows scored (the n of the held-out rates).", "n_val"),
-    ("autotrain_eval_humaneval_pass_at_1", "pass@1 on the HumanEval subset.", "humaneval_pass_at_1"),
-    ("autotrain_eval_humaneval_problems", "HumanEval problems scored.", "n_humaneval"),
-)
-
-
-def _eval_gauges(out: _Exposition, state: RunState) -> None:
-    """Each evaluated round's scores, labelled by round and variant (base, adapter), and the best round."""
-    scored = [
-        ({"round": str(sample.round), "variant": variant}, scores)
-        for sample in state.evals
-        for variant, scores in (("base", sample.base), ("adapter", sample.adapter))
-        if scores is not None
-    ]
-    for name, help_text, field in _EVAL_GAUGES:
-        out.family(name, "gauge", help_text, [(labels, getattr(s, field)) for labels, s in scored])
-    for bound, index in (("lower", 0), ("upper", 1)):
-        out.family(
-            f"autotrain_eval_heldout_pass_at_1_{bound}",
-            "gauge",
-            f"{bound.capitalize()} end of the Wilson 95% interval of the held-out pass@1.",
-            [(labels, s.val_ci[index] if s.val_ci else None) for labels, s in scored],
-        )
-    out.one("autotrain_eval_best_round", "gauge", "The best round so far (held-out pass@1, then val loss).", state.best_round)
-
-
-# -- human-readable text for the menu -------------------------------------------------------------
 
 
 def _text(value: object, max_len: int = 200) -> str:

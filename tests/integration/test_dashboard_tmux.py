@@ -277,3 +277,37 @@ def test_once_live_then_replay_of_the_finished_run_and_usage_errors(
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
     missing = _dash("--home", str(home / "nope"), "--once")
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
+
+
+def test_pause_unpause_and_stop_with_confirmation_from_the_dashboard(
+    home: Path, start_supervisor: StartSupervisor, pane: Callable[..., Pane]
+) -> None:
+    sup = start_supervisor(
+        env=agent_env(scripted("--events", "2000", "--delay", "0.02")), config="ROUNDS: 1\n"
+    )
+    sup.wait_ready()
+    run_id = sup.call("start")["run_id"]
+    dash = pane("--home", str(home))
+    dash.wait((run_id, "● live", "p pause · u unpause · s stop"))
+    dash.key("Tab", "╭─ Teacher")
+    dash.key("Right", "╭─ Training")
+    dash.key("Left", "╭─ Teacher")
+    dash.key("BTab", "╭─ Pipeline")
+    dash.key("Left", lambda t: "╭─ Pipeline" not in t and "╭─ " in t)  # wraps around to the last view
+    dash.key("Right", "╭─ Pipeline")
+
+    dash.key("p", "pause requested")
+    sup.wait_status("paused")
+    dash.wait("PAUSED")
+    dash.key("u", "unpaused")
+    sup.wait_status("running")
+
+    dash.key("s", "stop the run at its next stage boundary? y/n")
+    dash.key("n", "stop cancelled")
+    assert sup.status()["status"] == "running" and not sup.status()["stop_requested"]
+    dash.key("s", "? y/n")
+    dash.key("y", "stop requested")
+    sup.wait_status("stopped")
+    dash.wait("STOPPED")
+    dash.press("q")
+    exited_cleanly(dash)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -25,6 +26,7 @@ from heidi_engine.ui.http import StatusServer
 from heidi_engine.ui.status_view import ALLOWED_FIELDS
 from heidi_engine.ui.viewer import LiveView
 
+REPO = Path(__file__).resolve().parents[2]
 SLOW_AGENT = agent_env(scripted("--events", "400", "--delay", "0.05", "--samples"))
 FAKE_KEY = "sk-proj-Q3xv9LmT2aZkR8pWc1NbYh4dJf7GsE0u"
 
@@ -167,10 +169,14 @@ def test_unknown_paths_404_other_methods_405_and_no_cors(
     missing = server.get("/status/../../etc/passwd")
     assert missing.status == 404 and missing.json()["error"] == "not found"
     assert server.get("/favicon.ico").status == 404
-    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
         reply = server.request(method, "/status")
         assert reply.status == 405, method
-        assert reply.headers["allow"] == "GET"
+        assert reply.headers["allow"] == "GET, HEAD"
+    for path in ("/status", "/metrics", "/nope"):
+        head, get = server.request("HEAD", path), server.get(path)
+        assert (head.status, head.body) == (get.status, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"], path
     for path in ("/", "/health", "/metrics", "/nope"):
         headers = server.get(path).headers
         assert not any(name.startswith("access-control-") for name in headers), (path, headers)
@@ -268,17 +274,32 @@ def test_metrics_parse_and_match_the_status(
         m = metrics()
         return (
             m
-            if m['autotrain_run_status{"status": "paused"}'] == 1 and "autotrain_host_cpu_percent{}" in m
+            if m['autotrain_run_status{"status": "paused"}'] == 1
+            and "autotrain_host_cpu_utilization_ratio{}" in m
             else None
         )
 
     values = wait_until(paused_with_host_sample, 15, 0.05, "metrics show the pause and a host sample")
     assert values["autotrain_up{}"] == 1
-    for name, count in status["counters"].items():
-        assert values[f"autotrain_{name}_total{{}}"] == count
-    assert values["autotrain_usage_requests_sent_total{}"] == status["usage"]["requests_sent"]
+    counters = status["counters"]
+    assert values['autotrain_teacher_samples_total{"outcome": "generated"}'] == counters["teacher_generated"]
+    assert values["autotrain_samples_validated_total{}"] == counters["validated_ok"]
+    assert values["autotrain_teacher_requests_total{}"] == status["usage"]["requests_sent"]
+    (run_info,) = [name for name in values if name.startswith("autotrain_run_info")]
+    assert f'"run_id": "{status["run_id"]}"' in run_info and '"teacher_model": ' in run_info, run_info
     assert values["autotrain_trainer_step{}"] >= 1 and "autotrain_trainer_loss{}" in values
-    assert values["autotrain_host_ram_total_mb{}"] > 0
+    assert values["autotrain_host_memory_total_bytes{}"] > 2**20
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=reply.body, capture_output=True, timeout=60, check=False
+    )
+    assert (check.returncode, check.stdout, check.stderr) == (0, b"", b""), (check, reply.body.decode())
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    queried = set(re.findall(r"\bautotrain_[a-z_]+", json.dumps(dashboard)))
+    queried |= set(re.findall(r"\bautotrain_[a-z_]+", (REPO / "docs" / "alerts.yml").read_text(encoding="utf-8")))
+    families = list(text_string_to_metric_families(reply.body.decode()))
+    exposed = {s.name for family in families for s in family.samples} | {family.name for family in families}
+    exposed |= {family.name + "_total" for family in families if family.type == "counter"}
+    assert queried and queried <= exposed, sorted(queried - exposed)
     sup.call("resume")
     sup.call("stop")
     sup.wait_status("stopped")

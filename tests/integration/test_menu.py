@@ -279,7 +279,7 @@ def test_bad_overrides_exit_2_with_the_rule_and_start_nothing(home: Path) -> Non
     assert any("SAMPLES_PER_ROUND" in line and "1–10000" in line for line in lines), done.stderr
     assert not (home / "run").exists() and not (home / "runs").exists()
     usage = run_menu(home, "--status", "--rounds", "2")
-    assert usage.returncode == 2 and "--rounds only goes with --start" in usage.stderr
+    assert usage.returncode == 2 and "--rounds only goes with --config-show or --start" in usage.stderr
     not_a_run = run_menu(home, "--resume-run", "../etc")
     assert not_a_run.returncode == 2 and "not a run id" in not_a_run.stderr
 
@@ -523,7 +523,7 @@ def test_menu_shows_the_values_a_run_will_use_and_where_they_come_from(
     home: Path, menu_pty: Callable[..., MenuPty]
 ) -> None:
     (home / "config.yaml").write_text(CONFIG)
-    menu = menu_pty({"ROUNDS": "5"})
+    menu = menu_pty({"AUTOTRAIN_ROUNDS": "5", "SEQ_LEN": "256"})
     menu.choose("6")
     menu.wait_for(
         lambda t: re.search(r"ROUNDS +5 +integer 1–100 \(from the environment\)", t) is not None, "ROUNDS from env"

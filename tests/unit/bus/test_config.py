@@ -22,10 +22,12 @@ from heidi_engine.bus.config import (
     AutoTrainConfig,
     ConfigError,
     config_reference_markdown,
+    env_overrides,
     field_rule,
     load_config,
     parse_override,
     validate_field,
+    value_sources,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -245,7 +247,7 @@ def test_text_fields_reject_numbers_and_bad_forms(tmp_path: Path) -> None:
 
 def test_precedence_defaults_file_environment_override(tmp_path: Path) -> None:
     path = write(tmp_path, "ROUNDS: 2\nSEED: 7\nBASE_MODEL: from-file\n")
-    env = {"ROUNDS": "4", "SEED": "8"}
+    env = {"AUTOTRAIN_ROUNDS": "4", "AUTOTRAIN_SEED": "8"}
     assert load_config(None, env={}).ROUNDS == 3
     assert load_config(path, env={}).ROUNDS == 2
     config = load_config(path, env=env)
@@ -257,43 +259,70 @@ def test_precedence_defaults_file_environment_override(tmp_path: Path) -> None:
 
 def test_env_none_reads_os_environ_and_ignores_other_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in FIELD_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TRAIN_STEPS", "12")
-    monkeypatch.setenv("TRAIN_STEPZ", "not a field")
-    monkeypatch.setenv("train_steps", "99")
+        monkeypatch.delenv("AUTOTRAIN_" + name, raising=False)
+    monkeypatch.setenv("AUTOTRAIN_TRAIN_STEPS", "12")
+    monkeypatch.setenv("AUTOTRAIN_TRAIN_STEPZ", "not a field")
+    monkeypatch.setenv("autotrain_train_steps", "99")
+    monkeypatch.setenv("AUTOTRAIN_HOME", "/not/a/field")
     assert load_config().TRAIN_STEPS == 12
+
+
+def test_only_prefixed_environment_variables_change_a_run() -> None:
+    assert load_config(env={"ROUNDS": "7"}).ROUNDS == 3
+    assert load_config(env={"AUTOTRAIN_ROUNDS": "7"}).ROUNDS == 7
+    # A malformed bare variable (a shell's own SEED, BATCH_SIZE, HTTP_PORT) is not the config's business.
+    assert load_config(env={"SEED": "not a seed", "HTTP_PORT": "80", "BATCH_SIZE": "x"}).SEED == 42
+    assert env_overrides({"AUTOTRAIN_ROUNDS": "7", "ROUNDS": "9", "AUTOTRAIN_HOME": "/h"}) == {"ROUNDS": "7"}
+
+
+def test_value_sources_name_the_highest_source_of_each_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "ROUNDS: 2\nSEED: 7\nLORA_R: 8\n")
+    env = {"AUTOTRAIN_SEED": "8", "AUTOTRAIN_LORA_R": "16", "SEQ_LEN": "256"}
+    sources = value_sources(path, env=env, overrides={"LORA_R": "32"})
+    assert sources["ROUNDS"] == "file"
+    assert sources["SEED"] == "env AUTOTRAIN_SEED"
+    assert sources["LORA_R"] == "--set"
+    assert sources["SEQ_LEN"] == sources["BASE_MODEL"] == "default"
+    assert set(sources) == set(FIELD_NAMES)
 
 
 def test_environment_strings_are_parsed_per_type() -> None:
     env = {
-        "ROUNDS": " 5 ",
-        "VAL_RATIO": "0.2",
-        "TEACHER_TIMEOUT_S": "30",
-        "MAX_COST_USD": "",
-        "LEARNING_RATE": "1e-5",
-        "RUN_UNIT_TESTS": "1",
-        "BASE_MODEL": "Qwen/Qwen2.5-0.5B-Instruct",
+        "AUTOTRAIN_ROUNDS": " 5 ",
+        "AUTOTRAIN_VAL_RATIO": "0.2",
+        "AUTOTRAIN_TEACHER_TIMEOUT_S": "30",
+        "AUTOTRAIN_MAX_COST_USD": "",
+        "AUTOTRAIN_LEARNING_RATE": "1e-5",
+        "AUTOTRAIN_RUN_UNIT_TESTS": "1",
+        "AUTOTRAIN_BASE_MODEL": "Qwen/Qwen2.5-0.5B-Instruct",
         "UNRELATED": "x",
     }
     config = load_config(env=env)
     assert (config.ROUNDS, config.VAL_RATIO, config.TEACHER_TIMEOUT_S) == (5, 0.2, 30.0)
     assert (config.MAX_COST_USD, config.LEARNING_RATE, config.RUN_UNIT_TESTS) == (None, 1e-5, "1")
     assert config.BASE_MODEL == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert load_config(env={"MAX_COST_USD": "3"}).MAX_COST_USD == 3.0
+    assert load_config(env={"AUTOTRAIN_MAX_COST_USD": "3"}).MAX_COST_USD == 3.0
 
 
 def test_environment_values_that_do_not_parse() -> None:
     problems = problems_of(
-        None, env={"ROUNDS": "abc", "SEQ_LEN": "5.0", "VAL_RATIO": "half", "SEED": "true", "HTTP_PORT": "80"}
+        None,
+        env={
+            "AUTOTRAIN_ROUNDS": "abc",
+            "AUTOTRAIN_SEQ_LEN": "5.0",
+            "AUTOTRAIN_VAL_RATIO": "half",
+            "AUTOTRAIN_SEED": "true",
+            "AUTOTRAIN_HTTP_PORT": "80",
+        },
     )
     assert problems == [
-        "environment: ROUNDS = 'abc': not an integer (rule: integer 1–100)",
-        "environment: SEQ_LEN = '5.0': not an integer (rule: integer 128–8192)",
-        "environment: VAL_RATIO = 'half': not a number (rule: number 0.0–1.0)",
-        "environment: SEED = 'true': not an integer (rule: integer 0–4294967295)",
-        "environment: HTTP_PORT = 80: must be >= 1024 (range 1024–65535)",
+        "environment: AUTOTRAIN_ROUNDS = 'abc': not an integer (rule: integer 1–100)",
+        "environment: AUTOTRAIN_SEQ_LEN = '5.0': not an integer (rule: integer 128–8192)",
+        "environment: AUTOTRAIN_VAL_RATIO = 'half': not a number (rule: number 0.0–1.0)",
+        "environment: AUTOTRAIN_SEED = 'true': not an integer (rule: integer 0–4294967295)",
+        "environment: AUTOTRAIN_HTTP_PORT = 80: must be >= 1024 (range 1024–65535)",
     ]
-    assert "finite" in problems_of(None, env={"VAL_RATIO": "nan"})[0]
+    assert "finite" in problems_of(None, env={"AUTOTRAIN_VAL_RATIO": "nan"})[0]
 
 
 def test_parse_override() -> None:
@@ -344,14 +373,14 @@ def test_a_key_stored_in_the_file_is_refused_without_echoing_it(tmp_path: Path) 
 
 def test_all_problems_are_reported_together_one_per_line(tmp_path: Path) -> None:
     path = write(tmp_path, "ROUNDS: 0\nSEQ_LEN: 99999\nVAL_RATIO: '0.5'\nFOO: 1\nRUN_UNIT_TESTS: 1\n")
-    problems = problems_of(path, env={"LORA_R": "x"}, overrides={"GRAD_ACCUM": 0})
+    problems = problems_of(path, env={"AUTOTRAIN_LORA_R": "x"}, overrides={"GRAD_ACCUM": 0})
     assert problems == [
         f"{path}: FOO: unknown field",
         f"{path}: ROUNDS = 0: must be >= 1 (range 1–100)",
         f"{path}: VAL_RATIO = '0.5': expected number 0.0–1.0, got text (YAML reads it as text; write 0.5)",
         f"{path}: SEQ_LEN = 99999: must be <= 8192 (range 128–8192)",
         f'{path}: RUN_UNIT_TESTS = 1: expected "0" or "1", got an integer (quote it: "1")',
-        "environment: LORA_R = 'x': not an integer (rule: integer 1–512)",
+        "environment: AUTOTRAIN_LORA_R = 'x': not an integer (rule: integer 1–512)",
         "override: GRAD_ACCUM = 0: must be >= 1 (range 1–128)",
     ]
 

@@ -18,7 +18,7 @@ def test_an_override_rescues_a_bad_file_value_with_a_warning(tmp_path: Path) -> 
     config = load_config(path, env={}, overrides={"VAL_RATIO": "0.2"}, warnings=warnings)
     assert (config.VAL_RATIO, config.ROUNDS) == (0.2, 2)
     assert warnings == [f"{path}: VAL_RATIO = 1.5: must be <= 1.0 (range 0.0–1.0) (ignored: override sets VAL_RATIO)"]
-    assert load_config(path, env={"VAL_RATIO": "0.3"}).VAL_RATIO == 0.3  # the environment rescues it too
+    assert load_config(path, env={"AUTOTRAIN_VAL_RATIO": "0.3"}).VAL_RATIO == 0.3  # the environment rescues it too
 
 
 def test_a_bad_override_does_not_rescue_and_other_problems_stay(tmp_path: Path) -> None:

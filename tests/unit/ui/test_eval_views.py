@@ -15,7 +15,8 @@ from heidi_engine.bus.summary import run_summary
 from heidi_engine.ui.compare import CompareError, compare_runs, format_compare
 from heidi_engine.ui.eval_text import eval_line
 from heidi_engine.ui.panels import Frame, Link, render
-from heidi_engine.ui.status_view import Health, metrics_text
+from heidi_engine.ui.prometheus import exposition
+from heidi_engine.ui.status_view import Health
 from heidi_engine.ui.viewer import View
 
 BASE = EvalScores(val_loss=2.0, n_val=4, val_pass_at_1=0.25, val_passed=1, val_ci=(0.05, 0.7),
@@ -72,8 +73,8 @@ def test_the_one_line_outcome_full_and_compact() -> None:
 
 
 def test_metrics_export_eval_gauges_by_round_and_variant() -> None:
-    text = metrics_text(View(state=state(), connected=True, silence_s=0.1, error=None, seq=1, events=()),
-                        Health("ok"))  # fmt: skip
+    text = exposition(lambda: (View(state=state(), connected=True, silence_s=0.1, error=None, seq=1, events=()),
+                                Health("ok"))).decode()  # fmt: skip
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from heidi_engine.bus.redaction import default_redactor
 from heidi_engine.bus.state import GpuInfo, HostInfo, RunState, TrainerState
@@ -15,7 +14,6 @@ from heidi_engine.ui.status_view import (
     assess,
     format_runs,
     format_status,
-    metrics_text,
     status_fields,
 )
 from heidi_engine.ui.viewer import View
@@ -104,43 +102,6 @@ def test_health_rules(
         assert body == {"health": "ok"}
     else:
         assert body["health"] == expected and reason_part in body["reason"]
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def test_metrics_parse_with_counters_gauges_and_gpu_labels() -> None:
-    text = metrics_text(view(busy_state()), Health("ok"))
-    samples = _samples(text)
-    assert samples[("autotrain_up", ())] == 1
-    assert samples[("autotrain_teacher_generated_total", ())] == 12
-    assert samples[("autotrain_usage_requests_sent_total", ())] == 5
-    assert samples[("autotrain_estimated_cost_usd", ())] == 0.125
-    assert samples[("autotrain_trainer_step", ())] == 7 and samples[("autotrain_trainer_loss", ())] == 0.75
-    assert samples[("autotrain_trainer_tokens_per_second", ())] == 512.0
-    assert samples[("autotrain_gpu_vram_used_mb", (("gpu", "0"), ("name", 'A100 "80GB"')))] == 2048
-    assert samples[("autotrain_gpu_util_percent", (("gpu", "0"), ("name", 'A100 "80GB"')))] == 45.0
-    assert ("autotrain_gpu_util_percent", (("gpu", "1"), ("name", "A100"))) not in samples  # unknown, not 0
-    assert samples[("autotrain_host_cpu_percent", ())] == 12.5
-    assert samples[("autotrain_run_status", (("status", "running"),))] == 1
-    assert samples[("autotrain_run_status", (("status", "paused"),))] == 0
-    assert text.count("# TYPE autotrain_gpu_vram_used_mb gauge") == 1
-
-
-def test_metrics_when_down_and_cost_unknown() -> None:
-    state = RunState()
-    state.usage["estimated_cost_usd"] = None
-    samples = _samples(metrics_text(view(state, connected=False, silence_s=None), Health("down", "gone")))
-    assert samples[("autotrain_up", ())] == 0
-    assert ("autotrain_estimated_cost_usd", ()) not in samples
-    assert not any(
-        name.startswith("autotrain_gpu_") or name.startswith("autotrain_host_") for name, _ in samples
-    )
 
 
 def test_human_status_and_runs() -> None:

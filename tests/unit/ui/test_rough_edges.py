@@ -7,7 +7,8 @@ from test_panels import RUN_ID, make_events, make_frame, make_state, screen
 from heidi_engine.bus.state import RunState, TrainerState
 from heidi_engine.ui.dashboard import UiState, handle_key
 from heidi_engine.ui.panels import Link
-from heidi_engine.ui.status_view import Health, format_status, metrics_text, status_fields
+from heidi_engine.ui.prometheus import exposition
+from heidi_engine.ui.status_view import Health, format_status, status_fields
 from heidi_engine.ui.viewer import View
 
 NOISY_COST = 0.0017549999999999998  # 0.000585 * 3 in binary floating point
@@ -69,8 +70,8 @@ def test_costs_are_rounded_at_the_output_edge_only() -> None:
     fields = status_fields(state, Health("ok"))
     assert fields["usage"]["estimated_cost_usd"] == 0.001755
     assert state.usage["estimated_cost_usd"] == NOISY_COST  # the state keeps the exact sum
-    text = metrics_text(View(state, 1, True, 0.1, None), Health("ok"))
-    assert "autotrain_estimated_cost_usd 0.001755\n" in text and "99999" not in text
+    text = exposition(lambda: (View(state, 1, True, 0.1, None), Health("ok"))).decode()
+    assert "autotrain_teacher_cost_usd_total 0.001755\n" in text and "99999" not in text
     state.usage["estimated_cost_usd"] = None
     assert status_fields(state, Health("ok"))["usage"]["estimated_cost_usd"] is None
 
