@@ -26,7 +26,7 @@ FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 HEALTHY_AFTER_S = 30.0
 _TAIL_BYTES = 4096
-SERVING = "autotrain-http: serving "
+SERVING = "HTTP status server: serving "
 
 
 def _last_line(path: Path) -> str:

@@ -79,7 +79,7 @@ def route(target: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     server: StatusServer
-    server_version = "autotrain-http"
+    server_version = "autotrain-status"
     sys_version = ""
     timeout = _CLIENT_TIMEOUT_S
 
@@ -151,7 +151,7 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
         try:
             server = StatusServer(home, view, host=host, port=port)
         except OSError as exc:
-            print(f"autotrain-http: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"HTTP status server: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
             return 1
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -159,7 +159,7 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
 
         signal.signal(signal.SIGTERM, _stop)
         if announce:
-            print(f"autotrain-http: serving {server.url} for {home}", flush=True)
+            print(f"HTTP status server: serving {server.url} for {home}", flush=True)
         try:
             server.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:
@@ -198,18 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.host not in (LOOPBACK, "localhost"):
         print(
-            f"autotrain-http: refusing to listen on {args.host!r}: the status server binds {LOOPBACK} only",
+            f"HTTP status server: refusing to listen on {args.host!r}: the status server binds {LOOPBACK} only",
             file=sys.stderr,
         )
         return 2
     home = resolve_home(args.home)
     if not home.is_dir():
-        print(f"autotrain-http: home {home} is not a directory", file=sys.stderr)
+        print(f"HTTP status server: home {home} is not a directory", file=sys.stderr)
         return 2
     try:
         port = _port(home, args.port)
     except ConfigError as exc:
-        print(f"autotrain-http: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"HTTP status server: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     return serve(home, port=port)
 
