@@ -23,10 +23,11 @@ import functools
 import math
 import os
 import secrets
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from heidi_engine.agents._sandbox_reaper import kill_until_gone
 
 __all__ = ["RunLimit", "run_limit", "usable_cpus"]
 
@@ -105,15 +106,7 @@ class RunLimit:
 
     def kill(self) -> int:
         """SIGKILL every process of the run until none is left; how many survived three seconds."""
-        deadline = time.monotonic() + 3.0
-        while True:
-            pids = [pid for pid in self.pids() if not _dead(pid)]
-            if not pids or time.monotonic() > deadline:
-                return len(pids)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.002)  # SIGKILL lands asynchronously; look again once it has
+        return kill_until_gone(lambda: [pid for pid in self.pids() if not _dead(pid)])
 
     def close(self) -> None:
         """Release what the meter holds (nothing for a process tree)."""

@@ -18,7 +18,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["kill_sweep", "remove_files_of", "remove_tree", "uid_slot"]
 
@@ -95,9 +95,14 @@ def _lock_dir() -> str:
 def kill_sweep(uid: int | None, home: str | None) -> int:
     """SIGKILL every live process of ``uid`` (or, without one, whose environment has ``HOME=home``)
     until none is left; returns how many survived three seconds of that."""
-    deadline = time.monotonic() + 3.0
+    return kill_until_gone(lambda: _members(uid, home))
+
+
+def kill_until_gone(members: Callable[[], list[int]], patience_s: float = 3.0) -> int:
+    """SIGKILL ``members()`` again and again until none is left; how many survived ``patience_s``."""
+    deadline = time.monotonic() + patience_s
     while True:
-        pids = _members(uid, home)
+        pids = members()
         if not pids or time.monotonic() > deadline:
             return len(pids)
         for pid in pids:

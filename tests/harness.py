@@ -225,3 +225,29 @@ class FileRuntime:
 
     def relative(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.run_dir.resolve()))
+
+
+def interpreter_for(uid: int) -> str | None:
+    """A Python of our minor version that ``uid`` can run (ours may live under a private /root)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [
+        os.path.realpath(sys.executable),
+        *(f"{d}/{version}" for d in ("/usr/local/bin", "/usr/bin")),
+    ]
+    for candidate in dict.fromkeys(candidates):
+        if not os.path.isfile(candidate):
+            continue
+        try:
+            probe = subprocess.run(
+                [candidate, "-I", "-c", "pass"],
+                user=uid,
+                group=uid,
+                extra_groups=[],
+                capture_output=True,
+                check=False,
+            )
+        except OSError:
+            continue  # not executable by uid
+        if probe.returncode == 0:
+            return candidate
+    return None

@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 import pytest
+from harness import interpreter_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,30 +71,6 @@ class Corpus:
 
 def _digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _interpreter_for(uid: int) -> str | None:
-    """A Python of our minor version that ``uid`` can run (ours may live under a private /root)."""
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in dict.fromkeys(
-        [os.path.realpath(sys.executable), f"/usr/local/bin/{version}", f"/usr/bin/{version}"]
-    ):
-        if not os.path.isfile(candidate):
-            continue
-        try:
-            probe = subprocess.run(
-                [candidate, "-I", "-c", "pass"],
-                user=uid,
-                group=uid,
-                extra_groups=[],
-                capture_output=True,
-                check=False,
-            )
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            return candidate
-    return None
 
 
 @contextlib.contextmanager
@@ -201,7 +178,7 @@ def _drive(
     if mode == "root":
         python, shim = sys.executable, ""
     else:
-        found = _interpreter_for(uid)
+        found = interpreter_for(uid)
         if found is None:
             pytest.skip(f"no python{sys.version_info.major}.{sys.version_info.minor} that a new user can run")
         python = found

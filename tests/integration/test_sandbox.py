@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 import pytest
-from harness import agent_env, scripted, wait_until
+from harness import agent_env, interpreter_for, scripted, wait_until
 
 from heidi_engine.agents import sandbox
 from heidi_engine.agents.sandbox import (
@@ -395,38 +395,12 @@ def _has_cap_sys_admin() -> bool:
     return bool(int(effective, 16) >> 21 & 1)
 
 
-def _interpreter_for(uid: int) -> str | None:
-    """A Python of our minor version that ``uid`` can run (ours may live under a private /root)."""
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [
-        os.path.realpath(sys.executable),
-        *(f"{d}/{version}" for d in ("/usr/local/bin", "/usr/bin")),
-    ]
-    for candidate in dict.fromkeys(candidates):
-        if not os.path.isfile(candidate):
-            continue
-        try:
-            probe = subprocess.run(
-                [candidate, "-I", "-c", "pass"],
-                user=uid,
-                group=uid,
-                extra_groups=[],
-                capture_output=True,
-                check=False,
-            )
-        except OSError:
-            continue  # not executable by uid
-        if probe.returncode == 0:
-            return candidate
-    return None
-
-
 def test_contained_without_root() -> None:
     """The same containment for a supervisor that is not root (user namespaces where the kernel allows)."""
     nobody = 65534
     if os.geteuid() != 0:
         pytest.skip("needs root to start a supervisor as another user")
-    python = _interpreter_for(nobody)
+    python = interpreter_for(nobody)
     if python is None:
         pytest.skip(f"no python{sys.version_info.major}.{sys.version_info.minor} that uid {nobody} can run")
     project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
