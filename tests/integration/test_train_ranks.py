@@ -1,8 +1,8 @@
 """The train stage on two processes (torchrun, gloo on CPU) under a real supervisor, on a tiny Llama.
 
 The model is a two-layer random Llama with the packaged SmolLM2 tokenizer, saved as a local folder: a
-step costs milliseconds, so what is measured is the launcher, the ranks and their agreement. One run goes
-uninterrupted; one is paused, resumed and stopped; one loses rank 1 to kill -9 and is restarted.
+step is cheap, so what is tested is the launcher, the ranks and their agreement. The run is
+paused, resumed, stopped, resumed again, loses rank 1 to kill -9 and is restarted, in one run.
 """
 
 from __future__ import annotations
@@ -121,36 +121,18 @@ def stage_ends(run_dir: Path) -> list[Any]:
     return [e for e in read_events(run_dir) if e.stage == "train" and e.event_type == "stage_end"]
 
 
-def test_two_ranks_count_each_step_once_and_write_one_adapter(start_supervisor: Start, home: Path, tiny_model: Path) -> None:
-    steps = 6
+def test_two_ranks_pause_stop_resume_survive_a_rank_kill_and_count_each_step_once(
+    start_supervisor: Start, home: Path, tiny_model: Path
+) -> None:
+    """One run through everything: pause and resume, stop, resume_run, kill -9 of rank 1, completion."""
+    steps = 16
     sup = start_supervisor(env=ENV, config=config(tiny_model, steps, 2)).wait_ready()
     run_id = sup.call("start")["run_id"]
     run_dir = home / "runs" / run_id
-    seen = wait_until(lambda: len(ranks(sup)) == 2 and ranks(sup), 180, 0.1, "two training ranks",
-                      evidence=sup.output)  # fmt: skip
-    assert sorted(seen) == [0, 1]
-    final = sup.wait_status("completed", "failed", "stopped", timeout_s=300)
-    assert final["status"] == "completed", sup.output()
-    assert [s.step for s in trainer_samples(run_dir)] == list(range(1, steps + 1))
-    assert final["counters"]["train_step"] == steps and state_of(sup)["trainer"]["step"] == steps
-    assert len(stage_ends(run_dir)) == 1
-    events = [e for e in read_events(run_dir) if e.stage == "train"]
-    assert len([e for e in events if e.message.startswith("adapter trained")]) == 1
-    assert len([e for e in events if "adapter saved to" in e.message]) == 1
-    assert (run_dir / "out_lora_round_1" / "adapter_model.safetensors").is_file()
-    # Both ranks trained: each saved its random state into the checkpoints.
-    last = run_dir / "checkpoints" / "round_1" / f"checkpoint-{steps}"
-    assert {p.name for p in last.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
-    # Rank 0 speaks for the agent the supervisor started: its messages were all taken.
-    assert not any("exited without its final report" in e.message for e in read_events(run_dir))
+    checkpoints = run_dir / "checkpoints" / "round_1"
+    wait_until(lambda: trained_step(sup) >= 2, 240, 0.05, "training at step 2", evidence=sup.output)
+    assert sorted(ranks(sup)) == [0, 1]
 
-
-def test_two_ranks_pause_resume_and_stop_together(start_supervisor: Start, home: Path, tiny_model: Path) -> None:
-    steps = 2000
-    sup = start_supervisor(env=ENV, config=config(tiny_model, steps, 1000)).wait_ready()
-    run_id = sup.call("start")["run_id"]
-    run_dir = home / "runs" / run_id
-    wait_until(lambda: trained_step(sup) >= 2, 180, 0.05, "training at step 2", evidence=sup.output)
     sup.call("pause")
     paused = sup.wait_status("paused", timeout_s=120)
     parked_at = trained_step(sup)
@@ -162,40 +144,54 @@ def test_two_ranks_pause_resume_and_stop_together(start_supervisor: Start, home:
         assert sup.status()["status"] == "paused" and trained_step(sup) == parked_at
         time.sleep(0.1)
     sup.call("resume")
-    wait_until(lambda: trained_step(sup) > parked_at + 2, 120, 0.05, "steps after the resume", evidence=sup.output)
+    wait_until(lambda: trained_step(sup) > parked_at, 120, 0.05, "a step after the resume", evidence=sup.output)
+
     sup.call("stop")
-    final = sup.wait_status("stopped", "failed", "completed", timeout_s=120)
-    assert final["status"] == "stopped", sup.output()
-    last = trainer_samples(run_dir)[-1].step
-    assert parked_at + 2 < last < steps
-    assert [s.step for s in trainer_samples(run_dir)] == list(range(1, last + 1))
-    assert final["counters"]["train_step"] == last
-    # Every rank saved its part of the stop's checkpoint at the same step.
-    stop_checkpoint = run_dir / "checkpoints" / "round_1" / f"checkpoint-{last}"
-    assert {p.name for p in stop_checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
-    assert (run_dir / "out_lora_round_1" / "adapter_config.json").is_file()
-    wait_until(lambda: not ranks(sup), 30, 0.1, "the ranks gone")
+    stopped = sup.wait_status("stopped", "failed", "completed", timeout_s=120)
+    assert stopped["status"] == "stopped", sup.output()
+    stopped_at = trainer_samples(run_dir)[-1].step
+    assert parked_at < stopped_at < steps and stopped["counters"]["train_step"] == stopped_at
+    # Every rank saved its part of the stop's checkpoint, at the same step.
+    rng = {p.name for p in (checkpoints / f"checkpoint-{stopped_at}").glob("rng_state_*.pth")}
+    assert rng == {"rng_state_0.pth", "rng_state_1.pth"}
+    wait_until(lambda: not ranks(sup), 30, 0.1, "the ranks gone after the stop")
 
-
-def test_kill9_of_rank1_restarts_the_group_from_the_checkpoint(
-    start_supervisor: Start, home: Path, tiny_model: Path
-) -> None:
-    steps, every = 400, 50
-    sup = start_supervisor(env=ENV, config=config(tiny_model, steps, every)).wait_ready()
-    run_id = sup.call("start")["run_id"]
-    run_dir = home / "runs" / run_id
-    first = run_dir / "checkpoints" / "round_1" / f"checkpoint-{every}" / "trainer_state.json"
-    wait_until(first.is_file, 180, 0.05, "the first checkpoint", evidence=sup.output)
+    sup.call("resume_run", {"run_id": run_id})
+    after = stopped_at + 2 - stopped_at % 2
+    wait_until((checkpoints / f"checkpoint-{after}" / "trainer_state.json").is_file, 240, 0.05,
+               f"checkpoint {after} after resume_run", evidence=sup.output)  # fmt: skip
     rank1 = wait_until(lambda: ranks(sup).get(1), 10, 0.05, "rank 1")
-    killed_at = trained_step(sup)
-    assert killed_at < steps, "training ended before the kill: make it longer"
+    assert trained_step(sup) < steps, "training ended before the kill: make it longer"
     os.kill(rank1.pid, signal.SIGKILL)
     wait_until(lambda: any("crashed" in e.message for e in read_events(run_dir)), 60, 0.1, "crash noticed",
                evidence=sup.output)  # fmt: skip
+
     final = sup.wait_status("completed", "failed", timeout_s=300)
     assert final["status"] == "completed", sup.output()
     assert final["counters"]["train_step"] == steps and state_of(sup)["trainer"]["step"] == steps
     assert {s.step for s in trainer_samples(run_dir)} == set(range(1, steps + 1))
-    messages = [e.message for e in read_events(run_dir) if e.stage == "train"]
-    assert any("resuming training from checkpoint step" in m for m in messages), messages
-    assert len(stage_ends(run_dir)) == 1
+    events = [e for e in read_events(run_dir) if e.stage == "train"]
+    assert [e.message for e in events if "resuming training from checkpoint step" in e.message]
+    assert len([e for e in events if e.message.startswith("adapter trained")]) == 1
+    assert (run_dir / "out_lora_round_1" / "adapter_model.safetensors").is_file()
+    last = checkpoints / f"checkpoint-{steps}"
+    assert {p.name for p in last.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    # Rank 0 speaks for the agent the supervisor started: none of its reports was dropped.
+    assert not any("exited without its final report" in e.message for e in read_events(run_dir))
+
+
+@pytest.mark.skipif(
+    os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl"), reason="checks the no-CUDA refusal"
+)
+def test_four_bit_without_cuda_fails_the_run_at_once_with_the_rule(
+    start_supervisor: Start, home: Path, tiny_model: Path
+) -> None:
+    text = config(tiny_model, 4, 2).replace("TRAIN_NPROC: 2", 'TRAIN_NPROC: 1\nLOAD_IN_4BIT: "1"')
+    sup = start_supervisor(env=ENV, config=text).wait_ready()
+    run_id = sup.call("start")["run_id"]
+    final = sup.wait_status("completed", "failed", "stopped", timeout_s=240)
+    assert final["status"] == "failed", sup.output()
+    errors = [e for e in read_events(home / "runs" / run_id) if e.stage == "train" and e.level == "error"]
+    assert errors and 'LOAD_IN_4BIT "1" (QLoRA) needs a CUDA GPU' in errors[0].message, sup.output()
+    # A permanent failure: not restarted.
+    assert not any("crashed" in e.message for e in read_events(home / "runs" / run_id))
