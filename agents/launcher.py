@@ -48,8 +48,10 @@ def launched_rank(env: Mapping[str, str] | None = None) -> int | None:
 def launch_command(launcher: str, nproc: int, module: str, *, on_gpu: bool) -> list[str]:
     """The command that starts ``nproc`` ranks of ``python -m module`` on this machine.
 
-    torchrun (``auto``) finds a free rendezvous port itself (``--standalone``); accelerate is told to use
-    ``--multi_gpu`` or ``--cpu``, so that no ``accelerate config`` file of the user changes the job.
+    torchrun (``auto``) finds a free rendezvous port itself (``--standalone``), accelerate with port 0.
+    accelerate always gets ``--multi_gpu``, its multi-process launcher (with ``--cpu`` it would start a
+    single process); on a machine without CUDA the ranks train on the CPU with gloo all the same.
+    ``on_gpu`` is kept for launchers that need to know.
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc!r}")
@@ -59,7 +61,7 @@ def launch_command(launcher: str, nproc: int, module: str, *, on_gpu: bool) -> l
     if launcher == "accelerate":
         return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
                 "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no",
-                "--multi_gpu" if on_gpu else "--cpu", "-m", module]  # fmt: skip
+                "--multi_gpu", "-m", module]  # fmt: skip
     raise ValueError(f'unknown launcher {launcher!r}; expected "auto", "torchrun" or "accelerate"')
 
 

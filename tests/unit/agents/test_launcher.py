@@ -20,13 +20,14 @@ def test_torchrun_is_the_default_and_picks_its_own_port() -> None:
     assert command[-2:] == ["-m", "heidi_engine.agents.train"]
 
 
-def test_accelerate_is_told_cpu_or_gpu_so_no_user_config_applies() -> None:
+def test_accelerate_always_gets_its_multi_process_launcher_and_a_free_port() -> None:
     cpu = launch_command("accelerate", 4, "m", on_gpu=False)
-    gpu = launch_command("accelerate", 4, "m", on_gpu=True)
+    assert cpu == launch_command("accelerate", 4, "m", on_gpu=True)
     assert cpu[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert cpu[cpu.index("--num_processes") + 1] == "4"
-    assert "--cpu" in cpu and "--multi_gpu" not in cpu
-    assert "--multi_gpu" in gpu and "--cpu" not in gpu
+    assert cpu[cpu.index("--main_process_port") + 1] == "0"
+    # --cpu would make accelerate start one process, whatever --num_processes says.
+    assert "--multi_gpu" in cpu and "--cpu" not in cpu
 
 
 def test_bad_launches_are_refused_by_name() -> None:
