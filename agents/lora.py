@@ -10,6 +10,7 @@ and saves the adapter (PEFT format) plus tokenizer to ``out_dir``.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -228,13 +229,20 @@ def _training_arguments(settings: TrainSettings, checkpoint_dir: Path, model: An
     param = next(model.parameters())
     on_gpu = param.device.type == "cuda"
     compute_dtype = getattr(model.config, "dtype", None) if settings.load_in_4bit else param.dtype
-    return TrainingArguments(
-        gradient_checkpointing=checkpointing,
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    name = "activation_checkpointing"
+    if name not in TrainingArguments.__dataclass_fields__:
+        name = "gradient_checkpointing"
+    checkpointing_args: dict[str, Any] = {name: checkpointing}
+    if checkpointing:
         # Non-reentrant: works with frozen inputs (LoRA) without forcing gradients onto the embeddings.
-        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        checkpointing_args[f"{name}_kwargs"] = {"use_reentrant": False}
+    return TrainingArguments(
+        **checkpointing_args,
         # Every LoRA parameter gets a gradient each step; searching for unused ones costs a graph walk.
         ddp_find_unused_parameters=False,
-        ddp_backend=None if on_gpu else "gloo",
+        # Under a launcher on CPU the ranks talk gloo; set without one, accelerate would expect a group.
+        ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         output_dir=str(checkpoint_dir),
         max_steps=settings.train_steps,
         per_device_train_batch_size=settings.batch_size,
