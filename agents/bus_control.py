@@ -150,7 +150,7 @@ class BusTrainerControl:
 
     def wait_if_paused(self) -> None:
         """Park while the run is paused (reported to the supervisor, which then shows ``paused``)."""
-        if self._pause_pending():
+        if self.pause_requested():
             # The counters must be complete while the run shows paused.
             self.flush()
         self.rt.wait_if_paused()
@@ -202,7 +202,8 @@ class BusTrainerControl:
         if self._owns_runtime:
             self.rt.close()
 
-    def _pause_pending(self) -> bool:
+    def pause_requested(self) -> bool:
+        """Whether the next step boundary will park (non-blocking)."""
         return self.rt.pause_requested()
 
 
@@ -261,9 +262,13 @@ def connect_trainer_control(
 ) -> TrainerControl:
     """The control for a trainer in this process: the stage's own when started by the supervisor,
     else attached to the active run of ``home`` (default ``AUTOTRAIN_HOME``, else the current
-    directory), else a no-op after one logged warning. It is flushed and closed at process exit."""
+    directory), else a no-op after one logged warning. It is flushed and closed at process exit.
+    On a rank other than 0 of a torchrun/accelerate job (``RANK`` set and not 0) it is a silent no-op."""
     env = os.environ if env is None else env
     control: BusTrainerControl | _DetachedControl
+    if env.get("RANK", "0") != "0":
+        # Under torchrun/accelerate rank 0 alone talks to the supervisor; the others follow its verdicts.
+        return _DetachedControl()
     if env.get("AUTOTRAIN_RUN_ID"):
         try:
             control = BusTrainerControl.from_env(env)

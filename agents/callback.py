@@ -13,6 +13,12 @@ the keys), then parks in ``control.wait_if_paused()`` (the step boundary: weight
 GPU memory stay put), then, if ``control.should_stop()``, asks the Trainer to save a checkpoint and
 leave the training loop. It adds no device synchronisation of its own: the loss, learning rate and
 grad norm come from the Trainer's own log of the step (``logging_steps=1`` gives one per step).
+
+Under torchrun or accelerate (a process group of more than one rank) only rank 0 uses its control:
+it publishes, and its pause/stop verdict reaches every rank through one small all-reduce per step
+(:mod:`heidi_engine.agents.collective`), so all ranks park, continue or stop at the same step. A control
+with a non-blocking ``pause_requested()`` (as the bus control has) spares the park handshake on steps
+without a pause.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import torch
 from transformers import TrainerCallback, TrainerState, TrainingArguments
 from transformers import TrainerControl as HFTrainerControl
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .collective import HOLD, RUN, STOP, StepCollective, world
 
 __all__ = ["BusReportingCallback", "NullControl", "TrainerControl"]
 
@@ -53,7 +61,10 @@ class TrainerControl(Protocol):
 
 
 class NullControl:
-    """Reports nowhere and never pauses or stops: training without a supervisor."""
+    """Reports nowhere and never pauses or stops: training without a supervisor (or on a rank but 0)."""
+
+    def pause_requested(self) -> bool:
+        return False
 
     def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
         pass
@@ -69,6 +80,10 @@ class NullControl:
 
     def on_event(self, level: str, message: str) -> None:
         pass
+
+
+def _trainer_counts_tokens(args: TrainingArguments) -> bool:
+    return args.include_num_input_tokens_seen not in ("no", False)
 
 
 class BusReportingCallback(TrainerCallback):
@@ -98,6 +113,7 @@ class BusReportingCallback(TrainerCallback):
         self._pending_step: int | None = None
         self._step_lr: float | None = None
         self._stop_requested = False
+        self._collective: StepCollective | None = None
         self._reset(None, None)
 
     @property
@@ -116,7 +132,7 @@ class BusReportingCallback(TrainerCallback):
         )
 
     def _token_count(self, args: TrainingArguments | None, state: TrainerState | None) -> int | None:
-        if args is not None and state is not None and args.include_num_input_tokens_seen not in ("no", False):
+        if args is not None and state is not None and _trainer_counts_tokens(args):
             return int(state.num_input_tokens_seen)
         return self._tokens_seen() if self._tokens_seen is not None else None
 
@@ -126,6 +142,8 @@ class BusReportingCallback(TrainerCallback):
         self._pending_step = None
         self._stop_requested = False
         self._reset(args, state)
+        # Under torchrun/accelerate (the Trainer has set the process group up by now): decide together.
+        self._collective = StepCollective(args.device) if world()[1] > 1 else None
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
@@ -169,6 +187,8 @@ class BusReportingCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: HFTrainerControl, **kwargs: Any
     ) -> None:
+        if not state.is_world_process_zero:
+            return
         path = os.path.join(str(args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         self._control.on_checkpoint(state.global_step, path)
 
@@ -187,14 +207,46 @@ class BusReportingCallback(TrainerCallback):
         logs: Mapping[str, float],
     ) -> None:
         self._pending_step = None
-        self._control.publish_step(self._sample(args, state, step, logs))
-        self._control.wait_if_paused()
-        if self._control.should_stop() and step < state.max_steps:
+        if self._collective is None:
+            self._control.publish_step(self._sample(args, state, step, logs))
+            self._control.wait_if_paused()
+            stop = self._control.should_stop()
+        else:
+            stop = self._finish_ranked(args, state, step, logs)
+        if stop and step < state.max_steps:
             self._stop_requested = True
             control.should_training_stop = True
             control.should_save = True
         # Time parked (or spent by the control) is not training time: restart the step clock here.
         self._last_t = self._clock()
+
+    def _verdict(self) -> int:
+        if self._control.should_stop():
+            return STOP
+        pause_requested = getattr(self._control, "pause_requested", None)
+        # A control that cannot say whether a pause is pending is asked to park at every step.
+        return HOLD if pause_requested is None or pause_requested() else RUN
+
+    def _finish_ranked(
+        self, args: TrainingArguments, state: TrainerState, step: int, logs: Mapping[str, float]
+    ) -> bool:
+        """The step under torchrun/accelerate: rank 0 reports and decides, every rank follows."""
+        assert self._collective is not None
+        collective = self._collective
+        main = collective.rank == 0
+        tokens = self._token_count(args, state)
+        # The Trainer's own token count is already gathered over the ranks; the collator's is per rank.
+        summed = tokens is not None and not _trainer_counts_tokens(args)
+        local = tokens - self._last_tokens if tokens is not None and self._last_tokens is not None else 0
+        verdict, total = collective.exchange(self._verdict() if main else RUN, local if summed else 0)
+        if main:
+            delta = total if summed else None
+            self._control.publish_step(self._sample(args, state, step, logs, tokens_delta=delta))
+        else:
+            self._last_tokens = tokens
+        if verdict == HOLD:
+            verdict = collective.hold(self._control.wait_if_paused, self._verdict)
+        return verdict == STOP
 
     def _sample(
         self,
@@ -202,6 +254,8 @@ class BusReportingCallback(TrainerCallback):
         state: TrainerState,
         step: int,
         logs: Mapping[str, float],
+        *,
+        tokens_delta: int | None = None,
     ) -> dict[str, float | int | None]:
         now = self._clock()
         elapsed = max(now - self._last_t, 1e-9)
@@ -209,7 +263,9 @@ class BusReportingCallback(TrainerCallback):
         self._steps_timed += 1
         tokens = self._token_count(args, state)
         tokens_per_s = None
-        if tokens is not None and self._last_tokens is not None:
+        if tokens_delta is not None:
+            tokens_per_s = tokens_delta / elapsed
+        elif tokens is not None and self._last_tokens is not None:
             tokens_per_s = (tokens - self._last_tokens) / elapsed
         self._last_tokens = tokens
         learning_rate = logs.get("learning_rate", self._step_lr)

@@ -10,6 +10,7 @@ and saves the adapter (PEFT format) plus tokenizer to ``out_dir``.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from .callback import BusReportingCallback, NullControl, TrainerControl
 from .student import load_model_and_tokenizer
 from .template import render_example
 
-__all__ = ["PadCollator", "TrainResult", "TrainSettings", "build_dataset", "train_lora"]
+__all__ = ["CHECKPOINTING_FROM_PARAMS", "PadCollator", "TrainResult", "TrainSettings", "build_dataset", "train_lora"]
 
 IGNORE_INDEX = -100
 _DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINTING_FROM_PARAMS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,10 @@ class TrainSettings:
     """The training knobs of one round (SEQ_LEN, BATCH_SIZE, GRAD_ACCUM, TRAIN_STEPS, LORA_*, ...).
 
     ``checkpoint_every`` 0 disables periodic checkpoints (a stop still writes one).
-    ``target_modules`` None means the attention projections when the model has them, else all linear.
+    ``target_modules`` None means the attention projections when the model has them, else all linear;
+    ``("all-linear",)`` means every linear layer but the output head. ``gradient_checkpointing`` None
+    turns it on from :data:`CHECKPOINTING_FROM_PARAMS` parameters. ``load_in_4bit`` trains a QLoRA
+    adapter over a 4-bit base (the model must have been loaded that way).
     """
 
     seq_len: int
@@ -49,6 +54,8 @@ class TrainSettings:
     checkpoint_every: int
     target_modules: tuple[str, ...] | None = None
     report_to: str = "none"  # the HF Trainer's report_to: "none", "tensorboard", "mlflow" or "wandb"
+    gradient_checkpointing: bool | None = None
+    load_in_4bit: bool = False
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "grad_accum", "train_steps", "lora_r", "lora_alpha")
@@ -183,7 +190,9 @@ def _with_adapter(model: Any, settings: TrainSettings, init_adapter: Path | None
             PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
         )
     targets: list[str] | str
-    if settings.target_modules is not None:
+    if settings.target_modules == ("all-linear",):
+        targets = "all-linear"
+    elif settings.target_modules is not None:
         targets = list(settings.target_modules)
     else:
         leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -209,12 +218,32 @@ def _forget_config_less_base(peft_model: Any) -> Any:
     return peft_model
 
 
-def _training_arguments(settings: TrainSettings, checkpoint_dir: Path, model: Any) -> Any:
+def _use_checkpointing(settings: TrainSettings, model: Any) -> bool:
+    if settings.gradient_checkpointing is not None:
+        return settings.gradient_checkpointing
+    return bool(sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_FROM_PARAMS)
+
+
+def _training_arguments(settings: TrainSettings, checkpoint_dir: Path, model: Any, checkpointing: bool) -> Any:
     from transformers import TrainingArguments
 
     param = next(model.parameters())
     on_gpu = param.device.type == "cuda"
+    compute_dtype = getattr(model.config, "dtype", None) if settings.load_in_4bit else param.dtype
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    name = "activation_checkpointing"
+    if name not in TrainingArguments.__dataclass_fields__:
+        name = "gradient_checkpointing"
+    checkpointing_args: dict[str, Any] = {name: checkpointing}
+    if checkpointing:
+        # Non-reentrant: works with frozen inputs (LoRA) without forcing gradients onto the embeddings.
+        checkpointing_args[f"{name}_kwargs"] = {"use_reentrant": False}
     return TrainingArguments(
+        **checkpointing_args,
+        # Every LoRA parameter gets a gradient each step; searching for unused ones costs a graph walk.
+        ddp_find_unused_parameters=False,
+        # Under a launcher on CPU the ranks talk gloo; set without one, accelerate would expect a group.
+        ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         output_dir=str(checkpoint_dir),
         max_steps=settings.train_steps,
         per_device_train_batch_size=settings.batch_size,
@@ -230,8 +259,8 @@ def _training_arguments(settings: TrainSettings, checkpoint_dir: Path, model: An
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
         use_cpu=not on_gpu,
-        bf16=on_gpu and param.dtype == torch.bfloat16,
-        fp16=on_gpu and param.dtype == torch.float16,
+        bf16=on_gpu and compute_dtype == torch.bfloat16,
+        fp16=on_gpu and compute_dtype == torch.float16,
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=True,
@@ -278,10 +307,21 @@ def train_lora(
             "pass resume=True to continue from them, or use an empty checkpoint folder"
         )
     if model_and_tokenizer is None:
-        model, tokenizer = load_model_and_tokenizer(model_name, for_training=True)
+        model, tokenizer = load_model_and_tokenizer(
+            model_name, for_training=True, load_in_4bit=settings.load_in_4bit
+        )
     else:
         model, tokenizer = model_and_tokenizer
     dataset = build_dataset(train_rows, tokenizer, settings.seq_len)
+    checkpointing = _use_checkpointing(settings, model)
+    if settings.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     set_seed(settings.seed)  # the LoRA A matrices are initialised at random
     model = _with_adapter(model, settings, init_adapter)
 
@@ -293,7 +333,7 @@ def train_lora(
     callback = BusReportingCallback(control, tokens_seen=collator.count)
     trainer = Trainer(
         model=model,
-        args=_training_arguments(settings, checkpoint_dir, model),
+        args=_training_arguments(settings, checkpoint_dir, model, checkpointing),
         train_dataset=dataset,  # a list is a valid map-style dataset
         data_collator=collator,
         processing_class=tokenizer,
@@ -304,9 +344,11 @@ def train_lora(
     trainer.remove_callback(ProgressCallback)
     trainer.train(resume_from_checkpoint=str(checkpoint[0]) if checkpoint is not None else None)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))  # the PeftModel: writes the adapter only
-    tokenizer.save_pretrained(str(out_dir))
+    if trainer.is_world_process_zero():
+        # Under torchrun every rank holds the same adapter: one writer.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out_dir))  # the PeftModel: writes the adapter only
+        tokenizer.save_pretrained(str(out_dir))
     steps_done = trainer.state.global_step
     stopped = callback.stop_requested
     where = f"adapter saved to {out_dir} at step {steps_done}/{settings.train_steps}"

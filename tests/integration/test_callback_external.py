@@ -102,3 +102,38 @@ def test_a_supervisor_without_an_active_run_is_ignored(
     assert sup.status()["run_id"] is None
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
     assert sup.call("snapshot")["state"]["trainer"]["step"] == 0
+
+
+RANKED = SCRIPT.replace("use_cpu=True,", 'use_cpu=True, ddp_backend="gloo",').replace(
+    'print("final loss"', 'print("rank", trainer.args.process_index, "final loss"'
+)
+
+
+def test_a_script_under_torchrun_reports_each_step_once_from_rank_0(
+    start_supervisor: Start, home: Path, tmp_path: Path
+) -> None:
+    slow = scripted("--events", "2000", "--delay", "0.05")
+    sup = start_supervisor(env=agent_env(slow)).wait_ready()
+    run_id = sup.call("start")["run_id"]
+    sup.wait_status("running")
+    script = tmp_path / "user_train.py"
+    script.write_text(RANKED)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTRAIN_")}
+    env.update({"AUTOTRAIN_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(script), str(tmp_path / "out"), str(STEPS)]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "rank 0 final loss" in result.stdout and "rank 1 final loss" in result.stdout
+    run_dir = home / "runs" / run_id
+    wait_until(lambda: sup.status()["counters"].get("train_step") == STEPS, 15, 0.05, "train_step counted",
+               evidence=lambda: result.stderr[-3000:])  # fmt: skip
+    samples = [s for s in read_samples(run_dir) if isinstance(s, TrainerSample)]
+    assert [s.step for s in samples] == list(range(1, STEPS + 1))
+    # Rank 1 stayed off the bus: no warning from it, and every counted event is rank 0's.
+    assert "trainer metrics are not reported" not in result.stderr
+    counted = [e for e in read_events(run_dir) if e.counters_delta.get("train_step")]
+    assert sum(e.counters_delta["train_step"] for e in counted) == STEPS
+    assert sup.call("snapshot")["state"]["trainer"]["step"] == STEPS
+    sup.call("stop")
+    sup.wait_status("stopped")

@@ -49,7 +49,8 @@ RANGED: dict[str, tuple[type, float, float, float]] = {
     "TEACHER_PARK_INTERVAL_S": (float, 30.0, 1, 3600),
     "TEACHER_MAX_TOKENS": (int, 512, 16, 8192),
     "TEACHER_TEMPERATURE": (float, 0.7, 0.0, 2.0),
-    "LORA_ALPHA": (int, 16, 1, 1024),
+    "LORA_ALPHA": (int, 128, 1, 1024),
+    "TRAIN_NPROC": (int, 1, 1, 64),
     "LORA_DROPOUT": (float, 0.05, 0.0, 0.9),
     "SEED": (int, 42, 0, 2**32 - 1),
     "HTTP_PORT": (int, 7779, 1024, 65535),
@@ -80,8 +81,12 @@ TEXT_DEFAULTS: dict[str, str] = {
     "HTTP_ENABLED": "0",
     "TEACHER_STREAM": "0",
     "SANDBOX": "auto",
+    "LORA_TARGET_MODULES": "attention",
+    "GRADIENT_CHECKPOINTING": "auto",
+    "LOAD_IN_4BIT": "0",
+    "TRAIN_LAUNCHER": "auto",
 }
-SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED", "TEACHER_STREAM")
+SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED", "TEACHER_STREAM", "LOAD_IN_4BIT")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -513,3 +518,35 @@ def test_reference_script_prints_and_checks(tmp_path: Path, capsys: pytest.Captu
     readme.write_text("# x\n| `ROUNDS` | int | `2` |\n")
     assert script.main(["--check", str(readme)]) == 1
     assert "out of date" in capsys.readouterr().err
+
+
+# --- training past one GPU, and memory on one ---
+
+
+def test_lora_alpha_defaults_to_twice_the_rank() -> None:
+    config = AutoTrainConfig()
+    # A scaling of alpha/r = 0.25 (the old 16/64) all but silences the adapter; 2 is the usual choice.
+    assert config.LORA_ALPHA / config.LORA_R == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "choices"),
+    [
+        ("TRAIN_LAUNCHER", ("auto", "torchrun", "accelerate")),
+        ("GRADIENT_CHECKPOINTING", ("auto", "0", "1")),
+        ("LORA_TARGET_MODULES", ("attention", "all-linear")),
+    ],
+)
+def test_training_choices_take_exactly_their_words(tmp_path: Path, name: str, choices: tuple[str, ...]) -> None:
+    for choice in choices:
+        assert getattr(load_config(write(tmp_path, f'{name}: "{choice}"\n'), env={}), name) == choice
+    assert field_rule(name) == " or ".join(f'"{c}"' for c in choices)
+    (bad,) = yaml_problems(tmp_path, {name: "deepspeed"})
+    assert f"{name} = 'deepspeed'" in bad and field_rule(name) in bad
+
+
+def test_train_nproc_comes_from_the_environment_too() -> None:
+    config = load_config(None, env={"TRAIN_NPROC": "2", "TRAIN_LAUNCHER": "torchrun"})
+    assert (config.TRAIN_NPROC, config.TRAIN_LAUNCHER) == (2, "torchrun")
+    (zero,) = problems_of(None, env={"TRAIN_NPROC": "0"})
+    assert "TRAIN_NPROC" in zero and "must be >= 1" in zero

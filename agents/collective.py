@@ -1,0 +1,84 @@
+"""Rank 0's pause/stop decision, shared by every rank of a torchrun/accelerate job at each optimizer step.
+
+Ranks that read the bus at different moments would disagree about pausing or stopping, and a rank that
+leaves the training loop while the others enter the next step's gradient all-reduce deadlocks them. So
+only rank 0 reads its control; at every step boundary one small all-reduce carries its verdict (run, hold
+or stop) to every rank, together with each rank's token count (summed: the job's throughput). While rank
+0 is parked the others wait in the same collective, which rank 0 renews every :data:`KEEPALIVE_S`
+seconds from a helper thread, so that no wait comes near the process group's timeout however long the
+pause lasts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["HOLD", "KEEPALIVE_S", "RUN", "STOP", "StepCollective", "world"]
+
+RUN, HOLD, STOP = 0, 1, 2
+KEEPALIVE_S = 5.0
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialized default process group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class StepCollective:
+    """One all-reduce per optimizer step: rank 0's verdict and the job's token count.
+
+    Every rank must call :meth:`exchange` (and :meth:`hold`, when the verdict is :data:`HOLD`) in the
+    same order; only rank 0's ``verdict`` argument counts.
+    """
+
+    def __init__(self, device: torch.device, *, keepalive_s: float = KEEPALIVE_S) -> None:
+        if keepalive_s <= 0:
+            raise ValueError(f"keepalive_s must be > 0, got {keepalive_s!r}")
+        self.rank, self.size = world()
+        self._keepalive_s = keepalive_s
+        # The gloo backend reduces host tensors; NCCL needs the rank's own GPU.
+        self._buffer = torch.zeros(2, dtype=torch.long, device=device)
+
+    def exchange(self, verdict: int, tokens: int) -> tuple[int, int]:
+        """Rank 0's verdict and the sum of every rank's ``tokens``."""
+        self._buffer[0] = verdict if self.rank == 0 else 0
+        self._buffer[1] = tokens
+        dist.all_reduce(self._buffer)
+        values = self._buffer.tolist()
+        return int(values[0]), int(values[1])
+
+    def hold(self, park: Callable[[], None], verdict: Callable[[], int]) -> int:
+        """Park every rank until rank 0's ``park`` returns; then every rank gets rank 0's ``verdict()``.
+
+        ``verdict`` may say :data:`HOLD` again (paused anew): the ranks then park again.
+        """
+        while True:
+            if self.rank != 0:
+                code, _ = self.exchange(HOLD, 0)
+            else:
+                self._park_with_keepalive(park)
+                code, _ = self.exchange(verdict(), 0)
+            if code != HOLD:
+                return code
+
+    def _park_with_keepalive(self, park: Callable[[], None]) -> None:
+        done = threading.Event()
+
+        def keepalive() -> None:
+            # The main thread is inside park() and makes no collective call meanwhile.
+            while not done.wait(self._keepalive_s):
+                self.exchange(HOLD, 0)
+
+        thread = threading.Thread(target=keepalive, name="rank0-keepalive", daemon=True)
+        thread.start()
+        try:
+            park()
+        finally:
+            done.set()
+            thread.join()
