@@ -546,7 +546,7 @@ def test_training_choices_take_exactly_their_words(tmp_path: Path, name: str, ch
 
 
 def test_train_nproc_comes_from_the_environment_too() -> None:
-    config = load_config(None, env={"TRAIN_NPROC": "2", "TRAIN_LAUNCHER": "torchrun"})
+    config = load_config(None, env={"AUTOTRAIN_TRAIN_NPROC": "2", "AUTOTRAIN_TRAIN_LAUNCHER": "torchrun"})
     assert (config.TRAIN_NPROC, config.TRAIN_LAUNCHER) == (2, "torchrun")
-    (zero,) = problems_of(None, env={"TRAIN_NPROC": "0"})
+    (zero,) = problems_of(None, env={"AUTOTRAIN_TRAIN_NPROC": "0"})
     assert "TRAIN_NPROC" in zero and "must be >= 1" in zero
