@@ -29,7 +29,8 @@ QUOTA = {"error": {"message": "You exceeded your current quota.", "type": "insuf
 
 
 def _config(url: str, **overrides: Any) -> AutoTrainConfig:
-    values = {"TEACHER_BASE_URL": url, "SAMPLES_PER_ROUND": 6, "TEACHER_CONCURRENCY": 2, **overrides}
+    # No held-out set: these tests count the teacher's requests for the round's own samples.
+    values = {"TEACHER_BASE_URL": url, "SAMPLES_PER_ROUND": 6, "TEACHER_CONCURRENCY": 2, "VAL_RATIO": 0, **overrides}
     return load_config(None, env={}, overrides={k: str(v) for k, v in values.items()})
 
 
