@@ -66,9 +66,16 @@ def test_full_offline_run(start_supervisor: Start, home: Path) -> None:
     adapter = run_dir / "out_lora_round_1"
     assert (adapter / "adapter_config.json").exists()
     report = json.loads((run_dir / "eval" / "report_round_1.json").read_text())
-    for side in ("base", "adapter"):
-        assert isinstance(report[side]["val_loss"], float), report
-    assert state["best_adapter"]
+    held_out_rows = sum(1 for _ in iter_lines(data / "val.jsonl"))
+    assert held_out_rows == report["adapter"].get("n_val", 0), report
+    if held_out_rows:
+        for side in ("base", "adapter"):
+            assert isinstance(report[side]["val_loss"], float), report
+        assert state["best_adapter"]
+    else:
+        # The tiny offline teacher may answer no held-out task well enough to pass the gate: then there is
+        # nothing to score, and no round may be called best (a training row never makes a round best).
+        assert report["adapter"]["val_loss"] is None and not state["best_adapter"], report
 
     # The adapter loads onto the packaged base model.
     from peft import PeftModel
