@@ -75,13 +75,15 @@ class Ready:
 class BusServer:
     """Binds the three endpoints of ``info`` and offers typed receive/publish/reply calls."""
 
-    def __init__(self, info: BusInfo, *, egress_hwm: int = 20_000, ingress_hwm: int = 100_000) -> None:
+    def __init__(self, info: BusInfo, *, egress_hwm: int = 20_000, ingress_hwm: int = 10_000) -> None:
         self.info = info
         self.bad = BadMessageLog()
         self._key = info.key
         # The transport drops (and disconnects) only messages far beyond the limit; those just over it
         # reach the codec, which refuses and counts them as oversize.
         self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=2 * INGRESS_MAX_BYTES)
+        # What agents send faster than the loop takes it waits here up to the mark, then in the agents'
+        # own queues (their PUSH blocks): the supervisor's memory stays bounded under any flood.
         self.ingress.setsockopt(zmq.RCVHWM, ingress_hwm)
         self.egress = new_socket(zmq.PUB, linger_ms=100)
         # A slow viewer loses messages at this mark instead of slowing the supervisor; it sees the gap.

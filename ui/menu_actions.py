@@ -432,7 +432,7 @@ class Controller:
             self.complain(str(exc))
             return EXIT_BAD_USAGE
         if as_json:
-            self.say(json.dumps(default_redactor().redact_obj(result), indent=2))
+            self.emit(result)
         else:
             self.say(format_compare(result))
         return EXIT_OK
