@@ -39,6 +39,7 @@ __all__ = [
     "dump_yaml_update",
     "env_overrides",
     "field_rule",
+    "file_values",
     "load_config",
     "parse_override",
     "validate_field",
@@ -345,6 +346,9 @@ def _type_name(value: object) -> str:
     return "nothing (an empty value)" if value is None else names.get(type(value), type(value).__name__)
 
 
+_YES_NO = {"yes", "no", "y", "n", "on", "off", "true", "false"}
+
+
 def _type_hint(name: str, value: object) -> str:
     """How to write the value instead, for the YAML slips people actually make."""
     kind = _kind(name)
@@ -357,6 +361,8 @@ def _type_hint(name: str, value: object) -> str:
     choices = get_args(AutoTrainConfig.model_fields[name].annotation)
     if kind == "text" and isinstance(value, bool | int) and str(int(value)) in choices:
         return f' (quote it: "{int(value)}")'
+    if kind == "text" and isinstance(value, str) and value.lower() in _YES_NO and {"0", "1"} <= set(choices):
+        return ' (write "1" for yes or "0" for no, quoted)'
     return ""
 
 
@@ -498,6 +504,13 @@ def load_config(
     return config
 
 
+def file_values(path: str | os.PathLike[str]) -> dict[str, object]:
+    """The top-level values of a config file as written (YAML 1.2), even those the schema would refuse;
+    empty when the file is missing or is not YAML."""
+    values, _problems = _config_yaml.read_mapping(path)
+    return values
+
+
 def value_sources(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -508,8 +521,7 @@ def value_sources(
     ``--set`` (the highest source that sets it, the precedence of :func:`load_config`)."""
     sources = dict.fromkeys(AutoTrainConfig.model_fields, "default")
     if path is not None:
-        file_values, _problems = _config_yaml.read_mapping(path)
-        sources.update({key: "file" for key in file_values if key in sources})
+        sources.update({key: "file" for key in file_values(path) if key in sources})
     sources.update({key: f"env {ENV_PREFIX}{key}" for key in env_overrides(env)})
     sources.update({key: "--set" for key in overrides or {} if key in sources})
     return sources

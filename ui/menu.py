@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import FuzzyWordCompleter, WordCompleter
 from prompt_toolkit.document import Document
@@ -36,6 +35,7 @@ from heidi_engine.bus.config import (
     dump_yaml_update,
     env_overrides,
     field_rule,
+    file_values,
     validate_field,
 )
 from heidi_engine.bus.control import ControlClient
@@ -97,15 +97,6 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-def _file_values(path: Path) -> dict[str, object]:
-    """The top-level values of config.yaml as written, tolerating a file the schema would refuse."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str)} if isinstance(data, dict) else {}
-
-
 def _current(path: Path) -> dict[str, str]:
     return {name: value for name, (value, _source) in _effective(path).items()}
 
@@ -114,7 +105,7 @@ def _effective(path: Path, environ: Mapping[str, str] | None = None) -> dict[str
     """Each field's value as a run will use it, and where it comes from: ``default``, ``file`` or
     ``environment`` (``AUTOTRAIN_<NAME>`` in the environment overrides config.yaml)."""
     values = {name: (_shown(info.default), "default") for name, info in AutoTrainConfig.model_fields.items()}
-    values.update({k: (_shown(v), "file") for k, v in _file_values(path).items() if k in values})
+    values.update({k: (_shown(v), "file") for k, v in file_values(path).items() if k in values})
     values.update({k: (v, "environment") for k, v in env_overrides(environ).items()})
     return values
 

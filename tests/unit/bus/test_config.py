@@ -8,13 +8,14 @@ that a drifting default or range fails here.
 from __future__ import annotations
 
 import importlib.util
+import io
 import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
+from ruamel.yaml import YAML
 
 from heidi_engine.bus.config import (
     FIELD_NAMES,
@@ -89,6 +90,12 @@ TEXT_DEFAULTS: dict[str, str] = {
 SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED", "TEACHER_STREAM", "LOAD_IN_4BIT")
 
 
+def _dump(values: dict[str, object]) -> str:
+    out = io.StringIO()
+    YAML(typ="safe", pure=True).dump(values, out)
+    return out.getvalue()
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
@@ -106,7 +113,7 @@ def problems_of(
 
 
 def yaml_problems(tmp_path: Path, values: dict[str, Any]) -> list[str]:
-    return problems_of(write(tmp_path, yaml.safe_dump(values)))
+    return problems_of(write(tmp_path, _dump(values)))
 
 
 # --- the schema ---
@@ -155,9 +162,9 @@ def test_every_field_has_a_description_and_a_rule() -> None:
 @pytest.mark.parametrize("name", sorted(RANGED))
 def test_ranged_field_bounds_on_both_sides(tmp_path: Path, name: str) -> None:
     kind, _, low, high = RANGED[name]
-    config = load_config(write(tmp_path, yaml.safe_dump({name: kind(low)})), env={})
+    config = load_config(write(tmp_path, _dump({name: kind(low)})), env={})
     assert getattr(config, name) == low
-    config = load_config(write(tmp_path, yaml.safe_dump({name: kind(high)})), env={})
+    config = load_config(write(tmp_path, _dump({name: kind(high)})), env={})
     assert getattr(config, name) == high
     step = 1 if kind is int else 1e-6
     (below,) = yaml_problems(tmp_path, {name: kind(low - step)})
@@ -205,8 +212,8 @@ def test_yaml_strings_and_bools_are_not_numbers(tmp_path: Path, name: str) -> No
         ) == int(RANGED[name][3])
 
 
-def test_yaml_exponent_without_dot_is_explained(tmp_path: Path) -> None:
-    (problem,) = problems_of(write(tmp_path, "LEARNING_RATE: 2e-4\n"))
+def test_a_quoted_number_is_explained(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, "LEARNING_RATE: '2e-4'\n"))
     assert "LEARNING_RATE = '2e-4'" in problem and "write 0.0002" in problem
 
 
@@ -216,8 +223,10 @@ def test_switches_take_exactly_the_strings_0_and_1(tmp_path: Path, name: str) ->
     assert getattr(load_config(write(tmp_path, f"{name}: '0'\n"), env={}), name) == "0"
     (unquoted,) = problems_of(write(tmp_path, f"{name}: 1\n"))
     assert f'{name} = 1: expected "0" or "1", got an integer (quote it: "1")' in unquoted
-    (yes,) = problems_of(write(tmp_path, f"{name}: yes\n"))
-    assert "got a boolean" in yes and '"1"' in yes
+    (yes,) = problems_of(write(tmp_path, f"{name}: yes\n"))  # YAML 1.2: a word, not a boolean
+    assert "got text" in yes and 'write "1" for yes' in yes
+    (true,) = problems_of(write(tmp_path, f"{name}: true\n"))
+    assert "got a boolean" in true and 'quote it: "1"' in true
     for bad in ("2", "true", " 1", ""):
         assert f"{name} = {bad!r}" in yaml_problems(tmp_path, {name: bad})[0]
     assert validate_field(name, "1") == "1"

@@ -1,5 +1,5 @@
-"""Reading and editing config files: strict YAML structure checks, and the comment-preserving,
-atomic line editor behind ``dump_yaml_update`` (``bus/_config_yaml.py``, driven through ``bus/config.py``).
+"""Reading and editing config files: strict YAML 1.2 structure checks, and the comment-preserving,
+atomic round-trip editor behind ``dump_yaml_update`` (``bus/_config_yaml.py``, driven through ``bus/config.py``).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import stat
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from heidi_engine.bus import _config_yaml
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, dump_yaml_update, load_config
@@ -99,8 +99,9 @@ def test_dump_yaml_update_preserves_comments_and_round_trips(tmp_path: Path) -> 
     )
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# top comment\nROUNDS: 5  # inline comment kept\n\n# section\n")
-    assert 'BASE_MODEL: "new model #1"   # trailing\nSEED: 7\nLORA_R: 8\n' in text
-    assert text.endswith("LEARNING_RATE: 1.0e-05\nMAX_COST_USD:\n")
+    # A trailing comment keeps its column.
+    assert 'BASE_MODEL: "new model #1"          # trailing\nSEED: 7\nLORA_R: 8\n' in text
+    assert text.endswith("LEARNING_RATE: 1e-05\nMAX_COST_USD:\n")
     config = load_config(path, env={})
     assert (config.ROUNDS, config.BASE_MODEL, config.SEED, config.LORA_R) == (5, "new model #1", 7, 8)
     assert (config.LEARNING_RATE, config.MAX_COST_USD) == (1e-5, None)
@@ -154,11 +155,25 @@ def test_dump_yaml_update_creates_a_missing_file_private(tmp_path: Path) -> None
 
 
 def test_dump_yaml_update_refuses_a_file_it_cannot_edit_safely(tmp_path: Path) -> None:
-    text = "ROUNDS: [1,\n"
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError, match="cannot update it line by line"):
-        dump_yaml_update(path, {"SEED": 1})
-    assert path.read_text() == text
+    for text, why in (("ROUNDS: [1,\n", "cannot edit it, invalid YAML at line 2"), ("- 1\n- 2\n", "not a mapping")):
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=why):
+            dump_yaml_update(path, {"SEED": 1})
+        assert path.read_text() == text
+
+
+def test_yaml_1_2_numbers_and_words(tmp_path: Path) -> None:
+    """YAML 1.2: an exponent without a dot is a number, and yes/no/on/off are words, not booleans."""
+    config = load_config(write(tmp_path, "LEARNING_RATE: 2e-4\nBASE_MODEL: yes\nSEED: 0x10\n"), env={})
+    assert (config.LEARNING_RATE, config.BASE_MODEL, config.SEED) == (2e-4, "yes", 16)
+
+
+def test_an_edit_keeps_crlf_line_endings_and_block_comments(tmp_path: Path) -> None:
+    text = "# head\r\nROUNDS: 3  # note\r\n\r\n# tail block\r\nSEED: 1\r\n"
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text.encode())
+    dump_yaml_update(path, {"SEED": 9, "LORA_R": 4})
+    assert path.read_bytes().decode() == "# head\r\nROUNDS: 3  # note\r\n\r\n# tail block\r\nSEED: 9\r\nLORA_R: 4\r\n"
 
 
 @settings(max_examples=200, deadline=None)
@@ -166,10 +181,10 @@ def test_dump_yaml_update_refuses_a_file_it_cannot_edit_safely(tmp_path: Path) -
     value=st.one_of(st.text(), st.floats(allow_nan=False, allow_infinity=False), st.integers()),
     newline=st.sampled_from(["\n", "\r\n"]),
 )
-def test_any_value_survives_a_line_edit(value: object, newline: str) -> None:
+def test_any_value_survives_an_edit(value: object, newline: str) -> None:
     text = newline.join(["# head", "KEY: old  # note", "PLAIN: x", "OTHER: 1", ""])
-    scalar = _config_yaml.yaml_scalar(value)
-    edited = _config_yaml.edit_lines(text, {"KEY": scalar, "PLAIN": scalar, "NEW": scalar})
-    assert yaml.safe_load(edited) == {"KEY": value, "PLAIN": value, "OTHER": 1, "NEW": value}
-    assert edited.startswith(f"# head{newline}KEY: {scalar}  # note{newline}PLAIN: {scalar}{newline}")
+    edited = _config_yaml.edit_text(text, {"KEY": value, "PLAIN": value, "NEW": value})
+    assert YAML(typ="safe", pure=True).load(edited) == {"KEY": value, "PLAIN": value, "OTHER": 1, "NEW": value}
+    head, key_line, plain_line, *_ = edited.split(newline)
+    assert head == "# head" and key_line.endswith("# note") and plain_line.startswith("PLAIN: ")
     assert edited.count(newline) == 5 and edited.endswith(newline)
