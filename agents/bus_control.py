@@ -31,13 +31,13 @@ from typing import Any
 from transformers import TrainerControl as HFTrainerControl
 from transformers import TrainerState, TrainingArguments
 
-from heidi_engine.agents.callback import BusReportingCallback, NullControl, TrainerControl
+from heidi_engine.agents.callback import BusReportingCallback, NullControl, StepMetrics, TrainerControl
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_config_from_json
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.ledger import load_ledger
-from heidi_engine.bus.state import ACTIVE_STATUSES, TrainerSample
+from heidi_engine.bus.state import ACTIVE_STATUSES, MAX_RANKS, TrainerSample
 
 __all__ = [
     "FLUSH_S",
@@ -67,6 +67,12 @@ def _finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _peaks(value: object) -> list[int] | None:
+    if not isinstance(value, list) or not value or len(value) > MAX_RANKS:
+        return None
+    return [int(v) for v in value if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0] or None
 
 
 class BusTrainerControl:
@@ -100,7 +106,7 @@ class BusTrainerControl:
         self._owns_runtime = owns_runtime
         self._pending = 0
         self._last_flush = clock()
-        self._last: Mapping[str, float | int | None] = {}
+        self._last: StepMetrics = {}
         self._closed = False
 
     @classmethod
@@ -116,10 +122,10 @@ class BusTrainerControl:
 
     # -- TrainerControl ----------------------------------------------------------------------------
 
-    def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
+    def publish_step(self, metrics: StepMetrics) -> None:
         """Publish the step's sample; count it (once) into the batched ``train_step`` counter."""
-        step = int(metrics.get("step") or 0)
-        total = int(metrics.get("total") or 0)
+        step = int(_finite(metrics.get("step")) or 0)
+        total = int(_finite(metrics.get("total")) or 0)
         self.rt.sample(
             TrainerSample(
                 round=self.rt.round,
@@ -132,6 +138,7 @@ class BusTrainerControl:
                 samples_per_s=_finite(metrics.get("samples_per_s")),
                 eta_s=_finite(metrics.get("eta_s")),
                 memory_mb=_finite(metrics.get("gpu_mem_mb")),
+                rank_peak_mb=_peaks(metrics.get("rank_peak_mb")),
             )
         )
         self._last = metrics

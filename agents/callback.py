@@ -24,6 +24,7 @@ without a pause.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -39,12 +40,15 @@ __all__ = ["BusReportingCallback", "NullControl", "TrainerControl"]
 
 _MB = float(1 << 20)
 
+Metric = float | int | list[int] | None
+StepMetrics = Mapping[str, Metric]
+
 
 @runtime_checkable
 class TrainerControl(Protocol):
     """What a trainer needs from its supervisor: a place to report and the pause/stop switches."""
 
-    def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
+    def publish_step(self, metrics: StepMetrics) -> None:
         """Report one optimizer step (one call per step, in step order)."""
 
     def should_stop(self) -> bool:
@@ -66,7 +70,7 @@ class NullControl:
     def pause_requested(self) -> bool:
         return False
 
-    def publish_step(self, metrics: Mapping[str, float | int | None]) -> None:
+    def publish_step(self, metrics: StepMetrics) -> None:
         pass
 
     def should_stop(self) -> bool:
@@ -158,7 +162,9 @@ class BusReportingCallback(TrainerCallback):
         """Publish the step, or defer to :meth:`on_log` when the Trainer is about to log it.
 
         Sample keys: step, total, loss, learning_rate, grad_norm, tokens_per_s, samples_per_s,
-        step_time_s, eta_s, epoch, gpu_mem_mb, gpu_mem_peak_mb (torch allocator, None off GPU).
+        step_time_s, eta_s, epoch, gpu_mem_mb, gpu_mem_peak_mb (torch allocator, None off GPU),
+        rank_peak_mb (every rank's peak memory in MiB, by rank: the allocator's on a GPU, the process's
+        peak resident size on CPU).
         Steps the Trainer does not log (``logging_steps`` > 1 in a user's script) carry loss and
         grad_norm None and the scheduler's learning rate read at the step's start.
         """
@@ -208,7 +214,7 @@ class BusReportingCallback(TrainerCallback):
     ) -> None:
         self._pending_step = None
         if self._collective is None:
-            self._control.publish_step(self._sample(args, state, step, logs))
+            self._control.publish_step(self._sample(args, state, step, logs, rank_peaks=[round(self._peak_mb())]))
             self._control.wait_if_paused()
             stop = self._control.should_stop()
         else:
@@ -238,10 +244,13 @@ class BusReportingCallback(TrainerCallback):
         # The Trainer's own token count is already gathered over the ranks; the collator's is per rank.
         summed = tokens is not None and not _trainer_counts_tokens(args)
         local = tokens - self._last_tokens if tokens is not None and self._last_tokens is not None else 0
-        verdict, total = collective.exchange(self._verdict() if main else RUN, local if summed else 0)
+        verdict, total = collective.exchange(
+            self._verdict() if main else RUN, local if summed else 0, self._peak_mb()
+        )
         if main:
             delta = total if summed else None
-            self._control.publish_step(self._sample(args, state, step, logs, tokens_delta=delta))
+            sample = self._sample(args, state, step, logs, tokens_delta=delta, rank_peaks=collective.peak_mb)
+            self._control.publish_step(sample)
         else:
             self._last_tokens = tokens
         if verdict == HOLD:
@@ -256,7 +265,8 @@ class BusReportingCallback(TrainerCallback):
         logs: Mapping[str, float],
         *,
         tokens_delta: int | None = None,
-    ) -> dict[str, float | int | None]:
+        rank_peaks: list[int] | None = None,
+    ) -> dict[str, Metric]:
         now = self._clock()
         elapsed = max(now - self._last_t, 1e-9)
         self._active_s += elapsed
@@ -288,4 +298,11 @@ class BusReportingCallback(TrainerCallback):
             "epoch": state.epoch,
             "gpu_mem_mb": gpu_mem,
             "gpu_mem_peak_mb": gpu_peak,
+            "rank_peak_mb": rank_peaks,
         }
+
+    def _peak_mb(self) -> float:
+        """This process's peak memory: the allocator's on its GPU, the peak resident size on CPU."""
+        if self._on_gpu:
+            return torch.cuda.max_memory_allocated() / _MB
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

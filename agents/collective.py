@@ -3,7 +3,8 @@
 Ranks that read the bus at different moments would disagree about pausing or stopping, and a rank that
 leaves the training loop while the others enter the next step's gradient all-reduce deadlocks them. So
 only rank 0 reads its control; at every step boundary one small all-reduce carries its verdict (run, hold
-or stop) to every rank, together with each rank's token count (summed: the job's throughput). While rank
+or stop) to every rank, together with each rank's token count (summed: the job's throughput) and each
+rank's peak memory (one slot per rank: the Trainer view shows every rank). While rank
 0 is parked the others wait in the same collective, which rank 0 renews every :data:`KEEPALIVE_S`
 seconds from a helper thread, so that no wait comes near the process group's timeout however long the
 pause lasts.
@@ -31,7 +32,7 @@ def world() -> tuple[int, int]:
 
 
 class StepCollective:
-    """One all-reduce per optimizer step: rank 0's verdict and the job's token count.
+    """One all-reduce per optimizer step: rank 0's verdict, the job's token count and every rank's peak memory.
 
     Every rank must call :meth:`exchange` (and :meth:`hold`, when the verdict is :data:`HOLD`) in the
     same order; only rank 0's ``verdict`` argument counts.
@@ -43,14 +44,19 @@ class StepCollective:
         self.rank, self.size = world()
         self._keepalive_s = keepalive_s
         # The gloo backend reduces host tensors; NCCL needs the rank's own GPU.
-        self._buffer = torch.zeros(2, dtype=torch.long, device=device)
+        self._buffer = torch.zeros(2 + self.size, dtype=torch.long, device=device)
+        self.peak_mb: list[int] = [0] * self.size  # every rank's peak memory at the last exchange
 
-    def exchange(self, verdict: int, tokens: int) -> tuple[int, int]:
-        """Rank 0's verdict and the sum of every rank's ``tokens``."""
+    def exchange(self, verdict: int, tokens: int, peak_mb: float | None = None) -> tuple[int, int]:
+        """Rank 0's verdict and the sum of every rank's ``tokens``; every rank's ``peak_mb`` lands in
+        :attr:`peak_mb` (MiB, by rank; ``None`` repeats this rank's last figure)."""
+        self._buffer.zero_()
         self._buffer[0] = verdict if self.rank == 0 else 0
         self._buffer[1] = tokens
+        self._buffer[2 + self.rank] = self.peak_mb[self.rank] if peak_mb is None else round(peak_mb)
         dist.all_reduce(self._buffer)
         values = self._buffer.tolist()
+        self.peak_mb = [int(v) for v in values[2:]]
         return int(values[0]), int(values[1])
 
     def hold(self, park: Callable[[], None], verdict: Callable[[], int]) -> int:

@@ -23,6 +23,7 @@ FINISHED_STATUSES = frozenset({"stopped", "completed", "failed", "interrupted"})
 RESUMABLE_STATUSES = frozenset({"stopped", "interrupted", "failed"})  # what --resume-run continues
 
 RECENT_EVENTS = 200
+MAX_RANKS = 64  # TRAIN_NPROC's upper bound
 LOSS_HISTORY = 600
 
 
@@ -43,6 +44,7 @@ class TrainerSample(BaseModel):
     samples_per_s: float | None = None
     eta_s: float | None = None
     memory_mb: float | None = None
+    rank_peak_mb: list[int] | None = Field(default=None, max_length=MAX_RANKS)  # by rank, MiB
 
 
 class GpuInfo(BaseModel):
@@ -194,6 +196,7 @@ class TrainerState(BaseModel):
     samples_per_s: float | None = None
     eta_s: float | None = None
     memory_mb: float | None = None
+    rank_peak_mb: list[int] | None = None
     loss_history: list[tuple[int, float]] = Field(default_factory=list)
     history_stride: int = 1
     round_starts: dict[int, int] = Field(default_factory=dict)
@@ -335,7 +338,7 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSam
             del history[1::2]  # thin the whole curve evenly, keeping its first point
             trainer.history_stride *= 2
     for name in ("round", "step", "total", "loss", "learning_rate", "grad_norm", "tokens_per_s",
-                 "samples_per_s", "eta_s", "memory_mb"):
+                 "samples_per_s", "eta_s", "memory_mb", "rank_peak_mb"):
         setattr(trainer, name, getattr(sample, name))
     return state
 

@@ -161,6 +161,10 @@ def render_trainer(frame: Frame, width: int, height: int | None) -> list[Text]:
     gauges.append_text(label_value("   samples/s", fmt_rate(trainer.samples_per_s, "")))
     gauges.append_text(label_value("   memory", fmt_mb(trainer.memory_mb)))
     lines.append(gauges)
+    if trainer.rank_peak_mb:
+        # Every rank of a torchrun/accelerate job (one GPU each), or the one trainer process.
+        ranks = " · ".join(f"rank {rank} {fmt_mb(mb)}" for rank, mb in enumerate(trainer.rank_peak_mb))
+        lines.append(label_value("peak memory", ranks))
 
     training = box(Text("Training", style="bold"), lines, width)
     title = Text("GPUs" if frame.state.gpus else "Host (no GPU)", style="bold")

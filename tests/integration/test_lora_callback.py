@@ -113,6 +113,9 @@ def test_one_sample_per_optimizer_step_with_loss_and_lr(tmp_path: Path) -> None:
         assert sample["loss"] == entry["loss"] and sample["learning_rate"] == entry["learning_rate"]
         assert sample["grad_norm"] == entry["grad_norm"]
         assert sample["tokens_per_s"] > 0 and sample["samples_per_s"] > 0 and sample["eta_s"] >= 0
+        # One process: one rank, its peak resident size on CPU (a model and an optimizer: well over 1 MiB).
+        assert isinstance(sample["rank_peak_mb"], list) and len(sample["rank_peak_mb"]) == 1
+        assert sample["rank_peak_mb"][0] > 1
 
 
 def test_steps_the_trainer_does_not_log_still_get_one_sample(tmp_path: Path) -> None:

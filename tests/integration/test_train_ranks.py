@@ -169,7 +169,10 @@ def test_two_ranks_pause_stop_resume_survive_a_rank_kill_and_count_each_step_onc
     final = sup.wait_status("completed", "failed", timeout_s=300)
     assert final["status"] == "completed", sup.output()
     assert final["counters"]["train_step"] == steps and state_of(sup)["trainer"]["step"] == steps
-    assert {s.step for s in trainer_samples(run_dir)} == set(range(1, steps + 1))
+    samples = trainer_samples(run_dir)
+    assert {s.step for s in samples} == set(range(1, steps + 1))
+    # Every rank's peak memory, by rank, in every sample (the Trainer view shows them).
+    assert all(s.rank_peak_mb is not None and len(s.rank_peak_mb) == 2 and min(s.rank_peak_mb) > 0 for s in samples)
     events = [e for e in read_events(run_dir) if e.stage == "train"]
     assert [e.message for e in events if "resuming training from checkpoint step" in e.message]
     assert len([e for e in events if e.message.startswith("adapter trained")]) == 1

@@ -197,6 +197,13 @@ def test_trainer_view_progress_eta_loss_sparkline_and_gauges() -> None:
     assert "lr 2.00e-04" in text and "grad norm 1.25" in text and "tokens/s 850" in text
 
 
+def test_trainer_view_shows_every_ranks_peak_memory() -> None:
+    state = make_state()
+    assert "peak memory" not in screen(make_frame(state=state, view=3))
+    state.trainer.rank_peak_mb = [20480, 19968]
+    assert "peak memory rank 0 20.0 GiB · rank 1 19.5 GiB" in screen(make_frame(state=state, view=3))
+
+
 def test_trainer_prefers_the_trainer_eta() -> None:
     state = make_state()
     state.trainer.eta_s = 65.0
