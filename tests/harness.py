@@ -251,3 +251,30 @@ def interpreter_for(uid: int) -> str | None:
         if probe.returncode == 0:
             return candidate
     return None
+
+
+def tiny_llama(folder: Path, *, max_positions: int) -> Path:
+    """A tiny random Llama (2 layers, width 32) saved in ``folder`` with the real SmolLM2 tokenizer: a local
+    model folder that trains in milliseconds a step. Raises ``ModelNotAvailable`` without the package."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from heidi_engine.agents.student import resolve_model
+
+    ref = resolve_model("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(ref.path_or_id, gguf_file=ref.gguf_file, local_files_only=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

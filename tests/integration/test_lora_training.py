@@ -24,7 +24,7 @@ import torch
 
 from heidi_engine.agents.evaluation import adapter_disabled, eval_loss
 from heidi_engine.agents.lora import IGNORE_INDEX, TrainSettings, build_dataset, train_lora
-from heidi_engine.agents.student import ModelNotAvailable, load_model_and_tokenizer, resolve_model
+from heidi_engine.agents.student import ModelNotAvailable, load_model_and_tokenizer
 
 # peft 0.21 still reads transformers' deprecated alias when it wraps a model.
 pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")]
@@ -113,29 +113,13 @@ class _KilledAfterCheckpoint(FakeControl):
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama saved with the real SmolLM2 tokenizer: a local model folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    # Imported here: this file also runs as a training subprocess, without tests/ on its path.
+    from harness import tiny_llama
 
     try:
-        ref = resolve_model("smollm2-135m-instruct")
+        return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), max_positions=256)
     except ModelNotAvailable as exc:
         pytest.skip(str(exc))
-    tokenizer = AutoTokenizer.from_pretrained(ref.path_or_id, gguf_file=ref.gguf_file, local_files_only=True)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _fresh(base_dir: Path) -> tuple[Any, Any]:

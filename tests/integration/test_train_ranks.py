@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
-from harness import TESTS, SupervisorProc, agent_env, scripted, wait_until
+from harness import TESTS, SupervisorProc, agent_env, scripted, tiny_llama, wait_until
 
 from heidi_engine.bus.journal import read_events, read_samples
 from heidi_engine.bus.state import TrainerSample
@@ -44,29 +44,7 @@ ENV = {
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama saved with the real SmolLM2 tokenizer: a local model folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from heidi_engine.agents.student import resolve_model
-
-    ref = resolve_model("smollm2-135m-instruct")
-    tokenizer = AutoTokenizer.from_pretrained(ref.path_or_id, gguf_file=ref.gguf_file, local_files_only=True)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), max_positions=512)
 
 
 def config(model: Path, steps: int, checkpoint_every: int) -> str:
