@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from harness import SupervisorProc, agent_env, scripted, wait_until
 
 from heidi_engine.bus.journal import read_events, read_samples
@@ -109,8 +110,17 @@ RANKED = SCRIPT.replace("use_cpu=True,", 'use_cpu=True, ddp_backend="gloo",').re
 )
 
 
-def test_a_script_under_torchrun_reports_each_step_once_from_rank_0(
-    start_supervisor: Start, home: Path, tmp_path: Path
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"],
+    # accelerate's multi-process launcher (--cpu would start one process); gloo on a machine without CUDA.
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines",
+                   "1", "--main_process_port", "0", "--mixed_precision", "no", "--multi_gpu"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_script_under_torchrun_or_accelerate_reports_each_step_once_from_rank_0(
+    start_supervisor: Start, home: Path, tmp_path: Path, launcher: str
 ) -> None:
     slow = scripted("--events", "2000", "--delay", "0.05")
     sup = start_supervisor(env=agent_env(slow)).wait_ready()
@@ -120,8 +130,7 @@ def test_a_script_under_torchrun_reports_each_step_once_from_rank_0(
     script.write_text(RANKED)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTRAIN_")}
     env.update({"AUTOTRAIN_HOME": str(home), "OMP_NUM_THREADS": "1"})
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-               str(script), str(tmp_path / "out"), str(STEPS)]  # fmt: skip
+    command = [*LAUNCHERS[launcher], str(script), str(tmp_path / "out"), str(STEPS)]
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "rank 0 final loss" in result.stdout and "rank 1 final loss" in result.stdout
