@@ -8,13 +8,14 @@ by the real reducer, as every viewer folds them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes.openai_server import FakeOpenAIServer
-from harness import FileRuntime
+from harness import FileRuntime, SupervisorProc
+from test_generate_stage import run
 
 from heidi_engine.agents import generate
 from heidi_engine.agents.samples import RoundFiles, read_jsonl
@@ -25,7 +26,9 @@ from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.state import RunState, apply_event, apply_sample
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
+
+Start = Callable[..., SupervisorProc]
 
 MESSAGES = [{"role": "user", "content": "write f"}]
 
@@ -62,6 +65,25 @@ def test_requests_go_to_the_endpoint_with_fewest_in_flight(servers: list[FakeOpe
     assert sum((line.usage for line in report.values()), TeacherUsage()) == sum(
         (r.usage for r in results if isinstance(r, Completion)), TeacherUsage()
     )
+
+
+def test_a_failing_server_is_taken_out_and_its_retries_go_elsewhere_without_waiting(
+    servers: list[FakeOpenAIServer],
+) -> None:
+    bad, good, _ = servers
+    bad.fallback = ("status", 500)
+    sleeps: list[float] = []
+    # The clock never moves: once out, the bad server stays out for the whole test.
+    with OpenAITeacher(f"{bad.url},{good.url}", "fake-teacher", None, clock=lambda: 0.0,
+                       sleep=sleeps.append) as teacher:  # fmt: skip
+        results = _map(teacher, 8, concurrency=1)
+        report = {line.name: line for line in teacher.endpoints()}
+    assert all(isinstance(r, Completion) for r in results), results
+    assert sleeps == []  # another server was in every time: no back-off wait
+    assert len(bad.requests) == 3 and len(good.requests) == 8  # out after its third failure in a row
+    line = report[endpoint_name(bad.url)]
+    assert (line.errors, line.usage.requests_sent, line.usage.retries, line.out_for_s) == (3, 3, 3, 1.0)
+    assert sum(r.usage.retries for r in results if isinstance(r, Completion)) == 3
 
 
 def _config(urls: str, **overrides: Any) -> Any:
@@ -112,3 +134,21 @@ def test_a_server_killed_mid_round_loses_no_sample_and_usage_adds_up(
     assert sum(p for p in parts if isinstance(p, float)) == pytest.approx(total_cost)
     survivors = [len(s.requests) for s in servers[1:]]
     assert min(survivors) >= 1, survivors  # the round completed on the others
+
+
+def test_under_a_supervisor_each_endpoints_usage_reaches_the_state_and_adds_up(
+    start_supervisor: Start, home: Path, servers: list[FakeOpenAIServer]
+) -> None:
+    urls = ",".join(s.url for s in servers[:2])
+    sup, _run_id, final = run(start_supervisor, urls)
+    assert final["status"] == "completed", sup.output()
+    state = sup.call("snapshot")["state"]
+    endpoints, usage = state["teacher_endpoints"], state["usage"]
+    assert set(endpoints) == {endpoint_name(s.url) for s in servers[:2]}, sup.output()
+    for server in servers[:2]:
+        sent = endpoints[endpoint_name(server.url)]["usage"]["requests_sent"]
+        assert sent == len(server.requests) >= 1, endpoints
+    for name in USAGE_COUNT_NAMES:
+        assert sum(e["usage"].get(name, 0) for e in endpoints.values()) == usage[name], name
+    parts = [e["usage"][COST_FIELD] for e in endpoints.values()]
+    assert sum(parts) == pytest.approx(usage[COST_FIELD])
