@@ -141,13 +141,16 @@ def render_overview(frame: Frame, width: int, height: int | None) -> list[Text]:
 
 
 _ENDPOINT_COLUMNS = (("requests", 9), ("tokens", 11), ("cost", 10), ("errors", 7), ("p50", 8), ("p95", 8),
-                     ("in flight", 10), ("state", 10))  # fmt: skip
+                     ("active", 7), ("state", 9))  # fmt: skip
+_ENDPOINT_NAME_W = 16, 48  # the name column takes what the others leave, within these bounds
 
 
-def endpoint_lines(state: RunState) -> list[Text]:
+def endpoint_lines(state: RunState, width: int) -> list[Text]:
     """One row per teacher endpoint of a pool: its share of the usage, failed attempts, reply latency
-    percentiles, requests in flight, and whether it is taken out (with the seconds left)."""
-    head = cell("endpoint", 34, style="dim underline")
+    percentiles, requests in flight ("active"), and whether it is taken out (with the seconds left)."""
+    left = width - 4 - sum(w for _, w in _ENDPOINT_COLUMNS)  # 4: the box's borders and padding
+    name_w = max(_ENDPOINT_NAME_W[0], min(_ENDPOINT_NAME_W[1], left))
+    head = cell("endpoint", name_w, style="dim underline")
     for name, width in _ENDPOINT_COLUMNS:
         head.append_text(cell(name, width, right=True, style="dim underline"))
     lines = [head]
@@ -160,7 +163,7 @@ def endpoint_lines(state: RunState) -> list[Text]:
             fmt_int(entry.errors), _seconds(entry.latency_p50_s), _seconds(entry.latency_p95_s),
             fmt_int(entry.in_flight), out,
         )  # fmt: skip
-        line = cell(safe(name, 34), 34, style="dim")
+        line = cell(safe(name, 200), name_w, style="dim")
         for value, (column, width) in zip(values, _ENDPOINT_COLUMNS, strict=True):
             style = "yellow" if column == "state" and entry.out_for_s > 0 else "bold"
             line.append_text(cell(value, width, right=True, style=style))
@@ -217,7 +220,7 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
         lines.append(line)
     lines.append(Text())
     if state.teacher_endpoints:
-        lines.extend(endpoint_lines(state))
+        lines.extend(endpoint_lines(state, width))
         lines.append(Text())
     # The generate stage's latest word: progress with streaming speed, or "teacher unreachable since ...".
     report = next(
