@@ -7,7 +7,8 @@ timeout, HTTP 5xx: the server, not the request, is at fault) is taken out for a 
 every further failure (``backoff_base_s``, twice that, ... up to ``backoff_max_s``); a 4xx answer or a
 good reply puts it back to zero. A retry avoids the endpoint that just failed it when another one is in.
 When every endpoint is out, the attempt goes to the one whose back-off ends first: the caller's own
-retry and park logic paces it, as it does with a single server.
+retry and park logic paces it, as it does with a single server. A retry is sent at once, without the
+caller's back-off wait, only while another endpoint is in and its latest attempt did not fail.
 
 Each endpoint keeps what it was sent (:class:`TeacherUsage`), its failed attempts and the latency of its
 recent good replies. Endpoints are named without credentials: scheme, host, port and path, never the
@@ -155,10 +156,11 @@ class TeacherPool:
             endpoint.usage += usage
 
     def another_is_in(self, endpoint: Endpoint) -> bool:
-        """Whether an endpoint other than ``endpoint`` takes requests now (a retry need not wait)."""
+        """Whether an endpoint other than ``endpoint`` takes requests now and its latest attempt did not
+        fail: a retry can go there at once. (When every server is struggling, retries wait as usual.)"""
         with self._lock:
             now = self._clock()
-            return any(e is not endpoint and e.out_until <= now for e in self.endpoints)
+            return any(e is not endpoint and e.out_until <= now and not e.failures for e in self.endpoints)
 
     def report(self) -> list[EndpointReport]:
         """Every endpoint's totals and state, in the order they were listed."""

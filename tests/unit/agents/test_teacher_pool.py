@@ -134,3 +134,17 @@ def test_the_sampler_sends_each_endpoints_growth_once_and_nothing_when_idle() ->
     second = sampler.sample()
     assert second is not None and second.endpoints[endpoint_name(B)].errors == 1
     assert endpoint_name(A) not in second.endpoints
+
+
+def test_a_retry_skips_the_wait_only_while_another_endpoint_is_doing_well() -> None:
+    pool = _pool(A, B)
+    a, b = pool.endpoints
+    a.in_flight += 1
+    pool.release(a, ONE, failed=True)
+    assert pool.another_is_in(a)  # b has not failed: the retry goes there at once
+    b.in_flight += 1
+    pool.release(b, ONE, failed=True)
+    assert not pool.another_is_in(a) and not pool.another_is_in(b)  # both struggling: retries wait
+    b.in_flight += 1
+    pool.release(b, ONE, failed=False)
+    assert pool.another_is_in(a)
