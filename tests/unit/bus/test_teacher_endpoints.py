@@ -3,11 +3,14 @@ folded from teacher samples, and names that can never carry a credential."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from heidi_engine.bus.codec import decode_body, pack_body
 from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.bus.ledger import replay
 from heidi_engine.bus.state import EndpointUsage, RunState, TeacherSample, apply_sample
 
 A, B = "http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"
@@ -73,3 +76,11 @@ def test_a_teacher_sample_travels_on_the_bus() -> None:
     sample = TeacherSample(run_id="run_20240101_000000_0123abcd",
                            endpoints={A: EndpointUsage(usage={"requests_sent": 1}, latency_p50_s=0.1)})  # fmt: skip
     assert decode_body("sample", pack_body(sample)) == sample
+
+
+def test_a_replayed_run_keeps_each_endpoints_totals_from_state_json(tmp_path: Path) -> None:
+    saved = RunState(run_id="run_20240101_000000_0123abcd", status="stopped")
+    apply_sample(saved, TeacherSample(endpoints={A: EndpointUsage(usage={"requests_sent": 4}, errors=2)}))
+    (tmp_path / "state.json").write_text(saved.model_dump_json())
+    state = replay(tmp_path)
+    assert state.teacher_endpoints[A].usage["requests_sent"] == 4 and state.teacher_endpoints[A].errors == 2
