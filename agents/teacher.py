@@ -137,12 +137,13 @@ class OpenAITeacher:
         urls = split_urls(base_url) if isinstance(base_url, str) else [u.strip() for u in base_url]
         if not urls:
             raise ValueError("base_url must name at least one http:// or https:// URL")
-        for url in urls:
+        for number, url in enumerate(urls, 1):
+            which = f"base_url (endpoint {number} of {len(urls)})" if len(urls) > 1 else "base_url"
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {url!r}")
+                raise ValueError(f"{which} must be an http:// or https:// URL with a host, got {url!r}")
             if parts.username is not None or parts.password is not None:
-                raise ValueError("base_url must not carry credentials; pass the API key through its env variable")
+                raise ValueError(f"{which} must not carry credentials; pass the API key through its env variable")
         for name, value, strict in (
             ("timeout_s", timeout_s, True),
             ("park_interval_s", park_interval_s, True),

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from heidi_engine.agents.endpoint_usage import EndpointSampler
+from heidi_engine.agents.teacher import OpenAITeacher
 from heidi_engine.agents.teacher_pool import Endpoint, TeacherPool, endpoint_name, split_urls
 from heidi_engine.agents.teacher_usage import TeacherUsage
 
@@ -148,3 +149,9 @@ def test_a_retry_skips_the_wait_only_while_another_endpoint_is_doing_well() -> N
     b.in_flight += 1
     pool.release(b, ONE, failed=False)
     assert pool.another_is_in(a)
+
+
+def test_a_teacher_names_the_endpoint_of_a_pool_that_carries_credentials() -> None:
+    with pytest.raises(ValueError, match=r"base_url \(endpoint 2 of 2\) must not carry credentials") as refused:
+        OpenAITeacher(f"{A},http://user:hunter2@127.0.0.1:8002/v1", "fake-teacher", None)
+    assert "hunter2" not in str(refused.value)
