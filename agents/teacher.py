@@ -285,11 +285,13 @@ class OpenAITeacher:
                     continue
                 kind = self._kind_of(reply.status, error, failure)
                 server_wait = retry_after_s(reply.headers)
+            # Which server of a pool said it; kept apart from ``failure``, which compares 400s.
+            failure_at = f"{failure} (at {endpoint.name})" if len(self._transports) > 1 else failure
             if kind != "transient":
-                raise TeacherError(self._redact(failure), spent, kind)
+                raise TeacherError(self._redact(failure_at), spent, kind)
             if spent.retries >= self._max_retries:
                 raise TeacherError(
-                    self._redact(f"{failure} (gave up after {spent.retries} retries)"), spent, kind
+                    self._redact(f"{failure_at} (gave up after {spent.retries} retries)"), spent, kind
                 )
             avoid = endpoint
             if self._pool.another_is_in(endpoint):
@@ -299,7 +301,7 @@ class OpenAITeacher:
             delay = server_wait if server_wait is not None else self._backoff(spent.retries)
             if waited + delay > self._max_total_wait_s:
                 reason = (
-                    f"{failure} (next wait {delay:.1f}s would exceed max_total_wait_s="
+                    f"{failure_at} (next wait {delay:.1f}s would exceed max_total_wait_s="
                     f"{self._max_total_wait_s:g}, already waited {waited:.1f}s)"
                 )
                 raise TeacherError(self._redact(reason), spent, kind)

@@ -152,3 +152,14 @@ def test_under_a_supervisor_each_endpoints_usage_reaches_the_state_and_adds_up(
         assert sum(e["usage"].get(name, 0) for e in endpoints.values()) == usage[name], name
     parts = [e["usage"][COST_FIELD] for e in endpoints.values()]
     assert sum(parts) == pytest.approx(usage[COST_FIELD])
+
+
+def test_an_error_from_a_pool_names_the_server_that_gave_it(servers: list[FakeOpenAIServer]) -> None:
+    bad, good, _ = servers
+    bad.fallback = ("status", 404, {}, {"error": {"message": "The model `m` does not exist."}})
+    good.fallback = bad.fallback
+    with OpenAITeacher(f"{bad.url},{good.url}", "m", None, max_retries=0) as teacher:
+        results = _map(teacher, 2, concurrency=2)
+    reasons = sorted(r.reason for r in results if isinstance(r, TeacherError))
+    assert reasons == sorted(f"HTTP 404: The model `m` does not exist. (at {endpoint_name(s.url)})"
+                             for s in (bad, good)), reasons  # fmt: skip
