@@ -45,6 +45,7 @@ from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
 from heidi_engine.bus.pricing import Price, PricingError, load_price_table, lookup_price
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
+from .endpoint_usage import EndpointSampler
 from .heldout import HeldoutError, fix_heldout, split_pool, without_humaneval
 from .local_teacher import LocalTeacher, local_model_name
 from .runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
@@ -71,6 +72,7 @@ from .tasks import (
     tasks_for_round,
 )
 from .teacher import Completion, OpenAITeacher, Outage, TeacherError, TeacherUsage
+from .teacher_pool import split_urls
 
 __all__ = ["load_task_pool", "main", "price_table"]
 
@@ -173,6 +175,7 @@ class _Generation:
         self.spend = Spend(self.model, table, config.TEACHER_MAX_TOKENS)
         self.spent = 0.0  # run-wide estimated cost, set by reconcile()
         self.parked: Outage | None = None
+        self.endpoints: EndpointSampler | None = None  # a pool's per-endpoint usage, sent after each flush
         self._ttft: list[float] = []
         self._decode: list[tuple[int, float]] = []
         self.stopping = False
@@ -235,6 +238,7 @@ class _Generation:
         """Send what happened since the last progress event, if anything did."""
         if not self._since:
             return
+        teacher_sample = self.endpoints.sample() if self.endpoints is not None else None
         notes = f" ({'; '.join(self._notes)})" if self._notes else ""
         self.rt.progress(
             f"generate round {self.rt.round}: {len(self.done)}/{self.total} written, "
@@ -251,6 +255,8 @@ class _Generation:
         self._warn = False
         self._since = 0
         self._last = time.monotonic()
+        if teacher_sample is not None:
+            self.rt.sample(teacher_sample)
 
     def _speed(self) -> str:
         """Streaming figures of this batch: median time to first token and output tokens per second."""
@@ -467,7 +473,7 @@ def _open_teacher(rt: AgentRuntime) -> _Teacher:
         except (ModelNotAvailable, ValueError) as exc:
             raise FatalStageError(f"teacher model {config.TEACHER_MODEL!r} is not available: {exc}") from None
     key = config.teacher_api_key()
-    if key is None and urlsplit(config.TEACHER_BASE_URL).hostname == "api.openai.com":
+    if key is None and any(urlsplit(u).hostname == "api.openai.com" for u in split_urls(config.TEACHER_BASE_URL)):
         raise FatalStageError(
             f"no API key for {config.TEACHER_BASE_URL}: set the environment variable "
             f"{config.TEACHER_API_KEY_ENV} (named by TEACHER_API_KEY_ENV) before starting the supervisor"
@@ -554,6 +560,8 @@ def main(rt: AgentRuntime) -> None:
     rt.checkpoint()
     if len(run.done) + len(run.failed) < run.total and run.should_continue():
         teacher = _open_teacher(rt)
+        if isinstance(teacher, OpenAITeacher) and len(teacher.endpoints()) > 1:
+            run.endpoints = EndpointSampler(teacher.endpoints, run.cost_of)
         try:
             if config.TASK_SOURCE == "self-instruct":
                 jobs = run.propose(teacher, pool)

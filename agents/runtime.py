@@ -26,7 +26,7 @@ from heidi_engine.bus.event import Event, fit_raw_text
 from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED, is_no_space
 from heidi_engine.bus.message import AgentStatus
 from heidi_engine.bus.publisher import Publisher
-from heidi_engine.bus.state import EvalSample, TrainerSample
+from heidi_engine.bus.state import EvalSample, TeacherSample, TrainerSample
 from heidi_engine.bus.subscriber import ControlListener
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ class AgentRuntime:
         """A ``progress`` event (see :meth:`emit` for the keyword arguments)."""
         self.emit("progress", message, **kwargs)  # type: ignore[arg-type]
 
-    def sample(self, sample: TrainerSample | EvalSample) -> None:
-        """Publish a trainer gauge sample or a round's eval outcome (stamped with this run: the supervisor
+    def sample(self, sample: TrainerSample | EvalSample | TeacherSample) -> None:
+        """Publish a trainer gauge sample, a round's eval outcome or teacher endpoints' usage (stamped with this run: the supervisor
         takes only its own run's)."""
         if sample.run_id != self.run_id:
             sample = sample.model_copy(update={"run_id": self.run_id})

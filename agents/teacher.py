@@ -1,8 +1,11 @@
 """The HTTP teacher: an OpenAI-compatible chat-completions client for the generate stage.
 
 Works against OpenAI, Anthropic's OpenAI-compatible endpoint, vLLM, llama.cpp server and Ollama
-(anything that serves ``POST {base_url}/chat/completions``), over one pooled httpx client
+(anything that serves ``POST {base_url}/chat/completions``), over keep-alive httpx connections
 (:mod:`.teacher_transport`: proxies and CA settings from the environment, a whole-request deadline).
+``base_url`` may list several servers, comma-separated: each attempt goes to the one with the fewest
+requests in flight, and one that keeps failing is taken out for a while (:mod:`.teacher_pool`); a
+retry goes to another server at once when one is in, without the back-off wait.
 
 Errors by kind (:attr:`TeacherError.kind`), decided by :meth:`OpenAITeacher.complete`:
 
@@ -29,13 +32,14 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .teacher_pool import Endpoint, EndpointReport, TeacherPool, split_urls
 from .teacher_reply import ParsedReply, parse_reply, tokens_in
 from .teacher_request import (
     ProviderError,
@@ -47,6 +51,7 @@ from .teacher_request import (
     retry_after_s,
 )
 from .teacher_transport import DeadlineExceeded, Reply, Transport, TransportError
+from .teacher_usage import TeacherUsage
 
 __all__ = ["Completion", "OpenAITeacher", "Outage", "TeacherError", "TeacherUsage"]
 
@@ -57,56 +62,6 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _FATAL_STATUS = frozenset({401, 403, 404})
 _REASON_MAX = 300
 _SAME_400_FATAL = 3  # the same 400 this many times in a row: every request is wrong, not one sample
-_BUS_COUNTERS = ("requests_sent", "input_tokens", "output_tokens", "rate_limits_hit", "retries")
-
-
-@dataclass(frozen=True)
-class TeacherUsage:
-    """What teacher calls spent; added up across attempts, samples and batches.
-
-    The first five are the bus's usage counters. ``cached_input_tokens`` (part of ``input_tokens``) are
-    priced at the cached rate; ``unmetered`` counts replies that reported no usage (their cost is
-    unknown); ``timed_out`` attempts may still be billed, up to ``timed_out_input_max`` input and
-    ``timed_out_output_max`` output tokens (the request's bytes and its token cap).
-    """
-
-    requests_sent: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    rate_limits_hit: int = 0
-    retries: int = 0
-    cached_input_tokens: int = 0
-    unmetered: int = 0
-    timed_out: int = 0
-    timed_out_input_max: int = 0
-    timed_out_output_max: int = 0
-
-    def __add__(self, other: TeacherUsage) -> TeacherUsage:
-        if not isinstance(other, TeacherUsage):
-            return NotImplemented
-        return TeacherUsage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-    def as_delta(self) -> dict[str, int]:
-        """The five bus counters by name, ready for an event's ``usage_delta``."""
-        return {name: getattr(self, name) for name in _BUS_COUNTERS}
-
-    def record(self) -> dict[str, int]:
-        """Every counter that is not zero, plus the five bus counters: what the round's files keep."""
-        extra = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BUS_COUNTERS}
-        return {**self.as_delta(), **{k: v for k, v in extra.items() if v}}
-
-    @classmethod
-    def from_record(cls, record: object) -> TeacherUsage:
-        """Read :meth:`record` back; unknown keys and bad values are ignored."""
-        if not isinstance(record, dict):
-            return cls()
-        values = {f.name: record.get(f.name) for f in fields(cls)}
-        return cls(
-            **{
-                k: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-                for k, v in values.items()
-            }
-        )
 
 
 @dataclass(frozen=True)
@@ -156,11 +111,12 @@ def _utc_iso() -> str:
 
 
 class OpenAITeacher:
-    """Chat completions against one OpenAI-compatible endpoint, with retries, parking and concurrency."""
+    """Chat completions against one OpenAI-compatible endpoint or a pool of them, with retries, parking
+    and concurrency."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         api_key: str | None,
         *,
@@ -176,12 +132,18 @@ class OpenAITeacher:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        pool_backoff_s: tuple[float, float] = (1.0, 60.0),
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {base_url!r}")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("base_url must not carry credentials; pass the API key through its env variable")
+        urls = split_urls(base_url) if isinstance(base_url, str) else [u.strip() for u in base_url]
+        if not urls:
+            raise ValueError("base_url must name at least one http:// or https:// URL")
+        for number, url in enumerate(urls, 1):
+            which = f"base_url (endpoint {number} of {len(urls)})" if len(urls) > 1 else "base_url"
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{which} must be an http:// or https:// URL with a host, got {url!r}")
+            if parts.username is not None or parts.password is not None:
+                raise ValueError(f"{which} must not carry credentials; pass the API key through its env variable")
         for name, value, strict in (
             ("timeout_s", timeout_s, True),
             ("park_interval_s", park_interval_s, True),
@@ -197,7 +159,7 @@ class OpenAITeacher:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
         if not model:
             raise ValueError("model must be a non-empty model name")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = ",".join(url.rstrip("/") for url in urls)
         self.model = model
         self._api_key = api_key or None
         self._timeout_s = timeout_s
@@ -222,9 +184,20 @@ class OpenAITeacher:
         }
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        path = parts.path.rstrip("/") + "/chat/completions"
-        url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-        self._transport = Transport(url, headers)
+        self._pool = TeacherPool(
+            urls, backoff_base_s=pool_backoff_s[0], backoff_max_s=pool_backoff_s[1], clock=clock
+        )
+        self._transports: list[Transport] = []
+        try:
+            for url in urls:
+                parts = urlsplit(url)
+                path = parts.path.rstrip("/") + "/chat/completions"
+                self._transports.append(
+                    Transport(urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")), headers)
+                )
+        except BaseException:
+            self.close()
+            raise
         self._closed = False
 
     def __repr__(self) -> str:
@@ -244,13 +217,20 @@ class OpenAITeacher:
     def close(self) -> None:
         """Close every connection; calls still in flight fail with TeacherError("teacher closed")."""
         self._closed = True
-        self._transport.close()
+        for transport in self._transports:
+            transport.close()
+
+    def endpoints(self) -> list[EndpointReport]:
+        """What each endpoint was sent and how it answered since this client was made (credentials never
+        part of a name)."""
+        return self._pool.report()
 
     def complete(self, messages: list[dict[str, str]]) -> Completion:
         """One chat completion, retried as the module docstring describes; raises TeacherError."""
         _check_messages(messages)
         spent = TeacherUsage()
         waited = 0.0
+        avoid: Endpoint | None = None
         while True:
             if self._closed:
                 raise TeacherError("teacher closed", spent)
@@ -265,51 +245,70 @@ class OpenAITeacher:
             )
             server_wait: float | None = None
             kind: ErrorKind
+            endpoint = self._pool.acquire(avoid)
             try:
-                reply = self._transport.post(body, self._timeout_s)
+                reply = self._transports[endpoint.index].post(body, self._timeout_s)
             except DeadlineExceeded as exc:
-                spent += TeacherUsage(
+                attempt = TeacherUsage(
                     requests_sent=1,
                     timed_out=1,
                     timed_out_input_max=len(body),
                     timed_out_output_max=self._max_tokens,
                 )
+                self._pool.release(endpoint, attempt, failed=True)
+                spent += attempt
                 failure, kind = exc.reason, "transient"
             except TransportError as exc:
-                spent += TeacherUsage(requests_sent=1)
+                attempt = TeacherUsage(requests_sent=1)
+                self._pool.release(endpoint, attempt, failed=not self._closed)
+                spent += attempt
                 if self._closed:
                     raise TeacherError("teacher closed", spent) from None
                 failure, kind = exc.reason, "fatal" if exc.certificate else "transient"
+            except BaseException:
+                self._pool.release(endpoint, TeacherUsage(), failed=False)
+                raise
             else:
                 if reply.status == 200:
-                    return self._completion(reply, spent + TeacherUsage(requests_sent=1))
+                    return self._completion(reply, spent, endpoint)
                 error = provider_error(reply.body)
-                spent += TeacherUsage(requests_sent=1, rate_limits_hit=int(reply.status == 429))
-                spent += _error_tokens(reply.body)
+                attempt = TeacherUsage(requests_sent=1, rate_limits_hit=int(reply.status == 429))
+                attempt += _error_tokens(reply.body)
+                self._pool.release(endpoint, attempt, failed=reply.status >= 500)
+                spent += attempt
                 failure = f"HTTP {reply.status}" + (f": {error.message}" if error.message else "")
                 if not reasoning and is_unsupported_parameter(reply.status, error):
                     with self._lock:
                         self._reasoning = True  # remembered: every later request uses the reasoning form
+                    self._pool.charge(endpoint, TeacherUsage(retries=1))
                     spent += TeacherUsage(retries=1)
                     continue
                 kind = self._kind_of(reply.status, error, failure)
                 server_wait = retry_after_s(reply.headers)
+            # Which server of a pool said it; kept apart from ``failure``, which compares 400s.
+            failure_at = f"{failure} (at {endpoint.name})" if len(self._transports) > 1 else failure
             if kind != "transient":
-                raise TeacherError(self._redact(failure), spent, kind)
+                raise TeacherError(self._redact(failure_at), spent, kind)
             if spent.retries >= self._max_retries:
                 raise TeacherError(
-                    self._redact(f"{failure} (gave up after {spent.retries} retries)"), spent, kind
+                    self._redact(f"{failure_at} (gave up after {spent.retries} retries)"), spent, kind
                 )
+            avoid = endpoint
+            if self._pool.another_is_in(endpoint):
+                self._pool.charge(endpoint, TeacherUsage(retries=1))
+                spent += TeacherUsage(retries=1)  # another server takes it now: no reason to wait
+                continue
             delay = server_wait if server_wait is not None else self._backoff(spent.retries)
             if waited + delay > self._max_total_wait_s:
                 reason = (
-                    f"{failure} (next wait {delay:.1f}s would exceed max_total_wait_s="
+                    f"{failure_at} (next wait {delay:.1f}s would exceed max_total_wait_s="
                     f"{self._max_total_wait_s:g}, already waited {waited:.1f}s)"
                 )
                 raise TeacherError(self._redact(reason), spent, kind)
             started = self._clock()
             self._sleep(delay)
             waited += max(delay, self._clock() - started)
+            self._pool.charge(endpoint, TeacherUsage(retries=1))
             spent += TeacherUsage(retries=1)
 
     def _kind_of(self, status: int, error: ProviderError, failure: str) -> ErrorKind:
@@ -427,15 +426,22 @@ class OpenAITeacher:
         except TeacherError as exc:
             return exc
 
-    def _completion(self, reply: Reply, spent: TeacherUsage) -> Completion:
-        parsed: ParsedReply = parse_reply(reply.body, reply.headers.get("content-type", ""))
+    def _completion(self, reply: Reply, spent: TeacherUsage, endpoint: Endpoint) -> Completion:
+        try:
+            parsed: ParsedReply = parse_reply(reply.body, reply.headers.get("content-type", ""))
+        except BaseException:
+            self._pool.release(endpoint, TeacherUsage(requests_sent=1), failed=False)
+            raise
         tokens = parsed.tokens
-        spent += TeacherUsage(
+        attempt = TeacherUsage(
+            requests_sent=1,
             input_tokens=tokens.input_tokens,
             output_tokens=tokens.output_tokens,
             cached_input_tokens=tokens.cached_input_tokens,
             unmetered=int(not tokens.metered),
         )
+        self._pool.release(endpoint, attempt, failed=False, latency_s=reply.elapsed_s)
+        spent += attempt
         if parsed.error is not None or parsed.text is None:
             raise TeacherError(parsed.error or "malformed reply", spent)
         with self._lock:

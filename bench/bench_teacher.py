@@ -5,9 +5,12 @@ concurrency level, the same batch of requests goes through ``OpenAITeacher.map``
 per request) and through a bare stdlib keep-alive baseline (``http.client``, no retries, no parsing:
 the transport the teacher used before), alternating, ``--repeats`` times. Printed: samples/s, the ratio
 to the ideal (concurrency / latency) and the teacher's ratio to the baseline, medians over the repeats.
-The target is >= 95% of ideal at concurrency 32. Figures only, no asserts.
+The target is >= 95% of ideal at concurrency 32. With ``--pool N`` the same batch also goes through
+a teacher pool of N such servers (``TEACHER_BASE_URL`` with N URLs), alternating with the others, and
+its ratio to the single server is printed: what choosing an endpoint per request costs (about 100%).
+Figures only, no asserts.
 
-Run: ``python bench/bench_teacher.py [--latency 0.2] [--levels 1 8 32] [--repeats 3]``.
+Run: ``python bench/bench_teacher.py [--latency 0.2] [--levels 1 8 32] [--repeats 3] [--pool 3]``.
 """
 
 from __future__ import annotations
@@ -91,33 +94,44 @@ def main() -> None:
     parser.add_argument(
         "--requests", type=int, default=0, help="requests per run (default: max(32, 8 x concurrency))"
     )
+    parser.add_argument("--pool", type=int, default=0, help="also measure a pool of this many servers")
     args = parser.parse_args()
 
     proc, port = start_server(args.latency)
     url = f"http://127.0.0.1:{port}/v1"
+    pool = [start_server(args.latency) for _ in range(args.pool if args.pool > 1 else 0)]
+    pool_url = ",".join(f"http://127.0.0.1:{p}/v1" for _proc, p in pool)
     print(f"fake server latency {args.latency * 1000:.0f} ms, in its own process; medians of {args.repeats}")
     print(
         f"{'concurrency':>11} {'requests':>8} {'teacher/s':>10} {'baseline/s':>10} {'ideal':>8} "
         f"{'teacher':>8} {'baseline':>8} {'vs base':>8} {'failed':>6}"
+        + (f" {'pool/s':>10} {'pool vs 1':>9}" if pool else "")
     )
     try:
         for level in args.levels:
             requests = args.requests or max(32, 8 * level)
-            teacher_runs, base_runs, failed = [], [], 0
+            teacher_runs, base_runs, pool_runs, failed = [], [], [], 0
             for _ in range(args.repeats):
                 rate, failures = teacher_rate(url, level, requests)
                 teacher_runs.append(rate)
                 failed += failures
                 base_runs.append(baseline_rate(port, level, requests))
+                if pool:
+                    rate, failures = teacher_rate(pool_url, level, requests)
+                    pool_runs.append(rate)
+                    failed += failures
             rate, base = statistics.median(teacher_runs), statistics.median(base_runs)
             ideal = level / args.latency
+            pooled = statistics.median(pool_runs) if pool_runs else 0.0
             print(
                 f"{level:>11} {requests:>8} {rate:>10.1f} {base:>10.1f} {ideal:>8.1f} {rate / ideal:>8.0%} "
                 f"{base / ideal:>8.0%} {rate / base:>8.0%} {failed:>6}"
+                + (f" {pooled:>10.1f} {pooled / rate:>9.0%}" if pool else "")
             )
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for server in [proc, *(p for p, _port in pool)]:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 if __name__ == "__main__":

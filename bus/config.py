@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from . import _config_yaml
-from .redaction import redact, scan
+from .redaction import clean, redact, scan
 
 __all__ = [
     "ENV_PREFIX",
@@ -100,7 +100,9 @@ class AutoTrainConfig(BaseModel):
     )
     # Teacher.
     TEACHER_BASE_URL: str = Field(
-        "https://api.openai.com/v1", description="Base URL of the OpenAI-compatible API."
+        "https://api.openai.com/v1",
+        description="Base URL of the OpenAI-compatible API; several, comma-separated, make a pool "
+        "(each request to the one with the fewest in flight).",
     )
     TEACHER_API_KEY_ENV: str = Field(
         "OPENAI_API_KEY", description="NAME of the environment variable that holds the teacher's API key."
@@ -208,13 +210,22 @@ class AutoTrainConfig(BaseModel):
     @classmethod
     def _check_url(cls, value: str) -> str:
         problem = "expected an http:// or https:// URL with a host, e.g. https://api.openai.com/v1"
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises on a malformed port
-        except ValueError:
-            raise ValueError(problem) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value):
-            raise ValueError(problem)
+        items = value.split(",")
+        seen: set[tuple[str, str, int | None, str]] = set()
+        for number, item in enumerate(items, 1):
+            url = item.strip()
+            where = f"endpoint {number} of {len(items)} ({clean(url, 120)!r}): " if len(items) > 1 else ""
+            try:
+                parts = urlsplit(url)
+                port = parts.port  # raises on a malformed port
+            except ValueError:
+                raise ValueError(where + problem) from None
+            if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", url):
+                raise ValueError(where + problem)
+            key = (parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+            if key in seen:
+                raise ValueError(where + "listed twice; each server of a pool once")
+            seen.add(key)
         return value
 
     @field_validator("TEACHER_API_KEY_ENV")
@@ -264,7 +275,7 @@ SEED_FIELDS: tuple[str, ...] = (
 _TEXT_RULES: dict[str, str] = {
     "BASE_MODEL": "model name or path",
     "TEACHER_MODEL": "model name, or local:<model>",
-    "TEACHER_BASE_URL": "http(s) URL",
+    "TEACHER_BASE_URL": "http(s) URL, or several comma-separated",
     "TEACHER_API_KEY_ENV": "environment variable name",
     "TASK_SOURCE": '"bank", "self-instruct" or "file:<path>.jsonl"',
 }

@@ -83,6 +83,20 @@ def is_run_id(value: object) -> bool:
     return isinstance(value, str) and RUN_ID_RE.fullmatch(value) is not None
 
 
+def check_usage_delta(value: dict[str, float | int | None]) -> dict[str, float | int | None]:
+    """``value`` when it is a valid usage delta (known names, counts >= 0, a cost >= 0 or null); else
+    ValueError naming the bad entry."""
+    for name, delta in value.items():
+        if name not in USAGE_NAMES:
+            raise ValueError(f"unknown usage field {name!r}; known: {', '.join(USAGE_NAMES)}")
+        if name == COST_FIELD:
+            if delta is not None and (not math.isfinite(delta) or delta < 0):
+                raise ValueError(f"{COST_FIELD} delta must be a finite number >= 0 or null, got {delta!r}")
+        elif not isinstance(delta, int) or isinstance(delta, bool) or delta < 0:
+            raise ValueError(f"usage {name!r} delta must be an int >= 0, got {delta!r}")
+    return value
+
+
 class Event(BaseModel):
     """One v1.0 event, exactly as written to ``events.jsonl`` and published to viewers."""
 
@@ -144,15 +158,7 @@ class Event(BaseModel):
     @field_validator("usage_delta")
     @classmethod
     def _check_usage(cls, value: dict[str, float | int | None]) -> dict[str, float | int | None]:
-        for name, delta in value.items():
-            if name not in USAGE_NAMES:
-                raise ValueError(f"unknown usage field {name!r}; known: {', '.join(USAGE_NAMES)}")
-            if name == COST_FIELD:
-                if delta is not None and (not math.isfinite(delta) or delta < 0):
-                    raise ValueError(f"{COST_FIELD} delta must be a finite number >= 0 or null, got {delta!r}")
-            elif not isinstance(delta, int) or isinstance(delta, bool) or delta < 0:
-                raise ValueError(f"usage {name!r} delta must be an int >= 0, got {delta!r}")
-        return value
+        return check_usage_delta(value)
 
     @field_validator("artifact_paths")
     @classmethod

@@ -264,6 +264,7 @@ def replay(run_dir: str | os.PathLike[str], ledger: Ledger | None = None) -> Run
         state.error = saved.error
         # Eval outcomes are a handful per run: state.json carries them (saved at every stage boundary).
         state.evals, state.best_round = saved.evals, saved.best_round
+        state.teacher_endpoints = saved.teacher_endpoints  # no event carries a teacher pool's per-server usage
     (ledger or load_ledger(run_dir)).fill(state)
     state.recent_events = tail_records(run_dir, RECENT_EVENTS)
     for sample in latest_trainer_samples(run_dir, LOSS_HISTORY):

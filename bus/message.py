@@ -4,7 +4,7 @@
 kind       direction                   body
 =========  ==========================  =========================================================
 event      agent → ingress → egress    :class:`~heidi_engine.bus.event.Event`
-sample     agent → ingress → egress    :class:`TrainerSample` or :class:`SystemSample`
+sample     agent → ingress → egress    :class:`TrainerSample`, :class:`SystemSample`, ...
 state      agent → ingress             :class:`AgentStatus` (agent heartbeat, parked or running)
 state      supervisor → egress         :class:`Heartbeat` or :class:`StatusPatch`
 control    supervisor → egress         :class:`ControlBroadcast` (pause/resume/stop to agents)
@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import EvalSample, StatusPatch, SystemSample, TrainerSample
+from heidi_engine.bus.state import EvalSample, StatusPatch, SystemSample, TeacherSample, TrainerSample
 
 Kind = Literal["event", "sample", "state", "control", "command", "reply"]
 KINDS: tuple[str, ...] = ("event", "sample", "state", "control", "command", "reply")
@@ -83,7 +83,7 @@ class Reply(BaseModel):
 
 
 StateBody = Annotated[AgentStatus | Heartbeat | StatusPatch, Field(discriminator="type")]
-SampleBody = Annotated[TrainerSample | SystemSample | EvalSample, Field(discriminator="type")]
+SampleBody = Annotated[TrainerSample | SystemSample | EvalSample | TeacherSample, Field(discriminator="type")]
 
 BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "event": TypeAdapter(Event),

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from heidi_engine.bus.event import COST_FIELD, COUNTER_NAMES, USAGE_COUNT_NAMES, Event
+from heidi_engine.bus.event import COST_FIELD, COUNTER_NAMES, USAGE_COUNT_NAMES, Event, check_usage_delta
 
 Status = Literal["idle", "starting", "running", "paused", "stopping", "stopped", "completed", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = (
@@ -121,8 +121,48 @@ class EvalSample(BaseModel):
     best_round: int | None = None
 
 
-Sample = Annotated[TrainerSample | SystemSample | EvalSample, Field(discriminator="type")]
-GAUGE_TYPES = (TrainerSample, SystemSample, EvalSample)
+_ENDPOINT_NAME = r"^https?://[^\s@?#]{1,200}$"  # no user info, query or fragment: never a credential
+ENDPOINTS_MAX = 64
+
+
+class EndpointUsage(BaseModel):
+    """One teacher endpoint: ``usage`` and ``errors`` (failed attempts) are summed, the rest is its latest
+    state (requests in flight, seconds left out of the pool, reply latency percentiles).
+
+    In a :class:`TeacherSample` the summed fields are deltas since the sender's previous sample; in the
+    run state they are the run's totals, whose usage adds up to the run's teacher usage.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    usage: dict[str, float | int | None] = Field(default_factory=dict)
+    errors: int = Field(default=0, ge=0)
+    in_flight: int = Field(default=0, ge=0)
+    out_for_s: float = Field(default=0.0, ge=0)
+    latency_p50_s: float | None = Field(default=None, ge=0)
+    latency_p95_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("usage")
+    @classmethod
+    def _check_usage(cls, value: dict[str, float | int | None]) -> dict[str, float | int | None]:
+        return check_usage_delta(value)
+
+
+class TeacherSample(BaseModel):
+    """What each teacher endpoint of a pool did since the generate stage's previous sample, by endpoint
+    name (scheme://host:port/path, never credentials)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    type: Literal["teacher"] = "teacher"
+    run_id: str | None = Field(default=None, max_length=40)
+    endpoints: dict[Annotated[str, StringConstraints(pattern=_ENDPOINT_NAME)], EndpointUsage] = Field(
+        max_length=ENDPOINTS_MAX
+    )
+
+
+Sample = Annotated[TrainerSample | SystemSample | EvalSample | TeacherSample, Field(discriminator="type")]
+GAUGE_TYPES = (TrainerSample, SystemSample, EvalSample, TeacherSample)
 
 
 class AgentInfo(BaseModel):
@@ -235,6 +275,7 @@ class RunState(BaseModel):
     http_error: str | None = None  # the supervisor's HTTP status server is down, and why
     evals: list[EvalSample] = Field(default_factory=list)  # one per evaluated round, in round order
     best_round: int | None = None
+    teacher_endpoints: dict[str, EndpointUsage] = Field(default_factory=dict)  # a pool's usage, by endpoint
 
     def gpu_summary(self) -> dict[str, float | None]:
         """The HTTP API's ``gpu_summary``: VRAM summed over GPUs, utilisation averaged; ``None`` when none."""
@@ -309,8 +350,19 @@ def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = N
     return state
 
 
-def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSample) -> RunState:
-    """Fold a gauge sample into ``state``: latest values, the bounded loss curve, the eval outcomes."""
+def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSample | TeacherSample) -> RunState:
+    """Fold a gauge sample into ``state``: latest values, the bounded loss curve, the eval outcomes, the
+    teacher endpoints' usage."""
+    if isinstance(sample, TeacherSample):
+        for name, delta in sample.endpoints.items():
+            if name not in state.teacher_endpoints and len(state.teacher_endpoints) >= ENDPOINTS_MAX:
+                continue
+            entry = state.teacher_endpoints.setdefault(name, EndpointUsage(usage=zero_usage()))
+            add_deltas({}, entry.usage, {}, delta.usage)
+            entry.errors += delta.errors
+            entry.in_flight, entry.out_for_s = delta.in_flight, delta.out_for_s
+            entry.latency_p50_s, entry.latency_p95_s = delta.latency_p50_s, delta.latency_p95_s
+        return state
     if isinstance(sample, EvalSample):
         # A re-run eval (a resumed round) replaces that round's entry.
         state.evals = sorted([e for e in state.evals if e.round != sample.round] + [sample], key=lambda e: e.round)

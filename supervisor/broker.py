@@ -39,6 +39,7 @@ from heidi_engine.bus.state import (
     RunState,
     StatusPatch,
     SystemSample,
+    TeacherSample,
     TrainerSample,
     apply_event,
     apply_sample,
@@ -211,7 +212,7 @@ class Supervisor:
             batch = []
             if isinstance(body, SystemSample):
                 self._refuse("system_sample")  # only the supervisor samples the machine
-            elif isinstance(body, (TrainerSample, EvalSample)):
+            elif isinstance(body, (TrainerSample, EvalSample, TeacherSample)):
                 if self._refuse_foreign(body.run_id or ""):
                     continue
                 self._seen(header.sender, None)
@@ -238,9 +239,9 @@ class Supervisor:
             if parked is not None and not done:
                 self._maybe_paused()
 
-    def accept_sample(self, sample: TrainerSample | SystemSample | EvalSample) -> None:
+    def accept_sample(self, sample: TrainerSample | SystemSample | EvalSample | TeacherSample) -> None:
         """Persist (trainer and GPU gauges for plots), apply and publish a sample."""
-        if self.spool is not None:
+        if self.spool is not None and not isinstance(sample, TeacherSample):  # state.json keeps those
             self.spool.write_sample(sample)
         apply_sample(self.state, sample)
         self.server.publish("sample", sample, self._next_seq())

@@ -193,6 +193,7 @@ class FileRuntime:
         self.run_id = "run_20240101_000000_0123abcd"
         self.checkpoints = 0
         self.stop_at = stop_at_checkpoint
+        self.samples: list[Any] = []  # what the stage published with ``sample()``, in order
 
     def emit(self, event_type: str = "progress", message: str = "", **kwargs: Any) -> None:
         event = Event(
@@ -211,6 +212,9 @@ class FileRuntime:
 
     def progress(self, message: str, **kwargs: Any) -> None:
         self.emit("progress", message, **kwargs)
+
+    def sample(self, sample: Any) -> None:
+        self.samples.append(sample)
 
     def checkpoint(self) -> None:
         self.checkpoints += 1

@@ -140,6 +140,41 @@ def render_overview(frame: Frame, width: int, height: int | None) -> list[Text]:
     )
 
 
+_ENDPOINT_COLUMNS = (("requests", 9), ("tokens", 11), ("cost", 10), ("errors", 7), ("p50", 8), ("p95", 8),
+                     ("active", 7), ("state", 9))  # fmt: skip
+_ENDPOINT_NAME_W = 16, 48  # the name column takes what the others leave, within these bounds
+
+
+def endpoint_lines(state: RunState, width: int) -> list[Text]:
+    """One row per teacher endpoint of a pool: its share of the usage, failed attempts, reply latency
+    percentiles, requests in flight ("active"), and whether it is taken out (with the seconds left)."""
+    left = width - 4 - sum(w for _, w in _ENDPOINT_COLUMNS)  # 4: the box's borders and padding
+    name_w = max(_ENDPOINT_NAME_W[0], min(_ENDPOINT_NAME_W[1], left))
+    head = cell("endpoint", name_w, style="dim underline")
+    for name, width in _ENDPOINT_COLUMNS:
+        head.append_text(cell(name, width, right=True, style="dim underline"))
+    lines = [head]
+    for name, entry in sorted(state.teacher_endpoints.items()):
+        usage = entry.usage
+        tokens = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
+        out = f"out {entry.out_for_s:.0f}s" if entry.out_for_s > 0 else "in"
+        values = (
+            fmt_int(int(usage.get("requests_sent") or 0)), fmt_int(tokens), fmt_cost(usage.get(COST_FIELD)),
+            fmt_int(entry.errors), _seconds(entry.latency_p50_s), _seconds(entry.latency_p95_s),
+            fmt_int(entry.in_flight), out,
+        )  # fmt: skip
+        line = cell(safe(name, 200), name_w, style="dim")
+        for value, (column, width) in zip(values, _ENDPOINT_COLUMNS, strict=True):
+            style = "yellow" if column == "state" and entry.out_for_s > 0 else "bold"
+            line.append_text(cell(value, width, right=True, style=style))
+        lines.append(line)
+    return lines
+
+
+def _seconds(value: float | None) -> str:
+    return DASH if value is None else f"{value:.2f}s"
+
+
 def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
     """Requests, tokens, rate limits, retries and cost, with live rates and the configured teacher."""
     state, rates = frame.state, frame.rates
@@ -184,6 +219,9 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
         line.append("   " + note, style="dim")
         lines.append(line)
     lines.append(Text())
+    if state.teacher_endpoints:
+        lines.extend(endpoint_lines(state, width))
+        lines.append(Text())
     # The generate stage's latest word: progress with streaming speed, or "teacher unreachable since ...".
     report = next(
         (

@@ -4,7 +4,8 @@ Names follow the Prometheus naming guide: base units (bytes, seconds, ratios 0â€
 Celsius), ``_total`` only on counters, outcomes as labels rather than separate names
 (``autotrain_samples_rejected_total{reason}``, ``autotrain_unit_tests_total{result}``,
 ``autotrain_teacher_tokens_total{direction}``), the cumulative teacher cost as a counter (left out while
-it is unknown), and ``autotrain_build_info`` / ``autotrain_run_info`` info metrics. Every scrape reads one
+it is unknown), each endpoint of a teacher pool under ``autotrain_teacher_endpoint_*{endpoint}`` (named by
+scheme://host:port/path, never credentials), and ``autotrain_build_info`` / ``autotrain_run_info`` info metrics. Every scrape reads one
 frozen snapshot, so the families are consistent with each other.
 """
 
@@ -104,6 +105,39 @@ def _counter(name: str, documentation: str, value: object) -> Iterator[Metric]:
     return _single(CounterMetricFamily(f"autotrain_{name}", documentation), value)
 
 
+def _endpoint_families(state: RunState) -> Iterator[Metric]:
+    """A teacher pool's endpoints: their share of the usage, errors, latency, load and whether each is in."""
+    label = ["endpoint"]
+    requests = CounterMetricFamily("autotrain_teacher_endpoint_requests", "Requests sent, by endpoint.", labels=label)
+    tokens = CounterMetricFamily("autotrain_teacher_endpoint_tokens", "Tokens, by endpoint and direction.",
+                                 labels=[*label, "direction"])  # fmt: skip
+    cost = CounterMetricFamily("autotrain_teacher_endpoint_cost_usd", "Estimated cost, by endpoint (left out "
+                               "while unknown).", labels=label)  # fmt: skip
+    errors = CounterMetricFamily("autotrain_teacher_endpoint_errors", "Failed attempts (connection, timeout, "
+                                 "5xx), by endpoint.", labels=label)  # fmt: skip
+    latency = GaugeMetricFamily("autotrain_teacher_endpoint_latency_seconds", "Reply latency percentiles of "
+                                "recent good replies, by endpoint.", labels=[*label, "quantile"])  # fmt: skip
+    in_flight = GaugeMetricFamily("autotrain_teacher_endpoint_in_flight", "Requests in flight, by endpoint.",
+                                  labels=label)  # fmt: skip
+    up = GaugeMetricFamily("autotrain_teacher_endpoint_up", "1 while the endpoint takes requests, 0 while it "
+                           "is taken out after repeated failures.", labels=label)  # fmt: skip
+    for name, entry in sorted(state.teacher_endpoints.items()):
+        usage = entry.usage
+        requests.add_metric([name], float(_number(usage.get("requests_sent")) or 0.0))
+        tokens.add_metric([name, "input"], float(_number(usage.get("input_tokens")) or 0.0))
+        tokens.add_metric([name, "output"], float(_number(usage.get("output_tokens")) or 0.0))
+        spent = round_cost(usage.get("estimated_cost_usd"))
+        if spent is not None:
+            cost.add_metric([name], float(spent))
+        errors.add_metric([name], float(entry.errors))
+        for quantile, value in (("0.5", entry.latency_p50_s), ("0.95", entry.latency_p95_s)):
+            if value is not None:
+                latency.add_metric([name, quantile], value)
+        in_flight.add_metric([name], float(entry.in_flight))
+        up.add_metric([name], 0.0 if entry.out_for_s > 0 else 1.0)
+    yield from (requests, tokens, cost, errors, latency, in_flight, up)
+
+
 class MetricsCollector:
     """A custom collector: each ``collect`` builds every family from ``snapshot()``'s (view, health)."""
 
@@ -127,6 +161,7 @@ class MetricsCollector:
         yield from _gauge("supervisor_silence_seconds", "Seconds since the supervisor was last heard.", silence)
         yield from self._run(state)
         yield from self._teacher(state)
+        yield from _endpoint_families(state)
         yield from self._trainer(state)
         yield from self._hardware(state)
         yield from _eval_families(state)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from heidi_engine.bus.state import AgentInfo, GpuInfo, HostInfo, RunState, TrainerState
+from heidi_engine.bus.state import AgentInfo, EndpointUsage, GpuInfo, HostInfo, RunState, TrainerState
 from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, render
 from heidi_engine.ui.panels_events import event_line, event_window
 from heidi_engine.ui.panels_text import bar, fmt_cost, fmt_duration, fmt_pct, sparkline
@@ -386,3 +386,19 @@ def test_the_header_warns_when_generated_code_runs_unconfined() -> None:
     unconfined = screen(make_frame(state=make_state(config={**gated, "SANDBOX": "none"})), width=140)
     assert "SANDBOX none" not in confined
     assert "SANDBOX none" in unconfined
+
+
+def test_teacher_view_shows_each_endpoint_of_a_pool_and_which_is_out() -> None:
+    state = make_state()
+    state.teacher_endpoints = {
+        "http://gpu1:8000/v1": EndpointUsage(
+            usage={"requests_sent": 80, "input_tokens": 4000, "output_tokens": 1000, "estimated_cost_usd": 0.01},
+            latency_p50_s=0.42, latency_p95_s=1.25, in_flight=3,
+        ),
+        "http://gpu2:8000/v1": EndpointUsage(usage={"requests_sent": 43}, errors=7, out_for_s=8.0),
+    }  # fmt: skip
+    lines = screen(make_frame(state=state, view=2), width=140).splitlines()
+    gpu1 = next(line for line in lines if "http://gpu1:8000/v1" in line)
+    gpu2 = next(line for line in lines if "http://gpu2:8000/v1" in line)
+    assert gpu1.split()[2:10] == ["80", "5,000", "$0.0100", "0", "0.42s", "1.25s", "3", "in"], gpu1
+    assert "43" in gpu2 and " 7 " in gpu2 and "out 8s" in gpu2

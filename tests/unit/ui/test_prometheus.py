@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_http_fields import busy_state, view
 
-from heidi_engine.bus.state import GpuInfo, RunState
+from heidi_engine.bus.state import EndpointUsage, GpuInfo, RunState
 from heidi_engine.ui.prometheus import exposition, stage_durations
 from heidi_engine.ui.status_view import Health
 from heidi_engine.ui.viewer import View
@@ -85,3 +85,24 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
     text, _samples = _scrape(view(_state()), Health("ok"))
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60, check=False)
     assert (check.returncode, check.stdout, check.stderr) == (0, b"", b""), (check, text.decode())
+
+
+def test_a_teacher_pool_is_labelled_by_endpoint() -> None:
+    state = _state()
+    state.teacher_endpoints = {
+        "http://gpu1:8000/v1": EndpointUsage(
+            usage={"requests_sent": 5, "input_tokens": 50, "output_tokens": 20, "estimated_cost_usd": 0.25},
+            errors=1, latency_p50_s=0.5, latency_p95_s=2.0, in_flight=2,
+        ),
+        "http://gpu2:8000/v1": EndpointUsage(usage={"requests_sent": 1, "estimated_cost_usd": None}, out_for_s=3.0),
+    }  # fmt: skip
+    _text, samples = _scrape(view(state), Health("ok"))
+    gpu1, gpu2 = (("endpoint", "http://gpu1:8000/v1"),), (("endpoint", "http://gpu2:8000/v1"),)
+    assert samples[("autotrain_teacher_endpoint_requests_total", gpu1)] == 5
+    assert samples[("autotrain_teacher_endpoint_tokens_total", (("direction", "output"), *gpu1))] == 20
+    assert samples[("autotrain_teacher_endpoint_cost_usd_total", gpu1)] == 0.25
+    assert ("autotrain_teacher_endpoint_cost_usd_total", gpu2) not in samples  # unknown, not 0
+    assert samples[("autotrain_teacher_endpoint_errors_total", gpu1)] == 1
+    assert samples[("autotrain_teacher_endpoint_latency_seconds", (*gpu1, ("quantile", "0.95")))] == 2.0
+    assert samples[("autotrain_teacher_endpoint_in_flight", gpu1)] == 2
+    assert (samples[("autotrain_teacher_endpoint_up", gpu1)], samples[("autotrain_teacher_endpoint_up", gpu2)]) == (1, 0)
