@@ -118,7 +118,8 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
             except BusError as exc:
                 lost_since = lost_since or time.monotonic()
                 # A dead pid is certain at once; a silent live one gets some time (it may be busy).
-                if not pid_alive(client.info.pid) or time.monotonic() - lost_since > _LOST_AFTER_S:
+                gone = not client.info.remote and not pid_alive(client.info.pid)
+                if gone or time.monotonic() - lost_since > _LOST_AFTER_S:
                     print(
                         f"{PROG}: lost the supervisor while following {run_id}: {exc}", file=err, flush=True
                     )
