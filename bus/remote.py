@@ -300,6 +300,7 @@ class RemoteListener:
         self.home = Path(home)
         self.endpoints = tcp_endpoints(host, port)
         self._sockets = list(sockets)
+        self._bound: list[str] = []
         self._folder = clients_dir(home)
         self._stamp = self._folder_stamp()
         self._next_refresh = 0.0
@@ -322,6 +323,8 @@ class RemoteListener:
             except zmq.ZMQError as exc:
                 self.close()
                 raise RemoteError(f"cannot listen on {endpoint}: {exc}") from None
+            # What libzmq resolved the address to (a host name becomes an address): unbind needs it.
+            self._bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         remember_listen(home, listen)
 
     def _folder_stamp(self) -> tuple[int, ...]:
@@ -355,8 +358,12 @@ class RemoteListener:
             self._rebind()
 
     def _rebind(self) -> None:
-        for sock, endpoint in zip(self._sockets, self.endpoints, strict=True):
-            sock.unbind(endpoint)
+        for sock, endpoint in zip(self._sockets, self._bound, strict=True):
+            try:
+                sock.unbind(endpoint)
+            except zmq.ZMQError as exc:
+                log.error("cannot drop the connections on %s to cut off a revoked client: %s", endpoint, exc)
+                continue
             deadline = time.monotonic() + _REBIND_TIMEOUT_S
             while True:
                 try:
@@ -365,7 +372,9 @@ class RemoteListener:
                 except zmq.ZMQError as exc:
                     # The old listener closes in libzmq's I/O thread; its port is free a moment later.
                     if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
-                        raise
+                        log.error("cannot listen on %s again after a revocation: %s (remote clients are "
+                                  "cut off until the supervisor restarts)", endpoint, exc)
+                        break
                     time.sleep(0.01)
 
     def close(self) -> None:

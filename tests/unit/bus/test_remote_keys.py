@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,37 @@ def test_the_bus_variable_replaces_the_homes_connection_file(tmp_path: Path, mon
     monkeypatch.setenv(BUS_ENV, str(tmp_path / "gone.json"))
     with pytest.raises(ConnectionFileError, match=r"gone\.json"):
         read_bus_info(tmp_path)
+
+
+def test_the_supervisor_command_line_manages_clients_and_refuses_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heidi_engine.supervisor.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    umask = os.umask(0o022)  # main() sets the daemon's umask: give this process its own back afterwards
+    try:
+        _manage_clients_on_the_command_line(main, tmp_path, capsys)
+    finally:
+        os.umask(umask)
+
+
+def _manage_clients_on_the_command_line(
+    main: Callable[[list[str]], int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ["--home", str(tmp_path)]
+    assert main([*home, "--issue-client", "laptop"]) == 2
+    assert "give --listen HOST:PORT" in capsys.readouterr().err
+    assert main([*home, "--issue-client", "laptop", "--listen", "nowhere"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
+    assert main([*home, "--issue-client", "laptop", "--listen", "127.0.0.1:5700"]) == 0
+    assert "wrote laptop.bus.json" in capsys.readouterr().out
+    assert read_client_file(tmp_path / "laptop.bus.json").client == "laptop"
+    assert main([*home, "--list-clients"]) == 0 and capsys.readouterr().out.split() == ["laptop"]
+    assert main([*home, "--revoke-client", "nobody"]) == 2
+    assert "no client named 'nobody' (authorized clients: laptop)" in capsys.readouterr().err
+    assert main([*home, "--output", "x.json"]) == 2
+    assert "--output goes with --issue-client" in capsys.readouterr().err
+    assert main([*home, "--listen", "127.0.0.1:99999"]) == 2
+    assert "1..65533" in capsys.readouterr().err
+    assert main([*home, "--revoke-client", "laptop"]) == 0 and list_clients(tmp_path) == []
