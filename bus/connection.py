@@ -147,7 +147,7 @@ def read_connection_file(path: str | os.PathLike[str]) -> BusInfo:
     try:
         raw = read_json(path)
     except FileNotFoundError:
-        raise ConnectionFileError(f"no connection file at {path} (see autotrain-supervisor --issue-client)") from None
+        raise ConnectionFileError(f"no supervisor connection file at {path}") from None
     except (OSError, ValueError) as exc:
         raise ConnectionFileError(f"cannot read the connection file {path}: {exc}") from None
     if isinstance(raw, dict) and any(raw.get(name) for name in _CLIENT_KEYS):
