@@ -149,7 +149,7 @@ def _manage_clients(args: argparse.Namespace, home: Path) -> int:
     except RemoteError as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
         return 2
-    print(f"autotrain-supervisor: wrote {output} for client {info.client} ({info.control.rsplit(':', 1)[0]}); "
+    print(f"autotrain-supervisor: wrote {output} for client {info.client} ({info.ingress} to {info.control}); "
           f"copy it to the client machine and use --bus FILE or {BUS_ENV}=FILE")
     return 0
 

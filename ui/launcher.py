@@ -90,7 +90,8 @@ def find_supervisor(home: Path, *, timeout_s: float = PING_TIMEOUT_S) -> BusInfo
         with ControlClient(info, sender="menu", timeout_s=timeout_s) as client:
             client.call("ping")
     except BusError as exc:
-        raise NoSupervisor(f"the supervisor (pid {info.pid}) does not answer: {exc}") from None
+        who = f"at {info.control}" if info.remote else f"(pid {info.pid})"
+        raise NoSupervisor(f"the supervisor {who} does not answer: {exc}") from None
     return info
 
 

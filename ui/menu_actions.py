@@ -9,12 +9,14 @@ follows a run to its end, with a rich progress bar on a terminal and plain lines
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.bus.connection import BUS_ENV
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import is_run_id
@@ -277,6 +279,11 @@ class Controller:
 
     def _last_run_from_files(self, *, as_json: bool) -> None:
         """With no supervisor: the supervisor is down, and the last run as its files left it."""
+        if os.environ.get(BUS_ENV):
+            # A remote supervisor's runs are not here; only the line above says why there is no status.
+            if as_json:
+                self.emit({"supervisor": "down", "last_run": None})
+            return
         runs = runs_from_files(self.home)
         last = runs[0] if runs else None
         if as_json:
