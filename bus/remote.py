@@ -92,6 +92,12 @@ def clients_dir(home: str | Path) -> Path:
     return ensure_private_dir(keys_dir(home) / CLIENTS_DIR)
 
 
+def _require_curve() -> None:
+    if not zmq.has("curve"):
+        raise RemoteError(f"this libzmq ({zmq.zmq_version()}) was built without CURVE; install a pyzmq wheel "
+                          "that bundles it (pip install --force-reinstall pyzmq)")
+
+
 def _check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise RemoteError(f"client name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (not first)")
@@ -167,6 +173,7 @@ def issue_client(home: str | Path, name: str, listen: str, output: Path) -> BusI
     (edit the file's endpoints if clients reach it by another name or through a tunnel).
     """
     _check_name(name)
+    _require_curve()
     host, port = parse_listen(listen)
     public_file = clients_dir(home) / f"{name}.key"
     if public_file.exists():
@@ -296,6 +303,7 @@ class RemoteListener:
     """Adds CURVE TCP endpoints to the supervisor's three sockets and keeps the door list current."""
 
     def __init__(self, home: str | Path, listen: str, sockets: Sequence[zmq.Socket[bytes]]) -> None:
+        _require_curve()
         host, port = parse_listen(listen)
         self.home = Path(home)
         self.endpoints = tcp_endpoints(host, port)
