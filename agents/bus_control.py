@@ -20,6 +20,7 @@ supervisor or no active run it logs one warning and does nothing.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from transformers import TrainerState, TrainingArguments
 
 from heidi_engine.agents.callback import BusReportingCallback, NullControl, StepMetrics, TrainerControl
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_config_from_json
-from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
+from heidi_engine.bus.connection import ConnectionFileError, read_bus_info, use_bus_file
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.ledger import load_ledger
@@ -244,14 +245,25 @@ def _attach(home: Path) -> BusTrainerControl | _DetachedControl:
     run_id, run_status = status.get("run_id"), status.get("status")
     if not run_id or run_status not in ACTIVE_STATUSES:
         return _warn_once(f"the supervisor of {home} has no active run (status {run_status})")
-    run_dir = Path(info.home) / "runs" / str(run_id)
-    config_json = run_dir / "config.json"
-    try:
-        config = run_config_from_json(config_json.read_text(encoding="utf-8"), str(config_json))
-    except OSError as exc:
-        return _warn_once(f"cannot read the run configuration {config_json}: {exc}")
-    except FatalStageError as exc:
-        return _warn_once(str(exc))
+    if info.remote:
+        # A script on another machine (AUTOTRAIN_BUS): the run's files are not here; the supervisor's
+        # snapshot carries the run's configuration, and artifact paths are relative to this folder.
+        run_dir = Path.cwd()
+        try:
+            with ControlClient(info, sender="trainer-callback", timeout_s=_STATUS_TIMEOUT_S) as client:
+                run_config = client.call("snapshot")["state"].get("config") or {}
+            config = run_config_from_json(json.dumps(run_config), "the supervisor's run configuration")
+        except (BusError, FatalStageError, KeyError, TypeError) as exc:
+            return _warn_once(f"cannot get the run configuration from the supervisor: {exc}")
+    else:
+        run_dir = Path(info.home) / "runs" / str(run_id)
+        config_json = run_dir / "config.json"
+        try:
+            config = run_config_from_json(config_json.read_text(encoding="utf-8"), str(config_json))
+        except OSError as exc:
+            return _warn_once(f"cannot read the run configuration {config_json}: {exc}")
+        except FatalStageError as exc:
+            return _warn_once(str(exc))
     rt = AgentRuntime(
         info,
         stage="train",
@@ -269,7 +281,8 @@ def connect_trainer_control(
 ) -> TrainerControl:
     """The control for a trainer in this process: the stage's own when started by the supervisor,
     else attached to the active run of ``home`` (default ``AUTOTRAIN_HOME``, else the current
-    directory), else a no-op after one logged warning. It is flushed and closed at process exit.
+    directory; a remote supervisor when ``AUTOTRAIN_BUS`` names a client connection file), else a
+    no-op after one logged warning. It is flushed and closed at process exit.
     On a rank other than 0 of a torchrun/accelerate job (``RANK`` set and not 0) it is a silent no-op."""
     env = os.environ if env is None else env
     control: BusTrainerControl | _DetachedControl
@@ -299,10 +312,15 @@ class _FlushingCallback(BusReportingCallback):
             flush()
 
 
-def bus_callback(home: str | os.PathLike[str] | None = None) -> BusReportingCallback:
+def bus_callback(
+    home: str | os.PathLike[str] | None = None, *, bus: str | os.PathLike[str] | None = None
+) -> BusReportingCallback:
     """A ``TrainerCallback`` for any HF Trainer: ``trainer.add_callback(bus_callback())``.
 
     Use ``logging_steps=1`` to get the loss of every step. See :func:`connect_trainer_control` for
-    where it reports.
+    where it reports. On another machine, ``bus`` (or ``AUTOTRAIN_BUS``) names the client connection
+    file from ``autotrain-supervisor --issue-client``; a bad file raises :class:`ConnectionFileError`.
     """
+    if bus is not None:
+        use_bus_file(bus)
     return _FlushingCallback(connect_trainer_control(home))

@@ -2,6 +2,11 @@
 
 It holds the three endpoints, the HMAC key, the supervisor session id and pid. It is written 0600 in a
 0700 folder, and a client that cannot read it has no way to sign a command.
+
+A client on another machine (or as another user) uses a *client connection file* instead, issued by
+``autotrain-supervisor --issue-client NAME``: the supervisor's TCP endpoints, its CURVE public key, the
+client's own CURVE key pair and the HMAC key. ``AUTOTRAIN_BUS=FILE`` (every client's ``--bus FILE``)
+makes :func:`read_bus_info` return that file's contents instead of the home's ``bus.json``.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ import hashlib
 import os
 import secrets
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
 
+BUS_ENV = "AUTOTRAIN_BUS"
 RUN_DIR = "run"
 CONNECTION_FILE = "bus.json"
 # sockaddr_un.sun_path is 108 bytes; leave room for the socket file names.
@@ -36,11 +42,23 @@ class BusInfo:
     session: str
     pid: int
     home: str
+    # The supervisor's remote listening address (HOST:PORT), when it has one.
+    listen: str = ""
+    # A client connection file's CURVE keys (Z85 text): the supervisor's public key, the client's pair.
+    server_key: str = ""
+    public_key: str = ""
+    secret_key: str = ""
+    client: str = ""
 
     @property
     def key(self) -> bytes:
         """The HMAC key as bytes."""
         return bytes.fromhex(self.key_hex)
+
+    @property
+    def remote(self) -> bool:
+        """True for a client connection file: TCP with CURVE, no local home, no local pid."""
+        return bool(self.server_key)
 
 
 def run_dir(home: str | os.PathLike[str]) -> Path:
@@ -62,10 +80,19 @@ def socket_dir(home: str | os.PathLike[str]) -> Path:
     return Path(tempfile.gettempdir()) / f"autotrain-{os.getuid()}-{digest}"
 
 
-def new_bus_info(home: str | os.PathLike[str], pid: int, *, tcp_port: int | None = None) -> BusInfo:
+def new_bus_info(
+    home: str | os.PathLike[str],
+    pid: int,
+    *,
+    tcp_port: int | None = None,
+    listen: str = "",
+    key_hex: str | None = None,
+) -> BusInfo:
     """Fresh endpoints, key and session for a supervisor starting on ``home``.
 
     ipc:// by default; with ``tcp_port``, three consecutive ports on 127.0.0.1 (never 0.0.0.0).
+    ``listen`` (HOST:PORT) records the CURVE endpoints the server adds; ``key_hex`` keeps an HMAC key
+    that issued client files already hold (a fresh one otherwise).
     """
     if tcp_port is not None:
         ingress, egress, control = (f"tcp://127.0.0.1:{tcp_port + i}" for i in range(3))
@@ -76,10 +103,11 @@ def new_bus_info(home: str | os.PathLike[str], pid: int, *, tcp_port: int | None
         ingress=ingress,
         egress=egress,
         control=control,
-        key_hex=secrets.token_hex(32),
+        key_hex=secrets.token_hex(32) if key_hex is None else key_hex,
         session=secrets.token_hex(8),
         pid=pid,
         home=str(Path(home).resolve()),
+        listen=listen,
     )
 
 
@@ -91,8 +119,17 @@ def write_bus_info(home: str | os.PathLike[str], info: BusInfo) -> Path:
     return path
 
 
+_REQUIRED = frozenset({"ingress", "egress", "control", "key_hex", "session", "pid", "home"})
+_CLIENT_KEYS = ("server_key", "public_key", "secret_key")
+
+
 def read_bus_info(home: str | os.PathLike[str]) -> BusInfo:
-    """Read ``bus.json``; :class:`ConnectionFileError` naming the problem when it is missing or damaged."""
+    """Read ``bus.json`` of ``home`` — or the connection file named by ``AUTOTRAIN_BUS`` when it is set
+    (a client file, or a home's ``run/bus.json``); :class:`ConnectionFileError` naming the problem when
+    the file is missing or damaged."""
+    bus_file = os.environ.get(BUS_ENV)
+    if bus_file:
+        return read_connection_file(bus_file)
     path = connection_path(home)
     try:
         raw = read_json(path)
@@ -100,14 +137,59 @@ def read_bus_info(home: str | os.PathLike[str]) -> BusInfo:
         raise ConnectionFileError(f"no supervisor connection file at {path} (is autotrain-supervisor running?)") from None
     except (OSError, ValueError) as exc:
         raise ConnectionFileError(f"cannot read {path}: {exc}") from None
-    fields = {"ingress", "egress", "control", "key_hex", "session", "pid", "home"}
-    if not isinstance(raw, dict) or set(raw) != fields:
+    return _bus_info(raw, path)
+
+
+def read_connection_file(path: str | os.PathLike[str]) -> BusInfo:
+    """Read a connection file by its path: a client file (checked as :func:`read_client_file` does) or
+    a home's ``run/bus.json``; :class:`ConnectionFileError` naming the problem."""
+    path = Path(path).expanduser()
+    try:
+        raw = read_json(path)
+    except FileNotFoundError:
+        raise ConnectionFileError(f"no supervisor connection file at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ConnectionFileError(f"cannot read the connection file {path}: {exc}") from None
+    if isinstance(raw, dict) and any(raw.get(name) for name in _CLIENT_KEYS):
+        return _client_info(raw, path)
+    return _bus_info(raw, path)
+
+
+def read_client_file(path: str | os.PathLike[str]) -> BusInfo:
+    """Read a client connection file (from ``--issue-client``); :class:`ConnectionFileError` naming the problem."""
+    path = Path(path).expanduser()
+    try:
+        raw = read_json(path)
+    except FileNotFoundError:
+        raise ConnectionFileError(f"no client connection file at {path} (see autotrain-supervisor --issue-client)") from None
+    except (OSError, ValueError) as exc:
+        raise ConnectionFileError(f"cannot read the client connection file {path}: {exc}") from None
+    return _client_info(raw, path)
+
+
+def _client_info(raw: object, path: Path) -> BusInfo:
+    info = _bus_info(raw, path)
+    missing = [name for name in _CLIENT_KEYS if len(getattr(info, name)) != 40]
+    if missing:
+        raise ConnectionFileError(f"{path} is not a client connection file: no valid {', '.join(missing)} "
+                                  "(40 Z85 characters each)")
+    if not all(e.startswith("tcp://") for e in (info.ingress, info.egress, info.control)):
+        raise ConnectionFileError(f"{path}: a client connection file names tcp:// endpoints only")
+    return info
+
+
+def _bus_info(raw: object, path: Path) -> BusInfo:
+    known = {f.name for f in fields(BusInfo)}
+    if not isinstance(raw, dict) or not _REQUIRED <= set(raw) <= known:
         raise ConnectionFileError(f"{path} is not a connection file of this version")
     try:
         info = BusInfo(**raw)
         _ = info.key
     except (TypeError, ValueError) as exc:
         raise ConnectionFileError(f"{path}: {exc}") from None
+    bad = [name for name in known - {"pid"} if not isinstance(getattr(info, name), str)]
+    if bad or not isinstance(info.pid, int):
+        raise ConnectionFileError(f"{path}: wrong type for {', '.join(sorted(bad)) or 'pid'}")
     return info
 
 
@@ -131,3 +213,13 @@ def remove_bus_info(home: str | os.PathLike[str], info: BusInfo) -> None:
             sockets.rmdir()
         except OSError:
             pass
+
+
+def use_bus_file(path: str | os.PathLike[str]) -> BusInfo:
+    """``--bus FILE``: check the connection file and make every bus client of this process (and of its
+    children) use it, as ``AUTOTRAIN_BUS=FILE`` does. :class:`ConnectionFileError` if it is unusable."""
+    resolved = Path(path).expanduser().resolve()
+    info = read_connection_file(resolved)
+    os.environ[BUS_ENV] = str(resolved)
+    return info
+

@@ -17,6 +17,7 @@ from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.errors import BusError, CommandRefused, ControlTimeout
 from heidi_engine.bus.message import Command, Reply
+from heidi_engine.bus.remote import connect
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -35,7 +36,7 @@ class ControlClient:
     def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None:
             sock = new_socket(zmq.DEALER, linger_ms=0, max_msg=8 * 1024 * 1024)
-            sock.connect(self.info.control)
+            connect(sock, self.info, self.info.control)
             self._sock = sock
         return self._sock
 

@@ -11,6 +11,7 @@ from heidi_engine.bus.codec import encode
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.errors import BusError
+from heidi_engine.bus.remote import connect
 
 # Pending events are flushed on close for this long: an agent's last events must not be lost, even
 # while the supervisor is busy. A supervisor that is gone kills its agents anyway (PDEATHSIG).
@@ -28,7 +29,7 @@ class Publisher:
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         if send_timeout_s is not None:
             self._sock.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
-        self._sock.connect(info.ingress)
+        connect(self._sock, info, info.ingress)
         self.sent = 0
 
     def send(self, kind: str, body: BaseModel) -> None:

@@ -31,6 +31,7 @@ from heidi_engine.bus.codec import (
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.message import Command, Reply
+from heidi_engine.bus.remote import RemoteListener
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,15 @@ class BusServer:
         self.egress.setsockopt(zmq.SNDHWM, egress_hwm)
         self.control = new_socket(zmq.ROUTER, linger_ms=100, max_msg=_TRANSPORT_MAX)
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.remote: RemoteListener | None = None
         try:
             self.ingress.bind(info.ingress)
             self.egress.bind(info.egress)
             self.control.bind(info.control)
-        except zmq.ZMQError:
+            if info.listen:
+                # After the local binds: the CURVE options apply to the TCP endpoints only.
+                self.remote = RemoteListener(info.home, info.listen, (self.ingress, self.egress, self.control))
+        except Exception:
             self.close()
             raise
         self._poller = zmq.Poller()
@@ -106,6 +111,8 @@ class BusServer:
     def wait(self, timeout_s: float, *, ingress: bool = True) -> Ready:
         """Block up to ``timeout_s`` for input on ingress or control (control only when not ``ingress``:
         the caller cannot take ingress messages now, and they wait in the socket meanwhile)."""
+        if self.remote is not None:
+            self.remote.refresh(self.bad.counts)
         poller = self._poller if ingress else self._control_poller
         events = dict(poller.poll(max(0, int(timeout_s * 1000))))
         return Ready(self.ingress in events, self.control in events)
@@ -177,6 +184,8 @@ class BusServer:
             pass  # PUB never blocks; with no subscriber or at the high-water mark a message is dropped
 
     def close(self) -> None:
-        """Close all three sockets."""
+        """Close all three sockets (and stop admitting remote clients)."""
+        if self.remote is not None:
+            self.remote.close()
         for sock in (self.ingress, self.egress, self.control):
             sock.close()

@@ -23,6 +23,7 @@ from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.message import ControlBroadcast, Heartbeat
+from heidi_engine.bus.remote import connect
 from heidi_engine.bus.state import (
     GAUGE_TYPES,
     RunState,
@@ -81,7 +82,7 @@ class Subscriber:
         sub.setsockopt(zmq.RCVHWM, self.rcvhwm)
         for topic in (b"event", b"sample", b"state"):
             sub.setsockopt(zmq.SUBSCRIBE, topic)
-        sub.connect(info.egress)
+        connect(sub, info, info.egress)
         self._sub = sub
         self._control = ControlClient(info, sender=self.sender, timeout_s=_SNAPSHOT_TIMEOUT_S)
         self._info = info
@@ -221,7 +222,7 @@ class ControlListener:
         self._sock = new_socket(zmq.SUB, linger_ms=0, max_msg=64 * 1024)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"control")
         self._sock.setsockopt(zmq.SUBSCRIBE, b"state")
-        self._sock.connect(info.egress)
+        connect(self._sock, info, info.egress)
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Apply every broadcast and heartbeat received so far (waiting up to ``timeout_s``)."""

@@ -20,7 +20,16 @@ import argcomplete
 
 from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, load_config
-from heidi_engine.bus.connection import new_bus_info
+from heidi_engine.bus.connection import BUS_ENV, new_bus_info
+from heidi_engine.bus.remote import (
+    RemoteError,
+    hmac_key_hex,
+    issue_client,
+    last_listen,
+    list_clients,
+    parse_listen,
+    revoke_client,
+)
 from heidi_engine.bus.storage import ensure_private_dir, open_private_append
 from heidi_engine.supervisor.broker import Supervisor
 from heidi_engine.supervisor.lock import AlreadyRunning, InstanceLock
@@ -40,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
   autotrain-supervisor --home ~/autotrain            # in the foreground (Ctrl+C stops the run, then exits)
   autotrain-supervisor --home ~/autotrain --detach   # in the background; log: ~/autotrain/supervisor.log
   AUTOTRAIN_HTTP_ENABLED=1 autotrain-supervisor      # also serve /status and /metrics on HTTP_PORT
+  autotrain-supervisor --listen 0.0.0.0:5700         # also accept remote clients (CURVE, ports 5700-5702)
+  autotrain-supervisor --issue-client laptop --listen gpu1.lan:5700   # writes ./laptop.bus.json (0600)
+  autotrain-supervisor --revoke-client laptop        # cuts it off, also from a running supervisor
 
 exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home),
   2 invalid usage or configuration (one line per problem; nothing is created)""",
@@ -51,6 +63,18 @@ exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this h
     parser.add_argument("--detach", action="store_true", help="run in the background; logs go to <home>/supervisor.log")
     parser.add_argument("--tcp-port", type=int, default=None,
                         help="use tcp://127.0.0.1:PORT..PORT+2 instead of ipc sockets")
+    parser.add_argument("--listen", metavar="HOST:PORT", default=None,
+                        help="also open the bus on TCP HOST:PORT..PORT+2 for remote clients, encrypted and "
+                             "authenticated with CURVE (keys in <home>/keys)")
+    remote = parser.add_mutually_exclusive_group()
+    remote.add_argument("--issue-client", metavar="NAME", default=None,
+                        help="authorize a remote client and write its connection file (see --output), then exit; "
+                             "the endpoints are --listen's, else the last address a supervisor listened on")
+    remote.add_argument("--revoke-client", metavar="NAME", default=None,
+                        help="remove a remote client's key (a running supervisor drops it within a second), then exit")
+    remote.add_argument("--list-clients", action="store_true", help="list the authorized remote clients, then exit")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="with --issue-client: where to write the file (default: ./NAME.bus.json)")
     parser.add_argument("--no-gpu", action="store_true", help="do not sample GPUs (host CPU/RAM only)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -106,16 +130,53 @@ def _report(fd: int | None, text: str) -> None:
         os.close(fd)
 
 
+def _manage_clients(args: argparse.Namespace, home: Path) -> int:
+    """``--issue-client``, ``--revoke-client`` and ``--list-clients`` (no supervisor needed)."""
+    try:
+        if args.list_clients:
+            for name in list_clients(home):
+                print(name)
+            return 0
+        if args.revoke_client is not None:
+            revoke_client(home, args.revoke_client)
+            print(f"autotrain-supervisor: revoked {args.revoke_client}; a running supervisor drops it within a second")
+            return 0
+        listen = args.listen or last_listen(home)
+        if listen is None:
+            raise RemoteError("no address for the client file: give --listen HOST:PORT (the address clients dial)")
+        output = args.output if args.output is not None else Path(f"{args.issue_client}.bus.json")
+        info = issue_client(home, args.issue_client, listen, output.resolve())
+    except RemoteError as exc:
+        print(f"autotrain-supervisor: {exc}", file=sys.stderr)
+        return 2
+    print(f"autotrain-supervisor: wrote {output} for client {info.client} ({info.ingress} to {info.control}); "
+          f"copy it to the client machine and use --bus FILE or {BUS_ENV}=FILE")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = _parser()
     argcomplete.autocomplete(parser)  # completes the flags when the shell asks (then exits)
     args = parser.parse_args(argv)
     os.umask(0o077)
+    # The supervisor and its agents talk over this home's own bus, never over a client file.
+    os.environ.pop(BUS_ENV, None)
     home = resolve_home(args.home)
     if not home.is_dir():
         print(f"autotrain-supervisor: home {home} is not a directory", file=sys.stderr)
         return 2
+    if args.output is not None and args.issue_client is None:
+        print("autotrain-supervisor: --output goes with --issue-client", file=sys.stderr)
+        return 2
+    if args.issue_client is not None or args.revoke_client is not None or args.list_clients:
+        return _manage_clients(args, home)
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except RemoteError as exc:
+            print(f"autotrain-supervisor: {exc}", file=sys.stderr)
+            return 2
     config_path = args.config if args.config is not None else home / "config.yaml"
     if args.config is not None and not config_path.exists():
         print(f"autotrain-supervisor: config file {config_path} does not exist", file=sys.stderr)
@@ -143,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("autotrain-supervisor")
     try:
         ensure_private_dir(home / "runs")
-        info = new_bus_info(home, os.getpid(), tcp_port=args.tcp_port)
+        listen = args.listen or ""
+        key_hex = hmac_key_hex(home) if listen else None  # issued client files hold it
+        info = new_bus_info(home, os.getpid(), tcp_port=args.tcp_port, listen=listen, key_hex=key_hex)
         sampler = Sampler(try_nvml=not args.no_gpu)
         supervisor = Supervisor(home, info, config_path=config_path, sampler=sampler)
         if base_config.HTTP_ENABLED == "1":
@@ -163,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in supervisor.recover_stale_runs():
         log.warning("run %s was left active by a previous supervisor: marked interrupted", name)
     log.info("serving %s (pid %d, session %s)", home, os.getpid(), info.session)
+    if listen:
+        log.info("remote clients (CURVE) on %s, ports +0..+2; authorized: %s", listen,
+                 ", ".join(list_clients(home)) or "none yet (--issue-client NAME)")
     notifier = Notifier()
     supervisor.on_step = notifier.tick
     notifier.ready(supervisor.state)

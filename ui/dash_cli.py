@@ -17,7 +17,13 @@ from pathlib import Path
 from rich.console import Console
 
 from heidi_engine.bus.build import version_line
-from heidi_engine.bus.connection import ConnectionFileError, connection_path, read_bus_info
+from heidi_engine.bus.connection import (
+    BUS_ENV,
+    ConnectionFileError,
+    connection_path,
+    read_bus_info,
+    use_bus_file,
+)
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
@@ -45,12 +51,16 @@ def _parser() -> argparse.ArgumentParser:
   autotrain-dash --view 4                         # open on the event log
   autotrain-dash --once --view 2                  # print one frame, for scripts
   autotrain-dash --run run_20261129_081502_3f9a1c2e   # replay a finished run from its files
+  autotrain-dash --bus laptop.bus.json            # a supervisor on another machine (autotrain-supervisor --issue-client)
 
 exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once)""",
     )
     parser.add_argument("--version", action="version", version=version_line("autotrain-dash"))
     parser.add_argument(
         "--home", help="AutoTrain home (default: $AUTOTRAIN_HOME, else the current directory)"
+    )
+    parser.add_argument(
+        "--bus", metavar="FILE", help=f"a client connection file of a remote supervisor (default: ${BUS_ENV})"
     )
     parser.add_argument("--run", metavar="RUN_ID", help="replay a run from its files, no supervisor needed")
     parser.add_argument(
@@ -92,16 +102,19 @@ def run_folder(home: Path, run_id: str) -> Path:
 
 def _supervisor_absent(home: Path) -> str | None:
     """Why no supervisor can be there, when that is certain without waiting; ``None`` otherwise."""
-    if not connection_path(home).exists():
-        return f"no supervisor has run in {home} (no {connection_path(home)})"
+    path = Path(os.environ.get(BUS_ENV) or connection_path(home))
+    if not path.exists():
+        return f"no supervisor has run in {home} (no {path})" if path == connection_path(home) else f"no {path}"
     try:
-        pid = read_bus_info(home).pid
+        info = read_bus_info(home)
     except ConnectionFileError as exc:
         return str(exc)
+    if info.remote:
+        return None  # a supervisor on another machine: only its answer tells
     try:
-        os.kill(pid, 0)
+        os.kill(info.pid, 0)
     except ProcessLookupError:
-        return f"the supervisor (pid {pid}) recorded in {connection_path(home)} is not running"
+        return f"the supervisor (pid {info.pid}) recorded in {path} is not running"
     except PermissionError:
         pass
     return None
@@ -150,6 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not _MIN_HZ <= args.refresh <= _MAX_HZ:
             raise UsageError(f"--refresh {args.refresh:g} is out of range ({_MIN_HZ:g}-{_MAX_HZ:g} Hz)")
+        if args.bus is not None:
+            if args.run is not None:
+                raise UsageError("--run replays a run from this machine's files; it does not go with --bus")
+            try:
+                use_bus_file(args.bus)
+            except ConnectionFileError as exc:
+                raise UsageError(str(exc)) from None
         home = resolve_home(args.home)
         folder = run_folder(home, args.run) if args.run is not None else None
         if not args.once and not sys.stdout.isatty():

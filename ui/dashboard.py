@@ -107,7 +107,7 @@ class LiveSource:
             # A clean shutdown removes the connection file; a kill -9 leaves it behind.
             self._gone, self._down = False, "shut down"
             return
-        self._gone = _pid_gone(info.pid)
+        self._gone = not info.remote and _pid_gone(info.pid)  # a remote pid is not ours to check
         self._down = "exited" if self._gone else "silent"
 
     def read(self) -> Feed:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_info
+from heidi_engine.bus.connection import BUS_ENV, BusInfo, ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 
@@ -76,6 +76,8 @@ def local_supervisor(home: Path) -> BusInfo:
         info = read_bus_info(home)
     except ConnectionFileError as exc:
         raise NoSupervisor(str(exc)) from None
+    if info.remote:
+        return info  # a client connection file: the supervisor's pid is on another machine
     if not pid_alive(info.pid):
         raise NoSupervisor(f"no supervisor running on {home}: pid {info.pid} of its connection file is gone")
     return info
@@ -88,7 +90,8 @@ def find_supervisor(home: Path, *, timeout_s: float = PING_TIMEOUT_S) -> BusInfo
         with ControlClient(info, sender="menu", timeout_s=timeout_s) as client:
             client.call("ping")
     except BusError as exc:
-        raise NoSupervisor(f"the supervisor (pid {info.pid}) does not answer: {exc}") from None
+        who = f"at {info.control}" if info.remote else f"(pid {info.pid})"
+        raise NoSupervisor(f"the supervisor {who} does not answer: {exc}") from None
     return info
 
 
@@ -96,8 +99,10 @@ def ensure_supervisor(home: Path, *, timeout_s: float = LAUNCH_TIMEOUT_S) -> tup
     """The running supervisor, or a new detached one; ``(info, started)``. :class:`LaunchError` on failure."""
     try:
         return find_supervisor(home), False
-    except NoSupervisor:
-        pass
+    except NoSupervisor as exc:
+        if os.environ.get(BUS_ENV):
+            # A remote supervisor is started on its own machine, never here.
+            raise LaunchError(f"the remote supervisor of ${BUS_ENV} does not answer: {exc}") from None
     command = [sys.executable, "-m", "heidi_engine.supervisor.cli", "--home", str(home), "--detach"]
     try:
         # --detach returns once the daemon holds the home's lock; its own output goes to supervisor.log.

@@ -9,12 +9,14 @@ follows a run to its end, with a rich progress bar on a terminal and plain lines
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.bus.connection import BUS_ENV
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import is_run_id
@@ -118,7 +120,8 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
             except BusError as exc:
                 lost_since = lost_since or time.monotonic()
                 # A dead pid is certain at once; a silent live one gets some time (it may be busy).
-                if not pid_alive(client.info.pid) or time.monotonic() - lost_since > _LOST_AFTER_S:
+                gone = not client.info.remote and not pid_alive(client.info.pid)
+                if gone or time.monotonic() - lost_since > _LOST_AFTER_S:
                     print(
                         f"{PROG}: lost the supervisor while following {run_id}: {exc}", file=err, flush=True
                     )
@@ -276,6 +279,11 @@ class Controller:
 
     def _last_run_from_files(self, *, as_json: bool) -> None:
         """With no supervisor: the supervisor is down, and the last run as its files left it."""
+        if os.environ.get(BUS_ENV):
+            # A remote supervisor's runs are not here; only the line above says why there is no status.
+            if as_json:
+                self.emit({"supervisor": "down", "last_run": None})
+            return
         runs = runs_from_files(self.home)
         last = runs[0] if runs else None
         if as_json:

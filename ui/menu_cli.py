@@ -17,6 +17,7 @@ from pathlib import Path
 
 from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
+from heidi_engine.bus.connection import ConnectionFileError, use_bus_file
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.launcher import resolve_home
 from heidi_engine.ui.log_tail import LOG_STAGES, show_logs
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
   autotrain-menu --status --json                  # status as JSON (exit 3: no supervisor)
   autotrain-menu --logs --follow --stage train    # follow the training agent's log
   autotrain-menu --config-show --set LORA_R=32    # effective config, each value's source
+  autotrain-menu --bus laptop.bus.json --pause    # a supervisor on another machine
   eval "$(register-python-argcomplete autotrain-menu)"   # shell completion (bash/zsh)
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
@@ -66,6 +68,12 @@ exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
         type=Path,
         default=None,
         help="home folder (default: $AUTOTRAIN_HOME, else the current directory)",
+    )
+    parser.add_argument(
+        "--bus",
+        metavar="FILE",
+        default=None,
+        help="a client connection file of a remote supervisor (default: $AUTOTRAIN_BUS)",
     )
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument(
@@ -219,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not home.is_dir():
         controller.complain(f"home {home} is not a directory")
         return EXIT_BAD_USAGE
+    if args.bus is not None:
+        try:
+            use_bus_file(args.bus)
+        except ConnectionFileError as exc:
+            controller.complain(str(exc))
+            return EXIT_BAD_USAGE
     controller.json_mode = args.json
     try:
         return _run(controller, args, action)
