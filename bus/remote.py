@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,6 +46,7 @@ ZAP_DOMAIN = b"autotrain"
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 REFRESH_EVERY_S = 0.5
 _LOG_EVERY_S = 60.0
+_RELOAD_GAP_S = 0.2
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _REBIND_TIMEOUT_S = 5.0
@@ -248,9 +249,14 @@ def connect(sock: zmq.Socket[bytes], info: BusInfo, endpoint: str) -> None:
 class _Gate(threading.Thread):
     """The ZAP handler: admits known public keys, counts refusals and failed handshakes."""
 
-    def __init__(self, zap: zmq.Socket[bytes], monitors: Sequence[zmq.Socket[bytes]]) -> None:
+    def __init__(
+        self, zap: zmq.Socket[bytes], monitors: Sequence[zmq.Socket[bytes]], reload: Callable[[], dict[bytes, str]]
+    ) -> None:
         super().__init__(name="bus-curve-gate", daemon=True)
-        self.allowed: dict[bytes, str] = {}
+        self.allowed: dict[bytes, str] = reload()
+        self.admitted: set[bytes] = set()  # keys let in since start: a revoked one among them means a cut
+        self._reload = reload
+        self._reloaded_at = time.monotonic()
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -285,10 +291,18 @@ class _Gate(threading.Thread):
         version, request_id, domain, mechanism = frames[0], frames[1], frames[2], frames[5]
         key = z85.encode(frames[6]) if mechanism == b"CURVE" and len(frames) > 6 and len(frames[6]) == 32 else b""
         name = self.allowed.get(key) if domain == ZAP_DOMAIN else None
+        if name is None and key and domain == ZAP_DOMAIN and time.monotonic() - self._reloaded_at >= _RELOAD_GAP_S:
+            # A client issued a moment ago is let in at once (a flood of unknown keys reads the folder at
+            # most every _RELOAD_GAP_S); revocations are the listener's to find, as it must cut connections.
+            self._reloaded_at = time.monotonic()
+            self.allowed = self._reload()
+            name = self.allowed.get(key)
         if name is None:
             self._count("remote:unauthorized")
             reply = [version, request_id, b"400", b"unknown or revoked client key", b"", b""]
         else:
+            with self.lock:
+                self.admitted.add(key)
             reply = [version, request_id, b"200", b"OK", name.encode(), b""]
         self._zap.send_multipart(reply)
 
@@ -319,8 +333,7 @@ class RemoteListener:
         # The handler is bound before any CURVE endpoint exists: without one, libzmq would admit anyone.
         zap.bind(ZAP_ENDPOINT)
         monitors = [sock.get_monitor_socket(_HANDSHAKE_FAILED) for sock in self._sockets]
-        self._gate = _Gate(zap, monitors)
-        self._gate.allowed = authorized_keys(home)
+        self._gate = _Gate(zap, monitors, lambda: authorized_keys(home))
         self._gate.start()
         for sock, endpoint in zip(self._sockets, self.endpoints, strict=True):
             sock.setsockopt(zmq.CURVE_SERVER, 1)
@@ -360,8 +373,10 @@ class RemoteListener:
             return
         self._stamp = stamp
         allowed = authorized_keys(self.home)
-        revoked = set(self._gate.allowed) - set(allowed)
         self._gate.allowed = allowed
+        with self._gate.lock:
+            revoked = self._gate.admitted - set(allowed)
+            self._gate.admitted -= revoked
         if revoked:
             self._rebind()
 
