@@ -15,7 +15,7 @@ from heidi_engine.bus.connection import read_bus_info
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.message import Command
-from heidi_engine.bus.server import INGRESS_MAX_BYTES
+from heidi_engine.bus.server import INGRESS_BATCH_MAX_BYTES
 
 Start = Callable[..., SupervisorProc]
 
@@ -28,7 +28,7 @@ def test_garbage_never_takes_the_daemon_down(start_supervisor: Start, home: Path
     good = encode(key, "event", Event(run_id=run_id, stage="generate", event_type="progress", message="INTRUDER"),
                   sender="x", session="s")
     topic, header, body, _signature = good
-    bad_schema_body = msgpack.packb({"run_id": run_id, "stage": "nope", "event_type": "progress", "message": "INTRUDER"})
+    bad_schema_body = msgpack.packb([{"run_id": run_id, "stage": "nope", "event_type": "progress", "message": "INTRUDER"}])
     wrong_run = encode(key, "event", Event(run_id="run_20000101_000000_deadbeef", stage="generate",
                                            event_type="progress", message="INTRUDER"), sender="x", session="s")
     truncated = body[: len(body) // 2]
@@ -39,7 +39,7 @@ def test_garbage_never_takes_the_daemon_down(start_supervisor: Start, home: Path
         [topic, header, body, b"0" * 32],  # bad signature
         [topic, header, truncated, sign(key, topic, header, truncated)],  # truncated msgpack, validly signed
         [topic, header, bad_schema_body, sign(key, topic, header, bad_schema_body)],
-        [topic, header, b"x" * (INGRESS_MAX_BYTES + 10), b"s" * 32],  # oversize
+        [topic, header, b"x" * (INGRESS_BATCH_MAX_BYTES + 10), b"s" * 32],  # oversize
         wrong_run,
     ]
     ctx = zmq.Context()
