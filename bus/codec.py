@@ -208,7 +208,9 @@ def _trusted_event(obj: dict[str, Any]) -> Event:
     """What ``Event.model_construct(**obj)`` builds, without its per-field loop (half a viewer's CPU
     under a flood): ``obj`` holds every field but perhaps ``error``, as the supervisor wrote them."""
     event = Event.__new__(Event)
-    object.__setattr__(event, "__dict__", {"error": None, **obj})
+    fields = dict(obj)
+    fields.setdefault("error", None)  # last, where the model keeps it
+    object.__setattr__(event, "__dict__", fields)
     object.__setattr__(event, "__pydantic_fields_set__", set(obj))
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)

@@ -29,7 +29,9 @@ from heidi_engine.bus.message import KINDS
 CLOSE_LINGER_MS = 60_000
 MAX_BATCH = 256
 WINDOW_S = 0.001
-BATCH_BYTES = 1024 * 1024  # well under the supervisor's batch limit; one event is at most 64 KiB
+# A batch up to this size needs no per-event size check at the supervisor (the check costs a Python call
+# per event); a larger one (a single large event) is still accepted, up to the batch limit.
+BATCH_BYTES = 64 * 1024 - 16  # the array header fits too
 _QUEUE_MAX = 4 * MAX_BATCH
 _SEND_SLICE_MS = 100  # the flusher's blocking send, in slices, so that it notices a close
 
@@ -46,6 +48,7 @@ class Publisher:
         hwm: int = 100_000,
         window_s: float = WINDOW_S,
         max_batch: int = MAX_BATCH,
+        linger_s: float = CLOSE_LINGER_MS / 1000,
     ) -> None:
         if not 1 <= max_batch <= MAX_BATCH or not 0 <= window_s <= 1:
             raise ValueError(f"max_batch must be 1..{MAX_BATCH} and window_s 0..1 s")
@@ -57,7 +60,8 @@ class Publisher:
         self._send_timeout_s = send_timeout_s
         self._window_s = window_s
         self._max_batch = max_batch
-        self._sock = new_socket(zmq.PUSH, linger_ms=CLOSE_LINGER_MS)
+        self._linger_s = linger_s
+        self._sock = new_socket(zmq.PUSH, linger_ms=int(linger_s * 1000))
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.SNDTIMEO, _SEND_SLICE_MS)
         self._sock.connect(info.ingress)
@@ -68,6 +72,7 @@ class Publisher:
         self._flush_now = False
         self._failed: str | None = None
         self._last_send = float("-inf")
+        self._give_up_at = float("inf")  # set by close()
         # After close() the socket belongs to this thread alone; it hands it over by closing it.
         self._thread = threading.Thread(target=self._run, name=f"publisher-{sender}", daemon=True)
         self._thread.start()
@@ -174,7 +179,6 @@ class Publisher:
     def _send(self, kind: str, body: bytes) -> None:
         header = Header(kind, self.sender, self.session, time.time())
         frames = encode_raw(self.info.key, kind.encode(), header, body)
-        give_up = time.monotonic() + CLOSE_LINGER_MS / 1000
         while True:
             try:
                 self._sock.send_multipart(frames)
@@ -182,8 +186,8 @@ class Publisher:
             except zmq.Again:
                 # The supervisor is busy: keep trying (senders block meanwhile), up to the close linger
                 # once closing; a supervisor that is gone kills its agents anyway.
-                if self._closing and time.monotonic() > give_up:
-                    raise _GiveUp("the supervisor took nothing for the whole close linger") from None
+                if self._closing and time.monotonic() > self._give_up_at:
+                    raise _GiveUp("the supervisor did not take the last messages within the close linger") from None
             except zmq.ZMQError as exc:
                 raise _GiveUp(str(exc)) from None
         self._last_send = time.monotonic()
@@ -193,9 +197,11 @@ class Publisher:
     def close(self) -> None:
         """Flush everything queued (bounded by the linger) and close."""
         with self._cond:
+            if not self._closing:
+                self._give_up_at = time.monotonic() + self._linger_s
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout=CLOSE_LINGER_MS / 1000 + 5)
+        self._thread.join(timeout=self._linger_s + 5)
 
     def __enter__(self) -> Publisher:
         return self

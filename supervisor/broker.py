@@ -70,6 +70,7 @@ DEFAULT_SAMPLE_S = 2.0
 TICK_S = 0.1
 INGEST_BATCH = 2000  # events taken from ingress per loop step (whole batches: it may go a batch over)
 EGRESS_BATCH = 256  # events per published batch
+EGRESS_MAX_BYTES = 1024 * 1024  # and bytes, far below what a viewer accepts
 COMMANDS_PER_TICK = 64  # a flood of commands cannot starve ingress, the driver or the heartbeat
 # Only the supervisor speaks for the pipeline: these event types from an agent are refused.
 SUPERVISOR_ONLY = frozenset({"pipeline_start", "pipeline_stop", "pipeline_complete", "stage_start", "stage_end"})
@@ -133,12 +134,21 @@ class Supervisor:
             return
         apply_events(self.state, written)
         for start in range(0, len(written), EGRESS_BATCH):
-            chunk = written[start:start + EGRESS_BATCH]
-            first = self.seq + 1
-            self.seq += len(chunk)
-            self.state.seq = self.seq
-            self.server.publish("event", pack_events([record for _event, record in chunk]), first)
+            self._publish_records([record for _event, record in written[start:start + EGRESS_BATCH]])
         self.accepted_events += len(written)
+
+    def _publish_records(self, records: list[dict[str, Any]]) -> None:
+        packed = pack_events(records)
+        if len(packed) > EGRESS_MAX_BYTES and len(records) > 1:
+            # Only events with long artifact lists get here: halves, each under the viewers' limit.
+            half = len(records) // 2
+            self._publish_records(records[:half])
+            self._publish_records(records[half:])
+            return
+        first = self.seq + 1
+        self.seq += len(records)
+        self.state.seq = self.seq
+        self.server.publish("event", packed, first)
 
     def emit(
         self,

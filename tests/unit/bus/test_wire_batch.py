@@ -110,3 +110,16 @@ def test_a_batch_folds_to_the_state_of_one_event_at_a_time(spec: list[tuple[str,
     for start in range(0, len(events), cut):
         apply_events(batched, [(e, e.to_record()) for e in events[start:start + cut]])
     assert batched == one
+
+
+def test_records_are_what_model_dump_gives_in_the_same_order() -> None:
+    events = [event(0), event(1, level="error", error="boom", artifact_paths=["a/b.json"]),
+              event(2, usage_delta={"estimated_cost_usd": None, "requests_sent": 2})]
+    wire = decode(encode(KEY, "event", events, sender="supervisor", session="s", supervisor="s", seq=1), KEY).body
+    for original, trusted in zip(events, wire, strict=True):
+        dumped = original.model_dump()
+        if dumped["error"] is None:
+            del dumped["error"]
+        for record in (original.to_record(), trusted.to_record()):
+            assert record == dumped and list(record) == list(dumped)
+        assert original.to_record()["counters_delta"] is not original.counters_delta
