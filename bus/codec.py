@@ -14,7 +14,6 @@ with a reason that names both versions.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 import time
@@ -71,11 +70,8 @@ class Message:
 
 def sign(key: bytes, topic: bytes, header: bytes, body: bytes) -> bytes:
     """HMAC-SHA256 over the three frames, length-prefixed so that frame boundaries are signed too."""
-    mac = hmac.new(key, _LEN.pack(len(topic), len(header), len(body)), hashlib.sha256)
-    mac.update(topic)
-    mac.update(header)
-    mac.update(body)
-    return mac.digest()
+    # One C call over the joined frames: several times cheaper than hmac.new + update for small messages.
+    return hmac.digest(key, b"".join((_LEN.pack(len(topic), len(header), len(body)), topic, header, body)), "sha256")
 
 
 def _body_obj(body: BaseModel | dict[str, Any]) -> Any:
