@@ -37,7 +37,13 @@ _SEND_SLICE_MS = 100  # the flusher's blocking send, in slices, so that it notic
 
 
 class Publisher:
-    """PUSH to the supervisor's ingress. Sends block (backpressure) rather than drop an event."""
+    """PUSH to the supervisor's ingress. Sends block (backpressure) rather than drop an event.
+
+    ``send_timeout_s``: how long :meth:`send` waits for room before :class:`BusError` (``None``: for
+    ever). ``hwm``: messages (batches) the socket holds before the flusher waits. ``window_s`` and
+    ``max_batch``: the coalescing described above. ``linger_s``: how long :meth:`close` keeps trying to
+    hand over what is queued.
+    """
 
     def __init__(
         self,
@@ -73,7 +79,7 @@ class Publisher:
         self._failed: str | None = None
         self._last_send = float("-inf")
         self._give_up_at = float("inf")  # set by close()
-        # After close() the socket belongs to this thread alone; it hands it over by closing it.
+        # From here on only the flusher thread touches the socket; it closes it when it ends.
         self._thread = threading.Thread(target=self._run, name=f"publisher-{sender}", daemon=True)
         self._thread.start()
 

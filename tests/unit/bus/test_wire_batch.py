@@ -21,6 +21,7 @@ from heidi_engine.bus.codec import (
     validate_events,
 )
 from heidi_engine.bus.event import Event
+from heidi_engine.bus.ledger import Ledger
 from heidi_engine.bus.message import Command
 from heidi_engine.bus.state import RunState, apply_event, apply_events
 
@@ -123,3 +124,16 @@ def test_records_are_what_model_dump_gives_in_the_same_order() -> None:
         for record in (original.to_record(), trusted.to_record()):
             assert record == dumped and list(record) == list(dumped)
         assert original.to_record()["counters_delta"] is not original.counters_delta
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["progress", "stage_start", "stage_end", "pipeline_start", "pipeline_stop"]),
+                          st.sampled_from(["info", "success", "error"]), st.integers(0, 3)), min_size=1, max_size=20))
+def test_the_ledger_folds_a_written_chunk_as_it_folds_each_record(spec: list[tuple[str, str, int]]) -> None:
+    records = [event(i, event_type=t, level=lv, round=r, stage="eval", error="boom" if lv == "error" else None,
+                     usage_delta={"requests_sent": i}).to_record() for i, (t, lv, r) in enumerate(spec)]
+    one, many = Ledger(), Ledger()
+    for record in records:
+        one.add(record)
+    many.add_many(records)
+    assert many == one and many.event_count == len(records)
