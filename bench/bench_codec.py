@@ -1,4 +1,5 @@
-"""Codec micro-benchmark: encode+sign+decode+verify messages/s next to raw msgpack on the same machine.
+"""Codec micro-benchmark: encode+sign+decode+verify messages/s next to raw msgpack on the same machine,
+and the same per event for a batch of 256 events (wire version 2: one frame set and one HMAC a batch).
 
 Prints figures (no pass/fail). Run: python bench/bench_codec.py [--n 50000]
 """
@@ -49,6 +50,19 @@ def measure(name: str, kind: str, body: Event | TrainerSample, n: int) -> None:
     print(f"  encode+sign+decode+verify     {r_all:>10,.0f} msg/s  = {r_all / r_raw:.1%} of raw msgpack")
 
 
+def measure_batch(event: Event, n: int, size: int = 256) -> None:
+    """Print events/s through encode+decode for one event a message vs ``size`` events a message."""
+    batch = [event] * size
+    raw_obj = event.model_dump(mode="json")
+    r_raw = rate(lambda: msgpack.unpackb(msgpack.packb(raw_obj)), n)
+    r_one = rate(lambda: decode(encode(KEY, "event", event, sender="agent", session="s"), KEY), n)
+    r_many = rate(lambda: decode(encode(KEY, "event", batch, sender="agent", session="s"), KEY), max(1, n // size)) * size
+    print(f"event batches: encode+sign+decode+verify, events/s (raw msgpack pack+unpack {r_raw:,.0f}/s)")
+    print(f"  1 event a message     {r_one:>10,.0f} events/s  = {r_one / r_raw:.1%} of raw msgpack")
+    print(f"  {size} events a message {r_many:>10,.0f} events/s  = {r_many / r_raw:.1%} of raw msgpack "
+          f"(x{r_many / r_one:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=30_000)
@@ -59,6 +73,7 @@ def main() -> None:
     sample = TrainerSample(round=1, step=10, total=500, loss=1.234, learning_rate=2e-4, grad_norm=0.8, tokens_per_s=1500.0)
     for name, kind, body in (("event", "event", event), ("trainer sample", "sample", sample)):
         measure(name, kind, body, n)
+    measure_batch(event, n)
     print(f"machine: {os.cpu_count()} cores")
 
 

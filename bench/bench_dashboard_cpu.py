@@ -5,7 +5,7 @@ allows, opens the dashboard in a detached tmux pane at its default refresh, and 
 process's CPU time over ``--seconds`` (psutil ``cpu_times`` delta / wall time), in % of one core, for the
 Overview and the Events view, then once more with the run paused (idle). The event rate actually reached
 is measured from the supervisor's accepted-event count over the same window. The target
-is < 5% of one core. Figures only, no asserts. Run: ``python bench/bench_dashboard_cpu.py``.
+is < 2% of one core. Figures only, no asserts. Run: ``python bench/bench_dashboard_cpu.py``.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def main() -> None:
             pane.keys("1")
             cpu, rate = measure(proc, sup, args.seconds)
             print(f"{'paused (idle)':<24} {rate:>9.0f} {cpu:>8.1f}%")
-            print("target: < 5% of one core at the default refresh")
+            print("target: < 2% of one core at the default refresh")
         finally:
             if pane is not None:
                 pane.kill()

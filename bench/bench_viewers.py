@@ -281,7 +281,7 @@ def main() -> int:
                 print(
                     f"with viewers:   {loaded:10,.0f} events/s  (5 {kind} viewers, 2 menus polling, HTTP scraped)"
                 )
-                print(f"change:         {100 * (loaded - alone) / alone:+10.1f} %")
+                print(f"change:         {100 * (loaded - alone) / alone:+10.1f} %  (target: a saturating flood loses < 20%)")
                 print(f"menu polls: {attached.menu_polls}, HTTP scrapes: {attached.http_polls}")
                 snapshot = client.call("snapshot")
                 expected = snapshot["state"]["counters"]

@@ -176,7 +176,12 @@ class Event(BaseModel):
 
     def to_record(self) -> dict[str, Any]:
         """The event as the plain dict written to disk: ``error`` only when set."""
-        record = self.model_dump()
+        # The fields are plain values (strict schema): a copy of the model's own dict, its containers
+        # copied too, is what model_dump returns, in a fraction of the time (the supervisor's hot path).
+        record = dict(self.__dict__)
+        record["counters_delta"] = dict(self.counters_delta)
+        record["usage_delta"] = dict(self.usage_delta)
+        record["artifact_paths"] = list(self.artifact_paths)
         if record["error"] is None:
             del record["error"]
         return record

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,31 +98,43 @@ class Ledger(BaseModel):
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Fold one event record, exactly as it was written to the log."""
-        counters, usage = record["counters_delta"], record["usage_delta"]
-        stage, round_no, kind, level = record["stage"], record["round"], record["event_type"], record["level"]
+        self.add_many((record,))
+
+    def add_many(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Fold event records, in order, exactly as they were written to the log (one pass)."""
+        if not records:
+            return
         if self.run_id is None:
-            self.run_id = record["run_id"]
-        self.event_count += 1
-        if counters or usage:
-            add_deltas(self.counters, self.usage, counters, usage)
-            key = f"{stage}:{round_no}"
-            totals = self.counted.get(key)
-            if totals is None:
-                totals = self.counted[key] = Totals()
-            totals.add(counters, usage)
-        self.current_round = round_no
-        self.last_event_ts = record["ts"]
-        if kind == "stage_start":
-            self.current_stage = stage
-        elif kind == "stage_end" and level == "success" and (round_no, stage) not in self.completed:
-            self.completed.append((round_no, stage))
-        status = status_after(kind, level)
-        if status is not None:
-            self.status = status
-            if status == "running" and self.started_at is None:
-                self.started_at = record["ts"]
-        if level == "error":
-            self.error = record.get("error") or record["message"]
+            self.run_id = records[0]["run_id"]
+        for record in records:
+            counters, usage = record["counters_delta"], record["usage_delta"]
+            stage, round_no, kind, level = record["stage"], record["round"], record["event_type"], record["level"]
+            if counters or usage:
+                add_deltas(self.counters, self.usage, counters, usage)
+                key = f"{stage}:{round_no}"
+                totals = self.counted.get(key)
+                if totals is None:
+                    totals = self.counted[key] = Totals()
+                totals.add(counters, usage)
+            if kind == "progress":
+                if level == "error":
+                    self.error = record.get("error") or record["message"]
+                continue
+            if kind == "stage_start":
+                self.current_stage = stage
+            elif kind == "stage_end" and level == "success" and (round_no, stage) not in self.completed:
+                self.completed.append((round_no, stage))
+            status = status_after(kind, level)
+            if status is not None:
+                self.status = status
+                if status == "running" and self.started_at is None:
+                    self.started_at = record["ts"]
+            if level == "error":
+                self.error = record.get("error") or record["message"]
+        last = records[-1]
+        self.event_count += len(records)
+        self.current_round = last["round"]
+        self.last_event_ts = last["ts"]
 
     def totals(self, stage: str, round_no: int) -> Totals:
         """What ``stage`` counted in round ``round_no`` (empty when nothing)."""

@@ -3,7 +3,7 @@
 =========  ==========================  =========================================================
 kind       direction                   body
 =========  ==========================  =========================================================
-event      agent → ingress → egress    :class:`~heidi_engine.bus.event.Event`
+event      agent → ingress → egress    a batch: a list of :class:`~heidi_engine.bus.event.Event`
 sample     agent → ingress → egress    :class:`TrainerSample`, :class:`SystemSample`, ...
 state      agent → ingress             :class:`AgentStatus` (agent heartbeat, parked or running)
 state      supervisor → egress         :class:`Heartbeat` or :class:`StatusPatch`
@@ -84,6 +84,9 @@ class Reply(BaseModel):
 
 StateBody = Annotated[AgentStatus | Heartbeat | StatusPatch, Field(discriminator="type")]
 SampleBody = Annotated[TrainerSample | SystemSample | EvalSample | TeacherSample, Field(discriminator="type")]
+
+# An event batch is validated in one call (the supervisor's hot path), not one call per event.
+EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "event": TypeAdapter(Event),

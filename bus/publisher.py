@@ -1,52 +1,221 @@
-"""The agents' side of the bus: signed events, samples and heartbeats PUSHed to the ingress socket."""
+"""The agents' side of the bus: signed events, samples and heartbeats PUSHed to the ingress socket.
+
+Events are coalesced into batches (one frame set, one signature): a batch leaves when it holds
+:data:`MAX_BATCH` events or when :data:`WINDOW_S` has passed since the previous send, whichever comes
+first, so a lone event leaves at once and none waits longer than the window. A flusher thread owns the
+socket (no socket is shared between threads); :meth:`Publisher.send` only packs and queues, in order,
+and blocks while the queue is full, so a supervisor that does not keep up slows its agents down rather
+than lose their events.
+"""
 
 from __future__ import annotations
 
 import secrets
+import threading
+import time
+from collections import deque
 
 import zmq
 from pydantic import BaseModel
 
-from heidi_engine.bus.codec import encode
+from heidi_engine.bus.codec import Header, encode_raw, join_packed, pack_body
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.errors import BusError
+from heidi_engine.bus.message import KINDS
 from heidi_engine.bus.remote import connect
 
 # Pending events are flushed on close for this long: an agent's last events must not be lost, even
 # while the supervisor is busy. A supervisor that is gone kills its agents anyway (PDEATHSIG).
 CLOSE_LINGER_MS = 60_000
+MAX_BATCH = 256
+WINDOW_S = 0.001
+# A batch up to this size needs no per-event size check at the supervisor (the check costs a Python call
+# per event); a larger one (a single large event) is still accepted, up to the batch limit.
+BATCH_BYTES = 64 * 1024 - 16  # the array header fits too
+_QUEUE_MAX = 4 * MAX_BATCH
+_SEND_SLICE_MS = 100  # the flusher's blocking send, in slices, so that it notices a close
 
 
 class Publisher:
-    """PUSH to the supervisor's ingress. Sends block (backpressure) rather than drop an event."""
+    """PUSH to the supervisor's ingress. Sends block (backpressure) rather than drop an event.
 
-    def __init__(self, info: BusInfo, sender: str, *, send_timeout_s: float | None = 60.0, hwm: int = 100_000) -> None:
+    ``send_timeout_s``: how long :meth:`send` waits for room before :class:`BusError` (``None``: for
+    ever). ``hwm``: messages (batches) the socket holds before the flusher waits. ``window_s`` and
+    ``max_batch``: the coalescing described above. ``linger_s``: how long :meth:`close` keeps trying to
+    hand over what is queued.
+    """
+
+    def __init__(
+        self,
+        info: BusInfo,
+        sender: str,
+        *,
+        send_timeout_s: float | None = 60.0,
+        hwm: int = 100_000,
+        window_s: float = WINDOW_S,
+        max_batch: int = MAX_BATCH,
+        linger_s: float = CLOSE_LINGER_MS / 1000,
+    ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH or not 0 <= window_s <= 1:
+            raise ValueError(f"max_batch must be 1..{MAX_BATCH} and window_s 0..1 s")
         self.info = info
         self.sender = sender
         self.session = secrets.token_hex(8)
-        self._sock = new_socket(zmq.PUSH, linger_ms=CLOSE_LINGER_MS)
-        self._sock.setsockopt(zmq.SNDHWM, hwm)
-        if send_timeout_s is not None:
-            self._sock.setsockopt(zmq.SNDTIMEO, int(send_timeout_s * 1000))
-        connect(self._sock, info, info.ingress)
         self.sent = 0
+        self.batches = 0
+        self._send_timeout_s = send_timeout_s
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._sock = new_socket(zmq.PUSH, linger_ms=int(linger_s * 1000))
+        self._sock.setsockopt(zmq.SNDHWM, hwm)
+        self._sock.setsockopt(zmq.SNDTIMEO, _SEND_SLICE_MS)
+        connect(self._sock, info, info.ingress)
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._busy = 0  # items taken by the flusher and not yet on the socket
+        self._cond = threading.Condition()
+        self._closing = False
+        self._flush_now = False
+        self._failed: str | None = None
+        self._last_send = float("-inf")
+        self._give_up_at = float("inf")  # set by close()
+        # From here on only the flusher thread touches the socket; it closes it when it ends.
+        self._thread = threading.Thread(target=self._run, name=f"publisher-{sender}", daemon=True)
+        self._thread.start()
 
     def send(self, kind: str, body: BaseModel) -> None:
-        """Sign and send one message; :class:`BusError` if the supervisor does not take it in time."""
-        frames = encode(self.info.key, kind, body, sender=self.sender, session=self.session)
+        """Queue one message (signed and sent by the flusher, events in batches); :class:`BusError` if
+        the supervisor does not take it in time, or the bus failed."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown message kind {kind!r}")
+        packed = pack_body(body)
+        deadline = None if self._send_timeout_s is None else time.monotonic() + self._send_timeout_s
+        with self._cond:
+            while len(self._queue) >= _QUEUE_MAX and self._failed is None and not self._closing:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise BusError(f"cannot send {kind} to the supervisor: it has not taken "
+                                   f"{len(self._queue)} queued messages in {self._send_timeout_s:g} s")
+                self._cond.wait(remaining)
+            self._check(kind)
+            self._queue.append((kind, packed))
+            self.sent += 1
+            self._cond.notify_all()
+
+    def _check(self, kind: str) -> None:
+        if self._failed is not None:
+            raise BusError(f"cannot send {kind} to the supervisor: {self._failed}")
+        if self._closing:
+            raise BusError(f"cannot send {kind}: the publisher is closed")
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until everything queued is on the socket; :class:`BusError` if it is not in time."""
+        limit = (self._send_timeout_s or 60.0) if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        with self._cond:
+            self._flush_now = True
+            self._cond.notify_all()
+            while (self._queue or self._busy) and self._failed is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BusError(f"the supervisor has not taken {len(self._queue) + self._busy} messages in time")
+                self._cond.wait(remaining)
+            if self._failed is not None:
+                raise BusError(f"cannot flush to the supervisor: {self._failed}")
+
+    # -- the flusher thread ------------------------------------------------------------------------
+
+    def _take(self) -> list[tuple[str, bytes]] | None:
+        """The next items to send, once the batch is full or the window is over; ``None`` at the end."""
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            deadline = self._last_send + self._window_s
+            while (len(self._queue) < self._max_batch and not self._closing and not self._flush_now
+                   and (remaining := deadline - time.monotonic()) > 0):
+                self._cond.wait(remaining)
+            self._flush_now = False
+            items = list(self._queue)
+            self._queue.clear()
+            self._busy = len(items)
+            self._cond.notify_all()  # senders waiting for room
+            return items
+
+    def _run(self) -> None:
         try:
-            self._sock.send_multipart(frames)
-        except zmq.ZMQError as exc:
-            raise BusError(f"cannot send {kind} to the supervisor: {exc}") from None
-        self.sent += 1
+            while (items := self._take()) is not None:
+                for kind, body in self._frames_of(items):
+                    self._send(kind, body)
+                with self._cond:
+                    self._busy = 0
+                    self._cond.notify_all()
+        except _GiveUp as exc:
+            with self._cond:
+                self._failed = str(exc)
+                self._queue.clear()
+                self._busy = 0
+                self._cond.notify_all()
+        finally:
+            self._sock.close()
+
+    def _frames_of(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """Runs of events joined into batches (at most ``max_batch`` events and about ``BATCH_BYTES``);
+        every other message alone, all in their order."""
+        out: list[tuple[str, bytes]] = []
+        run: list[bytes] = []
+        size = 0
+        for kind, body in items:
+            if kind == "event" and len(run) < self._max_batch and size + len(body) <= BATCH_BYTES:
+                run.append(body)
+                size += len(body)
+                continue
+            if run:
+                out.append(("event", join_packed(run)))
+                run, size = [], 0
+            if kind == "event":
+                run, size = [body], len(body)
+            else:
+                out.append((kind, body))
+        if run:
+            out.append(("event", join_packed(run)))
+        return out
+
+    def _send(self, kind: str, body: bytes) -> None:
+        header = Header(kind, self.sender, self.session, time.time())
+        frames = encode_raw(self.info.key, kind.encode(), header, body)
+        while True:
+            try:
+                self._sock.send_multipart(frames)
+                break
+            except zmq.Again:
+                # The supervisor is busy: keep trying (senders block meanwhile), up to the close linger
+                # once closing; a supervisor that is gone kills its agents anyway.
+                if self._closing and time.monotonic() > self._give_up_at:
+                    raise _GiveUp("the supervisor did not take the last messages within the close linger") from None
+            except zmq.ZMQError as exc:
+                raise _GiveUp(str(exc)) from None
+        self._last_send = time.monotonic()
+        if kind == "event":
+            self.batches += 1
 
     def close(self) -> None:
-        """Flush pending messages (bounded by the linger) and close."""
-        self._sock.close()
+        """Flush everything queued (bounded by the linger) and close."""
+        with self._cond:
+            if not self._closing:
+                self._give_up_at = time.monotonic() + self._linger_s
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=self._linger_s + 5)
 
     def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _GiveUp(Exception):
+    """The flusher cannot deliver: the bus is broken, or a close waited out its linger."""

@@ -26,18 +26,23 @@ from heidi_engine.bus.codec import (
     decode_body,
     encode_raw,
     pack_body,
+    unpack_batch,
+    validate_events,
     verify,
 )
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
+from heidi_engine.bus.event import Event
 from heidi_engine.bus.message import Command, Reply
 from heidi_engine.bus.remote import RemoteListener
 
 log = logging.getLogger(__name__)
 
 INGRESS_KINDS = frozenset({"event", "sample", "state"})
-# Agents send small messages (an event is under 2 KiB); a larger one is refused before any parsing.
+# Agents send small messages (an event is under 2 KiB): a larger event, sample or heartbeat is refused.
 INGRESS_MAX_BYTES = 64 * 1024
+# A batch of events is one message; the publisher keeps its batches well under this.
+INGRESS_BATCH_MAX_BYTES = MAX_MESSAGE_BYTES
 _LOG_EVERY_S = 60.0
 _TRANSPORT_MAX = 2 * MAX_MESSAGE_BYTES
 
@@ -76,18 +81,19 @@ class Ready:
 class BusServer:
     """Binds the three endpoints of ``info`` and offers typed receive/publish/reply calls."""
 
-    def __init__(self, info: BusInfo, *, egress_hwm: int = 20_000, ingress_hwm: int = 10_000) -> None:
+    def __init__(self, info: BusInfo, *, egress_hwm: int = 100, ingress_hwm: int = 1_000) -> None:
         self.info = info
         self.bad = BadMessageLog()
         self._key = info.key
         # The transport drops (and disconnects) only messages far beyond the limit; those just over it
         # reach the codec, which refuses and counts them as oversize.
-        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=2 * INGRESS_MAX_BYTES)
+        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=2 * INGRESS_BATCH_MAX_BYTES)
         # What agents send faster than the loop takes it waits here up to the mark, then in the agents'
         # own queues (their PUSH blocks): the supervisor's memory stays bounded under any flood.
         self.ingress.setsockopt(zmq.RCVHWM, ingress_hwm)
         self.egress = new_socket(zmq.PUB, linger_ms=100)
         # A slow viewer loses messages at this mark instead of slowing the supervisor; it sees the gap.
+        # Both marks count messages, and a message may be a batch of up to 256 events.
         self.egress.setsockopt(zmq.SNDHWM, egress_hwm)
         self.control = new_socket(zmq.ROUTER, linger_ms=100, max_msg=_TRANSPORT_MAX)
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
@@ -120,7 +126,9 @@ class BusServer:
     def recv_ingress(self, limit: int = 1000) -> list[tuple[Header, bytes]]:
         """Up to ``limit`` verified ingress messages as (header, packed body), without blocking.
 
-        Bodies stay packed: the broker validates each kind its own way (events are redacted).
+        Bodies stay packed: the broker validates each kind its own way (events are redacted). An event
+        batch may be as large as :data:`INGRESS_BATCH_MAX_BYTES`; any other message, or one event in a
+        batch, at most :data:`INGRESS_MAX_BYTES`.
         """
         out: list[tuple[Header, bytes]] = []
         for _ in range(limit):
@@ -129,7 +137,8 @@ class BusServer:
             except zmq.Again:
                 break
             try:
-                _topic, header, body = verify(frames, self._key, INGRESS_MAX_BYTES)
+                batch = bool(frames) and frames[0] == b"event"
+                _topic, header, body = verify(frames, self._key, INGRESS_BATCH_MAX_BYTES if batch else INGRESS_MAX_BYTES)
                 if header.kind not in INGRESS_KINDS:
                     raise DecodeError("bad_kind", f"{header.kind} not accepted on ingress")
             except DecodeError as exc:
@@ -137,6 +146,22 @@ class BusServer:
                 continue
             out.append((header, body))
         return out
+
+    def decode_ingress_events(self, body: bytes) -> list[Event]:
+        """The valid events of an ingress batch, validated in one call when all are; each refused event
+        (or the whole batch, when it is not one) is counted."""
+        try:
+            objs = unpack_batch(body, INGRESS_MAX_BYTES)
+        except DecodeError as exc:
+            self.bad.refuse("ingress", exc)
+            return []
+        events: list[Event] = []
+        for item in validate_events(objs):
+            if isinstance(item, DecodeError):
+                self.bad.refuse("ingress", item)
+            else:
+                events.append(item)
+        return events
 
     def decode_ingress_body(self, header: Header, body: bytes) -> Any | None:
         """Validate one ingress body; ``None`` (counted) when it is refused."""
@@ -175,7 +200,8 @@ class BusServer:
             pass
 
     def publish(self, kind: str, body: BaseModel | bytes, seq: int | None) -> None:
-        """Sign and publish on egress, stamped with the supervisor session and ``seq``."""
+        """Sign and publish on egress, stamped with the supervisor session and ``seq`` (an event batch's
+        first; ``body`` is then the packed batch)."""
         header = Header(kind, "supervisor", self.info.session, time.time(), self.info.session, seq)
         packed = body if isinstance(body, bytes) else pack_body(body)
         try:

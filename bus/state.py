@@ -7,7 +7,7 @@ matters: the state it produces depends only on the state it was given and the me
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -323,30 +323,40 @@ def apply_event(state: RunState, event: Event, record: dict[str, Any] | None = N
 
     ``record`` is the event's :meth:`~Event.to_record` when the caller already has it (the hot path).
     """
-    if state.run_id is None:
-        state.run_id = event.run_id
-    add_deltas(state.counters, state.usage, event.counters_delta, event.usage_delta)
-    if event.event_type == "stage_start":
-        state.current_stage = event.stage
-    status = status_after(event.event_type, event.level)
-    if status is not None:
-        state.status = status
-        if status == "running":
-            state.started_at = state.started_at or event.ts
-    if event.level == "error":
-        state.error = event.error or event.message
-    if record is None:
-        record = event.to_record()
-    recent = state.recent_events
-    recent.append(record)
+    return apply_events(state, [(event, event.to_record() if record is None else record)])
+
+
+def apply_events(state: RunState, batch: Sequence[tuple[Event, dict[str, Any]]]) -> RunState:
+    """Fold a batch of accepted events, each with its record, into ``state`` in one pass (mutated and
+    returned): the same state as :func:`apply_event` applied to each in turn."""
+    if not batch:
+        return state
+    counters, usage, recent = state.counters, state.usage, state.recent_events
+    for event, record in batch:
+        if state.run_id is None:
+            state.run_id = event.run_id
+        add_deltas(counters, usage, event.counters_delta, event.usage_delta)
+        event_type = event.event_type
+        if event_type != "progress":
+            if event_type == "stage_start":
+                state.current_stage = event.stage
+            status = status_after(event_type, event.level)
+            if status is not None:
+                state.status = status
+                if status == "running":
+                    state.started_at = state.started_at or event.ts
+        if event.level == "error":
+            state.error = event.error or event.message
+        recent.append(record)
     if len(recent) > RECENT_EVENTS:
         del recent[: len(recent) - RECENT_EVENTS]
-    # Every event sets these; written straight into the model's fields (what pydantic's own
-    # model_construct does) because this is the hot path of the supervisor and of every viewer.
+    # Every event sets these (the last one wins); written straight into the model's fields (what
+    # pydantic's own model_construct does) because this is the hot path of the supervisor and of every viewer.
+    last = batch[-1][0]
     fields = state.__dict__
-    fields["current_round"] = event.round
-    fields["event_count"] = state.event_count + 1
-    fields["last_event_ts"] = fields["updated_at"] = event.ts
+    fields["current_round"] = last.round
+    fields["event_count"] = state.event_count + len(batch)
+    fields["last_event_ts"] = fields["updated_at"] = last.ts
     return state
 
 

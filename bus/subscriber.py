@@ -1,7 +1,8 @@
 """The viewers' side of the bus: a live copy of the run state (the zguide Clone pattern).
 
 Subscribe first, then ask for a snapshot tagged with ``seq = N``, then apply only updates with
-``seq > N``. A gap in ``seq`` (a slow viewer whose messages the PUB socket dropped), a heartbeat ahead of
+``seq > N`` (an event batch numbers its events on from its header's ``seq``; those at or below ``N`` are
+skipped, the rest applied in one reducer pass). A gap in ``seq`` (a slow viewer whose messages the PUB socket dropped), a heartbeat ahead of
 us, or a new supervisor session makes the subscriber take a fresh snapshot. When nothing is heard it
 re-reads the connection file, so a restarted supervisor (new key, new session) is picked up by itself.
 """
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -28,7 +30,7 @@ from heidi_engine.bus.state import (
     GAUGE_TYPES,
     RunState,
     StatusPatch,
-    apply_event,
+    apply_events,
     apply_sample,
     apply_status,
 )
@@ -41,7 +43,8 @@ class Subscriber:
     """Keeps :attr:`state` equal to the supervisor's, whatever the viewer joined late or fell behind.
 
     Drive it from one thread with :meth:`poll`; read :attr:`state` (or a copy) between polls.
-    ``on_event`` is called for every event applied live (not for those folded into a snapshot).
+    ``on_event`` is called for every event applied live (not for those folded into a snapshot), and
+    ``on_batch`` once for each batch of them, with their records and the first one's ``seq``.
     """
 
     def __init__(
@@ -51,14 +54,16 @@ class Subscriber:
         sender: str = "viewer",
         stale_after_s: float = STALE_AFTER_S,
         on_event: Callable[[Event, int], None] | None = None,
+        on_batch: Callable[[list[dict[str, Any]], int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        rcvhwm: int = 100_000,
+        rcvhwm: int = 2_000,
     ) -> None:
         self.home = Path(home)
         self.rcvhwm = rcvhwm
         self.sender = f"{sender}-{secrets.token_hex(3)}"
         self.stale_after_s = stale_after_s
         self.on_event = on_event
+        self.on_batch = on_batch
         self.clock = clock
         self.state = RunState()
         self.seq = -1
@@ -153,6 +158,9 @@ class Subscriber:
                 self.gaps += 1
                 self._need_snapshot = True
             return
+        if isinstance(body, list):
+            self._apply_batch(header.seq, body)
+            return
         seq = header.seq
         if seq <= self.seq:
             return
@@ -162,11 +170,7 @@ class Subscriber:
             return
         self.seq = seq
         self.state.seq = seq
-        if isinstance(body, Event):
-            apply_event(self.state, body)
-            if self.on_event is not None:
-                self.on_event(body, seq)
-        elif isinstance(body, GAUGE_TYPES):
+        if isinstance(body, GAUGE_TYPES):
             apply_sample(self.state, body)
         elif isinstance(body, StatusPatch):
             if ("run_id" in body.model_fields_set and body.run_id != self.state.run_id) or body.reset:
@@ -174,6 +178,27 @@ class Subscriber:
                 self._need_snapshot = True
                 return
             apply_status(self.state, body)
+
+    def _apply_batch(self, first: int, events: list[Event]) -> None:
+        """Events numbered ``first`` on: those already in the state are skipped, a hole means a gap."""
+        skip = self.seq + 1 - first
+        if skip < 0:
+            self.gaps += 1
+            self._need_snapshot = True
+            return
+        fresh = events[skip:]
+        if not fresh:
+            return
+        pairs = [(event, event.to_record()) for event in fresh]
+        apply_events(self.state, pairs)
+        start = self.seq + 1
+        self.seq += len(fresh)
+        self.state.seq = self.seq
+        if self.on_batch is not None:
+            self.on_batch([record for _event, record in pairs], start)
+        if self.on_event is not None:
+            for offset, event in enumerate(fresh):
+                self.on_event(event, start + offset)
 
     def poll(self, timeout_s: float = 0.1, *, max_messages: int = 10_000) -> int:
         """Receive and apply what has arrived (waiting up to ``timeout_s``); returns how many were read."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from heidi_engine.bus.codec import pack_body
+from heidi_engine.bus.codec import pack_events
 from heidi_engine.bus.config import AutoTrainConfig, load_config
 from heidi_engine.bus.connection import BusInfo, remove_bus_info, write_bus_info
 from heidi_engine.bus.event import Event, fit_raw_text, new_run_id, utc_now_iso
@@ -41,7 +41,7 @@ from heidi_engine.bus.state import (
     SystemSample,
     TeacherSample,
     TrainerSample,
-    apply_event,
+    apply_events,
     apply_sample,
     apply_status,
 )
@@ -69,7 +69,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 DEFAULT_SAMPLE_S = 2.0
 TICK_S = 0.1
-INGEST_BATCH = 2000
+INGEST_BATCH = 2000  # events taken from ingress per loop step (whole batches: it may go a batch over)
+EGRESS_BATCH = 256  # events per published batch
+EGRESS_MAX_BYTES = 1024 * 1024  # and bytes, far below what a viewer accepts
 COMMANDS_PER_TICK = 64  # a flood of commands cannot starve ingress, the driver or the heartbeat
 # Only the supervisor speaks for the pipeline: these event types from an agent are refused.
 SUPERVISOR_ONLY = frozenset({"pipeline_start", "pipeline_stop", "pipeline_complete", "stage_start", "stage_end"})
@@ -127,10 +129,27 @@ class Supervisor:
             self._applied(self.spool.write_events(events))
 
     def _applied(self, written: Written) -> None:
-        for event, record in written:
-            apply_event(self.state, event, record)
-            self.server.publish("event", pack_body(record), self._next_seq())
+        """Fold what is on disk into the state in one pass, then publish it as batches whose ``seq`` run
+        on one by one from the last message's."""
+        if not written:
+            return
+        apply_events(self.state, written)
+        for start in range(0, len(written), EGRESS_BATCH):
+            self._publish_records([record for _event, record in written[start:start + EGRESS_BATCH]])
         self.accepted_events += len(written)
+
+    def _publish_records(self, records: list[dict[str, Any]]) -> None:
+        packed = pack_events(records)
+        if len(packed) > EGRESS_MAX_BYTES and len(records) > 1:
+            # Only events with long artifact lists get here: halves, each under the viewers' limit.
+            half = len(records) // 2
+            self._publish_records(records[:half])
+            self._publish_records(records[half:])
+            return
+        first = self.seq + 1
+        self.seq += len(records)
+        self.state.seq = self.seq
+        self.server.publish("event", packed, first)
 
     def emit(
         self,
@@ -194,34 +213,48 @@ class Supervisor:
 
     def _ingest(self) -> None:
         batch: list[Event] = []
-        for header, body_bytes in self.server.recv_ingress(INGEST_BATCH):
-            body = self.server.decode_ingress_body(header, body_bytes)
-            if body is None:
-                continue
-            if isinstance(body, Event):
-                if body.event_type in SUPERVISOR_ONLY:
-                    self._refuse("supervisor_only")
+        taken = 0
+        while taken < INGEST_BATCH:
+            received = self.server.recv_ingress(64)
+            if not received:
+                break
+            for header, body_bytes in received:
+                if header.kind == "event":
+                    events = self.server.decode_ingress_events(body_bytes)
+                    taken += max(1, len(events))
+                    self._take_events(header.sender, events, batch)
                     continue
-                if self._refuse_foreign(body.run_id):
+                taken += 1
+                body = self.server.decode_ingress_body(header, body_bytes)
+                if body is None:
                     continue
-                self._seen(header.sender, None)
-                batch.append(body)
-                continue
-            # Keep order: events before a sample or status are persisted and published first.
-            self.accept_events(batch)
-            batch = []
-            if isinstance(body, SystemSample):
-                self._refuse("system_sample")  # only the supervisor samples the machine
-            elif isinstance(body, (TrainerSample, EvalSample, TeacherSample)):
-                if self._refuse_foreign(body.run_id or ""):
-                    continue
-                self._seen(header.sender, None)
-                self.accept_sample(body)
-            elif isinstance(body, AgentStatus):
-                if body.run_id is not None and self._refuse_foreign(body.run_id):
-                    continue
-                self._seen(body.stage, body.phase == "parked", pid=body.pid, done=body.phase == "done")
+                # Keep order: events before a sample or status are persisted and published first.
+                self.accept_events(batch)
+                batch = []
+                if isinstance(body, SystemSample):
+                    self._refuse("system_sample")  # only the supervisor samples the machine
+                elif isinstance(body, (TrainerSample, EvalSample, TeacherSample)):
+                    if self._refuse_foreign(body.run_id or ""):
+                        continue
+                    self._seen(header.sender, None)
+                    self.accept_sample(body)
+                elif isinstance(body, AgentStatus):
+                    if body.run_id is not None and self._refuse_foreign(body.run_id):
+                        continue
+                    self._seen(body.stage, body.phase == "parked", pid=body.pid, done=body.phase == "done")
         self.accept_events(batch)
+
+    def _take_events(self, sender: str, events: list[Event], batch: list[Event]) -> None:
+        """Append an agent's valid events to ``batch``, refusing (and counting) those it may not send."""
+        seen = False
+        for event in events:
+            if event.event_type in SUPERVISOR_ONLY:
+                self._refuse("supervisor_only")
+            elif not self._refuse_foreign(event.run_id):
+                seen = True
+                batch.append(event)
+        if seen:
+            self._seen(sender, None)
 
     def _refuse_foreign(self, run_id: str) -> bool:
         if self.state.run_id == run_id and self.state.status in ACTIVE_STATUSES:

@@ -42,8 +42,12 @@ class PersistError(OSError):
         self.cause = cause
 
 
+# One encoder for every line: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _ENCODER.encode(record).encode() + b"\n"
 
 
 class Persister:
@@ -125,8 +129,7 @@ class Persister:
         if self._events_size == 0:
             self._events_head = file_head(self.run_dir / EVENTS_FILE)
         self._events_size += len(data)
-        for record in records:
-            self.ledger.add(record)
+        self.ledger.add_many(records)
 
     def _position(self) -> LogPosition:
         return LogPosition(inode=self._events_ino, head=self._events_head, offset=self._events_size)

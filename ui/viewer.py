@@ -10,9 +10,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
+from typing import Any
 
-from heidi_engine.bus.event import Event
 from heidi_engine.bus.state import RunState
 from heidi_engine.bus.subscriber import Subscriber
 
@@ -68,14 +69,13 @@ class LiveView:
         self._thread.start()
         return self
 
-    def _on_event(self, event: Event, _seq: int) -> None:
-        # The subscriber has just folded ``event`` into its state: its record is the newest one there.
-        recent = self._sub.state.recent_events if self._sub is not None else []
-        self._events.append(recent[-1] if recent else event.to_record())
-        self._arrivals.append(time.monotonic())
+    def _on_batch(self, records: list[dict[str, Any]], _first_seq: int) -> None:
+        # The subscriber has just folded these events into its state, in one reducer pass.
+        self._events.extend(records)
+        self._arrivals.extend(repeat(time.monotonic(), len(records)))
 
     def _run(self) -> None:
-        sub = Subscriber(self.home, sender=self._sender, stale_after_s=self._stale_after_s, on_event=self._on_event)
+        sub = Subscriber(self.home, sender=self._sender, stale_after_s=self._stale_after_s, on_batch=self._on_batch)
         self._sub = sub
         snapshots = -1
         last_publish = 0.0

@@ -1,6 +1,6 @@
 """A viewer process for chaos tests: follows the bus with a Subscriber and reports what it saw as JSON.
 
-Usage: viewer_probe.py HOME OUT.json [--slow SECONDS] [--hwm N]; it runs until HOME/stop_viewers exists.
+Usage: viewer_probe.py HOME OUT.json [--slow SECONDS] [--per-poll N] [--hwm N]; it runs until HOME/stop_viewers exists.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--slow", type=float, default=0.0)
     p.add_argument("--hwm", type=int, default=100_000)
+    p.add_argument("--per-poll", type=int, default=50, help="messages read per poll when --slow")
     args = p.parse_args()
     live_seqs: list[int] = []
 
@@ -34,7 +35,7 @@ def main() -> None:
     stop = Path(args.home) / "stop_viewers"
     (Path(args.out).with_suffix(".ready")).write_text(str(os.getpid()))
     while not stop.exists():
-        sub.poll(0.05, max_messages=50 if args.slow else 10_000)
+        sub.poll(0.05, max_messages=args.per_poll if args.slow else 10_000)
         if args.slow:
             time.sleep(args.slow)
     # Catch up: keep polling until quiet.

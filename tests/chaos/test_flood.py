@@ -34,7 +34,7 @@ def test_flood_with_three_viewers_one_slow(start_supervisor: Start, home: Path) 
         env=agent_env(quiet, generate=scripted("--events", "0", "--flood", str(FLOOD), "--flood-rate", "10000")),
         config="ROUNDS: 1\nEVENT_LOG_MAX_SIZE_MB: 1\nEVENT_LOG_RETENTION: 100\n",
     ).wait_ready()
-    probes = [start_probe(home, "fast1"), start_probe(home, "fast2"), start_probe(home, "slow", "--slow", "0.05", "--hwm", "500")]
+    probes = [start_probe(home, "fast1"), start_probe(home, "fast2"), start_probe(home, "slow", "--slow", "0.5", "--per-poll", "1", "--hwm", "1")]
     supervisor = psutil.Process(sup.proc.pid)
     rss: list[float] = []
     done = threading.Event()

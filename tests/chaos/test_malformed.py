@@ -15,7 +15,7 @@ from heidi_engine.bus.connection import read_bus_info
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.message import Command
-from heidi_engine.bus.server import INGRESS_MAX_BYTES
+from heidi_engine.bus.server import INGRESS_BATCH_MAX_BYTES
 
 Start = Callable[..., SupervisorProc]
 
@@ -28,7 +28,7 @@ def test_garbage_never_takes_the_daemon_down(start_supervisor: Start, home: Path
     good = encode(key, "event", Event(run_id=run_id, stage="generate", event_type="progress", message="INTRUDER"),
                   sender="x", session="s")
     topic, header, body, _signature = good
-    bad_schema_body = msgpack.packb({"run_id": run_id, "stage": "nope", "event_type": "progress", "message": "INTRUDER"})
+    bad_schema_body = msgpack.packb([{"run_id": run_id, "stage": "nope", "event_type": "progress", "message": "INTRUDER"}])
     wrong_run = encode(key, "event", Event(run_id="run_20000101_000000_deadbeef", stage="generate",
                                            event_type="progress", message="INTRUDER"), sender="x", session="s")
     truncated = body[: len(body) // 2]
@@ -39,7 +39,7 @@ def test_garbage_never_takes_the_daemon_down(start_supervisor: Start, home: Path
         [topic, header, body, b"0" * 32],  # bad signature
         [topic, header, truncated, sign(key, topic, header, truncated)],  # truncated msgpack, validly signed
         [topic, header, bad_schema_body, sign(key, topic, header, bad_schema_body)],
-        [topic, header, b"x" * (INGRESS_MAX_BYTES + 10), b"s" * 32],  # oversize
+        [topic, header, b"x" * (INGRESS_BATCH_MAX_BYTES + 10), b"s" * 32],  # oversize
         wrong_run,
     ]
     ctx = zmq.Context()
@@ -94,13 +94,13 @@ def test_only_the_supervisor_speaks_for_the_pipeline(start_supervisor: Start, ho
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 2000)
     push.connect(info.ingress)
-    for event in forged:
-        push.send_multipart(encode(info.key, "event", event, sender="generate", session="s"))
+    # One batch: each refused event is refused alone, the progress event in it goes on.
+    push.send_multipart(encode(info.key, "event", forged, sender="generate", session="s"))
     progress = forged[-1].to_record()
     nan_cost = {**progress, "usage_delta": {"estimated_cost_usd": float("nan")}}
     huge_text = {**progress, "message": "password=" + "x" * 20_000}  # refused before redaction runs
-    for body in (nan_cost, huge_text):
-        push.send_multipart(encode(info.key, "event", body, sender="generate", session="s"))
+    between = {**progress, "message": "BETWEEN", "usage_delta": {"estimated_cost_usd": 0.25}}
+    push.send_multipart(encode(info.key, "event", [nan_cost, between, huge_text], sender="generate", session="s"))
     push.close()
     ctx.term()
     def refused() -> dict[str, Any] | None:
@@ -110,9 +110,10 @@ def test_only_the_supervisor_speaks_for_the_pipeline(start_supervisor: Start, ho
 
     stats = wait_until(refused, 20, 0.1, "forged boundaries and bad values refused", sup.evidence)
     assert stats["status"] == "running" and stats["current_stage"] == "generate"
-    assert stats["usage"]["estimated_cost_usd"] == 0.5  # the ordinary progress event counted, nothing else
+    assert stats["usage"]["estimated_cost_usd"] == 0.75  # the two ordinary progress events counted, nothing else
     sup.call("stop")
     sup.wait_status("stopped")
     forged_on_disk = [e for e in read_events(home / "runs" / run_id) if e.message == "FORGED"]
     assert [e.event_type for e in forged_on_disk] == ["progress"]
+    assert sum(1 for e in read_events(home / "runs" / run_id) if e.message == "BETWEEN") == 1
     assert "NaN" not in (home / "runs" / run_id / "state.json").read_text()
