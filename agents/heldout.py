@@ -270,12 +270,18 @@ def with_references(
     run_dir: Path, answered: Sequence[Mapping[str, object]], round_no: int
 ) -> list[Mapping[str, object]]:
     """The validation rows of a run on the shipped bank: the reference row of every held-out bank task
-    (:func:`reference_rows`, stamped with the time the set was fixed, so a rerun writes the same bytes),
-    then the teacher's ``answered`` rows for held-out tasks without one."""
-    path = Path(run_dir) / HELDOUT_FILE
-    heldout = read_heldout(run_dir) or []
-    fixed = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc) if heldout else None
-    ts = fixed.isoformat(timespec="milliseconds").replace("+00:00", "Z") if fixed else ""
-    references = reference_rows(heldout, round_no, ts)
+    (:func:`reference_rows`, stamped with the time the reference solutions were last changed, so a rerun
+    writes the same bytes), then the teacher's ``answered`` rows for held-out tasks without one."""
+    references = reference_rows(read_heldout(run_dir) or [], round_no, _solutions_changed())
     covered = {task_id_of(row) for row in references}
     return [*references, *(row for row in answered if task_id_of(row) not in covered)]
+
+
+def _solutions_changed() -> str:
+    """When ``data/solutions.jsonl`` was last changed, as ISO 8601 UTC."""
+    data = resources.files("heidi_engine.agents").joinpath("data/solutions.jsonl")
+    try:
+        changed = datetime.fromtimestamp(Path(str(data)).stat().st_mtime, tz=timezone.utc)
+    except OSError:  # inside a zip: no modification time to read
+        changed = datetime.fromtimestamp(0, tz=timezone.utc)
+    return changed.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from heidi_engine.agents.decoder import Decoded, decode_batch, length_order
 from heidi_engine.agents.eval import answer_rule, function_complete
 from heidi_engine.agents.generate import solution_messages
 from heidi_engine.agents.local_teacher import LocalTeacher
+from heidi_engine.agents.student import load_model_and_tokenizer
 from heidi_engine.agents.tasks import load_bank
 from heidi_engine.agents.teacher import Completion, TeacherError
 from heidi_engine.agents.template import render_prompt
@@ -47,7 +49,16 @@ MAX_NEW = 64
 
 
 @pytest.fixture(scope="module")
-def teacher() -> Iterator[LocalTeacher]:
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh dense-model cache for this module: the teacher's load fills it."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOTRAIN_MODEL_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def teacher(model_cache: Path) -> Iterator[LocalTeacher]:
     with LocalTeacher("local:smollm2-135m-instruct", max_tokens=64, temperature=0.0) as loaded:
         yield loaded
 
@@ -156,3 +167,23 @@ def test_batch_arguments_are_checked(teacher: LocalTeacher) -> None:
     with pytest.raises(ValueError, match="pad_token_id is not set"):
         decode_batch(teacher._lm, tokenizer, ["x"], config, batch_size=2)
     assert length_order([3, 9, 3, 5]) == [1, 3, 0, 2]
+
+
+def test_the_dense_copy_of_the_gguf_model_loads_the_same_model(
+    teacher: LocalTeacher, model_cache: Path
+) -> None:
+    import torch
+
+    kept = [folder for folder in model_cache.iterdir() if not folder.name.startswith(".")]
+    assert len(kept) == 1 and (kept[0] / "config.json").is_file(), list(model_cache.iterdir())
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")  # from the copy
+    mine, theirs = model.state_dict(), teacher._lm.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[name], theirs[name]) for name in mine)
+    prompt = render_prompt(tokenizer, TASKS[1][0], TASKS[1][1])
+    assert prompt == render_prompt(teacher._tokenizer, TASKS[1][0], TASKS[1][1])
+    assert tokenizer(prompt)["input_ids"] == teacher._tokenizer(prompt)["input_ids"]
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (
+        teacher._tokenizer.eos_token_id,
+        teacher._tokenizer.pad_token_id,
+    )
