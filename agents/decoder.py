@@ -2,8 +2,10 @@
 
 The in-process teacher and the eval stage both decode here. A batch is left-padded (the new tokens of
 every row then start at the same column, and the KV cache serves the whole batch) with an attention
-mask; the model derives each row's position ids from that mask, so a padded row sees exactly the
-positions it would see alone. Prompts are grouped by length before batching, so that little of a
+mask, and each row's position ids count its own tokens only, so a padded row sees exactly the positions
+it would see alone. Greedy decoding runs its own loop over the model with a KV cache, and a row that
+ends leaves the batch and the cache at once: rows of very different lengths cost what they would cost
+alone, not all of them what the longest one costs. Sampling goes through ``generate``. Prompts are grouped by length before batching, so that little of a
 batch is padding, and the answers come back in the order asked.
 
 A row may end early on a :data:`StopRule`: a test on its decoded continuation. Decoding a whole
@@ -94,6 +96,67 @@ def _eos_ids(tokenizer: Any, config: Any) -> set[int]:
     return {int(found)} if isinstance(found, int) else {int(token) for token in found}
 
 
+def _greedy(
+    model: Any, tokenizer: Any, encoded: Any, config: Any, eos: set[int], stop: StopRule | None
+) -> list[Decoded]:
+    """Greedy decoding of a left-padded batch with a KV cache, dropping each row from the batch (and its
+    cache) as soon as it ends: a batch costs what its unfinished rows cost, not what its longest row does."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids = encoded["input_ids"].to(device)
+    mask = encoded["attention_mask"].to(device)
+    rows = int(ids.shape[0])
+    triggers = _trigger_ids(tokenizer, stop[1]) if stop is not None else None
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    ended = [False] * rows
+    active = list(range(rows))
+    cache = DynamicCache(config=model.config)
+    # Each row's positions count its own tokens only: a padded row sees what it would see alone.
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    step_ids, step_positions = ids, positions
+    with torch.inference_mode():
+        for _ in range(int(config.max_new_tokens)):
+            out = model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            chosen = out.logits[:, -1, :].to(dtype=torch.float32).argmax(dim=-1)
+            keep: list[int] = []
+            for slot, row in enumerate(active):
+                token = int(chosen[slot])
+                tokens[row].append(token)
+                if token in eos:
+                    ended[row] = True
+                elif (
+                    triggers is not None
+                    and stop is not None
+                    and bool(triggers[min(token, len(triggers) - 1)])
+                ):
+                    ended[row] = bool(stop[0](tokenizer.decode(tokens[row], skip_special_tokens=True)))
+                if not ended[row]:
+                    keep.append(slot)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, chosen, positions = mask[index], chosen[index], positions[index]
+                active = [active[slot] for slot in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
+            positions = positions[:, -1:] + 1
+            step_ids, step_positions = chosen[:, None], positions
+    return [
+        Decoded(tuple(row), str(tokenizer.decode(row, skip_special_tokens=True)), done)
+        for row, done in zip(tokens, ended, strict=True)
+    ]
+
+
 def _one_batch(
     model: Any, tokenizer: Any, prompts: Sequence[str], config: Any, stop: StopRule | None
 ) -> list[Decoded]:
@@ -106,6 +169,8 @@ def _one_batch(
         encoded = tokenizer(list(prompts), add_special_tokens=False, padding=True, return_tensors="pt")
     finally:
         tokenizer.padding_side = side
+    if not config.do_sample:
+        return _greedy(model, tokenizer, encoded, config, _eos_ids(tokenizer, config), stop)
     start = int(encoded["input_ids"].shape[1])
     criterion, ends = _criteria(tokenizer, start, len(prompts), _eos_ids(tokenizer, config), stop)
     device = next(model.parameters()).device

@@ -187,3 +187,18 @@ def test_the_dense_copy_of_the_gguf_model_loads_the_same_model(
         teacher._tokenizer.eos_token_id,
         teacher._tokenizer.pad_token_id,
     )
+
+
+def test_sampled_batches_go_through_generate_and_repeat_with_the_seed(teacher: LocalTeacher) -> None:
+    import torch
+
+    model, tokenizer = teacher._lm, teacher._tokenizer
+    prompts = [render_prompt(tokenizer, instruction, given) for instruction, given in TASKS[:2]]
+    config = _config(tokenizer, 16)
+    config.do_sample, config.temperature = True, 0.7
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        runs.append(decode_batch(model, tokenizer, prompts, config, batch_size=2, stop=answer_rule()))
+    assert runs[0] == runs[1]
+    assert all(0 < len(answer.tokens) <= 16 for answer in runs[0]), runs[0]
