@@ -41,7 +41,9 @@ class TrainSettings:
     turns it on from :data:`CHECKPOINTING_FROM_PARAMS` parameters. ``load_in_4bit`` trains a QLoRA
     adapter over a 4-bit base (the model must have been loaded that way). ``group_by_length`` batches
     examples of similar length together (the Trainer's length-grouped sampler, seeded), so that less of
-    each batch is padding; the prompt masking is unchanged.
+    each batch is padding; the prompt masking is unchanged. It is off by default: at the offline
+    profile's batch of 2 it did not raise tokens/s (``bench/bench_train_lengths.py``), and it orders each
+    group of batches from long to short.
     """
 
     seq_len: int
@@ -58,7 +60,7 @@ class TrainSettings:
     report_to: str = "none"  # the HF Trainer's report_to: "none", "tensorboard", "mlflow" or "wandb"
     gradient_checkpointing: bool | None = None
     load_in_4bit: bool = False
-    group_by_length: bool = True
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "grad_accum", "train_steps", "lora_r", "lora_alpha")
