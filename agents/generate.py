@@ -163,7 +163,7 @@ class _Generation:
         self.model = config.TEACHER_MODEL
         self.total = config.SAMPLES_PER_ROUND
         self.budget = config.MAX_COST_USD
-        self.concurrency = 1 if local_model_name(self.model) else config.TEACHER_CONCURRENCY
+        self.concurrency = config.TEACHER_CONCURRENCY  # a local: teacher generates this many per batch
         raw_rows, failed_rows = read_jsonl(files.raw), read_jsonl(files.failed)
         proposed_rows = read_jsonl(files.proposed)
         self.done = _ids(raw_rows)

@@ -8,7 +8,10 @@ file back instead of drawing again, so the set never changes between rounds.
 
 Generate asks the teacher for the held-out tasks once, in the round that fixed the set; validate sends
 their clean answers to ``data/heldout/val.jsonl`` (the validation rows of every round) and never to a
-``train.jsonl``; eval scores base and adapter on them.
+``train.jsonl``; eval scores base and adapter on them. A task of the shipped bank has a verified
+reference solution (``data/solutions.jsonl``, checked against the bank's tests): its validation row
+carries that solution (:func:`reference_rows`) rather than the teacher's answer, so that every held-out
+bank task has a row, however weak the teacher, and val loss is measured against known-good code.
 
 :func:`humaneval_overlaps` finds tasks that near-duplicate a HumanEval problem (same function name and
 arity, or a MinHash-similar normalised description), so that they are never trained on while HumanEval
@@ -22,6 +25,8 @@ import math
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 
 from datasketch import MinHash
@@ -29,8 +34,8 @@ from datasketch import MinHash
 from heidi_engine.bus.storage import atomic_write_json
 
 from .humaneval import HumanEvalUnavailable, load_problems
-from .samples import RoundFiles, read_jsonl
-from .tasks import Task
+from .samples import RoundFiles, Sample, SampleMetadata, read_jsonl, sample_id
+from .tasks import Task, instruction_text, load_bank
 
 __all__ = [
     "HELDOUT_FILE",
@@ -42,12 +47,16 @@ __all__ = [
     "heldout_rows",
     "humaneval_overlaps",
     "read_heldout",
+    "reference_rows",
+    "reference_solutions",
     "split_pool",
     "task_id_of",
+    "with_references",
     "without_humaneval",
 ]
 
 HELDOUT_FILE = "heldout.json"
+REFERENCE_MODEL = "reference"  # metadata.teacher_model of a row that carries a bank task's reference
 # Jaccard similarity of word 3-shingles above which two descriptions say the same thing.
 DESCRIPTION_SIMILARITY = 0.5
 _PERMUTATIONS = 128
@@ -213,3 +222,66 @@ def split_pool(
         return train, []
     by_id = {task.task_id: task for task in pool}
     return train, [by_id[task_id] for task_id in heldout if task_id in by_id]
+
+
+def reference_solutions() -> dict[str, str]:
+    """``{task_id: code}``: the verified reference solution of every task of the shipped bank."""
+    data = resources.files("heidi_engine.agents").joinpath("data/solutions.jsonl")
+    found: dict[str, str] = {}
+    for line in data.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            found[str(row["task_id"])] = str(row["solution"])
+    return found
+
+
+def reference_rows(task_ids: Sequence[str], round_no: int, ts: str) -> list[dict[str, object]]:
+    """Validation rows for those of ``task_ids`` that are tasks of the shipped bank: each row is the task's
+    instruction, tests and verified reference solution, like a validated sample (``metadata.teacher_model``
+    is ``"reference"``). Ids that are not bank tasks get no row. Ids ``r<round>-9xxxx`` keep them apart
+    from the round's samples."""
+    bank = {task.task_id: task for task in load_bank()}
+    solutions = reference_solutions()
+    rows: list[dict[str, object]] = []
+    for task_id in task_ids:
+        task = bank.get(task_id)
+        if task is None or task_id not in solutions:
+            continue
+        sample = Sample(
+            id=sample_id(round_no, 90000 + len(rows)),
+            instruction=instruction_text(task),
+            input="",
+            output=solutions[task_id].strip("\n"),
+            tests=task.tests,
+            metadata=SampleMetadata(
+                task_id=task_id,
+                entry_point=task.entry_point,
+                round=round_no,
+                teacher_model=REFERENCE_MODEL,
+                usage={},
+                ts=ts,
+            ),
+        )
+        rows.append(sample.record())
+    return rows
+
+
+def with_references(
+    run_dir: Path, answered: Sequence[Mapping[str, object]], round_no: int
+) -> list[Mapping[str, object]]:
+    """The validation rows of a run on the shipped bank: the reference row of every held-out bank task
+    (:func:`reference_rows`, stamped with the time the reference solutions were last changed, so a rerun
+    writes the same bytes), then the teacher's ``answered`` rows for held-out tasks without one."""
+    references = reference_rows(read_heldout(run_dir) or [], round_no, _solutions_changed())
+    covered = {task_id_of(row) for row in references}
+    return [*references, *(row for row in answered if task_id_of(row) not in covered)]
+
+
+def _solutions_changed() -> str:
+    """When ``data/solutions.jsonl`` was last changed, as ISO 8601 UTC."""
+    data = resources.files("heidi_engine.agents").joinpath("data/solutions.jsonl")
+    try:
+        changed = datetime.fromtimestamp(Path(str(data)).stat().st_mtime, tz=timezone.utc)
+    except OSError:  # inside a zip: no modification time to read
+        changed = datetime.fromtimestamp(0, tz=timezone.utc)
+    return changed.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,15 +1,18 @@
 """The in-process teacher for ``TEACHER_MODEL=local:<model>``: a transformers model generating on this host.
 
 It speaks the same interface as :class:`~heidi_engine.agents.teacher.OpenAITeacher` (``map``,
-``complete``, ``close``), so the generate stage does not care which backend it drives. Generation is
-sequential (one model, one forward pass at a time); ``concurrency`` is accepted and ignored. Usage counts
-one request per sample and the real prompt and completion token counts; a local model costs nothing.
-Sampling is seeded per prompt (``seed`` + CRC of the prompt), so a resumed run regenerates a sample the
-same way it would have been generated the first time.
+``complete``, ``close``), so the generate stage does not care which backend it drives. Greedy generation
+(temperature 0) is batched: ``map`` hands up to ``concurrency`` prompts at a time to one left-padded
+``generate`` call (see :mod:`decoder`), with the same replies as one prompt at a time. Sampling stays one
+prompt at a time, seeded per prompt (``seed`` + CRC of the prompt), so a resumed run regenerates a sample
+the same way it would have been generated the first time. A reply whose prefill opens a code fence ends
+at the closing fence. Usage counts one request per sample and the real prompt and completion token
+counts; a local model costs nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -20,6 +23,7 @@ __all__ = ["LOCAL_PREFIX", "LocalTeacher", "local_model_name"]
 
 T = TypeVar("T")
 LOCAL_PREFIX = "local:"
+FENCE = "```"
 
 
 def local_model_name(teacher_model: str) -> str | None:
@@ -102,39 +106,57 @@ class LocalTeacher:
         # A fresh config: the model's own may carry settings that contradict these.
         return GenerationConfig.from_dict(settings)
 
-    def complete(self, messages: list[dict[str, str]]) -> Completion:
-        """One reply to ``messages``; raises :class:`TeacherError` when generation fails."""
+    def _prefill(self, messages: list[dict[str, str]]) -> str:
+        return messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else ""
+
+    def _batch(self, batch: list[list[dict[str, str]]]) -> list[Completion | TeacherError]:
+        """One reply per conversation of ``batch``, generated together; all of them fail together."""
         import torch
 
+        from .decoder import decode_batch
+
         if self._lm is None:
-            raise TeacherError("teacher closed", TeacherUsage())
-        prompt = self._prompt(messages)
-        encoded = self._tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
-        prompt_len = int(encoded["input_ids"].shape[1])
-        spent = TeacherUsage(requests_sent=1, input_tokens=prompt_len)
-        torch.manual_seed((self._seed + zlib.crc32(prompt.encode("utf-8"))) % 2**32)
-        device = next(self._lm.parameters()).device
+            return [TeacherError("teacher closed", TeacherUsage()) for _ in batch]
+        prompts = [self._prompt(messages) for messages in batch]
+        sent = [
+            TeacherUsage(requests_sent=1, input_tokens=len(self._tokenizer(p, add_special_tokens=False)["input_ids"]))
+            for p in prompts
+        ]
+        # Every prefill in a batch opens a fence or none does (map() batches them apart).
+        fenced = all(self._prefill(messages).count(FENCE) % 2 == 1 for messages in batch)
+        if len(batch) == 1 and self._temperature > 0.0:
+            torch.manual_seed((self._seed + zlib.crc32(prompts[0].encode("utf-8"))) % 2**32)
         try:
-            with torch.inference_mode():
-                output = self._lm.generate(
-                    input_ids=encoded["input_ids"].to(device),
-                    attention_mask=encoded["attention_mask"].to(device),
-                    generation_config=self._generation_config(),
-                )
+            decoded = decode_batch(
+                self._lm,
+                self._tokenizer,
+                prompts,
+                self._generation_config(),
+                batch_size=len(prompts),
+                stop=(_closes_fence, "`") if fenced else None,
+            )
         except (RuntimeError, ValueError) as exc:
-            raise TeacherError(f"local generation failed: {type(exc).__name__}: {exc}"[:200], spent) from None
-        new_tokens = output[0, prompt_len:]
-        count = int(new_tokens.shape[0])
-        ended = count > 0 and int(new_tokens[-1]) == self._tokenizer.eos_token_id
-        text = str(self._tokenizer.decode(new_tokens, skip_special_tokens=True))
-        if messages and messages[-1].get("role") == "assistant":
-            text = messages[-1]["content"] + text
-        return Completion(
-            text=text,
-            usage=spent + TeacherUsage(output_tokens=count),
-            model=self.model,
-            finish_reason="length" if count >= self._max_tokens and not ended else "stop",
-        )
+            reason = f"local generation failed: {type(exc).__name__}: {exc}"[:200]
+            return [TeacherError(reason, spent) for spent in sent]
+        replies: list[Completion | TeacherError] = []
+        for messages, spent, answer in zip(batch, sent, decoded, strict=True):
+            count = len(answer.tokens)
+            replies.append(
+                Completion(
+                    text=self._prefill(messages) + answer.text,
+                    usage=spent + TeacherUsage(output_tokens=count),
+                    model=self.model,
+                    finish_reason="length" if count >= self._max_tokens and not answer.ended else "stop",
+                )
+            )
+        return replies
+
+    def complete(self, messages: list[dict[str, str]]) -> Completion:
+        """One reply to ``messages``; raises :class:`TeacherError` when generation fails."""
+        reply = self._batch([messages])[0]
+        if isinstance(reply, TeacherError):
+            raise reply
+        return reply
 
     def map(
         self,
@@ -146,20 +168,28 @@ class LocalTeacher:
         should_continue: Callable[[], bool] = lambda: True,
         on_outage: Callable[[Outage], None] | None = None,
     ) -> None:
-        """Run ``jobs`` one at a time, asking ``should_continue()`` before each (see OpenAITeacher.map).
+        """Run ``jobs`` in batches of up to ``concurrency`` (one at a time when sampling), asking
+        ``should_continue()`` before each batch (see OpenAITeacher.map); ``on_done`` in job order.
 
         A model in this process has no outages: ``on_outage`` is never called."""
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        size = 1 if self._temperature > 0.0 else concurrency
         source = iter(jobs)
         while should_continue():
-            try:
-                job = next(source)
-            except StopIteration:
+            chunk = list(itertools.islice(source, size))
+            if not chunk:
                 return
-            messages = build_messages(job)
-            try:
-                result: Completion | TeacherError = self.complete(messages)
-            except TeacherError as exc:
-                result = exc
-            on_done(job, result)
+            built = [(job, build_messages(job)) for job in chunk]
+            replies: dict[int, Completion | TeacherError] = {}
+            # A batch shares one stop rule: replies that close a prefilled fence go apart from the others.
+            for fenced in (True, False):
+                group = [i for i, (_, m) in enumerate(built) if (self._prefill(m).count(FENCE) % 2 == 1) is fenced]
+                if group:
+                    replies.update(zip(group, self._batch([built[i][1] for i in group]), strict=True))
+            for index, (job, _) in enumerate(built):
+                on_done(job, replies[index])
+
+
+def _closes_fence(text: str) -> bool:
+    return FENCE in text

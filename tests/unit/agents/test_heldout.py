@@ -1,4 +1,4 @@
-"""The held-out set: its size, its draw, its file, and a task bank kept apart from HumanEval."""
+"""The held-out set: its size, its draw, its file, its reference rows, and a task bank kept apart from HumanEval."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ from heidi_engine.agents.heldout import (
     heldout_count,
     humaneval_overlaps,
     read_heldout,
+    reference_rows,
+    reference_solutions,
+    with_references,
 )
 from heidi_engine.agents.humaneval import load_problems
-from heidi_engine.agents.tasks import load_bank
+from heidi_engine.agents.samples import Sample
+from heidi_engine.agents.tasks import instruction_text, load_bank
 
 IDS = [f"t/{i:03d}" for i in range(20)]
 
@@ -72,3 +76,33 @@ def test_a_humaneval_lookalike_is_found_by_signature_or_by_description() -> None
         ("mine/other", "def swap_pairs(xs: list[int]) -> list[int]:", "Swap neighbouring pairs of xs."),
     ]
     assert humaneval_overlaps(tasks, problems) == {"mine/prime": is_prime.task_id, "mine/reworded": is_prime.task_id}
+
+
+def test_held_out_bank_tasks_get_their_reference_solution_as_a_valid_sample_row() -> None:
+    bank = {task.task_id: task for task in load_bank()}
+    assert set(reference_solutions()) == set(bank)
+    wanted = ["bank/004_is_even", "user/not_in_the_bank", "bank/002_reverse_string"]
+    rows = reference_rows(wanted, 1, "2026-01-01T00:00:00.000Z")
+    assert [row["metadata"]["task_id"] for row in rows] == ["bank/004_is_even", "bank/002_reverse_string"]  # type: ignore[index]
+    for row in rows:
+        sample = Sample.model_validate(row)
+        task = bank[sample.metadata.task_id]
+        assert sample.instruction == instruction_text(task) and sample.tests == task.tests
+        assert sample.output == reference_solutions()[task.task_id].strip("\n")
+        assert sample.metadata.teacher_model == "reference"
+    assert len({row["id"] for row in rows}) == 2
+
+
+def test_the_reference_replaces_the_teachers_answer_and_other_answers_stay(tmp_path: Path) -> None:
+    (tmp_path / "heldout.json").write_text(json.dumps(["bank/004_is_even", "file/own_task"]))
+    teacher = [
+        {"id": "r1-00001", "output": "def is_even(n): return True", "metadata": {"task_id": "bank/004_is_even"}},
+        {"id": "r1-00002", "output": "def own(): pass", "metadata": {"task_id": "file/own_task"}},
+    ]
+    rows = with_references(tmp_path, teacher, 1)
+    assert [(row["metadata"]["task_id"], row["output"]) for row in rows] == [  # type: ignore[index]
+        ("bank/004_is_even", reference_solutions()["bank/004_is_even"].strip("\n")),
+        ("file/own_task", "def own(): pass"),
+    ]
+    # Written again (a resumed stage), the rows are the same, timestamps included.
+    assert with_references(tmp_path, teacher, 1) == rows

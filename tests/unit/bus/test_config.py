@@ -56,6 +56,7 @@ RANGED: dict[str, tuple[type, float, float, float]] = {
     "SEED": (int, 42, 0, 2**32 - 1),
     "HTTP_PORT": (int, 7779, 1024, 65535),
     "EVAL_SAMPLES": (int, 20, 1, 10000),
+    "EVAL_BATCH_SIZE": (int, 8, 1, 256),
     "CHECKPOINT_EVERY": (int, 10, 1, 100000),
     "EVENT_LOG_RETENTION": (int, 5, 1, 100),
     "AGENT_MAX_RESTARTS": (int, 3, 0, 20),
