@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,20 @@ from typing import Any
 
 import pytest
 from harness import SupervisorProc, short_home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One dense copy of the packaged model for the whole session, which the agents the tests start
+    inherit: the GGUF file is converted once, and nothing is written to the user's ~/.cache."""
+    if "AUTOTRAIN_MODEL_CACHE" in os.environ:
+        yield
+        return
+    os.environ["AUTOTRAIN_MODEL_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+    try:
+        yield
+    finally:
+        del os.environ["AUTOTRAIN_MODEL_CACHE"]
 
 
 @pytest.fixture
