@@ -282,3 +282,27 @@ def tiny_llama(folder: Path, *, max_positions: int) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# A user's own HF Trainer script with the two documented lines: argv = output folder, steps.
+USER_TRAIN_SCRIPT = """
+import sys
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+from heidi_engine.agents.bus_control import bus_callback
+
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=1)
+rows = [{"input_ids": ids, "attention_mask": [1] * 8, "labels": ids}
+        for ids in (torch.randint(0, 64, (8,)).tolist() for _ in range(8))]
+args = TrainingArguments(output_dir=sys.argv[1], max_steps=int(sys.argv[2]), per_device_train_batch_size=2,
+                         learning_rate=1e-3, logging_steps=1, report_to=[], use_cpu=True,
+                         dataloader_pin_memory=False, disable_tqdm=True, save_strategy="no")
+trainer = Trainer(model=LlamaForCausalLM(config), args=args, train_dataset=rows)
+trainer.add_callback(bus_callback())
+trainer.train()
+print("final loss", [e["loss"] for e in trainer.state.log_history if "loss" in e][-1])
+"""

@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 import pytest
 import zmq
+from harness import USER_TRAIN_SCRIPT as TRAIN_SCRIPT
 from harness import SupervisorProc, agent_env, scripted, short_home, wait_until
 
 from heidi_engine.bus.codec import encode
@@ -39,26 +40,6 @@ from heidi_engine.bus.state import TrainerSample
 
 SUPERVISOR = [sys.executable, "-m", "heidi_engine.supervisor.cli"]
 STEPS = 3
-TRAIN_SCRIPT = """
-import sys
-
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
-
-from heidi_engine.agents.bus_control import bus_callback
-
-torch.manual_seed(0)
-config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                     num_attention_heads=2, num_key_value_heads=1)
-rows = [{"input_ids": ids, "attention_mask": [1] * 8, "labels": ids}
-        for ids in (torch.randint(0, 64, (8,)).tolist() for _ in range(8))]
-args = TrainingArguments(output_dir=sys.argv[1], max_steps=int(sys.argv[2]), per_device_train_batch_size=2,
-                         learning_rate=1e-3, logging_steps=1, report_to=[], use_cpu=True,
-                         dataloader_pin_memory=False, disable_tqdm=True, save_strategy="no")
-trainer = Trainer(model=LlamaForCausalLM(config), args=args, train_dataset=rows)
-trainer.add_callback(bus_callback())
-trainer.train()
-"""
 
 
 def _free_port_base() -> int:
