@@ -144,12 +144,7 @@ def read_connection_file(path: str | os.PathLike[str]) -> BusInfo:
     """Read a connection file by its path: a client file (checked as :func:`read_client_file` does) or
     a home's ``run/bus.json``; :class:`ConnectionFileError` naming the problem."""
     path = Path(path).expanduser()
-    try:
-        raw = read_json(path)
-    except FileNotFoundError:
-        raise ConnectionFileError(f"no supervisor connection file at {path}") from None
-    except (OSError, ValueError) as exc:
-        raise ConnectionFileError(f"cannot read the connection file {path}: {exc}") from None
+    raw = _read(path, "no supervisor connection file at {path}", "the connection file")
     if isinstance(raw, dict) and any(raw.get(name) for name in _CLIENT_KEYS):
         return _client_info(raw, path)
     return _bus_info(raw, path)
@@ -158,13 +153,19 @@ def read_connection_file(path: str | os.PathLike[str]) -> BusInfo:
 def read_client_file(path: str | os.PathLike[str]) -> BusInfo:
     """Read a client connection file (from ``--issue-client``); :class:`ConnectionFileError` naming the problem."""
     path = Path(path).expanduser()
+    missing = "no client connection file at {path} (see autotrain-supervisor --issue-client)"
+    return _client_info(_read(path, missing, "the client connection file"), path)
+
+
+def _read(path: Path, missing: str, what: str) -> object:
+    """The JSON of ``path``; :class:`ConnectionFileError` with ``missing`` (formatted with the path) when
+    there is no such file, naming ``what`` could not be read otherwise."""
     try:
-        raw = read_json(path)
+        return read_json(path)
     except FileNotFoundError:
-        raise ConnectionFileError(f"no client connection file at {path} (see autotrain-supervisor --issue-client)") from None
+        raise ConnectionFileError(missing.format(path=path)) from None
     except (OSError, ValueError) as exc:
-        raise ConnectionFileError(f"cannot read the client connection file {path}: {exc}") from None
-    return _client_info(raw, path)
+        raise ConnectionFileError(f"cannot read {what} {path}: {exc}") from None
 
 
 def _client_info(raw: object, path: Path) -> BusInfo:
