@@ -64,13 +64,18 @@ def _viewer(kind: str, info: BusInfo, expected: int, ready: SyncEvent, out: Any)
     sock.setsockopt(zmq.SUBSCRIBE, b"state")
     connect(sock, info, info.egress)
     samples: dict[str, float] = {}
-    while sock.poll(5000) and len(samples) < expected:
+    quiet_until = time.monotonic() + 60  # heartbeats keep coming: stop on 5 s without a timed event
+    while len(samples) < expected and time.monotonic() < quiet_until and sock.poll(1000):
         frames = sock.recv_multipart()
         now = time.time()
         ready.set()  # a heartbeat or an event: the subscription is in place
-        message = getattr(decode(frames, info.key).body, "message", "")
-        if isinstance(message, str) and message.startswith("t="):
-            samples[message] = (now - float(message[2:])) * 1000
+        message = decode(frames, info.key)
+        if message.header.kind != "event":
+            continue
+        for event in message.body:  # wire v2: an event message carries a batch
+            if event.message.startswith("t="):
+                samples[event.message] = (now - float(event.message[2:])) * 1000
+                quiet_until = time.monotonic() + 5
     sock.close(linger=0)
     out.put((kind, samples))
 

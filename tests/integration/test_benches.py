@@ -1,0 +1,28 @@
+"""The benchmark scripts still run against the current code: each one, at its smallest size, exits 0
+and prints its figures. A bench is read by people, not by CI, so without this a change to the wire or an
+API can break one silently; no figure is judged here (speed is never asserted in tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+# (script, smallest arguments, a line every successful run prints)
+SMOKE = [
+    ("bench_remote.py", ["--rate", "200", "--seconds", "1"], "CURVE minus ipc, same event:"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), SMOKE, ids=[s for s, _, _ in SMOKE])
+def test_bench_runs(script: str, args: list[str], expected: str) -> None:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    evidence = f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    assert done.returncode == 0, evidence
+    assert expected in done.stdout, evidence
+    assert "no events received" not in done.stdout, evidence
