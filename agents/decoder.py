@@ -8,6 +8,11 @@ ends leaves the batch and the cache at once: rows of very different lengths cost
 alone, not all of them what the longest one costs. Sampling goes through ``generate``. Prompts are grouped by length before batching, so that little of a
 batch is padding, and the answers come back in the order asked.
 
+With a PEFT model, each prompt may name the adapter that answers it (``"__base__"`` for the base model):
+the base and an adapter then answer in the same batch, one pass over the shared weights per token
+instead of one per variant (PEFT's mixed-adapter batches). On a CPU, where a step costs about the same
+for one row as for sixteen, that halves the time of scoring both.
+
 A row may end early on a :data:`StopRule`: a test on its decoded continuation. Decoding a whole
 continuation at every new token costs O(n^2) per row, so the rule is asked only when the new token's
 text holds one of the rule's trigger characters (a closing code fence cannot appear without a backtick,
@@ -22,7 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Decoded", "StopRule", "decode_batch", "length_order"]
+__all__ = ["BASE", "Decoded", "StopRule", "decode_batch", "length_order"]
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
 # ``(continuation text) -> whether the row is finished``, with the characters whose appearance in a new
 # token's text can change its answer from no to yes.
@@ -96,11 +103,45 @@ def _eos_ids(tokenizer: Any, config: Any) -> set[int]:
     return {int(found)} if isinstance(found, int) else {int(token) for token in found}
 
 
+# Tokens a greedy step may carry over all its rows, guesses included: a step reads every weight once
+# however many tokens it carries, so while few rows are left a few guesses per row cost little. Measured
+# on a 2-core CPU with SmolLM2-135M (bench/bench_eval.py's answers): 8 tokens in one row's step cost
+# ~1.5x one token; the batch's decoding took 37-39 s CPU without guesses, 25-26 s with 8, 22-25 s with 16.
+STEP_BUDGET = 16
+MAX_DRAFT = 10
+
+
+def draft(history: Sequence[int], size: int, longest: int = 3, shortest: int = 2) -> list[int]:
+    """Up to ``size`` tokens guessed to come next: those that followed the latest earlier occurrence of
+    the sequence's last ``n`` tokens, ``n`` from ``longest`` down to ``shortest`` (prompt lookup). Small
+    models repeat themselves and their prompts (a signature, a loop of near-identical definitions),
+    which is where most guesses come true; a wrong guess only costs its slot in the step."""
+    for n in range(min(longest, len(history) - 1), shortest - 1, -1):
+        tail = list(history[-n:])
+        for at in range(len(history) - n - 1, -1, -1):
+            if history[at] == tail[0] and list(history[at : at + n]) == tail:
+                return list(history[at + n : at + n + size])
+    return []
+
+
 def _greedy(
-    model: Any, tokenizer: Any, encoded: Any, config: Any, eos: set[int], stop: StopRule | None
+    model: Any,
+    tokenizer: Any,
+    encoded: Any,
+    config: Any,
+    eos: set[int],
+    stop: StopRule | None,
+    adapters: Sequence[str] | None,
 ) -> list[Decoded]:
     """Greedy decoding of a left-padded batch with a KV cache, dropping each row from the batch (and its
-    cache) as soon as it ends: a batch costs what its unfinished rows cost, not what its longest row does."""
+    cache) as soon as it ends: a batch costs what its unfinished rows cost, not what its longest row does.
+
+    While few rows are left, each step also verifies a few guessed tokens per row (:func:`draft`): the
+    step's logits give the greedy token after each guess, a row keeps its guesses up to the first one
+    that is not what greedy decoding chose, and the cache entries of the rest are masked out for good.
+    Every token kept is the greedy choice given the tokens before it, so the answers are those of one
+    token per step; a repetitive answer just takes fewer steps.
+    """
     import torch
     from transformers import DynamicCache
 
@@ -108,7 +149,10 @@ def _greedy(
     ids = encoded["input_ids"].to(device)
     mask = encoded["attention_mask"].to(device)
     rows = int(ids.shape[0])
+    limit = int(config.max_new_tokens)
+    pad = int(config.pad_token_id)
     triggers = _trigger_ids(tokenizer, stop[1]) if stop is not None else None
+    history = [[int(t) for t, kept in zip(ids[row], mask[row], strict=True) if kept] for row in range(rows)]
     tokens: list[list[int]] = [[] for _ in range(rows)]
     ended = [False] * rows
     active = list(range(rows))
@@ -116,41 +160,73 @@ def _greedy(
     # Each row's positions count its own tokens only: a padded row sees what it would see alone.
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     step_ids, step_positions = ids, positions
+    # The position of each row's first input of the step (for the prompt, its last token's): the row's
+    # next token goes that many positions further as it kept tokens.
+    following = positions[:, -1]
+    drafts: list[list[int]] = [[] for _ in active]
     with torch.inference_mode():
-        for _ in range(int(config.max_new_tokens)):
+        while active:
+            width = 1 + max(map(len, drafts))
+            mixed = {} if adapters is None else {"adapter_names": [adapters[row] for row in active]}
             out = model(
                 input_ids=step_ids,
                 attention_mask=mask,
                 position_ids=step_positions,
                 cache=cache,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=width,
+                **mixed,
             )
-            chosen = out.logits[:, -1, :].to(dtype=torch.float32).argmax(dim=-1)
+            chosen = out.logits[:, -width:, :].to(dtype=torch.float32).argmax(dim=-1).tolist()
+            kept_counts: list[int] = []
             keep: list[int] = []
             for slot, row in enumerate(active):
-                token = int(chosen[slot])
-                tokens[row].append(token)
-                if token in eos:
-                    ended[row] = True
-                elif (
-                    triggers is not None
-                    and stop is not None
-                    and bool(triggers[min(token, len(triggers) - 1)])
-                ):
-                    ended[row] = bool(stop[0](tokenizer.decode(tokens[row], skip_special_tokens=True)))
-                if not ended[row]:
+                guesses = drafts[slot]
+                kept = 0
+                for column, token in enumerate(chosen[slot]):
+                    kept += 1
+                    tokens[row].append(token)
+                    history[row].append(token)
+                    if token in eos:
+                        ended[row] = True
+                    elif triggers is not None and stop is not None and bool(triggers[min(token, len(triggers) - 1)]):
+                        ended[row] = bool(stop[0](tokenizer.decode(tokens[row], skip_special_tokens=True)))
+                    if ended[row] or len(tokens[row]) >= limit:
+                        break
+                    if column >= len(guesses) or guesses[column] != token:
+                        break  # the next column's prediction followed a wrong guess
+                kept_counts.append(kept)
+                if not ended[row] and len(tokens[row]) < limit:
                     keep.append(slot)
+            if width > 1:
+                # Entries of the guesses that were not kept stay in the cache, masked out for good.
+                block = torch.tensor(
+                    [[1] * kept + [0] * (width - kept) for kept in kept_counts], dtype=mask.dtype, device=device
+                )
+                mask[:, -width:] = block
+            following = following + torch.tensor(kept_counts, device=device)
             if not keep:
                 break
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
-                mask, chosen, positions = mask[index], chosen[index], positions[index]
+                mask, following = mask[index], following[index]
                 active = [active[slot] for slot in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
-            positions = positions[:, -1:] + 1
-            step_ids, step_positions = chosen[:, None], positions
+            size = min(MAX_DRAFT, STEP_BUDGET // len(active) - 1)
+            drafts = [
+                draft(history[row], min(size, limit - len(tokens[row]) - 1)) if size > 0 else [] for row in active
+            ]
+            width = 1 + max(map(len, drafts))
+            step_ids = torch.tensor(
+                [[history[row][-1], *guess, *[pad] * (width - 1 - len(guess))] for row, guess in zip(active, drafts, strict=True)],
+                dtype=ids.dtype,
+                device=device,
+            )
+            new = torch.tensor(
+                [[1] * (1 + len(guess)) + [0] * (width - 1 - len(guess)) for guess in drafts], dtype=mask.dtype, device=device
+            )
+            mask = torch.cat([mask, new], dim=-1)
+            step_positions = following[:, None] + torch.arange(width, device=device)[None, :]
     return [
         Decoded(tuple(row), str(tokenizer.decode(row, skip_special_tokens=True)), done)
         for row, done in zip(tokens, ended, strict=True)
@@ -158,7 +234,12 @@ def _greedy(
 
 
 def _one_batch(
-    model: Any, tokenizer: Any, prompts: Sequence[str], config: Any, stop: StopRule | None
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    config: Any,
+    stop: StopRule | None,
+    adapters: Sequence[str] | None,
 ) -> list[Decoded]:
     import torch
     from transformers import StoppingCriteriaList
@@ -170,7 +251,7 @@ def _one_batch(
     finally:
         tokenizer.padding_side = side
     if not config.do_sample:
-        return _greedy(model, tokenizer, encoded, config, _eos_ids(tokenizer, config), stop)
+        return _greedy(model, tokenizer, encoded, config, _eos_ids(tokenizer, config), stop, adapters)
     start = int(encoded["input_ids"].shape[1])
     criterion, ends = _criteria(tokenizer, start, len(prompts), _eos_ids(tokenizer, config), stop)
     device = next(model.parameters()).device
@@ -180,6 +261,7 @@ def _one_batch(
             attention_mask=encoded["attention_mask"].to(device),
             generation_config=config,
             stopping_criteria=StoppingCriteriaList([criterion]),
+            **({} if adapters is None else {"adapter_names": list(adapters)}),
         )
     results = []
     for row, end in enumerate(ends):
@@ -198,15 +280,19 @@ def decode_batch(
     batch_size: int,
     stop: StopRule | None = None,
     before: Callable[[], None] | None = None,
+    adapters: Sequence[str] | None = None,
 ) -> list[Decoded]:
     """Generate a continuation of every prompt, ``batch_size`` prompts per ``generate`` call.
 
     ``generation_config`` is a transformers ``GenerationConfig`` (its ``pad_token_id`` must be set);
     ``stop`` ends a row early (see the module docstring); ``before`` is called before each batch (a
-    pause/stop boundary). The results are in the order of ``prompts``.
+    pause/stop boundary); ``adapters``, with a PEFT model, names each prompt's adapter (:data:`BASE` for
+    none). The results are in the order of ``prompts``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if adapters is not None and len(adapters) != len(prompts):
+        raise ValueError(f"{len(adapters)} adapter names for {len(prompts)} prompts")
     if generation_config.pad_token_id is None:
         raise ValueError("generation_config.pad_token_id is not set: batched generation pads its prompts")
     lengths = [len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts]
@@ -216,7 +302,8 @@ def decode_batch(
         if before is not None:
             before()
         chunk = order[first : first + batch_size]
-        decoded = _one_batch(model, tokenizer, [prompts[i] for i in chunk], generation_config, stop)
+        names = None if adapters is None else [adapters[i] for i in chunk]
+        decoded = _one_batch(model, tokenizer, [prompts[i] for i in chunk], generation_config, stop, names)
         for index, answer in zip(chunk, decoded, strict=True):
             results[index] = answer
     return [answer for answer in results if answer is not None]

@@ -3,7 +3,7 @@
 Both variants share one copy of the weights (the base is the adapter disabled) and are scored on the
 same held-out set, the round's ``val.jsonl`` (the run's held-out tasks, see :mod:`heldout`; never
 training rows): validation loss and perplexity on up to ``EVAL_SAMPLES`` rows and, when
-``RUN_UNIT_TESTS`` is "1", pass@1 (greedy, ``EVAL_BATCH_SIZE`` answers per batch, see :mod:`decoder`)
+``RUN_UNIT_TESTS`` is "1", pass@1 (greedy, ``EVAL_BATCH_SIZE`` prompts per batch, base and adapter together, see :mod:`decoder`)
 on those tasks' own unit tests and on the first
 ``EVAL_SAMPLES`` HumanEval problems, run through the sandbox, each rate with its ``n`` and Wilson 95%
 interval. The base is scored once per run and reused (:mod:`outcome`). The counters ``eval_total`` /
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from heidi_engine.agents.decoder import StopRule, decode_batch
+from heidi_engine.agents.decoder import BASE, StopRule, decode_batch
 from heidi_engine.agents.heldout import read_heldout, task_id_of
 from heidi_engine.agents.humaneval import HumanEvalUnavailable, Problem, load_problems
 from heidi_engine.agents.outcome import (
@@ -156,10 +156,19 @@ def answer_rule() -> StopRule:
 
 
 def _generate(
-    model: Any, tokenizer: Any, prompts: Sequence[tuple[str, str]], batch_size: int, before: Callable[[], None]
-) -> list[str]:
-    """The greedy answer to each ``(instruction, input)``, stopped at the end of its function (see
-    :func:`function_complete`); ``batch_size`` answers per batch, ``before`` called before each batch."""
+    model: Any,
+    tokenizer: Any,
+    variants: Sequence[str],
+    prompts: Sequence[tuple[str, str]],
+    batch_size: int,
+    before: Callable[[], None],
+) -> dict[str, list[str]]:
+    """Each variant's greedy answer to each ``(instruction, input)``, stopped at the end of its function
+    (see :func:`function_complete`); ``batch_size`` prompts per batch, ``before`` called before each batch.
+
+    The base and the adapter answer together, each prompt twice in the same batch (see :mod:`decoder`):
+    one pass over the weights per token serves both.
+    """
     from transformers import GenerationConfig
 
     from heidi_engine.agents.template import render_prompt
@@ -173,8 +182,27 @@ def _generate(
         }
     )
     texts = [render_prompt(tokenizer, instruction, input_text) for instruction, input_text in prompts]
-    decoded = decode_batch(model, tokenizer, texts, config, batch_size=batch_size, stop=answer_rule(), before=before)
-    return [answer.text for answer in decoded]
+    if len(variants) > 1 and hasattr(model, "peft_config"):
+        names = {"base": BASE, "adapter": str(model.active_adapter)}
+        decoded = decode_batch(
+            model,
+            tokenizer,
+            [text for text in texts for _ in variants],
+            config,
+            batch_size=batch_size * len(variants),
+            stop=answer_rule(),
+            before=before,
+            adapters=[names[name] for _ in texts for name in variants],
+        )
+        return {name: [answer.text for answer in decoded[i :: len(variants)]] for i, name in enumerate(variants)}
+    answers = {}
+    for name in variants:
+        with _variant(model, name):
+            decoded = decode_batch(
+                model, tokenizer, texts, config, batch_size=batch_size, stop=answer_rule(), before=before
+            )
+        answers[name] = [answer.text for answer in decoded]
+    return answers
 
 
 @contextlib.contextmanager
@@ -251,11 +279,8 @@ def _pass_jobs(
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
     prompts = [(str(row["instruction"]), str(row.get("input") or "")) for row in tasks]
     prompts += [(instruction_for(problem), "") for problem in problems]
-    answers: dict[str, list[str]] = {}
-    for name in variants:
-        # Each batch is a pause/stop boundary.
-        with _variant(model, name):
-            answers[name] = _generate(model, tokenizer, prompts, rt.config.EVAL_BATCH_SIZE, rt.checkpoint)
+    # Each batch is a pause/stop boundary.
+    answers = _generate(model, tokenizer, variants, prompts, rt.config.EVAL_BATCH_SIZE, rt.checkpoint)
     jobs: list[_Job] = []
     for index, row in enumerate(tasks):
         meta = row.get("metadata")

@@ -168,7 +168,7 @@ class AutoTrainConfig(BaseModel):
     )
     EVAL_SAMPLES: int = Field(20, ge=1, le=10000, description="Held-out tasks evaluated after each round.")
     EVAL_BATCH_SIZE: int = Field(
-        8, ge=1, le=256, description="Answers eval generates at once (one left-padded greedy batch)."
+        8, ge=1, le=256, description="Prompts eval answers at once (base and adapter in one greedy batch)."
     )
     REPORT_TO: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
         "none",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from heidi_engine.agents.decoder import Decoded, decode_batch, length_order
+from heidi_engine.agents.decoder import BASE, Decoded, decode_batch, length_order
 from heidi_engine.agents.eval import answer_rule, function_complete
 from heidi_engine.agents.generate import solution_messages
 from heidi_engine.agents.local_teacher import LocalTeacher
@@ -133,6 +133,38 @@ def test_batches_of_two_give_the_same_answers_in_the_order_asked(teacher: LocalT
     assert len(calls) == 2
     assert [answer.tokens for answer in pairs] == [answer.tokens for answer in alone]
     assert all(isinstance(answer, Decoded) and len(answer.tokens) <= 24 for answer in pairs)
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft
+def test_base_and_adapter_answer_in_one_batch_as_each_answers_alone(teacher: LocalTeacher) -> None:
+    """Eval's mixed batch: each prompt twice, once for the base and once for a LoRA adapter, in one batch,
+    gives what each variant gives alone (the adapter disabled for the base)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")  # its own copy: peft wraps it
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained adapter's B is not zero: give it weights that change answers
+        for name, weight in peft_model.named_parameters():
+            if "lora_B" in name:
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.05)
+    peft_model.eval()
+    prompts = [render_prompt(tokenizer, instruction, given) for instruction, given in TASKS[:3]]
+    config = _config(tokenizer, 32)
+    mixed = decode_batch(
+        peft_model, tokenizer, [p for p in prompts for _ in range(2)], config, batch_size=6, stop=answer_rule(),
+        adapters=[name for _ in prompts for name in (BASE, "default")],
+    )  # fmt: skip
+    adapter = [decode_batch(peft_model, tokenizer, [p], config, batch_size=1, stop=answer_rule())[0] for p in prompts]
+    with peft_model.disable_adapter():
+        base = [decode_batch(peft_model, tokenizer, [p], config, batch_size=1, stop=answer_rule())[0] for p in prompts]
+    assert [answer.tokens for answer in mixed[0::2]] == [answer.tokens for answer in base]
+    assert [answer.tokens for answer in mixed[1::2]] == [answer.tokens for answer in adapter]
+    # The adapter really answered its rows: its answers are not the base's.
+    assert [answer.tokens for answer in adapter] != [answer.tokens for answer in base]
+    with pytest.raises(ValueError, match="2 adapter names for 3 prompts"):
+        decode_batch(peft_model, tokenizer, prompts, config, batch_size=3, adapters=[BASE, "default"])
 
 
 def test_the_local_teacher_answers_a_batch_as_it_answers_each_prompt(teacher: LocalTeacher) -> None:
