@@ -38,10 +38,16 @@ def main() -> None:
         sub.poll(0.05, max_messages=args.per_poll if args.slow else 10_000)
         if args.slow:
             time.sleep(args.slow)
-    # Catch up: keep polling until quiet.
-    deadline = time.monotonic() + 20
+    # Catch up: a viewer is up to date once its seq has stood still through two supervisor heartbeats
+    # (1 s apart; each carries the supervisor's seq, so one that dropped events learns it from them).
+    # Stopping at the first quiet poll would miss the drops of a viewer that read its last buffered batch.
+    deadline = time.monotonic() + 30
+    settled_at, last_seq = time.monotonic(), sub.seq
     while time.monotonic() < deadline:
-        if sub.poll(0.3) == 0 and not sub._need_snapshot:
+        sub.poll(0.1)
+        if sub.seq != last_seq or sub._need_snapshot:
+            settled_at, last_seq = time.monotonic(), sub.seq
+        elif time.monotonic() - settled_at > 2.5:
             break
     duplicates = len(live_seqs) - len(set(live_seqs))
     ordered = all(b > a for a, b in itertools.pairwise(live_seqs))

@@ -85,9 +85,11 @@ def test_a_supervisor_without_an_active_run_is_ignored(
     assert sup.call("snapshot")["state"]["trainer"]["step"] == 0
 
 
+# Two ranks share the launcher's stdout: each rank's line goes out in one write (print() writes its
+# pieces separately once the launcher makes stdout unbuffered, and the ranks' pieces then interleave).
 RANKED = SCRIPT.replace("use_cpu=True,", 'use_cpu=True, ddp_backend="gloo",').replace(
-    'print("final loss"', 'print("rank", trainer.args.process_index, "final loss"'
-)
+    'print("final loss", ', 'sys.stdout.write("rank %d final loss %s\\n" % (trainer.args.process_index, '
+).replace("[-1])", "[-1])); sys.stdout.flush()")
 
 
 LAUNCHERS = {
