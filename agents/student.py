@@ -32,6 +32,7 @@ __all__ = [
     "four_bit_problem",
     "load_model_and_tokenizer",
     "pick_device_and_dtype",
+    "prepare_model",
     "resolve_model",
 ]
 
@@ -303,3 +304,35 @@ def load_model_and_tokenizer(
     else:
         model.eval()
     return model, tokenizer
+
+
+def prepare_model(name: str) -> Path | None:
+    """Make the dense copy of a GGUF model ahead of a run, so that no stage pays the dequantizing.
+
+    Returns the cache folder, or None when the model needs none (not a GGUF file, or the cache is off)
+    or it could not be written. A copy already there is not loaded again.
+    """
+    cache = _dense_cache(resolve_model(name))
+    if cache is None or (cache / "config.json").is_file():
+        return cache
+    load_model_and_tokenizer(name, device="cpu")
+    return cache if (cache / "config.json").is_file() else None
+
+
+if __name__ == "__main__":
+    import sys
+
+    from transformers.utils import logging as hf_logging
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m heidi_engine.agents.student MODEL  (makes a GGUF model's dense copy once)")
+    hf_logging.disable_progress_bar()  # the conversion's bars; one line says it all
+    name = sys.argv[1]
+    try:
+        cache = _dense_cache(resolve_model(name))
+        if cache is not None and not (cache / "config.json").is_file():
+            print(f"model {name}: making its dense copy, once (about 20 s on 2 cores)", flush=True)
+        folder = prepare_model(name)
+    except ModelNotAvailable as exc:
+        sys.exit(f"error: {exc}")
+    print(f"model {name}: " + (f"dense copy in {folder}" if folder else "nothing to prepare"))

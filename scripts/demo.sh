@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 make -s install
 export AUTOTRAIN_HOME="${AUTOTRAIN_HOME:-$PWD}"
 BIN="$PWD/.venv/bin"
+# Once per machine: the packaged model's dense copy (dequantizing its GGUF file takes about 20 s; every
+# later load, in every stage of every run, reads the copy). Part of setting up, like the install above.
+TQDM_DISABLE=1 "$BIN/python" -m heidi_engine.agents.student smollm2-135m-instruct
 
 started_here=0
 if ! "$BIN/autotrain-menu" --status >/dev/null 2>&1; then started_here=1; fi
