@@ -1,8 +1,11 @@
 """The agents' side of the bus: signed events, samples and heartbeats PUSHed to the ingress socket.
 
-Events are coalesced into batches (one frame set, one signature): a batch leaves when it holds
-:data:`MAX_BATCH` events or when :data:`WINDOW_S` has passed since the previous send, whichever comes
-first, so a lone event leaves at once and none waits longer than the window. A flusher thread owns the
+Events are coalesced into batches (one frame set, one signature). Only a dense stream waits: while
+events come less than a quarter of :data:`WINDOW_S` apart (over 4,000 a second), a batch leaves when it
+holds :data:`MAX_BATCH` events or when its oldest event has waited :data:`WINDOW_S`, whichever comes
+first. A lone event, or a steady trickle such as 1,000 a second, leaves at once: waiting for a partner
+that is a millisecond away would add that millisecond to every event and save next to nothing. Events
+that queue while the flusher is sending leave together whatever the rate. A flusher thread owns the
 socket (no socket is shared between threads); :meth:`Publisher.send` only packs and queues, in order,
 and blocks while the queue is full, so a supervisor that does not keep up slows its agents down rather
 than lose their events.
@@ -78,7 +81,9 @@ class Publisher:
         self._closing = False
         self._flush_now = False
         self._failed: str | None = None
-        self._last_send = float("-inf")
+        self._last_queued = float("-inf")
+        self._gap = float("inf")  # between the last two messages queued
+        self._head_at = 0.0  # when the oldest queued message was queued
         self._give_up_at = float("inf")  # set by close()
         # From here on only the flusher thread touches the socket; it closes it when it ends.
         self._thread = threading.Thread(target=self._run, name=f"publisher-{sender}", daemon=True)
@@ -99,6 +104,10 @@ class Publisher:
                                    f"{len(self._queue)} queued messages in {self._send_timeout_s:g} s")
                 self._cond.wait(remaining)
             self._check(kind)
+            now = time.monotonic()
+            self._gap, self._last_queued = now - self._last_queued, now
+            if not self._queue:
+                self._head_at = now
             self._queue.append((kind, packed))
             self.sent += 1
             self._cond.notify_all()
@@ -133,9 +142,9 @@ class Publisher:
                 self._cond.wait()
             if not self._queue:
                 return None
-            deadline = self._last_send + self._window_s
-            while (len(self._queue) < self._max_batch and not self._closing and not self._flush_now
-                   and (remaining := deadline - time.monotonic()) > 0):
+            deadline = self._head_at + self._window_s
+            while (self._gap < self._window_s / 4 and len(self._queue) < self._max_batch and not self._closing
+                   and not self._flush_now and (remaining := deadline - time.monotonic()) > 0):
                 self._cond.wait(remaining)
             self._flush_now = False
             items = list(self._queue)
@@ -197,7 +206,6 @@ class Publisher:
                     raise _GiveUp("the supervisor did not take the last messages within the close linger") from None
             except zmq.ZMQError as exc:
                 raise _GiveUp(str(exc)) from None
-        self._last_send = time.monotonic()
         if kind == "event":
             self.batches += 1
 
