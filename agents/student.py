@@ -322,11 +322,8 @@ def prepare_model(name: str) -> Path | None:
 if __name__ == "__main__":
     import sys
 
-    from transformers.utils import logging as hf_logging
-
     if len(sys.argv) != 2:
         sys.exit("usage: python -m heidi_engine.agents.student MODEL  (makes a GGUF model's dense copy once)")
-    hf_logging.disable_progress_bar()  # the conversion's bars; one line says it all
     name = sys.argv[1]
     try:
         cache = _dense_cache(resolve_model(name))

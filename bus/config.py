@@ -451,16 +451,11 @@ def _from_text(name: str, raw: str) -> object:
         raise ValueError("not a number") from None
 
 
-def _from_texts(values: Mapping[str, object], source: str) -> tuple[dict[str, object], list[str]]:
-    """Parse string values of known fields (others pass through, strictly typed); report the rest."""
-    parsed, named = _from_texts_named(values, source)
-    return parsed, [line for _name, line in named]
-
-
 def _from_texts_named(
     values: Mapping[str, object], source: str
 ) -> tuple[dict[str, object], list[tuple[str | None, str]]]:
-    """:func:`_from_texts` with each problem's field (``None`` for an unknown key)."""
+    """Parse string values of known fields (others pass through, strictly typed); report the rest, each
+    problem with its field (``None`` for an unknown key)."""
     parsed: dict[str, object] = {}
     problems: list[tuple[str | None, str]] = []
     for key, value in values.items():
@@ -574,10 +569,10 @@ def dump_yaml_update(path: str | os.PathLike[str], updates: Mapping[str, object]
     is appended; a missing file is created (mode 0600).
     """
     source = os.fspath(path)
-    parsed, problems = _from_texts(updates, "update")
+    parsed, problems = _from_texts_named(updates, "update")
     config, check_problems = _validate(parsed, "update")
     if problems or config is None:
-        raise ConfigError(problems + check_problems)
+        raise ConfigError([line for _name, line in problems] + check_problems)
     try:
         _config_yaml.update_file(path, {key: getattr(config, key) for key in parsed})
     except ValueError as exc:

@@ -33,7 +33,6 @@ from heidi_engine.bus.ledger import replay
 from heidi_engine.bus.message import AgentStatus, ControlBroadcast, Heartbeat
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import (
-    ACTIVE_STATUSES,
     AgentInfo,
     EvalSample,
     RunState,
@@ -48,6 +47,7 @@ from heidi_engine.bus.state import (
 from heidi_engine.supervisor.commands import Refused, execute
 from heidi_engine.supervisor.health import Problems
 from heidi_engine.supervisor.http_child import HttpChild
+from heidi_engine.supervisor.ingress import IngressGate
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline
 from heidi_engine.supervisor.process import AgentProcess, agent_argv, agent_env, terminate_group
@@ -73,8 +73,6 @@ INGEST_BATCH = 2000  # events taken from ingress per loop step (whole batches: i
 EGRESS_BATCH = 256  # events per published batch
 EGRESS_MAX_BYTES = 1024 * 1024  # and bytes, far below what a viewer accepts
 COMMANDS_PER_TICK = 64  # a flood of commands cannot starve ingress, the driver or the heartbeat
-# Only the supervisor speaks for the pipeline: these event types from an agent are refused.
-SUPERVISOR_ONLY = frozenset({"pipeline_start", "pipeline_stop", "pipeline_complete", "stage_start", "stage_end"})
 
 
 class Supervisor:
@@ -105,7 +103,7 @@ class Supervisor:
         self.pipeline: Pipeline | None = None
         self.config: AutoTrainConfig | None = None
         self.accepted_events = 0
-        self.refused_events: dict[str, int] = {}
+        self.gate = IngressGate()  # what agents may send; the rest refused and counted
         self.shutdown_requested = False
         self.fast_shutdown = False
         self.problems = Problems()
@@ -222,7 +220,10 @@ class Supervisor:
                 if header.kind == "event":
                     events = self.server.decode_ingress_events(body_bytes)
                     taken += max(1, len(events))
-                    self._take_events(header.sender, events, batch)
+                    kept = self.gate.events(self.state, events)
+                    if kept:
+                        batch.extend(kept)
+                        self._seen(header.sender, None)
                     continue
                 taken += 1
                 body = self.server.decode_ingress_body(header, body_bytes)
@@ -232,38 +233,16 @@ class Supervisor:
                 self.accept_events(batch)
                 batch = []
                 if isinstance(body, SystemSample):
-                    self._refuse("system_sample")  # only the supervisor samples the machine
+                    self.gate.refuse("system_sample")  # only the supervisor samples the machine
                 elif isinstance(body, (TrainerSample, EvalSample, TeacherSample)):
-                    if self._refuse_foreign(body.run_id or ""):
-                        continue
-                    self._seen(header.sender, None)
-                    self.accept_sample(body)
-                elif isinstance(body, AgentStatus):
-                    if body.run_id is not None and self._refuse_foreign(body.run_id):
-                        continue
+                    if not self.gate.foreign(self.state, body.run_id or ""):
+                        self._seen(header.sender, None)
+                        self.accept_sample(body)
+                elif isinstance(body, AgentStatus) and (
+                    body.run_id is None or not self.gate.foreign(self.state, body.run_id)
+                ):
                     self._seen(body.stage, body.phase == "parked", pid=body.pid, done=body.phase == "done")
         self.accept_events(batch)
-
-    def _take_events(self, sender: str, events: list[Event], batch: list[Event]) -> None:
-        """Append an agent's valid events to ``batch``, refusing (and counting) those it may not send."""
-        seen = False
-        for event in events:
-            if event.event_type in SUPERVISOR_ONLY:
-                self._refuse("supervisor_only")
-            elif not self._refuse_foreign(event.run_id):
-                seen = True
-                batch.append(event)
-        if seen:
-            self._seen(sender, None)
-
-    def _refuse_foreign(self, run_id: str) -> bool:
-        if self.state.run_id == run_id and self.state.status in ACTIVE_STATUSES:
-            return False
-        self._refuse("wrong_run")
-        return True
-
-    def _refuse(self, reason: str) -> None:
-        self.refused_events[reason] = self.refused_events.get(reason, 0) + 1
 
     def _seen(self, sender: str, parked: bool | None, *, pid: int | None = None, done: bool = False) -> None:
         if self.pipeline is not None:
@@ -298,7 +277,7 @@ class Supervisor:
             "last_event_ts": state.last_event_ts, "updated_at": state.updated_at, "error": state.error,
             "seq": self.seq, "session": self.session, "pid": os.getpid(),
             "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
-            "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.refused_events),
+            "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.gate.refused),
             "health": "degraded" if self.problems.text else "ok", "problem": self.problems.text,
             "http": None if self.http_child is None else self.http_child.describe(),
             "sandbox_warning": sandbox_warning(state.config),
