@@ -166,7 +166,7 @@ class Ledger(BaseModel):
 
     def save(self, run_dir: str | os.PathLike[str]) -> None:
         """Replace ``ledger.json`` atomically."""
-        atomic_write_json(Path(run_dir) / LEDGER_FILE, self.model_dump(mode="json"))
+        atomic_write_json(Path(run_dir) / LEDGER_FILE, self.model_dump(mode="json"), indent=None)
 
 
 def file_head(path: str | os.PathLike[str]) -> str:

@@ -241,7 +241,7 @@ class Persister:
         """Write ``state.json`` and the ledger now (stage boundaries, status changes, shutdown)."""
         self._last_state_write = self.clock()
         os.fsync(self._events_fd)
-        atomic_write_json(self.run_dir / STATE_FILE, state.model_dump(mode="json"))
+        atomic_write_json(self.run_dir / STATE_FILE, state.model_dump(mode="json"), indent=None)
         self._save_ledger()
         self._dirty = False
 
