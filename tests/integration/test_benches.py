@@ -15,6 +15,9 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 # (script, smallest arguments, a line every successful run prints)
 SMOKE = [
     ("bench_remote.py", ["--rate", "200", "--seconds", "1"], "CURVE minus ipc, same event:"),
+    ("bench_supervisor.py", ["--events", "3000", "--raw", "20000", "--latency-seconds", "1"], "late join with"),
+    ("bench_teacher.py", ["--latency", "0.05", "--levels", "2", "--repeats", "1", "--requests", "4", "--pool", "2"],
+     "pool vs 1"),
 ]
 
 
