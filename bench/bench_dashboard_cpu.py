@@ -5,7 +5,10 @@ allows, opens the dashboard in a detached tmux pane at its default refresh, and 
 process's CPU time over ``--seconds`` (psutil ``cpu_times`` delta / wall time), in % of one core, for the
 Overview and the Events view, then once more with the run paused (idle). The event rate actually reached
 is measured from the supervisor's accepted-event count over the same window. The target
-is < 2% of one core. Figures only, no asserts. Run: ``python bench/bench_dashboard_cpu.py``.
+is < 2% of one core. Then, for the floor under any viewer, three bare receivers of the same egress in
+their own processes, measured together over one window: one that only receives each message, one that
+also checks its signature, and a :class:`Subscriber` that folds it into a state (what the dashboard's
+bus thread does). Figures only, no asserts. Run: ``python bench/bench_dashboard_cpu.py``.
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ import uuid
 from pathlib import Path
 
 import psutil
+import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from harness import SupervisorProc, agent_env, scripted, short_home, wait_until
+
+from heidi_engine.bus.codec import verify
+from heidi_engine.bus.connection import read_bus_info
+from heidi_engine.bus.context import new_socket
+from heidi_engine.bus.subscriber import Subscriber
 
 
 class Pane:
@@ -86,7 +95,56 @@ def measure(proc: psutil.Process, sup: SupervisorProc, seconds: float) -> tuple[
     return 100.0 * used / wall, (events1 - events0) / wall
 
 
+def receive(home: str, how: str) -> None:
+    """A bare egress receiver (``--receiver``): drains its socket ten times a second, until killed."""
+    info = read_bus_info(Path(home))
+    if how == "subscriber":
+        sub = Subscriber(home)
+        while True:
+            sub.poll(0.1)
+            time.sleep(0.1)
+    sock = new_socket(zmq.SUB, linger_ms=0)
+    for topic in (b"event", b"sample", b"state"):
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(info.egress)
+    while True:
+        sock.poll(100)
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if how == "verify":
+                verify(frames, info.key)
+        time.sleep(0.1)
+
+
+def floor(home: Path, sup: SupervisorProc, seconds: float) -> None:
+    """CPU of the three bare receivers over one window, in % of one core."""
+    hows = ("receive", "verify", "subscriber")
+    procs = [subprocess.Popen([sys.executable, __file__, "--receiver", how, str(home)]) for how in hows]
+    try:
+        time.sleep(2)  # connected and caught up
+        watched = [psutil.Process(proc.pid) for proc in procs]
+        events0, wall0 = sup.status()["accepted_events"], time.monotonic()
+        cpu0 = [sum(p.cpu_times()[:2]) for p in watched]
+        time.sleep(seconds)  # a measurement window, not a synchronisation
+        cpu1 = [sum(p.cpu_times()[:2]) for p in watched]
+        wall = time.monotonic() - wall0
+        rate = (sup.status()["accepted_events"] - events0) / wall
+        used = {how: 100.0 * (b - a) / wall for how, a, b in zip(hows, cpu0, cpu1, strict=True)}
+        print(f"{'bare receivers':<24} {rate:>9.0f}   receive only {used['receive']:.1f}%, with signature check "
+              f"{used['verify']:.1f}%, Subscriber {used['subscriber']:.1f}%")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--receiver"]:
+        receive(sys.argv[3], sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description="dashboard CPU at ~1,000 events/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per phase")
     parser.add_argument("--events", type=int, default=40000, help="events the scripted agent emits")
@@ -115,6 +173,7 @@ def main() -> None:
             pane.keys("4")
             cpu, rate = measure(proc, sup, args.seconds)
             print(f"{'flood, Events view':<24} {rate:>9.0f} {cpu:>8.1f}%")
+            floor(home, sup, args.seconds)
             sup.call("pause")
             sup.wait_status("paused", timeout_s=30)
             pane.keys("1")

@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 SMOKE = [
     ("bench_remote.py", ["--rate", "200", "--seconds", "1"], "CURVE minus ipc, same event:"),
     ("bench_supervisor.py", ["--events", "3000", "--raw", "20000", "--latency-seconds", "1"], "late join with"),
+    ("bench_dashboard_cpu.py", ["--seconds", "1", "--events", "8000"], "bare receivers"),
     ("bench_teacher.py", ["--latency", "0.05", "--levels", "2", "--repeats", "1", "--requests", "4", "--pool", "2"],
      "pool vs 1"),
 ]
