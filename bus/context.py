@@ -25,9 +25,16 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
         return _context
 
 
-def new_socket(kind: int, *, linger_ms: int = DEFAULT_LINGER_MS, max_msg: int | None = None) -> zmq.Socket[bytes]:
-    """A socket of ``kind`` with LINGER (and MAXMSGSIZE for receivers) set."""
-    sock = context().socket(kind)
+def new_socket(
+    kind: int,
+    *,
+    linger_ms: int = DEFAULT_LINGER_MS,
+    max_msg: int | None = None,
+    ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+) -> zmq.Socket[bytes]:
+    """A socket of ``kind`` with LINGER (and MAXMSGSIZE for receivers) set, in ``ctx`` (default: the
+    process's context)."""
+    sock = (ctx or context()).socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
     if max_msg is not None:
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg)

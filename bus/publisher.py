@@ -30,6 +30,9 @@ from heidi_engine.bus.remote import connect
 
 # Pending events are flushed on close for this long: an agent's last events must not be lost, even
 # while the supervisor is busy. A supervisor that is gone kills its agents anyway (PDEATHSIG).
+# libzmq honours the linger only while its context is being terminated, and pyzmq does not terminate a
+# context at interpreter exit: each publisher therefore has a context of its own, which its close ends,
+# so that a process does not exit with events still queued in libzmq.
 CLOSE_LINGER_MS = 60_000
 MAX_BATCH = 256
 WINDOW_S = 0.001
@@ -71,10 +74,16 @@ class Publisher:
         self._window_s = window_s
         self._max_batch = max_batch
         self._linger_s = linger_s
-        self._sock = new_socket(zmq.PUSH, linger_ms=int(linger_s * 1000))
-        self._sock.setsockopt(zmq.SNDHWM, hwm)
-        self._sock.setsockopt(zmq.SNDTIMEO, _SEND_SLICE_MS)
-        connect(self._sock, info, info.ingress)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = new_socket(zmq.PUSH, linger_ms=int(linger_s * 1000), ctx=self._context)
+        try:
+            self._sock.setsockopt(zmq.SNDHWM, hwm)
+            self._sock.setsockopt(zmq.SNDTIMEO, _SEND_SLICE_MS)
+            connect(self._sock, info, info.ingress)
+        except BaseException:
+            self._sock.close(linger=0)
+            self._context.term()
+            raise
         self._queue: deque[tuple[str, bytes]] = deque()
         self._busy = 0  # items taken by the flusher and not yet on the socket
         self._cond = threading.Condition()
@@ -168,7 +177,10 @@ class Publisher:
                 self._busy = 0
                 self._cond.notify_all()
         finally:
-            self._sock.close()
+            # Ending the context waits (up to the linger) until libzmq has handed over what it holds;
+            # after a failure there is nothing left worth waiting for.
+            self._sock.close(linger=0 if self._failed is not None else None)
+            self._context.term()
 
     def _frames_of(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """Runs of events joined into batches (at most ``max_batch`` events and about ``BATCH_BYTES``);

@@ -1,9 +1,13 @@
 """The agents' publisher over a real socket: events coalesce into batches, order holds across kinds, a
-lone event leaves without waiting for another, nothing queued is lost at close, and a supervisor that
-takes nothing makes send() fail in time instead of hanging or dropping."""
+lone event leaves without waiting for another, nothing queued is lost at close (not even when the
+process exits right after it while the supervisor is behind), and a supervisor that takes nothing makes
+send() fail in time instead of hanging or dropping."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +90,49 @@ def test_bad_arguments_are_refused_clearly(bus: BusServer) -> None:
         Publisher(bus.info, "x", max_batch=0)
     with Publisher(bus.info, "x") as pub, pytest.raises(ValueError, match="unknown message kind"):
         pub.send("nonsense", event(0))
+
+
+EXITING_AGENT = """
+import sys
+from pathlib import Path
+from heidi_engine.bus.connection import read_bus_info
+from heidi_engine.bus.event import Event
+from heidi_engine.bus.publisher import Publisher
+home, count = Path(sys.argv[1]), int(sys.argv[2])
+pub = Publisher(read_bus_info(home), "generate:9")
+for i in range(count):
+    pub.send("event", Event(run_id="run_20240215_123456_abc12345", stage="generate", event_type="progress",
+                            message=f"n{i}"))
+(home / "closing").touch()
+pub.close()
+"""
+
+
+def test_a_process_that_exits_right_after_close_has_delivered_everything(tmp_path: Path) -> None:
+    """The agent's last events are still queued in libzmq when it closes and exits, and the supervisor
+    reads nothing until then (its queue holds ten batches of the ~80): they must arrive all the same."""
+    info = new_bus_info(tmp_path, 1)
+    write_bus_info(tmp_path, info)
+    server = BusServer(info, ingress_hwm=10)
+    count = 20_000
+    agent = subprocess.Popen([sys.executable, "-c", EXITING_AGENT, str(tmp_path), str(count)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        wait_until(lambda: (tmp_path / "closing").exists() or agent.poll() is not None, 60, 0.01, "all sent")
+        got: list[object] = []
+        deadline = time.monotonic() + 120
+        while len(got) < count and time.monotonic() < deadline:
+            drain(server, got)
+            if agent.poll() is not None and not server.wait(0.5).ingress:
+                break  # the agent is gone and nothing more is coming
+        output = agent.communicate(timeout=60)[0]
+        assert agent.returncode == 0, output
+        missing = sorted(set(range(count)) - {int(str(m)[1:]) for m in got})
+        assert got == [f"n{i}" for i in range(count)], (
+            f"{len(got)} of {count} events arrived (missing {missing[:3]}…{missing[-3:]}, bad {dict(server.bad.counts)}); "
+            f"agent said: {output}")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        server.close()
