@@ -1,4 +1,8 @@
-"""The process's one ZeroMQ context, created lazily and anew after a fork."""
+"""The process's shared ZeroMQ context, created lazily and anew after a fork.
+
+Publishers have a context of their own (:mod:`heidi_engine.bus.publisher`): terminating it is what
+makes libzmq deliver a closed socket's queue before the process exits.
+"""
 
 from __future__ import annotations
 
