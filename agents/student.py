@@ -17,7 +17,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,15 +306,18 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
-def prepare_model(name: str) -> Path | None:
+def prepare_model(name: str, *, converting: Callable[[], None] | None = None) -> Path | None:
     """Make the dense copy of a GGUF model ahead of a run, so that no stage pays the dequantizing.
 
     Returns the cache folder, or None when the model needs none (not a GGUF file, or the cache is off)
-    or it could not be written. A copy already there is not loaded again.
+    or it could not be written. A copy already there is not loaded again; ``converting`` is called just
+    before a conversion starts.
     """
     cache = _dense_cache(resolve_model(name))
     if cache is None or (cache / "config.json").is_file():
         return cache
+    if converting is not None:
+        converting()
     load_model_and_tokenizer(name, device="cpu")
     return cache if (cache / "config.json").is_file() else None
 
@@ -326,10 +329,9 @@ if __name__ == "__main__":
         sys.exit("usage: python -m heidi_engine.agents.student MODEL  (makes a GGUF model's dense copy once)")
     name = sys.argv[1]
     try:
-        cache = _dense_cache(resolve_model(name))
-        if cache is not None and not (cache / "config.json").is_file():
-            print(f"model {name}: making its dense copy, once (about 20 s on 2 cores)", flush=True)
-        folder = prepare_model(name)
+        folder = prepare_model(
+            name, converting=lambda: print(f"model {name}: making its dense copy, once (about 20 s on 2 cores)", flush=True)
+        )
     except ModelNotAvailable as exc:
         sys.exit(f"error: {exc}")
     print(f"model {name}: " + (f"dense copy in {folder}" if folder else "nothing to prepare"))
