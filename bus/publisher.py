@@ -9,14 +9,25 @@ that queue while the flusher is sending leave together whatever the rate. A flus
 socket (no socket is shared between threads); :meth:`Publisher.send` only packs and queues, in order,
 and blocks while the queue is full, so a supervisor that does not keep up slows its agents down rather
 than lose their events.
+
+Delivery is acknowledged, not hoped for. Every message carries a number (its header's ``seq``); the
+flusher keeps the last :data:`RETAIN_BYTES` of what it sent. :meth:`Publisher.close` asks the
+supervisor's control socket which numbers arrived (:mod:`heidi_engine.bus.delivery`) until all have,
+within the close linger: what the supervisor holds but has not read yet is waited for, and what went
+missing (a gap, or no progress for :data:`STALL_S` while messages are outstanding) is sent again; the
+supervisor drops a copy of a message it already has, so nothing is counted twice. What is still not
+confirmed at the end is logged with its count and kept in :attr:`Publisher.undelivered`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 import threading
 import time
 from collections import deque
+from typing import NamedTuple
 
 import zmq
 from pydantic import BaseModel
@@ -24,9 +35,13 @@ from pydantic import BaseModel
 from heidi_engine.bus.codec import Header, encode_raw, join_packed, pack_body
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.delivery import DELIVERY_QUERY, parse_answer
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.message import KINDS
 from heidi_engine.bus.remote import connect
+
+log = logging.getLogger(__name__)
 
 # Pending events are flushed on close for this long: an agent's last events must not be lost, even
 # while the supervisor is busy. A supervisor that is gone kills its agents anyway (PDEATHSIG).
@@ -41,6 +56,19 @@ WINDOW_S = 0.001
 BATCH_BYTES = 64 * 1024 - 16  # the array header fits too
 _QUEUE_MAX = 4 * MAX_BATCH
 _SEND_SLICE_MS = 100  # the flusher's blocking send, in slices, so that it notices a close
+# What a closing publisher can still send again: the messages a supervisor may not have read when the
+# connection ends are at most its queue's worth (1,000 batches of ~64 KiB would be far more than
+# anything ever outstanding at close; 16 MiB is ample for the tail that a disconnect can lose).
+RETAIN_BYTES = 16 * 1024 * 1024
+STALL_S = 1.0  # outstanding messages and no progress for this long: send them again
+_ASK_TIMEOUT_S = 1.0  # one delivery query (lazy pirate: a new socket after a timeout)
+_ASK_EVERY_S = 0.02
+
+
+class _Sent(NamedTuple):
+    number: int
+    frames: list[bytes]
+    events: int  # events in the message (0 for a sample or status)
 
 
 class Publisher:
@@ -49,7 +77,11 @@ class Publisher:
     ``send_timeout_s``: how long :meth:`send` waits for room before :class:`BusError` (``None``: for
     ever). ``hwm``: messages (batches) the socket holds before the flusher waits. ``window_s`` and
     ``max_batch``: the coalescing described above. ``linger_s``: how long :meth:`close` keeps trying to
-    hand over what is queued.
+    keep asking the supervisor to confirm what it sent, and sending again what went missing.
+
+    After :meth:`close`: :attr:`resent` messages were sent again, :attr:`undelivered` events were not
+    confirmed (0 when all arrived), and :attr:`confirmed` says whether the supervisor confirmed
+    everything (``None``: it does not answer delivery queries, and libzmq's linger was all there was).
     """
 
     def __init__(
@@ -70,6 +102,9 @@ class Publisher:
         self.session = secrets.token_hex(8)
         self.sent = 0
         self.batches = 0
+        self.resent = 0
+        self.undelivered = 0
+        self.confirmed: bool | None = False
         self._send_timeout_s = send_timeout_s
         self._window_s = window_s
         self._max_batch = max_batch
@@ -94,6 +129,9 @@ class Publisher:
         self._gap = float("inf")  # between the last two messages queued
         self._head_at = 0.0  # when the oldest queued message was queued
         self._give_up_at = float("inf")  # set by close()
+        self._number = 0  # the last message number sent (the flusher's)
+        self._retained: deque[_Sent] = deque()  # what the flusher sent, newest last, for resending
+        self._retained_bytes = 0
         # From here on only the flusher thread touches the socket; it closes it when it ends.
         self._thread = threading.Thread(target=self._run, name=f"publisher-{sender}", daemon=True)
         self._thread.start()
@@ -163,29 +201,104 @@ class Publisher:
             return items
 
     def _run(self) -> None:
+        linger: int | None = 0
         try:
             while (items := self._take()) is not None:
-                for kind, body in self._frames_of(items):
-                    self._send(kind, body)
+                for kind, body, events in self._frames_of(items):
+                    self._send(kind, body, events)
                 with self._cond:
                     self._busy = 0
                     self._cond.notify_all()
+            linger = self._settle()
         except _GiveUp as exc:
             with self._cond:
                 self._failed = str(exc)
+                lost = sum(1 for kind, _ in self._queue if kind == "event")
                 self._queue.clear()
                 self._busy = 0
                 self._cond.notify_all()
+            self.undelivered = lost + sum(m.events for m in self._retained)
+            if self.undelivered:
+                log.warning("%s: %d events may not have reached the supervisor: %s", self.sender, self.undelivered, exc)
         finally:
             # Ending the context waits (up to the linger) until libzmq has handed over what it holds;
-            # after a failure there is nothing left worth waiting for.
-            self._sock.close(linger=0 if self._failed is not None else None)
+            # once the supervisor confirmed everything (or after a failure) there is nothing to wait for.
+            self._sock.close(linger=linger)
             self._context.term()
 
-    def _frames_of(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    def _settle(self) -> int | None:
+        """Ask the supervisor which messages arrived until all have, sending again what went missing;
+        the socket's close linger (ms) to use afterwards."""
+        if self._number == 0:
+            self.confirmed = True
+            return 0
+        client = ControlClient(self.info, sender=self.sender, timeout_s=_ASK_TIMEOUT_S)
+        through, missing = 0, frozenset[int]()
+        progress_at, resent = time.monotonic(), False
+        try:
+            while (remaining := self._give_up_at - time.monotonic()) > 0:
+                try:
+                    reply = client.request(DELIVERY_QUERY, {"sender": self.sender, "session": self.session, "sent": self._number},
+                                           timeout_s=min(_ASK_TIMEOUT_S, remaining))  # fmt: skip
+                except BusError:
+                    if self._supervisor_gone():
+                        break  # nobody will ever answer: do not make the process wait the linger out
+                    continue  # busy or stopped: ask again, up to the linger
+                answer = parse_answer(reply.result) if reply.ok else None
+                if answer is None:
+                    # A supervisor that cannot confirm: libzmq's linger is all there is, as before.
+                    self.confirmed = None
+                    self._trim(self._number)
+                    return None
+                if answer[0] > through:
+                    progress_at, resent = time.monotonic(), False
+                through, missing = answer
+                outstanding = [m for m in self._retained if m.number > through or m.number in missing]
+                if through >= self._number and not outstanding:
+                    break  # everything arrived (a gap older than what is kept is counted below)
+                if not resent and (missing or time.monotonic() - progress_at >= STALL_S):
+                    for message in outstanding:
+                        self._put(message.frames)
+                    self.resent += len(outstanding)
+                    resent = True
+                time.sleep(_ASK_EVERY_S)
+        finally:
+            client.close()
+        unconfirmed = [m for m in self._retained if m.number > through or m.number in missing]
+        forgotten = sum(1 for n in missing if n < self._oldest_retained())
+        forgotten += max(0, min(self._number + 1, self._oldest_retained()) - through - 1)
+        self.undelivered = sum(m.events for m in unconfirmed)
+        self.confirmed = not unconfirmed and not forgotten
+        if not self.confirmed:
+            log.warning("%s: %d events in %d messages were not confirmed by the supervisor within the close "
+                        "linger of %g s; they may be lost", self.sender, self.undelivered,
+                        len(unconfirmed) + forgotten, self._linger_s)  # fmt: skip
+        self._trim(self._number)
+        return 0
+
+    def _supervisor_gone(self) -> bool:
+        """Whether the local supervisor's process has ended (unknown for a remote one: False)."""
+        if self.info.remote or self.info.pid <= 0:
+            return False
+        try:
+            os.kill(self.info.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # someone else's process: it exists
+        return False
+
+    def _oldest_retained(self) -> int:
+        return self._retained[0].number if self._retained else self._number + 1
+
+    def _trim(self, through: int) -> None:
+        while self._retained and self._retained[0].number <= through:
+            self._retained_bytes -= sum(len(f) for f in self._retained.popleft().frames)
+
+    def _frames_of(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes, int]]:
         """Runs of events joined into batches (at most ``max_batch`` events and about ``BATCH_BYTES``);
-        every other message alone, all in their order."""
-        out: list[tuple[str, bytes]] = []
+        every other message alone, all in their order; each with its count of events."""
+        out: list[tuple[str, bytes, int]] = []
         run: list[bytes] = []
         size = 0
         for kind, body in items:
@@ -194,23 +307,33 @@ class Publisher:
                 size += len(body)
                 continue
             if run:
-                out.append(("event", join_packed(run)))
+                out.append(("event", join_packed(run), len(run)))
                 run, size = [], 0
             if kind == "event":
                 run, size = [body], len(body)
             else:
-                out.append((kind, body))
+                out.append((kind, body, 0))
         if run:
-            out.append(("event", join_packed(run)))
+            out.append(("event", join_packed(run), len(run)))
         return out
 
-    def _send(self, kind: str, body: bytes) -> None:
-        header = Header(kind, self.sender, self.session, time.time())
+    def _send(self, kind: str, body: bytes, events: int) -> None:
+        self._number += 1
+        header = Header(kind, self.sender, self.session, time.time(), seq=self._number)
         frames = encode_raw(self.info.key, kind.encode(), header, body)
+        self._put(frames)
+        self._retained.append(_Sent(self._number, frames, events))
+        self._retained_bytes += sum(len(f) for f in frames)
+        while self._retained_bytes > RETAIN_BYTES and len(self._retained) > 1:
+            self._retained_bytes -= sum(len(f) for f in self._retained.popleft().frames)
+        if kind == "event":
+            self.batches += 1
+
+    def _put(self, frames: list[bytes]) -> None:
         while True:
             try:
                 self._sock.send_multipart(frames)
-                break
+                return
             except zmq.Again:
                 # The supervisor is busy: keep trying (senders block meanwhile), up to the close linger
                 # once closing; a supervisor that is gone kills its agents anyway.
@@ -218,8 +341,6 @@ class Publisher:
                     raise _GiveUp("the supervisor did not take the last messages within the close linger") from None
             except zmq.ZMQError as exc:
                 raise _GiveUp(str(exc)) from None
-        if kind == "event":
-            self.batches += 1
 
     def close(self) -> None:
         """Flush everything queued (bounded by the linger) and close."""

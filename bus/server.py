@@ -32,6 +32,7 @@ from heidi_engine.bus.codec import (
 )
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
+from heidi_engine.bus.delivery import DELIVERY_QUERY, Receipts
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.message import Command, Reply
 from heidi_engine.bus.remote import RemoteListener
@@ -45,6 +46,7 @@ INGRESS_MAX_BYTES = 64 * 1024
 INGRESS_BATCH_MAX_BYTES = MAX_MESSAGE_BYTES
 _LOG_EVERY_S = 60.0
 _TRANSPORT_MAX = 2 * MAX_MESSAGE_BYTES
+_QUERIES_PER_CALL = 64  # delivery queries answered inside one recv_command call
 
 
 class BadMessageLog:
@@ -84,6 +86,8 @@ class BusServer:
     def __init__(self, info: BusInfo, *, egress_hwm: int = 100, ingress_hwm: int = 1_000) -> None:
         self.info = info
         self.bad = BadMessageLog()
+        # Which numbered messages arrived from each publisher: resends are dropped, gaps remembered.
+        self.receipts = Receipts()
         self._key = info.key
         # The transport drops (and disconnects) only messages far beyond the limit; those just over it
         # reach the codec, which refuses and counts them as oversize.
@@ -128,7 +132,8 @@ class BusServer:
 
         Bodies stay packed: the broker validates each kind its own way (events are redacted). An event
         batch may be as large as :data:`INGRESS_BATCH_MAX_BYTES`; any other message, or one event in a
-        batch, at most :data:`INGRESS_MAX_BYTES`.
+        batch, at most :data:`INGRESS_MAX_BYTES`. A publisher's resend of a message that already arrived
+        is dropped here (:mod:`heidi_engine.bus.delivery`).
         """
         out: list[tuple[Header, bytes]] = []
         for _ in range(limit):
@@ -144,7 +149,8 @@ class BusServer:
             except DecodeError as exc:
                 self.bad.refuse("ingress", exc)
                 continue
-            out.append((header, body))
+            if self.receipts.admit(header.sender, header.session, header.seq):
+                out.append((header, body))
         return out
 
     def decode_ingress_events(self, body: bytes) -> list[Event]:
@@ -172,23 +178,40 @@ class BusServer:
             return None
 
     def recv_command(self) -> tuple[bytes, Command] | None:
-        """One verified command and the identity to reply to, or ``None`` when nothing (valid) is waiting."""
-        try:
-            frames = self.control.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        if len(frames) < 2:
-            self.bad.refuse("control", DecodeError("bad_frames", "no identity"))
-            return None
-        identity, rest = frames[0], frames[1:]
-        try:
-            message: Message = decode(rest, self._key)
-            if not isinstance(message.body, Command):
-                raise DecodeError("bad_kind", f"{message.header.kind} is not a command")
-        except DecodeError as exc:
-            self.bad.refuse("control", exc)
-            return None
-        return identity, message.body
+        """One verified command and the identity to reply to, or ``None`` when nothing (valid) is waiting.
+
+        Publishers' delivery queries are answered here, from :attr:`receipts`, and not returned.
+        """
+        for _ in range(_QUERIES_PER_CALL):
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+            if len(frames) < 2:
+                self.bad.refuse("control", DecodeError("bad_frames", "no identity"))
+                return None
+            identity, rest = frames[0], frames[1:]
+            try:
+                message: Message = decode(rest, self._key)
+                if not isinstance(message.body, Command):
+                    raise DecodeError("bad_kind", f"{message.header.kind} is not a command")
+            except DecodeError as exc:
+                self.bad.refuse("control", exc)
+                return None
+            command = message.body
+            if command.name != DELIVERY_QUERY:
+                return identity, command
+            self.reply(identity, self._delivery_answer(command))
+        return None
+
+    def _delivery_answer(self, command: Command) -> Reply:
+        args = command.args
+        sender, session, sent = args.get("sender"), args.get("session"), args.get("sent")
+        if (not isinstance(sender, str) or not isinstance(session, str) or not set(args) <= {"sender", "session", "sent"}
+                or not (sent is None or (isinstance(sent, int) and not isinstance(sent, bool) and sent >= 0))):
+            return Reply(id=command.id, ok=False,
+                         error=f"{DELIVERY_QUERY} takes sender and session (strings) and sent (a count)")
+        return Reply(id=command.id, ok=True, result=self.receipts.answer(sender, session, sent))
 
     def reply(self, identity: bytes, reply: Reply) -> None:
         """Send ``reply`` to the client ``identity`` (dropped silently if that client is gone)."""

@@ -471,6 +471,10 @@ class Supervisor:
         if adapter != self.state.best_adapter:
             self.set_status(best_adapter=adapter)
 
+    def undelivered(self, sender: str) -> int:
+        """Messages of an agent (``stage:pid``) known never to have arrived (see bus/delivery)."""
+        return self.server.receipts.undelivered(sender)
+
     def agents_changed(self, agents: Mapping[str, AgentProcess]) -> None:
         """Record running agents (and their groups) in the state, for stale-group cleanup after a crash."""
         infos = {

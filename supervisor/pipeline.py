@@ -55,6 +55,8 @@ class RunHost(Protocol):
 
     def report_problem(self, site: str, problem: str | None) -> bool: ...
 
+    def undelivered(self, sender: str) -> int: ...
+
 
 @dataclass(frozen=True)
 class DriverSettings:
@@ -224,10 +226,18 @@ class Pipeline:
         if draining and now - agent.exited_at < DRAIN_S:
             # Its events may still be on their way: a stage is over only once its final report is in.
             return
+        round_no, stage = self.pending[0]
+        # Its publishers said at close how many messages they sent: what never arrived is counted.
+        lost = self.host.undelivered(f"{stage}:{agent.pid}")
         if draining and code == 0:
-            round_no, stage = self.pending[0]
+            missing = f"{lost} of its messages did not arrive" if lost else "some of its events may be missing"
             self.host.emit(stage, "progress", round_no=round_no, level="warn",
-                           message=f"{stage} agent exited without its final report; some of its events may be missing")
+                           message=f"{stage} agent exited without its final report; {missing} "
+                                   f"(see logs/{stage}_round_{round_no}.log)")
+        elif lost:
+            self.host.emit(stage, "progress", round_no=round_no, level="warn",
+                           message=f"{stage} agent: {lost} of its messages did not arrive; their events are missing "
+                                   f"(see logs/{stage}_round_{round_no}.log)")
         self.agent = None
         self.host.agents_changed({})
         self._exited(agent, code, now)

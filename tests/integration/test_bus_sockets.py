@@ -32,7 +32,8 @@ PUBLISHER = textwrap.dedent("""
         for i in range(50):
             pub.send("event", Event(run_id=sys.argv[2], stage="generate", event_type="progress", message=f"n{i}"))
     forged = BusInfo(**{**info.__dict__, "key_hex": "00" * 32})
-    with Publisher(forged, "intruder") as bad:
+    # Its delivery queries are refused too (wrong key): it waits out its short linger, then gives up.
+    with Publisher(forged, "intruder", linger_s=1.0) as bad:
         bad.send("event", Event(run_id=sys.argv[2], stage="generate", event_type="progress", message="forged"))
     raw = new_socket(zmq.PUSH, linger_ms=2000)
     raw.connect(info.ingress)
@@ -57,18 +58,26 @@ def bus(home: Path):  # type: ignore[no-untyped-def]
 
 
 def test_signed_messages_arrive_and_forged_are_counted(bus: BusServer, home: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", PUBLISHER, str(home), RUN], timeout=60, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(home), RUN], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     received: list[Event] = []
 
     def drain() -> bool:
         bus.wait(0.05)
+        bus.recv_command()  # a supervisor answers its publishers' delivery queries
         for header, body in bus.recv_ingress():
             assert header.kind == "event"
             received.extend(bus.decode_ingress_events(body))
-        return len(received) >= 50 and bus.bad.total >= 4
+        return proc.poll() is not None and len(received) >= 50 and bus.bad.total >= 4
 
-    wait_until(drain, 10, 0.0, "50 events and 4 refusals")
+    try:
+        wait_until(drain, 60, 0.0, "the publisher's exit, 50 events and 4 refusals",
+                   evidence=lambda: f"exit status {proc.poll()}, {len(received)} events, refused {dict(bus.bad.counts)}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
     assert [e.message for e in received] == [f"n{i}" for i in range(50)]
     assert bus.bad.counts["ingress:bad_signature"] == 1
     assert bus.bad.counts["ingress:bad_frames"] == 2

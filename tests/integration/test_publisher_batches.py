@@ -1,12 +1,14 @@
 """The agents' publisher over a real socket: events coalesce into batches, order holds across kinds, a
 lone event leaves without waiting for another, nothing queued is lost at close (not even when the
-process exits right after it while the supervisor is behind), and a supervisor that takes nothing makes
-send() fail in time instead of hanging or dropping."""
+process exits right after it while the supervisor is behind, or has stopped reading: what it did not
+confirm is sent again and the copies are dropped), and a supervisor that takes nothing makes send()
+fail in time instead of hanging or dropping."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,8 +40,12 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BusServer]:
     server.close()
 
 
-def drain(bus: BusServer, into: list[object]) -> None:
-    bus.wait(0.05)
+def drain(bus: BusServer, into: list[object], *, read: bool = True) -> None:
+    """One turn of a supervisor's loop: answer delivery queries, and (unless not ``read``) take ingress."""
+    bus.wait(0.05, ingress=read)
+    bus.recv_command()  # answers the publishers' delivery queries itself
+    if not read:
+        return
     for header, body in bus.recv_ingress():
         if header.kind == "event":
             into.extend(e.message for e in bus.decode_ingress_events(body))
@@ -47,14 +53,25 @@ def drain(bus: BusServer, into: list[object]) -> None:
             into.append(bus.decode_ingress_body(header, body))
 
 
+def close_while_serving(bus: BusServer, pub: Publisher, got: list[object]) -> None:
+    """Close ``pub`` (it waits for the server to confirm what it sent) while this thread serves the bus."""
+    closer = threading.Thread(target=pub.close)
+    closer.start()
+    while closer.is_alive():
+        drain(bus, got)
+    closer.join()
+
+
 def test_a_burst_coalesces_in_order_and_close_loses_nothing(bus: BusServer) -> None:
     status = AgentStatus(stage="generate", pid=1, phase="done")
-    with Publisher(bus.info, "generate:1") as pub:
-        for i in range(3000):
-            pub.send("event", event(i))
-            if i == 1500:
-                pub.send("state", status)
+    pub = Publisher(bus.info, "generate:1")
+    for i in range(3000):
+        pub.send("event", event(i))
+        if i == 1500:
+            pub.send("state", status)
     got: list[object] = []
+    close_while_serving(bus, pub, got)
+    assert pub.confirmed is True and pub.undelivered == 0 and pub.resent == 0
     wait_until(lambda: drain(bus, got) or len(got) >= 3001, 30, 0.0, "3000 events and one status")
     assert got == [f"n{i}" for i in range(1501)] + [status] + [f"n{i}" for i in range(1501, 3000)]
     assert pub.sent == 3001 and pub.batches < 3000 / 10, f"{pub.batches} batches for 3000 events"
@@ -63,13 +80,14 @@ def test_a_burst_coalesces_in_order_and_close_loses_nothing(bus: BusServer) -> N
 
 def test_a_lone_event_leaves_without_another_send_or_close(bus: BusServer) -> None:
     pub = Publisher(bus.info, "generate:2")
+    got: list[object] = []
     try:
         pub.send("event", event(0))
-        got: list[object] = []
         wait_until(lambda: drain(bus, got) or got == ["n0"], 10, 0.0, "the lone event")
         pub.flush(5)
     finally:
-        pub.close()
+        close_while_serving(bus, pub, got)
+    assert got == ["n0"] and pub.confirmed is True
 
 
 def test_send_fails_in_time_when_nothing_takes_messages(tmp_path: Path) -> None:
@@ -105,34 +123,71 @@ for i in range(count):
                             message=f"n{i}"))
 (home / "closing").touch()
 pub.close()
+print(f"sent {pub.sent} in {pub.batches} batches, resent {pub.resent}, undelivered {pub.undelivered}, "
+      f"confirmed {pub.confirmed}", flush=True)
 """
 
 
-def test_a_process_that_exits_right_after_close_has_delivered_everything(tmp_path: Path) -> None:
-    """The agent's last events are still queued in libzmq when it closes and exits, and the supervisor
-    reads nothing until then (its queue holds ten batches of the ~80): they must arrive all the same."""
-    info = new_bus_info(tmp_path, 1)
-    write_bus_info(tmp_path, info)
-    server = BusServer(info, ingress_hwm=10)
-    count = 20_000
+def exiting_agent(tmp_path: Path, server: BusServer, count: int, *, stop_reading_s: float = 0.0) -> tuple[list[object], str]:
+    """Run an agent that sends ``count`` events and exits right after its close; the server reads nothing
+    until the agent is closing, then (after ``stop_reading_s`` more, answering queries only) everything.
+    What arrived, and what the agent said (its figures, its exit status)."""
     agent = subprocess.Popen([sys.executable, "-c", EXITING_AGENT, str(tmp_path), str(count)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    got: list[object] = []
     try:
         wait_until(lambda: (tmp_path / "closing").exists() or agent.poll() is not None, 60, 0.01, "all sent")
-        got: list[object] = []
+        resume_at = time.monotonic() + stop_reading_s
+        while time.monotonic() < resume_at:
+            drain(server, got, read=False)
         deadline = time.monotonic() + 120
-        while len(got) < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             drain(server, got)
             if agent.poll() is not None and not server.wait(0.5).ingress:
                 break  # the agent is gone and nothing more is coming
         output = agent.communicate(timeout=60)[0]
-        assert agent.returncode == 0, output
-        missing = sorted(set(range(count)) - {int(str(m)[1:]) for m in got})
-        assert got == [f"n{i}" for i in range(count)], (
-            f"{len(got)} of {count} events arrived (missing {missing[:3]}…{missing[-3:]}, bad {dict(server.bad.counts)}); "
-            f"agent said: {output}")
     finally:
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+    return got, f"exit status {agent.returncode}; agent said: {output}"
+
+
+def check_all_once(got: list[object], count: int, server: BusServer, said: str) -> None:
+    missing = sorted(set(range(count)) - {int(str(m)[1:]) for m in got})
+    assert got == [f"n{i}" for i in range(count)], (
+        f"{len(got)} of {count} events arrived (missing {missing[:3]}…{missing[-3:]}, bad {dict(server.bad.counts)}, "
+        f"copies dropped {server.receipts.duplicates}); {said}")
+
+
+@pytest.mark.parametrize("ingress_hwm", [1, 10])
+def test_a_process_that_exits_right_after_close_has_delivered_everything(tmp_path: Path, ingress_hwm: int) -> None:
+    """The agent's last events are still queued when it closes and exits, and the supervisor reads
+    nothing until then (its queue holds one or ten batches of the ~80): they must arrive all the same."""
+    info = new_bus_info(tmp_path, 1)
+    write_bus_info(tmp_path, info)
+    server = BusServer(info, ingress_hwm=ingress_hwm)
+    try:
+        got, said = exiting_agent(tmp_path, server, 20_000)
+        assert said.startswith("exit status 0;") and "confirmed True" in said, said
+        check_all_once(got, 20_000, server, said)
+    finally:
+        server.close()
+
+
+def test_a_supervisor_that_stops_reading_while_an_agent_closes_gets_a_resend_counted_once(tmp_path: Path) -> None:
+    """The supervisor answers queries but reads no ingress for 2 s while the agent closes: the agent
+    sees no progress, sends its unconfirmed messages again; the originals and then the copies arrive,
+    and every copy is dropped, so each event counts once."""
+    info = new_bus_info(tmp_path, 1)
+    write_bus_info(tmp_path, info)
+    server = BusServer(info, ingress_hwm=10)
+    try:
+        got, said = exiting_agent(tmp_path, server, 5_000, stop_reading_s=2.0)
+        assert said.startswith("exit status 0;") and "confirmed True" in said, said
+        resent = int(said.split("resent ")[1].split(",")[0])
+        assert resent > 0, said
+        check_all_once(got, 5_000, server, said)
+        assert 0 < server.receipts.duplicates <= resent, said  # copies still queued at the confirmation are not sent
+    finally:
         server.close()

@@ -51,6 +51,7 @@ class Host:
         self.events: list[tuple[str, str, str, str]] = []
         self.finished: tuple[str, str | None] | None = None
         self.problems: dict[str, str | None] = {}
+        self.lost: dict[str, int] = {}  # undelivered messages by sender, as the bus's receipts would say
 
     def emit(self, stage: str, event_type: str, *, round_no: int, level: str = "info", message: str = "",
              error: str | None = None) -> None:
@@ -73,6 +74,9 @@ class Host:
         changed = self.problems.get(site) != problem
         self.problems[site] = problem
         return changed
+
+    def undelivered(self, sender: str) -> int:
+        return self.lost.get(sender, 0)
 
 
 class Driver:
@@ -193,6 +197,27 @@ def test_the_final_report_ends_the_drain_at_once(driver: Driver) -> None:
     driver.pipeline.agent_seen("generate", None, None, driver.now, done=True)
     driver.tick()
     assert [a.stage for a in driver.agents] == ["generate", "validate"] and not driver.messages("warn")
+
+
+def test_what_an_agent_could_not_deliver_is_reported_with_its_count(driver: Driver) -> None:
+    driver.host.lost[f"generate:{driver.agent.pid}"] = 3
+    driver.pipeline.agent_seen("generate", None, None, driver.now)
+    driver.agent.code = 0
+    driver.tick()
+    driver.pipeline.agent_seen("generate", None, None, driver.now, done=True)
+    driver.tick()
+    assert driver.messages("warn") == [
+        "generate agent: 3 of its messages did not arrive; their events are missing (see logs/generate_round_1.log)"]
+
+
+def test_a_drain_that_ends_without_the_report_says_how_many_never_came(driver: Driver) -> None:
+    driver.host.lost[f"generate:{driver.agent.pid}"] = 59
+    driver.pipeline.agent_seen("generate", None, None, driver.now)
+    driver.agent.code = 0
+    driver.tick()
+    driver.tick(DRAIN_S)
+    assert driver.messages("warn") == ["generate agent exited without its final report; 59 of its messages did "
+                                       "not arrive (see logs/generate_round_1.log)"]
 
 
 def test_exit_fatal_fails_the_run_without_a_restart(driver: Driver) -> None:

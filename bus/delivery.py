@@ -1,0 +1,118 @@
+"""Acknowledged delivery: which numbered messages of each publisher arrived, so that an exiting agent
+can ask, and resend what did not, without anything being counted twice.
+
+Every message a :class:`~heidi_engine.bus.publisher.Publisher` sends carries a number in its header's
+``seq`` (1, 2, 3 … per publisher session; ingress headers have no other use for it). The server keeps,
+per (sender, session), the highest number that arrived and the numbers below it that did not (a gap:
+only a connection that broke and came back loses messages in the middle). A message whose number
+already arrived is a resend of something that was only late: it is dropped, not counted again.
+
+At close a publisher asks the control socket :data:`DELIVERY_QUERY` with its sender, session and how
+many messages it sent; the answer says through which number everything arrived and which numbers are
+missing below it. The server answers this query itself (it is part of the bus's delivery, not a
+supervisor command), and remembers the count, so that when the agent has gone the supervisor can say
+how many of its messages never arrived (:meth:`Receipts.undelivered`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["DELIVERY_QUERY", "MAX_MISSING", "Receipts", "parse_answer"]
+
+DELIVERY_QUERY = "delivered"
+MAX_SOURCES = 4096  # publisher sessions remembered (oldest forgotten first): a few bytes each
+MAX_MISSING = 1024  # gap numbers remembered per session; the answer names at most this many
+
+
+class _Source:
+    __slots__ = ("missing", "sent", "through")
+
+    def __init__(self) -> None:
+        self.through = 0
+        self.missing: set[int] = set()
+        self.sent: int | None = None  # how many the publisher said it sent, once it asked
+
+
+class Receipts:
+    """The numbers that arrived, per (sender, session); bounded in sessions and in gaps."""
+
+    def __init__(self, *, max_sources: int = MAX_SOURCES, max_missing: int = MAX_MISSING) -> None:
+        self._sources: OrderedDict[tuple[str, str], _Source] = OrderedDict()
+        self._max_sources = max_sources
+        self._max_missing = max_missing
+        self.duplicates = 0
+        self.gaps = 0  # numbers found missing when a later one arrived (filled or not)
+
+    def admit(self, sender: str, session: str, number: int | None) -> bool:
+        """Whether the message is new (take it) or a copy of one that already arrived (drop it).
+
+        Unnumbered messages (``None``: not from a :class:`Publisher`) are always new.
+        """
+        if number is None:
+            return True
+        source = self._source(sender, session)
+        if number > source.through:
+            if number > source.through + 1:
+                self._note_gap(source, number)
+            source.through = number
+            return True
+        if number in source.missing:
+            source.missing.discard(number)
+            return True
+        self.duplicates += 1
+        return False
+
+    def _source(self, sender: str, session: str) -> _Source:
+        """The session's receipts, made the most recent (the oldest are forgotten beyond the bound)."""
+        key = (sender, session)
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = _Source()
+            if len(self._sources) > self._max_sources:
+                self._sources.popitem(last=False)
+        else:
+            self._sources.move_to_end(key)
+        return source
+
+    def _note_gap(self, source: _Source, number: int) -> None:
+        lost = range(source.through + 1, number)
+        self.gaps += len(lost)
+        # Only the most recent gap numbers are kept: those are the ones a closing publisher still holds.
+        source.missing.update(lost[-self._max_missing:])
+        if len(source.missing) > self._max_missing:
+            source.missing = set(sorted(source.missing)[-self._max_missing:])
+
+    def answer(self, sender: str, session: str, sent: int | None = None) -> dict[str, Any]:
+        """What :data:`DELIVERY_QUERY` replies: ``through`` (highest number arrived, 0 for none) and the
+        numbers below it that are ``missing``. ``sent``: how many the publisher says it sent."""
+        if sent is None and (sender, session) not in self._sources:
+            return {"through": 0, "missing": []}
+        source = self._source(sender, session)
+        if sent is not None:
+            source.sent = sent
+        return {"through": source.through, "missing": sorted(source.missing)}
+
+    def undelivered(self, sender: str) -> int:
+        """Messages of ``sender`` (all its sessions) known not to have arrived: the gaps, and what its
+        publishers said they sent beyond what arrived."""
+        lost = 0
+        for (name, _session), source in self._sources.items():
+            if name == sender:
+                lost += len(source.missing) + max(0, (source.sent or 0) - source.through)
+        return lost
+
+
+def parse_answer(result: Any) -> tuple[int, frozenset[int]] | None:
+    """``(through, missing)`` from a :data:`DELIVERY_QUERY` reply's result; ``None`` when malformed."""
+    if not isinstance(result, dict):
+        return None
+    through, missing = result.get("through"), result.get("missing")
+    if not isinstance(through, int) or isinstance(through, bool) or through < 0:
+        return None
+    if not isinstance(missing, list) or len(missing) > MAX_MISSING:
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < through for n in missing):
+        return None
+    return through, frozenset(missing)
