@@ -8,20 +8,36 @@ rank's peak memory (one slot per rank: the Trainer view shows every rank). While
 0 is parked the others wait in the same collective, which rank 0 renews every :data:`KEEPALIVE_S`
 seconds from a helper thread, so that no wait comes near the process group's timeout however long the
 pause lasts.
+
+A process that used a process group must not begin shutting down while one of PyTorch's worker threads
+still holds the last collective's tensors: the gloo worker that ran the Trainer's final all-gather frees
+them after the caller has moved on, and freeing a tensor that Python gave up needs the GIL; once the
+interpreter is finalizing, that thread is ended mid-destructor and the process aborts ("terminate called
+without an active exception", SIGABRT), on any rank, with or without a callback. So the first
+:class:`StepCollective` of a process registers :func:`let_workers_finish` to run at exit: it hands the
+GIL over until no ``pt_*`` thread of the process is runnable (bounded by :data:`SETTLE_S`).
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
+import time
 from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["HOLD", "KEEPALIVE_S", "RUN", "STOP", "StepCollective", "world"]
+__all__ = ["HOLD", "KEEPALIVE_S", "RUN", "SETTLE_S", "STOP", "StepCollective", "let_workers_finish", "world"]
 
 RUN, HOLD, STOP = 0, 1, 2
 KEEPALIVE_S = 5.0
+SETTLE_S = 2.0  # the most a process's exit waits for PyTorch's worker threads
+_SETTLE_POLL_S = 0.01
+_SETTLE_QUIET_POLLS = 3
+_exit_hook = threading.Lock()
+_exit_hook_registered = False
 
 
 def world() -> tuple[int, int]:
@@ -46,6 +62,7 @@ class StepCollective:
         # The gloo backend reduces host tensors; NCCL needs the rank's own GPU.
         self._buffer = torch.zeros(2 + self.size, dtype=torch.long, device=device)
         self.peak_mb: list[int] = [0] * self.size  # every rank's peak memory at the last exchange
+        _register_exit_hook()
 
     def exchange(self, verdict: int, tokens: int, peak_mb: float | None = None) -> tuple[int, int]:
         """Rank 0's verdict and the sum of every rank's ``tokens``; every rank's ``peak_mb`` lands in
@@ -88,3 +105,41 @@ class StepCollective:
         finally:
             done.set()
             thread.join()
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    with _exit_hook:
+        if not _exit_hook_registered:
+            _exit_hook_registered = True
+            atexit.register(let_workers_finish)
+
+
+def _workers_runnable() -> bool:
+    """Whether one of this process's PyTorch threads (named ``pt_…``: gloo's run loops, NCCL's
+    watchdog) is running or waiting for a CPU (Linux; elsewhere: never known, so False)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name_end = stat.rfind(b")")
+        name = stat[stat.find(b"(") + 1 : name_end]
+        if name.startswith(b"pt_") and stat[name_end + 2 : name_end + 3] == b"R":
+            return True
+    return False
+
+
+def let_workers_finish(timeout_s: float = SETTLE_S) -> None:
+    """Give PyTorch's worker threads the GIL until none of them has anything left to do (see the module
+    docstring); at most ``timeout_s``. Registered at exit by the first :class:`StepCollective`."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while quiet < _SETTLE_QUIET_POLLS and time.monotonic() < deadline:
+        time.sleep(_SETTLE_POLL_S)  # the GIL is free meanwhile: a worker waiting for it takes it
+        quiet = 0 if _workers_runnable() else quiet + 1
