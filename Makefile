@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test test-stress lint typecheck pytest demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ pytest: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
+
+# The whole suite with two CPU-burning processes beside it (a busy CI machine): timing bugs show here.
+test-stress: install
+	./scripts/stress.sh -b 2 -- $(MAKE) --no-print-directory test
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
