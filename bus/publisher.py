@@ -27,6 +27,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from itertools import takewhile
 from typing import NamedTuple
 
 import zmq
@@ -233,13 +234,13 @@ class Publisher:
             self.confirmed = True
             return 0
         client = ControlClient(self.info, sender=self.sender, timeout_s=_ASK_TIMEOUT_S)
+        query = {"sender": self.sender, "session": self.session, "sent": self._number}
         through, missing = 0, frozenset[int]()
         progress_at, resent = time.monotonic(), False
         try:
             while (remaining := self._give_up_at - time.monotonic()) > 0:
                 try:
-                    reply = client.request(DELIVERY_QUERY, {"sender": self.sender, "session": self.session, "sent": self._number},
-                                           timeout_s=min(_ASK_TIMEOUT_S, remaining))  # fmt: skip
+                    reply = client.request(DELIVERY_QUERY, query, timeout_s=min(_ASK_TIMEOUT_S, remaining))
                 except BusError:
                     if self._supervisor_gone():
                         break  # nobody will ever answer: do not make the process wait the linger out
@@ -248,12 +249,11 @@ class Publisher:
                 if answer is None:
                     # A supervisor that cannot confirm: libzmq's linger is all there is, as before.
                     self.confirmed = None
-                    self._trim(self._number)
                     return None
                 if answer[0] > through:
                     progress_at, resent = time.monotonic(), False
                 through, missing = answer
-                outstanding = [m for m in self._retained if m.number > through or m.number in missing]
+                outstanding = self._outstanding(through, missing)
                 if through >= self._number and not outstanding:
                     break  # everything arrived (a gap older than what is kept is counted below)
                 if not resent and (missing or time.monotonic() - progress_at >= STALL_S):
@@ -264,7 +264,7 @@ class Publisher:
                 time.sleep(_ASK_EVERY_S)
         finally:
             client.close()
-        unconfirmed = [m for m in self._retained if m.number > through or m.number in missing]
+        unconfirmed = self._outstanding(through, missing)
         forgotten = sum(1 for n in missing if n < self._oldest_retained())
         forgotten += max(0, min(self._number + 1, self._oldest_retained()) - through - 1)
         self.undelivered = sum(m.events for m in unconfirmed)
@@ -273,7 +273,6 @@ class Publisher:
             log.warning("%s: %d events in %d messages were not confirmed by the supervisor within the close "
                         "linger of %g s; they may be lost", self.sender, self.undelivered,
                         len(unconfirmed) + forgotten, self._linger_s)  # fmt: skip
-        self._trim(self._number)
         return 0
 
     def _supervisor_gone(self) -> bool:
@@ -291,9 +290,12 @@ class Publisher:
     def _oldest_retained(self) -> int:
         return self._retained[0].number if self._retained else self._number + 1
 
-    def _trim(self, through: int) -> None:
-        while self._retained and self._retained[0].number <= through:
-            self._retained_bytes -= sum(len(f) for f in self._retained.popleft().frames)
+    def _outstanding(self, through: int, missing: frozenset[int]) -> list[_Sent]:
+        """The kept messages not confirmed: the gaps, then everything after ``through`` (the newest
+        messages, so they are found from the end)."""
+        tail = list(takewhile(lambda m: m.number > through, reversed(self._retained)))
+        gaps = [m for m in self._retained if m.number in missing] if missing else []
+        return gaps + tail[::-1]
 
     def _frames_of(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes, int]]:
         """Runs of events joined into batches (at most ``max_batch`` events and about ``BATCH_BYTES``);
