@@ -31,6 +31,7 @@ PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 BATCH_MAX_EVENTS = 1024
 FRAME_COUNT = 4
+MAX_SEQ = 2**63 - 1  # a header's seq: a supervisor's event count or a publisher's message number
 _LEN = struct.Struct(">III")
 _HEADER_KEYS = frozenset({"v", "kind", "sender", "session", "ts", "sup", "seq"})
 _EVENT_FIELDS = frozenset(Event.model_fields)
@@ -178,7 +179,7 @@ def _parse_header(obj: Any) -> Header:
         and isinstance(session, str) and 0 < len(session) <= 64
         and isinstance(ts, (int, float)) and not isinstance(ts, bool)
         and (sup is None or (isinstance(sup, str) and len(sup) <= 64))
-        and (seq is None or (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0))
+        and (seq is None or (isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= MAX_SEQ))
     )
     if not ok:
         raise DecodeError("bad_header", "header field of the wrong type")

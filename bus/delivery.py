@@ -17,21 +17,38 @@ how many of its messages never arrived (:meth:`Receipts.undelivered`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DELIVERY_QUERY", "MAX_MISSING", "Receipts", "parse_answer"]
+__all__ = ["DELIVERY_QUERY", "MAX_MISSING", "Answer", "Receipts", "parse_answer"]
 
 DELIVERY_QUERY = "delivered"
-MAX_SOURCES = 4096  # publisher sessions remembered (oldest forgotten first): a few bytes each
-MAX_MISSING = 1024  # gap numbers remembered per session; the answer names at most this many
+# Publisher sessions remembered (the least recently heard forgotten first; a run makes two per agent
+# start) and gap numbers remembered per session (a gap is a broken connection's loss, a few messages):
+# at most a few MiB in all, whatever a peer sends.
+MAX_SOURCES = 4096
+MAX_MISSING = 64
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A :data:`DELIVERY_QUERY` answer: everything arrived ``through`` a number but the ``missing`` ones,
+    and ``forgotten`` more gap numbers (beyond :data:`MAX_MISSING`) did not; ``server`` is the answering
+    supervisor's session."""
+
+    through: int
+    missing: frozenset[int]
+    forgotten: int
+    server: str
 
 
 class _Source:
-    __slots__ = ("missing", "sent", "through")
+    __slots__ = ("forgotten", "missing", "sent", "through")
 
     def __init__(self) -> None:
         self.through = 0
         self.missing: set[int] = set()
+        self.forgotten = 0  # gap numbers beyond what ``missing`` keeps (never filled, as far as we know)
         self.sent: int | None = None  # how many the publisher said it sent, once it asked
 
 
@@ -77,22 +94,25 @@ class Receipts:
         return source
 
     def _note_gap(self, source: _Source, number: int) -> None:
-        lost = range(source.through + 1, number)
-        self.gaps += len(lost)
+        lost = number - source.through - 1
+        self.gaps += lost
         # Only the most recent gap numbers are kept: those are the ones a closing publisher still holds.
-        source.missing.update(lost[-self._max_missing:])
+        source.missing.update(range(max(source.through + 1, number - self._max_missing), number))
         if len(source.missing) > self._max_missing:
-            source.missing = set(sorted(source.missing)[-self._max_missing:])
+            kept = sorted(source.missing)[-self._max_missing:]
+            source.forgotten += len(source.missing) - len(kept)
+            source.missing = set(kept)
+        source.forgotten += max(0, lost - self._max_missing)
 
     def answer(self, sender: str, session: str, sent: int | None = None) -> dict[str, Any]:
-        """What :data:`DELIVERY_QUERY` replies: ``through`` (highest number arrived, 0 for none) and the
-        numbers below it that are ``missing``. ``sent``: how many the publisher says it sent."""
+        """What :data:`DELIVERY_QUERY` replies (see :class:`Answer`, without ``server``: the bus server
+        adds it). ``sent``: how many the publisher says it sent."""
         if sent is None and (sender, session) not in self._sources:
-            return {"through": 0, "missing": []}
+            return {"through": 0, "missing": [], "forgotten": 0}
         source = self._source(sender, session)
         if sent is not None:
             source.sent = sent
-        return {"through": source.through, "missing": sorted(source.missing)}
+        return {"through": source.through, "missing": sorted(source.missing), "forgotten": source.forgotten}
 
     def undelivered(self, sender: str) -> int:
         """Messages of ``sender`` (all its sessions) known not to have arrived: the gaps, and what its
@@ -100,19 +120,24 @@ class Receipts:
         lost = 0
         for (name, _session), source in self._sources.items():
             if name == sender:
-                lost += len(source.missing) + max(0, (source.sent or 0) - source.through)
+                lost += len(source.missing) + source.forgotten + max(0, (source.sent or 0) - source.through)
         return lost
 
 
-def parse_answer(result: Any) -> tuple[int, frozenset[int]] | None:
-    """``(through, missing)`` from a :data:`DELIVERY_QUERY` reply's result; ``None`` when malformed."""
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def parse_answer(result: Any) -> Answer | None:
+    """The :class:`Answer` in a :data:`DELIVERY_QUERY` reply's result; ``None`` when malformed."""
     if not isinstance(result, dict):
         return None
-    through, missing = result.get("through"), result.get("missing")
-    if not isinstance(through, int) or isinstance(through, bool) or through < 0:
+    through, forgotten = _count(result.get("through")), _count(result.get("forgotten"))
+    missing, server = result.get("missing"), result.get("server")
+    if through is None or forgotten is None or not isinstance(server, str):
         return None
     if not isinstance(missing, list) or len(missing) > MAX_MISSING:
         return None
-    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < through for n in missing):
+    if not all((n := _count(m)) is not None and 0 < n < through for m in missing):
         return None
-    return through, frozenset(missing)
+    return Answer(through, frozenset(missing), forgotten, server)

@@ -37,7 +37,7 @@ from heidi_engine.bus.codec import Header, encode_raw, join_packed, pack_body
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.control import ControlClient
-from heidi_engine.bus.delivery import DELIVERY_QUERY, parse_answer
+from heidi_engine.bus.delivery import DELIVERY_QUERY, Answer, parse_answer
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.message import KINDS
 from heidi_engine.bus.remote import connect
@@ -62,6 +62,8 @@ _SEND_SLICE_MS = 100  # the flusher's blocking send, in slices, so that it notic
 # anything ever outstanding at close; 16 MiB is ample for the tail that a disconnect can lose).
 RETAIN_BYTES = 16 * 1024 * 1024
 STALL_S = 1.0  # outstanding messages and no progress for this long: send them again
+UNANSWERED_S = 10.0  # no answer to a delivery query for this long: the supervisor is gone or hung
+_TAIL_RESENDS = 3
 _ASK_TIMEOUT_S = 1.0  # one delivery query (lazy pirate: a new socket after a timeout)
 _ASK_EVERY_S = 0.02
 
@@ -131,6 +133,8 @@ class Publisher:
         self._head_at = 0.0  # when the oldest queued message was queued
         self._give_up_at = float("inf")  # set by close()
         self._number = 0  # the last message number sent (the flusher's)
+        self._through = 0  # every number up to this one confirmed arrived
+        self._inflight = 0  # events taken from the queue by the flusher and not yet on the socket
         self._retained: deque[_Sent] = deque()  # what the flusher sent, newest last, for resending
         self._retained_bytes = 0
         # From here on only the flusher thread touches the socket; it closes it when it ends.
@@ -202,23 +206,27 @@ class Publisher:
             return items
 
     def _run(self) -> None:
-        linger: int | None = 0
+        linger: int | None = None  # an unexpected error: libzmq's linger still hands over what it can
         try:
             while (items := self._take()) is not None:
+                self._inflight = sum(1 for kind, _ in items if kind == "event")
                 for kind, body, events in self._frames_of(items):
                     self._send(kind, body, events)
+                    self._inflight -= events
                 with self._cond:
                     self._busy = 0
                     self._cond.notify_all()
             linger = self._settle()
         except _GiveUp as exc:
+            linger = 0
             with self._cond:
                 self._failed = str(exc)
-                lost = sum(1 for kind, _ in self._queue if kind == "event")
+                queued = sum(1 for kind, _ in self._queue if kind == "event")
                 self._queue.clear()
                 self._busy = 0
                 self._cond.notify_all()
-            self.undelivered = lost + sum(m.events for m in self._retained)
+            unconfirmed = sum(m.events for m in self._retained if m.number > self._through)
+            self.undelivered = queued + self._inflight + unconfirmed
             if self.undelivered:
                 log.warning("%s: %d events may not have reached the supervisor: %s", self.sender, self.undelivered, exc)
         finally:
@@ -229,43 +237,60 @@ class Publisher:
 
     def _settle(self) -> int | None:
         """Ask the supervisor which messages arrived until all have, sending again what went missing;
-        the socket's close linger (ms) to use afterwards."""
+        the socket's close linger (ms) to use afterwards (``None``: libzmq's own, the full linger)."""
         if self._number == 0:
             self.confirmed = True
             return 0
         client = ControlClient(self.info, sender=self.sender, timeout_s=_ASK_TIMEOUT_S)
         query = {"sender": self.sender, "session": self.session, "sent": self._number}
-        through, missing = 0, frozenset[int]()
-        progress_at, resent = time.monotonic(), False
+        # Only the supervisor these messages went to can confirm them: one that restarted never saw them.
+        server = None if self.info.remote else self.info.session
+        answer: Answer | None = None
+        heard = acted = time.monotonic()  # the last answer; the last progress or resend
+        resent_gaps: set[int] = set()
+        tail_resends = 0
         try:
             while (remaining := self._give_up_at - time.monotonic()) > 0:
                 try:
                     reply = client.request(DELIVERY_QUERY, query, timeout_s=min(_ASK_TIMEOUT_S, remaining))
                 except BusError:
-                    if self._supervisor_gone():
-                        break  # nobody will ever answer: do not make the process wait the linger out
-                    continue  # busy or stopped: ask again, up to the linger
-                answer = parse_answer(reply.result) if reply.ok else None
-                if answer is None:
+                    if self._supervisor_gone() or time.monotonic() - heard > UNANSWERED_S:
+                        break  # nobody will answer: do not make the process wait the linger out
+                    continue  # busy: ask again
+                heard = time.monotonic()
+                new = parse_answer(reply.result) if reply.ok else None
+                if new is None:
                     # A supervisor that cannot confirm: libzmq's linger is all there is, as before.
                     self.confirmed = None
-                    return None
-                if answer[0] > through:
-                    progress_at, resent = time.monotonic(), False
-                through, missing = answer
-                outstanding = self._outstanding(through, missing)
-                if through >= self._number and not outstanding:
-                    break  # everything arrived (a gap older than what is kept is counted below)
-                if not resent and (missing or time.monotonic() - progress_at >= STALL_S):
-                    for message in outstanding:
-                        self._put(message.frames)
-                    self.resent += len(outstanding)
-                    resent = True
+                    return max(0, int((self._give_up_at - heard) * 1000))
+                server = server or new.server
+                if new.server != server:
+                    log.warning("%s: the supervisor restarted; it cannot confirm what went to the one before", self.sender)
+                    break
+                if answer is None or new.through > answer.through:
+                    acted = heard
+                answer = new
+                self._through = new.through
+                outstanding = self._outstanding(new.through, new.missing)
+                if new.through >= self._number and not outstanding:
+                    break  # everything arrived (gaps older than what is kept are counted below)
+                gaps = [m for m in outstanding if m.number in new.missing and m.number not in resent_gaps]
+                if gaps:  # a gap never fills by itself: those were lost
+                    self._resend(gaps)
+                    resent_gaps.update(m.number for m in gaps)
+                if heard - acted >= STALL_S and tail_resends < _TAIL_RESENDS:
+                    # No progress: perhaps the connection dropped them; perhaps they are only waiting to be
+                    # read (then the copies are dropped). A few times at most, so copies stay bounded.
+                    self._resend([m for m in outstanding if m.number > new.through])
+                    tail_resends += 1
+                    acted = heard
                 time.sleep(_ASK_EVERY_S)
         finally:
             client.close()
+        through = answer.through if answer is not None else 0
+        missing = answer.missing if answer is not None else frozenset[int]()
         unconfirmed = self._outstanding(through, missing)
-        forgotten = sum(1 for n in missing if n < self._oldest_retained())
+        forgotten = (answer.forgotten if answer is not None else 0) + sum(1 for n in missing if n < self._oldest_retained())
         forgotten += max(0, min(self._number + 1, self._oldest_retained()) - through - 1)
         self.undelivered = sum(m.events for m in unconfirmed)
         self.confirmed = not unconfirmed and not forgotten
@@ -274,6 +299,11 @@ class Publisher:
                         "linger of %g s; they may be lost", self.sender, self.undelivered,
                         len(unconfirmed) + forgotten, self._linger_s)  # fmt: skip
         return 0
+
+    def _resend(self, messages: list[_Sent]) -> None:
+        for message in messages:
+            self._put(message.frames)
+        self.resent += len(messages)
 
     def _supervisor_gone(self) -> bool:
         """Whether the local supervisor's process has ended (unknown for a remote one: False)."""

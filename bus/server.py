@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from heidi_engine.bus.codec import (
     MAX_MESSAGE_BYTES,
+    MAX_SEQ,
     DecodeError,
     Header,
     Message,
@@ -201,17 +202,21 @@ class BusServer:
             command = message.body
             if command.name != DELIVERY_QUERY:
                 return identity, command
-            self.reply(identity, self._delivery_answer(command))
+            self.reply(identity, self._delivery_answer(message.header.sender, command))
         return None
 
-    def _delivery_answer(self, command: Command) -> Reply:
+    def _delivery_answer(self, asker: str, command: Command) -> Reply:
         args = command.args
         sender, session, sent = args.get("sender"), args.get("session"), args.get("sent")
-        if (not isinstance(sender, str) or not isinstance(session, str) or not set(args) <= {"sender", "session", "sent"}
-                or not (sent is None or (isinstance(sent, int) and not isinstance(sent, bool) and sent >= 0))):
+        valid = (isinstance(sender, str) and isinstance(session, str) and set(args) <= {"sender", "session", "sent"}
+                 and (sent is None or (isinstance(sent, int) and not isinstance(sent, bool) and 0 <= sent <= MAX_SEQ)))
+        if not valid:
             return Reply(id=command.id, ok=False,
                          error=f"{DELIVERY_QUERY} takes sender and session (strings) and sent (a count)")
-        return Reply(id=command.id, ok=True, result=self.receipts.answer(sender, session, sent))
+        if sender != asker:
+            return Reply(id=command.id, ok=False, error=f"{DELIVERY_QUERY}: a publisher asks about its own messages only")
+        answer = self.receipts.answer(str(sender), str(session), sent)
+        return Reply(id=command.id, ok=True, result={**answer, "server": self.info.session})
 
     def reply(self, identity: bytes, reply: Reply) -> None:
         """Send ``reply`` to the client ``identity`` (dropped silently if that client is gone)."""

@@ -21,7 +21,9 @@ done
 
 pids=()
 stop_burners() { [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true; }
-trap stop_burners EXIT INT TERM
+trap stop_burners EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 for _ in $(seq 1 "$burners"); do
     python3 -c 'while True: pass' &
     pids+=($!)

@@ -42,8 +42,10 @@ def test_exit_gives_up_at_its_bound_on_a_worker_that_never_rests() -> None:
     forever = threading.Event()
     worker = _start(b"pt_spinner", forever)
     try:
+        began = time.monotonic()
         let_workers_finish(timeout_s=0.3)
-        assert worker.is_alive()  # it returned at its bound while the worker still ran
+        assert time.monotonic() - began >= 0.3  # it waited for the worker, up to its bound
+        assert worker.is_alive()  # and returned while the worker still ran
     finally:
         forever.set()
         worker.join()
@@ -54,8 +56,8 @@ def test_other_threads_are_not_waited_for() -> None:
     worker = _start(b"flusher", done)
     try:
         began = time.monotonic()
-        let_workers_finish(timeout_s=60)
-        assert time.monotonic() - began < 60, "it waited for a thread that is not PyTorch's"
+        let_workers_finish(timeout_s=20)
+        assert time.monotonic() - began < 20, "it waited for a thread that is not PyTorch's"
         assert worker.is_alive()
     finally:
         done.set()

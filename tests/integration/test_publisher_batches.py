@@ -17,9 +17,11 @@ import pytest
 from harness import wait_until
 
 from heidi_engine.bus.connection import BusInfo, new_bus_info, write_bus_info
+from heidi_engine.bus.control import ControlClient
+from heidi_engine.bus.delivery import DELIVERY_QUERY
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.message import AgentStatus
+from heidi_engine.bus.message import AgentStatus, Reply
 from heidi_engine.bus.publisher import Publisher
 from heidi_engine.bus.server import BusServer
 
@@ -137,9 +139,13 @@ def exiting_agent(tmp_path: Path, server: BusServer, count: int, *, stop_reading
     got: list[object] = []
     try:
         wait_until(lambda: (tmp_path / "closing").exists() or agent.poll() is not None, 60, 0.01, "all sent")
-        resume_at = time.monotonic() + stop_reading_s
-        while time.monotonic() < resume_at:
-            drain(server, got, read=False)
+        if stop_reading_s:
+            # From the agent's first delivery query on (it said how many it sent, none has been read).
+            wait_until(lambda: drain(server, got, read=False) or server.receipts.undelivered("generate:9")
+                       or agent.poll() is not None, 60, 0.0, "the agent's first delivery query")  # fmt: skip
+            resume_at = time.monotonic() + stop_reading_s
+            while time.monotonic() < resume_at:
+                drain(server, got, read=False)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             drain(server, got)
@@ -177,8 +183,8 @@ def test_a_process_that_exits_right_after_close_has_delivered_everything(tmp_pat
 
 def test_a_supervisor_that_stops_reading_while_an_agent_closes_gets_a_resend_counted_once(tmp_path: Path) -> None:
     """The supervisor answers queries but reads no ingress for 2 s while the agent closes: the agent
-    sees no progress, sends its unconfirmed messages again; the originals and then the copies arrive,
-    and every copy is dropped, so each event counts once."""
+    sees no progress and sends its unconfirmed messages again; the originals and then the copies that
+    were not overtaken by the confirmation arrive, every copy is dropped, and each event counts once."""
     info = new_bus_info(tmp_path, 1)
     write_bus_info(tmp_path, info)
     server = BusServer(info, ingress_hwm=10)
@@ -191,3 +197,20 @@ def test_a_supervisor_that_stops_reading_while_an_agent_closes_gets_a_resend_cou
         assert 0 < server.receipts.duplicates <= resent, said  # copies still queued at the confirmation are not sent
     finally:
         server.close()
+
+
+def test_a_publisher_may_ask_only_about_its_own_messages_and_learns_who_answers(bus: BusServer) -> None:
+    got: list[object] = []
+    with ControlClient(bus.info, sender="generate:5", timeout_s=5) as client:
+        answers: list[Reply] = []
+        for sender in ("generate:5", "generate:6"):
+            asking = threading.Thread(target=lambda s=sender: answers.append(client.request(
+                DELIVERY_QUERY, {"sender": s, "session": "abc", "sent": 3})))  # fmt: skip
+            asking.start()
+            while asking.is_alive():
+                drain(bus, got)
+            asking.join()
+    own, other = answers
+    assert own.ok and own.result == {"through": 0, "missing": [], "forgotten": 0, "server": bus.info.session}
+    assert not other.ok and "its own messages only" in (other.error or "")
+    assert bus.receipts.undelivered("generate:5") == 3 and bus.receipts.undelivered("generate:6") == 0
