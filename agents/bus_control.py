@@ -1,4 +1,4 @@
-"""The bus-connected :class:`~heidi_engine.agents.callback.TrainerControl`: trainer steps on the bus.
+"""The bus-connected :class:`~heidi_engine.agents.training.callback.TrainerControl`: trainer steps on the bus.
 
 Every optimizer step becomes a trainer sample (the loss curve and gauges in ``metrics.jsonl`` and the
 state) and counts once in the ``train_step`` counter. The counter travels in progress events batched to
@@ -32,8 +32,13 @@ from typing import Any
 from transformers import TrainerControl as HFTrainerControl
 from transformers import TrainerState, TrainingArguments
 
-from heidi_engine.agents.callback import BusReportingCallback, NullControl, StepMetrics, TrainerControl
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_config_from_json
+from heidi_engine.agents.training.callback import (
+    BusReportingCallback,
+    NullControl,
+    StepMetrics,
+    TrainerControl,
+)
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info, use_bus_file
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError

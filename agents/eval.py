@@ -29,10 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from heidi_engine.agents.dataset.heldout import read_heldout, task_id_of
+from heidi_engine.agents.dataset.humaneval import HumanEvalUnavailable, Problem, load_problems
+from heidi_engine.agents.dataset.samples import already_counted, write_jsonl
 from heidi_engine.agents.decoder import BASE, StopRule, decode_batch
-from heidi_engine.agents.heldout import read_heldout, task_id_of
-from heidi_engine.agents.humaneval import HumanEvalUnavailable, Problem, load_problems
-from heidi_engine.agents.outcome import (
+from heidi_engine.agents.evaluation.outcome import (
     Best,
     best_round,
     load_base,
@@ -41,9 +42,8 @@ from heidi_engine.agents.outcome import (
     save_base,
     wilson,
 )
+from heidi_engine.agents.evaluation.tracker import log_eval
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
-from heidi_engine.agents.samples import already_counted, write_jsonl
-from heidi_engine.agents.tracker import log_eval
 from heidi_engine.agents.train import (
     adapter_dir,
     has_adapter,
@@ -113,8 +113,8 @@ def function_complete(text: str) -> bool:
 
 def answer_code(text: str) -> str:
     """The code of a generated answer: what :func:`function_complete` delimits, else (an answer cut
-    off by the token limit) :func:`~heidi_engine.agents.tasks.extract_code`'s reading of it."""
-    from heidi_engine.agents.tasks import extract_code
+    off by the token limit) :func:`~heidi_engine.agents.dataset.tasks.extract_code`'s reading of it."""
+    from heidi_engine.agents.dataset.tasks import extract_code
 
     span = _code_span(text)
     if span is None and "```" not in text:
@@ -171,7 +171,7 @@ def _generate(
     """
     from transformers import GenerationConfig
 
-    from heidi_engine.agents.template import render_prompt
+    from heidi_engine.agents.dataset.template import render_prompt
 
     config = GenerationConfig.from_dict(
         {
@@ -207,7 +207,7 @@ def _generate(
 
 @contextlib.contextmanager
 def _variant(model: Any, name: str) -> Iterator[None]:
-    from heidi_engine.agents.evaluation import adapter_disabled
+    from heidi_engine.agents.evaluation.scoring import adapter_disabled
 
     if name == "base":
         with adapter_disabled(model):
@@ -238,7 +238,7 @@ def _problems(rt: AgentRuntime) -> list[Problem]:
 
 
 def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job]) -> None:
-    from heidi_engine.agents.sandbox import SandboxLimits, run_solution, usable_cpus
+    from heidi_engine.agents.sandbox.runner import SandboxLimits, run_solution, usable_cpus
     from heidi_engine.bus.isolation import NONE_WARNING
 
     cfg = rt.config
@@ -274,7 +274,7 @@ def _pass_jobs(
     rows: Sequence[Mapping[str, Any]],
     problems: Sequence[Problem],
 ) -> list[_Job]:
-    from heidi_engine.agents.humaneval import checker_for, completion_for, instruction_for
+    from heidi_engine.agents.dataset.humaneval import checker_for, completion_for, instruction_for
 
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
     prompts = [(str(row["instruction"]), str(row.get("input") or "")) for row in tasks]
@@ -359,7 +359,7 @@ def _score(
     cfg = rt.config
     if not variants:
         return {}, []
-    from heidi_engine.agents.evaluation import eval_loss
+    from heidi_engine.agents.evaluation.scoring import eval_loss
 
     model, tokenizer = load_student(cfg.BASE_MODEL, for_training=False)
     if "adapter" in variants:

@@ -2,7 +2,7 @@
 
 Tasks come from ``TASK_SOURCE`` (the bank, a JSONL file, or teacher-proposed tasks with
 "self-instruct"); sample ``i`` of round ``r`` has the id ``r{r}-{i:05d}`` over
-:func:`~heidi_engine.agents.tasks.tasks_for_round`, the same on every attempt. The teacher is the HTTP
+:func:`~heidi_engine.agents.dataset.tasks.tasks_for_round`, the same on every attempt. The teacher is the HTTP
 client (``TEACHER_CONCURRENCY`` requests in flight) or, for ``local:<model>``, a model in this process.
 
 - Each reply is scanned with the redaction rule table as it arrives; the *redacted* text is what reaches
@@ -41,15 +41,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
-from heidi_engine.bus.pricing import Price, PricingError, load_price_table, lookup_price
-from heidi_engine.bus.redaction import Redactor, default_redactor
-
-from .endpoint_usage import EndpointSampler
-from .heldout import HeldoutError, fix_heldout, split_pool, without_humaneval
-from .local_teacher import LocalTeacher, local_model_name
-from .runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
-from .samples import (
+from heidi_engine.agents.dataset.heldout import HeldoutError, fix_heldout, split_pool, without_humaneval
+from heidi_engine.agents.dataset.samples import (
     JsonlAppender,
     RoundFiles,
     Sample,
@@ -58,8 +51,7 @@ from .samples import (
     read_jsonl,
     sample_id,
 )
-from .spend import TRANSIENT_REASON, Spend, cost_note, money
-from .tasks import (
+from heidi_engine.agents.dataset.tasks import (
     Task,
     TaskSourceError,
     build_self_instruct_messages,
@@ -71,8 +63,15 @@ from .tasks import (
     parse_proposed_task,
     tasks_for_round,
 )
-from .teacher import Completion, OpenAITeacher, Outage, TeacherError, TeacherUsage
-from .teacher_pool import split_urls
+from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
+from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, Outage, TeacherError, TeacherUsage
+from heidi_engine.agents.teacher.endpoints import EndpointSampler
+from heidi_engine.agents.teacher.local import LocalTeacher, local_model_name
+from heidi_engine.agents.teacher.pool import split_urls
+from heidi_engine.agents.teacher.pricing import Price, PricingError, load_price_table, lookup_price
+from heidi_engine.agents.teacher.spend import TRANSIENT_REASON, Spend, cost_note, money
+from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
+from heidi_engine.bus.redaction import Redactor, default_redactor
 
 __all__ = ["load_task_pool", "main", "price_table"]
 
@@ -461,7 +460,7 @@ def _open_teacher(rt: AgentRuntime) -> _Teacher:
     except ValueError as exc:
         raise FatalStageError(str(exc)) from None
     if local is not None:
-        from .student import ModelNotAvailable
+        from heidi_engine.agents.student import ModelNotAvailable
 
         try:
             return LocalTeacher(

@@ -1,7 +1,7 @@
 """The ``train`` stage: LoRA-train the student on the round's clean data (``python -m heidi_engine.agents.train``).
 
 Reads ``data/round_N/train.jsonl`` and trains ``out_lora_round_N/`` with
-:func:`~heidi_engine.agents.lora.train_lora`, continuing round N-1's adapter when there is one. Every
+:func:`~heidi_engine.agents.training.lora.train_lora`, continuing round N-1's adapter when there is one. Every
 optimizer step is reported through :class:`~heidi_engine.agents.bus_control.BusTrainerControl` (a
 sample, and the ``train_step`` counter) and is a pause/stop boundary. Checkpoints go to
 ``checkpoints/round_N``; a restarted or resumed agent continues from the last one with the same step
@@ -11,7 +11,7 @@ A round without training rows is not an error: the previous adapter is carried o
 yet) and the run goes on.
 
 With TRAIN_NPROC over 1 the agent runs TRAIN_NPROC ranks of this module under TRAIN_LAUNCHER (see
-:mod:`heidi_engine.agents.launcher`): every rank trains its share of each batch, rank 0 alone reports,
+:mod:`heidi_engine.agents.training.ranks`): every rank trains its share of each batch, rank 0 alone reports,
 writes the adapter and decides pause and stop for all.
 """
 
@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from heidi_engine.agents.launcher import RankRuntime, launched_rank, run_launched, run_rank
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
+from heidi_engine.agents.training.ranks import RankRuntime, launched_rank, run_launched, run_rank
 
 __all__ = [
     "adapter_dir",
@@ -147,9 +147,9 @@ def main(rt: AgentRuntime | RankRuntime) -> None:
     cfg = rt.config
     prepare_environment(cfg.BASE_MODEL)
     from heidi_engine.agents.bus_control import BusTrainerControl, counted_train_steps
-    from heidi_engine.agents.callback import NullControl, TrainerControl
-    from heidi_engine.agents.lora import TrainSettings, train_lora
     from heidi_engine.agents.student import four_bit_problem
+    from heidi_engine.agents.training.callback import NullControl, TrainerControl
+    from heidi_engine.agents.training.lora import TrainSettings, train_lora
 
     if cfg.LOAD_IN_4BIT == "1" and (problem := four_bit_problem()) is not None:
         raise FatalStageError(problem)

@@ -11,7 +11,7 @@ gets one verdict, checked in this order:
   token is the usual rule of thumb for English and code with BPE tokenizers; it needs no tokenizer
   (validate stays free of torch) and only has to catch samples that could not fit, since training cuts
   what is slightly too long anyway.
-- ``rejected_dedup``: the output duplicates, exactly or nearly (:mod:`heidi_engine.agents.dedup`), a
+- ``rejected_dedup``: the output duplicates, exactly or nearly (:mod:`heidi_engine.agents.dataset.dedup`), a
   sample already accepted in this round or in an earlier round's ``clean.jsonl`` of this run.
 - otherwise ``validated_ok``, written to ``clean.jsonl``.
 
@@ -41,13 +41,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from heidi_engine.agents.dataset.dedup import DedupIndex
+from heidi_engine.agents.dataset.heldout import (
+    HeldoutError,
+    heldout_files,
+    heldout_rows,
+    read_heldout,
+    task_id_of,
+    with_references,
+)
+from heidi_engine.agents.dataset.samples import RoundFiles, Sample, already_counted, read_jsonl, write_jsonl
+from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
+from heidi_engine.agents.sandbox.runner import SandboxLimits, network_isolation_message, run_many, usable_cpus
 from heidi_engine.bus.redaction import Redactor, default_redactor
-
-from .dedup import DedupIndex
-from .heldout import HeldoutError, heldout_files, heldout_rows, read_heldout, task_id_of, with_references
-from .runtime import AgentRuntime, FatalStageError, run_stage
-from .samples import RoundFiles, Sample, already_counted, read_jsonl, write_jsonl
-from .sandbox import SandboxLimits, network_isolation_message, run_many, usable_cpus
 
 __all__ = ["CHARS_PER_TOKEN", "REJECTIONS", "main", "schema_problem", "secret_kinds", "split_heldout"]
 

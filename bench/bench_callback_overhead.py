@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback, Trainer, TrainingArguments
 
-from heidi_engine.agents.callback import BusReportingCallback, NullControl
+from heidi_engine.agents.training.callback import BusReportingCallback, NullControl
 
 
 class _ListControl(NullControl):

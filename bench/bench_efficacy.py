@@ -28,7 +28,7 @@ from data.task_solutions import SOLUTIONS  # noqa: E402
 from fakes.openai_server import FakeOpenAIServer  # noqa: E402
 from harness import SupervisorProc  # noqa: E402
 
-from heidi_engine.agents.tasks import instruction_text, load_bank  # noqa: E402
+from heidi_engine.agents.dataset.tasks import instruction_text, load_bank  # noqa: E402
 
 BANK = {instruction_text(task): task for task in load_bank()}
 

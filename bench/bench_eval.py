@@ -28,13 +28,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from heidi_engine.agents.dataset.heldout import choose_heldout, without_humaneval  # noqa: E402
+from heidi_engine.agents.dataset.humaneval import HumanEvalUnavailable, instruction_for, load_problems  # noqa: E402
+from heidi_engine.agents.dataset.tasks import instruction_text, load_bank  # noqa: E402
+from heidi_engine.agents.dataset.template import render_prompt  # noqa: E402
 from heidi_engine.agents.decoder import BASE, decode_batch  # noqa: E402
 from heidi_engine.agents.eval import MAX_NEW_TOKENS, answer_rule, function_complete  # noqa: E402
-from heidi_engine.agents.heldout import choose_heldout, without_humaneval  # noqa: E402
-from heidi_engine.agents.humaneval import HumanEvalUnavailable, instruction_for, load_problems  # noqa: E402
 from heidi_engine.agents.student import load_model_and_tokenizer  # noqa: E402
-from heidi_engine.agents.tasks import instruction_text, load_bank  # noqa: E402
-from heidi_engine.agents.template import render_prompt  # noqa: E402
 from heidi_engine.bus.config import load_config  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from heidi_engine.bus.state import GpuInfo, HostInfo, RunState
-from heidi_engine.ui.prometheus import exposition
+from heidi_engine.ui.http.metrics import exposition
 from heidi_engine.ui.status_view import Health, status_fields
 from heidi_engine.ui.viewer import View
 

@@ -14,8 +14,14 @@ import argparse
 import statistics
 import time
 
-from heidi_engine.agents._sandbox_limit import run_limit
-from heidi_engine.agents.sandbox import SandboxLimits, run_many, run_solution, sandbox_backend, usable_cpus
+from heidi_engine.agents.sandbox.limits import run_limit
+from heidi_engine.agents.sandbox.runner import (
+    SandboxLimits,
+    run_many,
+    run_solution,
+    sandbox_backend,
+    usable_cpus,
+)
 
 SOLUTION = "def add_numbers(a: int, b: int) -> int:\n    return a + b\n"
 TESTS = (

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from heidi_engine.agents.teacher import Completion, OpenAITeacher, TeacherError
+from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, TeacherError
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "fakes" / "openai_server.py"
 PROMPT = [

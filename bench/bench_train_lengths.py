@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train_ranks import _build_model
 
-from heidi_engine.agents.callback import NullControl
-from heidi_engine.agents.lora import TrainSettings, train_lora
+from heidi_engine.agents.training.callback import NullControl
+from heidi_engine.agents.training.lora import TrainSettings, train_lora
 
 
 class Samples(NullControl):

@@ -43,9 +43,9 @@ def _build_model(folder: Path, hidden: int, layers: int) -> None:
 
 def _rank(args: argparse.Namespace) -> None:
     """One rank: train, time the collective; rank 0 writes its figures to ``args.out``."""
-    from heidi_engine.agents import collective
-    from heidi_engine.agents.callback import NullControl
-    from heidi_engine.agents.lora import TrainSettings, train_lora
+    from heidi_engine.agents.training import collective as collective
+    from heidi_engine.agents.training.callback import NullControl
+    from heidi_engine.agents.training.lora import TrainSettings, train_lora
 
     exchange_s: list[float] = []
     original = collective.StepCollective.exchange

@@ -19,9 +19,9 @@ from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
 from heidi_engine.bus.connection import ConnectionFileError, use_bus_file
 from heidi_engine.ui.completion import enable as enable_completion
-from heidi_engine.ui.launcher import resolve_home
-from heidi_engine.ui.log_tail import LOG_STAGES, show_logs
-from heidi_engine.ui.menu_actions import EXIT_BAD_USAGE, EXIT_FAILURE, PROG, Controller
+from heidi_engine.ui.connect import resolve_home
+from heidi_engine.ui.menu.actions import EXIT_BAD_USAGE, EXIT_FAILURE, PROG, Controller
+from heidi_engine.ui.menu.logs import LOG_STAGES, show_logs
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
 __all__ = ["main"]
@@ -253,7 +253,7 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         overrides, problems = _overrides(args)
         if problems:
             return controller.refuse_config(problems)
-        from heidi_engine.ui.config_show import show_config
+        from heidi_engine.ui.menu.config_show import show_config
 
         return show_config(controller, overrides, as_json=args.json)
     if action in ("stop", "pause", "resume", "shutdown"):
@@ -271,18 +271,18 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
     if action == "logs":
         return show_logs(controller, run_id=args.run, stage=args.stage, follow=args.follow)
     if action == "http":
-        from heidi_engine.ui.http import main as http_main
+        from heidi_engine.ui.http.server import main as http_main
 
         return http_main(["--home", str(home)] + ([] if args.port is None else ["--port", str(args.port)]))
     if action == "dashboard":
-        from heidi_engine.ui.menu import dashboard_command
+        from heidi_engine.ui.menu.interactive import dashboard_command
 
         command = dashboard_command(home)
         if command is None:
             controller.complain("autotrain-dash is not installed next to this interpreter or on PATH")
             return EXIT_FAILURE
         os.execv(command[0], command)
-    from heidi_engine.ui.menu import Menu, configure
+    from heidi_engine.ui.menu.interactive import Menu, configure
 
     if action == "configure":
         return configure(controller) if _interactive_ok(controller, "--configure") else EXIT_BAD_USAGE

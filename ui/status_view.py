@@ -3,7 +3,7 @@
 ``status_fields`` is the allow-list of the HTTP API (exactly those keys, redacted again at this output
 edge), ``assess`` turns the subscriber's liveness into ``ok`` / ``degraded`` / ``down``, and
 ``format_status`` and ``format_runs`` are the menu's human-readable forms of the ``status`` and
-``list_runs`` answers (``/metrics`` is :mod:`heidi_engine.ui.prometheus`). Keeping
+``list_runs`` answers (``/metrics`` is :mod:`heidi_engine.ui.http.metrics`). Keeping
 them apart from the server and the menu makes the field set, the health rules and the wording testable
 without sockets.
 """
@@ -18,7 +18,7 @@ from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.redaction import clean, default_redactor
 from heidi_engine.bus.state import RESUMABLE_STATUSES, EvalSample, RunState
 from heidi_engine.ui.eval_text import eval_line
-from heidi_engine.ui.panels_text import fmt_duration
+from heidi_engine.ui.text import fmt_duration
 from heidi_engine.ui.viewer import View
 
 __all__ = [

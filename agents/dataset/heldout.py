@@ -31,11 +31,10 @@ from pathlib import Path
 
 from datasketch import MinHash
 
+from heidi_engine.agents.dataset.humaneval import HumanEvalUnavailable, load_problems
+from heidi_engine.agents.dataset.samples import RoundFiles, Sample, SampleMetadata, read_jsonl, sample_id
+from heidi_engine.agents.dataset.tasks import Task, instruction_text, load_bank
 from heidi_engine.bus.storage import atomic_write_json
-
-from .humaneval import HumanEvalUnavailable, load_problems
-from .samples import RoundFiles, Sample, SampleMetadata, read_jsonl, sample_id
-from .tasks import Task, instruction_text, load_bank
 
 __all__ = [
     "HELDOUT_FILE",

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from heidi_engine.agents.train import adapter_dir, has_adapter
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
-
-from .train import adapter_dir, has_adapter
 
 __all__ = ["Best", "best_round", "load_base", "record_best", "reports", "save_base", "wilson"]
 

@@ -1,6 +1,6 @@
 """Scoring the student: completion loss / perplexity and greedy generation with the shared template.
 
-:func:`eval_loss` masks exactly as training does (:func:`heidi_engine.agents.lora.build_dataset`), so
+:func:`eval_loss` masks exactly as training does (:func:`heidi_engine.agents.training.lora.build_dataset`), so
 validation loss is comparable with the training loss. Use :func:`adapter_disabled` to score the base
 model with the same weights in memory.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .lora import IGNORE_INDEX, PadCollator, build_dataset
-from .template import render_prompt
+from heidi_engine.agents.dataset.template import render_prompt
+from heidi_engine.agents.training.lora import IGNORE_INDEX, PadCollator, build_dataset
 
 __all__ = ["adapter_disabled", "eval_loss", "generate_solution"]
 

@@ -1,4 +1,4 @@
-"""The program the sandbox interpreter runs (``python -I -S -B -u _sandbox_harness.py KEY=VALUE...``).
+"""The program the sandbox interpreter runs (``python -I -S -B -u harness.py KEY=VALUE...``).
 
 Standard library only, and nothing from the project: it runs outside any virtualenv, possibly as a uid
 that cannot read the project. The first process is trusted (no generated code ever runs in it): it reads

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from heidi_engine.agents._sandbox_reaper import kill_until_gone
+from heidi_engine.agents.sandbox.reaper import kill_until_gone
 
 __all__ = ["RunLimit", "run_limit", "usable_cpus"]
 

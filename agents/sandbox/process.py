@@ -1,7 +1,7 @@
 """One sandboxed interpreter from start to verdict: its process, its output tail, its limits, its end.
 
 :class:`SandboxRun` starts the command in its own session and process group, moves it into the run's
-:class:`~heidi_engine.agents._sandbox_limit.RunLimit` before it can fork, hands it the pass token on
+:class:`~heidi_engine.agents.sandbox.limits.RunLimit` before it can fork, hands it the pass token on
 stdin, collects a bounded tail of its output while polling the limit and the wall clock, kills what is
 left, and turns the exit status into an outcome (:func:`classify`).
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from heidi_engine.agents._sandbox_limit import RunLimit
+from heidi_engine.agents.sandbox.limits import RunLimit
 from heidi_engine.bus.redaction import strip_ansi
 
 __all__ = ["CODES", "Outcome", "SandboxResult", "SandboxRun", "classify"]

@@ -6,11 +6,11 @@ when it is installed, else namespaces as root, else refuses with a line that say
 
 Every backend runs a fresh interpreter (``python -I -S -B -u``: the standard library only) in its own
 session and process group, with an environment of five variables (no keys, no tokens). The interpreter
-runs ``_sandbox_harness.py``, which sets the sandbox up while it is still trusted and then forks the
+runs ``harness.py``, which sets the sandbox up while it is still trusted and then forks the
 process that executes the solution and its tests, with rlimits on CPU seconds, address space, processes,
 file size and open files, no core dumps and NO_NEW_PRIVS; the trusted half enforces the wall clock.
 
-- ``bwrap`` (``_sandbox_bwrap.py``): a root of its own that shows only the system's ``/usr`` and the
+- ``bwrap`` (``bwrap.py``): a root of its own that shows only the system's ``/usr`` and the
   interpreter, read-only, and size-limited tmpfs for ``/tmp``, ``/dev/shm`` and the working folder; new
   user (not as root), PID, network, IPC, UTS and cgroup namespaces; as root the code also gets a uid of
   its own.
@@ -18,9 +18,9 @@ file size and open files, no core dumps and NO_NEW_PRIVS; the trusted half enfor
   temporary folder of the host; the shared ``/tmp`` and ``/dev/shm`` are cleaned of that uid's files.
 - ``none``: rlimits, the wall clock and the group kill, nothing more.
 
-Each run as a whole is held to its memory, process count and CPU time (``_sandbox_limit.py``: a cgroup
+Each run as a whole is held to its memory, process count and CPU time (``limits.py``: a cgroup
 of its own where one can be made, else polling of its process tree), and killed with everything it
-started, afterwards (``_sandbox_reaper.py``).
+started, afterwards (``reaper.py``).
 
 A pass needs exit status 0 *and* a random per-run token on stdout that the harness writes only after the
 last test ran, so ``os._exit(0)``, ``sys.exit(0)`` or patched builtins cannot fake one (trace and profile
@@ -41,10 +41,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from heidi_engine.agents._sandbox_bwrap import bwrap_command
-from heidi_engine.agents._sandbox_limit import run_limit, usable_cpus
-from heidi_engine.agents._sandbox_reaper import kill_sweep, remove_files_of, remove_tree, uid_slot
-from heidi_engine.agents._sandbox_run import CODES, Outcome, RunSpec, SandboxResult, SandboxRun
+from heidi_engine.agents.sandbox.bwrap import bwrap_command
+from heidi_engine.agents.sandbox.limits import run_limit, usable_cpus
+from heidi_engine.agents.sandbox.process import CODES, Outcome, RunSpec, SandboxResult, SandboxRun
+from heidi_engine.agents.sandbox.reaper import kill_sweep, remove_files_of, remove_tree, uid_slot
 from heidi_engine.bus.isolation import NONE_WARNING, SandboxBackend, SandboxUnavailable, choose_sandbox
 
 __all__ = [
@@ -67,7 +67,7 @@ _CLONE_NEWNET = 0x40000000
 _NAMESPACES = _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC
 _NOFILE = 64
 _ENV_KEYS = ("PATH", "LANG", "HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
-_HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_harness.py")
+_HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ from datetime import datetime, timezone
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .teacher_pool import Endpoint, EndpointReport, TeacherPool, split_urls
-from .teacher_reply import ParsedReply, parse_reply, tokens_in
-from .teacher_request import (
+from heidi_engine.agents.teacher.pool import Endpoint, EndpointReport, TeacherPool, split_urls
+from heidi_engine.agents.teacher.reply import ParsedReply, parse_reply, tokens_in
+from heidi_engine.agents.teacher.request import (
     ProviderError,
     is_quota_error,
     is_reasoning_model,
@@ -50,8 +50,8 @@ from .teacher_request import (
     request_body,
     retry_after_s,
 )
-from .teacher_transport import DeadlineExceeded, Reply, Transport, TransportError
-from .teacher_usage import TeacherUsage
+from heidi_engine.agents.teacher.transport import DeadlineExceeded, Reply, Transport, TransportError
+from heidi_engine.agents.teacher.usage import TeacherUsage
 
 __all__ = ["Completion", "OpenAITeacher", "Outage", "TeacherError", "TeacherUsage"]
 

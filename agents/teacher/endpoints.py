@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from heidi_engine.agents.teacher.pool import EndpointReport
+from heidi_engine.agents.teacher.usage import TeacherUsage
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.state import EndpointUsage, TeacherSample
-
-from .teacher_pool import EndpointReport
-from .teacher_usage import TeacherUsage
 
 __all__ = ["EndpointSampler"]
 

@@ -1,6 +1,6 @@
 """The in-process teacher for ``TEACHER_MODEL=local:<model>``: a transformers model generating on this host.
 
-It speaks the same interface as :class:`~heidi_engine.agents.teacher.OpenAITeacher` (``map``,
+It speaks the same interface as :class:`~heidi_engine.agents.teacher.client.OpenAITeacher` (``map``,
 ``complete``, ``close``), so the generate stage does not care which backend it drives. Greedy generation
 (temperature 0) is batched: ``map`` hands up to ``concurrency`` prompts at a time to one left-padded
 ``generate`` call (see :mod:`decoder`), with the same replies as one prompt at a time. Sampling stays one
@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .teacher import Completion, Outage, TeacherError, TeacherUsage
+from heidi_engine.agents.teacher.client import Completion, Outage, TeacherError, TeacherUsage
 
 __all__ = ["LOCAL_PREFIX", "LocalTeacher", "local_model_name"]
 
@@ -59,7 +59,7 @@ class LocalTeacher:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
         # Imported here: torch and transformers take seconds to import, and HTTP teachers never need them.
-        from .student import load_model_and_tokenizer
+        from heidi_engine.agents.student import load_model_and_tokenizer
 
         self.model = teacher_model
         self._max_tokens = max_tokens
@@ -113,7 +113,7 @@ class LocalTeacher:
         """One reply per conversation of ``batch``, generated together; all of them fail together."""
         import torch
 
-        from .decoder import decode_batch
+        from heidi_engine.agents.decoder import decode_batch
 
         if self._lm is None:
             return [TeacherError("teacher closed", TeacherUsage()) for _ in batch]

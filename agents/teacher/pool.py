@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .teacher_usage import TeacherUsage
+from heidi_engine.agents.teacher.usage import TeacherUsage
 
 __all__ = ["Endpoint", "EndpointReport", "TeacherPool", "endpoint_name", "split_urls"]
 

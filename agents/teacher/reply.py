@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .teacher_transport import iter_sse
+from heidi_engine.agents.teacher.transport import iter_sse
 
 __all__ = ["ParsedReply", "ReplyTokens", "parse_reply", "tokens_in"]
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from heidi_engine.bus.pricing import Price, estimate_cost
-
-from .teacher import TeacherUsage
+from heidi_engine.agents.teacher.client import TeacherUsage
+from heidi_engine.agents.teacher.pricing import Price, estimate_cost
 
 __all__ = ["TRANSIENT_REASON", "Spend", "cost_note", "money"]
 

@@ -16,7 +16,7 @@ grad norm come from the Trainer's own log of the step (``logging_steps=1`` gives
 
 Under torchrun or accelerate (a process group of more than one rank) only rank 0 uses its control:
 it publishes, and its pause/stop verdict reaches every rank through one small all-reduce per step
-(:mod:`heidi_engine.agents.collective`), so all ranks park, continue or stop at the same step. A control
+(:mod:`heidi_engine.agents.training.collective`), so all ranks park, continue or stop at the same step. A control
 with a non-blocking ``pause_requested()`` (as the bus control has) spares the park handshake on steps
 without a pause.
 """
@@ -34,7 +34,7 @@ from transformers import TrainerCallback, TrainerState, TrainingArguments
 from transformers import TrainerControl as HFTrainerControl
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .collective import HOLD, RUN, STOP, StepCollective, world
+from heidi_engine.agents.training.collective import HOLD, RUN, STOP, StepCollective, world
 
 __all__ = ["BusReportingCallback", "NullControl", "TrainerControl"]
 

@@ -1,8 +1,8 @@
 """LoRA fine-tuning of the student with transformers' ``Trainer`` and peft.
 
-Examples are rendered with the shared template (:mod:`heidi_engine.agents.template`); prompt tokens
+Examples are rendered with the shared template (:mod:`heidi_engine.agents.dataset.template`); prompt tokens
 and padding are masked out of the loss. :func:`train_lora` reports through a
-:class:`~heidi_engine.agents.callback.TrainerControl`, checkpoints every ``checkpoint_every`` steps
+:class:`~heidi_engine.agents.training.callback.TrainerControl`, checkpoints every ``checkpoint_every`` steps
 under ``checkpoint_dir`` (use one folder per round), resumes from the last complete checkpoint there,
 and saves the adapter (PEFT format) plus tokenizer to ``out_dir``.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from .callback import BusReportingCallback, NullControl, TrainerControl
-from .student import load_model_and_tokenizer
-from .template import render_example
+from heidi_engine.agents.dataset.template import render_example
+from heidi_engine.agents.student import load_model_and_tokenizer
+from heidi_engine.agents.training.callback import BusReportingCallback, NullControl, TrainerControl
 
 __all__ = ["CHECKPOINTING_FROM_PARAMS", "PadCollator", "TrainResult", "TrainSettings", "build_dataset", "train_lora"]
 

@@ -1,4 +1,5 @@
-"""The strict AutoTrain configuration: its schema, its four sources and its error messages.
+"""The strict AutoTrain configuration: its schema, its checks and the wording of their messages (the
+sources it is read from are :mod:`heidi_engine.bus.config.sources`).
 
 Sources, lowest to highest precedence: schema defaults, ``config.yaml``, environment variables named
 ``AUTOTRAIN_`` + the field (``AUTOTRAIN_ROUNDS=2``; a bare ``ROUNDS`` or ``SEED`` left in a shell changes
@@ -23,28 +24,13 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import ErrorDetails
 
-from . import _config_yaml
-from .redaction import clean, redact, scan
+from heidi_engine.bus.config import yaml_file as _config_yaml
+from heidi_engine.bus.redaction import clean, redact, scan
 
-__all__ = [
-    "ENV_PREFIX",
-    "FIELD_NAMES",
-    "SEED_FIELDS",
-    "AutoTrainConfig",
-    "ConfigError",
-    "config_reference_markdown",
-    "dump_yaml_update",
-    "env_overrides",
-    "field_rule",
-    "file_values",
-    "load_config",
-    "parse_override",
-    "validate_field",
-    "value_sources",
-]
+__all__ = ["ENV_PREFIX", "FIELD_NAMES", "SEED_FIELDS", "AutoTrainConfig", "ConfigError", "field_rule"]
 
 ENV_PREFIX = "AUTOTRAIN_"
 
@@ -362,6 +348,23 @@ def _type_name(value: object) -> str:
     return "nothing (an empty value)" if value is None else names.get(type(value), type(value).__name__)
 
 
+def _from_text(name: str, raw: str) -> object:
+    """Parse an environment or command-line string per the field's type; ValueError says what it is not."""
+    kind, text = _kind(name), raw.strip()
+    if kind == "text":
+        return raw
+    if kind == "optional_float" and not text:
+        return None
+    if kind == "int":
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise ValueError("not an integer")
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
 _YES_NO = {"yes", "no", "y", "n", "on", "off", "true", "false"}
 
 
@@ -399,199 +402,3 @@ def _reason(name: str, error: ErrorDetails) -> str:
 def _line(source: str, name: str, value: object, reason: str) -> str:
     shown_name = ENV_PREFIX + name if source == "environment" else name
     return f"{source + ': ' if source else ''}{shown_name} = {_show(name, value)}: {reason}"
-
-
-def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The fields set in the environment (None: os.environ), by field name: ``AUTOTRAIN_ROUNDS`` sets
-    ROUNDS. Bare field names are ignored, so a stray ``SEED`` or ``BATCH_SIZE`` never changes a run."""
-    source = os.environ if environ is None else environ
-    start = len(ENV_PREFIX)
-    return {
-        key[start:]: value
-        for key, value in source.items()
-        if key.startswith(ENV_PREFIX) and key[start:] in AutoTrainConfig.model_fields
-    }
-
-
-def _validate(values: Mapping[str, object], source: str) -> tuple[AutoTrainConfig | None, list[str]]:
-    """Validate known fields (the rest defaulted); one problem line per failing field."""
-    config, problems = _validate_named(values, source)
-    return config, list(problems.values())
-
-
-def _validate_named(values: Mapping[str, object], source: str) -> tuple[AutoTrainConfig | None, dict[str, str]]:
-    """:func:`_validate` with each problem line keyed by the field it is about."""
-    try:
-        return AutoTrainConfig.model_validate(dict(values)), {}
-    except ValidationError as exc:
-        problems: dict[str, str] = {}
-        for error in exc.errors(include_url=False):
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            if name in AutoTrainConfig.model_fields:
-                problems.setdefault(name, _line(source, name, error["input"], _reason(name, error)))
-            else:
-                problems.setdefault(name, f"{source + ': ' if source else ''}{error['msg']}")
-        return None, problems
-
-
-def _from_text(name: str, raw: str) -> object:
-    """Parse an environment or command-line string per the field's type; ValueError says what it is not."""
-    kind, text = _kind(name), raw.strip()
-    if kind == "text":
-        return raw
-    if kind == "optional_float" and not text:
-        return None
-    if kind == "int":
-        if not re.fullmatch(r"[+-]?[0-9]+", text):
-            raise ValueError("not an integer")
-        return int(text)
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError("not a number") from None
-
-
-def _from_texts_named(
-    values: Mapping[str, object], source: str
-) -> tuple[dict[str, object], list[tuple[str | None, str]]]:
-    """Parse string values of known fields (others pass through, strictly typed); report the rest, each
-    problem with its field (``None`` for an unknown key)."""
-    parsed: dict[str, object] = {}
-    problems: list[tuple[str | None, str]] = []
-    for key, value in values.items():
-        if key not in AutoTrainConfig.model_fields:
-            problems.append((None, _unknown(f"{source}: ", str(key))))
-        elif isinstance(value, str):
-            try:
-                parsed[key] = _from_text(key, value)
-            except ValueError as exc:
-                problems.append((key, _line(source, key, value, f"{exc} (rule: {field_rule(key)})")))
-        else:
-            parsed[key] = value
-    return parsed, problems
-
-
-def load_config(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, object] | None = None,
-    warnings: list[str] | None = None,
-) -> AutoTrainConfig:
-    """The effective config: defaults < ``path`` < ``env`` (None: os.environ) < ``overrides``.
-
-    The effective values are what is validated: a bad value that a later source replaces with a good
-    one is not an error but a warning, appended to ``warnings`` when given (a ``--set`` can rescue a bad
-    line in config.yaml). Raises ConfigError listing every other problem of every source, one line each.
-    """
-    merged: dict[str, object] = {}
-    problems: list[tuple[str | None, str]] = []
-    sources: list[tuple[str, Mapping[str, object], bool]] = []
-    if path is not None:
-        file_values, file_problems = _config_yaml.read_mapping(path)
-        unknown = [key for key in file_values if key not in AutoTrainConfig.model_fields]
-        problems += [(None, line) for line in file_problems]
-        problems += [(None, _unknown(f"{os.fspath(path)}: ", key)) for key in unknown]
-        file_values = {k: v for k, v in file_values.items() if k not in unknown}
-        sources.append((os.fspath(path), file_values, False))
-    sources.append(("environment", env_overrides(env), True))
-    sources.append(("override", dict(overrides or {}), True))
-    for source, values, textual in sources:
-        parsed, parse_problems = _from_texts_named(values, source) if textual else (dict(values), [])
-        checked = list(_validate_named(parsed, source)[1].items())
-        bad = {name for name, _line in parse_problems + checked}
-        rescued = [(n, line) for n, line in problems if n is not None and n in parsed and n not in bad]
-        for _name, line in rescued:
-            problems.remove((_name, line))
-            if warnings is not None:
-                warnings.append(f"{line} (ignored: {source} sets {_name})")
-        problems += parse_problems + [(name, line) for name, line in checked]
-        merged.update(parsed)
-    if problems:
-        raise ConfigError([line for _name, line in problems])
-    config, final_problems = _validate(merged, "effective config")
-    if config is None:
-        raise ConfigError(final_problems)
-    return config
-
-
-def file_values(path: str | os.PathLike[str]) -> dict[str, object]:
-    """The top-level values of a config file as written (YAML 1.2), even those the schema would refuse;
-    empty when the file is missing or is not YAML."""
-    values, _problems = _config_yaml.read_mapping(path)
-    return values
-
-
-def value_sources(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, object] | None = None,
-) -> dict[str, str]:
-    """Where each field's effective value comes from: ``default``, ``file``, ``env AUTOTRAIN_<NAME>`` or
-    ``--set`` (the highest source that sets it, the precedence of :func:`load_config`)."""
-    sources = dict.fromkeys(AutoTrainConfig.model_fields, "default")
-    if path is not None:
-        sources.update({key: "file" for key in file_values(path) if key in sources})
-    sources.update({key: f"env {ENV_PREFIX}{key}" for key in env_overrides(env)})
-    sources.update({key: "--set" for key in overrides or {} if key in sources})
-    return sources
-
-
-def parse_override(text: str) -> tuple[str, str]:
-    """Split ``KEY=VALUE`` (from ``--set``) into its key and raw string value; ConfigError if malformed."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError([f"override: {_show('', text)}: expected KEY=VALUE, e.g. ROUNDS=2"])
-    if key not in AutoTrainConfig.model_fields:
-        raise ConfigError([_unknown("override: ", key)])
-    return key, value
-
-
-def validate_field(name: str, raw: str) -> object:
-    """Parse and validate one field given as a string (as typed in the menu); ConfigError names the rule."""
-    _field_known(name)
-    try:
-        value = _from_text(name, raw)
-    except ValueError as exc:
-        raise ConfigError([_line("", name, raw, f"{exc} (rule: {field_rule(name)})")]) from None
-    config, problems = _validate({name: value}, "")
-    if config is None:
-        raise ConfigError(problems)
-    return getattr(config, name)
-
-
-def dump_yaml_update(path: str | os.PathLike[str], updates: Mapping[str, object]) -> None:
-    """Set ``updates`` in the YAML file at ``path``, keeping its comments and other lines; atomic, mode kept.
-
-    String values are parsed per field type, like overrides; every value is validated first. A missing key
-    is appended; a missing file is created (mode 0600).
-    """
-    source = os.fspath(path)
-    parsed, problems = _from_texts_named(updates, "update")
-    config, check_problems = _validate(parsed, "update")
-    if problems or config is None:
-        raise ConfigError([line for _name, line in problems] + check_problems)
-    try:
-        _config_yaml.update_file(path, {key: getattr(config, key) for key in parsed})
-    except ValueError as exc:
-        raise ConfigError([f"{source}: {exc}"]) from None
-
-
-def config_reference_markdown() -> str:
-    """A Markdown table of every field (type, default, rule, description), generated from the schema."""
-    types = {"int": "int", "float": "float", "optional_float": "float or empty", "text": "str"}
-    rows = ["| Field | Type | Default | Rule | Description |", "|---|---|---|---|---|"]
-    for name, info in AutoTrainConfig.model_fields.items():
-        default = _config_yaml.yaml_scalar(info.default)
-        cells = [
-            f"`{name}`",
-            types[_kind(name)],
-            f"`{default}`" if default else "*(empty)*",
-            field_rule(name),
-            info.description or "",
-        ]
-        # '<' would open an HTML tag in the rendered README ("local:<model>" would vanish).
-        rows.append("| " + " | ".join(c.replace("|", "\\|").replace("<", "&lt;") for c in cells) + " |")
-    return "\n".join(rows) + "\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from heidi_engine.agents.outcome import wilson
+from heidi_engine.agents.evaluation.outcome import wilson
 from heidi_engine.agents.runtime import AgentRuntime, run_stage
 from heidi_engine.bus.state import EvalSample, EvalScores
 

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
+from heidi_engine.agents.dataset.samples import already_counted
 from heidi_engine.agents.runtime import AgentRuntime, run_stage
-from heidi_engine.agents.samples import already_counted
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.ledger import load_ledger
 from heidi_engine.bus.state import TrainerSample

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.task_solutions import SOLUTIONS
 
+from heidi_engine.agents.dataset.tasks import instruction_text, load_bank
 from heidi_engine.agents.runtime import AgentRuntime, run_stage
-from heidi_engine.agents.tasks import instruction_text, load_bank
 
 
 def _parse() -> argparse.Namespace:

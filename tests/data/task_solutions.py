@@ -7,6 +7,6 @@ fail against a trivially wrong function, so the bank's tests are neither wrong n
 
 from __future__ import annotations
 
-from heidi_engine.agents.heldout import reference_solutions
+from heidi_engine.agents.dataset.heldout import reference_solutions
 
 SOLUTIONS: dict[str, str] = reference_solutions()

@@ -7,7 +7,7 @@ import ctypes
 import threading
 import time
 
-from heidi_engine.agents.collective import _workers_runnable, let_workers_finish
+from heidi_engine.agents.training.collective import _workers_runnable, let_workers_finish
 
 
 def _busy_worker(name: bytes, until: threading.Event, started: threading.Event) -> None:

@@ -20,8 +20,7 @@ import pytest
 from harness import TESTS, FileRuntime, SupervisorProc, agent_env, scripted
 
 from heidi_engine.agents import eval as eval_stage
-from heidi_engine.agents.eval import answer_code, best_round, function_complete
-from heidi_engine.agents.humaneval import (
+from heidi_engine.agents.dataset.humaneval import (
     HumanEvalUnavailable,
     Problem,
     checker_for,
@@ -29,9 +28,10 @@ from heidi_engine.agents.humaneval import (
     load_problems,
     program_for,
 )
-from heidi_engine.agents.outcome import Best, record_best
-from heidi_engine.agents.samples import read_jsonl, write_jsonl
-from heidi_engine.agents.sandbox import run_solution
+from heidi_engine.agents.dataset.samples import read_jsonl, write_jsonl
+from heidi_engine.agents.eval import answer_code, best_round, function_complete
+from heidi_engine.agents.evaluation.outcome import Best, record_best
+from heidi_engine.agents.sandbox.runner import run_solution
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
 

@@ -18,11 +18,11 @@ from fakes.openai_server import FakeOpenAIServer
 from harness import FileRuntime, SupervisorProc, agent_env, scripted, wait_until
 
 from heidi_engine.agents import generate
-from heidi_engine.agents.samples import RoundFiles, read_jsonl, write_jsonl
-from heidi_engine.agents.tasks import instruction_text, load_bank, tasks_for_round
+from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl, write_jsonl
+from heidi_engine.agents.dataset.tasks import instruction_text, load_bank, tasks_for_round
+from heidi_engine.agents.teacher.pricing import BUILTIN_PRICES, estimate_cost
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
-from heidi_engine.bus.pricing import BUILTIN_PRICES, estimate_cost
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -17,8 +17,8 @@ from fakes.openai_server import FakeOpenAIServer
 from harness import FileRuntime
 
 from heidi_engine.agents import generate
+from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl, write_jsonl
 from heidi_engine.agents.runtime import FatalStageError
-from heidi_engine.agents.samples import RoundFiles, read_jsonl, write_jsonl
 from heidi_engine.bus.config import AutoTrainConfig, load_config
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.state import RunState, apply_event

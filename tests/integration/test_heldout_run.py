@@ -18,9 +18,9 @@ from data.task_solutions import SOLUTIONS
 from fakes.openai_server import FakeOpenAIServer
 from harness import SupervisorProc, agent_env, scripted
 
-from heidi_engine.agents.heldout import choose_heldout
-from heidi_engine.agents.samples import RoundFiles, read_jsonl
-from heidi_engine.agents.tasks import instruction_text, load_bank
+from heidi_engine.agents.dataset.heldout import choose_heldout
+from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl
+from heidi_engine.agents.dataset.tasks import instruction_text, load_bank
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from heidi_engine.bus.connection import read_bus_info
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.publisher import Publisher
-from heidi_engine.ui.http import StatusServer
+from heidi_engine.ui.http.server import StatusServer
 from heidi_engine.ui.status_view import ALLOWED_FIELDS
 from heidi_engine.ui.viewer import LiveView
 
@@ -41,7 +41,7 @@ class Response:
 
 
 class HttpProc:
-    """``python -m heidi_engine.ui.http --port 0``; the URL is read from its first line."""
+    """``python -m heidi_engine.ui.http.server --port 0``; the URL is read from its first line."""
 
     def __init__(self, home: Path) -> None:
         self.proc = subprocess.Popen(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
-from heidi_engine.agents.callback import BusReportingCallback, TrainerControl
+from heidi_engine.agents.training.callback import BusReportingCallback, TrainerControl
 
 BATCH, ACCUM = 2, 2
 

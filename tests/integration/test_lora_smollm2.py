@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from peft import PeftModel
 
-from heidi_engine.agents.callback import NullControl
-from heidi_engine.agents.evaluation import adapter_disabled, eval_loss, generate_solution
-from heidi_engine.agents.lora import TrainSettings, train_lora
+from heidi_engine.agents.evaluation.scoring import adapter_disabled, eval_loss, generate_solution
 from heidi_engine.agents.student import load_model_and_tokenizer
+from heidi_engine.agents.training.callback import NullControl
+from heidi_engine.agents.training.lora import TrainSettings, train_lora
 
 pytestmark = [
     pytest.mark.slow,

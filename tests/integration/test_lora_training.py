@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import torch
 
-from heidi_engine.agents.evaluation import adapter_disabled, eval_loss
-from heidi_engine.agents.lora import IGNORE_INDEX, TrainSettings, build_dataset, train_lora
+from heidi_engine.agents.evaluation.scoring import adapter_disabled, eval_loss
 from heidi_engine.agents.student import ModelNotAvailable, load_model_and_tokenizer
+from heidi_engine.agents.training.lora import IGNORE_INDEX, TrainSettings, build_dataset, train_lora
 
 # peft 0.21 still reads transformers' deprecated alias when it wraps a model.
 pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from harness import SupervisorProc, agent_env, scripted
 
-from heidi_engine.agents.samples import RoundFiles, read_jsonl
-from heidi_engine.agents.tasks import instruction_text, load_bank, tasks_for_round
+from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl
+from heidi_engine.agents.dataset.tasks import instruction_text, load_bank, tasks_for_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

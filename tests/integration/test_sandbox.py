@@ -27,8 +27,7 @@ import psutil
 import pytest
 from harness import agent_env, interpreter_for, scripted, wait_until
 
-from heidi_engine.agents import sandbox
-from heidi_engine.agents.sandbox import (
+from heidi_engine.agents.sandbox.runner import (
     SandboxLimits,
     SandboxResult,
     network_isolation_available,
@@ -36,6 +35,7 @@ from heidi_engine.agents.sandbox import (
     run_many,
     run_solution,
 )
+from heidi_engine.agents.sandbox.runner import runner as sandbox
 from heidi_engine.bus.errors import CommandRefused
 from heidi_engine.bus.isolation import NONE_WARNING
 from heidi_engine.ui.status_view import format_status
@@ -112,7 +112,7 @@ def test_a_failing_assertion_fails() -> None:
     result = _run("def add(a, b):\n    return a - b\n", "assert add(1, 2) == 3\n")
     assert (result.passed, result.outcome) == (False, "fail")
     assert "AssertionError" in result.output and 'File "tests.py", line 1' in result.output
-    assert "_sandbox_harness" not in result.output  # tracebacks show the solution's frames only
+    assert "harness.py" not in result.output  # tracebacks show the solution's frames only
 
 
 def test_a_syntax_error_is_an_error() -> None:
@@ -414,7 +414,7 @@ def test_contained_without_root() -> None:
         script = textwrap.dedent(
             """
             import json, time
-            from heidi_engine.agents import sandbox
+            from heidi_engine.agents.sandbox.runner import runner as sandbox
             MARKER = "@MARKER@"
             limits = sandbox.SandboxLimits(timeout_s=2.0, cpu_s=1)
             # The daemon becomes "sleep <marker>", which the host can find whatever pid it shows inside.

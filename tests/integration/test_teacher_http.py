@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fakes.openai_server import FakeOpenAIServer
 
-from heidi_engine.agents.teacher import Completion, OpenAITeacher, TeacherError, TeacherUsage
+from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, TeacherError, TeacherUsage
 
 pytestmark = pytest.mark.timeout(30)
 

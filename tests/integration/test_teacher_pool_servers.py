@@ -18,9 +18,9 @@ from harness import FileRuntime, SupervisorProc
 from test_generate_stage import run
 
 from heidi_engine.agents import generate
-from heidi_engine.agents.samples import RoundFiles, read_jsonl
-from heidi_engine.agents.teacher import Completion, OpenAITeacher, TeacherError, TeacherUsage
-from heidi_engine.agents.teacher_pool import endpoint_name
+from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl
+from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, TeacherError, TeacherUsage
+from heidi_engine.agents.teacher.pool import endpoint_name
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES
 from heidi_engine.bus.journal import read_events

@@ -18,9 +18,9 @@ from fakes.openai_server import FakeOpenAIServer
 from harness import FileRuntime, SupervisorProc, agent_env, scripted
 
 from heidi_engine.agents import validate
+from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl, sample_id, write_jsonl
+from heidi_engine.agents.dataset.tasks import Task, instruction_text, load_bank, load_jsonl, tasks_for_round
 from heidi_engine.agents.runtime import StopRequested
-from heidi_engine.agents.samples import RoundFiles, read_jsonl, sample_id, write_jsonl
-from heidi_engine.agents.tasks import Task, instruction_text, load_bank, load_jsonl, tasks_for_round
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
 from heidi_engine.bus.redaction import default_redactor

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from heidi_engine.supervisor.cli import _parser as supervisor_parser
 from heidi_engine.ui.dash_cli import _parser as dash_parser
-from heidi_engine.ui.menu import OPTIONS
+from heidi_engine.ui.dashboard.screen import HELP_KEYS
+from heidi_engine.ui.menu.interactive import OPTIONS
 from heidi_engine.ui.menu_cli import _parser as menu_parser
-from heidi_engine.ui.panels import HELP_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 PARSERS = {"autotrain-supervisor": supervisor_parser, "autotrain-menu": menu_parser, "autotrain-dash": dash_parser}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
-from heidi_engine.ui.launcher import NoSupervisor, find_supervisor
+from heidi_engine.ui.connect import NoSupervisor, find_supervisor
 
 __all__ = ["RunControl"]
 

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
-from heidi_engine.ui.panels_text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
+from heidi_engine.ui.text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
 
 VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration", "Eval")
 HEADER_ROWS = 3
@@ -237,10 +237,10 @@ View = Callable[[Frame, int, "int | None"], list[Text]]
 
 def _view_renderers() -> dict[int, View]:
     # Imported here: the view modules import this one for Frame.
-    from heidi_engine.ui.panels_eval import render_eval
-    from heidi_engine.ui.panels_events import render_config, render_events
-    from heidi_engine.ui.panels_overview import render_overview, render_teacher
-    from heidi_engine.ui.panels_trainer import render_trainer
+    from heidi_engine.ui.dashboard.views.eval import render_eval
+    from heidi_engine.ui.dashboard.views.events import render_config, render_events
+    from heidi_engine.ui.dashboard.views.overview import render_overview, render_teacher
+    from heidi_engine.ui.dashboard.views.trainer import render_trainer
 
     return {1: render_overview, 2: render_teacher, 3: render_trainer, 4: render_events, 5: render_config, 6: render_eval}
 

@@ -1,8 +1,8 @@
 """The HTTP status server: a bus client like any viewer, on 127.0.0.1 only.
 
-``python -m heidi_engine.ui.http --home H [--port N]``. Routes: ``GET /`` and ``GET /status`` (the allowed
+``python -m heidi_engine.ui.http.server --home H [--port N]``. Routes: ``GET /`` and ``GET /status`` (the allowed
 fields), ``GET /health`` (200 ok, else 503 with the reason), ``GET /metrics`` (Prometheus text, see
-:mod:`heidi_engine.ui.prometheus`). HEAD answers like GET without the body. Anything else is 404; another
+:mod:`heidi_engine.ui.http.metrics`). HEAD answers like GET without the body. Anything else is 404; another
 method is 405 with ``Allow: GET, HEAD``. No CORS header at all.
 
 Requests never touch the bus: a :class:`LiveView` thread keeps the state current and each request reads
@@ -23,8 +23,8 @@ from types import FrameType
 from typing import Any
 
 from heidi_engine.bus.config import ConfigError, load_config
-from heidi_engine.ui.launcher import NoSupervisor, local_supervisor, resolve_home
-from heidi_engine.ui.prometheus import CONTENT_TYPE, exposition
+from heidi_engine.ui.connect import NoSupervisor, local_supervisor, resolve_home
+from heidi_engine.ui.http.metrics import CONTENT_TYPE, exposition
 from heidi_engine.ui.status_view import Health, assess, status_fields
 from heidi_engine.ui.viewer import LiveView, View
 

@@ -24,10 +24,10 @@ from heidi_engine.bus.journal import load_state_file
 from heidi_engine.bus.redaction import clean, default_redactor
 from heidi_engine.bus.state import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES
 from heidi_engine.bus.summary import run_summary
-from heidi_engine.ui.launcher import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, pid_alive
-from heidi_engine.ui.panels_text import fmt_duration
+from heidi_engine.ui.connect import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor, pid_alive
+from heidi_engine.ui.menu.follow import StageProgress
 from heidi_engine.ui.status_view import format_runs, format_status, resume_hint
-from heidi_engine.ui.wait_progress import StageProgress
+from heidi_engine.ui.text import fmt_duration
 
 __all__ = [
     "EXIT_BAD_USAGE",
@@ -432,7 +432,7 @@ class Controller:
 
     def compare(self, run_a: str, run_b: str, *, as_json: bool = False) -> int:
         """Two runs side by side, from their files; 2 when either is not a run of this home."""
-        from heidi_engine.ui.compare import CompareError, compare_runs, format_compare
+        from heidi_engine.ui.menu.compare import CompareError, compare_runs, format_compare
 
         try:
             result = compare_runs(self.home, run_a, run_b)
@@ -447,7 +447,7 @@ class Controller:
 
     def export_tensorboard(self, run_id: str, folder: Path) -> int:
         """Write a run's trainer samples and eval results to ``folder`` as TensorBoard scalars."""
-        from heidi_engine.ui.tensorboard_export import ExportError, export_run
+        from heidi_engine.ui.menu.tensorboard_export import ExportError, export_run
 
         try:
             written = export_run(self.home, run_id, folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from heidi_engine.ui.panels_text import fmt_duration
+from heidi_engine.ui.text import fmt_duration
 
 __all__ = ["StageProgress"]
 

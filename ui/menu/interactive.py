@@ -1,6 +1,6 @@
 """The interactive ``autotrain-menu``: the seed's eight options plus Exit, on prompt_toolkit prompts.
 
-Each option is one short action of the :class:`~heidi_engine.ui.menu_actions.Controller` the flags use too,
+Each option is one short action of the :class:`~heidi_engine.ui.menu.actions.Controller` the flags use too,
 so the menu and scripts cannot disagree. "Configure Parameters" edits ``config.yaml`` with completion and
 validation as you type: a value the schema refuses is shown with its rule and cannot be entered, and a
 saved value keeps the file's comments (``dump_yaml_update``). The dashboard runs in the foreground and
@@ -42,11 +42,11 @@ from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.state import ACTIVE_STATUSES
-from heidi_engine.ui.launcher import NoSupervisor, find_supervisor
+from heidi_engine.ui.connect import NoSupervisor, find_supervisor
 from heidi_engine.ui.status_view import resume_hint
 
 if TYPE_CHECKING:
-    from heidi_engine.ui.menu_actions import Controller
+    from heidi_engine.ui.menu.actions import Controller
 
 __all__ = ["OPTIONS", "BackOut", "FieldValidator", "Menu", "ask_value", "configure", "dashboard_command"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.redaction import default_redactor
-from heidi_engine.ui.menu_actions import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK, Controller
+from heidi_engine.ui.menu.actions import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK, Controller
 
 __all__ = ["LOG_STAGES", "LogTail", "latest_run", "show_logs"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from data.task_solutions import SOLUTIONS
 
-from heidi_engine.agents.dedup import DedupIndex, canonical_tokens, normalise
+from heidi_engine.agents.dataset.dedup import DedupIndex, canonical_tokens, normalise
 
 ORIGINAL = '''\
 def longest_run(values):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from heidi_engine.agents.heldout import (
+from heidi_engine.agents.dataset.heldout import (
     HeldoutError,
     choose_heldout,
     fix_heldout,
@@ -18,9 +18,9 @@ from heidi_engine.agents.heldout import (
     reference_solutions,
     with_references,
 )
-from heidi_engine.agents.humaneval import load_problems
-from heidi_engine.agents.samples import Sample
-from heidi_engine.agents.tasks import instruction_text, load_bank
+from heidi_engine.agents.dataset.humaneval import load_problems
+from heidi_engine.agents.dataset.samples import Sample
+from heidi_engine.agents.dataset.tasks import instruction_text, load_bank
 
 IDS = [f"t/{i:03d}" for i in range(20)]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from heidi_engine.agents.launcher import RankRuntime, launch_command, launched_rank
 from heidi_engine.agents.runtime import FatalStageError
+from heidi_engine.agents.training.ranks import RankRuntime, launch_command, launched_rank
 
 
 def test_torchrun_is_the_default_and_picks_its_own_port() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from heidi_engine.agents.outcome import Best, best_round, load_base, save_base, wilson
+from heidi_engine.agents.evaluation.outcome import Best, best_round, load_base, save_base, wilson
 
 
 def report(rate: float | None, loss: float | None, n_val: int = 4) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from heidi_engine.agents.samples import (
+from heidi_engine.agents.dataset.samples import (
     Counted,
     JsonlAppender,
     RoundFiles,

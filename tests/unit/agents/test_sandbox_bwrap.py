@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from heidi_engine.agents._sandbox_bwrap import bwrap_command
-from heidi_engine.agents._sandbox_limit import usable_cpus
+from heidi_engine.agents.sandbox.bwrap import bwrap_command
+from heidi_engine.agents.sandbox.limits import usable_cpus
 
 
 @pytest.mark.parametrize("root", [False, True])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from heidi_engine.agents.tasks import (
+from heidi_engine.agents.dataset.tasks import (
     SELF_INSTRUCT_PROMPT,
     SOLUTION_SYSTEM_PROMPT,
     Task,

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from heidi_engine.agents.endpoint_usage import EndpointSampler
-from heidi_engine.agents.teacher import OpenAITeacher
-from heidi_engine.agents.teacher_pool import Endpoint, TeacherPool, endpoint_name, split_urls
-from heidi_engine.agents.teacher_usage import TeacherUsage
+from heidi_engine.agents.teacher.client import OpenAITeacher
+from heidi_engine.agents.teacher.endpoints import EndpointSampler
+from heidi_engine.agents.teacher.pool import Endpoint, TeacherPool, endpoint_name, split_urls
+from heidi_engine.agents.teacher.usage import TeacherUsage
 
 A, B, C = "http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1", "http://127.0.0.1:8003/v1"
 ONE = TeacherUsage(requests_sent=1)

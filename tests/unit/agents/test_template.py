@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from heidi_engine.agents import template
-from heidi_engine.agents.template import SYSTEM_PROMPT, format_prompt, render_example, render_prompt
+from heidi_engine.agents.dataset import template as template
+from heidi_engine.agents.dataset.template import SYSTEM_PROMPT, format_prompt, render_example, render_prompt
 
 
 class ChatMLTokenizer:

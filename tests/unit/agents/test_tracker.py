@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from heidi_engine.agents.tracker import log_eval
+from heidi_engine.agents.evaluation.tracker import log_eval
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.state import EvalSample, EvalScores
 

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from heidi_engine.bus import _config_yaml
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, dump_yaml_update, load_config
+from heidi_engine.bus.config import yaml_file as _config_yaml
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from heidi_engine.bus.pricing import (
+from heidi_engine.agents.teacher.pricing import (
     BUILTIN_PRICES,
     PricingError,
     estimate_cost,

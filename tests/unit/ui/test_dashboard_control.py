@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heidi_engine.ui.dashboard import UiState, handle_key
-from heidi_engine.ui.dashboard_control import RunControl
-from heidi_engine.ui.dashboard_keys import KeyParser
-from heidi_engine.ui.panels import VIEWS
+from heidi_engine.ui.dashboard.app import UiState, handle_key
+from heidi_engine.ui.dashboard.controls import RunControl
+from heidi_engine.ui.dashboard.keys import KeyParser
+from heidi_engine.ui.dashboard.screen import VIEWS
 
 
 def test_tab_and_arrows_are_keys_that_cycle_the_views() -> None:

@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 
 from heidi_engine.bus.state import AgentInfo, EndpointUsage, GpuInfo, HostInfo, RunState, TrainerState
-from heidi_engine.ui.panels import VIEWS, Cursor, Frame, Link, Rates, render
-from heidi_engine.ui.panels_events import event_line, event_window
-from heidi_engine.ui.panels_text import bar, fmt_cost, fmt_duration, fmt_pct, sparkline
+from heidi_engine.ui.dashboard.screen import VIEWS, Cursor, Frame, Link, Rates, render
+from heidi_engine.ui.dashboard.views.events import event_line, event_window
+from heidi_engine.ui.text import bar, fmt_cost, fmt_duration, fmt_pct, sparkline
 
 NOW = datetime(2024, 2, 15, 12, 40, 0, tzinfo=timezone.utc)
 RUN_ID = "run_20240215_123456_deadbeef"

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_http_fields import busy_state, view
 
 from heidi_engine.bus.state import EndpointUsage, GpuInfo, RunState
-from heidi_engine.ui.prometheus import exposition, stage_durations
+from heidi_engine.ui.http.metrics import exposition, stage_durations
 from heidi_engine.ui.status_view import Health
 from heidi_engine.ui.viewer import View
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from test_panels import RUN_ID, make_events, make_frame, make_state, screen
 
 from heidi_engine.bus.state import RunState, TrainerState
-from heidi_engine.ui.dashboard import UiState, handle_key
-from heidi_engine.ui.panels import Link
-from heidi_engine.ui.prometheus import exposition
+from heidi_engine.ui.dashboard.app import UiState, handle_key
+from heidi_engine.ui.dashboard.screen import Link
+from heidi_engine.ui.http.metrics import exposition
 from heidi_engine.ui.status_view import Health, format_status, status_fields
 from heidi_engine.ui.viewer import View
 
@@ -85,7 +85,7 @@ def test_the_filter_prompt_opens_empty() -> None:
 
 
 def test_a_trailing_slash_names_the_same_route() -> None:
-    from heidi_engine.ui.http import route
+    from heidi_engine.ui.http.server import route
 
     assert route("/status/") == "/status" and route("/status/?x=1") == "/status"
     assert route("/") == "/" and route("//") == "/" and route("/health") == "/health"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from heidi_engine.ui.wait_progress import StageProgress
+from heidi_engine.ui.menu.follow import StageProgress
 
 
 def _generating(asked: int) -> dict[str, object]:

@@ -10,10 +10,11 @@ from rich.text import Text
 
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.state import RunState
+from heidi_engine.ui.dashboard.screen import Frame
+from heidi_engine.ui.dashboard.views.events import event_line, log_of
+from heidi_engine.ui.dashboard.views.trainer import current_trainer, eta_s, loading, system_lines
 from heidi_engine.ui.eval_text import eval_line
-from heidi_engine.ui.panels import Frame
-from heidi_engine.ui.panels_events import event_line, log_of
-from heidi_engine.ui.panels_text import (
+from heidi_engine.ui.text import (
     DASH,
     bar,
     beside,
@@ -29,7 +30,6 @@ from heidi_engine.ui.panels_text import (
     label_value,
     safe,
 )
-from heidi_engine.ui.panels_trainer import current_trainer, eta_s, loading, system_lines
 
 _NAME_W, _COUNT_W, _RATE_W = 17, 9, 7
 _BASIS_W = 8
