@@ -26,7 +26,8 @@ from heidi_engine.bus.state import (
     apply_event,
     apply_sample,
 )
-from heidi_engine.ui.dashboard.screen import VIEWS, Frame, Link, Rates, render
+from heidi_engine.ui.dashboard.frame import VIEWS, Frame, Link, Rates
+from heidi_engine.ui.dashboard.screen import render
 
 RUN_ID = "run_20250301_091500_3f9c2a71"
 START = datetime(2025, 3, 1, 9, 15, 0, tzinfo=timezone.utc)

@@ -28,8 +28,9 @@ from heidi_engine.bus.event import is_run_id
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard.app import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard.controls import RunControl
+from heidi_engine.ui.dashboard.frame import VIEWS, Frame
 from heidi_engine.ui.dashboard.keys import Keyboard
-from heidi_engine.ui.dashboard.screen import VIEWS, Frame, render
+from heidi_engine.ui.dashboard.screen import render
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
 EXIT_OK, EXIT_USAGE, EXIT_NO_SUPERVISOR = 0, 2, 3

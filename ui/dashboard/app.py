@@ -32,17 +32,9 @@ from heidi_engine.bus.journal import tail_records
 from heidi_engine.bus.ledger import replay
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard.controls import RunControl
+from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Frame, Link, Rates
 from heidi_engine.ui.dashboard.keys import Keyboard
-from heidi_engine.ui.dashboard.screen import (
-    VIEWS,
-    Cursor,
-    Frame,
-    Link,
-    Rates,
-    body_rows,
-    render,
-    view_overflow,
-)
+from heidi_engine.ui.dashboard.screen import body_rows, render, view_overflow
 from heidi_engine.ui.dashboard.views.events import event_window, events_rows, matches
 from heidi_engine.ui.text import safe
 from heidi_engine.ui.viewer import EVENT_LOG, LiveView

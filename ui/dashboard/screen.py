@@ -1,82 +1,27 @@
-"""The dashboard's screen as pure functions: a frozen :class:`Frame` in, a Rich renderable out.
-
-A frame holds everything one screen shows: a state copy the panels never mutate, the link's health, the
-live event log, the rates the app measured between snapshots, and the UI's own state (view, scroll,
-filter, help). :func:`render` lays out a header, the selected view and a footer, fitted to ``height``
+"""The dashboard's screen as pure functions: a frozen :class:`~heidi_engine.ui.dashboard.frame.Frame` in,
+a Rich renderable out. :func:`render` lays out a header, the selected view and a footer, fitted to ``height``
 rows when a terminal is given one, or at natural height for ``--once`` and tests. Nothing here reads a
 clock, a socket or a file, so every screen is reproducible from its frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from rich.console import RenderableType
 from rich.text import Text
 
 from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
+from heidi_engine.ui.dashboard.frame import VIEWS, Frame, Link, View
+from heidi_engine.ui.dashboard.views.eval import render_eval
+from heidi_engine.ui.dashboard.views.events import render_config, render_events
+from heidi_engine.ui.dashboard.views.overview import render_overview, render_teacher
+from heidi_engine.ui.dashboard.views.trainer import render_trainer
 from heidi_engine.ui.text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
 
-VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration", "Eval")
 HEADER_ROWS = 3
 FOOTER_ROWS = 1
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Per-second rates the app measured from deltas between snapshots; ``None`` until measurable."""
-
-    requests_s: float | None = None
-    input_tokens_s: float | None = None
-    output_tokens_s: float | None = None
-    generated_s: float | None = None
-    train_steps_s: float | None = None
-    events_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Link:
-    """Where the state comes from and how healthy that source is."""
-
-    mode: Literal["live", "replay"] = "live"
-    connected: bool = False
-    silence_s: float | None = None
-    error: str | None = None
-    seq: int = -1
-    source: str = ""
-    # Why a live link is down: "shut down" (cleanly: its connection file is gone), "exited" (its process
-    # is gone, file left behind: killed or crashed), "silent" (alive but not answering), "connecting".
-    down: str | None = None
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """The event view's scroll and filter: ``scroll`` rows up from the newest (0 follows the tail)."""
-
-    scroll: int = 0
-    filter: str = ""
-    prompt: str | None = None
-    detail: bool = False  # the newest event in the window shown in full below the log
-    offset: int = 0  # the other views: rows scrolled down from the top when they do not fit
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One screen's worth of input. ``now`` is wall-clock time, for the run's elapsed time."""
-
-    state: RunState
-    link: Link
-    now: datetime
-    view: int = 1
-    events: tuple[Mapping[str, object], ...] = ()
-    rates: Rates = field(default_factory=Rates)
-    cursor: Cursor = field(default_factory=Cursor)
-    help: bool = False
-    notice: str | None = None  # the run controls' question or outcome, shown in the footer
 
 
 def elapsed_s(state: RunState, now: datetime) -> float | None:
@@ -232,17 +177,11 @@ def render_help(_frame: Frame, width: int, height: int | None) -> list[Text]:
     return box(Text("Help", style="bold"), lines, width, height)
 
 
-View = Callable[[Frame, int, "int | None"], list[Text]]
 
 
-def _view_renderers() -> dict[int, View]:
-    # Imported here: the view modules import this one for Frame.
-    from heidi_engine.ui.dashboard.views.eval import render_eval
-    from heidi_engine.ui.dashboard.views.events import render_config, render_events
-    from heidi_engine.ui.dashboard.views.overview import render_overview, render_teacher
-    from heidi_engine.ui.dashboard.views.trainer import render_trainer
-
-    return {1: render_overview, 2: render_teacher, 3: render_trainer, 4: render_events, 5: render_config, 6: render_eval}
+_VIEW_RENDERERS: dict[int, View] = {
+    1: render_overview, 2: render_teacher, 3: render_trainer, 4: render_events, 5: render_config, 6: render_eval,
+}
 
 
 def body_rows(height: int) -> int:
@@ -258,7 +197,7 @@ def _natural(frame: Frame, width: int, rows: int, sized: list[Text]) -> list[Tex
     """
     if frame.view == 4 and not frame.help:
         return None
-    draw = render_help if frame.help else _view_renderers()[frame.view]
+    draw = render_help if frame.help else _VIEW_RENDERERS[frame.view]
     if frame.view == 1 and not frame.help and len(sized) <= rows:
         return None
     natural = draw(frame, width, None)
@@ -268,7 +207,7 @@ def _natural(frame: Frame, width: int, rows: int, sized: list[Text]) -> list[Tex
 def view_overflow(frame: Frame, width: int, height: int) -> int:
     """How far the current view can scroll down on a ``width`` × ``height`` screen (0: it fits)."""
     rows = body_rows(height)
-    draw = render_help if frame.help else _view_renderers()[frame.view]
+    draw = render_help if frame.help else _VIEW_RENDERERS[frame.view]
     natural = _natural(frame, width, rows, draw(frame, width, rows))
     return 0 if natural is None else len(natural) - (rows - 1)
 
@@ -294,7 +233,7 @@ def render(frame: Frame, width: int, height: int | None = None) -> RenderableTyp
         raise ValueError(f"view must be 1-{len(VIEWS)}, got {frame.view}")
     width = max(20, width)
     rows = None if height is None else body_rows(height)
-    draw = render_help if frame.help else _view_renderers()[frame.view]
+    draw = render_help if frame.help else _VIEW_RENDERERS[frame.view]
     body = draw(frame, width, rows)
     if rows is not None:
         natural = _natural(frame, width, rows, body)

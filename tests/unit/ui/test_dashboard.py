@@ -11,8 +11,8 @@ from rich.console import Console
 
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard.app import Dashboard, Feed, RateMeter, UiState, handle_key
+from heidi_engine.ui.dashboard.frame import Cursor, Link
 from heidi_engine.ui.dashboard.keys import KeyParser
-from heidi_engine.ui.dashboard.screen import Cursor, Link
 
 RUN_ID = "run_20240215_123456_deadbeef"
 

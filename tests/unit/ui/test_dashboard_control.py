@@ -6,8 +6,8 @@ from pathlib import Path
 
 from heidi_engine.ui.dashboard.app import UiState, handle_key
 from heidi_engine.ui.dashboard.controls import RunControl
+from heidi_engine.ui.dashboard.frame import VIEWS
 from heidi_engine.ui.dashboard.keys import KeyParser
-from heidi_engine.ui.dashboard.screen import VIEWS
 
 
 def test_tab_and_arrows_are_keys_that_cycle_the_views() -> None:

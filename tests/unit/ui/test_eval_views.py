@@ -12,7 +12,8 @@ from rich.console import Console
 
 from heidi_engine.bus.state import EvalSample, EvalScores, RunState
 from heidi_engine.bus.summary import run_summary
-from heidi_engine.ui.dashboard.screen import Frame, Link, render
+from heidi_engine.ui.dashboard.frame import Frame, Link
+from heidi_engine.ui.dashboard.screen import render
 from heidi_engine.ui.eval_text import eval_line
 from heidi_engine.ui.http.metrics import exposition
 from heidi_engine.ui.menu.compare import CompareError, compare_runs, format_compare

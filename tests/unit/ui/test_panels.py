@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 from heidi_engine.bus.state import AgentInfo, EndpointUsage, GpuInfo, HostInfo, RunState, TrainerState
-from heidi_engine.ui.dashboard.screen import VIEWS, Cursor, Frame, Link, Rates, render
+from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Frame, Link, Rates
+from heidi_engine.ui.dashboard.screen import render
 from heidi_engine.ui.dashboard.views.events import event_line, event_window
 from heidi_engine.ui.text import bar, fmt_cost, fmt_duration, fmt_pct, sparkline
 

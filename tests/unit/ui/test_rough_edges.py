@@ -6,7 +6,7 @@ from test_panels import RUN_ID, make_events, make_frame, make_state, screen
 
 from heidi_engine.bus.state import RunState, TrainerState
 from heidi_engine.ui.dashboard.app import UiState, handle_key
-from heidi_engine.ui.dashboard.screen import Link
+from heidi_engine.ui.dashboard.frame import Link
 from heidi_engine.ui.http.metrics import exposition
 from heidi_engine.ui.status_view import Health, format_status, status_fields
 from heidi_engine.ui.viewer import View

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from heidi_engine.bus.state import EvalSample, RunState
-from heidi_engine.ui.dashboard.screen import Frame
+from heidi_engine.ui.dashboard.frame import Frame
 from heidi_engine.ui.eval_text import diff, eval_line, interval, num, scores_of, signed
 from heidi_engine.ui.text import DASH, box, cell, sparkline
 

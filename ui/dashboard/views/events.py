@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from heidi_engine.bus.redaction import default_redactor
-from heidi_engine.ui.dashboard.screen import Frame
+from heidi_engine.ui.dashboard.frame import Frame
 from heidi_engine.ui.text import LEVEL_STYLES, box, cell, clock_of, safe
 
 Record = Mapping[str, object]

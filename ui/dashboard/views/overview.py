@@ -10,7 +10,7 @@ from rich.text import Text
 
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.state import RunState
-from heidi_engine.ui.dashboard.screen import Frame
+from heidi_engine.ui.dashboard.frame import Frame
 from heidi_engine.ui.dashboard.views.events import event_line, log_of
 from heidi_engine.ui.dashboard.views.trainer import current_trainer, eta_s, loading, system_lines
 from heidi_engine.ui.eval_text import eval_line

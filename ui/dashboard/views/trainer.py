@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from heidi_engine.bus.state import GpuInfo, RunState, TrainerState
-from heidi_engine.ui.dashboard.screen import Frame
+from heidi_engine.ui.dashboard.frame import Frame
 from heidi_engine.ui.dashboard.views.eval import eval_marks
 from heidi_engine.ui.text import (
     DASH,
