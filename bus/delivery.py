@@ -34,12 +34,14 @@ MAX_MISSING = 64
 class Answer:
     """A :data:`DELIVERY_QUERY` answer: everything arrived ``through`` a number but the ``missing`` ones,
     and ``forgotten`` more gap numbers (beyond :data:`MAX_MISSING`) did not; ``server`` is the answering
-    supervisor's session."""
+    supervisor's session, and ``reading`` whether it reads its ingress now (not while its disk is full:
+    what waits in its socket cannot be confirmed until it can write again)."""
 
     through: int
     missing: frozenset[int]
     forgotten: int
     server: str
+    reading: bool = True
 
 
 class _Source:
@@ -133,11 +135,11 @@ def parse_answer(result: Any) -> Answer | None:
     if not isinstance(result, dict):
         return None
     through, forgotten = _count(result.get("through")), _count(result.get("forgotten"))
-    missing, server = result.get("missing"), result.get("server")
-    if through is None or forgotten is None or not isinstance(server, str):
+    missing, server, reading = result.get("missing"), result.get("server"), result.get("reading")
+    if through is None or forgotten is None or not isinstance(server, str) or not isinstance(reading, bool):
         return None
     if not isinstance(missing, list) or len(missing) > MAX_MISSING:
         return None
     if not all((n := _count(m)) is not None and 0 < n < through for m in missing):
         return None
-    return Answer(through, frozenset(missing), forgotten, server)
+    return Answer(through, frozenset(missing), forgotten, server, reading)

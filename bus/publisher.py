@@ -84,7 +84,8 @@ class Publisher:
 
     After :meth:`close`: :attr:`resent` messages were sent again, :attr:`undelivered` events were not
     confirmed (0 when all arrived), and :attr:`confirmed` says whether the supervisor confirmed
-    everything (``None``: it does not answer delivery queries, and libzmq's linger was all there was).
+    everything (``None``: it could not — it does not answer delivery queries, or it is not reading its
+    ingress now — and libzmq's linger was all there was).
     """
 
     def __init__(
@@ -267,6 +268,13 @@ class Publisher:
                 if new.server != server:
                     log.warning("%s: the supervisor restarted; it cannot confirm what went to the one before", self.sender)
                     break
+                if not new.reading:
+                    # Its disk is full: it reads again once it can write, and what waits in its socket
+                    # is read then. libzmq hands the rest over; the supervisor counts what never came.
+                    log.warning("%s: the supervisor is not reading now (no space left?); %d messages handed "
+                                "over unconfirmed", self.sender, self._number - new.through)  # fmt: skip
+                    self.confirmed = None
+                    return max(0, int((self._give_up_at - heard) * 1000))
                 if answer is None or new.through > answer.through:
                     acted = heard
                 answer = new

@@ -89,6 +89,8 @@ class BusServer:
         self.bad = BadMessageLog()
         # Which numbered messages arrived from each publisher: resends are dropped, gaps remembered.
         self.receipts = Receipts()
+        # False while the owner leaves ingress unread (a full disk): delivery queries say so.
+        self.reading = True
         self._key = info.key
         # The transport drops (and disconnects) only messages far beyond the limit; those just over it
         # reach the codec, which refuses and counts them as oversize.
@@ -216,7 +218,7 @@ class BusServer:
         if sender != asker:
             return Reply(id=command.id, ok=False, error=f"{DELIVERY_QUERY}: a publisher asks about its own messages only")
         answer = self.receipts.answer(str(sender), str(session), sent)
-        return Reply(id=command.id, ok=True, result={**answer, "server": self.info.session})
+        return Reply(id=command.id, ok=True, result={**answer, "server": self.info.session, "reading": self.reading})
 
     def reply(self, identity: bytes, reply: Reply) -> None:
         """Send ``reply`` to the client ``identity`` (dropped silently if that client is gone)."""

@@ -532,6 +532,7 @@ class Supervisor:
         self._act_on_signals()
         now = self.clock()
         held = self.spool is not None and self.spool.held
+        self.server.reading = not held
         ready = self.server.wait(min(TICK_S, max(0.0, self._last_heartbeat + HEARTBEAT_S - now)), ingress=not held)
         if ready.ingress:
             self._ingest()

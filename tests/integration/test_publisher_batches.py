@@ -130,10 +130,11 @@ print(f"sent {pub.sent} in {pub.batches} batches, resent {pub.resent}, undeliver
 """
 
 
-def exiting_agent(tmp_path: Path, server: BusServer, count: int, *, stop_reading_s: float = 0.0) -> tuple[list[object], str]:
+def exiting_agent(tmp_path: Path, server: BusServer, count: int, *, stop_reading_s: float = 0.0,
+                  until_exit: bool = False) -> tuple[list[object], str]:  # fmt: skip
     """Run an agent that sends ``count`` events and exits right after its close; the server reads nothing
-    until the agent is closing, then (after ``stop_reading_s`` more, answering queries only) everything.
-    What arrived, and what the agent said (its figures, its exit status)."""
+    until the agent is closing, then (after ``stop_reading_s`` more, or until the agent has exited,
+    answering queries only) everything. What arrived, and what the agent said (figures, exit status)."""
     agent = subprocess.Popen([sys.executable, "-c", EXITING_AGENT, str(tmp_path), str(count)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     got: list[object] = []
@@ -146,6 +147,8 @@ def exiting_agent(tmp_path: Path, server: BusServer, count: int, *, stop_reading
             resume_at = time.monotonic() + stop_reading_s
             while time.monotonic() < resume_at:
                 drain(server, got, read=False)
+        if until_exit:
+            wait_until(lambda: drain(server, got, read=False) or agent.poll() is not None, 60, 0.0, "the agent's exit")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             drain(server, got)
@@ -211,6 +214,23 @@ def test_a_publisher_may_ask_only_about_its_own_messages_and_learns_who_answers(
                 drain(bus, got)
             asking.join()
     own, other = answers
-    assert own.ok and own.result == {"through": 0, "missing": [], "forgotten": 0, "server": bus.info.session}
+    assert own.ok and own.result == {"through": 0, "missing": [], "forgotten": 0, "server": bus.info.session,
+                                     "reading": True}
     assert not other.ok and "its own messages only" in (other.error or "")
     assert bus.receipts.undelivered("generate:5") == 3 and bus.receipts.undelivered("generate:6") == 0
+
+
+def test_an_agent_leaves_a_supervisor_that_cannot_read_now_and_its_messages_wait_in_the_socket(tmp_path: Path) -> None:
+    """A supervisor whose disk is full answers but does not read: the agent does not wait out its linger
+    for a confirmation that cannot come; what it sent waits in the supervisor's socket and is read, once
+    each, when the supervisor reads again."""
+    info = new_bus_info(tmp_path, 1)
+    write_bus_info(tmp_path, info)
+    server = BusServer(info)
+    server.reading = False
+    try:
+        got, said = exiting_agent(tmp_path, server, 5_000, until_exit=True)
+        assert said.startswith("exit status 0;") and "confirmed None" in said and "resent 0" in said, said
+        check_all_once(got, 5_000, server, said)
+    finally:
+        server.close()

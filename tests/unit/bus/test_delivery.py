@@ -61,11 +61,11 @@ def test_a_number_far_beyond_the_last_costs_nothing_and_breaks_nothing() -> None
 
 
 def test_parse_answer_takes_only_a_well_formed_answer() -> None:
-    good = {"through": 7, "missing": [2, 5], "forgotten": 1, "server": "abc"}
-    assert parse_answer(good) == Answer(7, frozenset({2, 5}), 1, "abc")
-    assert parse_answer({**good, "through": 0, "missing": []}) == Answer(0, frozenset(), 1, "abc")
+    good = {"through": 7, "missing": [2, 5], "forgotten": 1, "server": "abc", "reading": True}
+    assert parse_answer(good) == Answer(7, frozenset({2, 5}), 1, "abc", True)
+    assert parse_answer({**good, "through": 0, "missing": [], "reading": False}) == Answer(0, frozenset(), 1, "abc", False)
     for change in ({"through": -1}, {"through": True}, {"missing": [7]}, {"missing": ["1"]}, {"forgotten": None},
-                   {"server": None}, {"through": 10**6, "missing": list(range(1, MAX_MISSING + 2))}):  # fmt: skip
+                   {"server": None}, {"reading": 1}, {"through": 10**6, "missing": list(range(1, MAX_MISSING + 2))}):  # fmt: skip
         assert parse_answer({**good, **change}) is None, change
     assert parse_answer(None) is None and parse_answer([]) is None
 
