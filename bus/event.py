@@ -11,7 +11,7 @@ import math
 import re
 import secrets
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -24,15 +24,16 @@ ERROR_MAX = 200
 RAW_TEXT_MAX = 8192
 
 Stage = Literal["generate", "validate", "train", "eval", "round_start", "round_end"]
+# The work stages in the order a round runs them (the rest of Stage marks a round's bounds): the one list
+# of them, for the driver, the menu's progress and the logs.
+PIPELINE_STAGES: tuple[str, ...] = get_args(Stage)[:4]
 Level = Literal["info", "warn", "error", "success"]
 EventType = Literal[
     "stage_start", "stage_end", "progress", "error", "pipeline_start", "pipeline_stop", "pipeline_complete"
 ]
-STAGES: tuple[str, ...] = ("generate", "validate", "train", "eval", "round_start", "round_end")
-LEVELS: tuple[str, ...] = ("info", "warn", "error", "success")
-EVENT_TYPES: tuple[str, ...] = (
-    "stage_start", "stage_end", "progress", "error", "pipeline_start", "pipeline_stop", "pipeline_complete",
-)
+STAGES: tuple[str, ...] = get_args(Stage)
+LEVELS: tuple[str, ...] = get_args(Level)
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 COUNTER_NAMES: tuple[str, ...] = (
     "teacher_generated", "teacher_failed", "validated_ok", "rejected_schema", "rejected_secret",

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from heidi_engine.bus.event import PIPELINE_STAGES
 from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED
 from heidi_engine.bus.state import RunState
 from heidi_engine.supervisor.process import AgentProcess, describe_exit, spawn
 
-STAGES: tuple[str, ...] = ("generate", "validate", "train", "eval")
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
 DRAIN_S = 30.0  # how long an exited agent's final report is awaited
@@ -95,7 +95,7 @@ class Pipeline:
         self._env_for = env_for
         done = completed or set()
         self.pending: list[tuple[int, str]] = [
-            (r, s) for r in range(1, settings.rounds + 1) for s in STAGES if (r, s) not in done
+            (r, s) for r in range(1, settings.rounds + 1) for s in PIPELINE_STAGES if (r, s) not in done
         ]
         self._round_ended = {r for r in range(1, settings.rounds + 1) if (r, "round_end") in done}
         self._round_started: set[int] = set()

@@ -18,11 +18,11 @@ from heidi_engine.bus.config import AutoTrainConfig
 from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
-from heidi_engine.bus.event import Event
+from heidi_engine.bus.event import PIPELINE_STAGES, Event
 
 TESTS = Path(__file__).resolve().parent
 SCRIPTED = TESTS / "agents" / "scripted_agent.py"
-STAGES = ("generate", "validate", "train", "eval")
+STAGES = PIPELINE_STAGES
 T = TypeVar("T")
 
 

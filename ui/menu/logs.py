@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.event import PIPELINE_STAGES, is_run_id
 from heidi_engine.bus.redaction import default_redactor
 from heidi_engine.ui.menu.actions import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK, Controller
 
 __all__ = ["LOG_STAGES", "LogTail", "latest_run", "show_logs"]
 
-LOG_STAGES = ("generate", "validate", "train", "eval", "supervisor")
+LOG_STAGES = (*PIPELINE_STAGES, "supervisor")
 _AGENT_LOG = re.compile(r"^(generate|validate|train|eval)_round_(\d+)\.log$")
 _POLL_S = 0.1
 _MAX_LINE = 2000
