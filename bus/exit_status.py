@@ -1,4 +1,18 @@
-"""How an agent's exit status tells the supervisor how its stage ended (a contract between processes).
+"""Every exit status of the project, in one place: the commands' (what scripts rely on) and the agents'
+(how an agent tells the supervisor how its stage ended, a contract between processes).
+
+The commands (``autotrain-supervisor``, ``autotrain-menu``, ``autotrain-dash``, ``python -m
+heidi_engine.ui.http``):
+
+====  ======================================================================================
+0     :data:`EXIT_OK`: success
+1     :data:`EXIT_FAILURE`: a runtime failure
+2     :data:`EXIT_BAD_USAGE`: bad usage or an invalid configuration (nothing was started)
+3     :data:`EXIT_NO_SUPERVISOR`: no supervisor reachable
+130   :data:`EXIT_INTERRUPTED`: ended by Ctrl+C (the shell's code)
+====  ======================================================================================
+
+The agents:
 
 ====  ======================================================================================
 0     the stage is complete
@@ -14,8 +28,23 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["EXIT_FATAL", "EXIT_NOSPACE", "EXIT_STOPPED", "is_no_space"]
+__all__ = [
+    "EXIT_BAD_USAGE",
+    "EXIT_FAILURE",
+    "EXIT_FATAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOSPACE",
+    "EXIT_NO_SUPERVISOR",
+    "EXIT_OK",
+    "EXIT_STOPPED",
+    "is_no_space",
+]
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_USAGE = 2
+EXIT_NO_SUPERVISOR = 3
+EXIT_INTERRUPTED = 130
 EXIT_NOSPACE = 73  # EX_CANTCREAT
 EXIT_STOPPED = 75  # EX_TEMPFAIL
 EXIT_FATAL = 78  # EX_CONFIG

@@ -21,6 +21,7 @@ import argcomplete
 from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.connection import BUS_ENV, new_bus_info
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
 from heidi_engine.bus.remote import (
     RemoteError,
     hmac_key_hex,
@@ -136,11 +137,11 @@ def _manage_clients(args: argparse.Namespace, home: Path) -> int:
         if args.list_clients:
             for name in list_clients(home):
                 print(name)
-            return 0
+            return EXIT_OK
         if args.revoke_client is not None:
             revoke_client(home, args.revoke_client)
             print(f"autotrain-supervisor: revoked {args.revoke_client}; a running supervisor drops it within a second")
-            return 0
+            return EXIT_OK
         listen = args.listen or last_listen(home)
         if listen is None:
             raise RemoteError("no address for the client file: give --listen HOST:PORT (the address clients dial)")
@@ -148,10 +149,10 @@ def _manage_clients(args: argparse.Namespace, home: Path) -> int:
         info = issue_client(home, args.issue_client, listen, output.resolve())
     except RemoteError as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_USAGE
     print(f"autotrain-supervisor: wrote {output} for client {info.client} ({info.ingress} to {info.control}); "
           f"copy it to the client machine and use --bus FILE or {BUS_ENV}=FILE")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     home = resolve_home(args.home)
     if not home.is_dir():
         print(f"autotrain-supervisor: home {home} is not a directory", file=sys.stderr)
-        return 2
+        return EXIT_BAD_USAGE
     if args.output is not None and args.issue_client is None:
         print("autotrain-supervisor: --output goes with --issue-client", file=sys.stderr)
-        return 2
+        return EXIT_BAD_USAGE
     if args.issue_client is not None or args.revoke_client is not None or args.list_clients:
         return _manage_clients(args, home)
     if args.listen is not None:
@@ -176,16 +177,16 @@ def main(argv: list[str] | None = None) -> int:
             parse_listen(args.listen)
         except RemoteError as exc:
             print(f"autotrain-supervisor: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_USAGE
     config_path = args.config if args.config is not None else home / "config.yaml"
     if args.config is not None and not config_path.exists():
         print(f"autotrain-supervisor: config file {config_path} does not exist", file=sys.stderr)
-        return 2
+        return EXIT_BAD_USAGE
     try:
         base_config = load_config(config_path if config_path.exists() else None)
     except ConfigError as exc:
         print(f"autotrain-supervisor: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_USAGE
     if not config_path.exists():
         print(f"autotrain-supervisor: no config.yaml in {home}: using the built-in defaults; runs go to "
               f"{home / 'runs'} (--home DIR or $AUTOTRAIN_HOME picks another home)", file=sys.stderr, flush=True)
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.acquire()
     except AlreadyRunning as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     if args.detach:
         rotate_now(home / LOG_FILE)
     parent = _detach(home / LOG_FILE) if args.detach else None
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         print(f"autotrain-supervisor: cannot start: {exc}", file=sys.stderr)
         _report(parent, f"cannot start: {exc}")
-        return 1
+        return EXIT_FAILURE
     _report(parent, str(os.getpid()))
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         notifier.stopping()
         lock.release()
     log.info("shut down")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

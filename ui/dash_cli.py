@@ -25,6 +25,7 @@ from heidi_engine.bus.connection import (
     use_bus_file,
 )
 from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR, EXIT_OK
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard.app import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard.controls import RunControl
@@ -33,7 +34,6 @@ from heidi_engine.ui.dashboard.keys import Keyboard
 from heidi_engine.ui.dashboard.screen import render
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
-EXIT_OK, EXIT_USAGE, EXIT_NO_SUPERVISOR = 0, 2, 3
 _ONCE_WAIT_S = 3.0
 _MIN_HZ, _MAX_HZ = 0.2, 30.0
 
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("the live dashboard needs a terminal; use --once to print one frame")
     except UsageError as exc:
         print(f"autotrain-dash: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_BAD_USAGE
     source: Source
     if folder is not None:
         source = ReplaySource(folder, f"runs/{folder.name}")

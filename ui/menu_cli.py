@@ -18,9 +18,10 @@ from pathlib import Path
 from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
 from heidi_engine.bus.connection import ConnectionFileError, use_bus_file
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.connect import resolve_home
-from heidi_engine.ui.menu.actions import EXIT_BAD_USAGE, EXIT_FAILURE, PROG, Controller
+from heidi_engine.ui.menu.actions import PROG, Controller
 from heidi_engine.ui.menu.logs import LOG_STAGES, show_logs
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
 

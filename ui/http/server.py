@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
 from heidi_engine.ui.connect import NoSupervisor, local_supervisor, resolve_home
 from heidi_engine.ui.http.metrics import CONTENT_TYPE, exposition
 from heidi_engine.ui.status_view import Health, assess, status_fields
@@ -152,7 +153,7 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
             server = StatusServer(home, view, host=host, port=port)
         except OSError as exc:
             print(f"HTTP status server: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            return EXIT_FAILURE
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
             raise KeyboardInterrupt
@@ -166,7 +167,7 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
             pass
         finally:
             server.server_close()
-        return 0
+        return EXIT_OK
     finally:
         view.close()
 
@@ -201,16 +202,16 @@ def main(argv: list[str] | None = None) -> int:
             f"HTTP status server: refusing to listen on {args.host!r}: the status server binds {LOOPBACK} only",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_BAD_USAGE
     home = resolve_home(args.home)
     if not home.is_dir():
         print(f"HTTP status server: home {home} is not a directory", file=sys.stderr)
-        return 2
+        return EXIT_BAD_USAGE
     try:
         port = _port(home, args.port)
     except ConfigError as exc:
         print(f"HTTP status server: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_USAGE
     return serve(home, port=port)
 
 

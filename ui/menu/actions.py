@@ -20,6 +20,13 @@ from heidi_engine.bus.connection import BUS_ENV
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import is_run_id
+from heidi_engine.bus.exit_status import (
+    EXIT_BAD_USAGE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NO_SUPERVISOR,
+    EXIT_OK,
+)
 from heidi_engine.bus.journal import load_state_file
 from heidi_engine.bus.redaction import clean, default_redactor
 from heidi_engine.bus.state import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES
@@ -41,8 +48,6 @@ __all__ = [
     "runs_from_files",
 ]
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl+C
 PROG = "autotrain-menu"
 _STAGES = ("generate", "validate", "train", "eval")
 _POLL_S = 0.2

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from heidi_engine.bus.config import ConfigError, field_rule, load_config, value_sources
+from heidi_engine.bus.exit_status import EXIT_OK
 from heidi_engine.bus.redaction import clean
-from heidi_engine.ui.menu.actions import EXIT_OK, Controller
+from heidi_engine.ui.menu.actions import Controller
 
 __all__ = ["config_rows", "show_config"]
 

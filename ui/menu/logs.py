@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heidi_engine.bus.event import PIPELINE_STAGES, is_run_id
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
 from heidi_engine.bus.redaction import default_redactor
-from heidi_engine.ui.menu.actions import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK, Controller
+from heidi_engine.ui.menu.actions import Controller
 
 __all__ = ["LOG_STAGES", "LogTail", "latest_run", "show_logs"]
 
