@@ -11,33 +11,28 @@ and blocks while the queue is full, so a supervisor that does not keep up slows 
 than lose their events.
 
 Delivery is acknowledged, not hoped for. Every message carries a number (its header's ``seq``); the
-flusher keeps the last :data:`RETAIN_BYTES` of what it sent. :meth:`Publisher.close` asks the
-supervisor's control socket which numbers arrived (:mod:`heidi_engine.bus.delivery`) until all have,
-within the close linger: what the supervisor holds but has not read yet is waited for, and what went
-missing (a gap, or no progress for :data:`STALL_S` while messages are outstanding) is sent again; the
-supervisor drops a copy of a message it already has, so nothing is counted twice. What is still not
-confirmed at the end is logged with its count and kept in :attr:`Publisher.undelivered`.
+flusher keeps the last 16 MiB of what it sent. :meth:`Publisher.close` asks the supervisor's control
+socket which numbers arrived until all have, within the close linger, and sends again what went missing
+(:mod:`heidi_engine.bus.confirmation`); the supervisor drops a copy of a message it already has, so
+nothing is counted twice. What is still not confirmed at the end is logged with its count and kept in
+:attr:`Publisher.undelivered`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
 from collections import deque
-from itertools import takewhile
-from typing import NamedTuple
 
 import zmq
 from pydantic import BaseModel
 
 from heidi_engine.bus.codec import Header, encode_raw, join_packed, pack_body
+from heidi_engine.bus.confirmation import SentLog, confirm
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
-from heidi_engine.bus.control import ControlClient
-from heidi_engine.bus.delivery import DELIVERY_QUERY, Answer, parse_answer
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.message import KINDS
 from heidi_engine.bus.remote import connect
@@ -57,21 +52,6 @@ WINDOW_S = 0.001
 BATCH_BYTES = 64 * 1024 - 16  # the array header fits too
 _QUEUE_MAX = 4 * MAX_BATCH
 _SEND_SLICE_MS = 100  # the flusher's blocking send, in slices, so that it notices a close
-# What a closing publisher can still send again: the messages a supervisor may not have read when the
-# connection ends are at most its queue's worth (1,000 batches of ~64 KiB would be far more than
-# anything ever outstanding at close; 16 MiB is ample for the tail that a disconnect can lose).
-RETAIN_BYTES = 16 * 1024 * 1024
-STALL_S = 1.0  # outstanding messages and no progress for this long: send them again
-UNANSWERED_S = 10.0  # no answer to a delivery query for this long: the supervisor is gone or hung
-_TAIL_RESENDS = 3
-_ASK_TIMEOUT_S = 1.0  # one delivery query (lazy pirate: a new socket after a timeout)
-_ASK_EVERY_S = 0.02
-
-
-class _Sent(NamedTuple):
-    number: int
-    frames: list[bytes]
-    events: int  # events in the message (0 for a sample or status)
 
 
 class Publisher:
@@ -133,11 +113,9 @@ class Publisher:
         self._gap = float("inf")  # between the last two messages queued
         self._head_at = 0.0  # when the oldest queued message was queued
         self._give_up_at = float("inf")  # set by close()
-        self._number = 0  # the last message number sent (the flusher's)
+        self._sent = SentLog()  # what the flusher sent, numbered, kept for resending
         self._through = 0  # every number up to this one confirmed arrived
         self._inflight = 0  # events taken from the queue by the flusher and not yet on the socket
-        self._retained: deque[_Sent] = deque()  # what the flusher sent, newest last, for resending
-        self._retained_bytes = 0
         # From here on only the flusher thread touches the socket; it closes it when it ends.
         self._thread = threading.Thread(target=self._run, name=f"publisher-{sender}", daemon=True)
         self._thread.start()
@@ -217,7 +195,9 @@ class Publisher:
                 with self._cond:
                     self._busy = 0
                     self._cond.notify_all()
-            linger = self._settle()
+            outcome = confirm(self.info, self.sender, self.session, self._sent, self._put, self._give_up_at)
+            self.confirmed, self.undelivered, self.resent = outcome.confirmed, outcome.undelivered, outcome.resent
+            self._through, linger = outcome.through, outcome.linger_ms
         except _GiveUp as exc:
             linger = 0
             with self._cond:
@@ -226,7 +206,7 @@ class Publisher:
                 self._queue.clear()
                 self._busy = 0
                 self._cond.notify_all()
-            unconfirmed = sum(m.events for m in self._retained if m.number > self._through)
+            unconfirmed = sum(m.events for m in self._sent.outstanding(self._through))
             self.undelivered = queued + self._inflight + unconfirmed
             if self.undelivered:
                 log.warning("%s: %d events may not have reached the supervisor: %s", self.sender, self.undelivered, exc)
@@ -235,105 +215,6 @@ class Publisher:
             # once the supervisor confirmed everything (or after a failure) there is nothing to wait for.
             self._sock.close(linger=linger)
             self._context.term()
-
-    def _settle(self) -> int | None:
-        """Ask the supervisor which messages arrived until all have, sending again what went missing;
-        the socket's close linger (ms) to use afterwards (``None``: libzmq's own, the full linger)."""
-        if self._number == 0:
-            self.confirmed = True
-            return 0
-        client = ControlClient(self.info, sender=self.sender, timeout_s=_ASK_TIMEOUT_S)
-        query = {"sender": self.sender, "session": self.session, "sent": self._number}
-        # Only the supervisor these messages went to can confirm them: one that restarted never saw them.
-        server = None if self.info.remote else self.info.session
-        answer: Answer | None = None
-        heard = acted = time.monotonic()  # the last answer; the last progress or resend
-        resent_gaps: set[int] = set()
-        tail_resends = 0
-        try:
-            while (remaining := self._give_up_at - time.monotonic()) > 0:
-                try:
-                    reply = client.request(DELIVERY_QUERY, query, timeout_s=min(_ASK_TIMEOUT_S, remaining))
-                except BusError:
-                    if self._supervisor_gone() or time.monotonic() - heard > UNANSWERED_S:
-                        break  # nobody will answer: do not make the process wait the linger out
-                    continue  # busy: ask again
-                heard = time.monotonic()
-                new = parse_answer(reply.result) if reply.ok else None
-                if new is None:
-                    # A supervisor that cannot confirm: libzmq's linger is all there is, as before.
-                    self.confirmed = None
-                    return max(0, int((self._give_up_at - heard) * 1000))
-                server = server or new.server
-                if new.server != server:
-                    log.warning("%s: the supervisor restarted; it cannot confirm what went to the one before", self.sender)
-                    break
-                if not new.reading:
-                    # Its disk is full: it reads again once it can write, and what waits in its socket
-                    # is read then. libzmq hands the rest over; the supervisor counts what never came.
-                    log.warning("%s: the supervisor is not reading now (no space left?); %d messages handed "
-                                "over unconfirmed", self.sender, self._number - new.through)  # fmt: skip
-                    self.confirmed = None
-                    return max(0, int((self._give_up_at - heard) * 1000))
-                if answer is None or new.through > answer.through:
-                    acted = heard
-                answer = new
-                self._through = new.through
-                outstanding = self._outstanding(new.through, new.missing)
-                if new.through >= self._number and not outstanding:
-                    break  # everything arrived (gaps older than what is kept are counted below)
-                gaps = [m for m in outstanding if m.number in new.missing and m.number not in resent_gaps]
-                if gaps:  # a gap never fills by itself: those were lost
-                    self._resend(gaps)
-                    resent_gaps.update(m.number for m in gaps)
-                if heard - acted >= STALL_S and tail_resends < _TAIL_RESENDS:
-                    # No progress: perhaps the connection dropped them; perhaps they are only waiting to be
-                    # read (then the copies are dropped). A few times at most, so copies stay bounded.
-                    self._resend([m for m in outstanding if m.number > new.through])
-                    tail_resends += 1
-                    acted = heard
-                time.sleep(_ASK_EVERY_S)
-        finally:
-            client.close()
-        through = answer.through if answer is not None else 0
-        missing = answer.missing if answer is not None else frozenset[int]()
-        unconfirmed = self._outstanding(through, missing)
-        forgotten = (answer.forgotten if answer is not None else 0) + sum(1 for n in missing if n < self._oldest_retained())
-        forgotten += max(0, min(self._number + 1, self._oldest_retained()) - through - 1)
-        self.undelivered = sum(m.events for m in unconfirmed)
-        self.confirmed = not unconfirmed and not forgotten
-        if not self.confirmed:
-            log.warning("%s: %d events in %d messages were not confirmed by the supervisor within the close "
-                        "linger of %g s; they may be lost", self.sender, self.undelivered,
-                        len(unconfirmed) + forgotten, self._linger_s)  # fmt: skip
-        return 0
-
-    def _resend(self, messages: list[_Sent]) -> None:
-        for message in messages:
-            self._put(message.frames)
-        self.resent += len(messages)
-
-    def _supervisor_gone(self) -> bool:
-        """Whether the local supervisor's process has ended (unknown for a remote one: False)."""
-        if self.info.remote or self.info.pid <= 0:
-            return False
-        try:
-            os.kill(self.info.pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False  # someone else's process: it exists
-        return False
-
-    def _oldest_retained(self) -> int:
-        return self._retained[0].number if self._retained else self._number + 1
-
-    def _outstanding(self, through: int, missing: frozenset[int]) -> list[_Sent]:
-        """The kept messages not confirmed: the gaps, then everything after ``through`` (the newest
-        messages, so they are found from the end)."""
-        tail = list(takewhile(lambda m: m.number > through, reversed(self._retained)))
-        gaps = [m for m in self._retained if m.number in missing] if missing else []
-        return gaps + tail[::-1]
 
     def _frames_of(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes, int]]:
         """Runs of events joined into batches (at most ``max_batch`` events and about ``BATCH_BYTES``);
@@ -358,14 +239,10 @@ class Publisher:
         return out
 
     def _send(self, kind: str, body: bytes, events: int) -> None:
-        self._number += 1
-        header = Header(kind, self.sender, self.session, time.time(), seq=self._number)
+        header = Header(kind, self.sender, self.session, time.time(), seq=self._sent.last + 1)
         frames = encode_raw(self.info.key, kind.encode(), header, body)
         self._put(frames)
-        self._retained.append(_Sent(self._number, frames, events))
-        self._retained_bytes += sum(len(f) for f in frames)
-        while self._retained_bytes > RETAIN_BYTES and len(self._retained) > 1:
-            self._retained_bytes -= sum(len(f) for f in self._retained.popleft().frames)
+        self._sent.add(frames, events)
         if kind == "event":
             self.batches += 1
 
