@@ -27,16 +27,15 @@ MAX_RANKS = 64  # TRAIN_NPROC's upper bound
 LOSS_HISTORY = 600
 
 
-class TrainerSample(BaseModel):
-    """Trainer gauges published at every optimizer step, tied to the run they belong to."""
+class TrainerGauges(BaseModel):
+    """The trainer's gauges at one optimizer step: declared once, carried by :class:`TrainerSample` on
+    the bus and kept (the latest) in :class:`TrainerState`."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    type: Literal["trainer"] = "trainer"
-    run_id: str | None = Field(default=None, max_length=40)
     round: int = Field(default=0, ge=0)
-    step: int = Field(ge=0)
-    total: int = Field(ge=0)
+    step: int = Field(default=0, ge=0)
+    total: int = Field(default=0, ge=0)
     loss: float | None = None
     learning_rate: float | None = None
     grad_norm: float | None = None
@@ -45,6 +44,16 @@ class TrainerSample(BaseModel):
     eta_s: float | None = None
     memory_mb: float | None = None
     rank_peak_mb: list[int] | None = Field(default=None, max_length=MAX_RANKS)  # by rank, MiB
+
+
+class TrainerSample(TrainerGauges):
+    """Trainer gauges published at every optimizer step, tied to the run they belong to (a sample must
+    say which step of how many)."""
+
+    type: Literal["trainer"] = "trainer"
+    run_id: str | None = Field(default=None, max_length=40)
+    step: int = Field(ge=0)
+    total: int = Field(ge=0)
 
 
 class GpuInfo(BaseModel):
@@ -215,7 +224,7 @@ def zero_usage() -> dict[str, float | int | None]:
     return usage
 
 
-class TrainerState(BaseModel):
+class TrainerState(TrainerGauges):
     """Latest trainer gauges and the loss curve of the whole run, at bounded memory.
 
     ``loss_history`` holds ``(run step, loss)``: each round's steps continue where the previous round's
@@ -224,19 +233,6 @@ class TrainerState(BaseModel):
     evenly thinned, instead of keeping only its most recent points.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    round: int = 0
-    step: int = 0
-    total: int = 0
-    loss: float | None = None
-    learning_rate: float | None = None
-    grad_norm: float | None = None
-    tokens_per_s: float | None = None
-    samples_per_s: float | None = None
-    eta_s: float | None = None
-    memory_mb: float | None = None
-    rank_peak_mb: list[int] | None = None
     loss_history: list[tuple[int, float]] = Field(default_factory=list)
     history_stride: int = 1
     round_starts: dict[int, int] = Field(default_factory=dict)
