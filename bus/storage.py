@@ -33,12 +33,15 @@ def open_private_append(path: str | os.PathLike[str]) -> int:
     return fd
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically: a reader sees the old file or the new one, never a mix."""
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, fsync: bool = True, mode: int = FILE_MODE
+) -> None:
+    """Replace ``path`` with ``data`` atomically: a reader sees the old file or the new one, never a mix.
+    The one atomic write of the project (every file it writes under a home is ``mode`` 0600)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             if fsync:

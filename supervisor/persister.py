@@ -27,7 +27,13 @@ from typing import Any
 from heidi_engine.bus.journal import CONFIG_FILE, EVENTS_FILE, METRICS_FILE, STATE_FILE, repair_torn_tail
 from heidi_engine.bus.ledger import Ledger, LogPosition, file_head, load_ledger
 from heidi_engine.bus.state import RunState
-from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, fsync_dir, open_private_append
+from heidi_engine.bus.storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_private_dir,
+    fsync_dir,
+    open_private_append,
+)
 
 STATE_INTERVAL_S = 1.0
 METRICS_BACKLOG = 10_000
@@ -208,18 +214,7 @@ class Persister:
                     continue
                 kept += line
         if dropped:
-            tmp = path.with_suffix(".jsonl.tmp")
-            fd = open_private_append(tmp)
-            try:
-                _write_all(fd, bytes(kept))
-                os.fsync(fd)
-            except OSError:
-                os.close(fd)
-                tmp.unlink(missing_ok=True)
-                raise
-            os.close(fd)
-            os.replace(tmp, path)
-            fsync_dir(self.run_dir)
+            atomic_write_bytes(path, bytes(kept))
             os.close(self._metrics_fd)
             self._metrics_fd = open_private_append(path)
             self._metrics_size = len(kept)

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +23,8 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from heidi_engine.bus.storage import atomic_write_bytes
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./+-][A-Za-z0-9_./:@+-]*")
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -165,15 +166,7 @@ def update_file(path: str | os.PathLike[str], values: Mapping[str, object]) -> N
         raise ValueError(f"cannot edit it: {exc}") from None
     if not isinstance(reloaded, dict) or any(reloaded.get(k) != v for k, v in values.items()):
         raise ValueError("cannot edit it without changing other values; fix its YAML first (loading it says why)")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".config-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(new_text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        atomic_write_bytes(target, new_text.encode("utf-8"), mode=mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise ValueError(f"cannot write: {exc.strerror or exc}") from None
