@@ -158,7 +158,7 @@ def main() -> None:
     shim, spec_path = sys.argv[1], sys.argv[2]
     if shim:
         sys.path.insert(0, shim)
-    from heidi_engine.agents.sandbox.runner import runner as sandbox
+    from heidi_engine.agents.sandbox import runner as sandbox
 
     with open(spec_path) as handle:
         spec: dict[str, Any] = json.load(handle)

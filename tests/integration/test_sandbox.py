@@ -35,7 +35,7 @@ from heidi_engine.agents.sandbox.runner import (
     run_many,
     run_solution,
 )
-from heidi_engine.agents.sandbox.runner import runner as sandbox
+from heidi_engine.agents.sandbox import runner as sandbox
 from heidi_engine.bus.errors import CommandRefused
 from heidi_engine.bus.isolation import NONE_WARNING
 from heidi_engine.ui.status_view import format_status
@@ -414,7 +414,7 @@ def test_contained_without_root() -> None:
         script = textwrap.dedent(
             """
             import json, time
-            from heidi_engine.agents.sandbox.runner import runner as sandbox
+            from heidi_engine.agents.sandbox import runner as sandbox
             MARKER = "@MARKER@"
             limits = sandbox.SandboxLimits(timeout_s=2.0, cpu_s=1)
             # The daemon becomes "sleep <marker>", which the host can find whatever pid it shows inside.
