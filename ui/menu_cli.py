@@ -18,10 +18,11 @@ from pathlib import Path
 from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
 from heidi_engine.bus.connection import ConnectionFileError, use_bus_file
-from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.connect import resolve_home
-from heidi_engine.ui.menu.actions import PROG, Controller
+from heidi_engine.ui.menu.actions import Controller
+from heidi_engine.ui.menu.launch import PROG
 from heidi_engine.ui.menu.logs import LOG_STAGES, show_logs
 from heidi_engine.ui.pipe import quiet_on_closed_pipe
 
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(controller, args, action)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _run(controller: Controller, args: argparse.Namespace, action: str | None) -> int:
@@ -276,14 +277,15 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
 
         return http_main(["--home", str(home)] + ([] if args.port is None else ["--port", str(args.port)]))
     if action == "dashboard":
-        from heidi_engine.ui.menu.interactive import dashboard_command
+        from heidi_engine.ui.menu.options import dashboard_command
 
         command = dashboard_command(home)
         if command is None:
             controller.complain("autotrain-dash is not installed next to this interpreter or on PATH")
             return EXIT_FAILURE
         os.execv(command[0], command)
-    from heidi_engine.ui.menu.interactive import Menu, configure
+    from heidi_engine.ui.menu.config_edit import configure
+    from heidi_engine.ui.menu.interactive import Menu
 
     if action == "configure":
         return configure(controller) if _interactive_ok(controller, "--configure") else EXIT_BAD_USAGE
