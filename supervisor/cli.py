@@ -22,6 +22,7 @@ from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.connection import BUS_ENV, new_bus_info
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
+from heidi_engine.bus.options import add_home_option, resolve_home
 from heidi_engine.bus.remote import (
     RemoteError,
     hmac_key_hex,
@@ -58,8 +59,7 @@ exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this h
   2 invalid usage or configuration (one line per problem; nothing is created)""",
     )
     parser.add_argument("--version", action="version", version=version_line("autotrain-supervisor"))
-    parser.add_argument("--home", type=Path, default=None,
-                        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)")
+    add_home_option(parser)
     parser.add_argument("--config", type=Path, default=None, help="configuration file (default: <home>/config.yaml)")
     parser.add_argument("--detach", action="store_true", help="run in the background; logs go to <home>/supervisor.log")
     parser.add_argument("--tcp-port", type=int, default=None,
@@ -79,13 +79,6 @@ exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this h
     parser.add_argument("--no-gpu", action="store_true", help="do not sample GPUs (host CPU/RAM only)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
-
-
-def resolve_home(home: Path | None) -> Path:
-    """``--home``, else ``$AUTOTRAIN_HOME``, else the current directory; absolute."""
-    if home is None:
-        home = Path(os.environ.get("AUTOTRAIN_HOME") or os.getcwd())
-    return home.expanduser().resolve()
 
 
 def _detach(log_path: Path) -> int:

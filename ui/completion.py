@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 from heidi_engine.bus.config import FIELD_NAMES, AutoTrainConfig
 from heidi_engine.bus.event import is_run_id
-from heidi_engine.ui.connect import resolve_home
+from heidi_engine.bus.options import resolve_home
 
 __all__ = ["enable", "run_ids", "set_values"]
 

@@ -25,7 +25,6 @@ __all__ = [
     "find_supervisor",
     "local_supervisor",
     "pid_alive",
-    "resolve_home",
 ]
 
 LAUNCH_TIMEOUT_S = 30.0
@@ -42,12 +41,6 @@ class LaunchError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def resolve_home(home: str | os.PathLike[str] | None) -> Path:
-    """``home``, else ``$AUTOTRAIN_HOME``, else the current directory; absolute (as the supervisor does)."""
-    chosen = Path(home) if home is not None else Path(os.environ.get("AUTOTRAIN_HOME") or os.getcwd())
-    return chosen.expanduser().resolve()
 
 
 def pid_alive(pid: int) -> bool:

@@ -26,6 +26,7 @@ from heidi_engine.bus.connection import (
 )
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR, EXIT_OK
+from heidi_engine.bus.options import add_bus_option, add_home_option, resolve_home
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard.app import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard.controls import RunControl
@@ -57,12 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once)""",
     )
     parser.add_argument("--version", action="version", version=version_line("autotrain-dash"))
-    parser.add_argument(
-        "--home", help="AutoTrain home (default: $AUTOTRAIN_HOME, else the current directory)"
-    )
-    parser.add_argument(
-        "--bus", metavar="FILE", help=f"a client connection file of a remote supervisor (default: ${BUS_ENV})"
-    )
+    add_home_option(parser)
+    add_bus_option(parser)
     parser.add_argument("--run", metavar="RUN_ID", help="replay a run from its files, no supervisor needed")
     parser.add_argument(
         "--view",
@@ -83,9 +80,9 @@ exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once)""",
     return parser
 
 
-def resolve_home(value: str | None) -> Path:
-    """``--home``, else ``$AUTOTRAIN_HOME``, else the current directory; it must be a folder."""
-    home = Path(value or os.environ.get("AUTOTRAIN_HOME") or os.getcwd()).expanduser()
+def home_folder(value: Path | None) -> Path:
+    """The home (:func:`~heidi_engine.bus.options.resolve_home`); it must be a folder."""
+    home = resolve_home(value)
     if not home.is_dir():
         raise UsageError(f"home {str(home)!r} is not a folder")
     return home
@@ -171,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 use_bus_file(args.bus)
             except ConnectionFileError as exc:
                 raise UsageError(str(exc)) from None
-        home = resolve_home(args.home)
+        home = home_folder(args.home)
         folder = run_folder(home, args.run) if args.run is not None else None
         if not args.once and not sys.stdout.isatty():
             raise UsageError("the live dashboard needs a terminal; use --once to print one frame")

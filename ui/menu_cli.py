@@ -19,8 +19,8 @@ from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
 from heidi_engine.bus.connection import ConnectionFileError, use_bus_file
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED
+from heidi_engine.bus.options import add_bus_option, add_home_option, resolve_home
 from heidi_engine.ui.completion import enable as enable_completion
-from heidi_engine.ui.connect import resolve_home
 from heidi_engine.ui.menu.actions import Controller
 from heidi_engine.ui.menu.launch import PROG
 from heidi_engine.ui.menu.logs import LOG_STAGES, show_logs
@@ -65,18 +65,8 @@ exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
   3 no supervisor reachable""",
     )
     parser.add_argument("--version", action="version", version=version_line(PROG))
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)",
-    )
-    parser.add_argument(
-        "--bus",
-        metavar="FILE",
-        default=None,
-        help="a client connection file of a remote supervisor (default: $AUTOTRAIN_BUS)",
-    )
+    add_home_option(parser)
+    add_bus_option(parser)
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument(
         "--start", action="store_true", help="start a new run (and the supervisor if none runs)"

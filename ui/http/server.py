@@ -24,7 +24,8 @@ from typing import Any
 
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
-from heidi_engine.ui.connect import NoSupervisor, local_supervisor, resolve_home
+from heidi_engine.bus.options import add_home_option, resolve_home
+from heidi_engine.ui.connect import NoSupervisor, local_supervisor
 from heidi_engine.ui.http.metrics import CONTENT_TYPE, exposition
 from heidi_engine.ui.status_view import Health, assess, status_fields
 from heidi_engine.ui.viewer import LiveView, View
@@ -176,12 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m heidi_engine.ui.http", description=__doc__.splitlines()[0]
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        help="home folder (default: $AUTOTRAIN_HOME, else the current directory)",
-    )
+    add_home_option(parser)
     parser.add_argument(
         "--port",
         type=int,
