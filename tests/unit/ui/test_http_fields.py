@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from ui_builders import busy_state, view
 
 from heidi_engine.bus.redaction import default_redactor
-from heidi_engine.bus.state import GpuInfo, HostInfo, RunState, TrainerState
+from heidi_engine.bus.state import RunState
 from heidi_engine.ui.status_view import (
     ALLOWED_FIELDS,
     Health,
@@ -16,34 +17,12 @@ from heidi_engine.ui.status_view import (
     format_status,
     status_fields,
 )
-from heidi_engine.ui.viewer import View
 
 SEED_STATUS_KEYS = {
     "run_id", "status", "current_round", "current_stage", "stop_requested", "pause_requested",
     "counters", "usage", "gpu_summary", "last_event_ts", "health", "updated_at",
 }  # fmt: skip
 FAKE_KEY = "sk-proj-Q3xv9LmT2aZkR8pWc1NbYh4dJf7GsE0u"
-
-
-def view(state: RunState | None = None, *, connected: bool = True, silence_s: float | None = 0.2) -> View:
-    return View(state=state or RunState(), seq=1, connected=connected, silence_s=silence_s, error=None)
-
-
-def busy_state() -> RunState:
-    state = RunState(
-        run_id="run_20240215_123456_abc12345", status="running", current_round=2, total_rounds=3,
-        current_stage="train", pause_requested=True, last_event_ts="2024-02-15T12:34:56.789Z",
-        updated_at="2024-02-15T12:34:57.000Z", event_count=42,
-        gpus=[GpuInfo(index=0, name='A100 "80GB"', vram_used_mb=2048, vram_total_mb=81920, util_pct=45.0),
-              GpuInfo(index=1, name="A100", vram_used_mb=1024, vram_total_mb=81920, util_pct=None)],
-        host=HostInfo(cpu_pct=12.5, ram_used_mb=4000, ram_total_mb=16000),
-        trainer=TrainerState(round=2, step=7, total=50, loss=0.75, learning_rate=2e-4, tokens_per_s=512.0),
-        config={"TEACHER_BASE_URL": "https://u:p@x"}, error="boom", recent_events=[{"message": "hi"}],
-    )  # fmt: skip
-    state.counters["teacher_generated"] = 12
-    state.usage["requests_sent"] = 5
-    state.usage["estimated_cost_usd"] = 0.125
-    return state
 
 
 def test_status_has_exactly_the_seed_fields() -> None:

@@ -3,117 +3,16 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
-from typing import Any
 
 import pytest
 from rich.console import Console
+from ui_builders import RUN_ID, SECRET, make_events, make_frame, make_state, screen
 
-from heidi_engine.bus.state import AgentInfo, EndpointUsage, GpuInfo, HostInfo, RunState, TrainerState
-from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Frame, Link, Rates
+from heidi_engine.bus.state import EndpointUsage, GpuInfo, RunState
+from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Link
 from heidi_engine.ui.dashboard.screen import render
 from heidi_engine.ui.dashboard.views.events import event_line, event_window
 from heidi_engine.ui.text import bar, fmt_cost, fmt_duration, fmt_pct, sparkline
-
-NOW = datetime(2024, 2, 15, 12, 40, 0, tzinfo=timezone.utc)
-RUN_ID = "run_20240215_123456_deadbeef"
-SECRET = "sk-proj-Zq8aLmN3pQ7rS2tU9vW4xY6z"
-
-
-def make_state(**changes: Any) -> RunState:
-    state = RunState(
-        run_id=RUN_ID,
-        status="running",
-        current_round=2,
-        total_rounds=3,
-        current_stage="train",
-        started_at="2024-02-15T12:34:56.000Z",
-        updated_at="2024-02-15T12:39:00.000Z",
-        counters={
-            "teacher_generated": 120,
-            "teacher_failed": 3,
-            "validated_ok": 100,
-            "rejected_schema": 10,
-            "rejected_secret": 1,
-            "rejected_dedup": 9,
-            "test_pass": 80,
-            "test_fail": 20,
-            "train_step": 150,
-            "eval_pass": 7,
-            "eval_total": 20,
-        },
-        usage={
-            "requests_sent": 123,
-            "input_tokens": 45678,
-            "output_tokens": 23456,
-            "rate_limits_hit": 2,
-            "retries": 4,
-            "estimated_cost_usd": 0.0123,
-        },
-        trainer=TrainerState(
-            round=2,
-            step=150,
-            total=500,
-            loss=0.53,
-            learning_rate=2e-4,
-            grad_norm=1.25,
-            tokens_per_s=850.0,
-            loss_history=[(i, 2.0 / (1 + i / 20)) for i in range(1, 151)],
-        ),
-        host=HostInfo(cpu_pct=35.0, ram_used_mb=6144.0, ram_total_mb=16384.0),
-        gpu_message="no GPU: NVML Shared Library Not Found; showing host CPU/RAM",
-        agents={"train": AgentInfo(stage="train", pid=1234, pgid=1234, phase="running")},
-        config={
-            "BASE_MODEL": "smollm2-135m-instruct",
-            "TEACHER_MODEL": "gpt-4o-mini",
-            "ROUNDS": 3,
-            "MAX_COST_USD": None,
-        },
-    )
-    for name, value in changes.items():
-        setattr(state, name, value)
-    return state
-
-
-def make_events(count: int, **fields: Any) -> tuple[dict[str, Any], ...]:
-    levels = ("info", "warn", "error", "success")
-    return tuple(
-        {
-            "ts": f"2024-02-15T12:35:{i % 60:02d}.{i % 1000:03d}Z",
-            "round": 1,
-            "stage": "generate" if i % 2 else "validate",
-            "level": levels[i % 4],
-            "event_type": "progress",
-            "message": f"item {i}",
-            **fields,
-        }
-        for i in range(count)
-    )
-
-
-def make_frame(state: RunState | None = None, **changes: Any) -> Frame:
-    base: dict[str, Any] = {
-        "state": state or make_state(),
-        "link": Link("live", True, 0.2, None, 1234),
-        "now": NOW,
-        "events": make_events(300),
-        "rates": Rates(
-            requests_s=2.5,
-            input_tokens_s=300.0,
-            output_tokens_s=120.0,
-            generated_s=2.4,
-            train_steps_s=0.8,
-            events_s=10.0,
-        ),
-    }
-    base.update(changes)
-    return Frame(**base)
-
-
-def screen(frame: Frame, width: int = 100, height: int | None = None) -> str:
-    console = Console(width=width, height=height or 25, record=True, color_system=None, file=io.StringIO())
-    console.print(render(frame, width, height))
-    return console.export_text()
 
 
 def test_overview_shows_run_header_counters_with_rates_and_status() -> None:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_http_fields import busy_state, view
+from ui_builders import busy_state, view
 
 from heidi_engine.bus.state import EndpointUsage, GpuInfo, RunState
 from heidi_engine.ui.http.metrics import exposition, stage_durations

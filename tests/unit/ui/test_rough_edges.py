@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_panels import RUN_ID, make_events, make_frame, make_state, screen
+from ui_builders import RUN_ID, make_events, make_frame, make_state, screen
 
 from heidi_engine.bus.state import RunState, TrainerState
 from heidi_engine.ui.dashboard.app import UiState, handle_key
