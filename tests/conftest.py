@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from harness import SupervisorProc, short_home
 
+# Fixtures that live in modules of their own (a menu on a pseudo-terminal, a detached supervisor).
+pytest_plugins = ("menu_driver",)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

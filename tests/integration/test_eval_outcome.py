@@ -111,7 +111,7 @@ def test_the_outcome_reaches_state_status_list_compare_tensorboard_and_view_6(
     assert "eval r2 · pass@1 0.25→0.50 · loss 2.000→1.500 · best r2" in overview.stdout, overview.stdout
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    from test_dashboard_tmux import Pane
+    from tmux_pane import Pane
 
     pane = Pane(["--home", str(home)])
     try:

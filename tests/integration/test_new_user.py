@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import SupervisorProc, agent_env, pid_alive, scripted, wait_until
-from test_menu import CONFIG, MENU, QUICK_AGENT, SLOW_AGENT, MenuPty, detached, menu_pty, run_menu  # noqa: F401 - fixtures
+from menu_driver import CONFIG, MENU, QUICK_AGENT, SLOW_AGENT, MenuPty, run_menu
 
 from heidi_engine.bus.journal import read_events
 
@@ -63,7 +63,7 @@ def test_resume_run_without_a_resumable_run_starts_no_daemon(home: Path) -> None
     assert not (home / "run" / "bus.json").exists()
 
 
-def test_start_wait_says_the_daemon_stays_and_how_to_stop_it(home: Path, detached: None) -> None:  # noqa: F811
+def test_start_wait_says_the_daemon_stays_and_how_to_stop_it(home: Path, detached: None) -> None:
     (home / "config.yaml").write_text(CONFIG)
     done = run_menu(home, "--start", "--wait", env=QUICK_AGENT)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -95,7 +95,7 @@ def test_ctrl_c_while_following_leaves_the_run_going_and_wait_alone_follows(
 
 
 def test_a_run_left_by_a_killed_supervisor_shows_as_interrupted(
-    start_supervisor: Start, home: Path, menu_pty: Callable[..., MenuPty]  # noqa: F811
+    start_supervisor: Start, home: Path, menu_pty: Callable[..., MenuPty]
 ) -> None:
     env = agent_env(scripted("--events", "400", "--delay", "0.05"))
     sup = start_supervisor(env=env, config="ROUNDS: 1\n").wait_ready()
