@@ -1,0 +1,170 @@
+"""The command facade: what control commands ask of the supervisor.
+
+It is the :class:`~heidi_engine.supervisor.commands.SupervisorPort` that command handlers see: the answers
+(status, snapshot, the list of runs) and the requests (start, resume a run, stop, pause, resume,
+shutdown). A new or resumed run is built by the :class:`~heidi_engine.supervisor.run_builder.RunBuilder`
+before it replaces the current one. SIGTERM and SIGINT are requests too (:meth:`CommandFacade.on_signal`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from heidi_engine.bus.connection import BusInfo
+from heidi_engine.bus.isolation import sandbox_warning
+from heidi_engine.bus.server import BusServer
+from heidi_engine.supervisor.commands import execute
+from heidi_engine.supervisor.current_run import CurrentRun
+from heidi_engine.supervisor.http_child import HttpChild
+from heidi_engine.supervisor.ingress import IngressGate
+from heidi_engine.supervisor.run_builder import RunBuilder
+from heidi_engine.supervisor.runs import run_dirs, summarize
+
+__all__ = ["COMMANDS_PER_TICK", "CommandFacade"]
+
+COMMANDS_PER_TICK = 64  # a flood of commands cannot starve ingress, the driver or the heartbeat
+
+
+class CommandFacade(CurrentRun):
+    """Answers and carries out the control commands for the daemon of ``home``, whose bus is ``info``."""
+
+    def __init__(
+        self,
+        home: Path,
+        info: BusInfo,
+        *,
+        config_path: Path | None,
+        env: dict[str, str],
+        clock: Callable[[], float],
+    ) -> None:
+        self.home = home
+        self.info = info
+        self.session = info.session
+        self.config_path = config_path
+        self.env = env
+        self.started = clock()
+        super().__init__(BusServer(info), clock)
+        self.gate = IngressGate()  # what agents may send; the rest refused and counted
+        self.shutdown_requested = False
+        self.fast_shutdown = False
+        self.http_child: HttpChild | None = None
+        self.builder = RunBuilder(home, config_path=config_path, env=env, host=self)
+
+    def _serve_commands(self) -> None:
+        for _ in range(COMMANDS_PER_TICK):
+            received = self.server.recv_command()
+            if received is None:
+                return
+            identity, command = received
+            self.server.reply(identity, execute(self, command))
+
+    # -- answers -----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The ``status`` command's answer."""
+        state = self.state
+        return {
+            "run_id": state.run_id, "status": state.status, "current_round": state.current_round,
+            "total_rounds": state.total_rounds, "current_stage": state.current_stage,
+            "stop_requested": state.stop_requested, "pause_requested": state.pause_requested,
+            "counters": state.counters, "usage": state.usage, "gpu_summary": state.gpu_summary(),
+            "last_event_ts": state.last_event_ts, "updated_at": state.updated_at, "error": state.error,
+            "seq": self.seq, "session": self.session, "pid": os.getpid(),
+            "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
+            "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.gate.refused),
+            "health": "degraded" if self.problems.text else "ok", "problem": self.problems.text,
+            "http": None if self.http_child is None else self.http_child.describe(),
+            "sandbox_warning": sandbox_warning(state.config),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The full state and the ``seq`` it reflects."""
+        return {"seq": self.seq, "session": self.session, "state": self.state.model_dump(mode="json")}
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run of this home, newest first."""
+        return [summarize(folder) for folder in run_dirs(self.home)]
+
+    # -- new and resumed runs ----------------------------------------------------------------------
+
+    def start_run(self, overrides: Mapping[str, object]) -> str:
+        """Validate the configuration, build the run (folder, files, driver), then make it current.
+
+        Nothing is published and the current state is untouched until everything is built; a run that
+        cannot be built is marked failed in its own folder, with the reason, and the start is refused.
+        """
+        run = self.builder.new_run(overrides)
+        state, config = run.state, run.config
+        self._switch_to(run)
+        self.set_status(reset=True, **state.model_dump(include={"run_id", "status", "total_rounds", "config",
+                                                                 "started_at", "problem"}))
+        self.emit("round_start", "pipeline_start", round_no=0,
+                  message=f"pipeline started: {config.ROUNDS} round(s) of {config.SAMPLES_PER_ROUND} samples")
+        unconfined = sandbox_warning(state.config)
+        if unconfined:
+            self.emit("round_start", "progress", round_no=0, level="warn", message=unconfined)
+        return run.run_dir.name
+
+    def resume_run(self, run_id: str | None) -> str:
+        """Continue a stopped, interrupted or failed run from its last completed stage.
+
+        Its totals come from the run's ledger plus the events written after it, never from the whole log:
+        the answer comes at once whatever the run's length.
+        """
+        run = self.builder.resumed_run(run_id)
+        self._switch_to(run)
+        self.set_status(reset=True, run_id=run.run_dir.name, status="running", stop_requested=False,
+                        pause_requested=False, error=None, total_rounds=run.config.ROUNDS, agents={},
+                        problem=self.problems.text)
+        self.emit("round_start", "pipeline_start", round_no=self.state.current_round,
+                  message=f"pipeline resumed ({len(run.done)} stage(s) already complete)")
+        return run.run_dir.name
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Graceful stop: no new stage; the agent finishes at its next boundary."""
+        if self.pipeline is None:
+            # Nothing runs that could finish at a boundary: the run is stopped now.
+            self.finish_run("stopped", "pipeline stopped (no stage was running)")
+            return
+        self.set_status(stop_requested=True, status="stopping")
+        self.broadcast("stop")
+        self.pipeline.request_stop(now=self.clock())
+
+    def request_pause(self) -> None:
+        """Ask agents to park; the status turns ``paused`` once they have."""
+        self.set_status(pause_requested=True)
+        self.broadcast("pause")
+        self._maybe_paused()
+
+    def request_resume(self) -> None:
+        """Continue a paused run."""
+        was_paused = self.state.status == "paused"
+        self.set_status(pause_requested=False, status="running" if was_paused else self.state.status)
+        self.broadcast("resume")
+        if was_paused:
+            self.emit(self.state.current_stage or "round_start", "progress", round_no=self.state.current_round,
+                      message="resumed")
+
+    def request_shutdown(self) -> None:
+        """Leave the loop after a fast stop of the run (agents terminated as groups)."""
+        self.shutdown_requested = True
+        self.fast_shutdown = True
+        if self.pipeline is not None and not self.pipeline.finished:
+            if not self.state.stop_requested:
+                self.set_status(stop_requested=True, status="stopping")
+            self.broadcast("stop")
+            self.pipeline.request_stop(fast=True, now=self.clock())
+
+    def on_signal(self) -> None:
+        """SIGTERM/SIGINT: the first stops the run gracefully, the second shuts down fast."""
+        if self.shutdown_requested or self.pipeline is None or self.pipeline.finished:
+            self.request_shutdown()
+        else:
+            self.shutdown_requested = True
+            if not self.state.stop_requested:
+                self.request_stop()

@@ -1,0 +1,78 @@
+"""Reading ingress: what agents send, taken in batches, sorted by the gate and handed on in order.
+
+Events are persisted and published in the order they arrived: those before a sample or a status message
+are handed on first. An agent that is heard from is alive (and says whether it is parked).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from heidi_engine.bus.event import Event
+from heidi_engine.bus.message import AgentStatus
+from heidi_engine.bus.server import BusServer
+from heidi_engine.bus.state import EvalSample, RunState, SystemSample, TeacherSample, TrainerSample
+from heidi_engine.supervisor.ingress import IngressGate
+
+__all__ = ["INGEST_BATCH", "Intake", "IntakeHost"]
+
+INGEST_BATCH = 2000  # events taken from ingress per loop step (whole batches: it may go a batch over)
+
+
+class IntakeHost(Protocol):
+    """What the intake hands agents' messages to (the supervisor)."""
+
+    @property
+    def state(self) -> RunState: ...
+
+    def accept_events(self, events: list[Event]) -> None: ...
+
+    def accept_sample(self, sample: TrainerSample | SystemSample | EvalSample | TeacherSample) -> None: ...
+
+    def agent_heard(self, sender: str, parked: bool | None, *, pid: int | None = None, done: bool = False) -> None: ...
+
+
+class Intake:
+    """Takes what agents sent from ``server``'s ingress, lets ``gate`` sort it, and hands it to ``host``."""
+
+    def __init__(self, server: BusServer, gate: IngressGate, host: IntakeHost) -> None:
+        self.server = server
+        self.gate = gate
+        self.host = host
+
+    def ingest(self) -> None:
+        """One loop step's worth: up to about :data:`INGEST_BATCH` messages."""
+        host = self.host
+        batch: list[Event] = []
+        taken = 0
+        while taken < INGEST_BATCH:
+            received = self.server.recv_ingress(64)
+            if not received:
+                break
+            for header, body_bytes in received:
+                if header.kind == "event":
+                    events = self.server.decode_ingress_events(body_bytes)
+                    taken += max(1, len(events))
+                    kept = self.gate.events(host.state, events)
+                    if kept:
+                        batch.extend(kept)
+                        host.agent_heard(header.sender, None)
+                    continue
+                taken += 1
+                body = self.server.decode_ingress_body(header, body_bytes)
+                if body is None:
+                    continue
+                # Keep order: events before a sample or status are persisted and published first.
+                host.accept_events(batch)
+                batch = []
+                if isinstance(body, SystemSample):
+                    self.gate.refuse("system_sample")  # only the supervisor samples the machine
+                elif isinstance(body, (TrainerSample, EvalSample, TeacherSample)):
+                    if not self.gate.foreign(host.state, body.run_id or ""):
+                        host.agent_heard(header.sender, None)
+                        host.accept_sample(body)
+                elif isinstance(body, AgentStatus) and (
+                    body.run_id is None or not self.gate.foreign(host.state, body.run_id)
+                ):
+                    host.agent_heard(body.stage, body.phase == "parked", pid=body.pid, done=body.phase == "done")
+        host.accept_events(batch)
