@@ -14,9 +14,11 @@ from rich.text import Text
 from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
 from heidi_engine.ui.dashboard.frame import VIEWS, Frame, Link, View
+from heidi_engine.ui.dashboard.views.config import render_config
 from heidi_engine.ui.dashboard.views.eval import render_eval
-from heidi_engine.ui.dashboard.views.events import render_config, render_events
-from heidi_engine.ui.dashboard.views.overview import render_overview, render_teacher
+from heidi_engine.ui.dashboard.views.events import render_events
+from heidi_engine.ui.dashboard.views.overview import render_overview
+from heidi_engine.ui.dashboard.views.teacher import render_teacher
 from heidi_engine.ui.dashboard.views.trainer import render_trainer
 from heidi_engine.ui.text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
 
