@@ -27,7 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, TeacherError
+from heidi_engine.agents.teacher.base import Completion, TeacherError
+from heidi_engine.agents.teacher.client import OpenAITeacher
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "fakes" / "openai_server.py"
 PROMPT = [

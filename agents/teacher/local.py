@@ -1,13 +1,13 @@
 """The in-process teacher for ``TEACHER_MODEL=local:<model>``: a transformers model generating on this host.
 
 It speaks the same interface as :class:`~heidi_engine.agents.teacher.client.OpenAITeacher` (``map``,
-``complete``, ``close``), so the generate stage does not care which backend it drives. Greedy generation
-(temperature 0) is batched: ``map`` hands up to ``concurrency`` prompts at a time to one left-padded
-``generate`` call (see :mod:`decoder`), with the same replies as one prompt at a time. Sampling stays one
-prompt at a time, seeded per prompt (``seed`` + CRC of the prompt), so a resumed run regenerates a sample
-the same way it would have been generated the first time. A reply whose prefill opens a code fence ends
-at the closing fence. Usage counts one request per sample and the real prompt and completion token
-counts; a local model costs nothing.
+``complete``, ``close``: :class:`~heidi_engine.agents.teacher.base.Teacher`), so the generate stage does not
+care which backend it drives. Greedy generation (temperature 0) is batched: ``map`` hands up to
+``concurrency`` prompts at a time to one left-padded ``generate`` call (see :mod:`decoder`), with the same
+replies as one prompt at a time. Sampling stays one prompt at a time, seeded per prompt (``seed`` + CRC of
+the prompt), so a resumed run regenerates a sample the same way it would have been generated the first time.
+A reply whose prefill opens a code fence ends at the closing fence. Usage counts one request per sample and
+the real prompt and completion token counts; a local model costs nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from heidi_engine.agents.teacher.client import Completion, Outage, TeacherError, TeacherUsage
+from heidi_engine.agents.teacher.base import Completion, Outage, TeacherError
+from heidi_engine.agents.teacher.usage import TeacherUsage
 
 __all__ = ["LOCAL_PREFIX", "LocalTeacher", "local_model_name"]
 

@@ -111,6 +111,13 @@ def load_price_table(pricing_json: str | os.PathLike[str] | None = None) -> dict
     return table
 
 
+def price_table(run_dir: Path, home: str | None) -> dict[str, Price]:
+    """Built-in prices overlaid with the run's ``pricing.json``, else the home's."""
+    candidates = [run_dir / "pricing.json"] + ([Path(home) / "pricing.json"] if home else [])
+    chosen = next((path for path in candidates if path.exists()), None)
+    return load_price_table(chosen)
+
+
 def lookup_price(model: str, table: Mapping[str, Price]) -> Price | None:
     """The price of ``model``; dated snapshots (``gpt-4o-2024-08-06``) fall back to their family."""
     if model.startswith("local:"):

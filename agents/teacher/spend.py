@@ -13,15 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from heidi_engine.agents.teacher.client import TeacherUsage
 from heidi_engine.agents.teacher.pricing import Price, estimate_cost
+from heidi_engine.agents.teacher.usage import TeacherUsage
 
-__all__ = ["TRANSIENT_REASON", "Spend", "cost_note", "money"]
-
-# Failure reasons of attempts that ran out of retries on an outage: asked again on resume.
-TRANSIENT_REASON = (
-    r"^(HTTP (408|409|429|5\d\d)\b|no reply within|no complete reply within|connection error|proxy error)"
-)
+__all__ = ["Spend", "cost_note", "money"]
 
 
 class Spend:

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from fakes.openai_server import FakeOpenAIServer
 
-from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, TeacherError, TeacherUsage
+from heidi_engine.agents.teacher.base import Completion, TeacherError
+from heidi_engine.agents.teacher.client import OpenAITeacher
+from heidi_engine.agents.teacher.usage import TeacherUsage
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,9 +18,12 @@ from harness import FileRuntime, SupervisorProc
 from test_generate_stage import run
 
 from heidi_engine.agents import generate
-from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl
-from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, TeacherError, TeacherUsage
+from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad
+from heidi_engine.agents.layout import RoundFiles
+from heidi_engine.agents.teacher.base import Completion, TeacherError
+from heidi_engine.agents.teacher.client import OpenAITeacher
 from heidi_engine.agents.teacher.pool import endpoint_name
+from heidi_engine.agents.teacher.usage import TeacherUsage
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES
 from heidi_engine.bus.journal import read_events
@@ -114,7 +117,7 @@ def test_a_server_killed_mid_round_loses_no_sample_and_usage_adds_up(
     killer.join(10)
     assert killed.is_set(), f"the victim got {len(victim.requests)} request(s) only"
     files = RoundFiles.of(tmp_path, 1)
-    written = sorted(row["id"] for row in read_jsonl(files.raw))
+    written = sorted(row["id"] for row in read_jsonl_skipping_bad(files.raw))
     assert written == [f"r1-{i:05d}" for i in range(12)], written
     assert not files.failed.exists(), files.failed.read_text()
     state = RunState()

@@ -17,9 +17,11 @@ import pytest
 from fakes.connect_proxy import ConnectProxy
 from fakes.openai_server import FakeOpenAIServer
 
-from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, Outage, TeacherError, TeacherUsage
+from heidi_engine.agents.teacher.base import Completion, Outage, TeacherError
+from heidi_engine.agents.teacher.client import OpenAITeacher
 from heidi_engine.agents.teacher.pricing import estimate_cost, load_price_table
 from heidi_engine.agents.teacher.spend import Spend
+from heidi_engine.agents.teacher.usage import TeacherUsage
 
 pytestmark = pytest.mark.timeout(30)
 
