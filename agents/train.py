@@ -18,116 +18,25 @@ writes the adapter and decides pause and stop for all.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
+from heidi_engine.agents.dataset.samples import read_jsonl_strict
+from heidi_engine.agents.layout import (
+    RoundFiles,
+    adapter_dir,
+    checkpoint_dir,
+    has_adapter,
+    last_checkpoint,
+    tracking_dir,
+)
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
+from heidi_engine.agents.training.loading import load_student, prepare_environment
 from heidi_engine.agents.training.ranks import RankRuntime, launched_rank, run_launched, run_rank
 
-__all__ = [
-    "adapter_dir",
-    "checkpoint_dir",
-    "entry",
-    "has_adapter",
-    "load_student",
-    "main",
-    "prepare_environment",
-    "read_rows",
-    "round_data",
-    "tracking_dir",
-]
-
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def round_data(run_dir: Path, round_no: int) -> Path:
-    """``data/round_N`` of the run."""
-    return run_dir / "data" / f"round_{round_no}"
-
-
-def adapter_dir(run_dir: Path, round_no: int) -> Path:
-    """``out_lora_round_N`` of the run."""
-    return run_dir / f"out_lora_round_{round_no}"
-
-
-def checkpoint_dir(run_dir: Path, round_no: int) -> Path:
-    """``checkpoints/round_N`` of the run."""
-    return run_dir / "checkpoints" / f"round_{round_no}"
-
-
-def tracking_dir(run_dir: Path, round_no: int) -> Path:
-    """Where a ``REPORT_TO`` tracker that writes files (tensorboard) puts round ``round_no``."""
-    return run_dir / "tracking" / f"round_{round_no}"
-
-
-def has_adapter(folder: Path) -> bool:
-    """Whether ``folder`` holds a saved PEFT adapter."""
-    return (folder / "adapter_config.json").is_file()
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file, one per non-blank line; :class:`FatalStageError` names a bad line."""
-    rows: list[dict[str, Any]] = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    raise FatalStageError(f"{path.name} line {number}: not valid JSON ({exc})") from None
-                if not isinstance(row, dict):
-                    raise FatalStageError(f"{path.name} line {number}: expected a JSON object")
-                rows.append(row)
-    except OSError as exc:
-        raise FatalStageError(f"cannot read {path}: {exc}") from None
-    return rows
-
-
-def _last_checkpoint(folder: Path) -> Path | None:
-    found = [
-        (int(match.group(1)), child)
-        for child in (folder.iterdir() if folder.is_dir() else [])
-        if (match := _CHECKPOINT_RE.match(child.name)) and (child / "trainer_state.json").is_file()
-    ]
-    return max(found)[1] if found else None
-
-
-def prepare_environment(model_name: str) -> None:
-    """Check that BASE_MODEL can be found, go offline when it is on disk, and silence progress bars.
-
-    Call it before anything imports transformers: huggingface_hub reads ``HF_HUB_OFFLINE`` once, at
-    import. A model that cannot be found is a :class:`FatalStageError` whose message names the fix.
-    """
-    # transformers' GGUF loader uses tqdm directly; tqdm reads TQDM_DISABLE once, when torch imports it.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    from heidi_engine.agents.student import ModelNotAvailable, resolve_model
-
-    try:
-        ref = resolve_model(model_name)
-    except ModelNotAvailable as exc:
-        raise FatalStageError(str(exc)) from None
-    if ref.local:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-
-def load_student(model_name: str, *, for_training: bool, load_in_4bit: bool = False) -> tuple[Any, Any]:
-    """The student's model and tokenizer; a model that cannot be loaded is a :class:`FatalStageError`."""
-    from heidi_engine.agents.student import ModelNotAvailable, load_model_and_tokenizer
-
-    try:
-        return load_model_and_tokenizer(model_name, for_training=for_training, load_in_4bit=load_in_4bit)
-    except ModelNotAvailable as exc:
-        raise FatalStageError(str(exc)) from None
+__all__ = ["entry", "main"]
 
 
 def _carry_over(rt: AgentRuntime, previous: Path | None, out_dir: Path) -> None:
@@ -154,11 +63,10 @@ def main(rt: AgentRuntime | RankRuntime) -> None:
     if cfg.LOAD_IN_4BIT == "1" and (problem := four_bit_problem()) is not None:
         raise FatalStageError(problem)
 
-    data = round_data(rt.run_dir, rt.round)
-    train_path = data / "train.jsonl"
-    if not train_path.is_file():
-        raise FatalStageError(f"{rt.relative(data)}/train.jsonl does not exist: the validate stage writes it")
-    rows = read_rows(train_path)
+    files = RoundFiles.of(rt.run_dir, rt.round)
+    if not files.train.is_file():
+        raise FatalStageError(f"{rt.relative(files.folder)}/train.jsonl does not exist: the validate stage writes it")
+    rows = read_jsonl_strict(files.train)
     out_dir = adapter_dir(rt.run_dir, rt.round)
     previous = adapter_dir(rt.run_dir, rt.round - 1) if rt.round > 1 else None
     previous = previous if previous is not None and has_adapter(previous) else None
@@ -228,7 +136,8 @@ def main(rt: AgentRuntime | RankRuntime) -> None:
             control.flush()
     adapter = rt.relative(out_dir)
     if result.stopped_early:
-        last = _last_checkpoint(checkpoints)
+        found = last_checkpoint(checkpoints)
+        last = found[0] if found is not None else None
         where = f"last checkpoint {rt.relative(last)}" if last is not None else "no checkpoint"
         rt.progress(
             f"training stopped at step {result.steps_done}/{result.total_steps}: adapter saved to {adapter}, "

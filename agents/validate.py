@@ -44,13 +44,13 @@ from pydantic import ValidationError
 from heidi_engine.agents.dataset.dedup import DedupIndex
 from heidi_engine.agents.dataset.heldout import (
     HeldoutError,
-    heldout_files,
     heldout_rows,
     read_heldout,
     task_id_of,
     with_references,
 )
-from heidi_engine.agents.dataset.samples import RoundFiles, Sample, already_counted, read_jsonl, write_jsonl
+from heidi_engine.agents.dataset.samples import Sample, already_counted, read_jsonl_skipping_bad, write_jsonl
+from heidi_engine.agents.layout import RoundFiles, heldout_files
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
 from heidi_engine.agents.sandbox.runner import SandboxLimits, network_isolation_message, run_many, usable_cpus
 from heidi_engine.bus.redaction import Redactor, default_redactor
@@ -185,7 +185,7 @@ def _unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _earlier_clean(run_dir: Path, round_no: int) -> DedupIndex:
     index = DedupIndex()
     for earlier in range(round_no):
-        for row in read_jsonl(RoundFiles.of(run_dir, earlier).clean):
+        for row in read_jsonl_skipping_bad(RoundFiles.of(run_dir, earlier).clean):
             key, output = row.get("id"), row.get("output")
             if isinstance(key, str) and isinstance(output, str) and index.find(output) is None:
                 index.add(key, output)
@@ -297,7 +297,7 @@ def main(rt: AgentRuntime) -> None:
     reporter = _Reporter(rt, already_counted(rt.run_dir, "validate", rt.round).counters)
     if not files.raw.exists():
         rt.progress(f"validate round {rt.round}: no raw.jsonl (generate wrote no sample)", level="warn")
-    rows = _unique_rows(read_jsonl(files.raw))
+    rows = _unique_rows(read_jsonl_skipping_bad(files.raw))
     clean, totals, examples = _classify(rt, rows, reporter)
     write_jsonl(files.clean, clean)
     for reason in REJECTIONS:

@@ -33,7 +33,7 @@ from heidi_engine.agents.dataset.humaneval import HumanEvalUnavailable, instruct
 from heidi_engine.agents.dataset.tasks import instruction_text, load_bank  # noqa: E402
 from heidi_engine.agents.dataset.template import render_prompt  # noqa: E402
 from heidi_engine.agents.decoder import BASE, decode_batch  # noqa: E402
-from heidi_engine.agents.eval import MAX_NEW_TOKENS, answer_rule, function_complete  # noqa: E402
+from heidi_engine.agents.evaluation.answers import MAX_NEW_TOKENS, answer_rule, function_complete  # noqa: E402
 from heidi_engine.agents.student import load_model_and_tokenizer  # noqa: E402
 from heidi_engine.bus.config import load_config  # noqa: E402
 

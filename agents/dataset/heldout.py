@@ -32,17 +32,16 @@ from pathlib import Path
 from datasketch import MinHash
 
 from heidi_engine.agents.dataset.humaneval import HumanEvalUnavailable, load_problems
-from heidi_engine.agents.dataset.samples import RoundFiles, Sample, SampleMetadata, read_jsonl, sample_id
+from heidi_engine.agents.dataset.samples import Sample, SampleMetadata, read_jsonl_skipping_bad, sample_id
 from heidi_engine.agents.dataset.tasks import Task, instruction_text, load_bank
+from heidi_engine.agents.layout import RoundFiles, heldout_files, heldout_ids_file
 from heidi_engine.bus.storage import atomic_write_json
 
 __all__ = [
-    "HELDOUT_FILE",
     "HeldoutError",
     "choose_heldout",
     "fix_heldout",
     "heldout_count",
-    "heldout_files",
     "heldout_rows",
     "humaneval_overlaps",
     "read_heldout",
@@ -54,7 +53,6 @@ __all__ = [
     "without_humaneval",
 ]
 
-HELDOUT_FILE = "heldout.json"
 REFERENCE_MODEL = "reference"  # metadata.teacher_model of a row that carries a bank task's reference
 # Jaccard similarity of word 3-shingles above which two descriptions say the same thing.
 DESCRIPTION_SIMILARITY = 0.5
@@ -91,7 +89,7 @@ def choose_heldout(task_ids: Iterable[str], val_ratio: float, seed: int) -> list
 
 def read_heldout(run_dir: Path) -> list[str] | None:
     """The run's recorded held-out ids, or None when none are recorded yet."""
-    path = Path(run_dir) / HELDOUT_FILE
+    path = heldout_ids_file(run_dir)
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -109,18 +107,13 @@ def fix_heldout(run_dir: Path, task_ids: Iterable[str], val_ratio: float, seed: 
     if recorded is not None:
         return recorded
     chosen = choose_heldout(task_ids, val_ratio, seed)
-    atomic_write_json(Path(run_dir) / HELDOUT_FILE, chosen)
+    atomic_write_json(heldout_ids_file(run_dir), chosen)
     return chosen
-
-
-def heldout_files(run_dir: Path) -> RoundFiles:
-    """The run-level data folder of the held-out answers (``data/heldout/``)."""
-    return RoundFiles(Path(run_dir) / "data" / "heldout")
 
 
 def heldout_rows(run_dir: Path) -> list[dict[str, object]]:
     """The validated held-out answers (``data/heldout/val.jsonl``), empty when there are none yet."""
-    return read_jsonl(heldout_files(run_dir).val)
+    return read_jsonl_skipping_bad(heldout_files(run_dir).val)
 
 
 def task_id_of(row: Mapping[str, object]) -> str | None:
@@ -200,7 +193,7 @@ def _answered_earlier(run_dir: Path, round_no: int, task_ids: set[str]) -> bool:
     """Whether a round before ``round_no`` already asked the teacher for one of ``task_ids``."""
     for earlier in range(round_no):
         files = RoundFiles.of(run_dir, earlier)
-        for row in read_jsonl(files.raw) + read_jsonl(files.failed):
+        for row in read_jsonl_skipping_bad(files.raw) + read_jsonl_skipping_bad(files.failed):
             if (task_id_of(row) or row.get("task_id")) in task_ids:
                 return True
     return False

@@ -1,11 +1,16 @@
-"""Training samples on disk: the sample record and the per-round JSONL files of the data pipeline.
+"""Training samples on disk: the sample record and the JSONL files of the data pipeline.
 
-Each round's data lives in ``runs/<id>/data/round_N/``. Generate appends one line to ``raw.jsonl`` per
-sample as its reply arrives (and keeps its resume ledger beside it: ``failed.jsonl`` for requests that
-failed for good, ``proposed.jsonl`` for self-instruct tasks); validate rewrites ``clean.jsonl``,
-``tested.jsonl``, ``train.jsonl`` and ``val.jsonl`` whole, atomically. Readers skip a torn last line
-(a writer killed mid-line) and an appender cuts it off before writing, so a kill -9 never leaves a file
-that breaks the next reader. Files are created 0600 and folders 0700 whatever the umask.
+Each round's data lives in ``runs/<id>/data/round_N/`` (its paths: :class:`~heidi_engine.agents.layout.RoundFiles`).
+Generate appends one line to ``raw.jsonl`` per sample as its reply arrives (and keeps its resume ledger
+beside it: ``failed.jsonl`` for requests that failed for good, ``proposed.jsonl`` for self-instruct
+tasks); validate rewrites ``clean.jsonl``, ``tested.jsonl``, ``train.jsonl`` and ``val.jsonl`` whole,
+atomically. An appender cuts a torn last line (a writer killed mid-line) off before writing, so a kill -9
+never leaves a file that breaks the next reader. Files are created 0600 and folders 0700 whatever the
+umask (:mod:`heidi_engine.bus.storage`).
+
+One JSONL reader per policy: :func:`read_jsonl_skipping_bad` skips a torn last line and every line that
+is not a JSON object (the data pipeline's files, which a killed writer may have cut);
+:func:`read_jsonl_strict` refuses them (a stage's input that must be whole).
 
 A resumed stage recomputes what its files hold and reports only what the run's ``events.jsonl`` has not
 counted yet (:func:`already_counted`), so counters are never counted twice.
@@ -24,18 +29,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from heidi_engine.agents.runtime import FatalStageError
 from heidi_engine.bus.journal import repair_torn_tail
 from heidi_engine.bus.ledger import load_ledger
+from heidi_engine.bus.storage import atomic_write_bytes, open_private_append
 
 __all__ = [
     "SAMPLE_ID_PATTERN",
     "Counted",
     "JsonlAppender",
-    "RoundFiles",
     "Sample",
     "SampleMetadata",
     "already_counted",
-    "read_jsonl",
+    "read_jsonl_skipping_bad",
+    "read_jsonl_strict",
     "sample_id",
     "write_jsonl",
 ]
@@ -43,8 +50,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SAMPLE_ID_PATTERN = r"^r\d+-\d{5,}$"
-_FILE_MODE = 0o600
-_DIR_MODE = 0o700
 
 
 def sample_id(round_no: int, index: int) -> str:
@@ -87,57 +92,34 @@ class Sample(BaseModel):
         return data
 
 
-@dataclass(frozen=True)
-class RoundFiles:
-    """The data files of one round."""
-
-    folder: Path
-
-    @classmethod
-    def of(cls, run_dir: Path, round_no: int) -> RoundFiles:
-        return cls(Path(run_dir) / "data" / f"round_{round_no}")
-
-    def ensure(self) -> RoundFiles:
-        """Create the folder (and ``data/``) with mode 0700."""
-        for folder in (self.folder.parent, self.folder):
-            folder.mkdir(mode=_DIR_MODE, exist_ok=True)
-        return self
-
-    @property
-    def raw(self) -> Path:
-        return self.folder / "raw.jsonl"
-
-    @property
-    def failed(self) -> Path:
-        return self.folder / "failed.jsonl"
-
-    @property
-    def proposed(self) -> Path:
-        return self.folder / "proposed.jsonl"
-
-    @property
-    def clean(self) -> Path:
-        return self.folder / "clean.jsonl"
-
-    @property
-    def tested(self) -> Path:
-        return self.folder / "tested.jsonl"
-
-    @property
-    def train(self) -> Path:
-        return self.folder / "train.jsonl"
-
-    @property
-    def val(self) -> Path:
-        return self.folder / "val.jsonl"
-
-
 def _line(row: Mapping[str, Any]) -> bytes:
     # ensure_ascii=False keeps code readable; readers split on b"\n" only, never on U+2028.
     return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl_strict(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of ``path``, one per non-blank line, for a stage that cannot go on without all of
+    them: a missing or unreadable file, or a line that is not a JSON object, is a
+    :class:`~heidi_engine.agents.runtime.FatalStageError` that names it."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise FatalStageError(f"{path.name} line {number}: not valid JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise FatalStageError(f"{path.name} line {number}: expected a JSON object")
+                rows.append(row)
+    except OSError as exc:
+        raise FatalStageError(f"cannot read {path}: {exc}") from None
+    return rows
+
+
+def read_jsonl_skipping_bad(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of ``path``, in order; [] when it does not exist.
 
     A last line without its newline is torn (its writer died mid-line) and is skipped, as are lines
@@ -166,32 +148,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+
+
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Replace ``path`` with ``rows`` atomically (temp file, fsync, rename); returns the row count."""
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    count = 0
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb", closefd=False) as handle:
-            for row in rows:
-                handle.write(_line(row))
-                count += 1
-            handle.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(temp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return count
+    """Replace ``path`` with ``rows`` atomically (:func:`~heidi_engine.bus.storage.atomic_write_bytes`:
+    temp file, fsync, rename, mode 0600); returns the row count."""
+    lines = [_line(row) for row in rows]
+    atomic_write_bytes(path, b"".join(lines))
+    return len(lines)
 
 
 class JsonlAppender:
@@ -205,8 +169,7 @@ class JsonlAppender:
         removed = repair_torn_tail(self.path)
         if removed:
             log.warning("%s: removed a torn last line (%d bytes)", self.path, removed)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
-        os.fchmod(self._fd, _FILE_MODE)
+        self._fd = open_private_append(self.path)
 
     def append(self, row: Mapping[str, Any]) -> None:
         data = memoryview(_line(row))

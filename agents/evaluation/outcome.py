@@ -20,13 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heidi_engine.agents.train import adapter_dir, has_adapter
+from heidi_engine.agents.layout import (
+    adapter_dir,
+    base_scores_file,
+    best_adapter_file,
+    best_adapter_link,
+    eval_report,
+    has_adapter,
+)
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
 
 __all__ = ["Best", "best_round", "load_base", "record_best", "reports", "save_base", "wilson"]
 
 _Z95 = 1.959963984540054
-BASE_FILE = "base.json"
 
 
 def wilson(passed: int, n: int, z: float = _Z95) -> tuple[float, float] | None:
@@ -87,7 +93,7 @@ def reports(run_dir: Path, up_to: int) -> dict[int, dict[str, Any]]:
     found: dict[int, dict[str, Any]] = {}
     for round_no in range(1, up_to + 1):
         try:
-            report = read_json(run_dir / "eval" / f"report_round_{round_no}.json")
+            report = read_json(eval_report(run_dir, round_no))
         except (OSError, ValueError):
             continue
         if isinstance(report, dict) and has_adapter(adapter_dir(run_dir, round_no)):
@@ -99,7 +105,7 @@ def record_best(run_dir: Path, best: Best) -> None:
     """Write ``best_adapter.json`` and point the ``best_adapter`` link at ``out_lora_round_<round>``."""
     target = adapter_dir(run_dir, best.round).name
     atomic_write_json(
-        run_dir / "best_adapter.json",
+        best_adapter_file(run_dir),
         {
             "round": best.round,
             "adapter_dir": target,
@@ -107,8 +113,8 @@ def record_best(run_dir: Path, best: Best) -> None:
             "val_loss": best.val_loss,
         },
     )
-    link = run_dir / "best_adapter"
-    temporary = run_dir / f".best_adapter.{os.getpid()}.tmp"
+    link = best_adapter_link(run_dir)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
     temporary.symlink_to(target)  # relative: the run folder can move
@@ -118,7 +124,7 @@ def record_best(run_dir: Path, best: Best) -> None:
 def load_base(run_dir: Path, measured_on: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
     """``(round, scores)`` of the run's base scores when they were measured on ``measured_on``."""
     try:
-        saved = read_json(run_dir / "eval" / BASE_FILE)
+        saved = read_json(base_scores_file(run_dir))
     except (OSError, ValueError):
         return None
     if not isinstance(saved, dict) or saved.get("measured_on") != dict(measured_on):
@@ -133,7 +139,9 @@ def save_base(
     run_dir: Path, round_no: int, measured_on: Mapping[str, Any], scores: Mapping[str, Any]
 ) -> None:
     """Keep the base scores of this run (``eval/base.json``) for the later rounds."""
+    path = base_scores_file(run_dir)
+    ensure_private_dir(path.parent)
     atomic_write_json(
-        ensure_private_dir(run_dir / "eval") / BASE_FILE,
+        path,
         {"round": round_no, "measured_on": dict(measured_on), "scores": dict(scores)},
     )

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from heidi_engine.agents.layout import tracking_dir
 from heidi_engine.agents.runtime import AgentRuntime
-from heidi_engine.agents.train import tracking_dir
 from heidi_engine.bus.scalars import TensorBoardUnavailable, eval_scalars, write_tensorboard
 from heidi_engine.bus.state import EvalSample
 

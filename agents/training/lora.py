@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from heidi_engine.agents.dataset.template import render_example
+from heidi_engine.agents.layout import last_checkpoint
 from heidi_engine.agents.student import load_model_and_tokenizer
 from heidi_engine.agents.training.callback import BusReportingCallback, NullControl, TrainerControl
 
@@ -27,7 +27,6 @@ __all__ = ["CHECKPOINTING_FROM_PARAMS", "PadCollator", "TrainResult", "TrainSett
 
 IGNORE_INDEX = -100
 _DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 CHECKPOINTING_FROM_PARAMS = 1_000_000_000
 
 
@@ -169,21 +168,6 @@ class PadCollator:
         return self.tokens_seen
 
 
-def _last_complete_checkpoint(checkpoint_dir: Path) -> tuple[Path, int] | None:
-    # trainer_state.json is written last, so a checkpoint cut short by a crash lacks it.
-    if not checkpoint_dir.is_dir():
-        return None
-    found = []
-    for child in checkpoint_dir.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        if match and (child / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), child))
-    if not found:
-        return None
-    step, path = max(found)
-    return path, step
-
-
 def _with_adapter(model: Any, settings: TrainSettings, init_adapter: Path | None) -> Any:
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -306,7 +290,7 @@ def train_lora(
 
     control = control if control is not None else NullControl()
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
-    checkpoint = _last_complete_checkpoint(checkpoint_dir)
+    checkpoint = last_checkpoint(checkpoint_dir)
     if checkpoint is not None and not resume:
         # Stale checkpoints would be mixed with the new ones by rotation and by a later resume.
         raise FileExistsError(

@@ -18,10 +18,10 @@ import pytest
 from heidi_engine.agents.dataset.tasks import load_bank
 from heidi_engine.agents.dataset.template import render_prompt
 from heidi_engine.agents.decoder import BASE, Decoded, decode_batch, length_order
-from heidi_engine.agents.eval import answer_rule, function_complete
+from heidi_engine.agents.evaluation.answers import answer_rule, function_complete
 from heidi_engine.agents.generate import solution_messages
 from heidi_engine.agents.student import load_model_and_tokenizer
-from heidi_engine.agents.teacher.client import Completion, TeacherError
+from heidi_engine.agents.teacher.base import Completion, TeacherError
 from heidi_engine.agents.teacher.local import LocalTeacher
 
 pytestmark = [

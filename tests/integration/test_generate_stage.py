@@ -18,8 +18,9 @@ from fakes.openai_server import FakeOpenAIServer
 from harness import FileRuntime, SupervisorProc, agent_env, scripted, wait_until
 
 from heidi_engine.agents import generate
-from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl, write_jsonl
+from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad, write_jsonl
 from heidi_engine.agents.dataset.tasks import instruction_text, load_bank, tasks_for_round
+from heidi_engine.agents.layout import RoundFiles
 from heidi_engine.agents.teacher.pricing import BUILTIN_PRICES, estimate_cost
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
@@ -111,8 +112,8 @@ def test_usage_retries_rate_limits_and_cost_equal_what_the_server_reported(
         estimate_cost("gpt-4o-mini", prompt_tokens, completion_tokens, BUILTIN_PRICES), rel=1e-9
     )
     run_dir = home / "runs" / run_id
-    raw = read_jsonl(run_dir / "data" / "round_1" / "raw.jsonl")
-    failed = read_jsonl(run_dir / "data" / "round_1" / "failed.jsonl")
+    raw = read_jsonl_skipping_bad(run_dir / "data" / "round_1" / "raw.jsonl")
+    failed = read_jsonl_skipping_bad(run_dir / "data" / "round_1" / "failed.jsonl")
     assert len(raw) == 11 and len({row["id"] for row in raw}) == 11
     assert [row["reason"] for row in failed] == ["malformed reply: no choices"]
     # The code is taken out of its fence; the prose around it is not kept.
@@ -141,7 +142,7 @@ def test_stop_lands_at_a_batch_boundary_and_resume_never_asks_again(
         sup.call("stop")
         stopped = sup.wait_status("stopped", timeout_s=60)
         raw_path = home / "runs" / run_id / "data" / "round_1" / "raw.jsonl"
-        written = read_jsonl(raw_path)
+        written = read_jsonl_skipping_bad(raw_path)
         assert raw_path.read_bytes().endswith(b"\n")
         assert 4 <= len(written) < 20
         # Everything asked before the stop landed on disk and was counted: nothing was in flight.
@@ -153,7 +154,7 @@ def test_stop_lands_at_a_batch_boundary_and_resume_never_asks_again(
     expected = {instruction_text(task) for task in tasks_for_round(load_bank(), 1, 20, 42)}
     assert set(asked) == expected and set(asked.values()) == {1}
     assert done["counters"]["teacher_generated"] == 20 and done["usage"]["requests_sent"] == 20
-    rows = read_jsonl(raw_path)
+    rows = read_jsonl_skipping_bad(raw_path)
     assert sorted(row["id"] for row in rows) == [f"r1-{i:05d}" for i in range(20)]
     assert rows[: len(written)] == written
     run_dir = home / "runs" / run_id
@@ -241,7 +242,7 @@ def test_self_instruct_proposes_then_solves_and_bad_proposals_fail(
     assert final["usage"]["input_tokens"] == 50 * 3 + 30 * 2
     assert all("Propose ONE new Python programming task" in m for m in asked[:3])
     assert "def double_it(n: int) -> int:" in asked[3]
-    rows = read_jsonl(home / "runs" / run_id / "data" / "round_1" / "raw.jsonl")
+    rows = read_jsonl_skipping_bad(home / "runs" / run_id / "data" / "round_1" / "raw.jsonl")
     assert [(row["id"], row["metadata"]["task_id"]) for row in rows] == [
         ("r1-00000", "self/r1-00000"),
         ("r1-00002", "self/r1-00002"),
@@ -301,7 +302,7 @@ def test_a_restarted_generate_reports_only_what_events_did_not_count(tmp_path: P
         first = tmp_path / "first"
         first.mkdir()
         generate.main(FileRuntime(first, config, "generate"))  # type: ignore[arg-type]
-        rows = read_jsonl(RoundFiles.of(first, 1).raw)
+        rows = read_jsonl_skipping_bad(RoundFiles.of(first, 1).raw)
         assert len(rows) == 6 == len(server.requests)
         # A kill -9 after four rows were written (a fifth torn) but only the first event was counted.
         second = tmp_path / "second"
@@ -321,7 +322,7 @@ def test_a_restarted_generate_reports_only_what_events_did_not_count(tmp_path: P
     tasks = tasks_for_round(load_bank(), 1, 6, 42)
     missing = sorted({f"r1-{i:05d}" for i in range(6)} - {row["id"] for row in rows[:4]})
     assert sorted(asked_again) == sorted(instruction_text(tasks[int(i[3:])]) for i in missing)
-    final_rows = read_jsonl(files.raw)
+    final_rows = read_jsonl_skipping_bad(files.raw)
     assert sorted(row["id"] for row in final_rows) == [f"r1-{i:05d}" for i in range(6)]
     counters: Counter[str] = Counter()
     usage: Counter[str] = Counter()

@@ -17,7 +17,8 @@ from fakes.openai_server import FakeOpenAIServer
 from harness import FileRuntime
 
 from heidi_engine.agents import generate
-from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl, write_jsonl
+from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad, write_jsonl
+from heidi_engine.agents.layout import RoundFiles
 from heidi_engine.agents.runtime import FatalStageError
 from heidi_engine.bus.config import AutoTrainConfig, load_config
 from heidi_engine.bus.journal import read_events
@@ -62,7 +63,7 @@ def test_a_reasoning_model_generates_every_sample(tmp_path: Path) -> None:
         server.reasoning_only = True
         generate.main(FileRuntime(tmp_path, _config(server.url, TEACHER_MODEL="o3-mini"), "generate"))  # type: ignore[arg-type]
         sent = [r.json() for r in server.requests]
-    assert len(read_jsonl(RoundFiles.of(tmp_path, 1).raw)) == 6 == len(sent)
+    assert len(read_jsonl_skipping_bad(RoundFiles.of(tmp_path, 1).raw)) == 6 == len(sent)
     assert all("max_completion_tokens" in s and "temperature" not in s for s in sent)
 
 
@@ -86,7 +87,7 @@ def test_an_outage_parks_the_stage_then_it_completes_with_no_sample_lost(tmp_pat
         )
         generate.main(FileRuntime(tmp_path, config, "generate"))  # type: ignore[arg-type]
         requests = len(server.requests)
-    rows = read_jsonl(RoundFiles.of(tmp_path, 1).raw)
+    rows = read_jsonl_skipping_bad(RoundFiles.of(tmp_path, 1).raw)
     assert sorted(r["id"] for r in rows) == [f"r1-{i:05d}" for i in range(6)]
     assert not RoundFiles.of(tmp_path, 1).failed.exists()
     state = _state(tmp_path)
@@ -110,7 +111,7 @@ def test_resume_asks_again_for_samples_that_failed_for_a_transient_reason(tmp_pa
     with FakeOpenAIServer() as server:
         generate.main(FileRuntime(tmp_path, _config(server.url), "generate"))  # type: ignore[arg-type]
         requests = len(server.requests)
-    written = sorted(r["id"] for r in read_jsonl(files.raw))
+    written = sorted(r["id"] for r in read_jsonl_skipping_bad(files.raw))
     assert written == ["r1-00000", "r1-00001", "r1-00003", "r1-00004", "r1-00005"]
     assert requests == 5  # the malformed one failed for good and is not asked again
     assert json.loads(files.failed.read_text().splitlines()[2])["id"] == "r1-00002"

@@ -19,8 +19,9 @@ from fakes.openai_server import FakeOpenAIServer
 from harness import SupervisorProc, agent_env, scripted
 
 from heidi_engine.agents.dataset.heldout import choose_heldout
-from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl
+from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad
 from heidi_engine.agents.dataset.tasks import instruction_text, load_bank
+from heidi_engine.agents.layout import RoundFiles
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,7 +36,7 @@ def knows_the_answers(request: dict[str, Any]) -> str:
 
 
 def task_ids(path: Path) -> list[str]:
-    return [row["metadata"]["task_id"] for row in read_jsonl(path)]
+    return [row["metadata"]["task_id"] for row in read_jsonl_skipping_bad(path)]
 
 
 def test_three_rounds_keep_the_heldout_set_fixed_and_out_of_training(start_supervisor: Start, home: Path) -> None:

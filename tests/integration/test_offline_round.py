@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from harness import SupervisorProc, agent_env, scripted
 
-from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl
+from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad
 from heidi_engine.agents.dataset.tasks import instruction_text, load_bank, tasks_for_round
+from heidi_engine.agents.layout import RoundFiles
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -46,7 +47,7 @@ def test_one_offline_round_accounts_for_every_sample(
     final = sup.wait_status("completed", "failed", timeout_s=360)
     assert final["status"] == "completed", sup.output()
     files = RoundFiles.of(home / "runs" / run_id, 1)
-    raw = read_jsonl(files.raw)
+    raw = read_jsonl_skipping_bad(files.raw)
     expected = tasks_for_round(load_bank(), 1, 3, 42)
     assert [row["id"] for row in sorted(raw, key=lambda r: r["id"])] == ["r1-00000", "r1-00001", "r1-00002"]
     assert {row["metadata"]["teacher_model"] for row in raw} == {TEACHER}
@@ -56,9 +57,9 @@ def test_one_offline_round_accounts_for_every_sample(
     assert c["teacher_generated"] == len(raw) and c["teacher_generated"] + c["teacher_failed"] == 3
     rejected = c["rejected_schema"] + c["rejected_secret"] + c["rejected_dedup"]
     assert c["validated_ok"] + rejected == c["teacher_generated"]
-    assert c["test_pass"] + c["test_fail"] == c["validated_ok"] == len(read_jsonl(files.clean))
-    assert len(read_jsonl(files.tested)) == c["test_pass"]
-    assert len(read_jsonl(files.train)) + len(read_jsonl(files.val)) == c["test_pass"]
+    assert c["test_pass"] + c["test_fail"] == c["validated_ok"] == len(read_jsonl_skipping_bad(files.clean))
+    assert len(read_jsonl_skipping_bad(files.tested)) == c["test_pass"]
+    assert len(read_jsonl_skipping_bad(files.train)) + len(read_jsonl_skipping_bad(files.val)) == c["test_pass"]
     assert usage["requests_sent"] == 3 and usage["estimated_cost_usd"] == 0.0
     assert usage["input_tokens"] > 0 and 0 < usage["output_tokens"] <= 3 * 96
     assert sum(row["metadata"]["usage"]["output_tokens"] for row in raw) == usage["output_tokens"]

@@ -27,6 +27,7 @@ import psutil
 import pytest
 from harness import agent_env, interpreter_for, scripted, wait_until
 
+from heidi_engine.agents.sandbox import runner as sandbox
 from heidi_engine.agents.sandbox.runner import (
     SandboxLimits,
     SandboxResult,
@@ -35,7 +36,6 @@ from heidi_engine.agents.sandbox.runner import (
     run_many,
     run_solution,
 )
-from heidi_engine.agents.sandbox import runner as sandbox
 from heidi_engine.bus.errors import CommandRefused
 from heidi_engine.bus.isolation import NONE_WARNING
 from heidi_engine.ui.status_view import format_status

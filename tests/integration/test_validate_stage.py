@@ -18,8 +18,9 @@ from fakes.openai_server import FakeOpenAIServer
 from harness import FileRuntime, SupervisorProc, agent_env, scripted
 
 from heidi_engine.agents import validate
-from heidi_engine.agents.dataset.samples import RoundFiles, read_jsonl, sample_id, write_jsonl
+from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad, sample_id, write_jsonl
 from heidi_engine.agents.dataset.tasks import Task, instruction_text, load_bank, load_jsonl, tasks_for_round
+from heidi_engine.agents.layout import RoundFiles
 from heidi_engine.agents.runtime import StopRequested
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
@@ -112,11 +113,11 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
     run_dir = home / "runs" / run_id
     ids = {task.task_id: sample_id(1, i) for i, task in enumerate(tasks)}
     first = RoundFiles.of(run_dir, 1)
-    clean_1 = {row["metadata"]["task_id"] for row in read_jsonl(first.clean)}
+    clean_1 = {row["metadata"]["task_id"] for row in read_jsonl_skipping_bad(first.clean)}
     kept_add = min(("bank/001_add_numbers", "mine/add_again"), key=lambda t: ids[t])
     assert clean_1 == {kept_add, "bank/004_is_even", "bank/006_square"}
-    assert {row["metadata"]["task_id"] for row in read_jsonl(first.tested)} == {kept_add, "bank/006_square"}
-    clean_2 = {row["metadata"]["task_id"] for row in read_jsonl(RoundFiles.of(run_dir, 2).clean)}
+    assert {row["metadata"]["task_id"] for row in read_jsonl_skipping_bad(first.tested)} == {kept_add, "bank/006_square"}
+    clean_2 = {row["metadata"]["task_id"] for row in read_jsonl_skipping_bad(RoundFiles.of(run_dir, 2).clean)}
     assert clean_2 == {"bank/002_reverse_string", "bank/003_count_vowels", "bank/005_max_of_list"}
 
     events_1 = " | ".join(messages_of(run_dir, stage="validate", round=1))
@@ -130,7 +131,7 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
     events_2 = " | ".join(messages_of(run_dir, stage="validate", round=2))
     assert "rejected_dedup: 4 (e.g. r2-" in events_2 and "duplicate of r1-" in events_2
 
-    raw_secret = next(row for row in read_jsonl(first.raw) if row["id"] == secret_id)
+    raw_secret = next(row for row in read_jsonl_skipping_bad(first.raw) if row["id"] == secret_id)
     assert raw_secret["metadata"]["secret_kinds"] == ["aws_access_key_id", "openai_key"]
     assert "[REDACTED:aws_access_key_id]" in raw_secret["output"]
     for path in home.rglob("*"):
@@ -141,8 +142,8 @@ def test_two_rounds_reject_each_reason_gate_and_split(start_supervisor: Start, h
 
     for round_no in (1, 2):
         files = RoundFiles.of(run_dir, round_no)
-        tested = read_jsonl(files.tested)
-        assert (read_jsonl(files.train), read_jsonl(files.val)) == (tested, [])
+        tested = read_jsonl_skipping_bad(files.tested)
+        assert (read_jsonl_skipping_bad(files.train), read_jsonl_skipping_bad(files.val)) == (tested, [])
     final_event = [e for e in read_events(run_dir) if e.stage == "validate" and e.artifact_paths][-1]
     assert final_event.artifact_paths == [
         f"data/round_2/{name}.jsonl" for name in ("clean", "tested", "train", "val")
@@ -266,9 +267,9 @@ def test_a_stopped_validate_resumes_to_the_same_files_and_counts(tmp_path: Path,
         assert (whole / path).exists() == (resumed / path).exists() == (name != "tested" or gate == "1")
         if (whole / path).exists():
             assert (whole / path).read_bytes() == (resumed / path).read_bytes()
-    val = read_jsonl(whole / "data/round_1/val.jsonl")
+    val = read_jsonl_skipping_bad(whole / "data/round_1/val.jsonl")
     assert sorted(row["metadata"]["task_id"] for row in val) == sorted(SOLUTIONS)[:16]
-    assert val == read_jsonl(whole / "data/heldout/val.jsonl")
-    assert not {row["metadata"]["task_id"] for row in read_jsonl(whole / "data/round_1/train.jsonl")} & set(
+    assert val == read_jsonl_skipping_bad(whole / "data/heldout/val.jsonl")
+    assert not {row["metadata"]["task_id"] for row in read_jsonl_skipping_bad(whole / "data/round_1/train.jsonl")} & set(
         sorted(SOLUTIONS)[:16]
     )

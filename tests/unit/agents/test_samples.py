@@ -14,14 +14,16 @@ from pydantic import ValidationError
 from heidi_engine.agents.dataset.samples import (
     Counted,
     JsonlAppender,
-    RoundFiles,
     Sample,
     SampleMetadata,
     already_counted,
-    read_jsonl,
+    read_jsonl_skipping_bad,
+    read_jsonl_strict,
     sample_id,
     write_jsonl,
 )
+from heidi_engine.agents.layout import RoundFiles
+from heidi_engine.agents.runtime import FatalStageError
 from heidi_engine.bus.event import Event
 
 
@@ -89,7 +91,7 @@ def test_appender_writes_whole_synced_lines_with_mode_0600(tmp_path: Path) -> No
     finally:
         os.umask(old)
     assert _mode(files.raw) == 0o600
-    assert [row["id"] for row in read_jsonl(files.raw)] == ["r1-00000", "r1-00001"]
+    assert [row["id"] for row in read_jsonl_skipping_bad(files.raw)] == ["r1-00000", "r1-00001"]
 
 
 def test_reader_skips_a_torn_last_line_and_the_appender_cuts_it(tmp_path: Path) -> None:
@@ -99,11 +101,11 @@ def test_reader_skips_a_torn_last_line_and_the_appender_cuts_it(tmp_path: Path) 
     whole = path.read_bytes()
     torn = json.dumps(_sample(1).record()).encode()[:40]
     path.write_bytes(whole + torn)
-    assert [row["id"] for row in read_jsonl(path)] == ["r1-00000"]
+    assert [row["id"] for row in read_jsonl_skipping_bad(path)] == ["r1-00000"]
     with JsonlAppender(path) as raw:
         raw.append(_sample(2).record())
     assert path.read_bytes().startswith(whole) and torn not in path.read_bytes()
-    assert [row["id"] for row in read_jsonl(path)] == ["r1-00000", "r1-00002"]
+    assert [row["id"] for row in read_jsonl_skipping_bad(path)] == ["r1-00000", "r1-00002"]
 
 
 def test_reader_skips_lines_that_are_not_objects_and_keeps_unicode_separators(tmp_path: Path) -> None:
@@ -113,9 +115,22 @@ def test_reader_skips_lines_that_are_not_objects_and_keeps_unicode_separators(tm
     with open(path, "ab") as handle:
         handle.write(b"[1, 2]\nnot json\n\n")
     write_jsonl(tmp_path / "other.jsonl", [])
-    assert read_jsonl(path) == [row]
-    assert read_jsonl(tmp_path / "missing.jsonl") == []
-    assert read_jsonl(tmp_path / "other.jsonl") == []
+    assert read_jsonl_skipping_bad(path) == [row]
+    assert read_jsonl_skipping_bad(tmp_path / "missing.jsonl") == []
+    assert read_jsonl_skipping_bad(tmp_path / "other.jsonl") == []
+
+
+def test_strict_reader_refuses_what_the_skipping_one_skips(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, [{"n": 0}])
+    assert read_jsonl_strict(path) == [{"n": 0}] == read_jsonl_skipping_bad(path)
+    for bad, message in ((b"not json\n", "line 2: not valid JSON"), (b"[1]\n", "line 2: expected a JSON object")):
+        path.write_bytes(b'{"n": 0}\n' + bad)
+        with pytest.raises(FatalStageError, match=message):
+            read_jsonl_strict(path)
+        assert read_jsonl_skipping_bad(path) == [{"n": 0}]
+    with pytest.raises(FatalStageError, match="cannot read"):
+        read_jsonl_strict(tmp_path / "missing.jsonl")
 
 
 def test_write_jsonl_replaces_atomically_with_mode_0600(tmp_path: Path) -> None:
@@ -123,7 +138,7 @@ def test_write_jsonl_replaces_atomically_with_mode_0600(tmp_path: Path) -> None:
     path.write_text('{"old": 1}\n')
     path.chmod(0o644)
     assert write_jsonl(path, ({"n": i} for i in range(3))) == 3
-    assert read_jsonl(path) == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert read_jsonl_skipping_bad(path) == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert _mode(path) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
 
@@ -133,7 +148,7 @@ def test_write_jsonl_leaves_the_old_file_when_a_row_cannot_be_written(tmp_path: 
     write_jsonl(path, [{"n": 1}])
     with pytest.raises(TypeError):
         write_jsonl(path, [{"n": 2}, {"bad": object()}])
-    assert read_jsonl(path) == [{"n": 1}]
+    assert read_jsonl_skipping_bad(path) == [{"n": 1}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["val.jsonl"]
 
 
