@@ -1,5 +1,6 @@
-"""The options every command shares, built in one place so that they read the same everywhere:
-``--home`` (and how a home is found) and ``--bus`` (a remote supervisor's client connection file)."""
+"""The option builder of every command, so that they read the same everywhere: the parser itself (its
+examples kept as written, ``--version``), ``--home`` (and how a home is found) and ``--bus`` (a remote
+supervisor's client connection file)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,20 @@ import argparse
 import os
 from pathlib import Path
 
+from heidi_engine.bus.build import version_line
 from heidi_engine.bus.connection import BUS_ENV
 
-__all__ = ["HOME_ENV", "add_bus_option", "add_home_option", "resolve_home"]
+__all__ = ["HOME_ENV", "add_bus_option", "add_home_option", "command_parser", "resolve_home"]
 
 HOME_ENV = "AUTOTRAIN_HOME"
+
+
+def command_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
+    """A command's parser: ``epilog`` (examples, exit codes) shown as written, and ``--version``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog or None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=version_line(prog))
+    return parser
 
 
 def add_home_option(parser: argparse.ArgumentParser) -> None:

@@ -18,11 +18,10 @@ from types import FrameType
 
 import argcomplete
 
-from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.connection import BUS_ENV, new_bus_info
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
-from heidi_engine.bus.options import add_home_option, resolve_home
+from heidi_engine.bus.options import add_home_option, command_parser, resolve_home
 from heidi_engine.bus.remote import (
     RemoteError,
     hmac_key_hex,
@@ -43,11 +42,10 @@ LOG_FILE = "supervisor.log"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="autotrain-supervisor",
-        description="Run the AutoTrain supervisor daemon: the bus, the persister and the pipeline driver.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
+    parser = command_parser(
+        "autotrain-supervisor",
+        "Run the AutoTrain supervisor daemon: the bus, the persister and the pipeline driver.",
+        """examples:
   autotrain-supervisor --home ~/autotrain            # in the foreground (Ctrl+C stops the run, then exits)
   autotrain-supervisor --home ~/autotrain --detach   # in the background; log: ~/autotrain/supervisor.log
   AUTOTRAIN_HTTP_ENABLED=1 autotrain-supervisor      # also serve /status and /metrics on HTTP_PORT
@@ -58,7 +56,6 @@ def _parser() -> argparse.ArgumentParser:
 exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home),
   2 invalid usage or configuration (one line per problem; nothing is created)""",
     )
-    parser.add_argument("--version", action="version", version=version_line("autotrain-supervisor"))
     add_home_option(parser)
     parser.add_argument("--config", type=Path, default=None, help="configuration file (default: <home>/config.yaml)")
     parser.add_argument("--detach", action="store_true", help="run in the background; logs go to <home>/supervisor.log")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from heidi_engine.bus.build import version_line
 from heidi_engine.bus.connection import (
     BUS_ENV,
     ConnectionFileError,
@@ -26,7 +25,7 @@ from heidi_engine.bus.connection import (
 )
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR, EXIT_OK
-from heidi_engine.bus.options import add_bus_option, add_home_option, resolve_home
+from heidi_engine.bus.options import add_bus_option, add_home_option, command_parser, resolve_home
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard.app import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard.controls import RunControl
@@ -44,11 +43,10 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="autotrain-dash",
-        description="Live dashboard of the AutoTrain supervisor (keys: q quit, r refresh, 1-6 views, ? help).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
+    parser = command_parser(
+        "autotrain-dash",
+        "Live dashboard of the AutoTrain supervisor (keys: q quit, r refresh, 1-6 views, ? help).",
+        """examples:
   autotrain-dash                                  # the live dashboard of $AUTOTRAIN_HOME (or the current folder)
   autotrain-dash --view 4                         # open on the event log
   autotrain-dash --once --view 2                  # print one frame, for scripts
@@ -57,7 +55,6 @@ def _parser() -> argparse.ArgumentParser:
 
 exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once)""",
     )
-    parser.add_argument("--version", action="version", version=version_line("autotrain-dash"))
     add_home_option(parser)
     add_bus_option(parser)
     parser.add_argument("--run", metavar="RUN_ID", help="replay a run from its files, no supervisor needed")

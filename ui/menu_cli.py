@@ -15,11 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from heidi_engine.bus.build import version_line
 from heidi_engine.bus.config import ConfigError, parse_override
 from heidi_engine.bus.connection import ConnectionFileError, use_bus_file
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED
-from heidi_engine.bus.options import add_bus_option, add_home_option, resolve_home
+from heidi_engine.bus.options import add_bus_option, add_home_option, command_parser, resolve_home
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.menu.actions import Controller
 from heidi_engine.ui.menu.launch import PROG
@@ -48,11 +47,10 @@ _ACTIONS = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="AutoTrain control menu. Without a flag: the interactive menu (needs a terminal).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
+    parser = command_parser(
+        PROG,
+        "AutoTrain control menu. Without a flag: the interactive menu (needs a terminal).",
+        """examples:
   autotrain-menu --start --rounds 2 --wait        # start a run, follow it, exit 0 if it completed
   autotrain-menu --start --json | jq -r .run_id   # the new run's id, for scripts
   autotrain-menu --status --json                  # status as JSON (exit 3: no supervisor)
@@ -64,7 +62,6 @@ def _parser() -> argparse.ArgumentParser:
 exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
   3 no supervisor reachable""",
     )
-    parser.add_argument("--version", action="version", version=version_line(PROG))
     add_home_option(parser)
     add_bus_option(parser)
     actions = parser.add_mutually_exclusive_group()

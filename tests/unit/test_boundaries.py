@@ -1,6 +1,7 @@
 """The layering of the packages, checked on the source: only bus/ touches zmq and msgpack; ui/, agents/ and
-supervisor/ never import each other; every import is absolute; and no module imports itself back through
-others (no circle, deferred imports included: an import inside a function still runs)."""
+supervisor/ never import each other; every import is absolute; no module imports itself back through
+others (no circle, deferred imports included: an import inside a function still runs); and no module or
+class outgrows a room (450 and 250 lines)."""
 
 from __future__ import annotations
 
@@ -128,6 +129,21 @@ def test_layering(package: str, path: Path) -> None:
         if name.startswith("heidi_engine."):
             sibling = name.split(".")[1]
             assert sibling not in FORBIDDEN_SIBLINGS[package], f"{where} imports {name}"
+
+
+MODULE_MAX_LINES = 450
+CLASS_MAX_LINES = 250
+
+
+@pytest.mark.parametrize(("package", "path"), sources(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else v)
+def test_rooms_stay_small(package: str, path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    where = path.relative_to(ROOT)
+    assert text.count("\n") <= MODULE_MAX_LINES, f"{where}: over {MODULE_MAX_LINES} lines; split it along its seams"
+    for node in ast.walk(ast.parse(text, str(path))):
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+            size = node.end_lineno - node.lineno + 1
+            assert size <= CLASS_MAX_LINES, f"{where}: class {node.name} is {size} lines (at most {CLASS_MAX_LINES})"
 
 
 def test_no_module_imports_itself_back() -> None:

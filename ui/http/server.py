@@ -24,7 +24,7 @@ from typing import Any
 
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
-from heidi_engine.bus.options import add_home_option, resolve_home
+from heidi_engine.bus.options import add_home_option, command_parser, resolve_home
 from heidi_engine.ui.connect import NoSupervisor, local_supervisor
 from heidi_engine.ui.http.metrics import CONTENT_TYPE, exposition
 from heidi_engine.ui.status_view import Health, assess, status_fields
@@ -174,9 +174,7 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m heidi_engine.ui.http", description=__doc__.splitlines()[0]
-    )
+    parser = command_parser("python -m heidi_engine.ui.http", __doc__.splitlines()[0])
     add_home_option(parser)
     parser.add_argument(
         "--port",
