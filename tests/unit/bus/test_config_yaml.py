@@ -1,5 +1,5 @@
 """Reading and editing config files: strict YAML 1.2 structure checks, and the comment-preserving,
-atomic round-trip editor behind ``dump_yaml_update`` (``bus/_config_yaml.py``, driven through ``bus/config.py``).
+atomic round-trip editor behind ``dump_yaml_update`` (``bus/config/yaml_file.py``, driven through ``heidi_engine.bus.config``).
 """
 
 from __future__ import annotations
