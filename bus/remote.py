@@ -36,7 +36,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from heidi_engine.bus.connection import BusInfo, ConnectionFileError
 from heidi_engine.bus.context import context
-from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
+from heidi_engine.bus.storage import FILE_MODE, atomic_write_json, ensure_private_dir, read_json
 
 KEYS_DIR = "keys"
 CLIENTS_DIR = "clients"
@@ -112,7 +112,7 @@ def server_keys(home: str | Path) -> tuple[bytes, bytes]:
     if not secret_file.exists():
         public_path, secret_path = zmq.auth.create_certificates(str(folder), "server")
         for path in (public_path, secret_path):
-            Path(path).chmod(0o600)
+            Path(path).chmod(FILE_MODE)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     if secret is None:
         raise RemoteError(f"{secret_file} holds no secret key")
@@ -123,7 +123,7 @@ def hmac_key_hex(home: str | Path) -> str:
     """The bus HMAC key kept for remote clients (their files hold it), created 0600 on first use."""
     path = keys_dir(home) / HMAC_FILE
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         pass
     else:
@@ -190,7 +190,7 @@ def issue_client(home: str | Path, name: str, listen: str, output: Path) -> BusI
         secret_key=client_secret.decode(), client=name,
     )  # fmt: skip
     atomic_write_json(output, asdict(info))
-    output.chmod(0o600)
+    output.chmod(FILE_MODE)
     staging = public_file.with_suffix(".tmp")
     staging.write_text(
         f"# AutoTrain supervisor client {name}\nmetadata\ncurve\n    public-key = \"{client_public.decode()}\"\n",

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from heidi_engine.bus.state import EvalSample, EvalScores
+from heidi_engine.bus.storage import DIR_MODE
 
 __all__ = ["Scalar", "TensorBoardUnavailable", "eval_scalars", "write_tensorboard"]
 
@@ -50,7 +51,7 @@ def write_tensorboard(folder: Path, scalars: Iterable[Scalar]) -> int:
         raise TensorBoardUnavailable(
             "the tensorboard package is not installed: pip install tensorboard"
         ) from None
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     writer = EventFileWriter(str(folder))
     count = 0
     now = time.time()

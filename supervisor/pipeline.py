@@ -21,6 +21,7 @@ from typing import Protocol
 from heidi_engine.bus.event import PIPELINE_STAGES
 from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED
 from heidi_engine.bus.state import RunState
+from heidi_engine.bus.storage import DIR_MODE
 from heidi_engine.supervisor.process import AgentProcess, describe_exit, spawn
 
 BACKOFF_BASE_S = 1.0
@@ -194,7 +195,7 @@ class Pipeline:
     def _launch(self, now: float) -> None:
         round_no, stage = self.pending[0]
         log_path = self.run_dir / "logs" / f"{stage}_round_{round_no}.log"
-        log_path.parent.mkdir(mode=0o700, exist_ok=True)
+        log_path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
         try:
             self.agent = self._spawn(
                 stage,

@@ -25,6 +25,8 @@ from typing import Any
 
 import psutil
 
+from heidi_engine.bus.storage import FILE_MODE
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -111,7 +113,7 @@ def spawn(
 
     ``now`` is the caller's clock reading (the driver's, so that silence is measured on one clock)."""
     parent = os.getpid()
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
     try:
         popen = subprocess.Popen(
             list(argv),

@@ -46,6 +46,7 @@ from heidi_engine.agents.sandbox.limits import run_limit, usable_cpus
 from heidi_engine.agents.sandbox.process import CODES, Outcome, RunSpec, SandboxResult, SandboxRun
 from heidi_engine.agents.sandbox.reaper import kill_sweep, remove_files_of, remove_tree, uid_slot
 from heidi_engine.bus.isolation import NONE_WARNING, SandboxBackend, SandboxUnavailable, choose_sandbox
+from heidi_engine.bus.storage import DIR_MODE, FILE_MODE
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -308,9 +309,9 @@ def _start_bwrap(run: SandboxRun, code: str, tests: str, limits: SandboxLimits, 
 def _start_here(
     run: SandboxRun, workdir: str, code: str, tests: str, uid: int | None, arguments: list[str]
 ) -> None:
-    os.mkdir(workdir, 0o700)
+    os.mkdir(workdir, DIR_MODE)
     for name, text in (("solution.py", code), ("tests.py", tests)):
-        fd = os.open(os.path.join(workdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(os.path.join(workdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         # Lone surrogates cannot be encoded; replacing them turns such code into a syntax error.
         with open(fd, "w", encoding="utf-8", errors="replace") as handle:
             handle.write(text)

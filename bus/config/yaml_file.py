@@ -24,7 +24,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from heidi_engine.bus.storage import atomic_write_bytes
+from heidi_engine.bus.storage import FILE_MODE, atomic_write_bytes
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./+-][A-Za-z0-9_./:@+-]*")
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -154,7 +154,7 @@ def update_file(path: str | os.PathLike[str], values: Mapping[str, object]) -> N
             text = fh.read()
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
-        text, mode = "", 0o600
+        text, mode = "", FILE_MODE
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read: {exc}") from None
     try:
