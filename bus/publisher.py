@@ -114,7 +114,6 @@ class Publisher:
         self._head_at = 0.0  # when the oldest queued message was queued
         self._give_up_at = float("inf")  # set by close()
         self._sent = SentLog()  # what the flusher sent, numbered, kept for resending
-        self._through = 0  # every number up to this one confirmed arrived
         self._inflight = 0  # events taken from the queue by the flusher and not yet on the socket
         # From here on only the flusher thread touches the socket; it closes it when it ends.
         self._thread = threading.Thread(target=self._run, name=f"publisher-{sender}", daemon=True)
@@ -197,7 +196,7 @@ class Publisher:
                     self._cond.notify_all()
             outcome = confirm(self.info, self.sender, self.session, self._sent, self._put, self._give_up_at)
             self.confirmed, self.undelivered, self.resent = outcome.confirmed, outcome.undelivered, outcome.resent
-            self._through, linger = outcome.through, outcome.linger_ms
+            linger = outcome.linger_ms
         except _GiveUp as exc:
             linger = 0
             with self._cond:
@@ -206,7 +205,8 @@ class Publisher:
                 self._queue.clear()
                 self._busy = 0
                 self._cond.notify_all()
-            unconfirmed = sum(m.events for m in self._sent.outstanding(self._through))
+            # A failure ends the close before anything was confirmed: every kept message counts.
+            unconfirmed = sum(m.events for m in self._sent.outstanding(0))
             self.undelivered = queued + self._inflight + unconfirmed
             if self.undelivered:
                 log.warning("%s: %d events may not have reached the supervisor: %s", self.sender, self.undelivered, exc)
