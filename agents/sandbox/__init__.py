@@ -1,3 +1,4 @@
 """Running generated code: the runner (a test per fresh interpreter), its process group and limits, the
-reaper, the bubblewrap backend and the harness the sandboxed interpreter runs.
+reaper, the bubblewrap backend, the harness the sandboxed interpreter runs and the seccomp filter it
+installs.
 """

@@ -3,9 +3,11 @@
 What the sandboxed code sees: a root of its own with ``/usr`` (and the ``/bin``, ``/lib*`` links or
 folders), the interpreter's installation read-only, its own ``/proc`` and a minimal ``/dev``, and three
 size-limited tmpfs: ``/tmp``, ``/dev/shm`` and the working folder ``/work`` that holds the solution and
-its tests. Nothing else of the host: no ``$HOME``, no checkout, no virtualenv, no home of the runs, no bus
-sockets, no other process. New PID, network, IPC, UTS and cgroup namespaces, a new session, an empty
-environment but five variables, no capabilities, and ``--die-with-parent``.
+its tests. Those three are the only places it can write: bubblewrap builds the root and ``/dev`` on
+tmpfs of no size, owned by the user it maps in, so both are remounted read-only once built. Nothing else
+of the host: no ``$HOME``, no checkout, no virtualenv, no home of the runs, no bus sockets, no other
+process. New PID, network, IPC, UTS and cgroup namespaces, a new session, an empty environment but five
+variables, no capabilities, and ``--die-with-parent``.
 
 As an ordinary user it adds a new user namespace mapping that user's own uid (and forbids nested ones).
 As root it runs without one, keeping only CAP_SETUID, CAP_SETGID and CAP_KILL for the harness's trusted half, which
@@ -20,9 +22,11 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["BwrapCommand", "bwrap_command"]
+__all__ = ["TMPFS", "WORKDIR", "BwrapCommand", "bwrap_command"]
 
 WORKDIR = "/work"
+# The writable folders of a run, each a tmpfs of the size the caller gives (its share of the memory).
+TMPFS = ("/tmp", "/dev/shm", WORKDIR)
 _HARNESS_PATH = "/run/sandbox/harness.py"
 _ENV = {
     "PATH": "/usr/bin:/bin",
@@ -43,10 +47,13 @@ class BwrapCommand:
 
 
 def bwrap_command(
-    bwrap: str, harness: str, files: dict[str, str], scratch_bytes: int, arguments: list[str], *, root: bool
+    bwrap: str, harness: str, files: dict[str, str], tmpfs_bytes: int, arguments: list[str], *, root: bool
 ) -> BwrapCommand:
     """The command that runs ``python -I -S -B -u harness arguments...`` in a bubblewrap sandbox, with
-    ``files`` (name → text) in its working folder."""
+    ``files`` (name → text) in its working folder and each of :data:`TMPFS` ``tmpfs_bytes`` large
+    (``--size`` needs bubblewrap 0.5 or later; an older one refuses the command, so nothing runs)."""
+    if tmpfs_bytes <= 0:
+        raise ValueError(f"bwrap_command: tmpfs_bytes must be positive, got {tmpfs_bytes}")
     python = os.path.realpath(sys.executable) if sys.executable else ""
     if not python:
         raise RuntimeError("the sandbox needs sys.executable to start an interpreter, and it is empty")
@@ -71,14 +78,16 @@ def bwrap_command(
         for path in _install_dirs(python):
             argv += ["--ro-bind", path, path]
         argv += ["--proc", "/proc", "--dev", "/dev"]
-        for path in ("/tmp", "/dev/shm", WORKDIR):
-            argv += ["--perms", "1777", "--size", str(scratch_bytes), "--tmpfs", path]
+        for path in TMPFS:
+            argv += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", path]
+        argv += ["--remount-ro", "/dev"]  # not recursive: /dev/shm stays writable
         with open(harness, encoding="utf-8") as handle:
             fds.append(_memfd("harness", handle.read()))
         argv += ["--ro-bind-data", str(fds[-1]), _HARNESS_PATH]
         for name, text in files.items():
             fds.append(_memfd(name, text))
             argv += ["--perms", "0644", "--file", str(fds[-1]), f"{WORKDIR}/{name}"]
+        argv += ["--remount-ro", "/"]  # last: the binds and files above made their mount points in it
         argv += ["--chdir", WORKDIR, "--", python, "-I", "-S", "-B", "-u", _HARNESS_PATH, *arguments]
     except BaseException:
         for fd in fds:

@@ -20,13 +20,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["kill_sweep", "remove_files_of", "remove_tree", "uid_slot"]
+__all__ = ["SHARED_DIRS", "kill_sweep", "remove_files_of", "remove_tree", "uid_slot"]
 
 # No account is needed for these uids; a lock file per uid keeps two runs, even from two supervisors,
 # off the same one.
 _UID_BASE = 2_100_000_000
 _UID_SLOTS = 4096
-_SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+# The host's folders that any uid may write to: the built-in sandbox covers each with a tmpfs of the run's
+# own (harness.py) and, where it could not make a mount namespace, removes the run's files from them.
+SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
 
 def remove_tree(root: str) -> None:
@@ -141,7 +143,7 @@ def _members(uid: int | None, home: str | None) -> list[int]:
 
 def remove_files_of(uid: int) -> None:
     """Remove what ``uid`` left in the world-writable directories (its processes are gone by now)."""
-    for directory in dict.fromkeys((*_SHARED_DIRS, tempfile.gettempdir())):
+    for directory in dict.fromkeys((*SHARED_DIRS, tempfile.gettempdir())):
         try:
             entries = list(os.scandir(directory))
         except OSError:

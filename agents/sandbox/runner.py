@@ -10,13 +10,20 @@ runs ``harness.py``, which sets the sandbox up while it is still trusted and the
 process that executes the solution and its tests, with rlimits on CPU seconds, address space, processes,
 file size and open files, no core dumps and NO_NEW_PRIVS; the trusted half enforces the wall clock.
 
-- ``bwrap`` (``bwrap.py``): a root of its own that shows only the system's ``/usr`` and the
-  interpreter, read-only, and size-limited tmpfs for ``/tmp``, ``/dev/shm`` and the working folder; new
-  user (not as root), PID, network, IPC, UTS and cgroup namespaces; as root the code also gets a uid of
-  its own.
-- ``namespaces``: new PID, network and IPC namespaces and a uid of its own per concurrent run, in a
-  temporary folder of the host; the shared ``/tmp`` and ``/dev/shm`` are cleaned of that uid's files.
+- ``bwrap`` (``bwrap.py``): a read-only root of its own that shows only the system's ``/usr`` and the
+  interpreter, read-only, and size-limited tmpfs for ``/tmp``, ``/dev/shm`` and the working folder (the
+  only places it can write); new user (not as root), PID, network, IPC, UTS and cgroup namespaces; as
+  root the code also gets a uid of its own.
+- ``namespaces``: new PID, network, IPC and mount namespaces and a uid of its own per concurrent run;
+  size-limited tmpfs of its own over the host's ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock`` and
+  its working folder (and, should no mount namespace be possible, those folders are cleaned of that
+  uid's files afterwards).
 - ``none``: rlimits, the wall clock and the group kill, nothing more.
+
+A file in a tmpfs is memory, so the run's tmpfs come out of its memory budget (:meth:`SandboxLimits.budget`):
+each gets ``scratch_mb``, cut so that together they take at most a quarter of ``memory_mb``, and its
+processes get the rest, as their rlimit and as the limit of the run as a whole. In the backends that
+confine, a seccomp filter (``seccomp.py``) refuses the kernel keyring, which no namespace covers.
 
 Each run as a whole is held to its memory, process count and CPU time (``limits.py``: a cgroup
 of its own where one can be made, else polling of its process tree), and killed with everything it
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import secrets
 import shutil
 import sys
@@ -41,10 +49,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from heidi_engine.agents.sandbox.bwrap import bwrap_command
+from heidi_engine.agents.sandbox.bwrap import TMPFS, bwrap_command
 from heidi_engine.agents.sandbox.limits import run_limit, usable_cpus
 from heidi_engine.agents.sandbox.process import CODES, Outcome, RunSpec, SandboxResult, SandboxRun
-from heidi_engine.agents.sandbox.reaper import kill_sweep, remove_files_of, remove_tree, uid_slot
+from heidi_engine.agents.sandbox.reaper import SHARED_DIRS, kill_sweep, remove_files_of, remove_tree, uid_slot
+from heidi_engine.agents.sandbox.seccomp import keyring_filter
 from heidi_engine.bus.isolation import NONE_WARNING, SandboxBackend, SandboxUnavailable, choose_sandbox
 from heidi_engine.bus.storage import DIR_MODE, FILE_MODE
 
@@ -62,10 +71,12 @@ __all__ = [
     "usable_cpus",
 ]
 
+_CLONE_NEWNS = 0x00020000
 _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
-_NAMESPACES = _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC
+_NAMESPACES = _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWNS
+_PAGE = resource.getpagesize()
 _NOFILE = 64
 _ENV_KEYS = ("PATH", "LANG", "HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
 _HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
@@ -74,8 +85,8 @@ _HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py"
 @dataclass(frozen=True)
 class SandboxLimits:
     """What one test run may use. ``memory_mb``, ``max_procs`` and ``cpu_s`` hold for the run as a whole
-    (all its processes together) and, as rlimits, for each of its processes too; ``scratch_mb`` is the
-    size of each of its tmpfs (``/tmp``, ``/dev/shm``, the working folder) under bwrap."""
+    (all its processes together) and, as rlimits, for each of its processes too; ``memory_mb`` covers its
+    tmpfs as well (:meth:`budget`), each at most ``scratch_mb``."""
 
     timeout_s: float = 10.0
     cpu_s: int = 10
@@ -105,9 +116,22 @@ class SandboxLimits:
             if value < low:
                 raise ValueError(f"SandboxLimits.{name} must be at least {low}, got {value}")
 
-    def spec(self) -> RunSpec:
-        """The part of the limits the run's own process handling needs."""
-        return RunSpec(self.timeout_s, self.cpu_s, self.memory_mb, self.file_size_mb, self.output_limit)
+    def budget(self, tmpfs_count: int) -> tuple[int, int]:
+        """``memory_mb`` split between a run's ``tmpfs_count`` tmpfs and its processes, in bytes: (the
+        size of each tmpfs, the memory of all processes). Each tmpfs gets ``scratch_mb``, cut so that
+        together they take at most a quarter of the budget, and the processes get the rest: what the run
+        writes to its tmpfs plus what its processes hold never exceeds ``memory_mb``."""
+        total = self.memory_mb << 20
+        if tmpfs_count <= 0:
+            return 0, total
+        each = min(self.scratch_mb << 20, total // 4 // tmpfs_count)
+        each -= each % _PAGE  # the kernel rounds a tmpfs size up to whole pages
+        return each, total - each * tmpfs_count
+
+    def spec(self, memory_bytes: int) -> RunSpec:
+        """The part of the limits the run's own process handling needs, its processes holding at most
+        ``memory_bytes`` (their share of :meth:`budget`)."""
+        return RunSpec(self.timeout_s, self.cpu_s, memory_bytes >> 20, self.file_size_mb, self.output_limit)
 
 
 DEFAULT_LIMITS = SandboxLimits()
@@ -212,7 +236,7 @@ def _probe(backend: SandboxBackend) -> _Plan:
         candidates = [
             _Plan(flags, userns=not root and flags != 0, drop=drop)
             for drop in ((True, False) if root else (False,))
-            for flags in (_NAMESPACES, _CLONE_NEWNET, 0)
+            for flags in (_NAMESPACES, _CLONE_NEWNET | _CLONE_NEWNS, _CLONE_NEWNET, 0)
         ]
     probe_limits = SandboxLimits(timeout_s=20.0, cpu_s=10)
     reasons: list[str] = []
@@ -251,25 +275,28 @@ def _execute(
     code: str, tests: str, limits: SandboxLimits, entry_point: str | None, plan: _Plan
 ) -> SandboxResult:
     token = secrets.token_hex(16).encode()
+    tmpfs_bytes, memory_bytes = limits.budget(_tmpfs_count(plan))
+    seccomp = "" if plan.backend == "none" else _seccomp_hex()
     # Outside bwrap the run works in root/work. root stays ours, so a run cannot rename or replace the
     # directory we remove afterwards (in the sticky /tmp, the owner of an entry may move it).
     root = tempfile.mkdtemp(prefix="heidi-sandbox-")
     workdir = os.path.join(root, "work")
-    limit = run_limit(limits.memory_mb << 20, limits.max_procs, limits.cpu_s)
+    limit = run_limit(memory_bytes, limits.max_procs, limits.cpu_s)
     try:
         with uid_slot(enabled=plan.drop) as uid:
             config = {
                 "uid": "" if uid is None else uid, "namespaces": plan.namespaces, "userns": int(plan.userns),
                 "entry_point": entry_point or "", "timeout_s": limits.timeout_s, "cpu_s": limits.cpu_s,
-                "memory_bytes": limits.memory_mb << 20, "max_procs": limits.max_procs,
-                "file_size_bytes": limits.file_size_mb << 20, "nofile": _NOFILE,
+                "memory_bytes": memory_bytes, "max_procs": limits.max_procs,
+                "file_size_bytes": limits.file_size_mb << 20, "nofile": _NOFILE, "tmpfs_bytes": tmpfs_bytes,
+                "private": ":".join(SHARED_DIRS), "seccomp": seccomp,
                 **{f"exit_{verdict}": status for verdict, status in CODES.items()},
             }  # fmt: skip
             arguments = [f"{key}={value}" for key, value in config.items()]
-            run = SandboxRun(token, limits.spec(), limit)
+            run = SandboxRun(token, limits.spec(memory_bytes), limit)
             try:
                 if plan.backend == "bwrap":
-                    _start_bwrap(run, code, tests, limits, arguments)
+                    _start_bwrap(run, code, tests, tmpfs_bytes, arguments)
                     home: str | None = None  # every bwrap run has HOME=/work: not a mark of this one
                 else:
                     _start_here(run, workdir, code, tests, uid, arguments)
@@ -285,14 +312,32 @@ def _execute(
         remove_tree(root)
 
 
-def _start_bwrap(run: SandboxRun, code: str, tests: str, limits: SandboxLimits, arguments: list[str]) -> None:
+def _tmpfs_count(plan: _Plan) -> int:
+    """How many tmpfs a run of ``plan`` writes to, each a share of its memory (harness.py mounts those of
+    the built-in sandbox: one per shared folder and its working folder)."""
+    if plan.backend == "bwrap":
+        return len(TMPFS)
+    return len(SHARED_DIRS) + 1 if plan.namespaces & _CLONE_NEWNS else 0
+
+
+@functools.cache
+def _seccomp_hex() -> str:
+    """The keyring filter for this interpreter, as the harness takes it; refuses to confine without it."""
+    try:
+        return keyring_filter().hex()
+    except ValueError as exc:
+        raise SandboxUnavailable(
+            f"the sandbox cannot keep generated code off the kernel keyring here ({exc}): "
+            "set SANDBOX to none to run it unconfined"
+        ) from None
+
+
+def _start_bwrap(run: SandboxRun, code: str, tests: str, tmpfs_bytes: int, arguments: list[str]) -> None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable("bwrap is no longer on PATH: install bubblewrap")
     files = {"solution.py": code, "tests.py": tests}
-    command = bwrap_command(
-        bwrap, _HARNESS, files, limits.scratch_mb << 20, arguments, root=os.geteuid() == 0
-    )
+    command = bwrap_command(bwrap, _HARNESS, files, tmpfs_bytes, arguments, root=os.geteuid() == 0)
     try:
         run.start(
             command.argv,

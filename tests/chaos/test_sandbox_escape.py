@@ -1,16 +1,20 @@
-"""The escape corpus, run through the unit-test gate's sandbox (SANDBOX auto) as root and as an ordinary
-user made for the test with ``useradd``: every escape must report failure (or be stopped by a limit) and
+"""The escape corpus, run through the unit-test gate's sandbox (SANDBOX auto, so bubblewrap) as root and
+as an ordinary user made for the test with ``useradd``, and through the built-in namespace sandbox
+(SANDBOX namespaces, which needs root): every escape must report failure (or be stopped by a limit) and
 leave no trace on the host.
 
 Each mode runs the whole corpus once (``escape_driver.py``, in a subprocess as that user) against
 targets planted on the host: a canary in the user's $HOME, files owned by the user in the checkout and
 in ``.venv``, a process whose environment holds a fake API key, a home of the runs with ``run/bus.json``
-and a listening unix socket, and a TCP listener on 127.0.0.1.
+and a listening unix socket, a TCP listener on 127.0.0.1 and a file in ``/run/lock``. The host's
+``/proc/key-users`` (the key count of every uid, which ``/proc/keys`` shows to the key's owner only) is
+read before and after, and the host's shared memory and disk use are sampled while the fill escape runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -51,7 +55,16 @@ CONTAINED: dict[str, tuple[str, str]] = {
     "write_10gb_file": ("fail", "File too large"),
     "start_1000_processes": ("fail", "ESCAPE failed after"),
     "sleep_forever": ("timeout", "wall-clock timeout"),
+    "fill_root_tmpfs": ("fail", "ESCAPE failed: wrote"),
+    "add_key": ("fail", "ESCAPE failed: add_key: Operation not permitted"),
+    "write_run_lock": ("fail", "ESCAPE failed: the host's /run/lock is not here"),
 }
+# Where the fill escape writes 15 MiB files until each place refuses ("." is its working folder): the
+# sandbox's root and /dev (no size of their own), and every folder a host shares with all its users.
+FILL_TARGETS = ["/var/fill", "/fill", "/run/fill", "/dev/fill",
+                "/tmp", "/dev/shm", "/var/tmp", "/run/lock", "."]  # fmt: skip
+MODES = {"root": ("root", "auto", "bwrap"), "user": ("user", "auto", "bwrap"),
+         "root-namespaces": ("root", "namespaces", "namespaces")}  # fmt: skip
 
 
 @dataclass
@@ -63,6 +76,9 @@ class Corpus:
     uid: int
     backend: str = ""
     results: dict[str, list[str]] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    # /proc/key-users before and after the run.
+    key_users: tuple[dict[int, int], dict[int, int]] = field(default_factory=lambda: ({}, {}))
     spec: dict[str, Any] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
     listeners: dict[str, socket.socket] = field(default_factory=dict)
@@ -98,6 +114,16 @@ def _account(mode: str) -> Iterator[tuple[str, int, str]]:
         assert gone.returncode == 0, gone.stderr
 
 
+def _key_users() -> dict[int, int]:
+    """uid → number of keys it owns, for every uid with a key (``/proc/key-users``)."""
+    found = {}
+    with open("/proc/key-users") as handle:
+        for line in handle:
+            uid, _, rest = line.partition(":")
+            found[int(uid)] = int(rest.split()[1].split("/")[0])
+    return found
+
+
 def _planted_file(path: str, uid: int, text: str) -> str:
     with open(path, "w") as handle:
         handle.write(text)
@@ -107,13 +133,14 @@ def _planted_file(path: str, uid: int, text: str) -> str:
 
 
 def _run_corpus(mode: str) -> Iterator[Corpus]:
+    account, sandbox, _ = MODES[mode]
     if os.geteuid() != 0:
         pytest.skip("the corpus plants targets for another user and needs root")
-    if shutil.which("bwrap") is None:
+    if sandbox == "auto" and shutil.which("bwrap") is None:
         pytest.skip(
             "bwrap is not installed (apt-get install bubblewrap): SANDBOX auto would refuse as a user"
         )
-    with _account(mode) as (user, uid, home), contextlib.ExitStack() as stack:
+    with _account(account) as (user, uid, home), contextlib.ExitStack() as stack:
         corpus = Corpus(mode, user, uid)
         token = secrets.token_hex(4)
         work = tempfile.mkdtemp(prefix="escape-")
@@ -143,12 +170,17 @@ def _run_corpus(mode: str) -> Iterator[Corpus]:
             "checkout_file": _planted_file(str(PROJECT / f".escape-canary-{token}.py"), uid, "x = 1\n"),
             "venv_file": _planted_file(str(PROJECT / ".venv" / f"escape-canary-{token}.py"), uid, "x = 1\n"),
         }
+        marker = f"9{secrets.randbelow(10**8)}"
+        if os.path.isdir("/run/lock"):  # a file of the host's that only a shared /run/lock shows
+            files["run_lock_planted"] = _planted_file(f"/run/lock/host-{marker}", 0, "host\n")
         for path in files.values():
             stack.callback(os.unlink, path)
         corpus.digests = {path: _digest(path) for path in files.values()}
         corpus.spec = {
-            **files, "canary_text": canary_text, "key": FAKE_KEY, "bus_json": bus_json, "bus_socket": bus_socket,
-            "tcp_port": tcp.getsockname()[1], "marker": f"9{secrets.randbelow(10**8)}", "timeout_s": 3.0, "cpu_s": 3, "patient": ["allocate_4gb"],
+            "run_lock_planted": "/run/lock/host-none", **files, "canary_text": canary_text, "key": FAKE_KEY,
+            "bus_json": bus_json, "bus_socket": bus_socket, "tcp_port": tcp.getsockname()[1], "marker": marker,
+            "timeout_s": 3.0, "cpu_s": 3, "patient": ["allocate_4gb"], "measured": ["fill_root_tmpfs"],
+            "fill_targets": FILL_TARGETS, "sandbox": sandbox,
         }  # fmt: skip
         spec_path = os.path.join(work, "spec.json")
         Path(spec_path).write_text(json.dumps(corpus.spec))
@@ -163,19 +195,22 @@ def _run_corpus(mode: str) -> Iterator[Corpus]:
             group=uid,
             extra_groups=[],
         )
+        before = _key_users()
         try:
-            corpus.backend, corpus.results, corpus.driver_output = _drive(mode, uid, work, spec_path, env)
+            corpus.report, corpus.driver_output = _drive(account, uid, work, spec_path, env)
         finally:
             assert holder.stdin is not None
             holder.stdin.close()
             holder.wait(timeout=10)
+        corpus.key_users = (before, _key_users())
+        corpus.backend, corpus.results = corpus.report["backend"], corpus.report["results"]
         yield corpus  # the checks need the targets still planted and the user still there
 
 
 def _drive(
-    mode: str, uid: int, work: str, spec_path: str, env: dict[str, str]
-) -> tuple[str, dict[str, list[str]], str]:
-    if mode == "root":
+    account: str, uid: int, work: str, spec_path: str, env: dict[str, str]
+) -> tuple[dict[str, Any], str]:
+    if account == "root":
         python, shim = sys.executable, ""
     else:
         found = interpreter_for(uid)
@@ -193,11 +228,10 @@ def _drive(
     )  # fmt: skip
     evidence = f"driver exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.returncode == 0, evidence
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    return report["backend"], report["results"], evidence
+    return json.loads(done.stdout.strip().splitlines()[-1]), evidence
 
 
-@pytest.fixture(scope="module", params=["root", "user"])
+@pytest.fixture(scope="module", params=list(MODES))
 def corpus(request: pytest.FixtureRequest) -> Iterator[Corpus]:
     yield from _run_corpus(request.param)
 
@@ -207,7 +241,7 @@ def test_every_escape_fails_and_leaves_no_trace(corpus: Corpus, escape: str) -> 
     outcome, said = CONTAINED[escape]
     got, output = corpus.results[escape]
     print(f"[{corpus.mode} via {corpus.backend}] {escape}: {got}\n{output}")
-    assert corpus.backend == "bwrap", corpus.driver_output
+    assert corpus.backend == MODES[corpus.mode][2], corpus.driver_output
     # The escape's own report: its tests failed (or a limit stopped it), and why.
     assert got == outcome, output
     assert said in output, output
@@ -230,5 +264,25 @@ def test_every_escape_fails_and_leaves_no_trace(corpus: Corpus, escape: str) -> 
         )
     ]
     assert leftovers == [], f"processes of the run survived: {leftovers}"
-    assert not [name for name in os.listdir("/dev/shm") if name.startswith(marker)]
-    assert not os.path.exists(f"/tmp/{marker}.bin")
+    left = [path for folder in FILL_TARGETS if folder != "." for path in glob.glob(f"{folder}/{marker}*")]
+    assert left == [], f"files of the run are on the host: {left}"
+    # No key of the run's uids outlived it: the sandbox's own, and the user's (a new account has none).
+    before, after = corpus.key_users
+    grown = {
+        uid: (before.get(uid, 0), count)
+        for uid, count in after.items()
+        if (uid in SANDBOX_UIDS or (corpus.uid and uid == corpus.uid)) and count > before.get(uid, 0)
+    }
+    assert grown == {}, f"keys added by the run outlived it (uid: (before, after)): {grown}"
+    memory_mb = corpus.report["memory_mb"]
+    growth = corpus.report["growth"]["fill_root_tmpfs"]
+    print(f"host growth while the fill ran: {growth} (run memory {memory_mb} MB)")
+    assert growth["shmem_mb"] <= memory_mb and growth["disk_mb"] <= memory_mb, growth
+
+
+def test_the_fill_stays_within_the_runs_tmpfs(corpus: Corpus) -> None:
+    """What the fill escape managed to write is its tmpfs budget: a quarter of the run's memory at most."""
+    _, output = corpus.results["fill_root_tmpfs"]
+    written = int(output.split("ESCAPE failed: wrote ", 1)[1].split()[0])
+    print(f"[{corpus.mode} via {corpus.backend}] the fill wrote {written} MB: {output}")
+    assert 0 < written <= corpus.report["memory_mb"] // 4, output

@@ -6,6 +6,7 @@ sandbox directory is left behind.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -13,6 +14,7 @@ import re
 import resource
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +30,8 @@ import pytest
 from harness import agent_env, interpreter_for, scripted, wait_until
 
 from heidi_engine.agents.sandbox import runner as sandbox
+from heidi_engine.agents.sandbox.bwrap import TMPFS
+from heidi_engine.agents.sandbox.reaper import SHARED_DIRS
 from heidi_engine.agents.sandbox.runner import (
     SandboxLimits,
     SandboxResult,
@@ -36,6 +40,7 @@ from heidi_engine.agents.sandbox.runner import (
     run_many,
     run_solution,
 )
+from heidi_engine.agents.sandbox.seccomp import ARCHES, this_machine
 from heidi_engine.bus.errors import CommandRefused
 from heidi_engine.bus.isolation import NONE_WARNING
 from heidi_engine.ui.status_view import format_status
@@ -93,6 +98,15 @@ def _host_view() -> str:
     if os.geteuid() != 0:
         pytest.skip("the namespace sandbox needs root")
     return "namespaces"
+
+
+def _backend(name: str) -> str:
+    """The SANDBOX mode that asks for backend ``name``, or a skip where it cannot run here."""
+    if name == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("bwrap is not installed")
+    if name == "namespaces" and os.geteuid() != 0:
+        pytest.skip("the namespace sandbox needs root")
+    return name
 
 
 def _printed(result: SandboxResult, label: str) -> str:
@@ -229,12 +243,94 @@ def test_a_huge_file_is_cut_off_and_removed() -> None:
     assert "File too large" in result.output
     workdir = _printed(result, "CWD")
     assert not os.path.exists(workdir) and not os.path.exists(os.path.dirname(workdir))
-    if sandbox._plan("namespaces").drop:  # as its own uid, its files in the shared temp dirs go too
+    plan = sandbox._plan("namespaces")
+    if plan.drop or plan.namespaces & sandbox._CLONE_NEWNS:  # its own /tmp, or its files there removed
         assert not os.path.exists(shared)
     else:
         with open(shared, "rb") as handle:
             assert len(handle.read()) <= 16 * 2**20
         os.unlink(shared)
+
+
+# Which folders the code can write to, and how large each is (statvfs of a tmpfs is its size).
+PLACES = """
+    import os, resource
+    for folder in ("/", "/etc", "/usr", "/var", "/dev", "/run", "/tmp", "/var/tmp", "/dev/shm", "/run/lock", os.getcwd()):
+        try:
+            os.close(os.open(os.path.join(folder, "probe"), os.O_WRONLY | os.O_CREAT, 0o600))
+            info = os.statvfs(folder)
+            print(f"WRITABLE={folder} {info.f_blocks * info.f_frsize}")
+        except OSError as exc:
+            print(f"CLOSED={folder} {exc.strerror}")
+    print(f"AS={resource.getrlimit(resource.RLIMIT_AS)[0]}")
+    print(f"CWD={os.getcwd()}")
+"""
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "namespaces"])
+def test_writable_places_are_sized_tmpfs_within_the_memory_budget(backend: str) -> None:
+    result = _run(PLACES, sandbox=_backend(backend))
+    assert result.passed, result.output
+    found = re.findall(r"^WRITABLE=(\S+) (\d+)$", result.output, re.M)
+    writable = {folder: int(size) for folder, size in found}
+    if backend == "bwrap":
+        count, expected = len(TMPFS), set(TMPFS)
+    else:  # the host's shared folders (where this host has them) and its working folder
+        count = len(SHARED_DIRS) + 1
+        expected = {path for path in SHARED_DIRS if os.path.isdir(path)} | {_printed(result, "CWD")}
+    each, processes = QUICK.budget(count)
+    assert set(writable) == expected, result.output
+    assert set(writable.values()) == {each}, result.output  # each one sized
+    assert int(_printed(result, "AS")) == processes  # and the processes get what the files do not
+    assert count * each + processes == QUICK.memory_mb << 20
+
+
+def test_the_filter_refuses_the_keyring_to_a_real_process() -> None:
+    if this_machine() not in ARCHES:
+        pytest.skip(f"no keyring filter for {os.uname().machine}")
+    script = textwrap.dedent(
+        """
+        import ctypes, os
+        from heidi_engine.agents.sandbox.harness import install_filter
+        from heidi_engine.agents.sandbox.seccomp import ARCHES, keyring_filter, this_machine
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        zero = ctypes.c_ulong(0)
+        assert libc.prctl(38, ctypes.c_ulong(1), zero, zero, zero) == 0  # PR_SET_NO_NEW_PRIVS
+        install_filter(keyring_filter())
+        for nr in ARCHES[this_machine()].keyring:
+            ring = ctypes.c_long(-4)
+            got = libc.syscall(ctypes.c_long(nr), b"user", b"filter-test", b"v", ctypes.c_size_t(1), ring)
+            print(f"CALL {nr} {got} {ctypes.get_errno()}", flush=True)
+        print(f"PID {os.getpid()} {os.getppid()}", flush=True)
+        if this_machine() == "x86_64":
+            libc.syscall(ctypes.c_long(0x40000000 + 39))  # getpid through the x32 ABI
+        print("SURVIVED", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    calls = re.findall(r"^CALL (\d+) (-?\d+) (\d+)$", done.stdout, re.M)
+    refused = [(nr, -1, errno.EPERM) for nr in ARCHES[this_machine()].keyring]
+    assert [(int(nr), int(got), int(err)) for nr, got, err in calls] == refused, done.stdout + done.stderr
+    pid, ppid = map(int, re.findall(r"^PID (\d+) (\d+)$", done.stdout, re.M)[0])
+    assert pid > 1 and ppid == os.getpid()  # getpid and the rest still work
+    if this_machine() == "x86_64":
+        assert done.returncode == -signal.SIGSYS and "SURVIVED" not in done.stdout, done
+    else:
+        assert done.returncode == 0 and "SURVIVED" in done.stdout, done
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "namespaces"])
+def test_a_filter_the_kernel_refuses_stops_the_run(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    mode = _backend(backend)
+    sandbox._plan(mode)  # probed with the real filter (the probe is cached)
+    monkeypatch.setattr(sandbox, "_seccomp_hex", lambda: "ffff000000000000")  # no such BPF instruction
+    result = _run("print('THE CODE RAN')\n", sandbox=mode)
+    assert (result.passed, result.outcome) == (False, "error"), result.output
+    assert "seccomp filter refused by the kernel" in result.output and "could not be set up" in result.output
+    assert "THE CODE RAN" not in result.output
 
 
 def test_the_environment_holds_no_keys(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,6 +32,12 @@ def test_only_the_system_and_the_interpreter_are_shown_read_only(root: bool, tmp
         assert home not in binds and "/" not in binds
         tmpfs = {argv[i + 1]: argv[i - 1] for i, arg in enumerate(argv) if arg == "--tmpfs"}
         assert tmpfs == dict.fromkeys(("/tmp", "/dev/shm", "/work"), str(8 << 20))  # each size-limited
+        # bwrap's own root and /dev are tmpfs of no size: read-only once everything is mounted in them.
+        remounts = [(i, argv[i + 1]) for i, arg in enumerate(argv) if arg == "--remount-ro"]
+        assert [path for _, path in remounts] == ["/dev", "/"]
+        mounts = ("--ro-bind", "--symlink", "--proc", "--dev", "--tmpfs", "--ro-bind-data", "--file")
+        assert remounts[0][0] > argv.index("--dev")
+        assert remounts[1][0] > max(i for i, arg in enumerate(argv) if arg in mounts)
         assert argv[-1] == "a=1"
         # The sources travel as descriptors: the solution's text is in its memfd, not in argv.
         assert "x = 1\n" not in argv and len(command.fds) == 2
@@ -39,6 +45,13 @@ def test_only_the_system_and_the_interpreter_are_shown_read_only(root: bool, tmp
     finally:
         for fd in command.fds:
             os.close(fd)
+
+
+def test_a_tmpfs_of_no_size_is_refused(tmp_path: Path) -> None:
+    harness = tmp_path / "harness.py"
+    harness.write_text("")
+    with pytest.raises(ValueError, match="tmpfs_bytes"):
+        bwrap_command("/usr/bin/bwrap", str(harness), {}, 0, [], root=False)  # size 0 means unlimited
 
 
 def test_usable_cpus_is_within_the_affinity() -> None:
