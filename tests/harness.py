@@ -1,9 +1,13 @@
-"""Test harness: a real supervisor subprocess on a temporary home, scripted agents, condition waits."""
+"""Test harness: a real supervisor subprocess on a temporary home, scripted agents, condition waits, the
+HTTP status server as a process."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -306,3 +310,52 @@ trainer.add_callback(bus_callback())
 trainer.train()
 print("final loss", [e["loss"] for e in trainer.state.log_history if "loss" in e][-1])
 """
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> dict[str, object]:
+        assert self.headers["content-type"] == "application/json"
+        return dict(json.loads(self.body))
+
+
+class HttpProc:
+    """``python -m heidi_engine.ui.http.server --port 0``; the URL is read from its first line."""
+
+    def __init__(self, home: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(home), "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
+        line = self.proc.stdout.readline() if ready else ""
+        assert "http://127.0.0.1:" in line, f"no URL line: {line!r}"
+        self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
+
+    def request(self, method: str, path: str, timeout_s: float = 10) -> Response:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            conn.request(method, path)
+            reply = conn.getresponse()
+            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> Response:
+        return self.request("GET", path)
+
+    def health(self) -> str:
+        return str(self.get("/health").json()["health"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc.communicate()
+        assert self.proc.returncode == 0
