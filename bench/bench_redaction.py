@@ -1,12 +1,16 @@
-"""Throughput of redaction on event-sized messages: clean ones (the common case) and ones holding a secret.
+"""Throughput of redaction on event-sized messages: clean ones (the common case) and ones holding a secret;
+then its cost on adversarial text (a rule's trigger repeated) at 1, 2, 4 and 8 KiB, as time per KiB next to
+the same at 1 KiB (a ratio near 1 is linear; quadratic doubles it at each size), and the CPU time of a 4 MiB
+batch like the supervisor can receive at once (512 texts of 8 KiB, each a different repeat).
 
-Run: ``python bench/bench_redaction.py [--seconds S]``. Prints redactions per second and microseconds per
-call for each case; it asserts nothing, so that figures from different machines can be compared.
+Run: ``python bench/bench_redaction.py [--seconds S] [--repeats N]``. Prints figures; it asserts nothing, so
+that figures from different machines can be compared. Times on adversarial text are CPU times.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable
 
@@ -31,6 +35,16 @@ SECRET = (
     "HF upload with 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 failed: 403 forbidden, retry",
 )
 ENV = {"OPENAI_API_KEY": "sk-envKey0123456789abcdefXYZ", "HF_TOKEN": "hf_EnvTokenAbCdEfGhIjKlMnOpQrStUv"}
+# Repeats that made rules rescan what they had read (the first five were quadratic before the rules were
+# made linear), then one per kind of rule and the invisible characters.
+REPEATS = (
+    "password=", "token=", "token:", "token:" * 96 + " ", "token:" * 85 + "(", "api_key=", "secret=",
+    "sk-", "Bearer ", "Authorization: Bearer ", "-----BEGIN", "-----BEGIN PRIVATE KEY-----", "a=", "'", '"',
+    "QUJDREVGR0g", "a://:b@", "eyJaaaa.eaa.", "AKIA", "ghp_", "hf_Aa", 'password="abc"', "token='abc' ",
+    "pass\u00adword=abc123 ", "token=\u200b", "sk-pr\u200boj-",
+)  # fmt: skip
+SIZES_KIB = (1, 2, 4, 8)
+TEXT_MAX = 8192  # the longest message or error an event accepts before redaction (RAW_TEXT_MAX)
 
 
 def _rate(fn: Callable[[str], object], messages: tuple[str, ...], seconds: float) -> float:
@@ -44,9 +58,48 @@ def _rate(fn: Callable[[str], object], messages: tuple[str, ...], seconds: float
     return calls / (time.perf_counter() - started)
 
 
+def _repeat(unit: str, size: int) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def _cpu_ms(fn: Callable[[str], object], text: str, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        fn(text)
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
+def scaling(redactor: Redactor, repeats: int) -> None:
+    """Print each repeat's CPU ms at each size, and its time per KiB at 8 KiB over that at 1 KiB."""
+    sizes = "".join(f"{kib:>6} KiB" for kib in SIZES_KIB)
+    print(f"\nadversarial repeats, CPU ms per text {sizes}   per KiB at 8 vs 1 KiB")
+    for unit in REPEATS:
+        ms = [_cpu_ms(redactor.redact, _repeat(unit, kib * 1024), repeats) for kib in SIZES_KIB]
+        ratio = (ms[-1] / SIZES_KIB[-1]) / max(ms[0] / SIZES_KIB[0], 1e-6)
+        print(f"  {ascii(unit)[:36]:<36}" + "".join(f"{m:10.2f}" for m in ms) + f"   x{ratio:.2f}")
+
+
+def batch(redactor: Redactor) -> None:
+    """Print the CPU time of 512 texts of 8 KiB, each a different repeat, cut as an event's message is."""
+    units = (
+        f"{unit}{suffix}"
+        for suffix, unit in itertools.product(("", "1", " ", "=", "\n", "(", "x", "$"), REPEATS)
+    )
+    texts = [_repeat(unit, TEXT_MAX) for unit in itertools.islice(itertools.cycle(units), 512)]
+    started = time.process_time()
+    for text in texts:
+        redactor.clean(text, 500)
+    cpu = time.process_time() - started
+    mib = sum(map(len, texts)) / 2**20
+    print(f"\n{len(texts)} adversarial texts, {mib:.1f} MiB: {cpu:.3f} s of CPU ({cpu / mib:.3f} s per MiB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time spent on each case (default 1.0)")
+    parser.add_argument("--repeats", type=int, default=5, help="tries per adversarial text, the least counts")
     args = parser.parse_args()
     redactor = Redactor(env=ENV)
     cases: tuple[tuple[str, Callable[[str], object], tuple[str, ...]], ...] = (
@@ -60,6 +113,8 @@ def main() -> None:
     for name, fn, messages in cases:
         rate = _rate(fn, messages, args.seconds)
         print(f"{name:<45} {rate:>12,.0f} /s  {1e6 / rate:8.2f} us/call")
+    scaling(redactor, args.repeats)
+    batch(redactor)
 
 
 if __name__ == "__main__":

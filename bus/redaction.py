@@ -2,24 +2,35 @@
 
 A secret is replaced by a placeholder naming its kind (``[REDACTED:openai_key]``), so what was hidden stays
 visible without the value. Rules that need context (``password=...``, ``Authorization: Bearer ...``,
-``scheme://user:pass@host``) replace only the value and keep the context.
+``scheme://user:pass@host``) replace only the value and keep the context. The rules live in
+:mod:`heidi_engine.bus.secret_rule`; each runs in time linear in the text.
 
 Most text is clean, so every rule carries a few lowercase trigger substrings, at least one of which occurs in
 anything it can match: clean text costs one ``lower()`` and a few dozen substring tests, and text that holds a
 trigger runs only the rules it triggers. Redaction repeats until nothing changes (at most four passes), which
 keeps it idempotent even where a replacement happens to complete a new match with its neighbours.
 
+Characters nobody sees (zero-width spaces and joiners, soft hyphens, bidi marks: Unicode's format characters)
+cannot hide a secret: the rules also read the text without them, and with tag characters read as ASCII
+(see :func:`normal_form`). A secret found either way is hidden; the invisible
+characters are kept everywhere else, so text without a secret comes back unchanged.
+
 Besides the table, a :class:`Redactor` hides the literal values of secret-looking environment variables
-(``OPENAI_API_KEY``, ``HF_TOKEN``...) and any extra secrets it is given.
+(``OPENAI_API_KEY``, ``HF_TOKEN``...) and any extra secrets it is given. In a file path, a secret becomes a
+marker that keeps the path one (``data/REDACTED-openai_key/x.jsonl``, see :meth:`Redactor.redact_path`).
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+
+from heidi_engine.bus.secret_rule import REFERENCE, RULES, SECRET_ENV_NAME, SECRET_KEY_NAMES, Rule
+from heidi_engine.bus.secret_rule import TABLE as _TABLE  # the name the tests know
 
 __all__ = [
     "RULES",
@@ -28,190 +39,53 @@ __all__ = [
     "Rule",
     "clean",
     "default_redactor",
+    "normal_form",
     "redact",
+    "redact_path",
     "scan",
     "strip_ansi",
 ]
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One kind of secret: its short snake_case ``kind``, its ``pattern`` and its ``placeholder``.
-
-    When the pattern has named groups starting with ``secret``, only the span of the group that took part
-    in a match is replaced (the key of ``password=...`` stays); otherwise the whole match is.
-    """
-
-    kind: str
-    pattern: re.Pattern[str]
-    placeholder: str
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Entry:
     rule: Rule
     triggers: tuple[str, ...]  # at least one occurs in every match (lowercased unless `literal`)
     literal: bool  # literal secrets are looked for case-sensitively in the original text
+    groups: frozenset[str]  # the pattern's secret groups; without any, the whole match is the secret
     repl: str | Callable[[re.Match[str]], str]
+    inserts: frozenset[str] = frozenset()  # the triggers its placeholder holds
 
 
 _MAX_PASSES = 4
 _ENV_MIN_LEN = 8
 _EXTRA_MIN_LEN = 4
-_BARE_MAX = 512
 
-# Characters of a bare (unquoted) assigned value; anything else ends it.
-_V = r"[^\s\"'`,;&()\[\]{}<>|\\]"
-_SYMBOL = r"!@#$%^*+/=~?"
-
-
-# A bare value is a secret only when it does not read as code or a word: it has a digit or symbol and is
-# not an identifier being called or indexed, or it is a long run of letters. Under credential keys it also
-# needs a letter or symbol, since `rejected_secret: 1234567` is a count; a password may be all digits.
-# The length bound keeps text like "token:token:token:..." linear: every key word starts a scan.
-def _bare(needs_letter: bool) -> str:
-    letter = rf"(?={_V}{{0,{_BARE_MAX}}}[A-Za-z{_SYMBOL}])" if needs_letter else ""
-    return (
-        rf"(?P<secret>(?!\$[A-Za-z_{{(])"
-        rf"(?:(?={_V}{{0,{_BARE_MAX}}}[0-9{_SYMBOL}]){letter}|(?=[A-Za-z]{{20}}))"
-        rf"{_V}{{6,{_BARE_MAX}}})(?!{_V}|[(\[])"
-    )
+# Unicode's format characters (category Cf) and the other default-ignorable ones (variation selectors, the
+# combining grapheme joiner, Hangul fillers): removed from the text the rules read. Listed, as a scan of
+# every code point at import would cost a tenth of a second; a test checks the list holds every Cf
+# character of the running Python. Tag characters (E0020-E007E) are Cf too but read as ASCII instead.
+_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD),
+    (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001), (0xE007F, 0xE007F), (0xE0100, 0xE01EF),
+)  # fmt: skip
 
 
-# Quoted values that open with < [ { or a $VARIABLE are tokenizer special tokens, placeholders or
-# references, not secrets; this also keeps a placeholder from being redacted again. Teacher replies are
-# code, so stand-ins like "xxxx", "***" or "your-api-key" are left too: a sample is not rejected for them.
-_NOT_REFERENCE = r"(?![\[<{]|\$[A-Za-z_{(])"
-_REFERENCE = re.compile(r"[\[<{]|\$[A-Za-z_{(]")
-_STAND_IN = r"(?!(?:[xX*.#_-]+|[Yy]our[A-Za-z_ -]*)\\?[\"'])"
-_QUOTED = (
-    rf'\\?"(?P<secret_dq>{_NOT_REFERENCE}{_STAND_IN}(?:[^"\\\n]|\\(?!")){{3,}})\\?"'
-    rf"|\\?'(?P<secret_sq>{_NOT_REFERENCE}{_STAND_IN}(?:[^'\\\n]|\\(?!')){{3,}})\\?'"
-)
-_SEPARATOR = r"\\?[\"']?[ \t]*[:=](?!=)[ \t]*"
-_PASSWORD_KEY = r"pass(?:word|wd|phrase)"
-# Key words of credential assignments, each with the trigger its rule needs. Whatever comes before the word
-# (OPENAI_API_KEY, db_secret, mytoken) is left out of the pattern and kept. Tokenizer configs are full of
-# pad_token, eos_token...: those are not credentials.
-_CREDENTIAL_KEYS: tuple[tuple[str, str], ...] = (
-    ("secret", r"secret(?:[_.-]?(?:access[_.-]?)?key)?"),
-    (
-        "token",
-        r"token"
-        + "".join(f"(?<!{kind}_token)" for kind in ("pad", "eos", "bos", "unk", "sep", "cls", "mask")),
-    ),
-    ("credential", r"credentials?"),
-    ("api", r"api[_.-]?key"),
-    ("access", r"access[_.-]?key"),
-    ("private", r"private[_.-]?key"),
-)
+def _char_class(ranges: Iterable[tuple[int, int]]) -> re.Pattern[str]:
+    return re.compile("[" + "".join(f"{chr(first)}-{chr(last)}" for first, last in ranges) + "]")
 
 
-def _assignment(key: str, needs_letter: bool = True) -> str:
-    return rf"{key}{_SEPARATOR}(?:{_QUOTED}|{_bare(needs_letter)})"
-
-
-def _rule(kind: str, pattern: str, triggers: tuple[str, ...], flags: int = 0) -> tuple[Rule, tuple[str, ...]]:
-    return Rule(kind, re.compile(pattern, flags | re.ASCII), f"[REDACTED:{kind}]"), triggers
-
-
-# Patterns open with a literal where they can, since the regex engine then finds candidates by a fast
-# substring search; a word boundary is checked by a lookbehind placed after that literal.
-_I = re.IGNORECASE
-_PRIVATE_KEY_LINE = r"[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----"
-_TABLE: tuple[tuple[Rule, tuple[str, ...]], ...] = (
-    # A header without its END line (a cut message) still hides everything after it.
-    _rule(
-        "private_key",
-        rf"-----BEGIN{_PRIVATE_KEY_LINE}[\s\S]*?(?:-----END{_PRIVATE_KEY_LINE}|\Z)",
-        ("-----begin",),
-    ),
-    _rule(
-        "url_credentials",
-        r"://(?<=[A-Za-z0-9]://)(?P<secret>[^\s/?#@:\[\]]*:[^\s/?#@\[\]]+)@(?=[A-Za-z0-9\[])",
-        ("://",),
-    ),
-    _rule(
-        "slack_webhook",
-        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9_/-]+)",
-        ("hooks.slack.com",),
-        _I,
-    ),
-    _rule("anthropic_key", r"sk-ant-(?<![A-Za-z0-9_-]sk-ant-)[A-Za-z0-9_-]{20,}", ("sk-ant-",)),
-    _rule("openai_key", r"sk-(?<![A-Za-z0-9_-]sk-)(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("sk-",)),
-    _rule(
-        "github_token",
-        r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{30,})",
-        ("ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_"),
-    ),
-    _rule("gitlab_token", r"glpat-(?<![A-Za-z0-9_-]glpat-)[A-Za-z0-9_-]{20,}", ("glpat-",)),
-    _rule(
-        "slack_token",
-        r"xox(?<![A-Za-z0-9_-]xox)[abprs]-(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9-]{10,}",
-        ("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"),
-    ),
-    _rule(
-        "aws_access_key_id",
-        r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
-        ("akia", "asia", "abia", "acca"),
-    ),
-    _rule(
-        "aws_secret_key",
-        rf"secret[_.-]?(?:access[_.-]?)?key{_SEPARATOR}[\"']?(?P<secret>[A-Za-z0-9/+=]{{40}})(?![A-Za-z0-9/+=])",
-        ("secret",),
-        _I,
-    ),
-    _rule("google_api_key", r"AIza(?<![A-Za-z0-9_-]AIza)[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])", ("aiza",)),
-    _rule(
-        "stripe_key",
-        r"[sr]k_(?<![A-Za-z0-9_][sr]k_)(?:live|test)_[0-9A-Za-z]{16,}",
-        ("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
-    ),
-    _rule(
-        "huggingface_token",
-        r"hf_(?<![A-Za-z0-9_-]hf_)(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{30,}(?![A-Za-z0-9])",
-        ("hf_",),
-    ),
-    _rule("jwt", r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{4,}\.e[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*", ("eyj",)),
-    _rule(
-        "bearer_token",
-        rf"authorization(?<![A-Za-z0-9_-]authorization){_SEPARATOR}[\"']?(?:bearer|token|basic|digest)[ \t]+"
-        r"(?P<secret>(?![\[<{$%])[^\s\"',;]{6,})",
-        ("authorization",),
-        _I,
-    ),
-    _rule(
-        "bearer_token",
-        r"bearer(?<![A-Za-z0-9_-]bearer)[ \t]+"
-        r"(?P<secret>(?=[A-Za-z0-9._~+/-]*[0-9])[A-Za-z0-9._~+/-]{16,}=*)(?![A-Za-z0-9._~+/=-])",
-        ("bearer",),
-        _I,
-    ),
-    _rule("password", _assignment(_PASSWORD_KEY, needs_letter=False), ("passw", "passphrase"), _I),
-    *(_rule("credential", _assignment(key), (trigger,), _I) for trigger, key in _CREDENTIAL_KEYS),
-)
-
-RULES: tuple[Rule, ...] = tuple(rule for rule, _ in _TABLE)
-"""The single rule table, applied in order (the most specific first)."""
-
-SECRET_ENV_NAME = re.compile(
-    r"""(?ix)^
-    # names of paths, sockets, endpoints and settings *about* a secret hold no secret
-    (?!.*_(?:FILE|PATH|DIR|SOCK|SOCKET|URL|HOST|PORT|TYPE|MODE|NAME|ENV|LEN|LENGTH|SIZE|LIMIT|ENABLED)\Z)
-    (?:[A-Z0-9]+_)*
-    (?:[A-Z0-9]*(?:TOKEN|SECRET|SECRETS|PASSWORD|PASSWD|PASSPHRASE|APIKEY)|KEY|AUTH|PASS|CREDENTIALS?|CREDS)
-    (?:_[A-Z0-9]+)*\Z""",
-)
-"""Environment variable names whose values are secrets (OPENAI_API_KEY, HF_TOKEN, DB_PASSWORD...)."""
-
-# For redact_obj: dict keys that name a secret, by their last word, as the assignment rules read them.
-_SECRET_KEY_NAMES = (
-    ("password", re.compile(rf".*{_PASSWORD_KEY}", _I | re.ASCII | re.S)),
-    (
-        "credential",
-        re.compile(rf".*(?:{'|'.join(key for _, key in _CREDENTIAL_KEYS)})", _I | re.ASCII | re.S),
-    ),
-)
+# Split by plane: a class of BMP characters is one table lookup a character, one with astral ranges a test
+# per range, so the astral one runs only on text that holds an astral character.
+_IGNORABLE = _char_class(r for r in _IGNORABLE_RANGES if r[1] <= 0xFFFF)
+_IGNORABLE_ASTRAL = _char_class(r for r in _IGNORABLE_RANGES if r[1] > 0xFFFF)
+# Tag characters: an invisible copy of printable ASCII (how text is smuggled past a reader), read as ASCII.
+_TAGS = re.compile("[\\U000e0020-\\U000e007e]+")
+_PLACEHOLDER = re.compile(r"\[REDACTED:([A-Za-z0-9_:]+)\]")
 
 _ANSI = re.compile(
     r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC (titles, hyperlinks), to the end when unterminated
@@ -229,25 +103,81 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text) if _CONTROL.search(text) else text
 
 
-def _span_replacer(placeholder: str, groups: tuple[str, ...]) -> Callable[[re.Match[str]], str]:
+def normal_form(text: str) -> str:
+    """``text`` as the rules also read it: format characters (zero-width space and joiners, soft hyphen,
+    word joiner, byte order mark, bidi marks...) and the other invisible ones removed, tag characters read
+    as the ASCII they stand for. ``text`` itself (the same object) when there is nothing to change.
+
+    Not NFKC: folding fullwidth letters would send every CJK text (with its fullwidth commas) through both
+    readings at several times the cost, and a key is pasted, not typed with an input method; NFKC also
+    rewrites ligatures, superscripts and "…" and can make a text 18 times longer.
+    """
+    if text.isascii():
+        return text
+    # Each astral character takes two UTF-16 units: a cheap test for whether the astral classes can match.
+    astral = len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text)
+    if _IGNORABLE.search(text):
+        text = _IGNORABLE.sub("", text)
+    if astral:
+        text = _IGNORABLE_ASTRAL.sub("", text)
+        # A tag character's lowest UTF-32 byte is the ASCII character it stands for.
+        text = _TAGS.sub(lambda tags: tags[0].encode("utf-32-le")[::4].decode("ascii"), text)
+    return text
+
+
+def _original_position(text: str) -> Callable[[int], int]:
+    """A position in ``normal_form(text)`` -> the position of the same character in ``text``."""
+    removed = [match.start() for match in _IGNORABLE.finditer(text)]
+    if len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text):
+        removed = sorted(removed + [match.start() for match in _IGNORABLE_ASTRAL.finditer(text)])
+    kept_before = [position - count for count, position in enumerate(removed)]
+    return lambda index: index + bisect.bisect_right(kept_before, index)
+
+
+def _span_replacer(placeholder: str, groups: frozenset[str]) -> Callable[[re.Match[str]], str]:
+    if not groups:
+        return lambda match: placeholder
+
     def replace(match: re.Match[str]) -> str:
-        for group in groups:
-            start = match.start(group)
-            if start >= 0:
-                whole, base = match.group(), match.start()
-                return whole[: start - base] + placeholder + whole[match.end(group) - base :]
-        return placeholder
+        group = match.lastgroup  # one group at most takes part in a match of a rule
+        if group not in groups:
+            return match[0]  # a skip: nothing of this rule in it
+        start, end = match.span(group)
+        whole, base = match[0], match.start()
+        return whole[: start - base] + placeholder + whole[end - base :]
 
     return replace
 
 
+def _secret_span(match: re.Match[str], groups: frozenset[str]) -> tuple[int, int] | None:
+    if not groups:
+        return match.span()
+    group = match.lastgroup
+    return match.span(group) if group in groups else None
+
+
 def _entry(rule: Rule, triggers: tuple[str, ...], literal: bool = False) -> _Entry:
-    groups = tuple(name for name in rule.pattern.groupindex if name.startswith("secret"))
+    groups = frozenset(name for name in rule.pattern.groupindex if name.startswith("secret"))
     # A plain string is the fastest replacement; the placeholder must then hold no template escapes.
     repl = (
         _span_replacer(rule.placeholder, groups) if groups or "\\" in rule.placeholder else rule.placeholder
     )
-    return _Entry(rule, triggers, literal, repl)
+    return _Entry(rule, triggers, literal, groups, repl)
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int, str, str]]) -> str:
+    """``text`` with every span replaced by its placeholder; overlapping spans become one, with the
+    placeholder of the one that starts first (the longest of those)."""
+    pieces: list[str] = []
+    position = 0  # where the text not yet copied or replaced begins
+    for start, stop, placeholder, _ in sorted(spans, key=lambda span: (span[0], -span[1])):
+        if start < position:  # overlaps the span replaced last: it grows
+            position = max(position, stop)
+            continue
+        pieces += (text[position:start], placeholder)
+        position = stop
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 class Redactor:
@@ -266,7 +196,7 @@ class Redactor:
             raw = source[name]
             if not isinstance(raw, str):
                 raise TypeError(f"environment variable {name} must be a str, got {type(raw).__name__}")
-            value = raw.strip()
+            value = normal_form(raw.strip())
             # Paths (GOOGLE_APPLICATION_CREDENTIALS=/home/...) are not secrets and must stay readable.
             if len(value) >= _ENV_MIN_LEN and not value.startswith(("/", "~/", "./")):
                 literals.setdefault(value, f"[REDACTED:env:{name}]")
@@ -278,7 +208,7 @@ class Redactor:
                     f"extra secret too short ({len(secret.strip())} chars): at least {_EXTRA_MIN_LEN} are "
                     "needed so that ordinary text is not mangled"
                 )
-            literals.setdefault(secret.strip(), "[REDACTED:extra_secret]")
+            literals.setdefault(normal_form(secret.strip()), "[REDACTED:extra_secret]")
         placeholders = {rule.placeholder for rule in RULES} | set(literals.values())
         entries: list[_Entry] = []
         # Longest first, so that a secret containing another is hidden whole.
@@ -290,10 +220,15 @@ class Redactor:
             rule = Rule(kind, re.compile(re.escape(value)), literals[value])
             entries.append(_entry(rule, (value,), literal=True))
         entries.extend(_entry(rule, triggers) for rule, triggers in _TABLE)
-        self._entries: tuple[_Entry, ...] = tuple(entries)
         self._literals: tuple[str, ...] = tuple(t for e in entries if e.literal for t in e.triggers)
         self._triggers: tuple[str, ...] = tuple(
             dict.fromkeys(t for e in entries if not e.literal for t in e.triggers)
+        )
+        self._entries: tuple[_Entry, ...] = tuple(
+            dataclasses.replace(
+                entry, inserts=frozenset(t for t in self._triggers if t in entry.rule.placeholder.lower())
+            )
+            for entry in entries
         )
 
     def redact(self, text: str) -> str:
@@ -308,14 +243,23 @@ class Redactor:
         """The redacted text and the kinds of secret that were replaced."""
         if not isinstance(text, str):
             raise TypeError(f"redaction needs str, got {type(text).__name__}")
-        if not self._may_hold_secret(text):
-            return text, frozenset()
+        normal = normal_form(text)
+        if normal is not text:
+            return self._redact_both_readings(text, normal)
+        present = self._present(text)
         kinds: set[str] = set()
         for _ in range(_MAX_PASSES):
-            text, found = self._pass(text)
-            if not found:
+            if not present:
                 break
-            kinds |= found
+            text, changed = self._pass(text, present)
+            if not changed:
+                break
+            kinds.update(entry.rule.kind for entry in changed)
+            # A replacement adds a trigger of the table only inside its placeholder ([REDACTED:password]
+            # holds "passw"), as none holds a bracket; a literal secret may, so those are looked for again.
+            # What was present may be gone: a rule run in vain finds nothing.
+            present = present.union(*(entry.inserts for entry in changed))
+            present.update(literal for literal in self._literals if literal in text)
         return text, frozenset(kinds)
 
     def clean(self, text: str, max_len: int | None = None) -> str:
@@ -326,6 +270,11 @@ class Redactor:
         if max_len is not None and len(text) > max_len:
             return text[: max_len - 1] + "…"
         return text
+
+    def redact_path(self, path: str) -> str:
+        """``path`` with each secret replaced by a marker that is a plain file-name part, ``REDACTED-<kind>``
+        (``REDACTED-openai_key``, ``REDACTED-env-HF_TOKEN``), so that a relative path stays one."""
+        return _PLACEHOLDER.sub(lambda match: "REDACTED-" + match[1].replace(":", "-"), self.redact(path))
 
     def redact_obj(self, obj: object) -> object:
         """A copy of ``obj`` with every string in dicts, lists, tuples and sets redacted, dict keys too.
@@ -345,8 +294,8 @@ class Redactor:
         return obj
 
     def _redact_value(self, key: object, value: object) -> object:
-        if isinstance(key, str) and isinstance(value, str) and value and not _REFERENCE.match(value):
-            for kind, name in _SECRET_KEY_NAMES:
+        if isinstance(key, str) and isinstance(value, str) and value and not REFERENCE.match(value):
+            for kind, name in SECRET_KEY_NAMES:
                 if name.fullmatch(key):
                     return f"[REDACTED:{kind}]"
         return self.redact_obj(value)
@@ -359,18 +308,54 @@ class Redactor:
                 return True
         return any(literal in text for literal in self._literals)
 
-    def _pass(self, text: str) -> tuple[str, set[str]]:
+    def _present(self, text: str) -> set[str]:
+        """The triggers in ``text`` (literal secrets looked for as they are, the others in lowercase)."""
         lowered = text.lower()
-        found: set[str] = set()
+        present = {trigger for trigger in self._triggers if trigger in lowered}
+        present.update(literal for literal in self._literals if literal in text)
+        return present
+
+    def _pass(self, text: str, present: set[str]) -> tuple[str, list[_Entry]]:
+        changed: list[_Entry] = []
         for entry in self._entries:
-            haystack = text if entry.literal else lowered
-            for trigger in entry.triggers:
-                if trigger in haystack:
-                    text, count = entry.rule.pattern.subn(entry.repl, text)
-                    if count:
-                        found.add(entry.rule.kind)
-                    break
-        return text, found
+            if not present.isdisjoint(entry.triggers):
+                # A rule's skips replace text by itself: what changed is what was found.
+                redacted = entry.rule.pattern.sub(entry.repl, text)
+                if redacted is not text and redacted != text:
+                    changed.append(entry)
+                    text = redacted
+        return text, changed
+
+    def _redact_both_readings(self, text: str, normal: str) -> tuple[str, frozenset[str]]:
+        # Text with invisible characters. Either reading can see a secret the other misses:
+        # "sk-pr\u200boj-..." only without the zero-width space, "word\u200bsk-..." only with it (the
+        # space ends the word).
+        # What every rule finds in both, mapped onto the text as it is, is replaced at once; the characters
+        # outside a secret are kept.
+        kinds: set[str] = set()
+        for _ in range(_MAX_PASSES):
+            original = _original_position(text)
+            spans = self._spans(text)
+            for start, end, placeholder, kind in self._spans(normal):
+                spans.append((original(start), original(end - 1) + 1, placeholder, kind))
+            if not spans:
+                break
+            kinds.update(kind for *_, kind in spans)
+            text = _replace_spans(text, spans)
+            normal = normal_form(text)
+        return text, frozenset(kinds)
+
+    def _spans(self, text: str) -> list[tuple[int, int, str, str]]:
+        """Every secret that some rule finds in ``text`` as it is: (start, end, placeholder, kind)."""
+        present = self._present(text)
+        spans: list[tuple[int, int, str, str]] = []
+        for entry in self._entries:
+            if not present.isdisjoint(entry.triggers):
+                for match in entry.rule.pattern.finditer(text):
+                    span = _secret_span(match, entry.groups)
+                    if span is not None and span[1] > span[0]:
+                        spans.append((*span, entry.rule.placeholder, entry.rule.kind))
+        return spans
 
 
 _default: Redactor | None = None
@@ -400,3 +385,8 @@ def scan(text: str) -> frozenset[str]:
 def clean(text: str, max_len: int | None = None) -> str:
     """Strip ANSI, redact and cut ``text`` to ``max_len``, by the default redactor."""
     return default_redactor().clean(text, max_len)
+
+
+def redact_path(path: str) -> str:
+    """``path`` with each secret replaced by a path-safe marker, by the default redactor."""
+    return default_redactor().redact_path(path)

@@ -19,6 +19,7 @@ SMOKE = [
     ("bench_dashboard_cpu.py", ["--seconds", "1", "--events", "8000"], "bare receivers"),
     ("bench_teacher.py", ["--latency", "0.05", "--levels", "2", "--repeats", "1", "--requests", "4", "--pool", "2"],
      "pool vs 1"),
+    ("bench_redaction.py", ["--seconds", "0.05", "--repeats", "1"], "adversarial texts, 4.0 MiB"),
 ]
 
 

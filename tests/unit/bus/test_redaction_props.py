@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import string
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from heidi_engine.bus.redaction import RULES, Redactor, strip_ansi
+from heidi_engine.bus import secret_rule
+from heidi_engine.bus.redaction import RULES, Redactor, normal_form, strip_ansi
 
 ALNUM = string.ascii_letters + string.digits
 UPPER32 = string.ascii_uppercase + "234567"
 REDACTOR = Redactor(env={"MY_SERVICE_TOKEN": "svc-Tok3n-0123456789", "DB_PASSWORD": "Vx8#kq2LmZ"})
+_FLAGS = re.IGNORECASE | re.ASCII
 
 
 def _chars(alphabet: str, size: int, max_size: int | None = None) -> st.SearchStrategy[str]:
@@ -152,3 +155,59 @@ _json = st.recursive(
 def test_redact_obj_never_fails_and_is_idempotent(obj: object) -> None:
     once = REDACTOR.redact_obj(obj)
     assert REDACTOR.redact_obj(once) == once
+
+
+# Runs of value characters around 512 long, full of key words: where the assignment rules skip.
+_RUN_UNITS = st.sampled_from(
+    ["token=", "token:", "a1", "ab", "x", "password=", "secret_key:", "$", "=", "Z9"]
+)
+_runs = st.lists(
+    _FRAGMENTS | st.tuples(_RUN_UNITS, st.integers(1, 130)).map(lambda t: t[0] * t[1]), max_size=10
+).map("".join)
+_ASSIGNMENT_RULES = [
+    (rule, re.compile(secret_rule._assignment(key, needs_letter=rule.kind != "password", skip=False), _FLAGS))
+    for (rule, _), key in zip(
+        secret_rule.TABLE[-len(secret_rule.ASSIGNMENT_KEYS) :], secret_rule.ASSIGNMENT_KEYS, strict=True
+    )
+]
+
+
+def _secrets_found(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
+    return [m.span(m.lastgroup) for m in pattern.finditer(text) if m.lastgroup and m.lastgroup != "skip"]
+
+
+def test_the_assignment_rules_are_the_table_s_last() -> None:
+    assert [rule.kind for rule, _ in _ASSIGNMENT_RULES] == ["password"] + ["credential"] * 6
+    assert all(rule.pattern.pattern != reference.pattern for rule, reference in _ASSIGNMENT_RULES)
+
+
+@given(_runs)
+@settings(max_examples=300, deadline=None)
+def test_a_skip_never_changes_what_an_assignment_rule_finds(text: str) -> None:
+    for rule, without_skips in _ASSIGNMENT_RULES:
+        assert _secrets_found(rule.pattern, text) == _secrets_found(without_skips, text)
+
+
+_INVISIBLE = st.sampled_from(["\u200b", "\u00ad", "\u200c", "\u200d", "\u2060", "\ufeff", "\u202e", "\ufe0f"])
+
+
+@given(st.text(), _carried, st.lists(st.tuples(st.integers(0, 200), _INVISIBLE), min_size=1, max_size=4))
+@settings(max_examples=300)
+def test_invisible_characters_inside_a_secret_never_let_it_through(
+    before: str, carried: tuple[str, str], marks: list[tuple[int, str]]
+) -> None:
+    secret, carrier = carried
+    at = carrier.index(secret)
+    for position, mark in sorted(marks, reverse=True):
+        cut = at + position % (len(secret) + 1)
+        carrier = carrier[:cut] + mark + carrier[cut:]
+    assume(secret not in normal_form(before))
+    out = REDACTOR.redact(f"{before} {carrier} ")
+    assert secret not in normal_form(out)
+
+
+@given(st.lists(_FRAGMENTS | _INVISIBLE | st.text(max_size=4), max_size=24).map("".join))
+@settings(max_examples=300)
+def test_redaction_is_idempotent_with_invisible_characters(text: str) -> None:
+    once = REDACTOR.redact(text)
+    assert REDACTOR.redact(once) == once
