@@ -1,8 +1,9 @@
 """The frozen v1.0 event schema.
 
 An event is exactly the twelve fields of the seed's schema. The model refuses unknown fields, enforces the
-value sets, the ``Z`` timestamps and the run_id pattern, and truncates ``message`` (500) and ``error``
-(200) after redaction, so that nothing oversized or secret can be written or published.
+value sets, the ``Z`` timestamps and the run_id pattern, truncates ``message`` (500) and ``error`` (200)
+after redaction, and redacts each artifact path, so that nothing oversized or secret can be written or
+published.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from heidi_engine.bus.redaction import clean
+from heidi_engine.bus.redaction import clean, redact_path
 
 EVENT_VERSION = "1.0"
 MESSAGE_MAX = 500
@@ -43,9 +44,22 @@ USAGE_COUNT_NAMES: tuple[str, ...] = ("requests_sent", "input_tokens", "output_t
 COST_FIELD = "estimated_cost_usd"
 USAGE_NAMES: tuple[str, ...] = (*USAGE_COUNT_NAMES, COST_FIELD)
 
+# The bounds of every number an event adds up. One delta is a count in 0..MAX_DELTA (events, tokens,
+# requests) or a finite cost in 0..MAX_COST_USD; a total stops at MAX_TOTAL / MAX_TOTAL_COST_USD (the
+# supervisor refuses an event that would pass it), far inside what JSON and msgpack carry (2**63 - 1), so no
+# sum can overflow a snapshot or turn into Infinity in a file.
+MAX_DELTA = 2**31
+MAX_COST_USD = 1e6
+MAX_TOTAL = 2**62
+MAX_TOTAL_COST_USD = 1e12
+
 RUN_ID_RE = re.compile(r"^run_\d{8}_\d{6}_[0-9a-f]{8}$")
 _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
-_ARTIFACT_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_.\-/]{1,300}$")
+ARTIFACT_PATH_MAX = 300
+ARTIFACT_PATHS_MAX = 64
+_ARTIFACT_RE = re.compile(rf"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_.\-/]{{1,{ARTIFACT_PATH_MAX}}}$")
+# What stands for a path that its secrets' markers made too long (it still names no file, and is one).
+_REDACTED_PATH = "REDACTED-artifact_path"
 
 
 def _already_clean(info: ValidationInfo) -> bool:
@@ -84,18 +98,36 @@ def is_run_id(value: object) -> bool:
     return isinstance(value, str) and RUN_ID_RE.fullmatch(value) is not None
 
 
-def check_usage_delta(value: dict[str, float | int | None]) -> dict[str, float | int | None]:
-    """``value`` when it is a valid usage delta (known names, counts >= 0, a cost >= 0 or null); else
-    ValueError naming the bad entry."""
+def check_usage_delta(
+    value: dict[str, float | int | None], count_max: int = MAX_DELTA, cost_max: float = MAX_COST_USD
+) -> dict[str, float | int | None]:
+    """``value`` when it is a valid usage delta (known names, counts in 0..``count_max``, a finite cost in
+    0..``cost_max`` or null); else ValueError naming the bad entry."""
     for name, delta in value.items():
         if name not in USAGE_NAMES:
             raise ValueError(f"unknown usage field {name!r}; known: {', '.join(USAGE_NAMES)}")
         if name == COST_FIELD:
-            if delta is not None and (not math.isfinite(delta) or delta < 0):
-                raise ValueError(f"{COST_FIELD} delta must be a finite number >= 0 or null, got {delta!r}")
-        elif not isinstance(delta, int) or isinstance(delta, bool) or delta < 0:
-            raise ValueError(f"usage {name!r} delta must be an int >= 0, got {delta!r}")
+            if delta is not None and not within(delta, cost_max):
+                shown = repr(delta)[:40]
+                raise ValueError(f"{COST_FIELD} delta must be a finite number in 0..{cost_max:g} or null, got {shown}")
+        else:
+            check_count(f"usage {name!r}", delta, count_max)
     return value
+
+
+def within(value: float, maximum: float) -> bool:
+    """True when ``value`` is a finite number in 0..``maximum`` (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value) and 0 <= value <= maximum
+    except OverflowError:
+        return False
+
+
+def check_count(what: str, value: object, maximum: int = MAX_DELTA) -> None:
+    """ValueError unless ``value`` is an int in 0..``maximum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        shown = f"{value!r}" if not isinstance(value, int) or abs(value) < 10**30 else f"a {value.bit_length()}-bit int"
+        raise ValueError(f"{what} delta must be an int in 0..{maximum}, got {shown}")
 
 
 class Event(BaseModel):
@@ -152,8 +184,7 @@ class Event(BaseModel):
         for name, delta in value.items():
             if name not in COUNTER_NAMES:
                 raise ValueError(f"unknown counter {name!r}; known: {', '.join(COUNTER_NAMES)}")
-            if delta < 0:
-                raise ValueError(f"counter {name!r} delta must be >= 0, got {delta}")
+            check_count(f"counter {name!r}", delta)
         return value
 
     @field_validator("usage_delta")
@@ -163,11 +194,21 @@ class Event(BaseModel):
 
     @field_validator("artifact_paths")
     @classmethod
-    def _check_paths(cls, value: list[str]) -> list[str]:
+    def _check_paths(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if len(value) > ARTIFACT_PATHS_MAX:
+            raise ValueError(f"{len(value)} artifact paths; at most {ARTIFACT_PATHS_MAX} are accepted")
         for path in value:
             if not _ARTIFACT_RE.fullmatch(path):
-                raise ValueError(f"artifact path {path[:80]!r} must be relative, without '..'")
-        return value
+                # The refusal is logged and counted: it must not carry what the path may hide.
+                shown = repr(clean(path, 80)) if len(path) <= ARTIFACT_PATH_MAX else f"of {len(path)} chars"
+                limit = f"{ARTIFACT_PATH_MAX} chars at most"
+                raise ValueError(f"artifact path {shown} must be relative, without '..', {limit}")
+        if _already_clean(info):
+            return value
+        # A secret in a path (data/sk-proj-..., the daemon's own key) becomes a marker, so the event and the
+        # rest of its paths are kept; a marker is a file-name part, so the path stays a relative one.
+        redacted = [redact_path(path) for path in value]
+        return [path if _ARTIFACT_RE.fullmatch(path) else _REDACTED_PATH for path in redacted]
 
     @model_validator(mode="after")
     def _error_only_on_error_level(self) -> Event:

@@ -2,18 +2,21 @@
 
 Readers follow rotation (oldest generation first) and skip a torn or invalid line instead of failing.
 What a run counted in total is in its ledger (:mod:`heidi_engine.bus.ledger`), not in these files, since
-rotation deletes old generations; the readers here serve what follows the ledger and the latest lines.
+rotation deletes old generations; the readers here serve what follows the ledger (:class:`LogPosition`,
+:func:`read_events_after`) and the latest lines.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.state import EvalSample, RunState, SystemSample, TrainerSample
@@ -22,6 +25,9 @@ EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
+_HEAD_MAX = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 _SAMPLE = TypeAdapter(TrainerSample | SystemSample | EvalSample)
 
@@ -39,6 +45,33 @@ def event_files(run_dir: str | os.PathLike[str]) -> list[Path]:
     if current.exists():
         files.append(current)
     return files
+
+
+def log_is_whole(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether the event files still hold every event that counted anything or completed a stage.
+
+    Rotation renames the current file to ``.1`` (shifting the others up) and deletes only the oldest
+    generation, so the log lost nothing when no generation exists, or when the generations are numbered
+    1..N without a gap and the oldest starts with a ``pipeline_start`` of round 0: the run's first event,
+    or a resume before any round began (everything before it was the supervisor's own round-0 events,
+    which count nothing). Anything else (the oldest generation starts mid-run, a gap, an unreadable first
+    line) means generations were deleted.
+    """
+    folder = Path(run_dir)
+    numbers = sorted(
+        int(path.name[len(EVENTS_FILE) + 1:]) for path in folder.glob(EVENTS_FILE + ".*")
+        if path.name[len(EVENTS_FILE) + 1:].isdigit()
+    )
+    if not numbers:
+        return True
+    if numbers != list(range(1, len(numbers) + 1)):
+        return False
+    first = next(iter_lines(folder / f"{EVENTS_FILE}.{numbers[-1]}"), None)
+    try:
+        record = json.loads(first) if first is not None else None
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("event_type") == "pipeline_start" and record.get("round") == 0
 
 
 def iter_lines(path: Path) -> Iterator[bytes]:
@@ -173,3 +206,76 @@ def load_state_file(run_dir: str | os.PathLike[str]) -> RunState | None:
         return RunState.model_validate_json((Path(run_dir) / STATE_FILE).read_bytes())
     except (OSError, ValueError, ValidationError):
         return None
+
+
+class LogPosition(BaseModel):
+    """A point in the event log: ``offset`` bytes into the file with this inode and first-line digest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inode: int = Field(ge=0)
+    head: str = ""  # sha256 of the file's first line; "" while the file was empty
+    offset: int = Field(ge=0)
+
+
+def file_head(path: str | os.PathLike[str]) -> str:
+    """The digest that names an event file: sha256 of its first complete line ("" when it has none)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(_HEAD_MAX)
+    except FileNotFoundError:
+        return ""
+    return hashlib.sha256(first).hexdigest() if first.endswith(b"\n") else ""
+
+
+def _locate(files: list[Path], position: LogPosition) -> int | None:
+    """Index in ``files`` of the file ``position`` names: by inode, else (a copied folder) by first line."""
+    stats: list[os.stat_result | None] = []
+    for path in files:
+        try:
+            stats.append(path.stat())
+        except FileNotFoundError:
+            stats.append(None)
+    for index in range(len(files) - 1, -1, -1):
+        st = stats[index]
+        if st is not None and st.st_ino == position.inode and st.st_size >= position.offset:
+            return index
+    for index in range(len(files) - 1, -1, -1):
+        st = stats[index]
+        if st is not None and st.st_size >= position.offset and file_head(files[index]) == position.head:
+            return index
+    return None
+
+
+def read_events_after(
+    run_dir: str | os.PathLike[str], position: LogPosition | None
+) -> Iterator[tuple[Event, Path, int]]:
+    """The valid events written after ``position`` (all of them when ``None``), with each one's file and
+    the offset just past it. Torn or invalid lines are skipped."""
+    files = event_files(run_dir)
+    start, offset = 0, 0
+    if position is not None:
+        found = _locate(files, position)
+        if found is None:
+            log.warning("%s: the ledger's log position is in no event file; using the ledger alone", run_dir)
+            return
+        start, offset = found, position.offset
+    for index in range(start, len(files)):
+        path = files[index]
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below; a generator must not hold it past use
+        except FileNotFoundError:
+            continue
+        with handle:
+            if index == start:
+                handle.seek(offset)
+            pos = handle.tell()
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                pos += len(line)
+                try:
+                    event = Event.model_validate(json.loads(line), context={"redacted": True})
+                except (ValueError, ValidationError):
+                    continue
+                yield event, path, pos

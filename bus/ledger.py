@@ -10,51 +10,57 @@ already counted" — load the ledger and fold only the events written after its 
 
 A position names its file by inode (rotation renames, it does not copy) and by a digest of the file's
 first line, so that it is found again after any number of renames, and in a copied run folder too.
+
+A lost ledger is never counted again in silence from a log that lost generations: ``state.json`` stands in
+for it when it can (:mod:`heidi_engine.bus.salvage`), and otherwise :class:`LedgerLost` says so.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from heidi_engine.bus.event import COST_FIELD, Event
-from heidi_engine.bus.journal import event_files, latest_trainer_samples, load_state_file, tail_records
-from heidi_engine.bus.state import (
-    LOSS_HISTORY,
-    RECENT_EVENTS,
-    RunState,
-    Status,
-    add_deltas,
-    apply_sample,
-    status_after,
-    zero_counters,
-    zero_usage,
+from heidi_engine.bus.event import COST_FIELD
+from heidi_engine.bus.journal import (
+    CONFIG_FILE,
+    STATE_FILE,
+    LogPosition,
+    file_head,
+    latest_trainer_samples,
+    load_state_file,
+    log_is_whole,
+    read_events_after,
+    tail_records,
 )
-from heidi_engine.bus.storage import atomic_write_json
+from heidi_engine.bus.salvage import done_by, find_anchor, next_stage, previous_stage
+from heidi_engine.bus.state import LOSS_HISTORY, RECENT_EVENTS, RunState, Status, apply_sample, status_after
+from heidi_engine.bus.storage import atomic_write_json, read_json
+from heidi_engine.bus.totals import add_deltas, clamp_totals, zero_counters, zero_usage
 
-__all__ = ["LEDGER_FILE", "Ledger", "LogPosition", "Totals", "file_head", "load_ledger", "read_events_after", "replay"]
+__all__ = [
+    "LEDGER_FILE", "UNATTRIBUTED", "Ledger", "LedgerLost", "LogPosition", "Totals", "file_head", "load_ledger",
+    "read_events_after", "replay", "stored_state",
+]
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.json"
-_HEAD_MAX = 64 * 1024
+# The key in ``counted`` of what a ledger rebuilt from state.json cannot attribute to a stage and round.
+UNATTRIBUTED = "unattributed:0"
+_EVENT_STATUSES = frozenset({"running", "completed", "stopped", "failed"})  # those a pipeline event sets
 
 
-class LogPosition(BaseModel):
-    """A point in the event log: ``offset`` bytes into the file with this inode and first-line digest."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    inode: int = Field(ge=0)
-    head: str = ""  # sha256 of the file's first line; "" while the file was empty
-    offset: int = Field(ge=0)
+class LedgerLost(Exception):
+    """``ledger.json`` is missing or unreadable, rotation deleted event files, and ``state.json`` cannot
+    stand in: the run's totals cannot be known. The message is one line naming both files and how to
+    count again from the events that remain."""
 
 
 class Totals(BaseModel):
@@ -95,6 +101,23 @@ class Ledger(BaseModel):
     completed: list[tuple[int, str]] = Field(default_factory=list)
     counted: dict[str, Totals] = Field(default_factory=dict)
     position: LogPosition | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _totals_in_bounds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            clamp_totals("ledger", data.get("counters"), data.get("usage"))
+            counted = data.get("counted")
+            for key, totals in counted.items() if isinstance(counted, dict) else ():
+                if isinstance(totals, dict):
+                    # A stage's totals keep only known amounts: a cost that cannot be read is left out.
+                    usage = totals.get("usage")
+                    usage = {**usage, "known_cost": totals.get("known_cost", 0.0)} if isinstance(usage, dict) else None
+                    clamp_totals(f"ledger, {key}", totals.get("counters"), usage)
+                    if usage is not None:
+                        totals["known_cost"] = usage.pop("known_cost") or 0.0
+                        totals["usage"] = {name: value for name, value in usage.items() if value is not None}
+        return data
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Fold one event record, exactly as it was written to the log."""
@@ -141,8 +164,10 @@ class Ledger(BaseModel):
         return self.counted.get(f"{stage}:{round_no}") or Totals()
 
     def stage_cost(self, stage: str) -> float:
-        """The known cost ``stage`` counted over every round."""
-        return sum(t.known_cost for key, t in self.counted.items() if key.rsplit(":", 1)[0] == stage)
+        """The known cost ``stage`` counted over every round (with, in a ledger rebuilt from state.json,
+        the cost no stage can be named for: a budget must not take it as unspent)."""
+        return sum(t.known_cost for key, t in self.counted.items()
+                   if key == UNATTRIBUTED or key.rsplit(":", 1)[0] == stage)
 
     def done(self) -> set[tuple[int, str]]:
         """(round, stage) pairs whose successful ``stage_end`` the log holds."""
@@ -169,93 +194,141 @@ class Ledger(BaseModel):
         atomic_write_json(Path(run_dir) / LEDGER_FILE, self.model_dump(mode="json"), indent=None)
 
 
-def file_head(path: str | os.PathLike[str]) -> str:
-    """The digest that names an event file: sha256 of its first complete line ("" when it has none)."""
-    try:
-        with open(path, "rb") as handle:
-            first = handle.readline(_HEAD_MAX)
-    except FileNotFoundError:
-        return ""
-    return hashlib.sha256(first).hexdigest() if first.endswith(b"\n") else ""
-
-
-def _locate(files: list[Path], position: LogPosition) -> int | None:
-    """Index in ``files`` of the file ``position`` names: by inode, else (a copied folder) by first line."""
-    stats: list[os.stat_result | None] = []
-    for path in files:
-        try:
-            stats.append(path.stat())
-        except FileNotFoundError:
-            stats.append(None)
-    for index in range(len(files) - 1, -1, -1):
-        st = stats[index]
-        if st is not None and st.st_ino == position.inode and st.st_size >= position.offset:
-            return index
-    for index in range(len(files) - 1, -1, -1):
-        st = stats[index]
-        if st is not None and st.st_size >= position.offset and file_head(files[index]) == position.head:
-            return index
-    return None
-
-
-def read_events_after(
-    run_dir: str | os.PathLike[str], position: LogPosition | None
-) -> Iterator[tuple[Event, Path, int]]:
-    """The valid events written after ``position`` (all of them when ``None``), with each one's file and
-    the offset just past it. Torn or invalid lines are skipped."""
-    files = event_files(run_dir)
-    start, offset = 0, 0
-    if position is not None:
-        found = _locate(files, position)
-        if found is None:
-            log.warning("%s: the ledger's log position is in no event file; using the ledger alone", run_dir)
-            return
-        start, offset = found, position.offset
-    for index in range(start, len(files)):
-        path = files[index]
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed below; a generator must not hold it past use
-        except FileNotFoundError:
-            continue
-        with handle:
-            if index == start:
-                handle.seek(offset)
-            pos = handle.tell()
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    break
-                pos += len(line)
-                try:
-                    event = Event.model_validate(json.loads(line), context={"redacted": True})
-                except (ValueError, ValidationError):
-                    continue
-                yield event, path, pos
-
-
 def load_ledger(run_dir: str | os.PathLike[str]) -> Ledger:
     """The run's ledger brought up to date with every event written after it was saved.
 
-    A run without ``ledger.json`` (or with an unreadable one) is counted from the event files that
-    exist. The returned ledger's position is the end of the log as read.
+    Without a readable ``ledger.json``, the event files are counted when they hold the whole run
+    (:func:`~heidi_engine.bus.journal.log_is_whole`); when rotation deleted some, ``state.json`` stands in
+    (its totals, the stages it shows complete, its last event as the position) if the log still holds
+    that event and all that the stage a resume continues has counted; otherwise :class:`LedgerLost`. An
+    empty ledger (``{}``, an operator's choice) counts the events still on disk. The returned ledger's
+    position is the end of the log as read.
     """
     folder = Path(run_dir)
-    ledger: Ledger | None = None
-    try:
-        ledger = Ledger.model_validate_json((folder / LEDGER_FILE).read_bytes())
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, ValidationError) as exc:
-        log.warning("%s: unreadable %s (%s); counting from the event files", folder, LEDGER_FILE, exc)
+    ledger, why = _saved(folder)
+    stand_in: _StandIn | None = None
     if ledger is None:
-        ledger = Ledger()
+        ledger, stand_in = _stand_in(folder, why)
+    elif ledger.position is None and ledger.event_count == 0 and not log_is_whole(folder):
+        log.warning("%s: %s is empty: counting only the events still on disk", folder, LEDGER_FILE)
     last: tuple[Path, int] | None = None
+    ended: set[tuple[int, str]] = set()  # successful stage ends after a stand-in's position
     for event, path, end in read_events_after(folder, ledger.position):
         ledger.add(event.to_record())
         last = (path, end)
+        if event.event_type == "stage_end" and event.level == "success":
+            ended.add((event.round, event.stage))
     if last is not None:
         path, end = last
         ledger.position = LogPosition(inode=path.stat().st_ino, head=file_head(path), offset=end)
+    if stand_in is not None:
+        _attribute(folder, ledger, stand_in, ended)
     return ledger
+
+
+def _saved(folder: Path) -> tuple[Ledger | None, str]:
+    """``ledger.json``, or ``None`` and what is wrong with it."""
+    try:
+        return Ledger.model_validate_json((folder / LEDGER_FILE).read_bytes()), ""
+    except FileNotFoundError:
+        return None, "missing"
+    except ValidationError as exc:
+        return None, f"unreadable ({exc.errors()[0]['msg'][:120]})"
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+
+
+@dataclass(frozen=True)
+class _StandIn:
+    """What a ledger rebuilt from ``state.json`` still has to settle once the events after it are read."""
+
+    anchor: tuple[Path, int]  # the state's last event: its file and the offset past it
+    counters: dict[str, int]
+    usage: dict[str, float | int | None]
+    total_rounds: int
+    why: str  # what is wrong with ledger.json
+
+
+def _lost(folder: Path, why: str, reason: str) -> LedgerLost:
+    return LedgerLost(
+        f"{folder.name}: {LEDGER_FILE} is {why} and {STATE_FILE} cannot stand in for it ({reason}); rotation "
+        f"deleted the oldest event files, so the run's totals cannot be counted again. To count only the "
+        f"events still on disk, write an empty ledger: echo '{{}}' > {folder / LEDGER_FILE}"
+    )
+
+
+def _stand_in(folder: Path, why: str) -> tuple[Ledger, _StandIn | None]:
+    """The ledger to start from when ``ledger.json`` is lost: empty when the event files hold the whole
+    run, else rebuilt from ``state.json`` and positioned after its last event."""
+    if log_is_whole(folder):
+        if why != "missing":
+            log.warning("%s: %s is %s; counting the event files, which hold the whole run", folder, LEDGER_FILE, why)
+        return Ledger(), None
+    state = load_state_file(folder)
+    if state is None:
+        raise _lost(folder, why, "it is missing or unreadable")
+    try:
+        path, end = find_anchor(folder, state.recent_events)
+    except ValueError as exc:
+        raise _lost(folder, why, f"it {exc}") from None
+    ledger = Ledger(
+        run_id=state.run_id or folder.name, event_count=state.event_count, counters=dict(state.counters),
+        usage=dict(state.usage), current_round=state.current_round, current_stage=state.current_stage,
+        status=state.status if state.status in _EVENT_STATUSES else "running" if state.run_id else None,
+        started_at=state.started_at, last_event_ts=state.last_event_ts, error=state.error,
+        completed=sorted(done_by(state)),
+        position=LogPosition(inode=path.stat().st_ino, head=file_head(path), offset=end),
+    )
+    log.warning("%s: %s is %s and rotation deleted event files: rebuilt from %s (%d events) and the events "
+                "after it", folder, LEDGER_FILE, why, STATE_FILE, state.event_count)
+    return ledger, _StandIn((path, end), dict(state.counters), dict(state.usage), state.total_rounds, why)
+
+
+def _attribute(folder: Path, ledger: Ledger, stand_in: _StandIn, ended: set[tuple[int, str]]) -> None:
+    """Give the stage that a resume continues exactly what it counted (``ended``: the stages that ended
+    after the stand-in's position), and what no stage can be named for to :data:`UNATTRIBUTED`."""
+    resume_at = next_stage(ledger.done())
+    left = ledger.status != "completed" and (resume_at[0] <= stand_in.total_rounds or not stand_in.total_rounds)
+    counted = _counted_before(folder, stand_in, resume_at, ended) if left else Totals()
+    # Never below 0: a cost's float sums may differ in their last bit.
+    ledger.counted[UNATTRIBUTED] = Totals(
+        counters={k: max(0, v - counted.counters.get(k, 0)) for k, v in stand_in.counters.items()
+                  if v != counted.counters.get(k, 0)},
+        usage={k: max(0, v - counted.usage.get(k, 0)) for k, v in stand_in.usage.items()
+               if v is not None and v != counted.usage.get(k, 0)},
+        known_cost=max(0.0, (stand_in.usage.get(COST_FIELD) or 0.0) - counted.known_cost),
+    )
+    if left:
+        key = f"{resume_at[1]}:{resume_at[0]}"
+        after = ledger.counted.get(key)  # what it counted after the position, folded already
+        if after is not None:
+            counted.add(after.counters, after.usage)
+        ledger.counted[key] = counted
+
+
+def _counted_before(folder: Path, stand_in: _StandIn, resume_at: tuple[int, str], ended: set[tuple[int, str]]) -> Totals:
+    """What ``resume_at`` counted up to the stand-in's position, read from the log.
+
+    A stage's events all follow the successful end of the stage before it: when the log no longer holds
+    that end, part of what the stage counted went with a deleted file, and it would count it again.
+    """
+    counted = Totals()
+    before = previous_stage(resume_at)
+    seen = before in ended
+    anchor_file, anchor_end = stand_in.anchor
+    reached = False  # the anchor's file: what follows its offset there, or any later file, is after it
+    for event, path, end in read_events_after(folder, None):
+        reached = reached or path == anchor_file
+        if reached and (path != anchor_file or end > anchor_end):
+            break
+        if (event.round, event.stage) == resume_at:
+            counted.add(event.counters_delta, event.usage_delta)
+        seen = seen or (event.event_type == "stage_end" and event.level == "success"
+                        and (event.round, event.stage) == before)
+    if not seen:
+        stage = f"{resume_at[1]} of round {resume_at[0]}"
+        raise _lost(folder, stand_in.why, f"what {stage} counted began in a deleted event file")
+    return counted
 
 
 def replay(run_dir: str | os.PathLike[str], ledger: Ledger | None = None) -> RunState:
@@ -263,11 +336,18 @@ def replay(run_dir: str | os.PathLike[str], ledger: Ledger | None = None) -> Run
 
     Totals come from the ledger (``ledger`` when the caller has just loaded it), the latest events from the
     end of the log, the loss curve from the end of ``metrics.jsonl``; status, flags and config from
-    ``state.json``, since no event carries them.
+    ``state.json``, since no event carries them (without it: the status the events set, and the config
+    from ``config.json``).
     """
     saved = load_state_file(run_dir)
     state = RunState()
-    if saved is not None:
+    if saved is None:
+        # Without state.json, the run's settings are those it was started with.
+        with contextlib.suppress(OSError, ValueError):
+            config = read_json(Path(run_dir) / CONFIG_FILE)
+            state.config = config if isinstance(config, dict) else {}
+            state.total_rounds = int(state.config.get("ROUNDS") or 0)
+    else:
         state.run_id = saved.run_id
         state.status = saved.status
         state.total_rounds = saved.total_rounds
@@ -278,6 +358,8 @@ def replay(run_dir: str | os.PathLike[str], ledger: Ledger | None = None) -> Run
         state.evals, state.best_round = saved.evals, saved.best_round
         state.teacher_endpoints = saved.teacher_endpoints  # no event carries a teacher pool's per-server usage
     (ledger or load_ledger(run_dir)).fill(state)
+    if saved is None and state.status == "idle" and state.event_count:
+        state.status = "running"  # the events that set it went with deleted files (a forced count): it ran
     state.recent_events = tail_records(run_dir, RECENT_EVENTS)
     for sample in latest_trainer_samples(run_dir, LOSS_HISTORY):
         apply_sample(state, sample)
@@ -286,3 +368,14 @@ def replay(run_dir: str | os.PathLike[str], ledger: Ledger | None = None) -> Run
         state.stop_requested, state.pause_requested = saved.stop_requested, saved.pause_requested
         state.gpus, state.host, state.gpu_message = saved.gpus, saved.host, saved.gpu_message
     return state
+
+
+def stored_state(run_dir: str | os.PathLike[str]) -> RunState | None:
+    """The run as its files tell it: ``state.json``, or when that cannot be read, the run replayed from
+    its ledger (its status the one the events set); ``None`` when the folder holds no run at all.
+    Raises :class:`LedgerLost` when neither file can be read and the event files do not hold the run."""
+    saved = load_state_file(run_dir)
+    if saved is not None:
+        return saved
+    state = replay(run_dir)
+    return state if state.run_id is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,16 @@ INGRESS_MAX_BYTES = 64 * 1024
 INGRESS_BATCH_MAX_BYTES = MAX_MESSAGE_BYTES
 _LOG_EVERY_S = 60.0
 _TRANSPORT_MAX = 2 * MAX_MESSAGE_BYTES
+# Ingress is bounded in bytes, across all its senders: the server moves verified messages out of the
+# socket into its own buffer of at most INGRESS_BUDGET_BYTES (whether or not its owner reads them now), and
+# beyond that leaves them in the socket, where libzmq holds INGRESS_HWM messages per connection before each
+# sender waits in its own queue (its PUSH blocks). Junk is refused as it is moved, and costs nothing after.
+INGRESS_BUDGET_BYTES = 256 * 1024 * 1024
+INGRESS_HWM = 16
+_ENTRY_BYTES = 512  # what a buffered message costs beyond its body (its header, the tuple): charged too
+_FILL_MAX = 1024  # messages moved per call, so that control input is looked at between them
+_INGRESS_TRANSPORT_MAX = INGRESS_BATCH_MAX_BYTES + 64 * 1024
+_RECV_BYTES_MAX = 16 * 1024 * 1024  # what one receive call hands its owner at most; the rest waits
 _QUERIES_PER_CALL = 64  # delivery queries answered inside one recv_command call
 
 
@@ -84,7 +94,10 @@ class Ready:
 class BusServer:
     """Binds the three endpoints of ``info`` and offers typed receive/publish/reply calls."""
 
-    def __init__(self, info: BusInfo, *, egress_hwm: int = 100, ingress_hwm: int = 1_000) -> None:
+    def __init__(
+        self, info: BusInfo, *, egress_hwm: int = 100, ingress_hwm: int = INGRESS_HWM,
+        ingress_budget: int = INGRESS_BUDGET_BYTES,
+    ) -> None:
         self.info = info
         self.bad = BadMessageLog()
         # Which numbered messages arrived from each publisher: resends are dropped, gaps remembered.
@@ -94,10 +107,13 @@ class BusServer:
         self._key = info.key
         # The transport drops (and disconnects) only messages far beyond the limit; those just over it
         # reach the codec, which refuses and counts them as oversize.
-        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=2 * INGRESS_BATCH_MAX_BYTES)
-        # What agents send faster than the loop takes it waits here up to the mark, then in the agents'
-        # own queues (their PUSH blocks): the supervisor's memory stays bounded under any flood.
+        self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=_INGRESS_TRANSPORT_MAX)
+        # What agents send faster than the loop takes it waits in the buffer, then in the socket up to the
+        # mark, then in the agents' own queues: the supervisor's memory stays bounded under any flood.
         self.ingress.setsockopt(zmq.RCVHWM, ingress_hwm)
+        self._buffer: deque[tuple[Header, bytes]] = deque()
+        self._buffered_bytes = 0
+        self._budget = ingress_budget
         self.egress = new_socket(zmq.PUB, linger_ms=100)
         # A slow viewer loses messages at this mark instead of slowing the supervisor; it sees the gap.
         # Both marks count messages, and a message may be a batch of up to 256 events.
@@ -122,28 +138,35 @@ class BusServer:
         self._control_poller.register(self.control, zmq.POLLIN)
 
     def wait(self, timeout_s: float, *, ingress: bool = True) -> Ready:
-        """Block up to ``timeout_s`` for input on ingress or control (control only when not ``ingress``:
-        the caller cannot take ingress messages now, and they wait in the socket meanwhile)."""
+        """Block up to ``timeout_s`` for input on ingress or control, moving what arrives on ingress into
+        the buffer while it has room. ``ingress=False``: the caller cannot take ingress messages now
+        (they wait in the buffer, then in the socket), and only control input ends the wait."""
         if self.remote is not None:
             self.remote.refresh(self.bad.counts)
-        poller = self._poller if ingress else self._control_poller
-        events = dict(poller.poll(max(0, int(timeout_s * 1000))))
-        return Ready(self.ingress in events, self.control in events)
+        if ingress and self._buffer:
+            timeout_s = 0.0
+        room = self._buffered_bytes < self._budget
+        poller = self._poller if room else self._control_poller
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = dict(poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
+            if self.ingress in events:
+                self._fill()
+            if self.control in events or (ingress and self._buffer) or time.monotonic() >= deadline:
+                return Ready(ingress and bool(self._buffer), self.control in events)
+            if self._buffered_bytes >= self._budget:
+                poller = self._control_poller
 
-    def recv_ingress(self, limit: int = 1000) -> list[tuple[Header, bytes]]:
-        """Up to ``limit`` verified ingress messages as (header, packed body), without blocking.
-
-        Bodies stay packed: the broker validates each kind its own way (events are redacted). An event
-        batch may be as large as :data:`INGRESS_BATCH_MAX_BYTES`; any other message, or one event in a
-        batch, at most :data:`INGRESS_MAX_BYTES`. A publisher's resend of a message that already arrived
-        is dropped here (:mod:`heidi_engine.bus.delivery`).
-        """
-        out: list[tuple[Header, bytes]] = []
-        for _ in range(limit):
+    def _fill(self) -> None:
+        """Move verified ingress messages from the socket into the buffer, until it is full, the socket
+        empty or :data:`_FILL_MAX` were moved; refused ones are counted."""
+        for _ in range(_FILL_MAX):
+            if self._buffered_bytes >= self._budget:
+                return
             try:
                 frames = self.ingress.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                break
+                return
             try:
                 batch = bool(frames) and frames[0] == b"event"
                 _topic, header, body = verify(frames, self._key, INGRESS_BATCH_MAX_BYTES if batch else INGRESS_MAX_BYTES)
@@ -152,8 +175,36 @@ class BusServer:
             except DecodeError as exc:
                 self.bad.refuse("ingress", exc)
                 continue
+            self._buffer.append((header, body))
+            self._buffered_bytes += len(body) + _ENTRY_BYTES
+
+    @property
+    def buffered_bytes(self) -> int:
+        """What the verified ingress messages the owner has not taken yet cost, in bytes (at most about the
+        budget)."""
+        return self._buffered_bytes
+
+    def recv_ingress(self, limit: int = 1000) -> list[tuple[Header, bytes]]:
+        """Up to ``limit`` verified ingress messages (and about 16 MiB) as (header, packed body), in the
+        order they arrived, without blocking.
+
+        Bodies stay packed: the broker validates each kind its own way (events are redacted). An event
+        batch may be as large as :data:`INGRESS_BATCH_MAX_BYTES`; any other message, or one event in a
+        batch, at most :data:`INGRESS_MAX_BYTES`. A publisher's resend of a message that already arrived
+        is dropped here (:mod:`heidi_engine.bus.delivery`): a message counts as arrived when it is taken.
+        """
+        self._fill()
+        out: list[tuple[Header, bytes]] = []
+        taken = 0
+        buffer = self._buffer
+        while buffer and len(out) < limit and taken < _RECV_BYTES_MAX:
+            header, body = buffer.popleft()
+            self._buffered_bytes -= len(body) + _ENTRY_BYTES
+            taken += len(body)
             if self.receipts.admit(header.sender, header.session, header.seq):
                 out.append((header, body))
+            if not buffer:
+                self._fill()
         return out
 
     def decode_ingress_events(self, body: bytes) -> list[Event]:

@@ -7,12 +7,20 @@ matters: the state it produces depends only on the state it was given and the me
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from heidi_engine.bus.event import COST_FIELD, COUNTER_NAMES, USAGE_COUNT_NAMES, Event, check_usage_delta
+from heidi_engine.bus.event import (
+    MAX_DELTA,
+    MAX_TOTAL,
+    MAX_TOTAL_COST_USD,
+    Event,
+    check_count,
+    check_usage_delta,
+)
+from heidi_engine.bus.totals import add_deltas, clamp_totals, zero_counters, zero_usage
 
 Status = Literal["idle", "starting", "running", "paused", "stopping", "stopped", "completed", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = (
@@ -33,9 +41,9 @@ class TrainerGauges(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    round: int = Field(default=0, ge=0)
-    step: int = Field(default=0, ge=0)
-    total: int = Field(default=0, ge=0)
+    round: int = Field(default=0, ge=0, le=MAX_DELTA)
+    step: int = Field(default=0, ge=0, le=MAX_DELTA)
+    total: int = Field(default=0, ge=0, le=MAX_DELTA)
     loss: float | None = None
     learning_rate: float | None = None
     grad_norm: float | None = None
@@ -52,8 +60,8 @@ class TrainerSample(TrainerGauges):
 
     type: Literal["trainer"] = "trainer"
     run_id: str | None = Field(default=None, max_length=40)
-    step: int = Field(ge=0)
-    total: int = Field(ge=0)
+    step: int = Field(ge=0, le=MAX_DELTA)
+    total: int = Field(ge=0, le=MAX_DELTA)
 
 
 class GpuInfo(BaseModel):
@@ -138,15 +146,16 @@ class EndpointUsage(BaseModel):
     """One teacher endpoint: ``usage`` and ``errors`` (failed attempts) are summed, the rest is its latest
     state (requests in flight, seconds left out of the pool, reply latency percentiles).
 
-    In a :class:`TeacherSample` the summed fields are deltas since the sender's previous sample; in the
-    run state they are the run's totals, whose usage adds up to the run's teacher usage.
+    In a :class:`TeacherSample` the summed fields are deltas since the sender's previous sample (bounded as
+    an event's deltas are); in the run state they are the run's totals, whose usage adds up to the run's
+    teacher usage (bounded as every total is).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     usage: dict[str, float | int | None] = Field(default_factory=dict)
-    errors: int = Field(default=0, ge=0)
-    in_flight: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0, le=MAX_TOTAL)
+    in_flight: int = Field(default=0, ge=0, le=MAX_DELTA)
     out_for_s: float = Field(default=0.0, ge=0)
     latency_p50_s: float | None = Field(default=None, ge=0)
     latency_p95_s: float | None = Field(default=None, ge=0)
@@ -154,7 +163,7 @@ class EndpointUsage(BaseModel):
     @field_validator("usage")
     @classmethod
     def _check_usage(cls, value: dict[str, float | int | None]) -> dict[str, float | int | None]:
-        return check_usage_delta(value)
+        return check_usage_delta(value, MAX_TOTAL, MAX_TOTAL_COST_USD)
 
 
 class TeacherSample(BaseModel):
@@ -168,6 +177,14 @@ class TeacherSample(BaseModel):
     endpoints: dict[Annotated[str, StringConstraints(pattern=_ENDPOINT_NAME)], EndpointUsage] = Field(
         max_length=ENDPOINTS_MAX
     )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_deltas(cls, value: dict[str, EndpointUsage]) -> dict[str, EndpointUsage]:
+        for name, entry in value.items():
+            check_usage_delta(entry.usage)
+            check_count(f"endpoint {name} errors", entry.errors)
+        return value
 
 
 Sample = Annotated[TrainerSample | SystemSample | EvalSample | TeacherSample, Field(discriminator="type")]
@@ -210,18 +227,6 @@ class StatusPatch(BaseModel):
     problem: str | None = None
     http_error: str | None = None
     reset: bool = False  # the state was replaced (a run started or resumed): viewers take a snapshot
-
-
-def zero_counters() -> dict[str, int]:
-    """Every counter at 0."""
-    return dict.fromkeys(COUNTER_NAMES, 0)
-
-
-def zero_usage() -> dict[str, float | int | None]:
-    """Every usage field at 0 (the cost at 0.0: known, nothing spent)."""
-    usage: dict[str, float | int | None] = dict.fromkeys(USAGE_COUNT_NAMES, 0)
-    usage[COST_FIELD] = 0.0
-    return usage
 
 
 class TrainerState(TrainerGauges):
@@ -273,6 +278,19 @@ class RunState(BaseModel):
     best_round: int | None = None
     teacher_endpoints: dict[str, EndpointUsage] = Field(default_factory=dict)  # a pool's usage, by endpoint
 
+    @model_validator(mode="before")
+    @classmethod
+    def _totals_in_bounds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            clamp_totals("run state", data.get("counters"), data.get("usage"))
+            endpoints = data.get("teacher_endpoints")
+            for name, entry in endpoints.items() if isinstance(endpoints, dict) else ():
+                if isinstance(entry, dict):
+                    errors = {"errors": entry["errors"]} if "errors" in entry else {}
+                    clamp_totals(f"run state, endpoint {name}", errors, entry.get("usage"))
+                    entry.update(errors)
+        return data
+
     def gpu_summary(self) -> dict[str, float | None]:
         """The HTTP API's ``gpu_summary``: VRAM summed over GPUs, utilisation averaged; ``None`` when none."""
         if not self.gpus:
@@ -283,24 +301,6 @@ class RunState(BaseModel):
             "vram_total_mb": round(sum(g.vram_total_mb for g in self.gpus), 1),
             "util_pct": round(sum(utils) / len(utils), 1) if utils else None,
         }
-
-
-def add_deltas(
-    counters: dict[str, int],
-    usage: dict[str, float | int | None],
-    counters_delta: Mapping[str, int],
-    usage_delta: Mapping[str, float | int | None],
-) -> None:
-    """Add an event's deltas to running totals (in place): how every total in the project is summed."""
-    for name, delta in counters_delta.items():
-        counters[name] = counters.get(name, 0) + delta
-    for name, value in usage_delta.items():
-        if name == COST_FIELD:
-            # Unknown is sticky: once any part of the cost is unknown, the total is unknown.
-            current = usage.get(COST_FIELD, 0.0)
-            usage[COST_FIELD] = None if value is None or current is None else current + value
-        else:
-            usage[name] = (usage.get(name) or 0) + (value or 0)
 
 
 def status_after(event_type: str, level: str) -> Status | None:

@@ -2,7 +2,8 @@
 
 Also the atomic replace (temp file in the same folder, fsync, rename, fsync of the folder) used for
 ``state.json``, ``ledger.json``, ``bus.json`` and ``config.json``, so a reader or a kill -9 never sees
-half a file, and a crash cannot undo the rename.
+half a file, and a crash cannot undo the rename. A kill -9 between the temp file and the rename leaves
+the temp file behind: :func:`remove_orphan_temps` clears them where no writer can be at work.
 """
 
 from __future__ import annotations
@@ -10,12 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+_TEMP_SUFFIX = ".tmp"
+# What mkstemp names the atomic write's temp file: ".<target>." + eight characters of its alphabet + ".tmp".
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
@@ -39,7 +47,7 @@ def atomic_write_bytes(
     """Replace ``path`` with ``data`` atomically: a reader sees the old file or the new one, never a mix.
     The one atomic write of the project (every file it writes under a home is ``mode`` 0600)."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TEMP_SUFFIX, dir=target.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
@@ -54,6 +62,32 @@ def atomic_write_bytes(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_orphan_temps(
+    folder: str | os.PathLike[str], *, recursive: bool = False, min_age_s: float = 0.0
+) -> list[Path]:
+    """Delete the temp files that :func:`atomic_write_bytes` left in ``folder`` (and below it when
+    ``recursive``) when it was killed before its rename; returns them. Only where no writer can be at
+    work (the home's lock held, the run not running); ``min_age_s`` spares the files younger than that,
+    where another process (an editor of config.yaml) may write. A missing folder has none."""
+    removed: list[Path] = []
+    oldest = time.time() - min_age_s  # file times are wall-clock times
+    for root, dirs, files in os.walk(folder):
+        if not recursive:
+            dirs.clear()
+        for name in files:
+            if not _TEMP_NAME.fullmatch(name):
+                continue
+            path = Path(root) / name
+            try:
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime <= oldest:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

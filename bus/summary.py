@@ -8,11 +8,13 @@ per-round summaries in the state: the best round and its adapter's held-out pass
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from heidi_engine.bus.ledger import LedgerLost, stored_state
 from heidi_engine.bus.state import EvalSample, RunState
 
-__all__ = ["best_eval", "duration_s", "run_summary"]
+__all__ = ["best_eval", "duration_s", "folder_summary", "run_summary"]
 
 
 def _when(ts: str | None) -> datetime | None:
@@ -58,3 +60,12 @@ def run_summary(run_id: str, state: RunState | None) -> dict[str, Any]:
         "best_pass_at_1": adapter.val_pass_at_1 if adapter is not None else None,
         "best_val_loss": adapter.val_loss if adapter is not None else None,
     }
+
+
+def folder_summary(folder: Path) -> dict[str, Any]:
+    """:func:`run_summary` of a run folder: from its ``state.json``, or its ledger where that cannot be
+    read; "unknown" with the reason (``problem``) when neither can tell the run's totals."""
+    try:
+        return run_summary(folder.name, stored_state(folder))
+    except LedgerLost as exc:
+        return {**run_summary(folder.name, None), "problem": str(exc)}

@@ -9,8 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import zmq
 from harness import wait_until
 
+from heidi_engine.bus.codec import encode
 from heidi_engine.bus.connection import new_bus_info, read_bus_info, write_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import ControlTimeout
@@ -126,3 +128,45 @@ def test_control_times_out_against_silent_peer_then_recovers(home: Path) -> None
         client.close()
     finally:
         peer.wait(30)
+
+
+def test_ingress_is_bounded_in_bytes_while_its_owner_cannot_take_and_loses_nothing(home: Path) -> None:
+    """A supervisor that cannot take ingress now (a full disk) still moves what arrives into its buffer,
+    up to the budget (bodies and each entry's own cost); the rest waits in the socket and the senders'
+    queues, and everything is taken later, once each and in order."""
+    info = new_bus_info(home, 1)
+    write_bus_info(home, info)
+    budget = 1024 * 1024
+    server = BusServer(info, ingress_hwm=4, ingress_budget=budget)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 1000)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(info.ingress)
+    text = "x" * 2000
+    try:
+        for n in range(200):  # about 18 KiB each: 3.6 MiB in all, over three budgets
+            events = [Event(run_id=RUN, stage="generate", event_type="progress", message=f"m{n}.{i} {text[:400]}")
+                      for i in range(30)]
+            push.send_multipart(encode(info.key, "event", events, sender="agent", session="s", seq=n + 1))
+        largest = 0
+        for _ in range(100):  # the loop while held: control only, yet ingress is moved into the buffer
+            assert not server.wait(0.01, ingress=False).ingress
+            largest = max(largest, server.buffered_bytes)
+        assert budget // 2 < largest <= budget + 64 * 1024 + 512, largest
+        got: list[str] = []
+        wait_until(lambda: server.wait(0.05).ingress and bool(take(server, got)) and len(got) >= 200 * 30, 60, 0.0,
+                   "everything taken")
+        assert got == [f"m{n}.{i}" for n in range(200) for i in range(30)]
+        assert server.buffered_bytes == 0 and not server.bad.counts
+    finally:
+        push.close()
+        ctx.term()
+        server.close()
+
+
+def take(server: BusServer, into: list[str]) -> int:
+    before = len(into)
+    for _header, body in server.recv_ingress():
+        into.extend(e.message.split()[0] for e in server.decode_ingress_events(body))
+    return len(into) - before

@@ -7,9 +7,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from heidi_engine.bus.journal import event_files, read_events
-from heidi_engine.bus.ledger import LEDGER_FILE, Ledger, load_ledger, replay
-from heidi_engine.bus.state import RunState
+import pytest
+
+from heidi_engine.bus.event import Event
+from heidi_engine.bus.journal import event_files, log_is_whole, read_events
+from heidi_engine.bus.ledger import LEDGER_FILE, Ledger, LedgerLost, Totals, load_ledger, replay, stored_state
+from heidi_engine.bus.state import RunState, apply_events
 from heidi_engine.supervisor.persister import Persister
 
 RUN = "run_20240215_123456_abc12345"
@@ -113,3 +116,122 @@ def test_readers_start_from_the_ledger_and_read_only_what_follows_it(tmp_path: P
     with open(tmp_path / "events.jsonl", "ab") as handle:
         handle.write((json.dumps(record(301)) + "\n").encode())
     assert load_ledger(tmp_path).counters["teacher_generated"] == 12346
+
+
+# -- a lost ledger ----------------------------------------------------------------------------------
+
+
+class Run:
+    """A run written as the supervisor writes it: events through a persister, folded into a state that is
+    saved with the ledger; ``kill`` leaves the files as a kill -9 would."""
+
+    def __init__(self, run_dir: Path, *, max_bytes: int = 4096, retention: int = 1) -> None:
+        self.persister = Persister(run_dir, max_bytes=max_bytes, retention=retention)
+        self.state = RunState(run_id=RUN, status="running", total_rounds=2)
+        self.i = 0
+
+    def emit(self, stage: str, round_no: int, kind: str = "progress", level: str = "info") -> None:
+        self.i += 1
+        rec = record(self.i, stage=stage, round_no=round_no, kind=kind, level=level)
+        if kind == "progress" and stage != "generate":
+            rec["counters_delta"], rec["usage_delta"] = {"validated_ok": 1}, {}
+        self.persister.append_events([rec])
+        apply_events(self.state, [(Event.model_validate(rec), rec)])
+
+    def stage(self, round_no: int, stage: str, items: int, *, end: bool = True) -> None:
+        self.emit(stage, round_no, "stage_start")
+        for n in range(items):
+            self.emit(stage, round_no)
+            if n % 3 == 2:  # the supervisor saves state.json and the ledger about once a second
+                self.persister.write_state(self.state)
+        if end:
+            self.emit(stage, round_no, "stage_end", "success")
+
+    def kill(self) -> None:
+        del self.persister
+
+
+def killed_in_round_2(run_dir: Path, *, items: int = 8, last_stage_items: int = 5) -> Run:
+    """A run killed in round 2's validate stage, after rotation deleted generations (retention 1)."""
+    run = Run(run_dir)
+    run.emit("round_start", 0, "pipeline_start")
+    for round_no in (1, 2):
+        run.emit("round_start", round_no, "stage_start")
+        for stage in ("generate", "validate", "train", "eval"):
+            if (round_no, stage) == (2, "validate"):
+                run.stage(round_no, stage, last_stage_items, end=False)
+                run.persister.write_state(run.state)
+                run.emit(stage, round_no)  # written after the last save: only the log has it
+                run.kill()
+                assert not log_is_whole(run_dir), "rotation should have deleted generations"
+                return run
+            run.stage(round_no, stage, items)
+        run.emit("round_end", round_no, "stage_end", "success")
+    raise AssertionError("unreachable")
+
+
+def test_a_lost_ledger_is_rebuilt_from_state_json_and_the_events_after_it(tmp_path: Path) -> None:
+    killed_in_round_2(tmp_path)
+    whole = load_ledger(tmp_path)  # what the ledger knew: the truth
+    assert whole.done() == {(1, s) for s in ("generate", "validate", "train", "eval", "round_end")} | {(2, "generate")}
+    for damage in ("removed", "truncated"):
+        saved = (tmp_path / LEDGER_FILE).read_bytes()
+        if damage == "removed":
+            (tmp_path / LEDGER_FILE).unlink()
+        else:
+            (tmp_path / LEDGER_FILE).write_bytes(saved[: len(saved) // 2])
+        rebuilt = load_ledger(tmp_path)
+        assert rebuilt.counters == whole.counters and rebuilt.usage == whole.usage, damage
+        assert rebuilt.done() == whole.done(), damage
+        # What the stage to resume already counted is exact, so it counts nothing twice.
+        assert rebuilt.totals("validate", 2) == whole.totals("validate", 2) == Totals(counters={"validated_ok": 6})
+        assert abs(rebuilt.stage_cost("generate") - whole.stage_cost("generate")) < 1e-9  # the budget's spend
+        assert rebuilt.event_count == whole.event_count and rebuilt.position == whole.position
+        (tmp_path / LEDGER_FILE).write_bytes(saved)
+
+
+def test_a_lost_ledger_is_refused_when_state_json_cannot_stand_in(tmp_path: Path) -> None:
+    killed_in_round_2(tmp_path)
+    truth = load_ledger(tmp_path)
+    state_bytes = (tmp_path / "state.json").read_bytes()
+    (tmp_path / LEDGER_FILE).unlink()
+    state = RunState.model_validate_json(state_bytes)
+    cases = {
+        "it is missing or unreadable": b"",
+        "it holds no event to find its place in the log by": state.model_copy(update={"recent_events": []}),
+        "ends with an event that the event files no longer hold": state.model_copy(
+            update={"recent_events": [*state.recent_events[:-1], {**state.recent_events[-1], "message": "x"}]}),
+    }
+    for reason, damaged in cases.items():
+        data = damaged if isinstance(damaged, bytes) else damaged.model_dump_json().encode()
+        (tmp_path / "state.json").write_bytes(data)
+        with pytest.raises(LedgerLost) as lost:
+            load_ledger(tmp_path)
+        text = str(lost.value)
+        assert reason in text and "ledger.json is missing" in text and "state.json cannot stand in" in text
+        assert f"echo '{{}}' > {tmp_path / LEDGER_FILE}" in text and "\n" not in text
+    # The operator's choice: an empty ledger counts what the event files still hold, and no more.
+    (tmp_path / "state.json").write_bytes(state_bytes)
+    (tmp_path / LEDGER_FILE).write_text("{}")
+    partial = load_ledger(tmp_path)
+    assert 0 < partial.counters["validated_ok"] < truth.counters["validated_ok"]
+
+
+def test_a_stage_begun_in_a_deleted_file_cannot_be_resumed_from_state_json(tmp_path: Path) -> None:
+    killed_in_round_2(tmp_path, last_stage_items=30)  # validate's start is more than a generation back
+    (tmp_path / LEDGER_FILE).unlink()
+    with pytest.raises(LedgerLost, match="what validate of round 2 counted began in a deleted event file"):
+        load_ledger(tmp_path)
+
+
+def test_an_empty_state_json_is_told_by_the_ledger(tmp_path: Path) -> None:
+    run = Run(tmp_path)
+    run.emit("round_start", 0, "pipeline_start")
+    run.stage(1, "generate", 4, end=False)
+    run.persister.write_config({"ROUNDS": 3, "SEED": 7})
+    run.persister.close(run.state)
+    (tmp_path / "state.json").write_bytes(b"")
+    state = stored_state(tmp_path)
+    assert state is not None and state.run_id == RUN and state.status == "running"
+    assert state.counters["teacher_generated"] == 4 and state.total_rounds == 3 and state.config["SEED"] == 7
+    assert stored_state(tmp_path / "nothing") is None
