@@ -33,7 +33,13 @@ from heidi_engine.supervisor.facade import COMMANDS_PER_TICK, CommandFacade
 from heidi_engine.supervisor.http_child import HttpChild
 from heidi_engine.supervisor.intake import INGEST_BATCH, Intake
 from heidi_engine.supervisor.process import terminate_group
-from heidi_engine.supervisor.runs import last_resumable, record_interruption, recover_stale_runs, runs_root
+from heidi_engine.supervisor.runs import (
+    clear_orphan_temps,
+    last_resumable,
+    record_interruption,
+    recover_stale_runs,
+    runs_root,
+)
 from heidi_engine.supervisor.sampler import Sampler
 from heidi_engine.supervisor.signals import SignalLatch
 
@@ -76,9 +82,11 @@ class Supervisor(CommandFacade):
         self.signals.note(signum)
 
     def recover_stale_runs(self) -> list[str]:
-        """Mark runs left active by a dead supervisor ``interrupted`` (their stale agents killed), record
-        that in each one's event log, and show the newest resumable run until another starts."""
+        """Mark runs left active by a dead supervisor ``interrupted`` (their stale agents killed), remove
+        the temp files that killed writes left, record the interruption in each one's event log, and show
+        the newest resumable run until another starts."""
         recovered = recover_stale_runs(self.home)
+        clear_orphan_temps(self.home)
         for name in recovered:
             record_interruption(runs_root(self.home) / name, os.getpid())
         last = last_resumable(self.home)

@@ -16,12 +16,13 @@ from typing import Any
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.server import BusServer
+from heidi_engine.bus.summary import folder_summary
 from heidi_engine.supervisor.commands import execute
 from heidi_engine.supervisor.current_run import CurrentRun
 from heidi_engine.supervisor.http_child import HttpChild
 from heidi_engine.supervisor.ingress import IngressGate
 from heidi_engine.supervisor.run_builder import RunBuilder
-from heidi_engine.supervisor.runs import run_dirs, summarize
+from heidi_engine.supervisor.runs import ledger_bytes, run_dirs
 
 __all__ = ["COMMANDS_PER_TICK", "CommandFacade"]
 
@@ -76,6 +77,7 @@ class CommandFacade(CurrentRun):
             "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
             "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.gate.refused),
             "health": "degraded" if self.problems.text else "ok", "problem": self.problems.text,
+            "ledger_bytes": ledger_bytes(self.home, state.run_id),
             "http": None if self.http_child is None else self.http_child.describe(),
             "sandbox_warning": sandbox_warning(state.config),
         }
@@ -86,7 +88,7 @@ class CommandFacade(CurrentRun):
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Every run of this home, newest first."""
-        return [summarize(folder) for folder in run_dirs(self.home)]
+        return [folder_summary(folder) for folder in run_dirs(self.home)]
 
     # -- new and resumed runs ----------------------------------------------------------------------
 

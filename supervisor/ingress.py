@@ -3,15 +3,23 @@
 An agent speaks only for its own stage of the current run. Events that only the supervisor may write
 (the pipeline's and the stages' starts and ends), events and samples of another run (or of no active
 run), and machine samples (the supervisor samples the machine itself) are refused and counted by reason;
-the counts are the ``status`` command's ``refused_events``.
+the counts are the ``status`` command's ``refused_events``. So are numbers out of the run's bounds: an
+event or sample of a round past ``total_rounds + 1`` (``bad_round``: the ledger and the state keep
+entries per round, and must stay small) and an event or teacher sample that would carry a total past its bound (``bad_value``).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+from heidi_engine.bus.state import ACTIVE_STATUSES, RunState, TeacherSample
+from heidi_engine.bus.totals import add_deltas, overflow
+
+log = logging.getLogger(__name__)
+_LOG_EVERY_S = 60.0
 
 __all__ = ["SUPERVISOR_ONLY", "IngressGate"]
 
@@ -23,10 +31,21 @@ class IngressGate:
 
     def __init__(self) -> None:
         self.refused: Counter[str] = Counter()
+        self._logged: dict[str, float] = {}
+        # The run's totals with every event kept since :meth:`begin`, which the state may not hold yet.
+        self._totals: tuple[dict[str, int], dict[str, float | int | None]] | None = None
 
-    def refuse(self, reason: str) -> None:
-        """Count one refused message."""
+    def begin(self) -> None:
+        """Start a new take from ingress: totals are read from the state again at the first event."""
+        self._totals = None
+
+    def refuse(self, reason: str, detail: str = "") -> None:
+        """Count one refused message; with ``detail``, say why in the log (once a minute per reason)."""
         self.refused[reason] += 1
+        now = time.monotonic()
+        if detail and now - self._logged.get(reason, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._logged[reason] = now
+            log.warning("refused %s (%s, %d so far)", detail, reason, self.refused[reason])
 
     def foreign(self, state: RunState, run_id: str) -> bool:
         """True (and counted) when ``run_id`` is not the active run's."""
@@ -36,11 +55,49 @@ class IngressGate:
         return True
 
     def events(self, state: RunState, events: list[Event]) -> list[Event]:
-        """The events an agent may send, in order; the others refused."""
+        """The events an agent may send, in order; the others refused.
+
+        Totals are checked with every event kept since :meth:`begin` too: the caller hands kept events to
+        the state in batches, so several calls may come before the state holds them.
+        """
         kept = []
+        last_round = state.total_rounds + 1
         for event in events:
             if event.event_type in SUPERVISOR_ONLY:
                 self.refuse("supervisor_only")
-            elif not self.foreign(state, event.run_id):
+            elif self.foreign(state, event.run_id):
+                continue
+            elif event.round > last_round:
+                self.refuse("bad_round", f"an event of round {event.round} from {event.stage}: this run has {state.total_rounds}")
+            elif event.counters_delta or event.usage_delta:
+                if self._totals is None:
+                    self._totals = dict(state.counters), dict(state.usage)
+                counters, usage = self._totals
+                name = overflow(counters, usage, event.counters_delta, event.usage_delta)
+                if name is not None:
+                    self.refuse("bad_value", f"an event from {event.stage}: it would carry the run's {name} past its bound")
+                    continue
+                add_deltas(counters, usage, event.counters_delta, event.usage_delta)
+                kept.append(event)
+            else:
                 kept.append(event)
         return kept
+
+    def round_fits(self, state: RunState, round_no: int, what: str) -> bool:
+        """True when ``round_no`` is one of the run's (at most ``total_rounds + 1``); else refused."""
+        if round_no <= state.total_rounds + 1:
+            return True
+        self.refuse("bad_round", f"{what} of round {round_no}: this run has {state.total_rounds}")
+        return False
+
+    def sample_fits(self, state: RunState, sample: TeacherSample) -> bool:
+        """True when no endpoint's totals would pass their bound with ``sample``'s deltas; else refused."""
+        for name, delta in sample.endpoints.items():
+            entry = state.teacher_endpoints.get(name)
+            if entry is None:
+                continue
+            total = overflow({"errors": entry.errors}, entry.usage, {"errors": delta.errors}, delta.usage)
+            if total is not None:
+                self.refuse("bad_value", f"a teacher sample: it would carry {name}'s {total} past its bound")
+                return False
+        return True

@@ -43,6 +43,7 @@ class Intake:
     def ingest(self) -> None:
         """One loop step's worth: up to about :data:`INGEST_BATCH` messages."""
         host = self.host
+        self.gate.begin()
         batch: list[Event] = []
         taken = 0
         while taken < INGEST_BATCH:
@@ -68,7 +69,11 @@ class Intake:
                 if isinstance(body, SystemSample):
                     self.gate.refuse("system_sample")  # only the supervisor samples the machine
                 elif isinstance(body, (TrainerSample, EvalSample, TeacherSample)):
-                    if not self.gate.foreign(host.state, body.run_id or ""):
+                    if not self.gate.foreign(host.state, body.run_id or "") and (
+                        self.gate.sample_fits(host.state, body)
+                        if isinstance(body, TeacherSample)
+                        else self.gate.round_fits(host.state, body.round, f"a {body.type} sample")
+                    ):
                         host.agent_heard(header.sender, None)
                         host.accept_sample(body)
                 elif isinstance(body, AgentStatus) and (

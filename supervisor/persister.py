@@ -10,7 +10,10 @@ every file is 0600, and every rename is followed by an fsync of the folder.
 
 Write errors (a full disk) leave every file valid and are raised for the broker to handle: events that
 did not reach the disk are reported by :class:`PersistError` so that none is taken as written; metric
-lines that could not be written wait in a bounded buffer and go out with the next successful write.
+lines that could not be written wait in a bounded buffer and go out with the next successful write. A
+failed write of ``state.json`` (or the ledger) is tried again each second whether or not the state
+changed since, and until one succeeds every check raises its error again (:class:`StateBehind`): a write
+skipped because a second has not passed does not make the files current.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ class PersistError(OSError):
         super().__init__(cause.errno, cause.strerror or str(cause))
         self.written = written
         self.cause = cause
+
+
+class StateBehind(OSError):
+    """``state.json`` (or the ledger) is behind: its last write failed, and no write succeeded since."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
 
 
 # One encoder for every line: json.dumps with options builds a new encoder per call.
@@ -88,6 +98,7 @@ class Persister:
         self.metrics_dropped = 0
         self._dirty = False
         self._last_state_write = float("-inf")
+        self._state_error: OSError | None = None  # the last state write's failure, until one succeeds
         self.rotations = 0
 
     @classmethod
@@ -160,9 +171,13 @@ class Persister:
         try:
             fd = open_private_append(base)
         except OSError:
-            # Not even a new file fits: put the full one back, so the log keeps one current file.
+            # Not even a new file fits: put the full one back and the generations where they were, so the
+            # log keeps one current file and its generations no gap (a gap reads as generations deleted).
             with contextlib.suppress(OSError):
                 os.replace(f"{base}.1", base)
+                for gen in range(1, self.retention):
+                    if Path(f"{base}.{gen + 1}").exists():
+                        os.replace(f"{base}.{gen + 1}", f"{base}.{gen}")
             raise
         os.close(self._events_fd)
         self._events_fd = fd
@@ -226,18 +241,27 @@ class Persister:
         self._dirty = True
 
     def maybe_write_state(self, state: RunState) -> bool:
-        """Write ``state.json`` if it changed and the last write (or try) is a second old."""
-        if self._dirty and self.clock() - self._last_state_write >= STATE_INTERVAL_S:
+        """Write ``state.json`` if it changed, or its last write failed, and the last write (or try) is a
+        second old. Raises :class:`StateBehind` when it is not written now and the last write failed."""
+        failed = self._state_error
+        if (self._dirty or failed is not None) and self.clock() - self._last_state_write >= STATE_INTERVAL_S:
             self.write_state(state)
             return True
+        if failed is not None:
+            raise StateBehind(failed)
         return False
 
     def write_state(self, state: RunState) -> None:
         """Write ``state.json`` and the ledger now (stage boundaries, status changes, shutdown)."""
         self._last_state_write = self.clock()
-        os.fsync(self._events_fd)
-        atomic_write_json(self.run_dir / STATE_FILE, state.model_dump(mode="json"), indent=None)
-        self._save_ledger()
+        try:
+            os.fsync(self._events_fd)
+            atomic_write_json(self.run_dir / STATE_FILE, state.model_dump(mode="json"), indent=None)
+            self._save_ledger()
+        except OSError as exc:
+            self._state_error = exc
+            raise
+        self._state_error = None
         self._dirty = False
 
     def write_config(self, config: dict[str, Any]) -> None:

@@ -15,14 +15,13 @@ from pathlib import Path
 from heidi_engine.bus.config import AutoTrainConfig, load_config
 from heidi_engine.bus.event import new_run_id, utc_now_iso
 from heidi_engine.bus.isolation import SandboxUnavailable, choose_sandbox
-from heidi_engine.bus.journal import load_state_file
-from heidi_engine.bus.ledger import replay
+from heidi_engine.bus.ledger import LedgerLost, replay, stored_state
 from heidi_engine.bus.state import RunState
 from heidi_engine.supervisor.commands import Refused
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.pipeline import DriverSettings, Pipeline, RunHost
 from heidi_engine.supervisor.process import agent_argv, agent_env
-from heidi_engine.supervisor.runs import find_resumable, mark_failed, runs_root
+from heidi_engine.supervisor.runs import clear_orphan_temps, find_resumable, mark_failed, runs_root
 from heidi_engine.supervisor.spool import why
 
 __all__ = ["BuiltRun", "RunBuilder"]
@@ -104,13 +103,19 @@ class RunBuilder:
         from its last completed stage.
 
         Its totals come from the run's ledger plus the events written after it, never from the whole log:
-        the answer comes at once whatever the run's length.
+        the answer comes at once whatever the run's length. A lost ledger is rebuilt from ``state.json``
+        where it can be, or the resume is refused saying why and how to count again; a lost
+        ``state.json`` is told by the ledger.
         """
         try:
             run_dir = find_resumable(self.home, run_id)
         except LookupError as exc:
             raise Refused(str(exc)) from None
-        saved = load_state_file(run_dir) or RunState()
+        clear_orphan_temps(self.home, run_dir)
+        try:
+            saved = stored_state(run_dir) or RunState()
+        except LedgerLost as exc:
+            raise Refused(f"cannot resume {exc}") from None
         # The run keeps its own settings; redacted values (credentials) come again from config.yaml/env.
         overrides = {k: "" if v is None else str(v) for k, v in saved.config.items()
                      if not (isinstance(v, str) and "[REDACTED" in v)}
@@ -119,6 +124,8 @@ class RunBuilder:
             persister = Persister.sized(run_dir, config.EVENT_LOG_MAX_SIZE_MB, config.EVENT_LOG_RETENTION)
         except OSError as exc:
             raise Refused(f"cannot resume {run_dir.name}: {why(exc)}") from None
+        except LedgerLost as exc:
+            raise Refused(f"cannot resume {exc}") from None
         state = replay(run_dir, persister.ledger)
         done = persister.ledger.done()
         pipeline = self.new_pipeline(run_dir, config, done, resume=True)

@@ -1,10 +1,15 @@
-"""The runs of a home: listing them, finding the one to resume, and recovering those a crash left active."""
+"""The runs of a home: listing them, finding the one to resume, recovering those a crash left active, and
+clearing the temp files a kill left.
+
+A run whose ``state.json`` cannot be read is told by its ledger (:func:`~heidi_engine.bus.ledger.stored_state`):
+it is listed, recovered and resumed like any other. One whose ledger is lost as well, with its event log
+rotated, is listed ``unknown`` with the reason, and a resume is refused with it.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from heidi_engine.bus.config import AutoTrainConfig
 from heidi_engine.bus.event import Event, is_run_id, utc_now_iso
@@ -14,11 +19,11 @@ from heidi_engine.bus.journal import (
     STATE_FILE,
     load_state_file,
     repair_torn_tail,
+    tail_records,
 )
-from heidi_engine.bus.ledger import load_ledger
-from heidi_engine.bus.state import ACTIVE_STATUSES, RunState, apply_event
-from heidi_engine.bus.storage import atomic_write_json
-from heidi_engine.bus.summary import run_summary
+from heidi_engine.bus.ledger import LEDGER_FILE, LedgerLost, load_ledger, stored_state
+from heidi_engine.bus.state import ACTIVE_STATUSES, RECENT_EVENTS, RunState, apply_event
+from heidi_engine.bus.storage import atomic_write_json, remove_orphan_temps
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.process import kill_stale_group
 
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
 RESUMABLE = frozenset({"stopped", "interrupted", "failed"})
+HOME_TEMP_AGE_S = 60.0  # a younger temp file in the home or keys/ may be another command's (config.yaml)
 
 
 def runs_root(home: Path) -> Path:
@@ -41,26 +47,60 @@ def run_dirs(home: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), key=lambda p: p.name, reverse=True)
 
 
-def summarize(run_dir: Path) -> dict[str, Any]:
-    """What ``list_runs`` shows of one run."""
-    return run_summary(run_dir.name, load_state_file(run_dir))
+def _readable(folder: Path) -> RunState | None:
+    try:
+        return stored_state(folder)
+    except LedgerLost:
+        return None
 
 
 def find_resumable(home: Path, run_id: str | None) -> Path:
     """The run to resume: ``run_id`` if given (it must exist and be resumable), else the newest resumable."""
     if run_id is not None:
         folder = runs_root(home) / run_id
-        state = load_state_file(folder) if folder.is_dir() else None
-        if state is None:
+        if not folder.is_dir():
             raise LookupError(f"no run {run_id} in {runs_root(home)}")
+        try:
+            state = stored_state(folder)
+        except LedgerLost as exc:
+            raise LookupError(f"cannot resume {exc}") from None
+        if state is None:
+            raise LookupError(f"no run {run_id} in {runs_root(home)}: neither {STATE_FILE} nor {LEDGER_FILE} "
+                              "tells of one")
         if state.status not in RESUMABLE:
             raise LookupError(f"run {run_id} is {state.status}; only stopped, interrupted or failed runs resume")
         return folder
     for folder in run_dirs(home):
-        state = load_state_file(folder)
+        state = _readable(folder)
         if state is not None and state.status in RESUMABLE:
             return folder
     raise LookupError("no stopped, interrupted or failed run to resume")
+
+
+def clear_orphan_temps(home: Path, run_dir: Path | None = None) -> list[Path]:
+    """Remove what atomic writes killed before their rename left: in ``run_dir`` (a run about to be
+    resumed), or (``None``, at the supervisor's start) in every run folder and the home's own folders."""
+    if run_dir is not None:
+        removed = remove_orphan_temps(run_dir, recursive=True)
+    else:
+        removed = remove_orphan_temps(home, min_age_s=HOME_TEMP_AGE_S)
+        removed += remove_orphan_temps(home / "keys", min_age_s=HOME_TEMP_AGE_S)  # issuing a client writes there
+        removed += remove_orphan_temps(home / "run")  # bus.json: only the lock's holder writes it
+        for folder in run_dirs(home):
+            removed += remove_orphan_temps(folder, recursive=True)
+    for path in removed:
+        log.warning("removed %s, left by a write that was killed", path)
+    return removed
+
+
+def ledger_bytes(home: Path, run_id: str | None) -> int | None:
+    """The size of a run's ``ledger.json`` in bytes (``None`` without a run or a ledger)."""
+    if run_id is None:
+        return None
+    try:
+        return (runs_root(home) / run_id / LEDGER_FILE).stat().st_size
+    except OSError:
+        return None
 
 
 def mark_failed(run_dir: Path, state: RunState, reason: str) -> None:
@@ -78,7 +118,7 @@ def recover_stale_runs(home: Path) -> list[str]:
     carrying the run id), cut torn last lines, and mark them ``interrupted``. Returns their ids."""
     recovered = []
     for folder in run_dirs(home):
-        saved = load_state_file(folder)
+        saved = _readable(folder)  # an unreadable state.json is rebuilt from the ledger, and written again
         if saved is None or saved.status not in ACTIVE_STATUSES:
             continue
         for agent in saved.agents.values():
@@ -87,8 +127,13 @@ def recover_stale_runs(home: Path) -> list[str]:
         for name in (EVENTS_FILE, METRICS_FILE):
             if repair_torn_tail(folder / name):
                 log.warning("%s/%s: cut a torn last line", folder.name, name)
-        # The events written after the dead supervisor's last save count too.
-        load_ledger(folder).fill(saved)
+        # The events written after the dead supervisor's last save count too; the latest events go with
+        # them, so that state.json's last event is where its totals stand (what stands in for a lost ledger).
+        try:
+            load_ledger(folder).fill(saved)
+            saved.recent_events = tail_records(folder, RECENT_EVENTS)
+        except LedgerLost as exc:
+            log.error("%s", exc)
         saved.status, saved.agents = "interrupted", {}
         saved.stop_requested = saved.pause_requested = False
         saved.updated_at = utc_now_iso()
@@ -118,12 +163,14 @@ def record_interruption(run_dir: Path, pid: int) -> None:
         persister.close(apply_event(saved, event))
     except OSError as exc:
         log.error("cannot record the interruption of %s: %s", run_dir.name, exc.strerror or exc)
+    except LedgerLost as exc:
+        log.error("cannot record the interruption of %s", exc)
 
 
 def last_resumable(home: Path) -> RunState | None:
     """The newest run's state when it can be resumed (interrupted, stopped or failed), else ``None``."""
     for folder in run_dirs(home)[:1]:
-        saved = load_state_file(folder)
+        saved = _readable(folder)
         if saved is not None and saved.status in RESUMABLE:
             return saved
     return None

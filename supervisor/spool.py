@@ -1,7 +1,8 @@
 """The spool: the persister behind a buffer, so that a full disk loses nothing and stops nothing.
 
 Events that could not be written wait here, in order, and everything accepted later waits behind them
-(the broker stops reading ingress meanwhile, so agents wait in their sockets rather than fill memory).
+(the broker stops taking ingress meanwhile: what agents send waits in the bus server's ingress buffer,
+bounded in bytes, then in their own sockets, rather than fill memory).
 Each second :meth:`Spool.retry` writes what it can; only what reached the disk is handed back to be
 applied and published, so write-ahead holds throughout. Every write site reports its outcome to the
 supervisor's health (``report(site, problem)``): a failure sets the problem, the next success clears it.

@@ -24,7 +24,8 @@ from heidi_engine.bus.connection import (
     use_bus_file,
 )
 from heidi_engine.bus.event import is_run_id
-from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_NO_SUPERVISOR, EXIT_OK
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_NO_SUPERVISOR, EXIT_OK
+from heidi_engine.bus.ledger import LedgerLost
 from heidi_engine.bus.options import add_bus_option, add_home_option, command_parser, resolve_home
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard.app import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
@@ -174,7 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_USAGE
     source: Source
     if folder is not None:
-        source = ReplaySource(folder, f"runs/{folder.name}")
+        try:
+            source = ReplaySource(folder, f"runs/{folder.name}")
+        except LedgerLost as exc:  # its totals cannot be told: one line saying why, never a wrong count
+            print(f"autotrain-dash: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
     elif args.once:
         return _once_live(home, args.view, Console())
     else:

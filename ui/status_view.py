@@ -183,6 +183,9 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
         rows.append(("last event", _text(status.get("last_event_ts") or "-")))
+        ledger = status.get("ledger_bytes")
+        if isinstance(ledger, int):
+            rows.append(("ledger", f"{ledger:,} bytes"))
         if status.get("sandbox_warning"):
             rows.append(("warning", _text(status["sandbox_warning"])))
     gpu = dict(status.get("gpu_summary") or {})
@@ -241,6 +244,8 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
             f"{_duration(duration):<9} {_cost(run.get('estimated_cost_usd')):<10} {shown:<17} "
             f"{f'{loss:.4f}' if isinstance(loss, float) else '-':<9}"
         )
+    # A run that cannot be read says why (a lost ledger and state.json), and how to count it again.
+    lines += [_text(run["problem"], 600) for run in runs if run.get("problem")]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ The home is a small tmpfs (root only: CI runs as root). A filler file takes the 
 moment, so every write site fails for real: events.jsonl, state.json and the ledger, metrics.jsonl, the
 agents' data files, and config.json at a start. The daemon keeps answering, its health names the cause,
 agents wait, and once the filler is gone the run completes with exactly the counters it would have had.
+With no events flowing the health stays degraded as long as the disk is full, and is ok soon after.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -100,3 +102,31 @@ def test_a_start_on_a_full_disk_is_refused_with_the_reason_and_the_next_one_work
     assert final["health"] == "ok" and final["problem"] is None
     assert sup.stop() == 0
     assert not (small_home / "run" / "bus.json").exists()
+
+
+def test_a_full_disk_with_no_events_flowing_is_degraded_all_the_while_and_ok_soon_after(
+    small_home: Path, start_supervisor: Start
+) -> None:
+    """Nothing flows, so the only writes are the state's (and the host samples'): a write skipped because
+    nothing changed, or within its second, must not make the health look ok while the disk stays full."""
+    env = agent_env(scripted("--events", "3", "--delay", "300"))  # one event, then silence
+    sup = start_supervisor(home=small_home, env=env, config="ROUNDS: 1\nSTOP_GRACE_S: 1\n").wait_ready()
+    sup.call("start")
+    wait_until(lambda: sup.status()["counters"]["teacher_generated"] == 1, 30, 0.05, "the stage's one event", sup.evidence)
+    accepted = sup.status()["accepted_events"]
+    filler = fill(small_home)
+    wait_until(lambda: (s := degraded(sup)) and "state.json" in str(s["problem"]), 10, 0.1,
+               "state.json failing on the full disk", sup.evidence)
+    polls: list[dict[str, object]] = []
+    held = time.monotonic() + 10
+    while time.monotonic() < held:  # the disk stays full for 10 s; ask twice a second or more
+        polls.append(sup.status())
+        time.sleep(0.2)
+    healthy = [p for p in polls if p["health"] != "degraded" or "cannot write state.json" not in str(p["problem"])]
+    shown = [(p["uptime_s"], p["health"], p["problem"]) for p in healthy[:5]]
+    assert not healthy, f"{len(healthy)} of {len(polls)} polls did not say the full disk: {shown}\n{sup.evidence()}"
+    assert polls[-1]["accepted_events"] == accepted and polls[-1]["status"] == "running", polls[-1]  # nothing flowed
+    filler.unlink()
+    wait_until(lambda: sup.status()["health"] == "ok", 2, 0.1, "health ok within 2 s of the space returning", sup.evidence)
+    sup.call("shutdown")
+    assert sup.stop() == 0, sup.evidence()

@@ -29,7 +29,7 @@ from rich.text import Text
 
 from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
 from heidi_engine.bus.journal import tail_records
-from heidi_engine.bus.ledger import replay
+from heidi_engine.bus.ledger import LedgerLost, replay
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard.controls import RunControl
 from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Frame, Link, Rates
@@ -156,8 +156,10 @@ class ReplaySource:
         return self._feed
 
     def refresh(self) -> None:
-        """Re-read the files (a run still being written shows its progress)."""
-        self._feed = self._load()
+        """Re-read the files (a run still being written shows its progress; one whose ledger was lost
+        meanwhile, as last read)."""
+        with contextlib.suppress(LedgerLost):
+            self._feed = self._load()
 
     def close(self) -> None:
         """Nothing is held open."""

@@ -17,9 +17,8 @@ from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.exit_status import EXIT_NO_SUPERVISOR
-from heidi_engine.bus.journal import load_state_file
 from heidi_engine.bus.redaction import default_redactor
-from heidi_engine.bus.summary import run_summary
+from heidi_engine.bus.summary import folder_summary
 from heidi_engine.ui.connect import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor
 
 __all__ = ["PROG", "SupervisorAccess", "runs_from_files"]
@@ -28,14 +27,15 @@ PROG = "autotrain-menu"
 
 
 def runs_from_files(home: Path) -> list[dict[str, Any]]:
-    """What ``list_runs`` answers, read from ``<home>/runs/*/state.json`` when no supervisor runs."""
+    """What ``list_runs`` answers, read from ``<home>/runs/*/state.json`` (or, where that cannot be read,
+    the run's ledger) when no supervisor runs."""
     root = home / "runs"
     folders = (
         sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), reverse=True)
         if root.is_dir()
         else []
     )
-    return [run_summary(folder.name, load_state_file(folder)) for folder in folders]
+    return [folder_summary(folder) for folder in folders]
 
 
 class SupervisorAccess:

@@ -119,6 +119,8 @@ class RunControl(SupervisorAccess):
             if not found:
                 return f"no run {run_id} in {self.home / 'runs'}"
             status = found[0].get("status")
+            if found[0].get("problem"):
+                return f"cannot resume {clean(str(found[0]['problem']), 600)}"
             if status not in RESUMABLE_STATUSES and status not in ACTIVE_STATUSES:
                 return f"run {run_id} is {clean(str(status))}; only stopped, interrupted or failed runs resume"
             return None

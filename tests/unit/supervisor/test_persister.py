@@ -11,7 +11,11 @@ import pytest
 
 from heidi_engine.bus.journal import event_files, iter_lines, read_events, repair_torn_tail
 from heidi_engine.bus.state import RunState
+from heidi_engine.supervisor import persister as persister_module
+from heidi_engine.supervisor.health import Problems
 from heidi_engine.supervisor.persister import Persister
+from heidi_engine.supervisor.runs import clear_orphan_temps
+from heidi_engine.supervisor.spool import Spool
 
 RUN = "run_20240215_123456_abc12345"
 
@@ -132,3 +136,59 @@ def test_full_disk_leaves_no_partial_line(tmp_path: Path, monkeypatch: pytest.Mo
     persister.append_events([record(2)])
     persister.close()
     assert [e.message for e in read_events(tmp_path)] == ["event 000000", "event 000002"]
+
+
+def test_a_failed_state_write_stays_a_problem_until_a_write_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the write skipped within the second, or because nothing changed, must not clear it."""
+    now = [100.0]
+    persister = Persister(tmp_path, max_bytes=10**6, retention=3, clock=lambda: now[0])
+    problems = Problems()
+    spool = Spool(persister, problems.report, clock=lambda: now[0])
+    state = RunState(run_id=RUN, status="running")
+    spool.write_state(state)  # a boundary: written, nothing dirty afterwards
+    real_write = persister_module.atomic_write_json
+    writes: list[str] = []
+
+    def full_disk(path: Path, obj: object, **kwargs: object) -> None:
+        writes.append(Path(path).name)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(persister_module, "atomic_write_json", full_disk)
+    now[0] += 5
+    spool.write_state(state)  # a boundary write fails; the state is not dirty
+    seen = [problems.text]
+    for _ in range(25):  # the loop asks every 100 ms: skipped within the second, tried again after it
+        now[0] += 0.1
+        spool.write_state(state, unless_recent=True)
+        seen.append(problems.text)
+    assert all(text is not None and "cannot write state.json: No space left on device" in text for text in seen), seen
+    assert writes == ["state.json"] * 3  # the boundary, then once a second though nothing changed
+    monkeypatch.setattr(persister_module, "atomic_write_json", real_write)
+    now[0] += 0.5
+    spool.write_state(state, unless_recent=True)  # still within the second: still behind
+    assert problems.text is not None
+    now[0] += 0.5
+    spool.write_state(state, unless_recent=True)  # the space is back: written, and the problem clears
+    assert problems.text is None
+    now[0] += 5
+    assert not persister.maybe_write_state(state)  # nothing changed and nothing is behind: no write
+    persister.close()
+
+
+def test_temp_files_left_by_killed_writes_are_removed_at_start(tmp_path: Path) -> None:
+    home = tmp_path
+    run = home / "runs" / RUN
+    (run / "data" / "round_1").mkdir(parents=True)
+    (home / "run").mkdir()
+    orphans = [run / ".ledger.json.k3j_9x0a.tmp", run / ".state.json.abcdefgh.tmp",
+               run / "data" / "round_1" / ".generate.jsonl.0a1b2c3d.tmp", home / "run" / ".bus.json.zz99zz99.tmp",
+               home / ".config.yaml.q1w2e3r4.tmp"]
+    kept = [run / "ledger.json", run / ".ledger.json.tmp", run / "notes.tmp", home / ".config.yaml.fresh000.tmp"]
+    for path in orphans + kept:
+        path.write_text("x")
+    os.utime(home / ".config.yaml.q1w2e3r4.tmp", (1, 1))  # only an old one: the menu may be editing config.yaml
+    assert sorted(clear_orphan_temps(home)) == sorted(orphans)
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in orphans)
+    again = run / ".state.json.12345678.tmp"
+    again.write_text("x")
+    assert clear_orphan_temps(home, run) == [again]  # before a resume: that run's folder
