@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from typing import Literal
 
-from heidi_engine.bus.event import Event
+from heidi_engine.bus.event import COST_FIELD, MAX_TOTAL, MAX_TOTAL_COST_USD, Event
 from heidi_engine.bus.state import ACTIVE_STATUSES, RunState, TeacherSample
 from heidi_engine.bus.totals import add_deltas, overflow
 
@@ -32,12 +33,23 @@ class IngressGate:
     def __init__(self) -> None:
         self.refused: Counter[str] = Counter()
         self._logged: dict[str, float] = {}
-        # The run's totals with every event kept since :meth:`begin`, which the state may not hold yet.
-        self._totals: tuple[dict[str, int], dict[str, float | int | None]] | None = None
+        # The run's totals with every event kept since :meth:`begin`, which the state may not hold yet;
+        # None until an event with deltas comes, and "far" while every total was under half its bound.
+        self._totals: tuple[dict[str, int], dict[str, float | int | None]] | Literal["far"] | None = None
 
     def begin(self) -> None:
         """Start a new take from ingress: totals are read from the state again at the first event."""
         self._totals = None
+
+    def _take_totals(self, state: RunState) -> tuple[dict[str, int], dict[str, float | int | None]] | Literal["far"]:
+        if self._totals is None:
+            # One take is at most some 65,000 events (64 messages of 1,024), each adding at most MAX_DELTA
+            # per total: about 2**47, far less than the half of a bound. Totals under it need no check.
+            far = all(v <= MAX_TOTAL // 2 for v in state.counters.values()) and all(
+                v is None or v <= (MAX_TOTAL_COST_USD if k == COST_FIELD else MAX_TOTAL) / 2 for k, v in state.usage.items()
+            )
+            self._totals = "far" if far else (dict(state.counters), dict(state.usage))
+        return self._totals
 
     def refuse(self, reason: str, detail: str = "") -> None:
         """Count one refused message; with ``detail``, say why in the log (once a minute per reason)."""
@@ -70,9 +82,11 @@ class IngressGate:
             elif event.round > last_round:
                 self.refuse("bad_round", f"an event of round {event.round} from {event.stage}: this run has {state.total_rounds}")
             elif event.counters_delta or event.usage_delta:
-                if self._totals is None:
-                    self._totals = dict(state.counters), dict(state.usage)
-                counters, usage = self._totals
+                totals = self._take_totals(state)
+                if totals == "far":
+                    kept.append(event)
+                    continue
+                counters, usage = totals
                 name = overflow(counters, usage, event.counters_delta, event.usage_delta)
                 if name is not None:
                     self.refuse("bad_value", f"an event from {event.stage}: it would carry the run's {name} past its bound")
