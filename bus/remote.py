@@ -113,10 +113,22 @@ def server_keys(home: str | Path) -> tuple[bytes, bytes]:
         public_path, secret_path = zmq.auth.create_certificates(str(folder), "server")
         for path in (public_path, secret_path):
             Path(path).chmod(FILE_MODE)
+    _check_private(secret_file)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     if secret is None:
         raise RemoteError(f"{secret_file} holds no secret key")
     return public, secret
+
+
+def _check_private(path: Path) -> None:
+    """RemoteError unless ``path`` is this user's and no one else's to read (as ssh requires of a key)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise RemoteError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if st.st_mode & 0o077 or st.st_uid != os.geteuid():
+        raise RemoteError(f"{path} is mode {st.st_mode & 0o777:04o}, owner uid {st.st_uid}: a secret key must be "
+                          f"this user's alone (chmod 600 {path}); refusing to use it")
 
 
 def hmac_key_hex(home: str | Path) -> str:
@@ -129,6 +141,7 @@ def hmac_key_hex(home: str | Path) -> str:
     else:
         with os.fdopen(fd, "w", encoding="ascii") as out:
             out.write(secrets.token_hex(32) + "\n")
+    _check_private(path)
     try:
         text = path.read_text(encoding="ascii").strip()
         if len(text) != 64:

@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # In the foreground SIGHUP is the terminal going away: a clean stop, as SIGTERM. A detached daemon has
+    # no terminal to lose, and a stray SIGHUP (a closed ssh session's, a kill -HUP) must not end its run.
+    signal.signal(signal.SIGHUP, _ignore if args.detach else _on_signal)
     for name in supervisor.recover_stale_runs():
         log.warning("run %s was left active by a previous supervisor: marked interrupted", name)
     log.info("serving %s (pid %d, session %s)", home, os.getpid(), info.session)
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
     log.info("shut down")
     return EXIT_OK
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """A handler that does nothing (SIG_IGN would be inherited by the agents through exec)."""
 
 
 if __name__ == "__main__":

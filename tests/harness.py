@@ -338,10 +338,10 @@ class HttpProc:
         assert "http://127.0.0.1:" in line, f"no URL line: {line!r}"
         self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
 
-    def request(self, method: str, path: str, timeout_s: float = 10) -> Response:
+    def request(self, method: str, path: str, timeout_s: float = 10, headers: dict[str, str] | None = None) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
         try:
-            conn.request(method, path)
+            conn.request(method, path, headers=headers or {})
             reply = conn.getresponse()
             return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
         finally:

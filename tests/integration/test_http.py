@@ -118,10 +118,17 @@ def test_unknown_paths_404_other_methods_405_and_no_cors(
     missing = server.get("/status/../../etc/passwd")
     assert missing.status == 404 and missing.json()["error"] == "not found"
     assert server.get("/favicon.ico").status == 404
-    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"):
         reply = server.request(method, "/status")
         assert reply.status == 405, method
         assert reply.headers["allow"] == "GET, HEAD"
+    # DNS rebinding: a page from another name that resolves to 127.0.0.1 sends that name as Host.
+    for host in ("evil.example", f"evil.example:{server.port}", "127.0.0.1.evil.example", f"localhost:{server.port + 1}"):
+        for method in ("GET", "POST"):
+            refused = server.request(method, "/status", headers={"Host": host})
+            assert refused.status == 421 and b"counters" not in refused.body, (host, method, refused.body)
+    for host in ("127.0.0.1", f"127.0.0.1:{server.port}", "localhost", f"LOCALHOST:{server.port}"):
+        assert server.request("GET", "/status", headers={"Host": host}).status == 200, host
     for path in ("/status", "/metrics", "/nope"):
         head, get = server.request("HEAD", path), server.get(path)
         assert (head.status, head.body) == (get.status, b""), path

@@ -36,6 +36,19 @@ def test_foreground_supervisor_says_what_the_run_does_and_how_ctrl_c_stops(start
     assert "· pipeline stopped (fast shutdown)" in sup.output(), sup.output()
 
 
+def test_sighup_stops_a_foreground_supervisor_cleanly(start_supervisor: Start, home: Path) -> None:
+    """The terminal going away stops the run as SIGTERM does: a clean stop, a state that says so."""
+    sup = start_supervisor(env=agent_env(scripted("--events", "400", "--delay", "0.05"))).wait_ready()
+    run_id = sup.call("start")["run_id"]
+    sup.wait_status("running")
+    sup.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "received SIGHUP" in sup.output(), 10, 0.05, "the stop line", sup.evidence)
+    sup.proc.send_signal(signal.SIGHUP)
+    assert sup.proc.wait(30) == 0, sup.output()
+    state = json.loads((home / "runs" / run_id / "state.json").read_text())
+    assert state["status"] == "stopped", state["status"]
+
+
 def test_detach_prints_the_daemon_pid_and_its_log(home: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "heidi_engine.supervisor.cli", "--home", str(home), "--detach", "--no-gpu"],
@@ -47,6 +60,9 @@ def test_detach_prints_the_daemon_pid_and_its_log(home: Path) -> None:
     try:
         assert found.group(2) == str(home / "supervisor.log")
         assert json.loads((home / "run" / "bus.json").read_text())["pid"] == pid
+        os.kill(pid, signal.SIGHUP)  # no terminal to lose: a stray SIGHUP changes nothing
+        status = run_menu(home, "--status", "--json")
+        assert status.returncode == 0 and pid_alive(pid), (status.stdout, status.stderr)
     finally:
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not pid_alive(pid), 30, 0.05, "the detached daemon to exit")

@@ -3,7 +3,9 @@
 ``python -m heidi_engine.ui.http.server --home H [--port N]``. Routes: ``GET /`` and ``GET /status`` (the allowed
 fields), ``GET /health`` (200 ok, else 503 with the reason), ``GET /metrics`` (Prometheus text, see
 :mod:`heidi_engine.ui.http.metrics`). HEAD answers like GET without the body. Anything else is 404; another
-method is 405 with ``Allow: GET, HEAD``. No CORS header at all.
+method is 405 with ``Allow: GET, HEAD``. No CORS header at all, and a ``Host`` other than
+``127.0.0.1`` or ``localhost`` (with this server's port, or none) is 421: a page a browser loaded from
+another name that resolves here (DNS rebinding) cannot read the status.
 
 Requests never touch the bus: a :class:`LiveView` thread keeps the state current and each request reads
 its latest frozen snapshot, so a hung supervisor cannot hang a client, and one slow client cannot hold
@@ -88,7 +90,25 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def __getattr__(self, name: str) -> Any:
+        # Every method but GET and HEAD, known or not (``FOO /``): 405, not the library's 501.
+        if name.startswith("do_"):
+            return self._not_allowed
+        raise AttributeError(name)
+
+    def _host_allowed(self) -> bool:
+        host = self.headers.get("Host")
+        if host is None:  # an HTTP/1.0 client names none; only a browser's request matters here
+            return True
+        port = self.server.server_address[1]
+        if host.strip().lower() in {f"{name}{suffix}" for name in (LOOPBACK, "localhost") for suffix in ("", f":{port}")}:
+            return True
+        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": f"this server answers for {LOOPBACK}:{port} only"})
+        return False
+
     def do_GET(self) -> None:
+        if not self._host_allowed():
+            return
         path = route(self.path)
         if path in ("/", "/status"):
             health = self.server.health()
@@ -105,6 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _not_allowed(self) -> None:
+        if not self._host_allowed():
+            return
         self._json(
             HTTPStatus.METHOD_NOT_ALLOWED,
             {"error": f"method {self.command} not allowed; use GET or HEAD"},
@@ -112,7 +134,6 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     do_HEAD = do_GET  # the same status and headers, no body (``_send`` writes none for HEAD)
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _json(self, status: HTTPStatus, body: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         self._send(status, _JSON, json.dumps(body, allow_nan=False).encode(), extra)

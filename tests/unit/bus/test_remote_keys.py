@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -161,3 +163,27 @@ def _manage_clients_on_the_command_line(
     assert main([*home, "--listen", "127.0.0.1:99999"]) == 2
     assert "1..65533" in capsys.readouterr().err
     assert main([*home, "--revoke-client", "laptop"]) == 0 and list_clients(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["bus.hmac", "server.key_secret"])
+def test_a_secret_key_file_others_can_read_is_refused_naming_it(tmp_path: Path, name: str) -> None:
+    hmac_key_hex(tmp_path)
+    server_keys(tmp_path)
+    path = tmp_path / "keys" / name
+    path.chmod(0o644)
+    with pytest.raises(RemoteError, match=rf"{path} is mode 0644.*chmod 600 {path}"):
+        hmac_key_hex(tmp_path) if name == "bus.hmac" else server_keys(tmp_path)
+    path.chmod(0o600)
+    assert hmac_key_hex(tmp_path) and server_keys(tmp_path)
+
+
+def test_the_supervisor_refuses_to_start_with_a_world_readable_key(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    hmac_key_hex(home)
+    (home / "keys" / "bus.hmac").chmod(0o644)
+    done = subprocess.run(
+        [sys.executable, "-m", "heidi_engine.supervisor.cli", "--home", str(home), "--no-gpu", "--listen", "127.0.0.1:45123"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1 and f"{home / 'keys' / 'bus.hmac'} is mode 0644" in done.stderr, done.stderr
