@@ -49,6 +49,12 @@ _LOG_EVERY_S = 60.0
 _RELOAD_GAP_S = 0.2
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+# Nothing unauthenticated may hold the daemon: a TCP peer that has not finished its CURVE handshake
+# within _HANDSHAKE_S is dropped (and counted as a bad handshake), and while more than MAX_PEERS TCP
+# connections are open over the three endpoints the supervisor's health says so.
+_HANDSHAKE_S = 5
+MAX_PEERS = 512
+_WATCHED = _HANDSHAKE_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 _REBIND_TIMEOUT_S = 5.0
 
 
@@ -271,6 +277,7 @@ class _Gate(threading.Thread):
         self._reload = reload
         self._reloaded_at = time.monotonic()
         self.counts: Counter[str] = Counter()
+        self.open = 0  # TCP connections accepted and not yet gone
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._zap = zap
@@ -287,9 +294,13 @@ class _Gate(threading.Thread):
                     if sock is self._zap:
                         self._answer(self._zap.recv_multipart())
                     else:
-                        event = recv_monitor_message(sock)
-                        if event["event"] & _HANDSHAKE_FAILED:
+                        event = recv_monitor_message(sock)["event"]
+                        if event & _HANDSHAKE_FAILED:
                             self._count("remote:bad_handshake")
+                        elif event == zmq.EVENT_ACCEPTED:
+                            self.open += 1
+                        elif event == zmq.EVENT_DISCONNECTED:
+                            self.open = max(0, self.open - 1)
         finally:
             for sock in (self._zap, *self._monitors):
                 sock.close(linger=0)
@@ -345,13 +356,14 @@ class RemoteListener:
         zap.setsockopt(zmq.LINGER, 0)
         # The handler is bound before any CURVE endpoint exists: without one, libzmq would admit anyone.
         zap.bind(ZAP_ENDPOINT)
-        monitors = [sock.get_monitor_socket(_HANDSHAKE_FAILED) for sock in self._sockets]
+        monitors = [sock.get_monitor_socket(_WATCHED) for sock in self._sockets]
         self._gate = _Gate(zap, monitors, lambda: authorized_keys(home))
         self._gate.start()
         for sock, endpoint in zip(self._sockets, self.endpoints, strict=True):
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
             sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+            sock.setsockopt(zmq.HANDSHAKE_IVL, _HANDSHAKE_S * 1000)
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
@@ -360,6 +372,11 @@ class RemoteListener:
             # What libzmq resolved the address to (a host name becomes an address): unbind needs it.
             self._bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         remember_listen(home, listen)
+
+    @property
+    def problem(self) -> str | None:
+        """What the health should say of the remote endpoints now (too many connections), else None."""
+        return f"too many connections: over {MAX_PEERS} open to the remote endpoints" if self._gate.open > MAX_PEERS else None
 
     def _folder_stamp(self) -> tuple[int, ...]:
         try:

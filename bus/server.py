@@ -157,6 +157,11 @@ class BusServer:
             if self._buffered_bytes >= self._budget:
                 poller = self._control_poller
 
+    @property
+    def problem(self) -> str | None:
+        """What keeps the bus from serving its clients well now (too many remote connections), else None."""
+        return self.remote.problem if self.remote is not None else None
+
     def _fill(self) -> None:
         """Move verified ingress messages from the socket into the buffer, until it is full, the socket
         empty or :data:`_FILL_MAX` were moved; refused ones are counted."""

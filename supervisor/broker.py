@@ -123,6 +123,7 @@ class Supervisor(CommandFacade):
         held = self.spool is not None and self.spool.held
         self.server.reading = not held
         ready = self.server.wait(min(TICK_S, max(0.0, self._last_heartbeat + HEARTBEAT_S - now)), ingress=not held)
+        self.report_problem("remote", self.server.problem)
         if ready.ingress:
             self.intake.ingest()
         if ready.control:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.update_pid()
     configure_logging(args.log_level, home / LOG_FILE if args.detach else None)
     log = logging.getLogger("autotrain-supervisor")
+    _raise_open_file_limit()
     try:
         ensure_private_dir(home / "runs")
         listen = args.listen or ""
@@ -233,6 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
     log.info("shut down")
     return EXIT_OK
+
+
+def _raise_open_file_limit() -> None:
+    """The soft limit on open files up to the hard one: every TCP peer holds one (a common soft limit of
+    1,024 let 1,100 idle connections make libzmq abort the daemon)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            logging.getLogger("autotrain-supervisor").warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:

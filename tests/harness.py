@@ -9,6 +9,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -359,3 +360,22 @@ class HttpProc:
             self.proc.wait(10)
         self.proc.communicate()
         assert self.proc.returncode == 0
+
+
+def free_port_base() -> int:
+    """A port P with P, P+1 and P+2 free on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base > 65000:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for offset in (1, 2):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", base + offset))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no three consecutive free ports on 127.0.0.1")

@@ -13,7 +13,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import psutil
 import pytest
 import zmq
 from harness import USER_TRAIN_SCRIPT as TRAIN_SCRIPT
-from harness import SupervisorProc, agent_env, scripted, short_home, wait_until
+from harness import SupervisorProc, agent_env, free_port_base, scripted, short_home, wait_until
 
 from heidi_engine.bus.codec import encode
 from heidi_engine.bus.connection import BUS_ENV, BusInfo, read_client_file
@@ -40,25 +39,6 @@ from heidi_engine.bus.state import TrainerSample
 
 SUPERVISOR = [sys.executable, "-m", "heidi_engine.supervisor.cli"]
 STEPS = 3
-
-
-def _free_port_base() -> int:
-    """A port P with P, P+1 and P+2 free on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base > 65000:
-            continue
-        with contextlib.ExitStack() as stack:
-            try:
-                for offset in (1, 2):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", base + offset))
-            except OSError:
-                continue
-        return base
-    raise AssertionError("no three consecutive free ports on 127.0.0.1")
 
 
 @contextlib.contextmanager
@@ -134,7 +114,7 @@ def remote() -> Iterator[Remote]:
         with short_home() as home, _traversable(sys.executable), tempfile.TemporaryDirectory() as work_dir:
             work = Path(work_dir)
             os.chmod(work, 0o755)
-            port = _free_port_base()
+            port = free_port_base()
             slow = scripted("--events", "100000", "--delay", "0.05")
             sup = SupervisorProc(home, env=agent_env(slow), args=("--listen", f"127.0.0.1:{port}")).wait_ready()
             run_id = sup.call("start")["run_id"]
