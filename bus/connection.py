@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
+from heidi_engine.bus.storage import atomic_write_json, claim_private_dir, ensure_private_dir, read_json
 
 BUS_ENV = "AUTOTRAIN_BUS"
 RUN_DIR = "run"
@@ -72,11 +72,15 @@ def connection_path(home: str | os.PathLike[str]) -> Path:
 
 
 def socket_dir(home: str | os.PathLike[str]) -> Path:
-    """Where the ipc sockets live: ``<home>/run``, or a short private folder when that path is too long."""
+    """Where the ipc sockets live: ``<home>/run``, or a short private folder when that path is too long
+    (in ``$XDG_RUNTIME_DIR``, this user's own, where there is one; else the temp folder)."""
     own = run_dir(home).resolve()
     if len(str(own)) + 12 <= _IPC_PATH_MAX:
         return own
     digest = hashlib.sha256(str(own).encode()).hexdigest()[:16]
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and Path(runtime).is_dir() and len(runtime) + 40 <= _IPC_PATH_MAX:
+        return Path(runtime) / f"autotrain-{digest}"
     return Path(tempfile.gettempdir()) / f"autotrain-{os.getuid()}-{digest}"
 
 
@@ -97,7 +101,9 @@ def new_bus_info(
     if tcp_port is not None:
         ingress, egress, control = (f"tcp://127.0.0.1:{tcp_port + i}" for i in range(3))
     else:
-        sockets = ensure_private_dir(socket_dir(home))
+        folder = socket_dir(home)
+        # The home's own run/ is this user's; a short folder elsewhere must be claimed, never taken as found.
+        sockets = ensure_private_dir(folder) if folder == run_dir(home).resolve() else claim_private_dir(folder)
         ingress, egress, control = (f"ipc://{sockets / name}" for name in ("ingress", "egress", "control"))
     return BusInfo(
         ingress=ingress,

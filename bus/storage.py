@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import stat
 import tempfile
@@ -32,6 +33,31 @@ def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
     folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     os.chmod(folder, DIR_MODE)
     return folder
+
+
+def claim_private_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a folder only this user can hold, in a folder others can write to (``/tmp``): made here,
+    0700, or, when it exists, accepted only as a real folder (not a link) of this user's with mode 0700.
+    Anything else may be another user's, planted to take what is put in it: PermissionError naming it and
+    its owner."""
+    folder = Path(path)
+    try:
+        folder.mkdir(mode=DIR_MODE)
+        os.chmod(folder, DIR_MODE)
+        return folder
+    except FileExistsError:
+        pass
+    st = os.lstat(folder)
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == DIR_MODE:
+        return folder
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    kind = "folder" if stat.S_ISDIR(st.st_mode) else "link" if stat.S_ISLNK(st.st_mode) else "file"
+    raise PermissionError(f"{folder} already exists and is not this user's private folder (a {kind} of {owner}'s, "
+                          f"mode {stat.S_IMODE(st.st_mode):04o}): refusing to use it; remove it, or use a "
+                          "home with a shorter path")
 
 
 def open_private_append(path: str | os.PathLike[str]) -> int:
