@@ -136,8 +136,14 @@ def cmd_list_runs(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
 
 
 def cmd_shutdown(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
-    """Stop the daemon: agents get SIGTERM then SIGKILL after the grace period; the run is marked stopped."""
-    _no_args(args, "shutdown")
+    """Stop the daemon: agents get SIGTERM then SIGKILL after the grace period; the run is marked stopped.
+    Args: ``if_idle`` (true: refused while a run is active; what a command that started the daemon for
+    nothing uses to undo that, without ever stopping a run someone else started meanwhile)."""
+    unknown = set(args) - {"if_idle"}
+    if unknown or not isinstance(args.get("if_idle", False), bool):
+        raise Refused("shutdown takes only if_idle (true or false)")
+    if args.get("if_idle") and _active(sup.state):
+        raise Refused(f"a run is {sup.state.status} ({sup.state.run_id}): not shutting down")
     sup.request_shutdown()
     return {"shutting_down": True}
 

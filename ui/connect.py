@@ -9,6 +9,7 @@ through ``AUTOTRAIN_AGENT_<STAGE>`` variables there), then waits for that ``ping
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -110,11 +111,15 @@ def ensure_supervisor(home: Path, *, timeout_s: float = LAUNCH_TIMEOUT_S) -> tup
     if done.returncode not in (0, 1):
         raise LaunchError(f"autotrain-supervisor exited {done.returncode}: {problem}")
     # Exit 1 is "another supervisor holds this home": one may be starting right now, so wait for it too.
+    # The supervisor found is this call's only when it is the one its own --detach child started.
+    said = re.search(r"\(pid (\d+)\)", done.stdout) if done.returncode == 0 else None
+    mine = int(said.group(1)) if said else None
     deadline = time.monotonic() + timeout_s
     last = problem
     while time.monotonic() < deadline:
         try:
-            return find_supervisor(home, timeout_s=1.0), True
+            info = find_supervisor(home, timeout_s=1.0)
+            return info, info.pid == mine
         except NoSupervisor as exc:
             last = str(exc) if done.returncode == 0 else problem
         time.sleep(0.1)  # polling a file for a process we do not own: there is nothing to wait on

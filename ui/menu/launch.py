@@ -92,7 +92,10 @@ class SupervisorAccess:
         if not self.started:
             return
         try:
-            client.call("shutdown")
+            client.call("shutdown", {"if_idle": True})  # never a run another command started meanwhile
+        except CommandRefused:
+            self._left_running(client)
+            return
         except BusError as exc:
             self.complain(f"could not stop the supervisor it started (pid {client.info.pid}): {exc}")
             return
