@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from harness import SupervisorProc, short_home
 
 # Fixtures that live in modules of their own (a menu on a pseudo-terminal, a detached supervisor).
 pytest_plugins = ("menu_driver",)
+
+# A shell without job control starts `cmd &` with SIGINT ignored, and an ignored signal stays ignored
+# through every fork and exec: the commands the tests start would then never see the Ctrl+C (SIGINT) the
+# tests send them, and hang until a timeout. The suite restores it, whatever started it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
