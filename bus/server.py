@@ -35,6 +35,7 @@ from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.delivery import DELIVERY_QUERY, Receipts
 from heidi_engine.bus.event import Event
+from heidi_engine.bus.freshness import Nonces
 from heidi_engine.bus.message import Command, Reply
 from heidi_engine.bus.remote import RemoteListener
 
@@ -102,6 +103,7 @@ class BusServer:
         self.bad = BadMessageLog()
         # Which numbered messages arrived from each publisher: resends are dropped, gaps remembered.
         self.receipts = Receipts()
+        self._nonces = Nonces()  # a command is taken once, and only while recent
         # False while the owner leaves ingress unread (a full disk): delivery queries say so.
         self.reading = True
         self._key = info.key
@@ -239,7 +241,8 @@ class BusServer:
     def recv_command(self) -> tuple[bytes, Command] | None:
         """One verified command and the identity to reply to, or ``None`` when nothing (valid) is waiting.
 
-        Publishers' delivery queries are answered here, from :attr:`receipts`, and not returned.
+        Publishers' delivery queries are answered here, from :attr:`receipts`, and not returned. A command
+        seen before, or too far from now (:mod:`heidi_engine.bus.freshness`), is refused and counted.
         """
         for _ in range(_QUERIES_PER_CALL):
             try:
@@ -258,6 +261,13 @@ class BusServer:
                 self.bad.refuse("control", exc)
                 return None
             command = message.body
+            header = message.header
+            why = self._nonces.check((header.sender, header.session, command.id), header.ts, time.time())
+            if why is not None:  # the same frames again, or frames from too far away in time
+                self.bad.refuse("control", DecodeError(why, f"command {command.name!r} from {header.sender!r}"))
+                skew = f"; its clock is {header.ts - time.time():+.0f} s from the supervisor's" if why == "stale" else ""
+                self.reply(identity, Reply(id=command.id, ok=False, error=f"command refused: {why}{skew}"))
+                continue
             if command.name != DELIVERY_QUERY:
                 return identity, command
             self.reply(identity, self._delivery_answer(message.header.sender, command))

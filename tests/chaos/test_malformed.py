@@ -10,7 +10,7 @@ import msgpack
 import zmq
 from harness import SupervisorProc, agent_env, scripted, wait_until
 
-from heidi_engine.bus.codec import encode, sign
+from heidi_engine.bus.codec import decode, encode, sign
 from heidi_engine.bus.connection import read_bus_info
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.journal import read_events
@@ -117,3 +117,32 @@ def test_only_the_supervisor_speaks_for_the_pipeline(start_supervisor: Start, ho
     assert [e.event_type for e in forged_on_disk] == ["progress"]
     assert sum(1 for e in read_events(home / "runs" / run_id) if e.message == "BETWEEN") == 1
     assert "NaN" not in (home / "runs" / run_id / "state.json").read_text()
+
+
+def test_a_command_sent_again_or_from_long_ago_is_refused_and_counted(start_supervisor: Start, home: Path) -> None:
+    """Signed frames captured once (or a command stamped ts=0) do not work a second time."""
+    sup = start_supervisor(config="ROUNDS: 1\n").wait_ready()
+    info = read_bus_info(home)
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(info.control)
+
+    def answer(frames: list[bytes]) -> Any:
+        dealer.send_multipart(frames)
+        assert dealer.poll(10_000), "no reply"
+        return decode(dealer.recv_multipart(), info.key).body
+
+    try:
+        status = encode(info.key, "command", Command(id="once", name="status"), sender="tap", session="s")
+        assert answer(status).ok
+        replayed = answer(status)
+        assert not replayed.ok and "replayed" in replayed.error, replayed
+        old = encode(info.key, "command", Command(id="old", name="status"), sender="tap", session="s", ts=0.0)
+        stale = answer(old)
+        assert not stale.ok and "stale" in stale.error, stale
+    finally:
+        dealer.close()
+        ctx.term()
+    counts = sup.status()["bad_messages"]
+    assert counts.get("control:replayed") == 1 and counts.get("control:stale") == 1, counts
