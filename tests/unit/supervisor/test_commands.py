@@ -122,7 +122,7 @@ def test_resume_run_validates_run_id() -> None:
         dispatch(FakeSupervisor("running"), "resume_run", {})
 
 
-@pytest.mark.parametrize("name", ["ping", "status", "snapshot", "stop", "pause", "resume", "list_runs", "shutdown"])
+@pytest.mark.parametrize("name", ["ping", "status", "snapshot", "stop", "pause", "resume", "list_runs"])
 def test_no_arg_commands_refuse_arguments(name: str) -> None:
     with pytest.raises(Refused, match="takes no arguments"):
         dispatch(FakeSupervisor("running"), name, {"x": 1})
@@ -132,3 +132,11 @@ def test_shutdown() -> None:
     sup = FakeSupervisor("running")
     assert dispatch(sup, "shutdown", {}) == {"shutting_down": True}
     assert sup.calls == [("shutdown", None)]
+    for bad in ({"x": 1}, {"if_idle": "yes"}):
+        with pytest.raises(Refused, match="shutdown takes only if_idle"):
+            dispatch(sup, "shutdown", bad)
+    # What a command that started the daemon for nothing asks: never while a run is active.
+    with pytest.raises(Refused, match="a run is running"):
+        dispatch(FakeSupervisor("running"), "shutdown", {"if_idle": True})
+    idle = FakeSupervisor("stopped")
+    assert dispatch(idle, "shutdown", {"if_idle": True}) == {"shutting_down": True}
