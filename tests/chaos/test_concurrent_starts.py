@@ -41,6 +41,7 @@ def shut_down(home: Path) -> None:
 def test_six_concurrent_starts_make_one_supervisor_and_one_run_and_stop_nothing() -> None:
     for attempt in range(REPEATS):
         home = Path(tempfile.mkdtemp(prefix="at-", dir="/tmp"))
+        callers: list[subprocess.Popen[str]] = []
         try:
             (home / "config.yaml").write_text(CONFIG)
             env = {**os.environ, **SLOW_AGENT}
@@ -63,5 +64,9 @@ def test_six_concurrent_starts_make_one_supervisor_and_one_run_and_stop_nothing(
                 status = client.call("status")
             assert status["status"] in ("starting", "running") and status["run_id"] == runs[0], (status, evidence)
         finally:
+            for caller in callers:  # a caller that hung past its wait is not left behind
+                if caller.poll() is None:
+                    caller.kill()
+                    caller.wait()
             shut_down(home)
             shutil.rmtree(home, ignore_errors=True)
