@@ -115,7 +115,7 @@ def receive(home: str, how: str) -> None:
             except zmq.Again:
                 break
             if how == "verify":
-                verify(frames, info.key)
+                verify(frames, info.egress_key)
         time.sleep(0.1)
 
 

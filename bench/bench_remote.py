@@ -69,7 +69,7 @@ def _viewer(kind: str, info: BusInfo, expected: int, ready: SyncEvent, out: Any)
         frames = sock.recv_multipart()
         now = time.time()
         ready.set()  # a heartbeat or an event: the subscription is in place
-        message = decode(frames, info.key)
+        message = decode(frames, info.egress_key)
         if message.header.kind != "event":
             continue
         for event in message.body:  # wire v2: an event message carries a batch

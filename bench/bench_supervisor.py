@@ -164,7 +164,7 @@ def latency(home: Path, run_id: str, rate: float = 1000, seconds: float = 10) ->
             continue
         frames = sub.recv_multipart()
         now = time.time()
-        for event in decode(frames, info.key).body:
+        for event in decode(frames, info.egress_key).body:
             if event.message.startswith("t="):
                 samples.append((now - float(event.message[2:])) * 1000)
                 heard = now

@@ -1,6 +1,7 @@
 """The connection file ``<home>/run/bus.json``: how clients find the supervisor.
 
-It holds the three endpoints, the HMAC key, the supervisor session id and pid. It is written 0600 in a
+It holds the three endpoints, the HMAC key, the supervisor session id and pid (and, while the supervisor
+listens for remote clients, the publish key its egress is signed with). It is written 0600 in a
 0700 folder, and a client that cannot read it has no way to sign a command.
 
 A client on another machine (or as another user) uses a *client connection file* instead, issued by
@@ -49,11 +50,19 @@ class BusInfo:
     public_key: str = ""
     secret_key: str = ""
     client: str = ""
+    # What egress is signed with, when not the HMAC key: a listening supervisor's publish key, which its
+    # remote clients hold to check what they receive (each signs with a key of its own).
+    egress_key_hex: str = ""
 
     @property
     def key(self) -> bytes:
-        """The HMAC key as bytes."""
+        """The HMAC key as bytes: what this side signs with (and its replies are signed with)."""
         return bytes.fromhex(self.key_hex)
+
+    @property
+    def egress_key(self) -> bytes:
+        """The key egress messages are signed with."""
+        return bytes.fromhex(self.egress_key_hex or self.key_hex)
 
     @property
     def remote(self) -> bool:
@@ -90,13 +99,13 @@ def new_bus_info(
     *,
     tcp_port: int | None = None,
     listen: str = "",
-    key_hex: str | None = None,
+    egress_key_hex: str = "",
 ) -> BusInfo:
     """Fresh endpoints, key and session for a supervisor starting on ``home``.
 
     ipc:// by default; with ``tcp_port``, three consecutive ports on 127.0.0.1 (never 0.0.0.0).
-    ``listen`` (HOST:PORT) records the CURVE endpoints the server adds; ``key_hex`` keeps an HMAC key
-    that issued client files already hold (a fresh one otherwise).
+    ``listen`` (HOST:PORT) records the CURVE endpoints the server adds; ``egress_key_hex`` is then the
+    publish key that issued client files hold. The HMAC key is always fresh: no client file holds it.
     """
     if tcp_port is not None:
         ingress, egress, control = (f"tcp://127.0.0.1:{tcp_port + i}" for i in range(3))
@@ -109,11 +118,12 @@ def new_bus_info(
         ingress=ingress,
         egress=egress,
         control=control,
-        key_hex=secrets.token_hex(32) if key_hex is None else key_hex,
+        key_hex=secrets.token_hex(32),
         session=secrets.token_hex(8),
         pid=pid,
         home=str(Path(home).resolve()),
         listen=listen,
+        egress_key_hex=egress_key_hex,
     )
 
 
@@ -191,7 +201,7 @@ def _bus_info(raw: object, path: Path) -> BusInfo:
         raise ConnectionFileError(f"{path} is not a connection file of this version")
     try:
         info = BusInfo(**raw)
-        _ = info.key
+        _ = info.key, info.egress_key
     except (TypeError, ValueError) as exc:
         raise ConnectionFileError(f"{path}: {exc}") from None
     bad = [name for name in known - {"pid"} if not isinstance(getattr(info, name), str)]

@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 from pydantic import BaseModel
 
+from heidi_engine.bus.clients import Client
 from heidi_engine.bus.codec import (
     MAX_MESSAGE_BYTES,
     MAX_SEQ,
@@ -84,6 +85,42 @@ class BadMessageLog:
         return sum(self.counts.values())
 
 
+def _receive(
+    sock: zmq.Socket[bytes], remote: RemoteListener | None, bad: BadMessageLog, where: str
+) -> tuple[list[bytes], Client | None] | None:
+    """The next message on ``sock`` and the remote client it came from (``None``: a local one), without
+    blocking; :class:`zmq.Again` when there is none. ``None`` for a message from a key revoked since its
+    connection was opened: dropped and counted (``remote:revoked``)."""
+    if remote is None:
+        return sock.recv_multipart(zmq.NOBLOCK), None
+    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+    frames = [part.bytes for part in parts]
+    try:
+        user = parts[-1].get("User-Id")  # set by the ZAP handler on CURVE connections only
+    except zmq.ZMQError:
+        return frames, None
+    client = remote.client(str(user))
+    if client is None:
+        bad.refuse("remote", DecodeError("revoked", f"a message on {where} from a revoked client key"))
+        return None
+    return frames, client
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a command, and where its reply goes."""
+
+    identity: bytes  # the control socket's routing id
+    # The remote client, known from its connection's CURVE handshake; None for a local client (ipc or the
+    # plain --tcp-port, reached only with the home's own bus.json), which has every right.
+    client: Client | None = None
+
+    @property
+    def name(self) -> str:
+        """How the caller is named in a refusal or a log line."""
+        return "local" if self.client is None else f"client {self.client.name} (role {self.client.role})"
+
+
 @dataclass(frozen=True)
 class Ready:
     """Which sockets have input after a :meth:`BusServer.wait`."""
@@ -106,7 +143,8 @@ class BusServer:
         self._nonces = Nonces()  # a command is taken once, and only while recent
         # False while the owner leaves ingress unread (a full disk): delivery queries say so.
         self.reading = True
-        self._key = info.key
+        self._key = info.key  # what local clients sign with; a remote client signs with its own
+        self._egress_key = info.egress_key
         # The transport drops (and disconnects) only messages far beyond the limit; those just over it
         # reach the codec, which refuses and counts them as oversize.
         self.ingress = new_socket(zmq.PULL, linger_ms=0, max_msg=_INGRESS_TRANSPORT_MAX)
@@ -171,12 +209,18 @@ class BusServer:
             if self._buffered_bytes >= self._budget:
                 return
             try:
-                frames = self.ingress.recv_multipart(zmq.NOBLOCK)
+                received = _receive(self.ingress, self.remote, self.bad, "ingress")
             except zmq.Again:
                 return
+            if received is None:
+                continue
+            frames, client = received
             try:
+                if client is not None and not client.at_least("operator"):
+                    raise DecodeError("not_allowed", f"client {client.name} (role {client.role}) may not publish")
                 batch = bool(frames) and frames[0] == b"event"
-                _topic, header, body = verify(frames, self._key, INGRESS_BATCH_MAX_BYTES if batch else INGRESS_MAX_BYTES)
+                key = self._key if client is None else client.key
+                _topic, header, body = verify(frames, key, INGRESS_BATCH_MAX_BYTES if batch else INGRESS_MAX_BYTES)
                 if header.kind not in INGRESS_KINDS:
                     raise DecodeError("bad_kind", f"{header.kind} not accepted on ingress")
             except DecodeError as exc:
@@ -238,23 +282,28 @@ class BusServer:
             self.bad.refuse("ingress", exc)
             return None
 
-    def recv_command(self) -> tuple[bytes, Command] | None:
-        """One verified command and the identity to reply to, or ``None`` when nothing (valid) is waiting.
+    def recv_command(self) -> tuple[Caller, Command] | None:
+        """One verified command and who sent it, or ``None`` when nothing (valid) is waiting.
 
         Publishers' delivery queries are answered here, from :attr:`receipts`, and not returned. A command
-        seen before, or too far from now (:mod:`heidi_engine.bus.freshness`), is refused and counted.
+        seen before, or too far from now (:mod:`heidi_engine.bus.freshness`), is refused and counted. What
+        the caller may do is its owner's to decide (:attr:`Caller.client` carries the role).
         """
         for _ in range(_QUERIES_PER_CALL):
             try:
-                frames = self.control.recv_multipart(zmq.NOBLOCK)
+                received = _receive(self.control, self.remote, self.bad, "control")
             except zmq.Again:
                 return None
+            if received is None:
+                continue
+            frames, client = received
             if len(frames) < 2:
                 self.bad.refuse("control", DecodeError("bad_frames", "no identity"))
                 return None
-            identity, rest = frames[0], frames[1:]
+            caller = Caller(frames[0], client)
+            rest = frames[1:]
             try:
-                message: Message = decode(rest, self._key)
+                message: Message = decode(rest, self._key if client is None else client.key)
                 if not isinstance(message.body, Command):
                     raise DecodeError("bad_kind", f"{message.header.kind} is not a command")
             except DecodeError as exc:
@@ -262,15 +311,16 @@ class BusServer:
                 return None
             command = message.body
             header = message.header
-            why = self._nonces.check((header.sender, header.session, command.id), header.ts, time.time())
+            sender = header.sender if client is None else f"{client.name}/{header.sender}"
+            why = self._nonces.check((sender, header.session, command.id), header.ts, time.time())
             if why is not None:  # the same frames again, or frames from too far away in time
-                self.bad.refuse("control", DecodeError(why, f"command {command.name!r} from {header.sender!r}"))
+                self.bad.refuse("control", DecodeError(why, f"command {command.name!r} from {sender!r}"))
                 skew = f"; its clock is {header.ts - time.time():+.0f} s from the supervisor's" if why == "stale" else ""
-                self.reply(identity, Reply(id=command.id, ok=False, error=f"command refused: {why}{skew}"))
+                self.reply(caller, Reply(id=command.id, ok=False, error=f"command refused: {why}{skew}"))
                 continue
             if command.name != DELIVERY_QUERY:
-                return identity, command
-            self.reply(identity, self._delivery_answer(message.header.sender, command))
+                return caller, command
+            self.reply(caller, self._delivery_answer(message.header.sender, command))
         return None
 
     def _delivery_answer(self, asker: str, command: Command) -> Reply:
@@ -286,12 +336,13 @@ class BusServer:
         answer = self.receipts.answer(str(sender), str(session), sent)
         return Reply(id=command.id, ok=True, result={**answer, "server": self.info.session, "reading": self.reading})
 
-    def reply(self, identity: bytes, reply: Reply) -> None:
-        """Send ``reply`` to the client ``identity`` (dropped silently if that client is gone)."""
+    def reply(self, caller: Caller, reply: Reply) -> None:
+        """Send ``reply`` to ``caller``, signed with its own key (dropped silently if it is gone)."""
         header = Header("reply", "supervisor", self.info.session, time.time(), self.info.session)
-        frames = encode_raw(self._key, b"reply", header, pack_body(reply))
+        key = self._key if caller.client is None else caller.client.key
+        frames = encode_raw(key, b"reply", header, pack_body(reply))
         try:
-            self.control.send_multipart([identity, *frames], flags=zmq.NOBLOCK)
+            self.control.send_multipart([caller.identity, *frames], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -301,7 +352,7 @@ class BusServer:
         header = Header(kind, "supervisor", self.info.session, time.time(), self.info.session, seq)
         packed = body if isinstance(body, bytes) else pack_body(body)
         try:
-            self.egress.send_multipart(encode_raw(self._key, kind.encode(), header, packed), flags=zmq.NOBLOCK)
+            self.egress.send_multipart(encode_raw(self._egress_key, kind.encode(), header, packed), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; with no subscriber or at the high-water mark a message is dropped
 

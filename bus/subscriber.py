@@ -143,7 +143,7 @@ class Subscriber:
     def _handle(self, frames: list[bytes]) -> None:
         assert self._info is not None
         try:
-            message = decode(frames, self._info.key)
+            message = decode(frames, self._info.egress_key)
         except DecodeError as exc:
             self.bad_messages[exc.reason] += 1
             return
@@ -259,7 +259,7 @@ class ControlListener:
             except zmq.Again:
                 return
             try:
-                message = decode(frames, self.info.key)
+                message = decode(frames, self.info.egress_key)
             except DecodeError:
                 continue
             body = message.body

@@ -19,19 +19,12 @@ from types import FrameType
 
 import argcomplete
 
+from heidi_engine.bus.clients import DEFAULT_ROLE, ROLE_HELP, ROLES, issue_client, list_clients, revoke_client
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.connection import BUS_ENV, new_bus_info
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
+from heidi_engine.bus.keys import RemoteError, last_listen, parse_listen, publish_key_hex
 from heidi_engine.bus.options import add_home_option, command_parser, resolve_home
-from heidi_engine.bus.remote import (
-    RemoteError,
-    hmac_key_hex,
-    issue_client,
-    last_listen,
-    list_clients,
-    parse_listen,
-    revoke_client,
-)
 from heidi_engine.bus.storage import ensure_private_dir, open_private_append
 from heidi_engine.supervisor.broker import Supervisor
 from heidi_engine.supervisor.lock import AlreadyRunning, InstanceLock
@@ -52,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
   AUTOTRAIN_HTTP_ENABLED=1 autotrain-supervisor      # also serve /status and /metrics on HTTP_PORT
   autotrain-supervisor --listen 0.0.0.0:5700         # also accept remote clients (CURVE, ports 5700-5702)
   autotrain-supervisor --issue-client laptop --listen gpu1.lan:5700   # writes ./laptop.bus.json (0600)
+  autotrain-supervisor --issue-client ci --role viewer                # a client that can only watch
   autotrain-supervisor --revoke-client laptop        # cuts it off, also from a running supervisor
 
 exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this home),
@@ -74,6 +68,9 @@ exit codes: 0 clean shutdown, 1 runtime failure (another supervisor holds this h
     remote.add_argument("--list-clients", action="store_true", help="list the authorized remote clients, then exit")
     parser.add_argument("--output", type=Path, default=None,
                         help="with --issue-client: where to write the file (default: ./NAME.bus.json)")
+    parser.add_argument("--role", choices=ROLES, default=None,
+                        help=f"with --issue-client: what the client may do (default: {DEFAULT_ROLE}); "
+                             + "; ".join(f"{role}: {text}" for role, text in ROLE_HELP.items()))
     parser.add_argument("--no-gpu", action="store_true", help="do not sample GPUs (host CPU/RAM only)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -126,8 +123,9 @@ def _manage_clients(args: argparse.Namespace, home: Path) -> int:
     """``--issue-client``, ``--revoke-client`` and ``--list-clients`` (no supervisor needed)."""
     try:
         if args.list_clients:
-            for name in list_clients(home):
-                print(name)
+            for client in list_clients(home):
+                note = "  (issued before roles: signs with the shared key; issue it again)" if client.legacy else ""
+                print(f"{client.name}\t{client.role}{note}")
             return EXIT_OK
         if args.revoke_client is not None:
             revoke_client(home, args.revoke_client)
@@ -137,12 +135,18 @@ def _manage_clients(args: argparse.Namespace, home: Path) -> int:
         if listen is None:
             raise RemoteError("no address for the client file: give --listen HOST:PORT (the address clients dial)")
         output = args.output if args.output is not None else Path(f"{args.issue_client}.bus.json")
-        info = issue_client(home, args.issue_client, listen, output.resolve())
+        role = args.role or DEFAULT_ROLE
+        info = issue_client(home, args.issue_client, listen, output.resolve(), role)
     except RemoteError as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
-    print(f"autotrain-supervisor: wrote {output} for client {info.client} ({info.ingress} to {info.control}); "
-          f"copy it to the client machine and use --bus FILE or {BUS_ENV}=FILE")
+    print(f"autotrain-supervisor: wrote {output} for client {info.client}, role {role} ({ROLE_HELP[role]}); "
+          f"endpoints {info.ingress} to {info.control}; copy it to the client machine and use --bus FILE or "
+          f"{BUS_ENV}=FILE")
+    if role == "admin":
+        print(f"autotrain-supervisor: warning: {output} is an admin's: whoever holds it can point the teacher "
+              "at any server (with this daemon's API key), run generated code unconfined and shut the daemon "
+              "down. Keep it as you would an ssh key, and revoke it when it is no longer needed.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -158,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     if not home.is_dir():
         print(f"autotrain-supervisor: home {home} is not a directory", file=sys.stderr)
         return EXIT_BAD_USAGE
-    if args.output is not None and args.issue_client is None:
-        print("autotrain-supervisor: --output goes with --issue-client", file=sys.stderr)
-        return EXIT_BAD_USAGE
+    for given, name in ((args.output, "--output"), (args.role, "--role")):
+        if given is not None and args.issue_client is None:
+            print(f"autotrain-supervisor: {name} goes with --issue-client", file=sys.stderr)
+            return EXIT_BAD_USAGE
     if args.issue_client is not None or args.revoke_client is not None or args.list_clients:
         return _manage_clients(args, home)
     if args.listen is not None:
@@ -198,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ensure_private_dir(home / "runs")
         listen = args.listen or ""
-        key_hex = hmac_key_hex(home) if listen else None  # issued client files hold it
-        info = new_bus_info(home, os.getpid(), tcp_port=args.tcp_port, listen=listen, key_hex=key_hex)
+        publish = publish_key_hex(home) if listen else ""  # issued client files hold it, to check egress
+        info = new_bus_info(home, os.getpid(), tcp_port=args.tcp_port, listen=listen, egress_key_hex=publish)
         sampler = Sampler(try_nvml=not args.no_gpu)
         supervisor = Supervisor(home, info, config_path=config_path, sampler=sampler)
         if base_config.HTTP_ENABLED == "1":
@@ -223,8 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("run %s was left active by a previous supervisor: marked interrupted", name)
     log.info("serving %s (pid %d, session %s)", home, os.getpid(), info.session)
     if listen:
+        clients = list_clients(home)
         log.info("remote clients (CURVE) on %s, ports +0..+2; authorized: %s", listen,
-                 ", ".join(list_clients(home)) or "none yet (--issue-client NAME)")
+                 ", ".join(f"{c.name} ({c.role})" for c in clients) or "none yet (--issue-client NAME)")
+        for client in clients:
+            if client.legacy:
+                log.warning("client %s was issued before roles: an operator signing with the shared publish key; "
+                            "issue it again (--revoke-client %s, --issue-client %s) to give it a key of its own",
+                            client.name, client.name, client.name)
     notifier = Notifier()
     supervisor.on_step = notifier.tick
     notifier.ready(supervisor.state)

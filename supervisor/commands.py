@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from heidi_engine.bus.config import ConfigError
+from heidi_engine.bus.clients import Client
+from heidi_engine.bus.config import WORK_SIZE_FIELDS, ConfigError
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.message import Command, Reply
 from heidi_engine.bus.redaction import clean
@@ -160,6 +161,34 @@ COMMANDS: dict[str, Handler] = {
     "list_runs": cmd_list_runs,
     "shutdown": cmd_shutdown,
 }
+
+
+# The least role that may send each command (a remote client's; local clients may send every one).
+# ``start`` by an operator is further limited to the fields that size the work (see :func:`refusal`).
+LEAST_ROLE: dict[str, str] = {
+    "ping": "viewer", "status": "viewer", "snapshot": "viewer", "list_runs": "viewer",
+    "start": "operator", "stop": "operator", "pause": "operator", "resume": "operator", "resume_run": "operator",
+    "shutdown": "admin",
+}  # fmt: skip
+
+
+def refusal(client: Client | None, command: Command) -> str | None:
+    """Why ``client`` may not send ``command`` (``None``: it may). A local client (``None``) may send every
+    command; a remote one what its role allows, which the server records and the handshake proves."""
+    if client is None:
+        return None
+    who = f"client {client.name} (role {client.role})"
+    least = LEAST_ROLE.get(command.name, "admin")  # a command added without a role here is an admin's
+    if not client.at_least(least):
+        return f"{command.name} is not allowed for {who}: it needs the {least} role"
+    if command.name == "start" and not client.at_least("admin"):
+        overrides = command.args.get("overrides", {})
+        if isinstance(overrides, Mapping):
+            fields = sorted(str(key)[:64] for key in overrides if key not in WORK_SIZE_FIELDS)
+            if fields:
+                return (f"overriding {', '.join(fields)} is not allowed for {who}: an operator starts runs with "
+                        f"the server's configuration, sizing only the work ({', '.join(sorted(WORK_SIZE_FIELDS))})")
+    return None
 
 
 def help_text(name: str) -> str:

@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from heidi_engine.bus.codec import DecodeError
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.isolation import sandbox_warning
+from heidi_engine.bus.message import Reply
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.summary import folder_summary
-from heidi_engine.supervisor.commands import execute
+from heidi_engine.supervisor.commands import execute, refusal
 from heidi_engine.supervisor.current_run import CurrentRun
 from heidi_engine.supervisor.http_child import HttpChild
 from heidi_engine.supervisor.ingress import IngressGate
@@ -59,8 +61,13 @@ class CommandFacade(CurrentRun):
             received = self.server.recv_command()
             if received is None:
                 return
-            identity, command = received
-            self.server.reply(identity, execute(self, command))
+            caller, command = received
+            why = refusal(caller.client, command)
+            if why is not None:
+                self.server.bad.refuse("control", DecodeError("not_allowed", f"{command.name}: {why}"))
+                self.server.reply(caller, Reply(id=command.id, ok=False, error=why))
+                continue
+            self.server.reply(caller, execute(self, command))
 
     # -- answers -----------------------------------------------------------------------------------
 

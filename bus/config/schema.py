@@ -30,7 +30,8 @@ from pydantic_core import ErrorDetails
 from heidi_engine.bus.config import yaml_file as _config_yaml
 from heidi_engine.bus.redaction import clean, redact, scan
 
-__all__ = ["ENV_PREFIX", "FIELD_NAMES", "SEED_FIELDS", "AutoTrainConfig", "ConfigError", "field_rule"]
+__all__ = ["ENV_PREFIX", "FIELD_NAMES", "SEED_FIELDS", "WORK_SIZE_FIELDS", "AutoTrainConfig", "ConfigError",
+           "field_rule"]
 
 ENV_PREFIX = "AUTOTRAIN_"
 
@@ -263,6 +264,15 @@ SEED_FIELDS: tuple[str, ...] = (
     "BASE_MODEL", "TEACHER_MODEL", "SAMPLES_PER_ROUND", "ROUNDS", "VAL_RATIO",
     "SEQ_LEN", "LORA_R", "GRAD_ACCUM", "TRAIN_STEPS", "RUN_UNIT_TESTS",
 )  # fmt: skip
+# What a remote operator may override when it starts a run: fields that size the work, and nothing that
+# says where code runs, where secrets go or how much may be spent (the teacher's URL, model and key
+# variable, BASE_MODEL, SANDBOX*, RUN_UNIT_TESTS, TASK_SOURCE, MAX_COST_USD, trackers, HTTP, logs, agents).
+WORK_SIZE_FIELDS: frozenset[str] = frozenset({
+    "ROUNDS", "SAMPLES_PER_ROUND", "TRAIN_STEPS", "BATCH_SIZE", "GRAD_ACCUM", "SEQ_LEN", "LEARNING_RATE",
+    "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES", "VAL_RATIO", "EVAL_SAMPLES", "EVAL_BATCH_SIZE",
+    "SEED", "TEACHER_MAX_TOKENS", "TEACHER_TEMPERATURE", "TASK_DIFFICULTY", "GRADIENT_CHECKPOINTING",
+    "CHECKPOINT_EVERY",
+})  # fmt: skip
 _TEXT_RULES: dict[str, str] = {
     "BASE_MODEL": "model name or path",
     "TEACHER_MODEL": "model name, or local:<model>",

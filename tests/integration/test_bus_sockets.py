@@ -107,8 +107,8 @@ SILENT_THEN_ANSWERING = textwrap.dedent("""
         server.wait(0.1)
         got = server.recv_command()
         if got:
-            identity, command = got
-            server.reply(identity, Reply(id=command.id, ok=True, result=command.name))
+            caller, command = got
+            server.reply(caller, Reply(id=command.id, ok=True, result=command.name))
             answered += 1
     server.close()
 """)

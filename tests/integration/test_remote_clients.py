@@ -29,7 +29,7 @@ from harness import USER_TRAIN_SCRIPT as TRAIN_SCRIPT
 from harness import SupervisorProc, agent_env, free_port_base, scripted, short_home, wait_until
 
 from heidi_engine.bus.codec import encode
-from heidi_engine.bus.connection import BUS_ENV, BusInfo, read_client_file
+from heidi_engine.bus.connection import BUS_ENV, BusInfo, read_bus_info, read_client_file
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.event import Event
@@ -121,8 +121,8 @@ def remote() -> Iterator[Remote]:
             sup.wait_status("running")
             user_work = work / "user"
             user_work.mkdir()
-            bus_file = user_work / "viewer.bus.json"
-            issue(home, "viewer", bus_file)
+            bus_file = user_work / "laptop.bus.json"
+            issue(home, "laptop", bus_file)
             for path in (user_work, bus_file):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             yield Remote(sup, run_id, entry.pw_uid, entry.pw_dir, user_work, bus_file)
@@ -250,19 +250,22 @@ def test_a_revoked_client_is_cut_off_without_a_restart(remote: Remote) -> None:
     doomed = issue(home, "doomed", remote.work / "doomed.bus.json")
     sub = _raw(zmq.SUB, doomed.egress, _file_keys(doomed))
     client = ControlClient(doomed, timeout_s=5)
+    # The home's own ipc endpoints never took the client's key, and do not now.
+    local = read_bus_info(home)
+    ipc = _raw(zmq.DEALER, local.control, None)
     try:
         wait_until(lambda: sub.poll(100), 20, 0.0, "the client's subscriber hears the run", remote.sup.evidence)
         assert client.call("ping")
-        refused = _refused(remote, "unauthorized")
+        revoked = _refused(remote, "revoked")
         revoke(home, "doomed")
 
         def cut_off() -> bool:
             try:
                 client.call("ping", timeout_s=0.5)
             except BusError:
-                # A slow reply on a loaded machine is no proof: the cut is when the revoked key, reconnecting,
-                # is refused at the handshake.
-                return _refused(remote, "unauthorized") > refused
+                # A slow reply on a loaded machine is no proof: the cut is when the supervisor drops what the
+                # revoked key sends on the connection it already has.
+                return _refused(remote, "revoked") > revoked
             return False
 
         wait_until(cut_off, 15, 0.0, "the revoked client's commands to go unanswered", remote.sup.evidence)
@@ -270,13 +273,19 @@ def test_a_revoked_client_is_cut_off_without_a_restart(remote: Remote) -> None:
         seq = remote.status()["seq"]
         wait_until(lambda: remote.status()["seq"] >= seq + 2, 10, 0.05, "two more egress messages")
         assert _drain(sub) == 0, "the revoked subscriber still receives"
+        forged = int(remote.status()["bad_messages"].get("control:bad_signature", 0))
+        ipc.send_multipart(encode(doomed.key, "command", Command(id="x", name="status"), sender="d", session="d"))
+        wait_until(lambda: remote.status()["bad_messages"].get("control:bad_signature", 0) > forged, 10, 0.05,
+                   "the client's key refused on the ipc endpoint")  # fmt: skip
+        assert not ipc.poll(200), "the ipc endpoint answered a command signed with a client's key"
         assert remote.sup.proc.poll() is None
-        # An authorized client, dropped with everyone by the cut, is back by itself.
+        # An authorized client was never dropped: its commands are answered throughout.
         with ControlClient(read_client_file(remote.bus_file), timeout_s=10) as member:
             assert member.call("ping")
     finally:
         sub.close(linger=0)
+        ipc.close(linger=0)
         client.close()
     listed = subprocess.run([*SUPERVISOR, "--home", str(home), "--list-clients"],
                             capture_output=True, text=True, timeout=60, check=True).stdout.split()  # fmt: skip
-    assert listed == ["viewer"]
+    assert listed == ["laptop", "operator"]

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zmq
 
+from heidi_engine.bus.clients import Client, issue_client, list_clients, load_clients, revoke_client
 from heidi_engine.bus.connection import (
     BUS_ENV,
     ConnectionFileError,
@@ -21,16 +23,11 @@ from heidi_engine.bus.connection import (
     use_bus_file,
     write_bus_info,
 )
-from heidi_engine.bus.remote import (
-    RemoteError,
-    authorized_keys,
-    hmac_key_hex,
-    issue_client,
-    list_clients,
-    parse_listen,
-    revoke_client,
-    server_keys,
-)
+from heidi_engine.bus.keys import RemoteError, parse_listen, publish_key_hex, server_keys
+
+
+def _names(home: Path) -> list[str]:
+    return [client.name for client in list_clients(home)]
 
 
 def _mode(path: Path) -> int:
@@ -53,16 +50,23 @@ def test_a_bad_listen_address_is_refused_saying_why(text: str, says: str) -> Non
         parse_listen(text)
 
 
-def test_an_issued_file_holds_endpoints_keys_and_the_bus_key(tmp_path: Path) -> None:
+def test_an_issued_file_holds_endpoints_its_own_keys_and_the_publish_key(tmp_path: Path) -> None:
     out = tmp_path / "laptop.bus.json"
     info = issue_client(tmp_path, "laptop", "127.0.0.1:5700", out)
+    other = issue_client(tmp_path, "desk", "127.0.0.1:5700", tmp_path / "desk.bus.json", "viewer")
     assert _mode(out) == 0o600
     read = read_client_file(out)
     assert read == info and read.remote and read.client == "laptop"
     assert (read.ingress, read.egress, read.control) == ("tcp://127.0.0.1:5700", "tcp://127.0.0.1:5701",
                                                          "tcp://127.0.0.1:5702")  # fmt: skip
-    assert read.key_hex == hmac_key_hex(tmp_path) and read.server_key == server_keys(tmp_path)[0].decode()
-    assert authorized_keys(tmp_path) == {read.public_key.encode(): "laptop"}
+    # Each client signs with a key of its own; what they share checks egress only.
+    assert read.key_hex != other.key_hex and read.key_hex != publish_key_hex(tmp_path)
+    assert read.egress_key_hex == other.egress_key_hex == publish_key_hex(tmp_path)
+    assert read.server_key == server_keys(tmp_path)[0].decode()
+    clients = load_clients(tmp_path)
+    assert clients[read.public_key.encode()] == Client("laptop", "operator", read.public_key.encode(), read.key)
+    assert clients[other.public_key.encode()].role == "viewer"
+    assert _mode(tmp_path / "keys" / "clients" / "laptop.json") == 0o600
     # The client's secret stays in its file only; the server's secret is 0600 in a 0700 folder.
     keys = tmp_path / "keys"
     assert read.secret_key not in "".join(p.read_text() for p in keys.rglob("*") if p.is_file())
@@ -82,20 +86,34 @@ def test_issuing_refuses_a_taken_name_an_existing_file_and_a_bad_name(tmp_path: 
         issue_client(tmp_path, "other", "127.0.0.1:5700", tmp_path / "a.json")
     with pytest.raises(RemoteError, match="client name"):
         issue_client(tmp_path, "../evil", "127.0.0.1:5700", tmp_path / "c.json")
-    assert list_clients(tmp_path) == ["laptop"]
+    with pytest.raises(RemoteError, match="role 'root': expected one of viewer, operator, admin"):
+        issue_client(tmp_path, "c", "127.0.0.1:5700", tmp_path / "c.json", "root")
+    assert _names(tmp_path) == ["laptop"]
+
+
+def test_a_client_issued_before_roles_is_an_operator_signing_with_the_publish_key(tmp_path: Path) -> None:
+    public, _ = zmq.curve_keypair()
+    legacy = tmp_path / "keys" / "clients"
+    legacy.mkdir(parents=True)
+    (legacy / "old.key").write_text(f'metadata\ncurve\n    public-key = "{public.decode()}"\n')
+    (client,) = list_clients(tmp_path)
+    assert (client.name, client.role, client.legacy, client.public_key) == ("old", "operator", True, public)
+    assert client.key == bytes.fromhex(publish_key_hex(tmp_path))
+    revoke_client(tmp_path, "old")
+    assert list_clients(tmp_path) == [] and not (legacy / "old.key").exists()
 
 
 def test_revoking_removes_the_key_and_an_unknown_name_lists_the_known(tmp_path: Path) -> None:
     for name in ("a", "b"):
         issue_client(tmp_path, name, "127.0.0.1:5700", tmp_path / f"{name}.json")
     revoke_client(tmp_path, "a")
-    assert list_clients(tmp_path) == ["b"] and list(authorized_keys(tmp_path).values()) == ["b"]
+    assert _names(tmp_path) == ["b"] and [c.name for c in load_clients(tmp_path).values()] == ["b"]
     with pytest.raises(RemoteError, match=r"no client named 'a' \(authorized clients: b\)"):
         revoke_client(tmp_path, "a")
 
 
-def test_the_bus_key_and_server_keys_stay_the_same_across_calls(tmp_path: Path) -> None:
-    assert hmac_key_hex(tmp_path) == hmac_key_hex(tmp_path)
+def test_the_publish_key_and_server_keys_stay_the_same_across_calls(tmp_path: Path) -> None:
+    assert publish_key_hex(tmp_path) == publish_key_hex(tmp_path)
     assert server_keys(tmp_path) == server_keys(tmp_path)
 
 
@@ -155,7 +173,14 @@ def _manage_clients_on_the_command_line(
     assert main([*home, "--issue-client", "laptop", "--listen", "127.0.0.1:5700"]) == 0
     assert "wrote laptop.bus.json" in capsys.readouterr().out
     assert read_client_file(tmp_path / "laptop.bus.json").client == "laptop"
-    assert main([*home, "--list-clients"]) == 0 and capsys.readouterr().out.split() == ["laptop"]
+    assert main([*home, "--list-clients"]) == 0 and capsys.readouterr().out.split() == ["laptop", "operator"]
+    assert main([*home, "--issue-client", "root", "--role", "admin", "--output", "r.json",
+                 "--listen", "127.0.0.1:5700"]) == 0
+    said = capsys.readouterr()
+    assert "role admin" in said.out and "warning: r.json is an admin's" in said.err, said
+    assert main([*home, "--role", "viewer"]) == 2
+    assert "--role goes with --issue-client" in capsys.readouterr().err
+    assert main([*home, "--revoke-client", "root"]) == 0
     assert main([*home, "--revoke-client", "nobody"]) == 2
     assert "no client named 'nobody' (authorized clients: laptop)" in capsys.readouterr().err
     assert main([*home, "--output", "x.json"]) == 2
@@ -167,20 +192,20 @@ def _manage_clients_on_the_command_line(
 
 @pytest.mark.parametrize("name", ["bus.hmac", "server.key_secret"])
 def test_a_secret_key_file_others_can_read_is_refused_naming_it(tmp_path: Path, name: str) -> None:
-    hmac_key_hex(tmp_path)
+    publish_key_hex(tmp_path)
     server_keys(tmp_path)
     path = tmp_path / "keys" / name
     path.chmod(0o644)
     with pytest.raises(RemoteError, match=rf"{path} is mode 0644.*chmod 600 {path}"):
-        hmac_key_hex(tmp_path) if name == "bus.hmac" else server_keys(tmp_path)
+        publish_key_hex(tmp_path) if name == "bus.hmac" else server_keys(tmp_path)
     path.chmod(0o600)
-    assert hmac_key_hex(tmp_path) and server_keys(tmp_path)
+    assert publish_key_hex(tmp_path) and server_keys(tmp_path)
 
 
 def test_the_supervisor_refuses_to_start_with_a_world_readable_key(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
-    hmac_key_hex(home)
+    publish_key_hex(home)
     (home / "keys" / "bus.hmac").chmod(0o644)
     done = subprocess.run(
         [sys.executable, "-m", "heidi_engine.supervisor.cli", "--home", str(home), "--no-gpu", "--listen", "127.0.0.1:45123"],

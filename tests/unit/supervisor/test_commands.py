@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+from heidi_engine.bus.clients import Client
+from heidi_engine.bus.config import FIELD_NAMES, WORK_SIZE_FIELDS
+from heidi_engine.bus.message import Command
 from heidi_engine.bus.state import RunState
-from heidi_engine.supervisor.commands import COMMANDS, Refused, dispatch, help_text
+from heidi_engine.supervisor.commands import COMMANDS, LEAST_ROLE, Refused, dispatch, help_text, refusal
 
 RUN = "run_20240215_123456_abc12345"
 EXPECTED = {"ping", "status", "snapshot", "start", "stop", "pause", "resume", "resume_run", "list_runs", "shutdown"}
@@ -140,3 +143,52 @@ def test_shutdown() -> None:
         dispatch(FakeSupervisor("running"), "shutdown", {"if_idle": True})
     idle = FakeSupervisor("stopped")
     assert dispatch(idle, "shutdown", {"if_idle": True}) == {"shutting_down": True}
+
+
+# -- roles -----------------------------------------------------------------------------------------------
+
+
+def _client(role: str) -> Client:
+    return Client(name="laptop", role=role, public_key=b"k" * 40, key=b"s" * 32)
+
+
+def _command(name: str, **args: Any) -> Command:
+    return Command(id="1", name=name, args=args)
+
+
+def test_every_command_has_a_least_role_and_an_unlisted_one_is_an_admins() -> None:
+    assert set(LEAST_ROLE) == set(COMMANDS)
+    assert refusal(_client("operator"), _command("future_command")) is not None
+    assert refusal(_client("admin"), _command("future_command")) is None
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [("viewer", {"ping", "status", "snapshot", "list_runs"}),
+     ("operator", {"ping", "status", "snapshot", "list_runs", "start", "stop", "pause", "resume", "resume_run"}),
+     ("admin", set(COMMANDS))],
+)  # fmt: skip
+def test_each_role_may_send_its_commands_and_is_told_why_not_the_others(role: str, allowed: set[str]) -> None:
+    for name in COMMANDS:
+        why = refusal(_client(role), _command(name))
+        if name in allowed:
+            assert why is None, (role, name, why)
+        else:
+            assert why is not None and f"{name} is not allowed for client laptop (role {role})" in why, why
+
+
+def test_a_local_client_may_send_anything() -> None:
+    assert refusal(None, _command("shutdown")) is None
+    assert refusal(None, _command("start", overrides={"TEACHER_BASE_URL": "http://127.0.0.1:1/v1"})) is None
+
+
+def test_an_operator_may_size_the_work_and_nothing_else() -> None:
+    sized = {"ROUNDS": 2, "SAMPLES_PER_ROUND": 5, "TRAIN_STEPS": 9, "LEARNING_RATE": 1e-4, "SEED": 3}
+    assert refusal(_client("operator"), _command("start", overrides=sized)) is None
+    for field in sorted(set(FIELD_NAMES) - WORK_SIZE_FIELDS):
+        why = refusal(_client("operator"), _command("start", overrides={**sized, field: "x"}))
+        assert why is not None and why.startswith(f"overriding {field} is not allowed for client laptop"), why
+    assert refusal(_client("admin"), _command("start", overrides={"SANDBOX": "none"})) is None
+    assert set(FIELD_NAMES) >= WORK_SIZE_FIELDS
+    assert not WORK_SIZE_FIELDS & {"TEACHER_BASE_URL", "TEACHER_MODEL", "TEACHER_API_KEY_ENV", "BASE_MODEL", "SANDBOX",
+                                   "RUN_UNIT_TESTS", "TASK_SOURCE", "MAX_COST_USD", "REPORT_TO", "HTTP_PORT"}
