@@ -154,7 +154,13 @@ class Supervisor(CommandFacade):
         interval = self.config.GPU_SAMPLE_INTERVAL_S if self.config is not None else DEFAULT_SAMPLE_S
         if now - self._last_sample >= interval:
             self._last_sample = now
-            self.accept_sample(self.sampler.sample())
+            try:
+                sample = self.sampler.sample()
+            except OSError as exc:  # /proc unreadable, at the open-file limit: the run goes on unsampled
+                self.report_problem("sampler", f"cannot read the host's figures: {exc.strerror or exc}")
+                return
+            self.report_problem("sampler", None)
+            self.accept_sample(sample)
 
     def start_http(self, port: int) -> None:
         """Run the HTTP status server (a bus client like any viewer) as a supervised child of the daemon."""
