@@ -13,8 +13,10 @@ A user's own Hugging Face Trainer script reports to a running supervisor with tw
     trainer.add_callback(bus_callback())
 
 Started by the supervisor (``AUTOTRAIN_RUN_ID`` set) it is that stage's agent; otherwise it attaches to
-the active run of the supervisor of ``AUTOTRAIN_HOME`` (else the current directory), and with no
-supervisor or no active run it logs one warning and does nothing.
+the active run of the supervisor of ``AUTOTRAIN_HOME`` (else the current directory) as an *external
+trainer*, ``external:NAME``: its samples, steps and events are its own, shown as such, and never counted
+as the pipeline's (docs/callback.md). With no supervisor or no active run it logs one warning and does
+nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import json
 import logging
 import math
 import os
+import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -52,6 +56,7 @@ __all__ = [
     "bus_callback",
     "connect_trainer_control",
     "counted_train_steps",
+    "external_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,7 +91,8 @@ class BusTrainerControl:
 
     ``counted_steps`` is how many steps of this round the supervisor has already counted (see
     :func:`counted_train_steps`); steps up to it are published as samples but not counted again.
-    ``owns_runtime`` makes :meth:`close` close the runtime too.
+    ``owns_runtime`` makes :meth:`close` close the runtime too. ``source`` (``external:NAME``) makes it an
+    external trainer's: its samples carry the source, and it counts nothing into the run.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class BusTrainerControl:
         flush_s: float = FLUSH_S,
         clock: Callable[[], float] = time.monotonic,
         owns_runtime: bool = False,
+        source: str = "",
     ) -> None:
         if counted_steps < 0 or flush_steps < 1 or flush_s < 0:
             raise ValueError(
@@ -110,6 +117,8 @@ class BusTrainerControl:
         self._flush_s = flush_s
         self._clock = clock
         self._owns_runtime = owns_runtime
+        self.source = source
+        self._said = f"{source.removeprefix('external:')}: " if source else ""  # whose words an event carries
         self._pending = 0
         self._last_flush = clock()
         self._last: StepMetrics = {}
@@ -145,6 +154,7 @@ class BusTrainerControl:
                 eta_s=_finite(metrics.get("eta_s")),
                 memory_mb=_finite(metrics.get("gpu_mem_mb")),
                 rank_peak_mb=_peaks(metrics.get("rank_peak_mb")),
+                source=self.source,
             )
         )
         self._last = metrics
@@ -177,16 +187,16 @@ class BusTrainerControl:
             artifacts = [shown]
         except ValueError:
             shown, artifacts = str(where), []
-        self.rt.progress(f"checkpoint at step {step}: {shown}", artifacts=artifacts)
+        self.rt.progress(f"{self._said}checkpoint at step {step}: {shown}", artifacts=artifacts)
 
     def on_event(self, level: str, message: str) -> None:
         """Forward a trainer message as an event (``warning`` becomes ``warn``)."""
         self.flush()
         mapped = _LEVELS.get(level, "info")
         if mapped == "error":
-            self.rt.emit("error", message, level="error", error=message)
+            self.rt.emit("error", self._said + message, level="error", error=message)
         else:
-            self.rt.progress(message, level=mapped)
+            self.rt.progress(self._said + message, level=mapped)
 
     # -- batching and lifetime ---------------------------------------------------------------------
 
@@ -198,10 +208,11 @@ class BusTrainerControl:
         steps, self._pending = self._pending, 0
         last = self._last
         loss = _finite(last.get("loss"))
-        text = f"trained to step {last.get('step')}/{last.get('total')}"
+        text = f"{self._said}trained to step {last.get('step')}/{last.get('total')}"
         if loss is not None:
             text += f", loss {loss:.4f}"
-        self.rt.progress(text, counters={"train_step": steps})
+        # An external trainer's steps are its own (its samples): the pipeline's train_step never has them.
+        self.rt.progress(text, counters={} if self.source else {"train_step": steps})
 
     def close(self) -> None:
         """Flush, and close the runtime when this control owns it (idempotent)."""
@@ -237,7 +248,15 @@ def _warn_once(reason: str) -> _DetachedControl:
     return _DetachedControl()
 
 
-def _attach(home: Path) -> BusTrainerControl | _DetachedControl:
+def external_name(name: str | None = None, argv0: str | None = None) -> str:
+    """The NAME of ``external:NAME``: ``name``, else the script's file name, made of the characters a
+    source name may hold (letters, digits, ``.``, ``_``, ``-``; at most 64)."""
+    raw = name or Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv and sys.argv[0] else "")).stem
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip(".-_")[:64]
+    return cleaned or "script"
+
+
+def _attach(home: Path, name: str | None = None) -> BusTrainerControl | _DetachedControl:
     try:
         info = read_bus_info(home)
     except ConnectionFileError as exc:
@@ -271,18 +290,19 @@ def _attach(home: Path) -> BusTrainerControl | _DetachedControl:
             return _warn_once(str(exc))
     rt = AgentRuntime(
         info,
-        stage="train",
+        stage="external",
         run_id=str(run_id),
         round_no=max(int(status.get("current_round") or 0), 0),
         run_dir=run_dir,
         config=config,
     )
-    # An attached script trains on its own: every step it makes counts, from its first.
-    return BusTrainerControl(rt, owns_runtime=True)
+    # An attached script trains on its own, beside the pipeline: it reports as itself and counts nothing
+    # of the pipeline's (whose train stage must never take its steps for its own).
+    return BusTrainerControl(rt, owns_runtime=True, source=f"external:{external_name(name)}")
 
 
 def connect_trainer_control(
-    home: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    home: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None, *, name: str | None = None
 ) -> TrainerControl:
     """The control for a trainer in this process: the stage's own when started by the supervisor,
     else attached to the active run of ``home`` (default ``AUTOTRAIN_HOME``, else the current
@@ -300,7 +320,7 @@ def connect_trainer_control(
         except (FatalStageError, ConnectionFileError, BusError) as exc:
             control = _warn_once(f"cannot reach the supervisor that started this process: {exc}")
     else:
-        control = _attach(Path(home or env.get("AUTOTRAIN_HOME") or os.getcwd()))
+        control = _attach(Path(home or env.get("AUTOTRAIN_HOME") or os.getcwd()), name)
     atexit.register(control.close)
     return control
 
@@ -318,14 +338,15 @@ class _FlushingCallback(BusReportingCallback):
 
 
 def bus_callback(
-    home: str | os.PathLike[str] | None = None, *, bus: str | os.PathLike[str] | None = None
+    home: str | os.PathLike[str] | None = None, *, bus: str | os.PathLike[str] | None = None, name: str | None = None
 ) -> BusReportingCallback:
     """A ``TrainerCallback`` for any HF Trainer: ``trainer.add_callback(bus_callback())``.
 
     Use ``logging_steps=1`` to get the loss of every step. See :func:`connect_trainer_control` for
     where it reports. On another machine, ``bus`` (or ``AUTOTRAIN_BUS``) names the client connection
     file from ``autotrain-supervisor --issue-client``; a bad file raises :class:`ConnectionFileError`.
+    ``name`` is how an attached script is shown (``external:NAME``; default: the script's file name).
     """
     if bus is not None:
         use_bus_file(bus)
-    return _FlushingCallback(connect_trainer_control(home))
+    return _FlushingCallback(connect_trainer_control(home, name=name))

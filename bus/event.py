@@ -24,9 +24,10 @@ ERROR_MAX = 200
 # Longer text is refused before redaction runs: redacting megabytes would stall the supervisor's loop.
 RAW_TEXT_MAX = 8192
 
-Stage = Literal["generate", "validate", "train", "eval", "round_start", "round_end"]
-# The work stages in the order a round runs them (the rest of Stage marks a round's bounds): the one list
-# of them, for the driver, the menu's progress and the logs.
+Stage = Literal["generate", "validate", "train", "eval", "round_start", "round_end", "external"]
+# The work stages in the order a round runs them (round_start and round_end mark a round's bounds; external
+# is a training script reporting on its own, outside the pipeline): the one list of them, for the driver, the
+# menu's progress and the logs.
 PIPELINE_STAGES: tuple[str, ...] = get_args(Stage)[:4]
 Level = Literal["info", "warn", "error", "success"]
 EventType = Literal[

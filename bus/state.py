@@ -31,6 +31,9 @@ FINISHED_STATUSES = frozenset({"stopped", "completed", "failed", "interrupted"})
 RESUMABLE_STATUSES = frozenset({"stopped", "interrupted", "failed"})  # what --resume-run continues
 
 RECENT_EVENTS = 200
+EXTERNAL_MAX = 8  # external trainers a run shows at once: the latest, by when each was last heard
+# "external:NAME": a training script reporting on its own (agents/bus_control.py), or "" (the pipeline's).
+EXTERNAL_SOURCE = r"^(external:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$"
 MAX_RANKS = 64  # TRAIN_NPROC's upper bound
 LOSS_HISTORY = 600
 
@@ -54,14 +57,19 @@ class TrainerGauges(BaseModel):
     rank_peak_mb: list[int] | None = Field(default=None, max_length=MAX_RANKS)  # by rank, MiB
 
 
+_GAUGE_FIELDS = frozenset(TrainerGauges.model_fields)
+
+
 class TrainerSample(TrainerGauges):
     """Trainer gauges published at every optimizer step, tied to the run they belong to (a sample must
-    say which step of how many)."""
+    say which step of how many). ``source`` is empty for the pipeline's own train stage; a training script
+    that reports on its own says ``external:NAME``, and its samples never mix with the pipeline's."""
 
     type: Literal["trainer"] = "trainer"
     run_id: str | None = Field(default=None, max_length=40)
     step: int = Field(ge=0, le=MAX_DELTA)
     total: int = Field(ge=0, le=MAX_DELTA)
+    source: str = Field(default="", max_length=80, pattern=EXTERNAL_SOURCE)
 
 
 class GpuInfo(BaseModel):
@@ -277,6 +285,8 @@ class RunState(BaseModel):
     evals: list[EvalSample] = Field(default_factory=list)  # one per evaluated round, in round order
     best_round: int | None = None
     teacher_endpoints: dict[str, EndpointUsage] = Field(default_factory=dict)  # a pool's usage, by endpoint
+    # Training scripts reporting on their own (source -> their latest gauges): never the pipeline's counts.
+    external: dict[str, TrainerGauges] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -328,9 +338,14 @@ def apply_events(state: RunState, batch: Sequence[tuple[Event, dict[str, Any]]])
     if not batch:
         return state
     counters, usage, recent = state.counters, state.usage, state.recent_events
+    last = None  # the last event of the pipeline's: an external trainer's set neither round nor error
     for event, record in batch:
         if state.run_id is None:
             state.run_id = event.run_id
+        recent.append(record)
+        if event.stage == "external":
+            continue
+        last = event
         add_deltas(counters, usage, event.counters_delta, event.usage_delta)
         event_type = event.event_type
         if event_type != "progress":
@@ -343,16 +358,15 @@ def apply_events(state: RunState, batch: Sequence[tuple[Event, dict[str, Any]]])
                     state.started_at = state.started_at or event.ts
         if event.level == "error":
             state.error = event.error or event.message
-        recent.append(record)
     if len(recent) > RECENT_EVENTS:
         del recent[: len(recent) - RECENT_EVENTS]
     # Every event sets these (the last one wins); written straight into the model's fields (what
     # pydantic's own model_construct does) because this is the hot path of the supervisor and of every viewer.
-    last = batch[-1][0]
     fields = state.__dict__
-    fields["current_round"] = last.round
+    if last is not None:
+        fields["current_round"] = last.round
     fields["event_count"] = state.event_count + len(batch)
-    fields["last_event_ts"] = fields["updated_at"] = last.ts
+    fields["last_event_ts"] = fields["updated_at"] = batch[-1][0].ts
     return state
 
 
@@ -379,6 +393,13 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSam
         state.host = sample.host
         state.gpu_message = sample.gpu_message
         return state
+    if sample.source:
+        external = state.external
+        if sample.source not in external and len(external) >= EXTERNAL_MAX:
+            del external[next(iter(external))]  # the one heard from least recently
+        external.pop(sample.source, None)
+        external[sample.source] = TrainerGauges.model_validate(sample.model_dump(include=set(_GAUGE_FIELDS)))
+        return state
     trainer = state.trainer
     history = trainer.loss_history
     starts = trainer.round_starts
@@ -395,8 +416,7 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSam
         if len(history) > LOSS_HISTORY:
             del history[1::2]  # thin the whole curve evenly, keeping its first point
             trainer.history_stride *= 2
-    for name in ("round", "step", "total", "loss", "learning_rate", "grad_norm", "tokens_per_s",
-                 "samples_per_s", "eta_s", "memory_mb", "rank_peak_mb"):
+    for name in _GAUGE_FIELDS:
         setattr(trainer, name, getattr(sample, name))
     return state
 

@@ -87,6 +87,9 @@ class CommandFacade(CurrentRun):
             "ledger_bytes": ledger_bytes(self.home, state.run_id),
             "http": None if self.http_child is None else self.http_child.describe(),
             "sandbox_warning": sandbox_warning(state.config),
+            # Training scripts reporting beside the run, as themselves (never in "counters").
+            "external": {source: {"round": g.round, "step": g.step, "total": g.total, "loss": g.loss}
+                         for source, g in state.external.items()},
         }
 
     def snapshot(self) -> dict[str, Any]:

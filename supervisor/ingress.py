@@ -6,6 +6,8 @@ run), and machine samples (the supervisor samples the machine itself) are refuse
 the counts are the ``status`` command's ``refused_events``. So are numbers out of the run's bounds: an
 event or sample of a round past ``total_rounds + 1`` (``bad_round``: the ledger and the state keep
 entries per round, and must stay small) and an event or teacher sample that would carry a total past its bound (``bad_value``).
+An external trainer (a script reporting on its own, stage ``external``) counts nothing: an event of it
+carrying counts is refused (``external_counts``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class IngressGate:
                 continue
             elif event.round > last_round:
                 self.refuse("bad_round", f"an event of round {event.round} from {event.stage}: this run has {state.total_rounds}")
+            elif event.stage == "external" and (event.counters_delta or event.usage_delta):
+                # A training script reporting on its own adds nothing to the pipeline's counts.
+                self.refuse("external_counts", "an external trainer's event carrying counts")
             elif event.counters_delta or event.usage_delta:
                 totals = self._take_totals(state)
                 if totals == "far":

@@ -212,8 +212,9 @@ class Persister:
         self._metrics_size += len(data)
         self._metrics_backlog.clear()
 
-    def truncate_metrics_from(self, round_no: int, step: int) -> None:
-        """Drop trainer samples of ``round_no`` at ``step`` or later (a resumed trainer replays them)."""
+    def truncate_metrics_from(self, round_no: int, step: int, source: str = "") -> None:
+        """Drop ``source``'s trainer samples of ``round_no`` at ``step`` or later (a resumed trainer replays
+        them); another source's stay."""
         path = self.run_dir / METRICS_FILE
         kept = bytearray()
         dropped = False
@@ -224,7 +225,8 @@ class Persister:
                 except ValueError:
                     dropped = True
                     continue
-                if obj.get("type") == "trainer" and obj.get("round") == round_no and obj.get("step", 0) >= step:
+                if (obj.get("type") == "trainer" and obj.get("round") == round_no and obj.get("step", 0) >= step
+                        and obj.get("source", "") == source):
                     dropped = True
                     continue
                 kept += line

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.state import EvalSample, RunState, SystemSample, TrainerSample
+from heidi_engine.bus.state import EXTERNAL_MAX, EvalSample, RunState, SystemSample, TrainerSample
 from heidi_engine.supervisor.persister import Persister, PersistError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ class Spool:
         self._held: list[Event] = []
         self._metrics_failed = False
         self._retry_at = float("-inf")
-        self._last_trainer: tuple[int, int] | None = None
+        # The last (round, step) of each trainer source ("" the pipeline's), the latest few only.
+        self._last_trainer: dict[str, tuple[int, int]] = {}
 
     @property
     def held(self) -> bool:
@@ -79,11 +80,14 @@ class Spool:
         """Append a gauge sample to ``metrics.jsonl`` (a trainer resumed from a checkpoint cuts it back)."""
         try:
             if isinstance(sample, TrainerSample):
-                key, last = (sample.round, sample.step), self._last_trainer
-                self._last_trainer = key
+                # Each source's own history: an external trainer's samples never cut the pipeline's.
+                key, last = (sample.round, sample.step), self._last_trainer.pop(sample.source, None)
+                self._last_trainer[sample.source] = key
+                if len(self._last_trainer) > EXTERNAL_MAX + 1:
+                    del self._last_trainer[next(iter(self._last_trainer))]
                 if last is not None and key[0] == last[0] and key[1] <= last[1]:
                     # A trainer resumed from a checkpoint: its metric history restarts at that step.
-                    self.persister.truncate_metrics_from(sample.round, sample.step)
+                    self.persister.truncate_metrics_from(sample.round, sample.step, sample.source)
             self.persister.append_metric(sample.model_dump(mode="json"))
         except OSError as exc:
             self._metrics_failed = True

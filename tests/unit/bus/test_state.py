@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from heidi_engine.bus.event import COUNTER_NAMES, Event
 from heidi_engine.bus.state import (
+    EXTERNAL_MAX,
     LOSS_HISTORY,
     RECENT_EVENTS,
     GpuInfo,
@@ -124,3 +127,24 @@ def test_state_round_trips_through_json() -> None:
     apply_sample(state, TrainerSample(round=1, step=1, total=2, loss=0.1))
     again = RunState.model_validate_json(state.model_dump_json())
     assert again == state
+
+
+def test_an_external_trainer_is_shown_as_itself_and_moves_none_of_the_runs_figures() -> None:
+    state = RunState(run_id=RUN, status="running")
+    apply_event(state, ev(round=2, stage="train", counters_delta={"train_step": 3}))
+    apply_sample(state, TrainerSample(round=2, step=3, total=9, loss=0.5))
+    apply_event(state, ev(round=1, stage="external", level="error", event_type="error", message="x: boom"))
+    apply_sample(state, TrainerSample(round=1, step=40, total=60, loss=2.0, source="external:x"))
+    assert (state.current_round, state.error, state.counters["train_step"]) == (2, None, 3)
+    assert (state.trainer.step, state.trainer.total, state.trainer.loss) == (3, 9, 0.5)
+    assert state.external["external:x"].step == 40 and state.recent_events[-1]["message"] == "x: boom"
+    for i in range(EXTERNAL_MAX + 2):  # the latest few are kept, by when each was last heard
+        apply_sample(state, TrainerSample(round=1, step=i, total=60, source=f"external:s{i}"))
+    assert len(state.external) == EXTERNAL_MAX and f"external:s{EXTERNAL_MAX + 1}" in state.external
+    assert "external:x" not in state.external
+
+
+def test_a_trainer_source_is_external_or_nothing() -> None:
+    for bad in ("train", "external:", "external:../x", "external:" + "a" * 65):
+        with pytest.raises(ValueError):
+            TrainerSample(step=1, total=1, source=bad)

@@ -80,3 +80,13 @@ def test_a_sample_of_a_round_past_the_last_one_is_refused() -> None:
     assert gate.round_fits(state, 3, "a trainer sample")
     assert not gate.round_fits(state, 4, "an eval sample")
     assert gate.refused == {"bad_round": 1}
+
+
+def test_an_external_trainer_counts_nothing_into_the_run() -> None:
+    gate = IngressGate()
+    state = RunState(run_id=RUN, status="running", total_rounds=1)
+    said = Event(run_id=RUN, stage="external", event_type="progress", message="x: trained to step 10")
+    counting = Event(run_id=RUN, stage="external", event_type="progress", message="x",
+                     counters_delta={"train_step": 10})  # fmt: skip
+    assert gate.events(state, [said, counting]) == [said]
+    assert gate.refused == {"external_counts": 1}

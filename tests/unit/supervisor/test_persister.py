@@ -192,3 +192,15 @@ def test_temp_files_left_by_killed_writes_are_removed_at_start(tmp_path: Path) -
     again = run / ".state.json.12345678.tmp"
     again.write_text("x")
     assert clear_orphan_temps(home, run) == [again]  # before a resume: that run's folder
+
+
+def test_a_resumed_trainer_cuts_back_its_own_samples_only(tmp_path: Path) -> None:
+    persister = Persister(tmp_path, max_bytes=10**6, retention=3)
+    for step in range(1, 5):
+        persister.append_metric({"type": "trainer", "round": 1, "step": step, "total": 4})
+        persister.append_metric({"type": "trainer", "round": 1, "step": step, "total": 4, "source": "external:x"})
+    persister.truncate_metrics_from(1, 3, "external:x")
+    persister.close()
+    kept = [(json.loads(line).get("source", ""), json.loads(line)["step"]) for line in iter_lines(tmp_path / "metrics.jsonl")]
+    assert [step for source, step in kept if source == ""] == [1, 2, 3, 4]
+    assert [step for source, step in kept if source == "external:x"] == [1, 2]
