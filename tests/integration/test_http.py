@@ -250,8 +250,8 @@ def test_metrics_parse_and_match_the_status(
     )
     assert (check.returncode, check.stdout, check.stderr) == (0, b"", b""), (check, reply.body.decode())
     dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
-    queried = set(re.findall(r"\bautotrain_[a-z_]+", json.dumps(dashboard)))
-    queried |= set(re.findall(r"\bautotrain_[a-z_]+", (REPO / "docs" / "alerts.yml").read_text(encoding="utf-8")))
+    queried = set(re.findall(r"\bautotrain_[a-z0-9_]+", json.dumps(dashboard)))
+    queried |= set(re.findall(r"\bautotrain_[a-z0-9_]+", (REPO / "docs" / "alerts.yml").read_text(encoding="utf-8")))
     families = list(text_string_to_metric_families(reply.body.decode()))
     exposed = {s.name for family in families for s in family.samples} | {family.name for family in families}
     exposed |= {family.name + "_total" for family in families if family.type == "counter"}
