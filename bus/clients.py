@@ -21,14 +21,16 @@ with the publish key, until it is issued again.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import zmq
-import zmq.auth
+from zmq.utils import z85
 
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.keys import (
@@ -42,7 +44,7 @@ from heidi_engine.bus.keys import (
     server_keys,
     tcp_endpoints,
 )
-from heidi_engine.bus.storage import FILE_MODE, atomic_write_json, ensure_private_dir, read_json
+from heidi_engine.bus.storage import FILE_MODE, atomic_write_json, ensure_private_dir
 
 CLIENTS_DIR = "clients"
 ROLES = ("viewer", "operator", "admin")
@@ -141,45 +143,75 @@ def revoke_client(home: str | Path, name: str) -> None:
         raise RemoteError(f"no client named {name!r} (authorized clients: {known})")
 
 
-def list_clients(home: str | Path) -> list[Client]:
-    """The authorized clients, sorted by name; a damaged record is skipped."""
-    return sorted(load_clients(home).values(), key=lambda client: client.name)
+def list_clients(home: str | Path, problems: list[str] | None = None) -> list[Client]:
+    """The authorized clients, sorted by name; a damaged record is skipped (and said in ``problems``)."""
+    return sorted(load_clients(home, problems).values(), key=lambda client: client.name)
 
 
-def load_clients(home: str | Path) -> dict[bytes, Client]:
-    """Public key (Z85) → client, from ``clients/``; a damaged record is skipped."""
+def load_clients(home: str | Path, problems: list[str] | None = None) -> dict[bytes, Client]:
+    """Public key (Z85) → client, from ``clients/``. Whatever a file there holds, this returns: a record
+    that is not a small regular file of the right form is skipped, with why in ``problems``."""
     folder = clients_dir(home)
     out: dict[bytes, Client] = {}
     legacy_key: bytes | None = None
     for path in sorted(folder.iterdir()):
         name = path.name.removesuffix(path.suffix)
-        if path.suffix == _RECORD and _NAME.fullmatch(name):
-            client = _read_record(path, name)
-        elif path.suffix == _LEGACY and _NAME.fullmatch(name) and not (folder / f"{name}{_RECORD}").exists():
-            if legacy_key is None:
-                legacy_key = bytes.fromhex(publish_key_hex(home))
-            client = _read_legacy(path, name, legacy_key)
-        else:
+        if path.suffix not in (_RECORD, _LEGACY) or not _NAME.fullmatch(name):
             continue
-        if client is not None:
-            out[client.public_key] = client
+        if path.suffix == _LEGACY and (folder / f"{name}{_RECORD}").exists():
+            continue  # issued again since: the record is the client
+        try:
+            text = _read_small(path)
+            if path.suffix == _RECORD:
+                client = _parse_record(text, name)
+            else:
+                if legacy_key is None:
+                    legacy_key = bytes.fromhex(publish_key_hex(home))
+                client = _parse_legacy(text, name, legacy_key)
+        except Exception as exc:  # a hostile or damaged file: skipped, never the end of admission
+            if problems is not None:
+                problems.append(f"{path}: {exc}")
+            continue
+        out[client.public_key] = client
     return out
 
 
-def _read_record(path: Path, name: str) -> Client | None:
-    try:
-        raw = read_json(path)
-        role, public, key_hex = raw["role"], raw["public_key"], raw["key_hex"]
-        if role not in ROLES or not isinstance(public, str) or len(public) != 40 or len(key_hex) != 64:
-            return None
-        return Client(name, role, public.encode(), bytes.fromhex(key_hex))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+_RECORD_MAX = 4096
 
 
-def _read_legacy(path: Path, name: str, key: bytes) -> Client | None:
+def _read_small(path: Path) -> str:
+    """The text of ``path`` if it is a regular file of at most :data:`_RECORD_MAX` bytes (never a link or a
+    FIFO, which could block the reader)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        public, _ = zmq.auth.load_certificate(os.fspath(path))
-    except (OSError, ValueError):
-        return None
-    return Client(name, DEFAULT_ROLE, public, key, legacy=True)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        data = os.read(fd, _RECORD_MAX + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _RECORD_MAX:
+        raise ValueError(f"larger than {_RECORD_MAX} bytes")
+    return data.decode("utf-8")
+
+
+def _parse_record(text: str, name: str) -> Client:
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    role, public, key_hex = raw.get("role"), raw.get("public_key"), raw.get("key_hex")
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if not isinstance(public, str) or len(public) != 40 or not isinstance(key_hex, str) or len(key_hex) != 64:
+        raise ValueError("no valid public_key (40 Z85 characters) and key_hex (64 hex digits)")
+    z85.decode(public)
+    return Client(name, role, public.encode(), bytes.fromhex(key_hex))
+
+
+def _parse_legacy(text: str, name: str, key: bytes) -> Client:
+    found = re.search(r'^\s*public-key\s*=\s*"([^"]{40})"\s*$', text, re.MULTILINE)
+    if found is None:
+        raise ValueError("no public-key of 40 Z85 characters")
+    public = found.group(1)
+    z85.decode(public)
+    return Client(name, DEFAULT_ROLE, public.encode(), key, legacy=True)

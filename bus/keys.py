@@ -2,8 +2,9 @@
 
 It holds the supervisor's CURVE key pair (``server.key``, ``server.key_secret``, in ``zmq.auth``'s
 certificate format, 0600), the *publish key* (``bus.hmac``, 0600: what the supervisor signs its egress
-with while it listens, so that remote subscribers can check what they receive; it signs nothing a client
-sends and is accepted on no input), the last ``--listen`` address, and ``clients/`` (see
+with while it listens, so that remote subscribers can check what they receive; every client file holds
+it, and it is accepted on no input but a client's issued before roles, over that client's own CURVE
+connection), the last ``--listen`` address, and ``clients/`` (see
 :mod:`heidi_engine.bus.clients`). A secret key file that others could read is refused, as ssh does.
 """
 

@@ -21,12 +21,13 @@ new one is shut at once (``remote:too_many_peers``), and the health says so whil
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import zmq
@@ -49,42 +50,61 @@ ZAP_DOMAIN = b"autotrain"
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 REFRESH_EVERY_S = 0.5
 _LOG_EVERY_S = 60.0
-_SETTLE_S = 1.0  # a folder changed this recently is read again whatever its stamp (mtimes are coarse)
 _HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 HANDSHAKE_S = 5
 MAX_PEERS_PER_ENDPOINT = 256
 _OWN_FDS = 256  # what the supervisor keeps for itself (logs, state, agents, local clients) below the limit
 _CROWDED_FOR_S = 10.0  # how long after a refusal the health still says "too many connections"
-_WATCHED = _HANDSHAKE_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_WATCHED = _HANDSHAKE_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 _REBIND_TIMEOUT_S = 5.0
 
 
 log = logging.getLogger(__name__)
 
 
-class _Folder:
-    """Whether the client records changed since they were last read: by the folder's stamp, and for a
-    second after any change whatever the stamp says (two changes within one mtime tick look alike)."""
+class _Table:
+    """The authorized clients, read again whenever their folder changed: by a fingerprint of its entries
+    (name, inode, mtime, size), so that no change is missed however close in time to another. One reader at
+    a time, so that a slow read cannot put back what a later one removed; a read that fails keeps what was
+    known, and is tried again at the next check."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp = self._now()
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.folder = clients_dir(home)
+        self._lock = threading.Lock()
+        self._print: frozenset[tuple[str, int, int, int]] | None = None
+        # Replaced whole, never changed in place: the bus server reads it from another thread.
+        self.allowed: dict[bytes, Client] = {}
+        self.failed: str | None = None
+        self.reload()
 
-    def _now(self) -> tuple[int, ...]:
+    def _fingerprint(self) -> frozenset[tuple[str, int, int, int]] | None:
         try:
-            stat = self.path.stat()
+            with os.scandir(self.folder) as entries:
+                return frozenset((e.name, e.inode(), *_stamp(e)) for e in entries)
         except OSError:
-            return ()
-        return (stat.st_mtime_ns, stat.st_ino)
+            return None
 
-    def changed(self) -> bool:
-        """True when the records may have changed since the last call that returned True (or since start)."""
-        stamp = self._now()
-        recent = bool(stamp) and time.time() - stamp[0] / 1e9 < _SETTLE_S
-        if stamp == self._stamp and not recent:
-            return False
-        self._stamp = stamp
-        return True
+    def reload(self) -> bool:
+        """Read the records again if the folder changed; True when the table was replaced."""
+        with self._lock:
+            mark = self._fingerprint()
+            if mark is None or mark == self._print:
+                return False
+            try:
+                allowed = load_clients(self.home)
+            except Exception as exc:  # whatever a file did, admission goes on with what was known
+                if self.failed is None:
+                    log.error("cannot read the client records in %s: %s (tried again within a second)", self.folder, exc)
+                self.failed = f"cannot read the client records: {exc}"
+                return False
+            self._print, self.allowed, self.failed = mark, allowed, None
+            return True
+
+
+def _stamp(entry: os.DirEntry[str]) -> tuple[int, int]:
+    stat = entry.stat(follow_symlinks=False)
+    return stat.st_mtime_ns, stat.st_size
 
 
 def peer_cap() -> int:
@@ -118,16 +138,10 @@ class _Gate(threading.Thread):
     """The ZAP handler and the connection watch: admits the keys of authorized clients, keeps each
     endpoint under its cap, counts refusals and failed handshakes."""
 
-    def __init__(
-        self, zap: zmq.Socket[bytes], monitors: Sequence[zmq.Socket[bytes]], folder: Path,
-        reload: Callable[[], dict[bytes, Client]],
-    ) -> None:
+    def __init__(self, zap: zmq.Socket[bytes], monitors: Sequence[zmq.Socket[bytes]], table: _Table) -> None:
         super().__init__(name="bus-curve-gate", daemon=True)
-        self._folder = _Folder(folder)  # the gate's own view: the listener keeps another
-        # Replaced whole, never changed in place: the bus server reads it from another thread.
-        self.allowed: dict[bytes, Client] = reload()
+        self.table = table
         self.admitted: set[bytes] = set()  # keys let in since start: a revoked one among them means a cut
-        self._reload = reload
         self.counts: Counter[str] = Counter()
         self.cap = peer_cap()
         self.watched: dict[bytes, int] = {}  # remote endpoint -> its port, once bound
@@ -148,18 +162,24 @@ class _Gate(threading.Thread):
                 for sock, _ in poller.poll(200):
                     if sock is self._zap:
                         self._answer(self._zap.recv_multipart())
-                    else:
+                        continue
+                    try:
                         self._watch(recv_monitor_message(sock))
+                    except Exception:  # a bad reading of one event must not stop admission
+                        log.exception("cannot read a connection event")
         finally:
-            for sock in (self._zap, *self._monitors):
-                sock.close(linger=0)
+            # Without a handler every CURVE connection is refused (ZAP_ENFORCE_DOMAIN): closed, not open.
+            # The monitors stay open, their events dropped when unread, until the listener closes them.
+            self._zap.close(linger=0)
 
     def _watch(self, event: dict[str, object]) -> None:
         endpoint, kind, value = event["endpoint"], event["event"], event["value"]
         if not (isinstance(endpoint, bytes) and endpoint in self.watched and isinstance(kind, int)
                 and isinstance(value, int)):
             return  # a local endpoint: not ours to count
-        if kind & _HANDSHAKE_FAILED:
+        if kind == zmq.EVENT_CLOSED:
+            self.open[endpoint] = 0  # the listener was unbound: it dropped its connections with it
+        elif kind & _HANDSHAKE_FAILED:
             self._count("remote:bad_handshake")
         elif kind == zmq.EVENT_ACCEPTED:
             self.open[endpoint] += 1
@@ -178,7 +198,10 @@ class _Gate(threading.Thread):
         except OSError:
             return
         try:
-            if conn.type == socket.SOCK_STREAM and conn.getsockname()[1] == port:
+            # An accepted connection to the endpoint's port, never its listener: the descriptor may have been
+            # reused since the event was sent (an accepted peer's connection shut then reconnects).
+            accepted = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+            if conn.type == socket.SOCK_STREAM and accepted and conn.getsockname()[1] == port and conn.getpeername():
                 conn.shutdown(socket.SHUT_RDWR)
         except (OSError, IndexError, TypeError):
             pass
@@ -193,23 +216,30 @@ class _Gate(threading.Thread):
         if len(frames) < 6:
             return
         version, request_id, domain, mechanism = frames[0], frames[1], frames[2], frames[5]
+        try:
+            reply = self._verdict(domain, mechanism, frames)
+        except Exception:  # refused, and the handler lives on to answer the next
+            log.exception("cannot check a connection's key")
+            reply = [b"500", b"internal error", b"", b""]
+        self._zap.send_multipart([version, request_id, *reply])
+
+    def _verdict(self, domain: bytes, mechanism: bytes, frames: list[bytes]) -> list[bytes]:
         key = z85.encode(frames[6]) if mechanism == b"CURVE" and len(frames) > 6 and len(frames[6]) == 32 else b""
-        client = self.allowed.get(key) if domain == ZAP_DOMAIN else None
-        if client is None and key and domain == ZAP_DOMAIN and self._folder.changed():
-            # A client issued a moment ago is let in at once (a flood of unknown keys costs a stat each, while
-            # the folder stays as it was); revocations are the listener's to find, as it must cut connections.
-            self.allowed = self._reload()
-            client = self.allowed.get(key)
+        client = self.table.allowed.get(key) if domain == ZAP_DOMAIN else None
+        if client is None and key and domain == ZAP_DOMAIN:
+            # A client issued a moment ago is let in at once (an unknown key costs a look at the folder, no
+            # read while it stays as it was); asked again whoever read it, as the loop may have meanwhile.
+            # Revocations are the listener's to act on.
+            self.table.reload()
+            client = self.table.allowed.get(key)
         if client is None:
             self._count("remote:unauthorized")
-            reply = [version, request_id, b"400", b"unknown or revoked client key", b"", b""]
-        else:
-            with self.lock:
-                self.admitted.add(key)
-            # The user id libzmq attaches to each of the connection's messages: the key, not the name (a
-            # name revoked and issued again is another client).
-            reply = [version, request_id, b"200", b"OK", key, b""]
-        self._zap.send_multipart(reply)
+            return [b"400", b"unknown or revoked client key", b"", b""]
+        with self.lock:
+            self.admitted.add(key)
+        # The user id libzmq attaches to each of the connection's messages: the key, not the name (a name
+        # revoked and issued again is another client).
+        return [b"200", b"OK", key, b""]
 
     def take_counts(self) -> Counter[str]:
         """The counts since the last call."""
@@ -229,7 +259,7 @@ class RemoteListener:
         self._sockets = list(sockets)
         self._egress = self._sockets[1]
         self._bound: list[str] = []
-        self._folder = _Folder(clients_dir(home))
+        self._table = _Table(self.home)
         self._next_refresh = 0.0
         self._last_logged = -_LOG_EVERY_S
         _, secret = server_keys(home)
@@ -238,12 +268,14 @@ class RemoteListener:
         # The handler is bound before any CURVE endpoint exists: without one, libzmq would admit anyone.
         zap.bind(ZAP_ENDPOINT)
         monitors = [sock.get_monitor_socket(_WATCHED) for sock in self._sockets]
-        self._gate = _Gate(zap, monitors, self._folder.path, lambda: load_clients(home))
+        self._monitors = monitors
+        self._gate = _Gate(zap, monitors, self._table)
         self._gate.start()
         for sock, endpoint in zip(self._sockets, self.endpoints, strict=True):
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
             sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no handler: refused, never admitted
             sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_S * 1000)
             try:
                 sock.bind(endpoint)
@@ -259,12 +291,16 @@ class RemoteListener:
     def client(self, user_id: str) -> Client | None:
         """The authorized client a remote message came from, by its connection's ZAP user id; ``None``
         when that key is no longer authorized (revoked since it connected)."""
-        return self._gate.allowed.get(user_id.encode())
+        return self._table.allowed.get(user_id.encode())
 
     @property
     def problem(self) -> str | None:
         """What the health should say of the remote endpoints now (too many connections), else None."""
         gate = self._gate
+        if not gate.is_alive() and not gate.stopping.is_set():
+            return "remote clients are refused: the key check stopped (see the log)"
+        if self._table.failed is not None:
+            return self._table.failed
         crowded = (time.monotonic() - gate.refused_at < _CROWDED_FOR_S
                    or max(dict(gate.open).values(), default=0) >= gate.cap)
         return f"too many connections: the remote endpoints hold {gate.cap} each, more are refused" if crowded else None
@@ -282,10 +318,9 @@ class RemoteListener:
             if now - self._last_logged >= _LOG_EVERY_S:
                 self._last_logged = now
                 log.warning("refused remote connections: %s", ", ".join(f"{k} {v}" for k, v in sorted(new.items())))
-        if not self._folder.changed():
+        if not self._table.reload():
             return
-        allowed = load_clients(self.home)
-        self._gate.allowed = allowed
+        allowed = self._table.allowed
         with self._gate.lock:
             revoked = self._gate.admitted - set(allowed)
             self._gate.admitted -= revoked
@@ -318,3 +353,9 @@ class RemoteListener:
         self._gate.stopping.set()
         if self._gate.is_alive():
             self._gate.join(timeout=2)
+        for sock, monitor in zip(self._sockets, self._monitors, strict=True):
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            monitor.close(linger=0)

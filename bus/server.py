@@ -11,7 +11,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -85,6 +85,11 @@ class BadMessageLog:
         return sum(self.counts.values())
 
 
+def remote_sender(client: Client, sender: str) -> str:
+    """How a remote client's message is known on this side: by the client's name, then what it said."""
+    return f"{client.name}/{sender}"[:160]
+
+
 def _receive(
     sock: zmq.Socket[bytes], remote: RemoteListener | None, bad: BadMessageLog, where: str
 ) -> tuple[list[bytes], Client | None] | None:
@@ -114,11 +119,6 @@ class Caller:
     # The remote client, known from its connection's CURVE handshake; None for a local client (ipc or the
     # plain --tcp-port, reached only with the home's own bus.json), which has every right.
     client: Client | None = None
-
-    @property
-    def name(self) -> str:
-        """How the caller is named in a refusal or a log line."""
-        return "local" if self.client is None else f"client {self.client.name} (role {self.client.role})"
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,11 @@ class BusServer:
                 _topic, header, body = verify(frames, key, INGRESS_BATCH_MAX_BYTES if batch else INGRESS_MAX_BYTES)
                 if header.kind not in INGRESS_KINDS:
                     raise DecodeError("bad_kind", f"{header.kind} not accepted on ingress")
+                if client is not None:
+                    if header.kind == "state":  # an agent's heartbeat: only the supervisor's own agents are agents
+                        raise DecodeError("not_allowed", f"client {client.name} may not speak for an agent")
+                    # A remote sender is known by its client's name: it can never pass for a local agent.
+                    header = replace(header, sender=remote_sender(client, header.sender))
             except DecodeError as exc:
                 self.bad.refuse("ingress", exc)
                 continue
@@ -311,7 +316,7 @@ class BusServer:
                 return None
             command = message.body
             header = message.header
-            sender = header.sender if client is None else f"{client.name}/{header.sender}"
+            sender = header.sender if client is None else remote_sender(client, header.sender)
             why = self._nonces.check((sender, header.session, command.id), header.ts, time.time())
             if why is not None:  # the same frames again, or frames from too far away in time
                 self.bad.refuse("control", DecodeError(why, f"command {command.name!r} from {sender!r}"))
@@ -320,12 +325,19 @@ class BusServer:
                 continue
             if command.name != DELIVERY_QUERY:
                 return caller, command
-            self.reply(caller, self._delivery_answer(message.header.sender, command))
+            if client is not None and not client.at_least("operator"):
+                why = f"{DELIVERY_QUERY} is not allowed for client {client.name} (role {client.role}): it publishes nothing"
+                self.bad.refuse("control", DecodeError("not_allowed", why))
+                self.reply(caller, Reply(id=command.id, ok=False, error=why))
+                continue
+            self.reply(caller, self._delivery_answer(sender, command, client))
         return None
 
-    def _delivery_answer(self, asker: str, command: Command) -> Reply:
+    def _delivery_answer(self, asker: str, command: Command, client: Client | None) -> Reply:
         args = command.args
         sender, session, sent = args.get("sender"), args.get("session"), args.get("sent")
+        if client is not None and isinstance(sender, str):
+            sender = remote_sender(client, sender)  # as its messages were received
         valid = (isinstance(sender, str) and isinstance(session, str) and set(args) <= {"sender", "session", "sent"}
                  and (sent is None or (isinstance(sent, int) and not isinstance(sent, bool) and 0 <= sent <= MAX_SEQ)))
         if not valid:

@@ -123,9 +123,12 @@ def _manage_clients(args: argparse.Namespace, home: Path) -> int:
     """``--issue-client``, ``--revoke-client`` and ``--list-clients`` (no supervisor needed)."""
     try:
         if args.list_clients:
-            for client in list_clients(home):
+            problems: list[str] = []
+            for client in list_clients(home, problems):
                 note = "  (issued before roles: signs with the shared key; issue it again)" if client.legacy else ""
                 print(f"{client.name}\t{client.role}{note}")
+            for problem in problems:
+                print(f"autotrain-supervisor: skipped {problem}", file=sys.stderr)
             return EXIT_OK
         if args.revoke_client is not None:
             revoke_client(home, args.revoke_client)
@@ -140,6 +143,9 @@ def _manage_clients(args: argparse.Namespace, home: Path) -> int:
     except RemoteError as exc:
         print(f"autotrain-supervisor: {exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
+    except OSError as exc:
+        print(f"autotrain-supervisor: {exc.filename or home}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"autotrain-supervisor: wrote {output} for client {info.client}, role {role} ({ROLE_HELP[role]}); "
           f"endpoints {info.ingress} to {info.control}; copy it to the client machine and use --bus FILE or "
           f"{BUS_ENV}=FILE")

@@ -186,8 +186,9 @@ def refusal(client: Client | None, command: Command) -> str | None:
         if isinstance(overrides, Mapping):
             fields = sorted(str(key)[:64] for key in overrides if key not in WORK_SIZE_FIELDS)
             if fields:
-                return (f"overriding {', '.join(fields)} is not allowed for {who}: an operator starts runs with "
-                        f"the server's configuration, sizing only the work ({', '.join(sorted(WORK_SIZE_FIELDS))})")
+                named = ", ".join(fields[:8]) + (f" and {len(fields) - 8} more" if len(fields) > 8 else "")
+                return (f"overriding {named} is not allowed for {who}: an operator starts runs with the "
+                        f"server's configuration, sizing only the work ({', '.join(sorted(WORK_SIZE_FIELDS))})")
     return None
 
 

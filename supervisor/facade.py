@@ -17,6 +17,7 @@ from heidi_engine.bus.codec import DecodeError
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.message import Reply
+from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.summary import folder_summary
 from heidi_engine.supervisor.commands import execute, refusal
@@ -63,7 +64,14 @@ class CommandFacade(CurrentRun):
                 return
             caller, command = received
             why = refusal(caller.client, command)
+            if why is None and caller.client is not None and command.name == "resume_run" and not caller.client.at_least("admin"):
+                unlike = self.builder.settings_unlike_the_servers(command.args.get("run_id"))
+                if unlike:
+                    why = (f"resuming that run is not allowed for client {caller.client.name} (role {caller.client.role}): "
+                           f"it was started with {', '.join(unlike[:8])} unlike the server's configuration now; "
+                           "an admin or a local user may resume it")
             if why is not None:
+                why = clean(why, 2000)
                 self.server.bad.refuse("control", DecodeError("not_allowed", f"{command.name}: {why}"))
                 self.server.reply(caller, Reply(id=command.id, ok=False, error=why))
                 continue

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from heidi_engine.bus.config import AutoTrainConfig, load_config
-from heidi_engine.bus.event import new_run_id, utc_now_iso
+from heidi_engine.bus.config import WORK_SIZE_FIELDS, AutoTrainConfig, ConfigError, load_config
+from heidi_engine.bus.event import is_run_id, new_run_id, utc_now_iso
 from heidi_engine.bus.isolation import SandboxUnavailable, choose_sandbox
 from heidi_engine.bus.ledger import LedgerLost, replay, stored_state
 from heidi_engine.bus.state import RunState
@@ -130,3 +130,15 @@ class RunBuilder:
         done = persister.ledger.done()
         pipeline = self.new_pipeline(run_dir, config, done, resume=True)
         return BuiltRun(run_dir, state, config, persister, pipeline, done)
+
+    def settings_unlike_the_servers(self, run_id: object) -> list[str]:
+        """The fields beyond the work's size in which the run that ``resume_run`` would continue differs
+        from what a new run gets now (config.yaml and the environment): what an operator may not resume."""
+        if run_id is not None and not is_run_id(run_id):
+            return []  # the command refuses it, saying why
+        try:
+            saved = stored_state(find_resumable(self.home, run_id if isinstance(run_id, str) else None)) or RunState()
+            current = self.load_config({}).redacted_dict()
+        except (LookupError, LedgerLost, ConfigError):
+            return []  # the resume itself says why it cannot be
+        return sorted(k for k, v in saved.config.items() if k not in WORK_SIZE_FIELDS and current.get(k) != v)

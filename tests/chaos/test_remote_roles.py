@@ -279,6 +279,12 @@ def test_an_admin_may_point_the_teacher_anywhere_and_shut_the_daemon_down() -> N
                 assert attacker.requests[0].headers.get("authorization") == f"Bearer {DAEMON_KEY}"
                 admin.call("stop")
                 sup.wait_status("stopped", timeout_s=60)
+            # An operator may not continue it: the run would send the daemon's key where the admin said.
+            operator = issue_client(home, "ops", listen, home / "ops.bus.json", "operator")
+            with ControlClient(operator, timeout_s=10) as ops:
+                said = _refused(ops, "resume_run")
+            assert "resuming that run is not allowed for client ops (role operator)" in said, said
+            assert "TEACHER_BASE_URL" in said and sup.status()["status"] == "stopped"
             done = _menu(bus_file, "--shutdown")
             assert done.returncode == 0, done.stdout + done.stderr
             assert sup.proc.wait(30) == 0, sup.evidence()
