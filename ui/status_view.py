@@ -182,6 +182,11 @@ def format_status(status: dict[str, Any]) -> str:
                 f"cost {_cost(usage.get('estimated_cost_usd'))}",
             )
         )
+        external = status.get("external")
+        for source, gauges in (external.items() if isinstance(external, dict) else ()):
+            if isinstance(gauges, dict):  # a training script reporting beside the run, as itself
+                rows.append(("external", f"{_text(source, 80)} · step {gauges.get('step')}/{gauges.get('total')}"
+                                         f" · loss {_text(gauges.get('loss'))}"))
         rows.append(("last event", _text(status.get("last_event_ts") or "-")))
         ledger = status.get("ledger_bytes")
         if isinstance(ledger, int):

@@ -1,7 +1,8 @@
 """A user's own HF Trainer script, with the two documented lines, reporting to a running supervisor.
 
 The script is a plain subprocess (not started by the supervisor): it finds the supervisor through
-``AUTOTRAIN_HOME`` and reports into the active run, whose own stages are slow scripted agents.
+``AUTOTRAIN_HOME`` and reports beside the active run, as the external trainer ``external:user_train``, while
+the run's own stages are slow scripted agents. Its steps are its own: never the run's ``train_step``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from heidi_engine.bus.state import TrainerSample
 
 Start = Callable[..., SupervisorProc]
 STEPS = 5
-
+SOURCE = "external:user_train"
 
 
 def run_script(tmp_path: Path, home: Path) -> subprocess.CompletedProcess[str]:
@@ -51,16 +52,19 @@ def test_an_external_trainer_reports_into_the_active_run(
 
     wait_until(lambda: len(samples()) >= STEPS, 15, 0.05, "the script's samples in metrics.jsonl")
     assert [s.step for s in samples()] == list(range(1, STEPS + 1))
-    assert all(s.round == 1 and s.total == STEPS and s.loss is not None for s in samples())
+    assert all(s.round == 1 and s.total == STEPS and s.loss is not None and s.source == SOURCE for s in samples())
     final_loss = float(result.stdout.split("final loss")[-1])
     assert abs(samples()[-1].loss - final_loss) < 1e-6  # type: ignore[operator]
-    trainer = sup.call("snapshot")["state"]["trainer"]
-    assert trainer["step"] == STEPS and trainer["total"] == STEPS
-    # The batched counter is flushed when training ends, before the script exits.
-    assert wait_until(lambda: sup.status()["counters"]["train_step"] == STEPS, 10, 0.05, "train_step counted")
-    counted = [e for e in read_events(run_dir) if e.counters_delta.get("train_step")]
-    assert all(e.stage == "train" and e.round == 1 and e.run_id == run_id for e in counted)
-    assert sup.status()["status"] == "running"  # the run's own stages go on
+    state = sup.call("snapshot")["state"]
+    assert state["external"][SOURCE]["step"] == STEPS and state["external"][SOURCE]["total"] == STEPS
+    assert state["trainer"]["step"] == 0  # the run's own trainer has not trained
+    # Its last progress (flushed when training ends, before the script exits) is its own, and counts nothing.
+    said = wait_until(lambda: [e for e in read_events(run_dir) if e.stage == "external"], 10, 0.05, "its events")
+    assert all(e.round == 1 and e.run_id == run_id and not e.counters_delta for e in said)
+    assert said[-1].message.startswith(f"user_train: trained to step {STEPS}/{STEPS}"), said[-1].message
+    status = sup.status()
+    assert status["counters"]["train_step"] == 0 and status["external"][SOURCE]["step"] == STEPS
+    assert status["status"] == "running"  # the run's own stages go on
     sup.call("stop")
     sup.wait_status("stopped")
 
@@ -117,14 +121,12 @@ def test_a_script_under_torchrun_or_accelerate_reports_each_step_once_from_rank_
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "rank 0 final loss" in result.stdout and "rank 1 final loss" in result.stdout
     run_dir = home / "runs" / run_id
-    wait_until(lambda: sup.status()["counters"].get("train_step") == STEPS, 15, 0.05, "train_step counted",
-               evidence=lambda: result.stderr[-3000:])  # fmt: skip
+    wait_until(lambda: (sup.status()["external"].get(SOURCE) or {}).get("step") == STEPS, 15, 0.05,
+               "the script's last step shown", evidence=lambda: result.stderr[-3000:])  # fmt: skip
     samples = [s for s in read_samples(run_dir) if isinstance(s, TrainerSample)]
-    assert [s.step for s in samples] == list(range(1, STEPS + 1))
-    # Rank 1 stayed off the bus: no warning from it, and every counted event is rank 0's.
+    # Each step once: rank 1 stayed off the bus (no warning from it, no sample of its own).
+    assert [s.step for s in samples] == list(range(1, STEPS + 1)) and {s.source for s in samples} == {SOURCE}
     assert "trainer metrics are not reported" not in result.stderr
-    counted = [e for e in read_events(run_dir) if e.counters_delta.get("train_step")]
-    assert sum(e.counters_delta["train_step"] for e in counted) == STEPS
-    assert sup.call("snapshot")["state"]["trainer"]["step"] == STEPS
+    assert sup.status()["counters"]["train_step"] == 0
     sup.call("stop")
     sup.wait_status("stopped")

@@ -229,6 +229,17 @@ class MetricsCollector:
         yield from _gauge("trainer_learning_rate", "Latest learning rate.", trainer.learning_rate)
         yield from _gauge("trainer_tokens_per_second", "Training throughput.", trainer.tokens_per_s)
         yield from _gauge("trainer_eta_seconds", "Estimated seconds left in this training stage.", trainer.eta_s)
+        # Training scripts reporting beside the run (docs/callback.md), each as itself: never the run's.
+        steps = GaugeMetricFamily("autotrain_external_trainer_step", "Latest optimizer step of a training "
+                                  "script reporting beside the run.", labels=["source"])  # fmt: skip
+        losses = GaugeMetricFamily("autotrain_external_trainer_loss", "Latest loss of a training script "
+                                   "reporting beside the run.", labels=["source"])  # fmt: skip
+        for source, gauges in state.external.items():
+            steps.add_metric([source], gauges.step)
+            loss = _number(gauges.loss)
+            if loss is not None:
+                losses.add_metric([source], loss)
+        yield from (steps, losses)
 
     def _hardware(self, state: RunState) -> Iterator[Metric]:
         labels = ["gpu", "name"]

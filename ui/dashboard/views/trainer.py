@@ -166,6 +166,13 @@ def render_trainer(frame: Frame, width: int, height: int | None) -> list[Text]:
         ranks = " · ".join(f"rank {rank} {fmt_mb(mb)}" for rank, mb in enumerate(trainer.rank_peak_mb))
         lines.append(label_value("peak memory", ranks))
 
+    for source, script in frame.state.external.items():
+        # A training script reporting beside the run: shown as itself, its steps never the run's.
+        line = Text(f"{source} ", style="bold blue")
+        line.append(f"round {script.round} · step {script.step:,}/{script.total:,}")
+        line.append_text(label_value(" · loss", fmt_float(script.loss)))
+        lines.append(line)
+
     training = box(Text("Training", style="bold"), lines, width)
     title = Text("GPUs" if frame.state.gpus else "Host (no GPU)", style="bold")
     return training + box(title, system_lines(frame.state, compact=False, width=width - 4), width)
