@@ -9,21 +9,26 @@ client (``TEACHER_CONCURRENCY`` requests in flight) or, for ``local:<model>``, a
   ``raw.jsonl``, and ``metadata.secret_kinds`` tells validate to reject the sample.
 - A request the server refused for that sample alone (or a proposal that does not parse) counts
   ``teacher_failed``, is recorded in ``failed.jsonl`` and is not asked again in this round; its usage
-  still counts. A fatal teacher error (a bad key, model or URL, quota or billing, the same 400 again and
-  again) ends the stage with the provider's message.
+  still counts. A reply that did not end properly (:mod:`.teacher.reply`) is retried, never written;
+  when its retries run out it fails as ``incomplete``. A fatal teacher error (a bad key, model or URL,
+  quota or billing, the same 400 again and again) ends the stage with the provider's message.
 - An outage that outlasts a request's retries parks the stage: a warning event says "teacher unreachable
   since ..., retrying every N s", one probe goes out every ``TEACHER_PARK_INTERVAL_S``, pause and stop
   still work, and a second warning says when it recovered. No sample is failed for it.
 - Progress events go out every ``TEACHER_CONCURRENCY`` completions or two seconds, with counter and usage
   deltas (kept by :mod:`.teacher.account`; cost from the price table: ``null``, i.e. unknown, when the
-  model is not priced or a reply carried no usage). A pause parks there; a stop or the ``MAX_COST_USD``
-  budget stops new requests, lets those in flight land, and ends the stage (stopped, or complete with a
-  warning for the budget). Requests in flight reserve their worst-case cost, so the budget is not overshot.
+  model is not priced or a reply carried no usage). A pause parks there; a stop ends the stage once the
+  requests in flight land. ``MAX_COST_USD`` is a ceiling (:mod:`.teacher.budget`): a request goes only
+  while its worst case fits beside the spend and those in flight; the stage ends complete, with a warning,
+  once the spend plus one request's worst case would pass it.
+- Each request is written down before it is sent (``requests.jsonl``, :mod:`.teacher.intent`): one lost
+  to a kill in flight is counted on resume, at its most.
 - The held-out tasks (:mod:`heldout`) are fixed the first time the pool is known and answered once, in
-  that round, after the round's own samples (their ids continue the round's numbering); they are never
-  drawn for training. With ``RUN_UNIT_TESTS=1`` tasks that near-duplicate a HumanEval problem are left out.
+  that round, after the round's own samples (their ids continue the round's numbering), unless a verified
+  reference answers them (the bank's); they are never drawn for training. With ``RUN_UNIT_TESTS=1`` tasks
+  that near-duplicate a HumanEval problem are left out.
 - A resumed stage skips every sample already written or failed for good, asks again for those that
-  failed for a transient reason (an outage in an older run), and first reports what is on disk but
+  failed for a transient reason (an outage, cut replies), and first reports what is on disk but
   missing from ``events.jsonl`` (a kill between the write and its event), so nothing is counted twice.
 """
 
@@ -32,12 +37,17 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from heidi_engine.agents.dataset.heldout import HeldoutError, fix_heldout, split_pool, without_humaneval
+from heidi_engine.agents.dataset.heldout import (
+    HeldoutError,
+    answered_by_reference,
+    fix_heldout,
+    split_pool,
+    without_humaneval,
+)
 from heidi_engine.agents.dataset.samples import (
     JsonlAppender,
     Sample,
@@ -50,27 +60,31 @@ from heidi_engine.agents.dataset.tasks import (
     Task,
     TaskSourceError,
     build_self_instruct_messages,
-    build_solution_messages,
     extract_code,
     instruction_text,
-    load_bank,
-    load_jsonl,
     parse_proposed_task,
+    task_pool,
     tasks_for_round,
 )
+from heidi_engine.agents.dataset.tasks import build_solution_messages as solution_messages
 from heidi_engine.agents.layout import RoundFiles
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopRequested, run_stage
 from heidi_engine.agents.teacher.account import NOTES_MAX, Batch, TeacherAccount, recorded_usage
 from heidi_engine.agents.teacher.base import Completion, Outage, Teacher, TeacherError
+from heidi_engine.agents.teacher.budget import map_within_budget
 from heidi_engine.agents.teacher.factory import TeacherUnavailable, open_teacher
 from heidi_engine.agents.teacher.failures import failed_for_good, failure_row, stage_ending
+from heidi_engine.agents.teacher.intent import IntentLog, read_intents
 from heidi_engine.agents.teacher.local import local_model_name
+from heidi_engine.agents.teacher.parking import outage_sample
 from heidi_engine.agents.teacher.pricing import Price, PricingError, lookup_price, price_table
 from heidi_engine.agents.teacher.usage import TeacherUsage
 from heidi_engine.bus.event import utc_now_iso
 from heidi_engine.bus.redaction import Redactor, default_redactor
 
-__all__ = ["load_task_pool", "main", "price_table"]
+__all__ = ["main", "price_table", "solution_messages"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -78,20 +92,6 @@ class _Job:
     id: str
     task: Task
     secret_kinds: frozenset[str] = frozenset()
-
-
-def load_task_pool(task_source: str, home: str | None) -> list[Task]:
-    """The tasks ``TASK_SOURCE`` names; a relative ``file:`` path is resolved against the home."""
-    if task_source in ("bank", "self-instruct"):
-        return load_bank()
-    if not task_source.startswith("file:"):
-        raise TaskSourceError(
-            f'TASK_SOURCE {task_source!r}: expected "bank", "self-instruct" or "file:<path>"'
-        )
-    path = Path(task_source[len("file:") :].strip()).expanduser()
-    if not path.is_absolute():
-        path = Path(home or os.getcwd()) / path
-    return load_jsonl(path)
 
 
 def _ids(rows: Iterable[dict[str, Any]]) -> set[str]:
@@ -118,6 +118,9 @@ class _Generation:
         self.proposals = {row["id"]: row for row in proposed_rows if isinstance(row.get("id"), str)}
         usage = recorded_usage(raw_rows, nested=True)
         usage += recorded_usage(failed_rows + proposed_rows, nested=False)
+        # Every request the round sent, lost ones (sent, never landed) at their most: none goes unbilled.
+        self.intents = read_intents(files.requests)
+        usage = usage.most(self.intents.usage)
         self.account = TeacherAccount(
             self.model,
             table,
@@ -129,6 +132,7 @@ class _Generation:
         self.parked: Outage | None = None
         self.stopping = False
         self.budget_hit = False
+        self.refused = 0.0  # the worst case of the request the budget refused
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -139,13 +143,16 @@ class _Generation:
         on_disk = {"teacher_generated": len(self.done), "teacher_failed": len(self.failed)}
         missing = {k: v - counters.get(k, 0) for k, v in on_disk.items() if v > counters.get(k, 0)}
         catch_up = self.account.catch_up(counted.usage, counted.run_cost)
-        if self.done or self.failed or self.proposals:
+        if self.done or self.failed or self.proposals or self.intents.requests:
             written = f"{len(self.done)} sample(s) already written, {len(self.failed)} failed"
-            behind = missing or any(catch_up.as_delta().values())
+            lost = self.intents.lost
+            if catch_up and lost:
+                written += f"; {lost} request(s) sent got no reply, counted at their most"
             self.rt.progress(
-                f"generate resumed: {written}" + ("; reporting what was not yet counted" if behind else ""),
+                f"generate resumed: {written}"
+                + ("; reporting what was not yet counted" if missing or catch_up else ""),
                 counters=missing,
-                usage=self.account.usage_delta(catch_up),
+                usage=catch_up,
             )
 
     def _account(
@@ -180,20 +187,30 @@ class _Generation:
         if self.rt.stop_requested():
             self.stopping = True
             return False
-        if self.account.over_budget():
-            self.budget_hit = True
-            return False
         return True
 
-    def messages_for(self, job_id: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-        """Reserve the worst-case cost of a request about to be sent; returns its messages."""
-        self.account.reserve(job_id, messages)
-        return messages
+    def send(
+        self,
+        teacher: Teacher,
+        jobs: Sequence[_T],
+        key: Callable[[_T], str],
+        messages: Callable[[_T], list[dict[str, str]]],
+        on_done: Callable[[_T, Completion | TeacherError], None],
+    ) -> None:
+        """Send ``jobs`` to the teacher while the budget allows one more (:mod:`.teacher.budget`)."""
+        refused = map_within_budget(
+            teacher, jobs, key=key, messages=messages, on_done=on_done, account=self.account,
+            concurrency=self.concurrency, should_continue=self.should_continue, on_outage=self.outage,
+            parked=lambda: self.parked is not None,
+        )  # fmt: skip
+        if refused is not None:
+            self.budget_hit, self.refused = True, refused
 
     def outage(self, notice: Outage) -> None:
         """``on_outage`` of the teacher's map: count what failed attempts spent, say parked/recovered."""
         if notice.usage != TeacherUsage():
             self._account(notice.usage, None)
+        self.rt.sample(outage_sample(notice))  # the run's state: parked since when, the next probe; or back
         if notice.state == "waiting":
             return
         self.flush()
@@ -300,14 +317,7 @@ class _Generation:
 
         settled = self.done | self.failed | set(self.proposals)
         wanted = [i for i in range(self.total) if sample_id(round_no, i) not in settled]
-        teacher.map(
-            wanted,
-            lambda index: self.messages_for(sample_id(round_no, index), messages(index)),
-            self.proposed,
-            concurrency=self.concurrency,
-            should_continue=self.should_continue,
-            on_outage=self.outage,
-        )
+        self.send(teacher, wanted, lambda index: sample_id(round_no, index), messages, self.proposed)
         jobs = []
         for job_id, row in sorted(self.proposals.items()):
             try:
@@ -322,23 +332,8 @@ class _Generation:
     def solve(self, teacher: Teacher, jobs: list[_Job]) -> None:
         wanted = [job for job in jobs if job.id not in self.done and job.id not in self.failed]
         local = local_model_name(self.model) is not None
-        teacher.map(
-            wanted,
-            lambda job: self.messages_for(job.id, solution_messages(job.task, prefill=local)),
-            self.solved,
-            concurrency=self.concurrency,
-            should_continue=self.should_continue,
-            on_outage=self.outage,
-        )
-
-
-def solution_messages(task: Task, *, prefill: bool) -> list[dict[str, str]]:
-    """The solution request; an in-process teacher's reply is started with the code fence and signature,
-    which keeps a small model writing the function instead of prose about it."""
-    messages = build_solution_messages(task)
-    if prefill:
-        messages.append({"role": "assistant", "content": f"```python\n{task.signature}\n    "})
-    return messages
+        self.send(teacher, wanted, lambda job: job.id, lambda job: solution_messages(job.task, prefill=local),
+                  self.solved)  # fmt: skip
 
 
 def _without_humaneval(rt: AgentRuntime, pool: list[Task]) -> list[Task]:
@@ -356,7 +351,11 @@ def _without_humaneval(rt: AgentRuntime, pool: list[Task]) -> list[Task]:
 def _heldout_split(rt: AgentRuntime, pool: list[Task], first: int) -> tuple[list[Task], list[_Job]]:
     """The training pool, and the jobs for the held-out tasks still to be answered (ids from ``first``)."""
     try:
-        train, to_answer = split_pool(rt.run_dir, rt.round, pool, rt.config.VAL_RATIO, rt.config.SEED)
+        # A held-out task that a verified reference answers is never asked: validate would drop the answer.
+        answered = answered_by_reference(rt.config.TASK_SOURCE)
+        train, to_answer = split_pool(
+            rt.run_dir, rt.round, pool, rt.config.VAL_RATIO, rt.config.SEED, answered=answered
+        )
     except HeldoutError as exc:
         raise FatalStageError(str(exc)) from None
     if not train:
@@ -378,14 +377,7 @@ def main(rt: AgentRuntime) -> None:
     config = rt.config
     home = os.environ.get("AUTOTRAIN_HOME")
     try:
-        pool = load_task_pool(config.TASK_SOURCE, home)
-        if config.TASK_DIFFICULTY != "any":
-            wanted = set(config.TASK_DIFFICULTY.split(","))
-            pool = [task for task in pool if task.difficulty in wanted]
-            if not pool:
-                raise TaskSourceError(
-                    f"no task of difficulty {config.TASK_DIFFICULTY} in {config.TASK_SOURCE}"
-                )
+        pool = task_pool(config.TASK_SOURCE, config.TASK_DIFFICULTY, home)
         table = price_table(rt.run_dir, home)
     except (TaskSourceError, PricingError) as exc:
         raise FatalStageError(str(exc)) from None
@@ -405,9 +397,11 @@ def main(rt: AgentRuntime) -> None:
     run.reconcile()
     rt.checkpoint()
     if len(run.done) + len(run.failed) < run.total and run.should_continue():
+        intents = IntentLog(files.requests)
         try:
-            teacher = open_teacher(config)
+            teacher = open_teacher(config, intents)
         except TeacherUnavailable as exc:
+            intents.close()
             raise FatalStageError(str(exc)) from None
         run.account.watch_endpoints(teacher)
         try:
@@ -420,13 +414,14 @@ def main(rt: AgentRuntime) -> None:
             run.solve(teacher, jobs)
         finally:
             teacher.close()
+            intents.close()
             run.flush()
     if run.stopping:
         raise StopRequested()
     if run.budget_hit:
         rt.progress(
-            f"{run.account.budget_reached()}; generation stopped with {len(run.done)} of {run.total} samples "
-            "written",
+            f"{run.account.budget_reached(run.refused)}; generation stopped with {len(run.done)} of "
+            f"{run.total} samples written",
             level="warn",
         )
     rt.progress(

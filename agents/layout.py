@@ -76,6 +76,12 @@ class RoundFiles:
         return self.folder / "failed.jsonl"
 
     @property
+    def requests(self) -> Path:
+        """Generate's teacher requests, each written down before it is sent and again when it lands (so a
+        kill between the two is counted on resume, at its most: :mod:`heidi_engine.agents.teacher.intent`)."""
+        return self.folder / "requests.jsonl"
+
+    @property
     def proposed(self) -> Path:
         """Generate's self-instruct task proposals."""
         return self.folder / "proposed.jsonl"

@@ -55,7 +55,8 @@ MAX_TOTAL = 2**62
 MAX_TOTAL_COST_USD = 1e12
 
 RUN_ID_RE = re.compile(r"^run_\d{8}_\d{6}_[0-9a-f]{8}$")
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"  # ISO 8601 UTC, as every timestamp is sent
+_TS_RE = re.compile(TS_PATTERN)
 ARTIFACT_PATH_MAX = 300
 ARTIFACT_PATHS_MAX = 64
 _ARTIFACT_RE = re.compile(rf"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_.\-/]{{1,{ARTIFACT_PATH_MAX}}}$")

@@ -20,6 +20,7 @@ from heidi_engine.bus.event import (
     check_count,
     check_usage_delta,
 )
+from heidi_engine.bus.outage import TeacherOutage
 from heidi_engine.bus.totals import add_deltas, clamp_totals, zero_counters, zero_usage
 
 Status = Literal["idle", "starting", "running", "paused", "stopping", "stopped", "completed", "failed", "interrupted"]
@@ -176,7 +177,7 @@ class EndpointUsage(BaseModel):
 
 class TeacherSample(BaseModel):
     """What each teacher endpoint of a pool did since the generate stage's previous sample, by endpoint
-    name (scheme://host:port/path, never credentials)."""
+    name (scheme://host:port/path, never credentials); ``outage`` when the stage parked or is back."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -185,6 +186,7 @@ class TeacherSample(BaseModel):
     endpoints: dict[Annotated[str, StringConstraints(pattern=_ENDPOINT_NAME)], EndpointUsage] = Field(
         max_length=ENDPOINTS_MAX
     )
+    outage: TeacherOutage | None = None
 
     @field_validator("endpoints")
     @classmethod
@@ -285,6 +287,7 @@ class RunState(BaseModel):
     evals: list[EvalSample] = Field(default_factory=list)  # one per evaluated round, in round order
     best_round: int | None = None
     teacher_endpoints: dict[str, EndpointUsage] = Field(default_factory=dict)  # a pool's usage, by endpoint
+    teacher_outage: TeacherOutage | None = None  # the generate stage parked on an unreachable teacher
     # Training scripts reporting on their own (source -> their latest gauges): never the pipeline's counts.
     external: dict[str, TrainerGauges] = Field(default_factory=dict)
 
@@ -349,6 +352,7 @@ def apply_events(state: RunState, batch: Sequence[tuple[Event, dict[str, Any]]])
         add_deltas(counters, usage, event.counters_delta, event.usage_delta)
         event_type = event.event_type
         if event_type != "progress":
+            state.teacher_outage = None  # a stage or the run began or ended, or an agent failed: none is parked
             if event_type == "stage_start":
                 state.current_stage = event.stage
             status = status_after(event_type, event.level)
@@ -374,6 +378,8 @@ def apply_sample(state: RunState, sample: TrainerSample | SystemSample | EvalSam
     """Fold a gauge sample into ``state``: latest values, the bounded loss curve, the eval outcomes, the
     teacher endpoints' usage."""
     if isinstance(sample, TeacherSample):
+        if sample.outage is not None:
+            state.teacher_outage = sample.outage if sample.outage.state == "parked" else None
         for name, delta in sample.endpoints.items():
             if name not in state.teacher_endpoints and len(state.teacher_endpoints) >= ENDPOINTS_MAX:
                 continue

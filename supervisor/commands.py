@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from heidi_engine.bus.clients import Client
-from heidi_engine.bus.config import WORK_SIZE_FIELDS, ConfigError
+from heidi_engine.bus.config import WORK_SIZE_FIELDS, ConfigError, start_only_problems
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.message import Command, Reply
 from heidi_engine.bus.redaction import clean
@@ -75,13 +75,17 @@ def cmd_snapshot(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
 
 
 def cmd_start(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
-    """Start a new run. Args: ``overrides`` {FIELD: value} over config.yaml; validated before anything starts."""
+    """Start a new run. Args: ``overrides`` {FIELD: value} over config.yaml; validated before anything starts
+    (a field that only the supervisor's own start reads, such as HTTP_PORT, is refused)."""
     unknown = set(args) - {"overrides"}
     if unknown:
         raise Refused(f"start: unknown argument(s): {', '.join(sorted(unknown))}")
     overrides = args.get("overrides", {})
     if not isinstance(overrides, Mapping):
         raise Refused("start: overrides must be a mapping of config field to value")
+    start_only = start_only_problems(overrides)
+    if start_only:
+        raise Refused("\n".join(start_only))
     if _active(sup.state):
         raise Refused(f"a run is already {sup.state.status} ({sup.state.run_id}); stop it first")
     return {"run_id": sup.start_run(overrides)}

@@ -17,6 +17,7 @@ from heidi_engine.bus.codec import DecodeError
 from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.message import Reply
+from heidi_engine.bus.outage import health_reason
 from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.summary import folder_summary
@@ -82,6 +83,7 @@ class CommandFacade(CurrentRun):
     def stats(self) -> dict[str, Any]:
         """The ``status`` command's answer."""
         state = self.state
+        reason, outage = health_reason(self.problems.text, state.teacher_outage), state.teacher_outage
         return {
             "run_id": state.run_id, "status": state.status, "current_round": state.current_round,
             "total_rounds": state.total_rounds, "current_stage": state.current_stage,
@@ -91,7 +93,9 @@ class CommandFacade(CurrentRun):
             "seq": self.seq, "session": self.session, "pid": os.getpid(),
             "uptime_s": round(self.clock() - self.started, 1), "accepted_events": self.accepted_events,
             "bad_messages": dict(self.server.bad.counts), "refused_events": dict(self.gate.refused),
-            "health": "degraded" if self.problems.text else "ok", "problem": self.problems.text,
+            "health": "degraded" if reason else "ok", "problem": self.problems.text, "health_reason": reason,
+            # The generate stage parked on an unreachable teacher: since when, the next probe, the last error.
+            "teacher_outage": None if outage is None else outage.model_dump(exclude={"state"}),
             "ledger_bytes": ledger_bytes(self.home, state.run_id),
             "http": None if self.http_child is None else self.http_child.describe(),
             "sandbox_warning": sandbox_warning(state.config),

@@ -31,6 +31,8 @@ def status_line(state: RunState) -> str:
         line += f" · round {state.current_round}/{state.total_rounds}"
     if state.current_stage and state.status in ("running", "paused"):
         line += f" · {state.current_stage}"
+    if state.teacher_outage is not None:
+        line += f" · {state.teacher_outage.describe()}"
     return line
 
 

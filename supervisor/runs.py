@@ -134,7 +134,7 @@ def recover_stale_runs(home: Path) -> list[str]:
             saved.recent_events = tail_records(folder, RECENT_EVENTS)
         except LedgerLost as exc:
             log.error("%s", exc)
-        saved.status, saved.agents = "interrupted", {}
+        saved.status, saved.agents, saved.teacher_outage = "interrupted", {}, None
         saved.stop_requested = saved.pause_requested = False
         saved.updated_at = utc_now_iso()
         atomic_write_json(folder / STATE_FILE, saved.model_dump(mode="json"))

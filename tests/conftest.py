@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from harness import SupervisorProc, short_home
+from harness import HttpProc, SupervisorProc, short_home
 
 # Fixtures that live in modules of their own (a menu on a pseudo-terminal, a detached supervisor).
 pytest_plugins = ("menu_driver",)
@@ -59,3 +59,17 @@ def start_supervisor(home: Path) -> Iterator[Callable[..., SupervisorProc]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def http_server(home: Path) -> Iterator[Callable[[], HttpProc]]:
+    """Start real status servers (``python -m heidi_engine.ui.http``) on ``home``; each is closed after the test."""
+    started: list[HttpProc] = []
+
+    def start() -> HttpProc:
+        started.append(HttpProc(home))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()

@@ -24,6 +24,8 @@ from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_i
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
 from heidi_engine.bus.event import PIPELINE_STAGES, Event
+from heidi_engine.bus.journal import read_events
+from heidi_engine.bus.state import RunState, apply_event
 
 TESTS = Path(__file__).resolve().parent
 SCRIPTED = TESTS / "agents" / "scripted_agent.py"
@@ -379,3 +381,11 @@ def free_port_base() -> int:
                 continue
         return base
     raise AssertionError("no three consecutive free ports on 127.0.0.1")
+
+
+def replayed_state(run_dir: Path) -> RunState:
+    """The state the run's event log tells, folded from its first event (what a rebuilt ledger would count)."""
+    state = RunState()
+    for event in read_events(run_dir):
+        apply_event(state, event)
+    return state

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from heidi_engine.bus.event import COST_FIELD
+from heidi_engine.bus.outage import TeacherOutage, health_reason
 from heidi_engine.bus.redaction import clean, default_redactor
 from heidi_engine.bus.state import RESUMABLE_STATUSES, EvalSample, RunState
 from heidi_engine.ui.eval_text import eval_line
-from heidi_engine.ui.text import fmt_duration
+from heidi_engine.ui.text import fmt_duration, outage_text
 from heidi_engine.ui.viewer import View
 
 __all__ = [
@@ -57,20 +58,26 @@ class Health:
             return {"health": self.state}
         return {"health": self.state, "reason": clean(self.reason, 300)}
 
+    def summary(self) -> str:
+        """``/status``'s ``health``: ``ok``, or the verdict with its reason (``degraded: teacher unreachable
+        since ...``)."""
+        return self.state if self.reason is None else f"{self.state}: {clean(self.reason, 300)}"
+
 
 def assess(view: View, absent_reason: str | None) -> Health:
     """Health from the live view and a look at the connection file.
 
     ``absent_reason`` is why no supervisor process exists (no connection file, or its pid is gone), or
     ``None`` when one does. No process: down. Heard from within the last 3 s: ok, unless the supervisor
-    itself reports a problem (a full disk): degraded with that reason. A process that is silent (or not
-    yet heard by this viewer): degraded, since it may be busy, hung or just starting.
+    itself reports a problem (a full disk) or the generate stage is parked on an unreachable teacher:
+    degraded with that reason. A process that is silent (or not yet heard by this viewer): degraded, since
+    it may be busy, hung or just starting.
     """
     if absent_reason is not None:
         return Health("down", absent_reason)
     if view.connected:
-        problem = view.state.problem
-        return Health("degraded", problem) if problem else Health("ok")
+        reason = health_reason(view.state.problem, view.state.teacher_outage)
+        return Health("degraded", reason) if reason else Health("ok")
     if view.silence_s is None:
         return Health("degraded", "connecting to the supervisor: not heard from yet")
     return Health("degraded", f"supervisor silent for {view.silence_s:.1f} s")
@@ -89,7 +96,7 @@ def status_fields(state: RunState, health: Health) -> dict[str, Any]:
         "usage": dict(state.usage),
         "gpu_summary": state.gpu_summary(),
         "last_event_ts": state.last_event_ts,
-        "health": health.state,
+        "health": health.summary(),
         "updated_at": state.updated_at,
     }
     usage = fields["usage"]
@@ -148,8 +155,9 @@ def format_status(status: dict[str, Any]) -> str:
             f"{status.get('accepted_events', 0)} events accepted",
         )
     ]
-    if status.get("problem"):
-        rows.append(("health", f"degraded: {_text(status['problem'])}"))
+    reason = status.get("health_reason") or status.get("problem")
+    if reason:
+        rows.append(("health", f"degraded: {_text(reason, 300)}"))
     http = status.get("http")
     if isinstance(http, dict):
         if http.get("error"):
@@ -173,6 +181,9 @@ def format_status(status: dict[str, Any]) -> str:
         flags = [name.replace("_", " ") for name in ("stop_requested", "pause_requested") if status.get(name)]
         if flags:
             rows.append(("requested", ", ".join(flags)))
+        outage = _outage(status.get("teacher_outage"))
+        if outage is not None:
+            rows.append(("teacher", outage_text(outage)))
         rows.append(("counters", _nonzero(dict(status.get("counters") or {}))))
         usage = dict(status.get("usage") or {})
         rows.append(
@@ -215,6 +226,14 @@ def resume_hint(status: dict[str, Any]) -> str | None:
     if status.get("status") not in RESUMABLE_STATUSES or not status.get("run_id"):
         return None
     return f"autotrain-menu --resume-run {_text(status['run_id'])} continues it"
+
+
+def _outage(value: object) -> TeacherOutage | None:
+    """The ``status`` answer's ``teacher_outage``, or ``None`` (also when it does not parse)."""
+    try:
+        return TeacherOutage.model_validate({**value, "state": "parked"}) if isinstance(value, dict) else None
+    except ValueError:
+        return None
 
 
 def _evals(value: object) -> list[EvalSample]:

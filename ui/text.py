@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from rich.text import Text
 
+from heidi_engine.bus.outage import TeacherOutage
 from heidi_engine.bus.redaction import clean
 
 UNKNOWN = "unknown"
@@ -112,6 +113,33 @@ def clock_of(ts: object) -> str:
     """``HH:MM:SS.mmm`` of an event timestamp, for the log's first column."""
     text = safe(ts, 40)
     return text[11:23] if len(text) >= 23 else text[:12]
+
+
+def outage_since(outage: TeacherOutage, now: datetime) -> str:
+    """``12:35:00 UTC (5m 00s)``: when the teacher became unreachable, and for how long by ``now``."""
+    since = parse_ts(outage.since)
+    lasted = "" if since is None else f" ({fmt_duration(max(0.0, (now - since).total_seconds()))})"
+    return f"{safe(outage.since, 40)[11:19]} UTC{lasted}"
+
+
+def outage_text(outage: TeacherOutage, now: datetime | None = None, *, reason: bool = True) -> str:
+    """A parked teacher in a line: since when (for how long and the next probe in how long, given ``now``;
+    else their UTC times), the probe interval, the samples held back and (with ``reason``) the last error."""
+    next_at = parse_ts(outage.next_probe_at)
+    probe = f"a probe every {outage.retry_every_s:g} s"
+    if now is None:
+        parts = [f"unreachable since {safe(outage.since, 40)}"]
+        probe += f", next at {safe(outage.next_probe_at, 40)}" if outage.next_probe_at else ""
+    else:
+        parts = [f"unreachable since {outage_since(outage, now)}"]
+        left = None if next_at is None else (next_at - now).total_seconds()
+        probe += "" if left is None else f", next in {fmt_duration(left)}" if left >= 1 else ", next now"
+    parts.append(probe)
+    if outage.jobs_waiting:
+        parts.append(f"{outage.jobs_waiting:,} sample(s) waiting")
+    if reason and outage.reason:
+        parts.append(f"last error: {safe(outage.reason)}")
+    return " · ".join(parts)
 
 
 def bar(fraction: float | None, width: int, *, style: str | None = None) -> Text:

@@ -11,7 +11,8 @@ their clean answers to ``data/heldout/val.jsonl`` (the validation rows of every 
 ``train.jsonl``; eval scores base and adapter on them. A task of the shipped bank has a verified
 reference solution (``data/solutions.jsonl``, checked against the bank's tests): its validation row
 carries that solution (:func:`reference_rows`) rather than the teacher's answer, so that every held-out
-bank task has a row, however weak the teacher, and val loss is measured against known-good code.
+bank task has a row, however weak the teacher, and val loss is measured against known-good code. The
+teacher is not asked for those (:func:`answered_by_reference`): its answer would be paid for and dropped.
 
 :func:`humaneval_overlaps` finds tasks that near-duplicate a HumanEval problem (same function name and
 arity, or a MinHash-similar normalised description), so that they are never trained on while HumanEval
@@ -24,7 +25,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,7 @@ from heidi_engine.bus.storage import atomic_write_json
 
 __all__ = [
     "HeldoutError",
+    "answered_by_reference",
     "choose_heldout",
     "fix_heldout",
     "heldout_count",
@@ -200,12 +202,19 @@ def _answered_earlier(run_dir: Path, round_no: int, task_ids: set[str]) -> bool:
 
 
 def split_pool(
-    run_dir: Path, round_no: int, pool: Sequence[Task], val_ratio: float, seed: int
+    run_dir: Path,
+    round_no: int,
+    pool: Sequence[Task],
+    val_ratio: float,
+    seed: int,
+    *,
+    answered: Collection[str] = frozenset(),
 ) -> tuple[list[Task], list[Task]]:
     """``(training pool, held-out tasks to answer in this round)``.
 
     The held-out set is fixed on the first call of the run (:func:`fix_heldout`); its tasks are to be
-    answered once, in the first round that asks, and never again.
+    answered once, in the first round that asks, and never again; those in ``answered`` (a reference
+    answers them, :func:`answered_by_reference`) never.
     """
     heldout = fix_heldout(run_dir, [task.task_id for task in pool], val_ratio, seed)
     held = set(heldout)
@@ -213,7 +222,16 @@ def split_pool(
     if not held or _answered_earlier(run_dir, round_no, held):
         return train, []
     by_id = {task.task_id: task for task in pool}
-    return train, [by_id[task_id] for task_id in heldout if task_id in by_id]
+    return train, [by_id[task_id] for task_id in heldout if task_id in by_id and task_id not in answered]
+
+
+def answered_by_reference(task_source: str) -> frozenset[str]:
+    """The ids of the tasks whose held-out row is their verified reference solution, never the teacher's
+    answer (:func:`with_references`): with ``TASK_SOURCE`` "bank", every bank task that has one; with
+    any other source, none (a task file's ``bank/...`` id may name another task)."""
+    if task_source != "bank":
+        return frozenset()
+    return frozenset(reference_solutions().keys() & {task.task_id for task in load_bank()})
 
 
 def reference_solutions() -> dict[str, str]:

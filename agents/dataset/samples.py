@@ -3,10 +3,11 @@
 Each round's data lives in ``runs/<id>/data/round_N/`` (its paths: :class:`~heidi_engine.agents.layout.RoundFiles`).
 Generate appends one line to ``raw.jsonl`` per sample as its reply arrives (and keeps its resume ledger
 beside it: ``failed.jsonl`` for requests that failed for good, ``proposed.jsonl`` for self-instruct
-tasks); validate rewrites ``clean.jsonl``, ``tested.jsonl``, ``train.jsonl`` and ``val.jsonl`` whole,
-atomically. An appender cuts a torn last line (a writer killed mid-line) off before writing, so a kill -9
-never leaves a file that breaks the next reader. Files are created 0600 and folders 0700 whatever the
-umask (:mod:`heidi_engine.bus.storage`).
+tasks, ``requests.jsonl`` for every teacher request, written before it is sent); validate rewrites
+``clean.jsonl``, ``tested.jsonl``, ``train.jsonl`` and ``val.jsonl`` whole, atomically. An appender cuts a
+torn last line (a writer killed mid-line) off before writing, so a kill -9 never leaves a file that breaks
+the next reader. Files are created 0600 and folders 0700 whatever the umask
+(:mod:`heidi_engine.bus.storage`).
 
 One JSONL reader per policy: :func:`read_jsonl_skipping_bad` skips a torn last line and every line that
 is not a JSON object (the data pipeline's files, which a killed writer may have cut);
@@ -171,12 +172,19 @@ class JsonlAppender:
             log.warning("%s: removed a torn last line (%d bytes)", self.path, removed)
         self._fd = open_private_append(self.path)
 
-    def append(self, row: Mapping[str, Any]) -> None:
+    def append(self, row: Mapping[str, Any], *, sync: bool = True) -> None:
+        """Write ``row`` as one line; with ``sync``, flushed to the disk before returning (else see
+        :meth:`sync`). The caller serialises appends from several threads."""
         data = memoryview(_line(row))
         while data:
             written = os.write(self._fd, data)
             data = data[written:]
-        # A row on disk is never requested again on resume, so it must really be on disk.
+        if sync:
+            # A row on disk is never requested again on resume, so it must really be on disk.
+            os.fsync(self._fd)
+
+    def sync(self) -> None:
+        """Flush what was appended to the disk (safe beside appends from other threads)."""
         os.fsync(self._fd)
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "load_bank",
     "load_jsonl",
     "parse_proposed_task",
+    "task_pool",
     "tasks_for_round",
 ]
 
@@ -162,6 +163,27 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[Task]:
     return _parse_lines(text, os.fspath(path))
 
 
+def task_pool(task_source: str, difficulty: str, home: str | None) -> list[Task]:
+    """The tasks ``TASK_SOURCE`` names (self-instruct's examples: the bank), those of ``TASK_DIFFICULTY``
+    (``"any"``, or difficulties separated by commas); a relative ``file:`` path is resolved against the
+    home. Raises :class:`TaskSourceError` naming the source, or when no task is left."""
+    if task_source in ("bank", "self-instruct"):
+        pool = load_bank()
+    elif task_source.startswith("file:"):
+        path = Path(task_source[len("file:") :].strip()).expanduser()
+        pool = load_jsonl(path if path.is_absolute() else Path(home or os.getcwd()) / path)
+    else:
+        raise TaskSourceError(
+            f'TASK_SOURCE {task_source!r}: expected "bank", "self-instruct" or "file:<path>"'
+        )
+    if difficulty != "any":
+        wanted = set(difficulty.split(","))
+        pool = [task for task in pool if task.difficulty in wanted]
+        if not pool:
+            raise TaskSourceError(f"no task of difficulty {difficulty} in {task_source}")
+    return pool
+
+
 def tasks_for_round(tasks: Sequence[Task], round_no: int, count: int, seed: int) -> list[Task]:
     """The ``count`` tasks for round ``round_no``, the same for the same arguments on every run.
 
@@ -285,12 +307,17 @@ def instruction_text(task: Task) -> str:
     return f"{task.description.strip()}\n\nWrite this function:\n{task.signature.strip()}"
 
 
-def build_solution_messages(task: Task) -> list[dict[str, str]]:
-    """Chat messages asking the teacher to implement ``task``."""
-    return [
+def build_solution_messages(task: Task, *, prefill: bool = False) -> list[dict[str, str]]:
+    """Chat messages asking the teacher to implement ``task``. With ``prefill`` (an in-process teacher) the
+    reply is started with the code fence and signature, which keeps a small model writing the function
+    instead of prose about it."""
+    messages = [
         {"role": "system", "content": SOLUTION_SYSTEM_PROMPT},
         {"role": "user", "content": instruction_text(task)},
     ]
+    if prefill:
+        messages.append({"role": "assistant", "content": f"```python\n{task.signature}\n    "})
+    return messages
 
 
 _FENCE_OPEN = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\r?\n")

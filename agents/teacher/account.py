@@ -2,7 +2,8 @@
 
 :class:`TeacherAccount` adds up the usage of every reply and failure (what the round's files already hold
 included), keeps the run's estimated spend against ``MAX_COST_USD`` (requests in flight reserve their worst
-case, see :mod:`heidi_engine.agents.teacher.spend`), and gathers what happened since the last progress
+case, see :mod:`heidi_engine.agents.teacher.spend`; whether one more may be sent is
+:mod:`heidi_engine.agents.teacher.budget`'s call), and gathers what happened since the last progress
 event: counters, usage, a few notes, the streaming speed, and a pool's per-endpoint usage
 (:mod:`heidi_engine.agents.teacher.endpoints`). A batch is due every ``batch_size`` results or two seconds;
 the stage sends it (:meth:`TeacherAccount.flush`).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from heidi_engine.agents.teacher.base import Completion, Teacher
@@ -90,13 +91,23 @@ class TeacherAccount:
             delta[COST_FIELD] = self.cost_of(usage)
         return delta
 
-    def catch_up(self, counted: Mapping[str, float], run_cost: float) -> TeacherUsage:
-        """What this round used beyond the ``counted`` usage; learns the run's spend (``run_cost`` known
-        from the events, plus that)."""
+    def catch_up(self, counted: Mapping[str, float], run_cost: float) -> dict[str, float | int | None]:
+        """The usage delta of what this round used beyond the ``counted`` usage (its cost: the round's
+        less what was counted, a request lost in flight at its most); learns the run's spend (``run_cost``
+        known from the events, plus that)."""
         used = self.usage.as_delta()
-        behind = TeacherUsage(*(max(0, used[name] - int(counted.get(name, 0))) for name in USAGE_COUNT_NAMES))
-        self.spent = run_cost + (self.cost_of(behind) or 0.0)
-        return behind
+        behind = {name: max(0, used[name] - int(counted.get(name, 0))) for name in USAGE_COUNT_NAMES}
+        counted_cost = float(counted.get(COST_FIELD, 0.0))
+        # For the budget, a reply that reported no usage costs what its tokens say; the event says unknown.
+        known = self.cost_of(replace(self.usage, unmetered=0)) or 0.0
+        self.spent = run_cost + max(0.0, known - counted_cost)
+        if not any(behind.values()):
+            return {}
+        total = self.cost_of(self.usage)
+        return {
+            **{k: v for k, v in behind.items() if v},
+            COST_FIELD: None if total is None else max(0.0, total - counted_cost),
+        }
 
     def watch_endpoints(self, teacher: Teacher) -> None:
         """With a pool of servers behind ``teacher``, send each one's usage after each progress event."""
@@ -107,14 +118,32 @@ class TeacherAccount:
         """Reserve the worst-case cost of a request about to be sent."""
         self.spend.reserve(job_id, messages)
 
-    def over_budget(self) -> bool:
-        """Whether the run's spend and the reservations in flight exceed the budget, when there is one."""
-        return self.budget is not None and self.spent + self.spend.committed() > self.budget
+    def worst_case(self, messages: list[dict[str, str]]) -> float:
+        """The most one request with these messages can cost."""
+        return self.spend.worst_case(messages)
 
-    def budget_reached(self) -> str:
-        """What the run spent against its budget, for the warning that generation stopped."""
+    def fits(self, worst: float, *, beside_in_flight: bool) -> bool:
+        """Whether one more request of cost ``worst`` at most stays within the budget (always, without
+        one): on top of the run's spend, and of the reservations in flight when ``beside_in_flight``."""
+        if self.budget is None:
+            return True
+        reserved = self.spend.reserved() if beside_in_flight else 0.0
+        return self.spent + reserved + worst <= self.budget
+
+    def landed_all(self) -> None:
+        """Nothing is in flight any more: drop what is still reserved."""
+        self.spend.release_all()
+
+    def budget_reached(self, worst: float) -> str:
+        """Why generation stopped for the budget, with the amounts: the spend, and the worst case of the
+        request that did not fit (``worst``)."""
         spent, budget = money(self.spent), money(self.budget)
-        return f"budget reached: estimated teacher cost {spent} >= MAX_COST_USD {budget}"
+        if self.budget is not None and self.spent > self.budget:
+            return f"budget reached: spent {spent}, which passes MAX_COST_USD {budget}"
+        return (
+            f"budget reached: spent {spent}; one more request could cost up to {money(worst)}, which would "
+            f"pass MAX_COST_USD {budget}"
+        )
 
     def record(
         self, usage: TeacherUsage, counter: str | None, note: str | None = None, job_id: str | None = None
@@ -143,7 +172,7 @@ class TeacherAccount:
         """Remember a streamed reply's time to first token and decoding speed."""
         if result.ttft_s is not None:
             self._ttft.append(result.ttft_s)
-            if result.decode_s:
+            if result.decode_s and not result.usage.unmetered:  # a reply without usage counted no tokens
                 self._decode.append((result.usage.output_tokens, result.decode_s))
 
     def flush(self, send: Callable[[Batch], None]) -> TeacherSample | None:
@@ -187,4 +216,6 @@ class TeacherAccount:
         tokens, seconds = sum(t for t, _ in self._decode), sum(s for _, s in self._decode)
         if self._ttft and seconds > 0:
             parts.append(f"{tokens / seconds:,.0f} tokens/s")
+        elif self._ttft:
+            parts.append("tokens/s unknown (no usage reported)")
         return "; " + ", ".join(parts) if parts else ""

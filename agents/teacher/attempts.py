@@ -4,7 +4,10 @@ Each attempt goes to the endpoint the pool chooses (:mod:`heidi_engine.agents.te
 endpoint's keep-alive transport (:mod:`heidi_engine.agents.teacher.transport`). What a failure means and
 how long to wait before the next attempt is the retry policy's call
 (:mod:`heidi_engine.agents.teacher.retry`); a retry goes to another server at once when one is in. Every
-attempt is counted, failed and timed-out ones too.
+attempt is counted, failed and timed-out ones too, and with an intent log
+(:mod:`heidi_engine.agents.teacher.intent`) written down before it is sent. A 200 reply that did not end
+properly (:mod:`heidi_engine.agents.teacher.reply`) is an ``incomplete`` attempt, tried again like a
+transient failure.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from heidi_engine.agents.teacher.base import Completion, ErrorKind, TeacherError
+from heidi_engine.agents.teacher.intent import IntentLog
 from heidi_engine.agents.teacher.pool import Endpoint, EndpointReport, TeacherPool
 from heidi_engine.agents.teacher.reply import ParsedReply, parse_reply, tokens_in
 from heidi_engine.agents.teacher.request import (
@@ -49,8 +53,10 @@ class AttemptLoop:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         pool_backoff_s: tuple[float, float],
+        intents: IntentLog | None = None,
     ) -> None:
         self.model = model
+        self._intents = intents
         self._policy = policy
         self._timeout_s = timeout_s
         self._max_tokens = max_tokens
@@ -91,12 +97,14 @@ class AttemptLoop:
         """What each endpoint was sent and how it answered."""
         return self._pool.report()
 
-    def complete(self, messages: list[dict[str, str]]) -> Completion:
-        """One chat completion, retried as the policy says; raises TeacherError."""
+    def complete(self, messages: list[dict[str, str]], *, retries: bool = True) -> Completion:
+        """One chat completion, retried as the policy says (``retries=False``: a single attempt, as a probe
+        of a parked teacher is; a switch to the reasoning form still sends it again); raises TeacherError."""
         _check_messages(messages)
         spent = TeacherUsage()
         waited = 0.0
         avoid: Endpoint | None = None
+        retry = False  # every attempt but the first is a retry
         while True:
             if self._closed:
                 raise TeacherError("teacher closed", spent)
@@ -111,6 +119,9 @@ class AttemptLoop:
             )
             server_wait: float | None = None
             kind: ErrorKind
+            # Written down before it leaves: a kill before its reply must not make it free.
+            request_id = self._intents.sent(len(body), self._max_tokens, retry=retry) if self._intents else ""
+            retry = True
             endpoint = self._pool.acquire(avoid)
             try:
                 reply = self._transports[endpoint.index].post(body, self._timeout_s)
@@ -122,12 +133,12 @@ class AttemptLoop:
                     timed_out_output_max=self._max_tokens,
                 )
                 self._pool.release(endpoint, attempt, failed=True)
-                spent += attempt
+                spent += self._landed(request_id, attempt)
                 failure, kind = exc.reason, "transient"
             except TransportError as exc:
                 attempt = TeacherUsage(requests_sent=1)
                 self._pool.release(endpoint, attempt, failed=not self._closed)
-                spent += attempt
+                spent += self._landed(request_id, attempt)
                 if self._closed:
                     raise TeacherError("teacher closed", spent) from None
                 failure, kind = exc.reason, "fatal" if exc.certificate else "transient"
@@ -136,23 +147,33 @@ class AttemptLoop:
                 raise
             else:
                 if reply.status == 200:
-                    return self._completion(reply, spent, endpoint)
-                error = provider_error(reply.body)
-                attempt = TeacherUsage(requests_sent=1, rate_limits_hit=int(reply.status == 429))
-                attempt += _error_tokens(reply.body)
-                self._pool.release(endpoint, attempt, failed=reply.status >= 500)
-                spent += attempt
-                failure = f"HTTP {reply.status}" + (f": {error.message}" if error.message else "")
-                if not reasoning and is_unsupported_parameter(reply.status, error):
-                    with self._lock:
-                        self._reasoning = True  # remembered: every later request uses the reasoning form
-                    self._pool.charge(endpoint, TeacherUsage(retries=1))
-                    spent += TeacherUsage(retries=1)
-                    continue
-                kind = self._policy.kind_of(reply.status, error, failure)
-                server_wait = retry_after_s(reply.headers)
+                    parsed = self._parsed(reply, endpoint, request_id)
+                    spent += self._usage_of(parsed)
+                    if parsed.error is None and parsed.text is not None:
+                        self._policy.succeeded()
+                        return self._completion(reply, parsed, spent)
+                    if not parsed.incomplete:
+                        raise TeacherError(parsed.error or "malformed reply", spent)
+                    failure, kind = parsed.error or "incomplete reply", "incomplete"
+                else:
+                    error = provider_error(reply.body)
+                    attempt = TeacherUsage(requests_sent=1, rate_limits_hit=int(reply.status == 429))
+                    attempt += _error_tokens(reply.body)
+                    self._pool.release(endpoint, attempt, failed=reply.status >= 500)
+                    spent += self._landed(request_id, attempt)
+                    failure = f"HTTP {reply.status}" + (f": {error.message}" if error.message else "")
+                    if not reasoning and is_unsupported_parameter(reply.status, error):
+                        with self._lock:
+                            self._reasoning = True  # remembered: every later request uses the reasoning form
+                        self._pool.charge(endpoint, TeacherUsage(retries=1))
+                        spent += TeacherUsage(retries=1)
+                        continue
+                    kind = self._policy.kind_of(reply.status, error, failure)
+                    server_wait = retry_after_s(reply.headers)
             # Which server of a pool said it; kept apart from ``failure``, which compares 400s.
             failure_at = f"{failure} (at {endpoint.name})" if len(self._transports) > 1 else failure
+            if not retries:
+                raise TeacherError(self._policy.redact(failure_at), spent, kind)
             self._policy.stop_unless_retryable(failure_at, kind, spent)
             avoid = endpoint
             if self._pool.another_is_in(endpoint):
@@ -166,25 +187,40 @@ class AttemptLoop:
             self._pool.charge(endpoint, TeacherUsage(retries=1))
             spent += TeacherUsage(retries=1)
 
-    def _completion(self, reply: Reply, spent: TeacherUsage, endpoint: Endpoint) -> Completion:
-        try:
-            parsed: ParsedReply = parse_reply(reply.body, reply.headers.get("content-type", ""))
-        except BaseException:
-            self._pool.release(endpoint, TeacherUsage(requests_sent=1), failed=False)
-            raise
+    def _landed(self, request_id: str, attempt: TeacherUsage) -> TeacherUsage:
+        """Record that the attempt is over (with an intent log); returns ``attempt``."""
+        if self._intents is not None:
+            self._intents.landed(request_id, attempt)
+        return attempt
+
+    @staticmethod
+    def _usage_of(parsed: ParsedReply) -> TeacherUsage:
         tokens = parsed.tokens
-        attempt = TeacherUsage(
+        return TeacherUsage(
             requests_sent=1,
             input_tokens=tokens.input_tokens,
             output_tokens=tokens.output_tokens,
             cached_input_tokens=tokens.cached_input_tokens,
             unmetered=int(not tokens.metered),
         )
-        self._pool.release(endpoint, attempt, failed=False, latency_s=reply.elapsed_s)
-        spent += attempt
-        if parsed.error is not None or parsed.text is None:
-            raise TeacherError(parsed.error or "malformed reply", spent)
-        self._policy.succeeded()
+
+    def _parsed(self, reply: Reply, endpoint: Endpoint, request_id: str) -> ParsedReply:
+        """The 200 reply read; the attempt released (a cut reply is the server's fault) and recorded."""
+        try:
+            parsed = parse_reply(reply.body, reply.headers.get("content-type", ""))
+        except BaseException:
+            self._pool.release(endpoint, TeacherUsage(requests_sent=1), failed=False)
+            raise
+        attempt = self._usage_of(parsed)
+        good = parsed.error is None
+        self._pool.release(
+            endpoint, attempt, failed=parsed.incomplete, latency_s=reply.elapsed_s if good else None
+        )
+        self._landed(request_id, attempt)
+        return parsed
+
+    def _completion(self, reply: Reply, parsed: ParsedReply, spent: TeacherUsage) -> Completion:
+        assert parsed.text is not None
         streamed = reply.headers.get("content-type", "").startswith("text/event-stream")
         first = reply.first_byte_s
         return Completion(

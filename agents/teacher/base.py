@@ -16,7 +16,7 @@ from heidi_engine.agents.teacher.usage import TeacherUsage
 __all__ = ["Completion", "ErrorKind", "Outage", "Teacher", "TeacherError"]
 
 T = TypeVar("T")
-ErrorKind = Literal["fatal", "transient", "sample"]
+ErrorKind = Literal["fatal", "transient", "incomplete", "sample"]
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,16 @@ Errors by kind (:attr:`TeacherError.kind`), decided by :meth:`OpenAITeacher.comp
   capped at ``backoff_max_s``; a wait that would push this call's total waiting past
   ``max_total_wait_s`` is not made. :meth:`OpenAITeacher.map` with ``on_outage`` parks on these instead of
   failing the job: it asks again, one probe every ``park_interval_s``, until the server answers.
-- ``"sample"``: only this request failed: another 4xx, or a 200 reply that is malformed. The server
-  answered; sending it again would only spend budget on the same answer.
+- ``"incomplete"``: the retries ran out on 200 replies that did not end properly (no ``finish_reason``,
+  ``"length"``, no content, a stream cut before ``[DONE]``, a body without ``choices``: see
+  :mod:`.reply`). Retried like a transient failure, but never parked on: the server is up.
+- ``"sample"``: only this request failed: another 4xx, or a 200 reply that ended but is malformed. The
+  server answered; sending it again would only spend budget on the same answer.
 
 A 400 refusing ``max_tokens``/``temperature`` switches the client to the reasoning-model form once
 (:mod:`.request`) and is sent again at once. Every attempt is counted in :class:`TeacherUsage`,
-failed and timed-out ones too. No message ever contains the API key.
+failed and timed-out ones too, and with an :class:`~.intent.IntentLog` each is written down before it
+is sent. No message ever contains the API key.
 
 The parts: the retry policy (:mod:`.retry`), the attempts of one call across the pool (:mod:`.attempts`),
 and many calls in flight with parking on an outage (:mod:`.parking`); the types they share are in
@@ -39,6 +43,7 @@ from urllib.parse import urlsplit
 
 from heidi_engine.agents.teacher.attempts import AttemptLoop
 from heidi_engine.agents.teacher.base import Completion, Outage, TeacherError
+from heidi_engine.agents.teacher.intent import IntentLog
 from heidi_engine.agents.teacher.parking import map_jobs
 from heidi_engine.agents.teacher.pool import EndpointReport, split_urls
 from heidi_engine.agents.teacher.request import is_reasoning_model
@@ -72,6 +77,7 @@ class OpenAITeacher:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
         pool_backoff_s: tuple[float, float] = (1.0, 60.0),
+        intents: IntentLog | None = None,
     ) -> None:
         urls = _checked_urls(base_url)
         for name, value, strict in (
@@ -123,6 +129,7 @@ class OpenAITeacher:
             clock=clock,
             sleep=sleep,
             pool_backoff_s=pool_backoff_s,
+            intents=intents,
         )
 
     def __repr__(self) -> str:
@@ -171,8 +178,9 @@ class OpenAITeacher:
         requests in flight have finished.
 
         With ``on_outage``, a job that failed with a transient error is not delivered: it is kept, the
-        map parks (one probe request every ``park_interval_s``, ``should_continue`` asked between
-        waits so that a stop still lands) and the kept jobs are sent again once a request gets through.
+        map parks (one probe request, a single attempt, every ``park_interval_s``, ``should_continue``
+        asked between waits so that a stop still lands) and the kept jobs are sent again once a request
+        gets through.
         Jobs still kept when ``should_continue`` says no are neither done nor failed.
         """
         map_jobs(
@@ -186,6 +194,7 @@ class OpenAITeacher:
             park_interval_s=self._park_interval_s,
             clock=self._clock,
             sleep=self._sleep,
+            probe=lambda messages: self._attempts.complete(messages, retries=False),
         )
 
 

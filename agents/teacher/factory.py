@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from heidi_engine.agents.teacher.base import Teacher
 from heidi_engine.agents.teacher.client import OpenAITeacher
+from heidi_engine.agents.teacher.intent import IntentLog
 from heidi_engine.agents.teacher.local import LocalTeacher, local_model_name
 from heidi_engine.agents.teacher.pool import split_urls
 from heidi_engine.bus.config import AutoTrainConfig
@@ -19,8 +20,9 @@ class TeacherUnavailable(Exception):
     """The configured teacher cannot be opened; the message says why and what to set."""
 
 
-def open_teacher(config: AutoTrainConfig) -> Teacher:
-    """The teacher ``config`` names; raises :class:`TeacherUnavailable`."""
+def open_teacher(config: AutoTrainConfig, intents: IntentLog | None = None) -> Teacher:
+    """The teacher ``config`` names; raises :class:`TeacherUnavailable`. An HTTP teacher writes each request
+    down in ``intents`` before sending it (a model in this process sends nothing to bill)."""
     try:
         local = local_model_name(config.TEACHER_MODEL)
     except ValueError as exc:
@@ -58,6 +60,7 @@ def open_teacher(config: AutoTrainConfig) -> Teacher:
             temperature=config.TEACHER_TEMPERATURE,
             stream=config.TEACHER_STREAM == "1",
             park_interval_s=config.TEACHER_PARK_INTERVAL_S,
+            intents=intents,
         )
     except ValueError as exc:
         raise TeacherUnavailable(f"invalid teacher settings: {exc}") from None

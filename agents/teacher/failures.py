@@ -2,7 +2,8 @@
 for the others, and which recorded failures are for good (not asked again on resume).
 
 A failure an outage caused (retries ran out on HTTP 408/409/429/5xx, a timeout or a connection error) is
-``transient``: a resumed stage asks again. Rows written before ``kind`` was recorded are told by reason.
+``transient``, one whose replies were all cut short is ``incomplete``: a resumed stage asks again for
+both. Rows written before ``kind`` was recorded are told by reason.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ TRANSIENT_REASON = (
     r"^(HTTP (408|409|429|5\d\d)\b|no reply within|no complete reply within|connection error|proxy error)"
 )
 _TRANSIENT = re.compile(TRANSIENT_REASON)
+_ASKED_AGAIN = frozenset({"transient", "incomplete"})  # kinds a resumed stage asks again for
 # The server refused who we are or what we asked for: every further request would fail the same way.
 _REFUSED = re.compile(r"^HTTP (401|403|404)\b")
 
@@ -51,8 +53,9 @@ def failure_row(job_id: str, phase: str, task_id: str, error: TeacherError) -> d
 
 
 def failed_for_good(row: dict[str, Any]) -> bool:
-    """False for a failure an outage caused (asked again on resume); rows before ``kind`` by reason."""
+    """False for a failure an outage or cut replies caused (asked again on resume); rows before ``kind``
+    by reason."""
     kind = row.get("kind")
     if kind is not None:
-        return bool(kind != "transient")
+        return kind not in _ASKED_AGAIN
     return not _TRANSIENT.match(str(row.get("reason", "")))

@@ -1,8 +1,11 @@
 """Many jobs through one teacher call at a time: ``concurrency`` requests in flight, and parking on an outage.
 
 With ``on_outage``, a job that failed with a transient error is not delivered: it is kept, the map parks
-(one probe request every ``park_interval_s``) and the kept jobs are sent again once a request gets
-through. This is :meth:`~heidi_engine.agents.teacher.client.OpenAITeacher.map`.
+and the kept jobs are sent again once a request gets through. While parked, one probe goes out every
+``park_interval_s`` (counted from the previous failure), and a probe is one attempt (``probe``): the
+retries of an ordinary request would make each probe several, and spread them further apart than the
+interval. This is :meth:`~heidi_engine.agents.teacher.client.OpenAITeacher.map`; :func:`outage_sample` is
+a notice as the bus carries it.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal, TypeVar
 
 from heidi_engine.agents.teacher.base import Completion, Outage, TeacherError
 from heidi_engine.agents.teacher.usage import TeacherUsage
+from heidi_engine.bus.outage import TeacherOutage
+from heidi_engine.bus.state import TeacherSample
 
-__all__ = ["map_jobs"]
+__all__ = ["map_jobs", "outage_sample"]
 
 T = TypeVar("T")
 
@@ -37,15 +42,19 @@ def map_jobs(
     park_interval_s: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    probe: Callable[[list[dict[str, str]]], Completion] | None = None,
 ) -> None:
     """Run ``jobs`` through ``complete`` with at most ``concurrency`` requests in flight (see
-    :meth:`~heidi_engine.agents.teacher.client.OpenAITeacher.map`)."""
+    :meth:`~heidi_engine.agents.teacher.client.OpenAITeacher.map`); while parked, each probe goes through
+    ``probe`` (one attempt; ``complete`` when not given)."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
 
-    def complete_or_error(messages: list[dict[str, str]]) -> Completion | TeacherError:
+    def complete_or_error(
+        messages: list[dict[str, str]], send: Callable[[list[dict[str, str]]], Completion]
+    ) -> Completion | TeacherError:
         try:
-            return complete(messages)
+            return send(messages)
         except TeacherError as exc:
             return exc
 
@@ -77,7 +86,8 @@ def map_jobs(
                         exhausted = True
                         break
                     item = (job, build_messages(job))
-                pending[pool.submit(complete_or_error, item[1])] = item
+                send = probe if outage is not None and probe is not None else complete
+                pending[pool.submit(complete_or_error, item[1], send)] = item
             if not pending:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -92,11 +102,24 @@ def map_jobs(
                     next_probe = clock() + park_interval_s
                     on_outage(outage)
                     continue
-                if outage is not None and on_outage is not None and isinstance(result, Completion):
+                if outage is not None and on_outage is not None:  # an answer of any kind: it is reachable
                     back = Outage("recovered", outage.since, park_interval_s, "", TeacherUsage(), len(kept))
                     on_outage(back)
                     outage = None
                 on_done(item[0], result)
+
+
+def outage_sample(notice: Outage, now: datetime | None = None) -> TeacherSample:
+    """``notice`` as the bus carries it (a teacher sample with no endpoint figures): the next probe is
+    ``retry_every_s`` from ``now``, as :func:`map_jobs` schedules it when it gives the notice."""
+    now = now or datetime.now(timezone.utc)
+    parked = notice.state != "recovered"
+    later = now + timedelta(seconds=notice.retry_every_s)
+    next_probe = later.strftime("%Y-%m-%dT%H:%M:%SZ") if parked else None
+    outage = TeacherOutage(state="parked" if parked else "recovered", since=notice.since,
+                           retry_every_s=notice.retry_every_s, next_probe_at=next_probe,
+                           jobs_waiting=notice.jobs_waiting, reason=notice.reason)  # fmt: skip
+    return TeacherSample(endpoints={}, outage=outage)
 
 
 def _wait_until(

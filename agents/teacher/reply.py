@@ -1,7 +1,16 @@
 """Reading a 200 chat-completions reply, whole or streamed (server-sent events), into text and usage.
 
+A reply is an answer only if it ended properly: a streamed one reached ``data: [DONE]``, and either kind
+has a choice whose ``finish_reason`` is set and is not ``"length"`` (cut at the token cap),
+``"content_filter"`` or ``"abort"``, with some content. Anything short of that is *incomplete*: the
+server cut it (a stream closed early, an overloaded llama.cpp or vLLM server answering ``[DONE]`` with no
+choice at all, a body without ``choices``). Its attempt is a failure the retry policy may try again,
+never a sample. A reply that did end but cannot be read (a chunk that is not JSON, content that is not
+text) is *malformed*: only that request failed.
+
 A reply may lack ``usage`` (some servers, or a stream without ``include_usage``): that is reported as
-``metered=False`` so the cost becomes "unknown" instead of silently $0.
+``metered=False`` so the cost becomes "unknown" instead of silently $0. The tokens an incomplete or
+malformed reply reported still count.
 """
 
 from __future__ import annotations
@@ -10,9 +19,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from heidi_engine.agents.teacher.transport import iter_sse
+from heidi_engine.agents.teacher.transport import SSE_DONE, iter_sse
 
-__all__ = ["ParsedReply", "ReplyTokens", "parse_reply", "tokens_in"]
+__all__ = ["UNFINISHED_REASONS", "ParsedReply", "ReplyTokens", "parse_reply", "tokens_in"]
+
+# finish_reason values that say the answer did not end on its own.
+UNFINISHED_REASONS = frozenset({"length", "content_filter", "abort"})
 
 
 @dataclass(frozen=True)
@@ -27,13 +39,15 @@ class ReplyTokens:
 
 @dataclass(frozen=True)
 class ParsedReply:
-    """A readable reply, or ``error`` saying why it is not (its tokens still count)."""
+    """A readable answer, or ``error`` saying why it is not (its tokens still count); ``incomplete`` when
+    the reply was cut short (see the module docstring) rather than malformed."""
 
     tokens: ReplyTokens
     text: str | None = None
     model: str | None = None
     finish_reason: str | None = None
     error: str | None = None
+    incomplete: bool = False
 
 
 def _count(holder: dict[str, Any], key: str) -> int:
@@ -62,47 +76,76 @@ def _message_text(content: object) -> str | None:
     return None
 
 
-def _json(data: bytes | str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:  # covers JSONDecodeError and UnicodeDecodeError
-        return None
+def _server_error(payload: dict[str, Any]) -> str:
+    """``: <message>`` of an ``error`` object a server put in a 200 reply or a stream chunk, else ""."""
+    error = payload.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    return f" (the server said: {message[:200]})" if isinstance(message, str) and message else ""
+
+
+def _incomplete(tokens: ReplyTokens, why: str) -> ParsedReply:
+    return ParsedReply(tokens, error=f"incomplete reply: {why}", incomplete=True)
+
+
+def _ended(tokens: ReplyTokens, text: str, model: object, finish: object) -> ParsedReply:
+    """The answer, unless it did not end properly."""
+    if not isinstance(finish, str) or not finish:
+        return _incomplete(tokens, "no finish_reason")
+    if finish in UNFINISHED_REASONS:
+        return _incomplete(tokens, f'finish_reason "{finish}"')
+    if not text.strip():
+        return _incomplete(tokens, "no content")
+    return ParsedReply(tokens, text, model if isinstance(model, str) and model else None, finish)
 
 
 def _whole(body: bytes) -> ParsedReply:
-    payload = _json(body)
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as exc:
+        doc = exc.doc.strip()
+        if not doc:
+            return _incomplete(ReplyTokens(), "an empty body")
+        if doc.startswith("{") and not doc.endswith("}"):  # an object that never closed: cut short
+            return _incomplete(ReplyTokens(), "the body ends mid-JSON")
+        return ParsedReply(ReplyTokens(), error="malformed reply: body is not a JSON object")
+    except ValueError:  # not UTF-8
+        return ParsedReply(ReplyTokens(), error="malformed reply: body is not a JSON object")
     if not isinstance(payload, dict):
         return ParsedReply(ReplyTokens(), error="malformed reply: body is not a JSON object")
     tokens = tokens_in(payload)
     choices = payload.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choices, list) or not choices:
+        return _incomplete(tokens, "no choices" + _server_error(payload))
+    first = choices[0]
     if not isinstance(first, dict):
-        return ParsedReply(tokens, error="malformed reply: no choices")
+        return ParsedReply(tokens, error="malformed reply: choices[0] is not an object")
     message = first.get("message")
-    text = _message_text(message.get("content")) if isinstance(message, dict) else None
-    if text is None:
+    content = message.get("content") if isinstance(message, dict) else None
+    text = _message_text(content)
+    if text is None and content is not None:
         return ParsedReply(tokens, error="malformed reply: choices[0].message.content is not text")
-    model, finish = payload.get("model"), first.get("finish_reason")
-    return ParsedReply(
-        tokens,
-        text,
-        model if isinstance(model, str) and model else None,
-        finish if isinstance(finish, str) else None,
-    )
+    return _ended(tokens, text or "", payload.get("model"), first.get("finish_reason"))
 
 
 def _streamed(body: bytes) -> ParsedReply:
     parts: list[str] = []
-    tokens, model, finish, chunks = ReplyTokens(), None, None, 0
+    tokens, model, finish, done, unreadable, said = ReplyTokens(), None, None, False, False, ""
     for data in iter_sse(body):
-        chunk = _json(data)
+        if data == SSE_DONE:
+            done = True
+            continue
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            chunk = None
         if not isinstance(chunk, dict):
-            return ParsedReply(tokens, error="malformed reply: a stream chunk is not a JSON object")
-        chunks += 1
+            unreadable = True  # a cut last chunk, unless [DONE] follows
+            continue
         if isinstance(chunk.get("usage"), dict):
             tokens = tokens_in(chunk)  # the last chunk, with include_usage
         if isinstance(chunk.get("model"), str) and chunk["model"]:
             model = chunk["model"]
+        said = said or _server_error(chunk)
         choices = chunk.get("choices")
         first = choices[0] if isinstance(choices, list) and choices else None
         if not isinstance(first, dict):
@@ -113,9 +156,13 @@ def _streamed(body: bytes) -> ParsedReply:
             parts.append(content)
         if isinstance(first.get("finish_reason"), str):
             finish = first["finish_reason"]
-    if not chunks:
-        return ParsedReply(tokens, error="malformed reply: an empty stream")
-    return ParsedReply(tokens, "".join(parts), model, finish)
+    if not done:
+        return _incomplete(tokens, "the stream ended before [DONE]" + said)
+    if unreadable:
+        return ParsedReply(tokens, error="malformed reply: a stream chunk is not a JSON object")
+    if said:
+        return _incomplete(tokens, "an error in the stream" + said)
+    return _ended(tokens, "".join(parts), model, finish)
 
 
 def parse_reply(body: bytes, content_type: str) -> ParsedReply:

@@ -20,6 +20,7 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _FATAL_STATUS = frozenset({401, 403, 404})
 _REASON_MAX = 300
 _SAME_400_FATAL = 3  # the same 400 this many times in a row: every request is wrong, not one sample
+_RETRYABLE_KINDS = frozenset({"transient", "incomplete"})
 
 
 class RetryPolicy:
@@ -65,8 +66,9 @@ class RetryPolicy:
             self._last_400 = ("", 0)
 
     def stop_unless_retryable(self, failure: str, kind: ErrorKind, spent: TeacherUsage) -> None:
-        """Raise the call's TeacherError when ``kind`` is not transient or its retries ran out."""
-        if kind != "transient":
+        """Raise the call's TeacherError when ``kind`` is not one to try again (transient, incomplete) or
+        its retries ran out."""
+        if kind not in _RETRYABLE_KINDS:
             raise TeacherError(self.redact(failure), spent, kind)
         if spent.retries >= self._max_retries:
             raise TeacherError(self.redact(f"{failure} (gave up after {spent.retries} retries)"), spent, kind)

@@ -5,7 +5,8 @@
 - A timed-out attempt may still be billed: it costs its upper bound (every byte of the request as an
   input token, the full token cap as output), so the estimate errs high, never low.
 - For ``MAX_COST_USD``, every request in flight reserves its worst case until it lands, so the budget is
-  not overshot by the requests already sent.
+  not overshot by the requests already sent; a request is sent only while its own worst case fits beside
+  them (:mod:`heidi_engine.agents.teacher.budget`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ class Spend:
         self.table = table
         self.max_tokens = max_tokens
         self._reserved: dict[str, float] = {}
-        self._largest = 0.0
 
     def cost_of(self, usage: TeacherUsage) -> float | None:
         """Estimated USD of ``usage``; None when the model is unpriced or a reply reported no usage."""
@@ -45,9 +45,8 @@ class Spend:
         return estimate_cost(self.model, size, self.max_tokens, self.table) or 0.0
 
     def reserve(self, job_id: str, messages: list[dict[str, str]]) -> None:
-        cost = self.worst_case(messages)
-        self._reserved[job_id] = cost
-        self._largest = max(self._largest, cost)
+        """Hold the worst case of the job's request until :meth:`settle`."""
+        self._reserved[job_id] = self.worst_case(messages)
 
     def settle(self, job_id: str, usage: TeacherUsage) -> float:
         """Drop the job's reservation; what it cost for the budget (its worst case when unmetered)."""
@@ -55,9 +54,14 @@ class Spend:
         cost = self.cost_of(usage)
         return reserved if cost is None else cost
 
-    def committed(self) -> float:
-        """Reserved for the requests in flight, plus one more request of the largest size seen."""
-        return sum(self._reserved.values()) + self._largest
+    def reserved(self) -> float:
+        """What the requests in flight could still cost, at their worst."""
+        return sum(self._reserved.values())
+
+    def release_all(self) -> None:
+        """Drop every reservation: nothing is in flight (a job kept through an outage reserves again when
+        it is asked again)."""
+        self._reserved.clear()
 
 
 def money(cost: float | None) -> str:

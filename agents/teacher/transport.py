@@ -24,7 +24,9 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["DeadlineExceeded", "Reply", "Transport", "TransportError"]
+__all__ = ["SSE_DONE", "DeadlineExceeded", "Reply", "Transport", "TransportError", "iter_sse"]
+
+SSE_DONE = "[DONE]"  # the data of the last event of an OpenAI-style stream
 
 
 class TransportError(Exception):
@@ -298,9 +300,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def iter_sse(body: bytes) -> Iterator[str]:
-    """The ``data:`` payloads of a server-sent-events body, in order, without the final ``[DONE]``."""
+    """The ``data:`` payloads of a server-sent-events body, in order, the final ``[DONE]`` (:data:`SSE_DONE`)
+    included: a stream that lacks it was cut."""
     for line in body.decode("utf-8", errors="replace").splitlines():
         if line.startswith("data:"):
             data = line[5:].strip()
-            if data and data != "[DONE]":
+            if data:
                 yield data

@@ -35,6 +35,10 @@ class TeacherUsage:
             return NotImplemented
         return TeacherUsage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
+    def most(self, other: TeacherUsage) -> TeacherUsage:
+        """Each counter the larger of the two: two records of the same requests, either perhaps short."""
+        return TeacherUsage(*(max(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)))
+
     def as_delta(self) -> dict[str, int]:
         """The five bus counters by name, ready for an event's ``usage_delta``."""
         return {name: getattr(self, name) for name in _BUS_COUNTERS}

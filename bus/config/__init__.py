@@ -9,10 +9,12 @@ from heidi_engine.bus.config.schema import (
     ENV_PREFIX,
     FIELD_NAMES,
     SEED_FIELDS,
+    SUPERVISOR_START_FIELDS,
     WORK_SIZE_FIELDS,
     AutoTrainConfig,
     ConfigError,
     field_rule,
+    start_only_problems,
 )
 from heidi_engine.bus.config.sources import (
     config_reference_markdown,
@@ -29,6 +31,7 @@ __all__ = [
     "ENV_PREFIX",
     "FIELD_NAMES",
     "SEED_FIELDS",
+    "SUPERVISOR_START_FIELDS",
     "WORK_SIZE_FIELDS",
     "AutoTrainConfig",
     "ConfigError",
@@ -39,6 +42,7 @@ __all__ = [
     "file_values",
     "load_config",
     "parse_override",
+    "start_only_problems",
     "validate_field",
     "value_sources",
 ]

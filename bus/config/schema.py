@@ -30,8 +30,8 @@ from pydantic_core import ErrorDetails
 from heidi_engine.bus.config import yaml_file as _config_yaml
 from heidi_engine.bus.redaction import clean, redact, scan
 
-__all__ = ["ENV_PREFIX", "FIELD_NAMES", "SEED_FIELDS", "WORK_SIZE_FIELDS", "AutoTrainConfig", "ConfigError",
-           "field_rule"]
+__all__ = ["ENV_PREFIX", "FIELD_NAMES", "SEED_FIELDS", "SUPERVISOR_START_FIELDS", "WORK_SIZE_FIELDS",
+           "AutoTrainConfig", "ConfigError", "field_rule", "start_only_problems"]
 
 ENV_PREFIX = "AUTOTRAIN_"
 
@@ -118,7 +118,9 @@ class AutoTrainConfig(BaseModel):
     TEACHER_MAX_TOKENS: int = Field(512, ge=16, le=8192, description="Maximum tokens per teacher reply.")
     TEACHER_TEMPERATURE: float = Field(0.7, ge=0.0, le=2.0, description="Teacher sampling temperature.")
     MAX_COST_USD: float | None = Field(
-        None, ge=0, description="Stop generating once the estimated cost reaches this; empty = no budget."
+        None, ge=0,
+        description="Ceiling on the estimated teacher cost: a request is sent only while its worst case still "
+        "fits; empty = no budget.",
     )
     # Student training.
     LORA_ALPHA: int = Field(
@@ -273,6 +275,23 @@ WORK_SIZE_FIELDS: frozenset[str] = frozenset({
     "SEED", "TEACHER_MAX_TOKENS", "TEACHER_TEMPERATURE", "TASK_DIFFICULTY", "GRADIENT_CHECKPOINTING",
     "CHECKPOINT_EVERY",
 })  # fmt: skip
+# Read once, when the supervisor starts (supervisor/cli.py), and by no run: a start's override of one would
+# be accepted and change nothing, so it is refused. Each with what serves the need at once, if anything does.
+SUPERVISOR_START_FIELDS: dict[str, str] = {
+    "HTTP_ENABLED": "autotrain-menu --http serves the status now, beside this supervisor",
+    "HTTP_PORT": "autotrain-menu --http --port N serves the status on another port now",
+}
+
+
+def start_only_problems(fields: Iterable[object]) -> list[str]:
+    """One line for each of ``fields`` (a start's overrides) that only a supervisor's start reads: how to set it."""
+    return [
+        f"{name} is read when the supervisor starts, not by a run: set it in config.yaml or {ENV_PREFIX}{name} "
+        f"and restart the supervisor ({SUPERVISOR_START_FIELDS[name]})"
+        for name in sorted({str(field)[:64] for field in fields} & SUPERVISOR_START_FIELDS.keys())
+    ]
+
+
 _TEXT_RULES: dict[str, str] = {
     "BASE_MODEL": "model name or path",
     "TEACHER_MODEL": "model name, or local:<model>",

@@ -13,6 +13,11 @@ the script is empty), waits ``latency_s``, and answers. Script items:
 - ``("drip", interval_s, pieces)``: the default reply's headers at once, then its body in ``pieces``
   parts ``interval_s`` apart: no single read is slow, only the whole reply
 - ``("drop",)``: closes the connection without answering
+- ``("raw", content_type, data)``: a 200 reply with exactly the bytes ``data`` (e.g. a stream that ends
+  with ``[DONE]`` but no content and no ``finish_reason``, as llama.cpp's server sends under load); the
+  usage it carries (a JSON body's, or a stream chunk's) counts in ``usage_sent``
+- ``("cut", keep)``: the default reply (streamed when asked) cut after ``keep`` bytes: sent without a
+  Content-Length, then the connection is closed, as by a server that died mid-reply; no usage counted
 
 The default reply is ``responder(request_json)`` when one is given (a teacher that knows the answers),
 else a python code block with deterministic usage: prompt tokens are the words of the
@@ -55,6 +60,8 @@ _KINDS = {
     "slow": 2,
     "drop": 1,
     "drip": 3,
+    "raw": 3,
+    "cut": 2,
 }
 
 
@@ -164,6 +171,15 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif kind == "raw":
+            assert item is not None
+            self._send_raw(200, item[2], {"Content-Type": item[1]})
+            usage = _usage_in(item[2])
+            if usage is not None:
+                fake._count_usage(usage)
+        elif kind == "cut":
+            assert item is not None
+            self._cut(fake._default_payload(body), stream, item[1])
         else:
             if kind == "slow":
                 assert item is not None
@@ -177,6 +193,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_raw(200, _sse(payload, stream), {"Content-Type": "text/event-stream"})
         if "usage" in payload:  # only once written: a client that gave up got none
             self.server.fake._count_usage(payload["usage"])
+
+    def _cut(self, payload: dict[str, Any], stream: dict[str, Any] | None, keep: int) -> None:
+        whole = json.dumps(payload).encode() if stream is None else _sse(payload, stream)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json" if stream is None else "text/event-stream")
+        self.send_header("Connection", "close")  # no length: the body ends where the connection does
+        self.end_headers()
+        self.wfile.write(whole[:keep])
+        self.wfile.flush()
+        self.close_connection = True
 
     def _drip(self, data: bytes, interval_s: float, pieces: int) -> None:
         self.send_response(200)
@@ -215,6 +241,21 @@ def _wants_stream(body: bytes) -> dict[str, Any] | None:
         return None
     options = request.get("stream_options")
     return options if isinstance(options, dict) else {}
+
+
+def _usage_in(data: bytes) -> dict[str, int] | None:
+    """The last ``usage`` object of a JSON body or of a stream's chunks, if any."""
+    found = None
+    text = data.decode(errors="replace")
+    payloads = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    for payload in payloads or [text]:
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            continue
+        if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+            found = chunk["usage"]
+    return found
 
 
 def _sse(payload: dict[str, Any], options: dict[str, Any]) -> bytes:
@@ -448,8 +489,8 @@ class FakeOpenAIServer:
 
     def _count_usage(self, usage: dict[str, int]) -> None:
         with self._cond:
-            self._prompt_tokens_sent += usage["prompt_tokens"]
-            self._completion_tokens_sent += usage["completion_tokens"]
+            self._prompt_tokens_sent += usage.get("prompt_tokens", 0)
+            self._completion_tokens_sent += usage.get("completion_tokens", 0)
 
     def _default_payload(self, body: bytes) -> dict[str, Any]:
         if self.responder is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fakes.openai_server import FakeOpenAIServer
-from harness import FileRuntime
+from harness import FileRuntime, replayed_state
 
 from heidi_engine.agents import generate
 from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad, write_jsonl
@@ -22,7 +22,6 @@ from heidi_engine.agents.layout import RoundFiles
 from heidi_engine.agents.runtime import FatalStageError
 from heidi_engine.bus.config import AutoTrainConfig, load_config
 from heidi_engine.bus.journal import read_events
-from heidi_engine.bus.state import RunState, apply_event
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,13 +32,6 @@ def _config(url: str, **overrides: Any) -> AutoTrainConfig:
     # No held-out set: these tests count the teacher's requests for the round's own samples.
     values = {"TEACHER_BASE_URL": url, "SAMPLES_PER_ROUND": 6, "TEACHER_CONCURRENCY": 2, "VAL_RATIO": 0, **overrides}
     return load_config(None, env={}, overrides={k: str(v) for k, v in values.items()})
-
-
-def _state(run_dir: Path) -> RunState:
-    state = RunState()
-    for event in read_events(run_dir):
-        apply_event(state, event)
-    return state
 
 
 def _messages(run_dir: Path, level: str | None = None) -> list[str]:
@@ -71,7 +63,7 @@ def test_replies_without_usage_make_the_run_cost_unknown_and_say_so(tmp_path: Pa
     with FakeOpenAIServer(script=[("ok", "```python\ndef f():\n    return 1\n```", 9, 9)] * 5) as server:
         server.fallback = ("nousage", "```python\ndef g():\n    return 2\n```")
         generate.main(FileRuntime(tmp_path, _config(server.url), "generate"))  # type: ignore[arg-type]
-    state = _state(tmp_path)
+    state = replayed_state(tmp_path)
     assert state.usage["estimated_cost_usd"] is None  # unknown, not $0 and not the 5 metered replies
     assert state.counters["teacher_generated"] == 6
     final = _messages(tmp_path)[-1]
@@ -90,7 +82,7 @@ def test_an_outage_parks_the_stage_then_it_completes_with_no_sample_lost(tmp_pat
     rows = read_jsonl_skipping_bad(RoundFiles.of(tmp_path, 1).raw)
     assert sorted(r["id"] for r in rows) == [f"r1-{i:05d}" for i in range(6)]
     assert not RoundFiles.of(tmp_path, 1).failed.exists()
-    state = _state(tmp_path)
+    state = replayed_state(tmp_path)
     assert state.counters["teacher_generated"] == 6 and state.counters["teacher_failed"] == 0
     assert state.usage["requests_sent"] == requests
     warnings = _messages(tmp_path, "warn")

@@ -361,7 +361,9 @@ def test_persistently_slow_replies_fail_with_a_timeout(
 def test_malformed_json_fails_only_that_job_in_a_map(
     server: FakeOpenAIServer, make_teacher: Callable[..., OpenAITeacher]
 ) -> None:
-    server.push(("ok", "a", 1, 1), ("malformed",), *[("ok", "b", 1, 1)] * 4)
+    # A whole body that is not JSON (a proxy's page): the reply ended, it is unreadable; not a cut one.
+    garbage = ("raw", "application/json", b"<html><body>502 Bad Gateway</body></html>")
+    server.push(("ok", "a", 1, 1), garbage, *[("ok", "b", 1, 1)] * 4)
     caller = threading.get_ident()
     delivered_on: set[int] = set()
     results: list[tuple[int, Completion | TeacherError]] = []
@@ -382,14 +384,17 @@ def test_malformed_json_fails_only_that_job_in_a_map(
     assert len(server.requests) == 6
 
 
-def test_a_reply_without_choices_fails_but_its_usage_counts(
+def test_a_reply_without_choices_is_incomplete_retried_and_its_usage_counts(
     server: FakeOpenAIServer, make_teacher: Callable[..., OpenAITeacher]
 ) -> None:
-    server.push(("json", {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 0}}))
+    empty = ("json", {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 0}})
+    server.push(empty, empty)
     with pytest.raises(TeacherError) as failure:
-        make_teacher(server.url).complete(MESSAGES)
-    assert failure.value.reason == "malformed reply: no choices"
-    assert failure.value.usage == TeacherUsage(requests_sent=1, input_tokens=9)
+        make_teacher(server.url, max_retries=1).complete(MESSAGES)
+    assert failure.value.reason == "incomplete reply: no choices (gave up after 1 retries)"
+    assert failure.value.kind == "incomplete"
+    assert failure.value.usage == TeacherUsage(requests_sent=2, input_tokens=18, retries=1)
+    assert len(server.requests) == 2
 
 
 # --- concurrency and flow control ------------------------------------------------------------------------

@@ -61,7 +61,7 @@ ROUND_1 = {
     "bank/002_reverse_string": fenced(
         f'def reverse_string(s):\n    # creds: {AWS_KEY}\n    key = "{OPENAI_KEY}"\n    return s[::-1]\n'
     ),
-    "bank/003_count_vowels": "",
+    "bank/003_count_vowels": fenced(""),
     "bank/005_max_of_list": "Sure! Use max(), unless the list is empty.",
     "bank/004_is_even": fenced("def is_even(n):\n    return n % 2 == 1\n"),  # wrong: fails the gate
     "bank/006_square": fenced(SOLUTIONS["bank/006_square"]),

@@ -20,7 +20,7 @@ from heidi_engine.ui.dashboard.views.events import render_events
 from heidi_engine.ui.dashboard.views.overview import render_overview
 from heidi_engine.ui.dashboard.views.teacher import render_teacher
 from heidi_engine.ui.dashboard.views.trainer import render_trainer
-from heidi_engine.ui.text import STATUS_STYLES, box, cell, fit, fmt_duration, parse_ts, safe
+from heidi_engine.ui.text import STATUS_STYLES, box, cell, fit, fmt_duration, outage_since, parse_ts, safe
 
 HEADER_ROWS = 3
 FOOTER_ROWS = 1
@@ -102,6 +102,8 @@ def render_header(frame: Frame, width: int) -> list[Text]:
         where.append("  ■ stop requested", style="bold magenta")
     if state.problem:
         where.append(f"  ⚠ {safe(state.problem, 160)}", style="bold red")
+    if state.teacher_outage is not None:
+        where.append(f"  ⚠ teacher unreachable since {outage_since(state.teacher_outage, frame.now)}", style="bold red")
     if sandbox_warning(state.config):
         where.append("  ⚠ SANDBOX none: generated code unconfined", style="bold red")
 

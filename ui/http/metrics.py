@@ -4,7 +4,8 @@ Names follow the Prometheus naming guide: base units (bytes, seconds, ratios 0â€
 Celsius), ``_total`` only on counters, outcomes as labels rather than separate names
 (``autotrain_samples_rejected_total{reason}``, ``autotrain_unit_tests_total{result}``,
 ``autotrain_teacher_tokens_total{direction}``), the cumulative teacher cost as a counter (left out while
-it is unknown), each endpoint of a teacher pool under ``autotrain_teacher_endpoint_*{endpoint}`` (named by
+it is unknown), ``autotrain_teacher_parked`` (1 while the generate stage waits out an unreachable teacher,
+with when that began and when the next probe goes out as ``..._timestamp_seconds``), each endpoint of a teacher pool under ``autotrain_teacher_endpoint_*{endpoint}`` (named by
 scheme://host:port/path, never credentials), and ``autotrain_build_info`` / ``autotrain_run_info`` info metrics. Every scrape reads one
 frozen snapshot, so the families are consistent with each other.
 """
@@ -148,6 +149,9 @@ class MetricsCollector:
         """The families of one scrape."""
         view, health = self.snapshot()
         state = view.state
+        # A parked teacher degrades the health, not the supervisor's reachability (AutoTrainSupervisorDown's).
+        outage = state.teacher_outage
+        up = health.state == "ok" or (outage is not None and health.reason == outage.describe())
         yield InfoMetricFamily(
             "autotrain_build",
             "Version of the AutoTrain supervisor serving these metrics.",
@@ -155,7 +159,7 @@ class MetricsCollector:
         )
         yield GaugeMetricFamily(
             "autotrain_up", "1 when the supervisor is reachable and was heard within 3 s.",
-            value=1.0 if health.state == "ok" else 0.0,
+            value=1.0 if up else 0.0,
         )  # fmt: skip
         silence = None if view.silence_s is None else round(view.silence_s, 3)
         yield from _gauge("supervisor_silence_seconds", "Seconds since the supervisor was last heard.", silence)
@@ -220,6 +224,14 @@ class MetricsCollector:
         # An unknown cost (an unpriced model) is left out rather than shown as 0.
         yield from _counter("teacher_cost_usd", "Estimated teacher cost so far, in USD.",
                             round_cost(usage.get("estimated_cost_usd")))  # fmt: skip
+        outage = state.teacher_outage
+        yield from _gauge("teacher_parked", "1 while the generate stage is parked on an unreachable teacher.",
+                          0 if outage is None else 1)  # fmt: skip
+        since, probe = (None, None) if outage is None else (_parse_ts(outage.since), _parse_ts(outage.next_probe_at))
+        yield from _gauge("teacher_parked_since_timestamp_seconds", "When the teacher became unreachable "
+                          "(Unix time; left out while it is reachable).", since and since.timestamp())  # fmt: skip
+        yield from _gauge("teacher_next_probe_timestamp_seconds", "When the parked stage probes the teacher "
+                          "next (Unix time; left out while it is reachable).", probe and probe.timestamp())  # fmt: skip
 
     def _trainer(self, state: RunState) -> Iterator[Metric]:
         trainer = state.trainer

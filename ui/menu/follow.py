@@ -68,6 +68,9 @@ class StageProgress:
                 return None
             asked = _int(counters.get("teacher_generated")) + _int(counters.get("teacher_failed"))
             done = max(0, min(per_round, asked - per_round * (round_no - 1)))
+            outage = state.get("teacher_outage")
+            if isinstance(outage, dict):  # parked: no ETA holds until a probe gets through
+                return f"sample {done}/{per_round} · teacher unreachable since {clean(str(outage.get('since')), 40)}"
             return f"sample {done}/{per_round}" + self._eta("generate", round_no, now, done, per_round)
         if stage == "eval":
             return f"{_int(counters.get('eval_total'))} problems run, {_int(counters.get('eval_pass'))} passed"

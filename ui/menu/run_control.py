@@ -7,7 +7,7 @@ sent); 3 no supervisor reachable. Starting and resuming a run start the supervis
 
 from __future__ import annotations
 
-from heidi_engine.bus.config import ConfigError, load_config
+from heidi_engine.bus.config import ConfigError, load_config, start_only_problems
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
@@ -66,6 +66,11 @@ class RunControl(SupervisorAccess):
 
     def start(self, overrides: dict[str, str], *, wait: bool = False) -> int:
         """Start a new run (and the supervisor first when none runs); with ``wait``, follow it to its end."""
+        start_only = start_only_problems(overrides)
+        if start_only:  # the supervisor refuses them too; refused here, no supervisor is started for nothing
+            for problem in start_only:
+                self.complain(f"start refused: {problem}")
+            return EXIT_BAD_USAGE
         problems = self.config_problems(overrides)
         if problems:
             return self.refuse_config(problems)

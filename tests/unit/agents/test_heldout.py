@@ -9,6 +9,7 @@ import pytest
 
 from heidi_engine.agents.dataset.heldout import (
     HeldoutError,
+    answered_by_reference,
     choose_heldout,
     fix_heldout,
     heldout_count,
@@ -16,6 +17,7 @@ from heidi_engine.agents.dataset.heldout import (
     read_heldout,
     reference_rows,
     reference_solutions,
+    split_pool,
     with_references,
 )
 from heidi_engine.agents.dataset.humaneval import load_problems
@@ -106,3 +108,23 @@ def test_the_reference_replaces_the_teachers_answer_and_other_answers_stay(tmp_p
     ]
     # Written again (a resumed stage), the rows are the same, timestamps included.
     assert with_references(tmp_path, teacher, 1) == rows
+
+
+def test_on_the_bank_every_task_has_a_reference_and_no_other_source_has_any() -> None:
+    assert answered_by_reference("bank") == {task.task_id for task in load_bank()}
+    assert answered_by_reference("file:tasks.jsonl") == frozenset()
+    assert answered_by_reference("self-instruct") == frozenset()
+
+
+def test_split_pool_never_asks_for_a_heldout_task_a_reference_answers(tmp_path: Path) -> None:
+    pool = load_bank()[:20]
+    train, to_answer = split_pool(tmp_path, 1, pool, 0.2, 42, answered=answered_by_reference("bank"))
+    heldout = read_heldout(tmp_path)
+    assert heldout is not None and len(heldout) == 4 and to_answer == []
+    assert {task.task_id for task in train} == {task.task_id for task in pool} - set(heldout)
+    # Without references (a task file), the same held-out tasks are to be answered, in the recorded order.
+    _, asked = split_pool(tmp_path, 1, pool, 0.2, 42)
+    assert [task.task_id for task in asked] == heldout
+    # A reference for some of them leaves the others to the teacher.
+    _, asked = split_pool(tmp_path, 1, pool, 0.2, 42, answered={heldout[0], heldout[2]})
+    assert [task.task_id for task in asked] == [heldout[1], heldout[3]]

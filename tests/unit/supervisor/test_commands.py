@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from heidi_engine.bus.clients import Client
-from heidi_engine.bus.config import FIELD_NAMES, WORK_SIZE_FIELDS
+from heidi_engine.bus.config import FIELD_NAMES, SUPERVISOR_START_FIELDS, WORK_SIZE_FIELDS
 from heidi_engine.bus.message import Command
 from heidi_engine.bus.state import RunState
 from heidi_engine.supervisor.commands import COMMANDS, LEAST_ROLE, Refused, dispatch, help_text, refusal
@@ -87,6 +89,24 @@ def test_start_argument_checks() -> None:
         dispatch(FakeSupervisor(), "start", {"rounds": 3})
     with pytest.raises(Refused, match="mapping"):
         dispatch(FakeSupervisor(), "start", {"overrides": ["ROUNDS=3"]})
+
+
+@pytest.mark.parametrize("field", sorted(SUPERVISOR_START_FIELDS))
+def test_a_start_overriding_what_only_the_supervisors_start_reads_is_refused_saying_how(field: str) -> None:
+    sup = FakeSupervisor()
+    with pytest.raises(Refused) as refused:
+        dispatch(sup, "start", {"overrides": {"ROUNDS": "2", field: "1"}})
+    said = str(refused.value)
+    assert said.startswith(f"{field} is read when the supervisor starts, not by a run: set it in config.yaml or "
+                           f"AUTOTRAIN_{field} and restart the supervisor"), said  # fmt: skip
+    assert "ROUNDS" not in said and sup.calls == []
+
+
+def test_the_fields_only_a_supervisor_start_reads_are_those_its_command_line_reads() -> None:
+    # A field read from the configuration the daemon loads at its start is one no run can change.
+    cli = (Path(__file__).resolve().parents[3] / "supervisor" / "cli.py").read_text(encoding="utf-8")
+    read = set(re.findall(r"base_config\.([A-Z_]+)", cli))
+    assert read and read == set(SUPERVISOR_START_FIELDS) and read <= set(FIELD_NAMES)
 
 
 @pytest.mark.parametrize("status", ["idle", "stopped", "completed", "failed", "interrupted"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from heidi_engine.bus.outage import TeacherOutage
 from heidi_engine.bus.state import RunState
 from heidi_engine.supervisor.log_output import JournalFormatter, StdioRotatingHandler, rotate_now
 from heidi_engine.supervisor.notifier import Notifier, status_line
@@ -104,3 +105,11 @@ def test_the_log_file_rotates(tmp_path: Path) -> None:
         os.close(saved[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["supervisor.log", "supervisor.log.1", "supervisor.log.2"]
     assert "stray stderr line" in path.read_text(encoding="utf-8")  # stderr followed the rotation
+
+
+def test_the_status_line_says_when_the_teacher_is_unreachable() -> None:
+    state = RunState(run_id="run_20240101_000000_0123abcd", status="running", total_rounds=2, current_round=1,
+                     current_stage="generate")  # fmt: skip
+    assert status_line(state) == "run_20240101_000000_0123abcd running · round 1/2 · generate"
+    state.teacher_outage = TeacherOutage(state="parked", since="2024-01-01T00:05:00Z", retry_every_s=30.0)
+    assert status_line(state).endswith(" · generate · teacher unreachable since 2024-01-01T00:05:00Z")

@@ -126,4 +126,5 @@ def test_a_problem_the_supervisor_reports_makes_it_degraded_with_that_reason() -
     health = assess(view(state), None)
     assert health.state == "degraded" and health.http_status == 503
     assert "No space left on device" in health.body()["reason"]
-    assert "health" in status_fields(state, health) and status_fields(state, health)["health"] == "degraded"
+    said = status_fields(state, health)["health"]
+    assert said == "degraded: cannot write events.jsonl: No space left on device"

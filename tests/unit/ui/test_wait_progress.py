@@ -15,6 +15,8 @@ def test_generate_counts_this_rounds_samples_with_an_eta_from_the_rate() -> None
     assert progress.detail(_generating(110), now=10.0) == "sample 10/100"  # round 1 asked 100 already
     assert progress.detail(_generating(130), now=20.0) == "sample 30/100 · ETA 35s"  # 2 per second, 70 left
     assert progress.detail({"current_stage": "generate", "current_round": 1}, now=30.0) is None  # no config
+    parked = {**_generating(140), "teacher_outage": {"since": "2024-02-15T12:35:00Z", "retry_every_s": 30.0}}
+    assert progress.detail(parked, now=30.0) == "sample 40/100 · teacher unreachable since 2024-02-15T12:35:00Z"
 
 
 def test_train_shows_steps_and_the_trainers_eta_and_eval_its_problems() -> None:

@@ -28,6 +28,7 @@ from heidi_engine.ui.text import (
     fmt_pct,
     fmt_rate,
     label_value,
+    outage_text,
     safe,
 )
 
@@ -75,6 +76,8 @@ def summary_lines(frame: Frame, width: int) -> list[Text]:
     """Teacher usage, trainer status, system, agents and the last error, one line each."""
     state = frame.state
     lines = [Text("Teacher", style="bold underline")]
+    if state.teacher_outage is not None:
+        lines.append(Text(outage_text(state.teacher_outage, frame.now, reason=False), style="bold red"))
     requests = label_value("requests", fmt_int(usage_count(state, "requests_sent")))
     requests.append(f" · {fmt_rate(frame.rates.requests_s)}", style="cyan")
     lines.append(requests)

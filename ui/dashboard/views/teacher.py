@@ -17,6 +17,7 @@ from heidi_engine.ui.text import (
     fmt_pct,
     fmt_rate,
     label_value,
+    outage_text,
     safe,
 )
 
@@ -77,16 +78,16 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
         cost_note = f"budget ${budget:,.2f} · {fmt_pct(cost, budget)} spent"
     else:
         cost_note = "no budget set"
-    total_rate = (
-        None
-        if rates.input_tokens_s is None or rates.output_tokens_s is None
-        else rates.input_tokens_s + rates.output_tokens_s
-    )
+    # Replies came in the window yet no token was counted: they reported no usage, so the rate is unknown.
+    replied = bool(rates.generated_s)
+    tokens_in_s = None if replied and not rates.input_tokens_s else rates.input_tokens_s
+    tokens_out_s = None if replied and not rates.output_tokens_s else rates.output_tokens_s
+    total_rate = None if tokens_in_s is None or tokens_out_s is None else tokens_in_s + tokens_out_s
     per_request = f"{(tokens_in + tokens_out) / requests:,.0f} per request" if requests else ""
     rows: list[tuple[str, str, str, str]] = [
         ("requests sent", fmt_int(requests), fmt_rate(rates.requests_s, " req/s"), ""),
-        ("input tokens", fmt_int(tokens_in), fmt_rate(rates.input_tokens_s, " tok/s"), ""),
-        ("output tokens", fmt_int(tokens_out), fmt_rate(rates.output_tokens_s, " tok/s"), ""),
+        ("input tokens", fmt_int(tokens_in), fmt_rate(tokens_in_s, " tok/s"), ""),
+        ("output tokens", fmt_int(tokens_out), fmt_rate(tokens_out_s, " tok/s"), ""),
         ("total tokens", fmt_int(tokens_in + tokens_out), fmt_rate(total_rate, " tok/s"), per_request),
         ("rate limits hit", fmt_int(limits), "", fmt_pct(limits, requests) + " of requests"),
         ("retries", fmt_int(retries), "", fmt_pct(retries, requests) + " of requests"),
@@ -94,10 +95,15 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
         ("samples generated", fmt_int(gen), fmt_rate(rates.generated_s, " samples/s"), ""),
         ("teacher failures", fmt_int(failed), "", fmt_pct(failed, gen + failed) + " of attempts"),
     ]
+    lines = []
+    outage = state.teacher_outage
+    if outage is not None:  # parked: the counts below stand still until a probe gets through; say so first
+        lines.append(label_value("teacher", outage_text(outage, frame.now, reason=False), value_style="bold red"))
+        lines += [label_value("last error", safe(outage.reason or DASH, 300), value_style="red"), Text()]
     head = cell("metric", 18, style="dim underline")
     head.append_text(cell("total", 14, right=True, style="dim underline"))
     head.append_text(cell("live", 18, right=True, style="dim underline"))
-    lines = [head]
+    lines.append(head)
     for name, total, live, note in rows:
         line = cell(name, 18, style="dim")
         line.append_text(cell(total, 14, right=True, style="bold"))
@@ -118,7 +124,7 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
         None,
     )
     if report is not None:
-        style = "yellow" if report.get("level") == "warn" else "bold"
+        style = "dim" if state.teacher_outage else "yellow" if report.get("level") == "warn" else "bold"
         lines.append(label_value("latest report", safe(report.get("message", ""), 300), value_style=style))
         lines.append(Text())
     for key in ("TEACHER_MODEL", "TEACHER_BASE_URL", "TEACHER_CONCURRENCY", "TEACHER_MAX_RETRIES"):
