@@ -57,6 +57,7 @@ _OWN_FDS = 256  # what the supervisor keeps for itself (logs, state, agents, loc
 _CROWDED_FOR_S = 10.0  # how long after a refusal the health still says "too many connections"
 _WATCHED = _HANDSHAKE_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 _REBIND_TIMEOUT_S = 5.0
+_STALE_S = 30.0  # how long after an unbind the descriptors it dropped are looked for among the counted
 
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,27 @@ def _stamp(entry: os.DirEntry[str]) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
+def _accepted_on(fd: int, port: int, *, shut: bool = False) -> bool:
+    """Whether ``fd`` is still a connection accepted on ``port`` (never its listener: a descriptor may be
+    another's by the time its event is read); with ``shut``, shut it (libzmq then closes it and reports it
+    gone). Never closed here: the descriptor is libzmq's."""
+    try:
+        conn = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        accepted = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+        if not (conn.type == socket.SOCK_STREAM and accepted and conn.getsockname()[1] == port and conn.getpeername()):
+            return False
+        if shut:
+            conn.shutdown(socket.SHUT_RDWR)
+        return True
+    except (OSError, IndexError, TypeError):
+        return False
+    finally:
+        conn.detach()
+
+
 def peer_cap() -> int:
     """Connections each remote endpoint holds at most: :data:`MAX_PEERS_PER_ENDPOINT`, less where the
     open-file limit leaves no room for three such endpoints and the supervisor's own files."""
@@ -145,7 +167,9 @@ class _Gate(threading.Thread):
         self.counts: Counter[str] = Counter()
         self.cap = peer_cap()
         self.watched: dict[bytes, int] = {}  # remote endpoint -> its port, once bound
-        self.open: Counter[bytes] = Counter()  # connections accepted and not yet gone, per remote endpoint
+        # The descriptors of the connections accepted and not yet gone, per remote endpoint.
+        self.conns: dict[bytes, set[int]] = {}
+        self._stale: dict[bytes, float] = {}  # endpoint -> until when an unbind's dropped connections may linger
         self.refused_at = float("-inf")
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -177,36 +201,41 @@ class _Gate(threading.Thread):
         if not (isinstance(endpoint, bytes) and endpoint in self.watched and isinstance(kind, int)
                 and isinstance(value, int)):
             return  # a local endpoint: not ours to count
+        conns = self.conns.setdefault(endpoint, set())
         if kind == zmq.EVENT_CLOSED:
-            self.open[endpoint] = 0  # the listener was unbound: it dropped its connections with it
+            # The listener was unbound: the connections it dropped are never reported gone one by one, and
+            # close a moment later. Until then the set is checked against the descriptors themselves.
+            self._stale[endpoint] = time.monotonic() + _STALE_S
         elif kind & _HANDSHAKE_FAILED:
             self._count("remote:bad_handshake")
         elif kind == zmq.EVENT_ACCEPTED:
-            self.open[endpoint] += 1
-            if self.open[endpoint] > self.cap:
+            with self.lock:
+                conns.add(value)
+            if len(conns) > self.cap and self.open(endpoint) > self.cap:  # open() drops what an unbind left
                 self._refuse(value, self.watched[endpoint])
         elif kind == zmq.EVENT_DISCONNECTED:
-            self.open[endpoint] = max(0, self.open[endpoint] - 1)
+            with self.lock:
+                conns.discard(value)
+
+    def open(self, endpoint: bytes) -> int:
+        """Connections the endpoint holds now."""
+        if time.monotonic() < self._stale.get(endpoint, 0.0):
+            self._prune(endpoint)
+        return len(self.conns.get(endpoint, ()))
+
+    def _prune(self, endpoint: bytes) -> None:
+        """Forget the descriptors that are no longer connections accepted on ``endpoint``."""
+        port = self.watched[endpoint]
+        with self.lock:
+            conns = self.conns.get(endpoint, set())
+            conns.difference_update([fd for fd in list(conns) if not _accepted_on(fd, port)])
 
     def _refuse(self, fd: int, port: int) -> None:
         """Shut the connection on ``fd`` (libzmq then closes it and reports it gone): shut, never closed
         here, and only while ``fd`` is still a connection to ``port`` (the descriptor may be another's by now)."""
         self._count("remote:too_many_peers")
         self.refused_at = time.monotonic()
-        try:
-            conn = socket.socket(fileno=fd)
-        except OSError:
-            return
-        try:
-            # An accepted connection to the endpoint's port, never its listener: the descriptor may have been
-            # reused since the event was sent (an accepted peer's connection shut then reconnects).
-            accepted = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
-            if conn.type == socket.SOCK_STREAM and accepted and conn.getsockname()[1] == port and conn.getpeername():
-                conn.shutdown(socket.SHUT_RDWR)
-        except (OSError, IndexError, TypeError):
-            pass
-        finally:
-            conn.detach()
+        _accepted_on(fd, port, shut=True)
 
     def _count(self, key: str) -> None:
         with self.lock:
@@ -302,7 +331,7 @@ class RemoteListener:
         if self._table.failed is not None:
             return self._table.failed
         crowded = (time.monotonic() - gate.refused_at < _CROWDED_FOR_S
-                   or max(dict(gate.open).values(), default=0) >= gate.cap)
+                   or max(map(gate.open, list(gate.conns)), default=0) >= gate.cap)
         return f"too many connections: the remote endpoints hold {gate.cap} each, more are refused" if crowded else None
 
     def refresh(self, counts: Counter[str]) -> None:

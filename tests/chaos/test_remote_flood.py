@@ -90,7 +90,9 @@ def test_idle_connections_beyond_the_soft_open_file_limit_cannot_take_the_daemon
                              sup.status(), 20, 0.2, "the dropped connections counted", sup.evidence)
         wait_until(lambda: sup.status()["problem"] is None, 30, 0.5, "the health to recover", sup.evidence)
         assert sup.proc.poll() is None and sup.call("ping")["pong"]
-        assert peak < 1024, f"the supervisor held {peak} files: the cap did not bound it"
+        # Bounded by the cap (three endpoints of CAP each, the supervisor's own files, connections being shut),
+        # not by the 1,200 dialled.
+        assert peak < 3 * CAP + 400, f"the supervisor held {peak} files: the cap did not bound it"
         print(f"supervisor held at most {peak} fds (sampled) under 1,200 idle connections; {refused} refused "
               f"beyond {CAP} per endpoint; {counted['bad_messages']['remote:bad_handshake']} ended without a handshake")
     finally:

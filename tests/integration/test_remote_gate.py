@@ -64,7 +64,9 @@ def _serve_until(server: BusServer, done: Callable[[], bool], timeout_s: float =
     """Run the server's side (answer pings, take ingress, follow the client records) until ``done()``."""
     deadline = time.monotonic() + timeout_s
     while not done():
-        assert time.monotonic() < deadline, f"timed out; refused so far: {dict(server.bad.counts)}"
+        gate = server.remote._gate if server.remote is not None else None
+        assert time.monotonic() < deadline, (f"timed out; refused so far: {dict(server.bad.counts)}; "
+                                             f"connections: {None if gate is None else gate.conns}")
         server.wait(0.05)
         while (got := server.recv_command()) is not None:
             caller, command = got
@@ -126,7 +128,7 @@ def test_a_revocations_rebind_leaves_the_connection_count_true(listening: tuple[
     assert server.remote is not None
     gate = server.remote._gate  # the count the cap is kept by
     egress = server.remote._bound[1].encode()
-    subs = []
+    subs, keys = [], []
     for i in range(3):
         info = _client(home, server, f"v{i}", "viewer")
         sub = zmq.Context.instance().socket(zmq.SUB)
@@ -134,15 +136,18 @@ def test_a_revocations_rebind_leaves_the_connection_count_true(listening: tuple[
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         connect(sub, info, info.egress)
         subs.append(sub)
+        keys.append(info.public_key.encode())
     try:
-        wait_until(lambda: gate.open[egress] == 3, 20, 0.05, "three subscribers counted")
+        wait_until(lambda: gate.open(egress) == 3, 20, 0.05, "three subscribers counted")
         for round_no in range(3):  # each revocation rebinds the PUB endpoint; the others reconnect
             revoke_client(home, f"v{round_no}")
+            _serve_until(server, lambda k=keys[round_no]: k not in gate.admitted)  # type: ignore[misc]
+            subs[round_no].close()  # a revoked client tries again and again, each try counted and gone
             expected = 2 - round_no
-            _serve_until(server, lambda e=expected: gate.open[egress] == e)  # type: ignore[misc]
+            _serve_until(server, lambda e=expected: gate.open(egress) == e)  # type: ignore[misc]
             settled = time.monotonic() + 1.0  # the reconnects (100 ms apart) have come by now: counted once
             _serve_until(server, lambda s=settled: time.monotonic() > s)  # type: ignore[misc]
-            assert gate.open[egress] == expected, dict(gate.open)
+            assert gate.open(egress) == expected, dict(gate.conns)
     finally:
         for sub in subs:
             sub.close()
