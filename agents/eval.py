@@ -41,6 +41,7 @@ from heidi_engine.agents.evaluation.outcome import (
     save_base,
     wilson,
 )
+from heidi_engine.agents.evaluation.progress import EvalProgress
 from heidi_engine.agents.evaluation.tracker import log_eval
 from heidi_engine.agents.layout import RoundFiles, adapter_dir, eval_report, eval_samples, has_adapter
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
@@ -87,10 +88,11 @@ def _generate(
     prompts: Sequence[tuple[str, str]],
     batch_size: int,
     before: Callable[[], None],
+    report: EvalProgress,
 ) -> dict[str, list[str]]:
     """Each variant's greedy answer to each ``(instruction, input)``, stopped at the end of its function
     (see :func:`~heidi_engine.agents.evaluation.answers.function_complete`); ``batch_size`` prompts per
-    batch, ``before`` called before each batch.
+    batch, ``before`` called before each batch, the answers generated so far told to ``report``.
 
     The base and the adapter answer together, each prompt twice in the same batch (see :mod:`decoder`):
     one pass over the weights per token serves both.
@@ -108,7 +110,16 @@ def _generate(
         }
     )
     texts = [render_prompt(tokenizer, instruction, input_text) for instruction, input_text in prompts]
-    if len(variants) > 1 and hasattr(model, "peft_config"):
+    paired = len(variants) > 1 and hasattr(model, "peft_config")
+    per_batch, total, batches = batch_size * (len(variants) if paired else 1), len(texts) * len(variants), 0
+
+    def next_batch() -> None:
+        nonlocal batches
+        report.generated(min(total, batches * per_batch), total)
+        batches += 1
+        before()
+
+    if paired:
         names = {"base": BASE, "adapter": str(model.active_adapter)}
         decoded = decode_batch(
             model,
@@ -117,17 +128,19 @@ def _generate(
             config,
             batch_size=batch_size * len(variants),
             stop=answer_rule(),
-            before=before,
+            before=next_batch,
             adapters=[names[name] for _ in texts for name in variants],
         )
+        report.generated(total, total)
         return {name: [answer.text for answer in decoded[i :: len(variants)]] for i, name in enumerate(variants)}
     answers = {}
     for name in variants:
         with _variant(model, name):
             decoded = decode_batch(
-                model, tokenizer, texts, config, batch_size=batch_size, stop=answer_rule(), before=before
+                model, tokenizer, texts, config, batch_size=batch_size, stop=answer_rule(), before=next_batch
             )
         answers[name] = [answer.text for answer in decoded]
+    report.generated(total, total)
     return answers
 
 
@@ -163,7 +176,7 @@ def _problems(rt: AgentRuntime) -> list[Problem]:
         return []
 
 
-def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job]) -> None:
+def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job], report: EvalProgress | None = None) -> None:
     from heidi_engine.agents.sandbox.runner import SandboxLimits, run_solution, usable_cpus
     from heidi_engine.bus.isolation import NONE_WARNING
 
@@ -183,9 +196,13 @@ def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job]) -> None:
         ).passed
 
     # run_many takes no entry point, which HumanEval's check(candidate) needs; threads only wait.
+    report = report or EvalProgress(rt.progress, rt.round)
+    report.tested(0, len(jobs), 0)
+    passes = 0
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), usable_cpus()))) as pool:
-        for job, passed in zip(jobs, pool.map(run, jobs), strict=True):
-            job.passed = passed
+        for done, (job, passed) in enumerate(zip(jobs, pool.map(run, jobs), strict=True), start=1):
+            job.passed, passes = passed, passes + passed
+            report.tested(done, len(jobs), passes)
             # The agent's log (logs/eval_round_N.log) keeps what each answer was, for a closer look.
             log.info(
                 "%s %s %s: %s\n%s", job.variant, job.item, "pass" if passed else "FAIL", job.kind, job.code
@@ -205,8 +222,9 @@ def _pass_jobs(
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
     prompts = [(str(row["instruction"]), str(row.get("input") or "")) for row in tasks]
     prompts += [(instruction_for(problem), "") for problem in problems]
-    # Each batch is a pause/stop boundary.
-    answers = _generate(model, tokenizer, variants, prompts, rt.config.EVAL_BATCH_SIZE, rt.checkpoint)
+    # Each batch is a pause/stop boundary, and says how far the stage got.
+    report = EvalProgress(rt.progress, rt.round)
+    answers = _generate(model, tokenizer, variants, prompts, rt.config.EVAL_BATCH_SIZE, rt.checkpoint, report)
     jobs: list[_Job] = []
     for index, row in enumerate(tasks):
         meta = row.get("metadata")
@@ -231,8 +249,7 @@ def _pass_jobs(
                     completion,
                 )
             )
-    rt.progress(f"running {len(jobs)} generated solutions in the sandbox")
-    _run_jobs(rt, jobs)
+    _run_jobs(rt, jobs, report)
     return jobs
 
 

@@ -110,6 +110,7 @@ class _Generation:
         self.redactor = redactor
         self.model = config.TEACHER_MODEL
         self.total = config.SAMPLES_PER_ROUND
+        self.heldout = 0  # held-out answers asked this round, inside ``total`` (said so in every count)
         self.concurrency = config.TEACHER_CONCURRENCY  # a local: teacher generates this many per batch
         raw_rows, failed_rows = read_jsonl_skipping_bad(files.raw), read_jsonl_skipping_bad(files.failed)
         proposed_rows = read_jsonl_skipping_bad(files.proposed)
@@ -172,12 +173,15 @@ class _Generation:
     def _progress(self, batch: Batch) -> None:
         notes = f" ({'; '.join(batch.notes)})" if batch.notes else ""
         self.rt.progress(
-            f"generate round {self.rt.round}: {len(self.done)}/{self.total} written, "
+            f"generate round {self.rt.round}: {len(self.done)}/{self.total} written{self.incl()}, "
             f"{len(self.failed)} failed{batch.speed}{notes}",
             level="warn" if batch.warn else "info",
             counters=batch.counters,
             usage=batch.usage,
         )
+
+    def incl(self) -> str:
+        return f" (incl. {self.heldout} held-out answers)" if self.heldout else ""
 
     def should_continue(self) -> bool:
         if self.stopping or self.budget_hit:
@@ -393,7 +397,8 @@ def main(rt: AgentRuntime) -> None:
     heldout_jobs: list[_Job] = []
     if config.TASK_SOURCE != "self-instruct":
         pool, heldout_jobs = _heldout_split(rt, pool, run.total)
-        run.total += len(heldout_jobs)
+        run.heldout = len(heldout_jobs)
+        run.total += run.heldout
     run.reconcile()
     rt.checkpoint()
     if len(run.done) + len(run.failed) < run.total and run.should_continue():
@@ -425,7 +430,7 @@ def main(rt: AgentRuntime) -> None:
             level="warn",
         )
     rt.progress(
-        f"generate round {rt.round} complete: {len(run.done)} written, {len(run.failed)} failed; "
+        f"generate round {rt.round} complete: {len(run.done)}/{run.total} written{run.incl()}, {len(run.failed)} failed; "
         f"{run.account.summary()}",
         artifacts=[rt.relative(files.raw)] if files.raw.exists() else [],
     )

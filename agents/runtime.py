@@ -242,7 +242,11 @@ def run_config_from_json(text: str, source: str) -> AutoTrainConfig:
 
 
 def run_stage(main: Callable[[AgentRuntime], None]) -> int:
-    """Run a stage's ``main`` with a runtime from the environment; returns the process exit status."""
+    """Run a stage's ``main`` with a runtime from the environment; returns the process exit status.
+
+    An agent that ends on an error writes it as the last line of its log (its stderr,
+    ``logs/<stage>_round_N.log``), after anything closing the runtime may log: the supervisor quotes
+    that line in the run's failure, and ``--logs`` shows it."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -254,6 +258,7 @@ def run_stage(main: Callable[[AgentRuntime], None]) -> int:
     except Exception as exc:
         log.error("cannot connect to the supervisor: %s", exc)
         return 1
+    last_word: str | None = None
     try:
         main(runtime)
         return 0
@@ -261,7 +266,8 @@ def run_stage(main: Callable[[AgentRuntime], None]) -> int:
         runtime.progress(f"{runtime.stage} stopped at a safe boundary", level="warn")
         return EXIT_STOPPED
     except FatalStageError as exc:
-        runtime.emit("error", f"{runtime.stage} failed: {exc}", level="error", error=str(exc))
+        last_word = f"{runtime.stage} failed: {exc}"
+        runtime.emit("error", last_word, level="error", error=str(exc))
         return EXIT_FATAL
     except Exception as exc:
         if is_no_space(exc):
@@ -270,12 +276,12 @@ def run_stage(main: Callable[[AgentRuntime], None]) -> int:
             runtime.progress(f"{runtime.stage} paused: no space left on device ({exc})", level="warn")
             return EXIT_NOSPACE
         log.exception("%s crashed", runtime.stage)
-        runtime.emit(
-            "error",
-            f"{runtime.stage} crashed: {type(exc).__name__}: {exc}",
-            level="error",
-            error=f"{type(exc).__name__}: {exc}",
-        )
+        last_word = f"{runtime.stage} crashed: {type(exc).__name__}: {exc}"
+        runtime.emit("error", last_word, level="error", error=f"{type(exc).__name__}: {exc}")
         return 1
     finally:
-        runtime.close()
+        try:
+            runtime.close()
+        finally:
+            if last_word is not None:  # bare, with no logging prefix: the line the run's failure quotes
+                print(last_word, file=sys.stderr, flush=True)

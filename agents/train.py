@@ -18,12 +18,14 @@ writes the adapter and decides pause and stop for all.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from heidi_engine.agents.dataset.samples import read_jsonl_strict
+from heidi_engine.agents.dataset.samples import already_counted, read_jsonl_strict
 from heidi_engine.agents.layout import (
     RoundFiles,
     adapter_dir,
@@ -36,7 +38,31 @@ from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, StopReque
 from heidi_engine.agents.training.loading import load_student, prepare_environment
 from heidi_engine.agents.training.ranks import RankRuntime, launched_rank, run_launched, run_rank
 
-__all__ = ["entry", "main"]
+__all__ = ["SMALL_TRAINING_SET", "entry", "main", "small_set_warning"]
+
+log = logging.getLogger(__name__)
+
+SMALL_TRAINING_SET = 3  # fewer rows than this train an adapter on next to nothing: said, not hidden
+_REJECTIONS = {
+    "rejected_schema": "malformed",
+    "rejected_secret": "holding a secret",
+    "rejected_dedup": "duplicates",
+    "test_fail": "failing their tests",
+}
+
+
+def small_set_warning(rows: int, round_no: int, validated: Mapping[str, int]) -> str | None:
+    """The warning for a round that trains on only ``rows`` rows, with why as far as the validate stage's
+    counters of the round (``validated``) tell; ``None`` when the set is not that small."""
+    if not 0 < rows < SMALL_TRAINING_SET:
+        return None
+    rejected = [f"{validated[name]} {words}" for name, words in _REJECTIONS.items() if validated.get(name, 0) > 0]
+    why = (
+        f": validate set aside {', '.join(rejected)} (see logs/validate_round_{round_no}.log)"
+        if rejected
+        else ": the round has few samples (SAMPLES_PER_ROUND, the teacher's failures, held-out tasks kept apart)"
+    )
+    return f"training round {round_no} on only {rows} row(s){why}; so small a set will hardly change the adapter"
 
 
 def _carry_over(rt: AgentRuntime, previous: Path | None, out_dir: Path) -> None:
@@ -74,6 +100,11 @@ def main(rt: AgentRuntime | RankRuntime) -> None:
         if isinstance(rt, AgentRuntime):
             _carry_over(rt, previous, out_dir)
         return
+    if isinstance(rt, AgentRuntime):
+        validated = already_counted(rt.run_dir, "validate", rt.round).counters
+        if (small := small_set_warning(len(rows), rt.round, validated)) is not None:
+            log.warning("%s", small)  # the train log says it too, where someone reading it looks first
+            rt.progress(small, level="warn")
     settings = TrainSettings(
         seq_len=cfg.SEQ_LEN,
         batch_size=cfg.BATCH_SIZE,
@@ -141,7 +172,7 @@ def main(rt: AgentRuntime | RankRuntime) -> None:
         where = f"last checkpoint {rt.relative(last)}" if last is not None else "no checkpoint"
         rt.progress(
             f"training stopped at step {result.steps_done}/{result.total_steps}: adapter saved to {adapter}, "
-            f"{where}; resume_run continues from it",
+            f"{where}; autotrain-menu --resume-run continues from it",
             level="warn",
             artifacts=[adapter] + ([rt.relative(last)] if last is not None else []),
         )

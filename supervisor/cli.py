@@ -24,7 +24,14 @@ from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.connection import BUS_ENV, new_bus_info
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
 from heidi_engine.bus.keys import RemoteError, last_listen, parse_listen, publish_key_hex
-from heidi_engine.bus.options import add_home_option, command_parser, resolve_home
+from heidi_engine.bus.options import (
+    INIT_HINT,
+    HomeError,
+    add_home_option,
+    command_parser,
+    open_home,
+    resolve_home,
+)
 from heidi_engine.bus.storage import ensure_private_dir, open_private_append
 from heidi_engine.supervisor.broker import Supervisor
 from heidi_engine.supervisor.lock import AlreadyRunning, InstanceLock
@@ -164,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     # The supervisor and its agents talk over this home's own bus, never over a client file.
     os.environ.pop(BUS_ENV, None)
-    home = resolve_home(args.home)
-    if not home.is_dir():
-        print(f"autotrain-supervisor: home {home} is not a directory", file=sys.stderr)
+    try:
+        home = open_home(resolve_home(args.home), create=True)
+    except HomeError as exc:
+        print(f"autotrain-supervisor: {exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
     for given, name in ((args.output, "--output"), (args.role, "--role")):
         if given is not None and args.issue_client is None:
@@ -189,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"autotrain-supervisor: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
-    if not config_path.exists():
-        print(f"autotrain-supervisor: no config.yaml in {home}: using the built-in defaults; runs go to "
-              f"{home / 'runs'} (--home DIR or $AUTOTRAIN_HOME picks another home)", file=sys.stderr, flush=True)
+    no_config = None if config_path.exists() else (
+        f"no config.yaml in {home}: using the built-in defaults; runs go to {home / 'runs'} (--home DIR or "
+        f"$AUTOTRAIN_HOME picks another home; {INIT_HINT.format(home=home)})")
+    if no_config is not None and args.detach:
+        print(f"autotrain-supervisor: {no_config}", file=sys.stderr, flush=True)  # the log says it too
     lock = InstanceLock(home)
     try:
         lock.acquire()
@@ -205,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         lock.update_pid()
     configure_logging(args.log_level, home / LOG_FILE if args.detach else None)
     log = logging.getLogger("autotrain-supervisor")
+    if no_config is not None:
+        log.warning("%s", no_config)
     _raise_open_file_limit()
     try:
         ensure_private_dir(home / "runs")

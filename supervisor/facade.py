@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from heidi_engine.bus.message import Reply
 from heidi_engine.bus.outage import health_reason
 from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.server import BusServer
+from heidi_engine.bus.state import RunState
 from heidi_engine.bus.summary import folder_summary
 from heidi_engine.supervisor.commands import execute, refusal
 from heidi_engine.supervisor.current_run import CurrentRun
@@ -28,9 +30,54 @@ from heidi_engine.supervisor.ingress import IngressGate
 from heidi_engine.supervisor.run_builder import RunBuilder
 from heidi_engine.supervisor.runs import ledger_bytes, run_dirs
 
-__all__ = ["COMMANDS_PER_TICK", "CommandFacade"]
+__all__ = ["COMMANDS_PER_TICK", "CommandFacade", "pause_hint"]
 
 COMMANDS_PER_TICK = 64  # a flood of commands cannot starve ingress, the driver or the heartbeat
+
+# Where each stage's agent parks (its checkpoint calls); the words follow "pausing after".
+_BOUNDARIES = {
+    "generate": "the current teacher batch",
+    "validate": "the current sample's tests",
+    "train": "the current training step",
+    "eval": "the current eval batch",
+}
+_PACE_EVENTS = 5  # the stage's latest progress events whose spacing estimates its next boundary
+
+
+def _when(ts: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _seconds_left(state: RunState, now: datetime) -> float | None:
+    """How long until the running stage's next boundary, as far as the state tells: a training step's
+    time from the trainer's own ETA; otherwise the mean spacing of the stage's latest progress events
+    (each sent at a batch's end) less the time since the last one."""
+    stage, round_no, trainer = state.current_stage, state.current_round, state.trainer
+    if stage == "train":
+        left = trainer.total - trainer.step
+        if trainer.round == round_no and left > 0 and trainer.eta_s is not None:
+            return trainer.eta_s / left
+        return None
+    times = [_when(record.get("ts")) for record in state.recent_events
+             if record.get("stage") == stage and record.get("round") == round_no
+             and record.get("event_type") == "progress"][-_PACE_EVENTS:]  # fmt: skip
+    known = [t for t in times if t is not None]
+    if len(known) < 2:
+        return None
+    spacing = (known[-1] - known[0]).total_seconds() / (len(known) - 1)
+    return max(0.0, spacing - (now - known[-1]).total_seconds())
+
+
+def pause_hint(state: RunState, now: datetime) -> str:
+    """What a pause requested at ``now`` waits for: ``pausing after the current teacher batch, ~40 s``."""
+    boundary = _BOUNDARIES.get(str(state.current_stage))
+    if boundary is None:
+        return "pausing before the next stage starts"
+    left = _seconds_left(state, now)
+    return f"pausing after {boundary}" + ("" if left is None else f", ~{max(1, round(left))} s")
 
 
 class CommandFacade(CurrentRun):
@@ -88,6 +135,9 @@ class CommandFacade(CurrentRun):
             "run_id": state.run_id, "status": state.status, "current_round": state.current_round,
             "total_rounds": state.total_rounds, "current_stage": state.current_stage,
             "stop_requested": state.stop_requested, "pause_requested": state.pause_requested,
+            # What a requested pause waits for, while it has not landed (None otherwise).
+            "pause_hint": pause_hint(state, datetime.now(timezone.utc))
+            if state.pause_requested and state.status != "paused" else None,
             "counters": state.counters, "usage": state.usage, "gpu_summary": state.gpu_summary(),
             "last_event_ts": state.last_event_ts, "updated_at": state.updated_at, "error": state.error,
             "seq": self.seq, "session": self.session, "pid": os.getpid(),
@@ -164,6 +214,10 @@ class CommandFacade(CurrentRun):
         self.set_status(pause_requested=True)
         self.broadcast("pause")
         self._maybe_paused()
+        if self.state.status != "paused":  # the park may take a while: say what it waits for
+            hint = pause_hint(self.state, datetime.now(timezone.utc))
+            self.emit(self.state.current_stage or "round_start", "progress", round_no=self.state.current_round,
+                      message=f"pause requested: {hint}")
 
     def request_resume(self) -> None:
         """Continue a paused run."""

@@ -22,7 +22,7 @@ from heidi_engine.bus.event import PIPELINE_STAGES
 from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED
 from heidi_engine.bus.state import RunState
 from heidi_engine.bus.storage import DIR_MODE
-from heidi_engine.supervisor.process import AgentProcess, describe_exit, spawn
+from heidi_engine.supervisor.process import AgentProcess, describe_exit, last_log_line, spawn
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -253,7 +253,7 @@ class Pipeline:
             return
         if self.stop_requested and (code == EXIT_STOPPED or agent.kill_deadline is not None):
             self.host.emit(stage, "progress", round_no=round_no, level="warn",
-                           message=f"{stage} stopped before completion ({describe_exit(code)}); resume_run continues it")
+                           message=f"{stage} stopped before completion ({describe_exit(code)}); autotrain-menu --resume-run continues it")
             return
         if code == EXIT_NOSPACE:
             # Not the agent's fault: it is started again (and resumes) until the disk has room.
@@ -267,7 +267,9 @@ class Pipeline:
             return
         how = self._hung_reason or describe_exit(code)
         if code == EXIT_FATAL:
-            self._fail(stage, round_no, f"{stage} agent failed permanently ({how}); see logs/{stage}_round_{round_no}.log")
+            said = last_log_line(agent.log_path)
+            self._fail(stage, round_no, f"{stage} agent failed permanently ({how})" + (f": {said}" if said else "")
+                       + f"; see logs/{stage}_round_{round_no}.log")
             return
         self.crashes += 1
         if self.crashes > self.settings.max_restarts:

@@ -133,6 +133,23 @@ def spawn(
     return AgentProcess(stage, popen, now, now, attempt, log_path=log_path)
 
 
+def last_log_line(log_path: str | None, *, limit: int = 300) -> str | None:
+    """The last non-empty line of an agent's log (an agent that exits on a fatal error writes its cause
+    there last), cut to ``limit`` characters; ``None`` when there is none. Reads only the file's tail."""
+    if not log_path:
+        return None
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 4096))
+            tail = handle.read()
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.decode("utf-8", "replace").splitlines() if line.strip()]
+    if not lines:
+        return None
+    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 1] + "…"
+
+
 def signal_group(pgid: int, sig: int) -> bool:
     """Send ``sig`` to process group ``pgid``; False when the group no longer exists."""
     try:

@@ -16,6 +16,7 @@ from heidi_engine.bus.config import WORK_SIZE_FIELDS, AutoTrainConfig, ConfigErr
 from heidi_engine.bus.event import is_run_id, new_run_id, utc_now_iso
 from heidi_engine.bus.isolation import SandboxUnavailable, choose_sandbox
 from heidi_engine.bus.ledger import LedgerLost, replay, stored_state
+from heidi_engine.bus.options import INIT_HINT, unrunnable_defaults
 from heidi_engine.bus.state import RunState
 from heidi_engine.supervisor.commands import Refused
 from heidi_engine.supervisor.persister import Persister
@@ -59,6 +60,16 @@ class RunBuilder:
                 raise Refused(str(exc)) from None
         return config
 
+    def _refuse_unrunnable_defaults(self, config: AutoTrainConfig) -> None:
+        """A home without config.yaml runs the built-in defaults (a hub model, a paid teacher): refused
+        here, saying what is missing, when they cannot run, instead of a run that fails in its first stage."""
+        if self.config_path is not None and self.config_path.exists():
+            return
+        missing = unrunnable_defaults(config, self.env)
+        if missing:
+            raise Refused(f"no config.yaml in {self.home}, and this configuration cannot run here: "
+                          f"{'; '.join(missing)}; {INIT_HINT.format(home=self.home)}")
+
     def new_pipeline(self, run_dir: Path, config: AutoTrainConfig, done: set[tuple[int, str]], *, resume: bool) -> Pipeline:
         """The run's driver, its agents started with the run's configuration."""
         settings = DriverSettings(
@@ -78,6 +89,7 @@ class RunBuilder:
         reason is also the health's (``start``) until a start succeeds.
         """
         config = self.load_config(overrides)
+        self._refuse_unrunnable_defaults(config)
         run_id = new_run_id()
         run_dir = runs_root(self.home) / run_id
         state = RunState(run_id=run_id, status="starting", total_rounds=config.ROUNDS,

@@ -16,7 +16,7 @@ import pytest
 from harness import HttpProc, SupervisorProc, short_home
 
 # Fixtures that live in modules of their own (a menu on a pseudo-terminal, a detached supervisor).
-pytest_plugins = ("menu_driver",)
+pytest_plugins = ("menu_driver", "tmux_pane")
 
 # A shell without job control starts `cmd &` with SIGINT ignored, and an ignored signal stays ignored
 # through every fork and exec: the commands the tests start would then never see the Ctrl+C (SIGINT) the

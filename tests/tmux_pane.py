@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 DASH = [sys.executable, "-m", "heidi_engine.ui.dash_cli"]
 
@@ -90,3 +91,17 @@ class Pane:
         Path(f"/tmp/{self.socket}.err").unlink(missing_ok=True)
         if self.socket_path:
             Path(self.socket_path).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def pane() -> Iterator[Callable[..., Pane]]:
+    """Open tmux panes running a command (``pane(*argv)``); every one is killed after the test."""
+    opened: list[Pane] = []
+
+    def open_pane(*args: str) -> Pane:
+        opened.append(Pane(list(args)))
+        return opened[-1]
+
+    yield open_pane
+    for each in opened:
+        each.kill()

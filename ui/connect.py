@@ -123,6 +123,6 @@ def ensure_supervisor(home: Path, *, timeout_s: float = LAUNCH_TIMEOUT_S) -> tup
         except NoSupervisor as exc:
             last = str(exc) if done.returncode == 0 else problem
         time.sleep(0.1)  # polling a file for a process we do not own: there is nothing to wait on
-    raise LaunchError(
-        f"the supervisor did not answer within {timeout_s:g} s: {last} (see {home / 'supervisor.log'})"
-    )
+    log = home / "supervisor.log"
+    see = f" (see {log})" if log.is_file() else ""  # never a pointer to a log that was not written
+    raise LaunchError(f"the supervisor did not answer within {timeout_s:g} s: {last}{see}")

@@ -1,8 +1,13 @@
 # PYTHON_ARGCOMPLETE_OK
 """``autotrain-dash``: the live Rich dashboard, one frame of it (``--once``), or a finished run's replay.
 
+With no supervisor running in the home (none ever, or it shut down or died), the dashboard shows the
+home's newest run from its files, as ``--run`` does, and says "supervisor not running"; live mode switches
+to the supervisor as soon as one answers.
+
 Exit codes: 0 ok; 2 bad usage (a malformed or unknown run id, a bad option, no terminal for live mode);
-3 no supervisor reachable (``--once`` without ``--run``; live mode keeps trying and says so on screen).
+3 no supervisor reachable (``--once`` on a supervisor that runs but does not answer, or one named by
+``--bus``/``$AUTOTRAIN_BUS``; live mode keeps trying and says so on screen).
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from heidi_engine.bus.connection import (
 from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_NO_SUPERVISOR, EXIT_OK
 from heidi_engine.bus.ledger import LedgerLost
-from heidi_engine.bus.options import add_bus_option, add_home_option, command_parser, resolve_home
+from heidi_engine.bus.options import (
+    HomeError,
+    add_bus_option,
+    add_home_option,
+    command_parser,
+    open_home,
+    resolve_home,
+)
 from heidi_engine.ui.completion import enable as enable_completion
 from heidi_engine.ui.dashboard.app import DEFAULT_REFRESH_HZ, Dashboard, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard.controls import RunControl
@@ -54,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
   autotrain-dash --run run_20261129_081502_3f9a1c2e   # replay a finished run from its files
   autotrain-dash --bus laptop.bus.json            # a supervisor on another machine (autotrain-supervisor --issue-client)
 
-exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once)""",
+with no supervisor running, the newest run of the home is shown from its files ("supervisor not running").
+
+exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once: one that runs but does not answer,
+or the one --bus names)""",
     )
     add_home_option(parser)
     add_bus_option(parser)
@@ -80,10 +95,10 @@ exit codes: 0 success, 2 bad usage, 3 no supervisor reachable (--once)""",
 
 def home_folder(value: Path | None) -> Path:
     """The home (:func:`~heidi_engine.bus.options.resolve_home`); it must be a folder."""
-    home = resolve_home(value)
-    if not home.is_dir():
-        raise UsageError(f"home {str(home)!r} is not a folder")
-    return home
+    try:
+        return open_home(resolve_home(value), create=False)  # a viewer names a missing home, never makes it
+    except HomeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_folder(home: Path, run_id: str) -> Path:
@@ -125,11 +140,14 @@ def print_once(source: Source, view: int, console: Console) -> None:
 
 def _once_live(home: Path, view: int, console: Console) -> int:
     absent = _supervisor_absent(home)
-    if absent is not None:
+    if absent is not None and os.environ.get(BUS_ENV):
         print(f"autotrain-dash: no supervisor reachable: {absent}", file=sys.stderr)
         return EXIT_NO_SUPERVISOR
     source = LiveSource(home)
     try:
+        if absent is not None:  # none runs here: the newest run as its files tell it
+            print_once(source, view, console)
+            return EXIT_OK
         if source.view.wait_for(lambda v: v.connected, _ONCE_WAIT_S) is None:
             reason = source.view.latest().error or f"no answer within {_ONCE_WAIT_S:g} s"
             print(f"autotrain-dash: no supervisor reachable in {home}: {reason}", file=sys.stderr)

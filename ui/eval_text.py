@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from heidi_engine.bus.state import EvalSample, EvalScores
 
-__all__ = ["diff", "eval_line", "interval", "num", "scores_of", "signed"]
+__all__ = ["diff", "eval_line", "interval", "num", "scores_of", "signed", "verdict"]
 
 DASH = "–"
 
@@ -29,6 +29,36 @@ def diff(a: float | None, b: float | None) -> float | None:
 
 def interval(ci: tuple[float, float] | None, n: int) -> str:
     return f"[{ci[0]:.2f}–{ci[1]:.2f}] n={n}" if ci is not None else f"n={n}"
+
+
+def verdict(base: EvalScores, adapter: EvalScores) -> str:
+    """The outcome in words with its interval: "better by 0.40 on 20 held-out tasks (pass@1 0.20 → 0.60,
+    95% CI 0.39–0.78)", "worse by …" or "no measurable change on …".
+
+    The base rate is measured on the same tasks, so it is the reference point: the adapter is better (or
+    worse) only when the base rate lies outside the adapter's Wilson 95% interval. Without pass@1 (the
+    unit-test gate off) the val loss is compared, which has no interval and gets no verdict.
+    """
+    n = adapter.n_val
+    tasks = f"{n} held-out task{'' if n == 1 else 's'}"
+    if base.val_pass_at_1 is None or adapter.val_pass_at_1 is None or adapter.val_ci is None:
+        if base.val_loss is None or adapter.val_loss is None:
+            return f"no held-out pass@1 or val loss to compare on {tasks}"
+        return (
+            f"held-out val loss {num(base.val_loss, 3)} → {num(adapter.val_loss, 3)} on {tasks} "
+            "(lower is better; no pass@1, so no interval and no verdict)"
+        )
+    low, high = adapter.val_ci
+    change = adapter.val_pass_at_1 - base.val_pass_at_1
+    figures = (
+        f"(pass@1 {num(base.val_pass_at_1, 2)} → {num(adapter.val_pass_at_1, 2)}, "
+        f"95% CI {low:.2f}{DASH}{high:.2f})"
+    )
+    if base.val_pass_at_1 < low:
+        return f"better by {change:.2f} on {tasks} {figures}"
+    if base.val_pass_at_1 > high:
+        return f"worse by {-change:.2f} on {tasks} {figures}"
+    return f"no measurable change on {tasks} {figures}"
 
 
 def scores_of(sample: EvalSample) -> tuple[EvalScores, EvalScores]:

@@ -15,11 +15,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from heidi_engine.bus.config import ConfigError, parse_override
-from heidi_engine.bus.connection import ConnectionFileError, use_bus_file
-from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED
-from heidi_engine.bus.options import add_bus_option, add_home_option, command_parser, resolve_home
+from heidi_engine.bus.config import ConfigError, load_config, parse_override, start_only_problems
+from heidi_engine.bus.connection import BUS_ENV, ConnectionFileError, use_bus_file
+from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from heidi_engine.bus.options import (
+    INIT_HINT,
+    HomeError,
+    add_bus_option,
+    add_home_option,
+    command_parser,
+    open_home,
+    resolve_home,
+    unrunnable_defaults,
+)
+from heidi_engine.bus.storage import FILE_MODE
 from heidi_engine.ui.completion import enable as enable_completion
+from heidi_engine.ui.connect import NoSupervisor, find_supervisor
 from heidi_engine.ui.menu.actions import Controller
 from heidi_engine.ui.menu.launch import PROG
 from heidi_engine.ui.menu.logs import LOG_STAGES, show_logs
@@ -43,7 +54,12 @@ _ACTIONS = (
     "logs",
     "dashboard",
     "http",
+    "init",
 )
+# The actions that start something or write into the home: a missing home is made for them (0700).
+_WRITERS = frozenset({"start", "resume_run", "configure", "init"})
+# The offline profile (the repository's config.yaml, shipped as package data) that --init writes.
+_SHIPPED_CONFIG = Path(__file__).resolve().parent / "menu" / "offline_config.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         PROG,
         "AutoTrain control menu. Without a flag: the interactive menu (needs a terminal).",
         """examples:
+  autotrain-menu --init ~/autotrain                # a new home with the offline profile (config.yaml)
   autotrain-menu --start --rounds 2 --wait        # start a run, follow it, exit 0 if it completed
   autotrain-menu --start --json | jq -r .run_id   # the new run's id, for scripts
   autotrain-menu --status --json                  # status as JSON (exit 3: no supervisor)
@@ -109,6 +126,9 @@ exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
     )
     actions.add_argument("--dashboard", action="store_true", help="run autotrain-dash")
     actions.add_argument("--http", action="store_true", help="run the HTTP status server in the foreground")
+    actions.add_argument("--init", nargs="?", const="", default=None, metavar="DIR",
+                         help="write the shipped offline profile (config.yaml: no API key, no GPU, no network) "
+                              "into DIR (default: the home), made if missing; never over an existing one")
     parser.add_argument("--rounds", metavar="N", help="with --start: ROUNDS for this run")
     parser.add_argument("--samples", metavar="N", help="with --start: SAMPLES_PER_ROUND for this run")
     parser.add_argument(
@@ -213,14 +233,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             controller.complain(problem)
         return EXIT_BAD_USAGE
-    if not home.is_dir():
-        controller.complain(f"home {home} is not a directory")
+    if action == "init":
+        return _init(controller, resolve_home(args.init) if args.init else home)
+    try:
+        open_home(home, create=action in _WRITERS)
+    except HomeError as exc:
+        controller.complain(str(exc))
         return EXIT_BAD_USAGE
-    if args.bus is not None:
-        try:
-            use_bus_file(args.bus)
+    bus_file = args.bus if args.bus is not None else os.environ.get(BUS_ENV) or None
+    if bus_file is not None:
+        try:  # named by --bus or $AUTOTRAIN_BUS alike: an unusable file is bad usage either way
+            use_bus_file(bus_file)
         except ConnectionFileError as exc:
-            controller.complain(str(exc))
+            source = "--bus" if args.bus is not None else f"${BUS_ENV}"
+            controller.complain(f"{source} {bus_file}: {exc}")
             return EXIT_BAD_USAGE
     controller.json_mode = args.json
     try:
@@ -235,6 +261,10 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
         overrides, problems = _overrides(args)
         if problems:
             return controller.refuse_config(problems + controller.config_problems(overrides))
+        unrunnable = _unrunnable_here(controller, overrides)
+        if unrunnable is not None:
+            controller.complain(unrunnable)
+            return EXIT_BAD_USAGE
         return controller.start(overrides, wait=args.wait)
     if action == "status":
         return controller.status(as_json=args.json)
@@ -277,6 +307,52 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
     if action == "configure":
         return configure(controller) if _interactive_ok(controller, "--configure") else EXIT_BAD_USAGE
     return Menu(controller).run() if _interactive_ok(controller, "the interactive menu") else EXIT_BAD_USAGE
+
+
+def _init(controller: Controller, folder: Path) -> int:
+    """``--init [DIR]``: the shipped offline profile as DIR's config.yaml, never over an existing one."""
+    try:
+        open_home(folder, create=True)
+    except HomeError as exc:
+        controller.complain(str(exc))
+        return EXIT_BAD_USAGE
+    target = folder / "config.yaml"
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        controller.complain(f"{target} already exists: left as it is (remove or rename it to start again from "
+                            "the offline profile)")
+        return EXIT_FAILURE
+    except OSError as exc:
+        controller.complain(f"cannot write {target}: {exc.strerror or exc}")
+        return EXIT_BAD_USAGE
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(_SHIPPED_CONFIG.read_bytes())
+    controller.say(f"wrote {target} (the offline profile); {PROG} --home {folder} --start starts a run")
+    return EXIT_OK
+
+
+def _unrunnable_here(controller: Controller, overrides: dict[str, str]) -> str | None:
+    """Why a run from a home without config.yaml cannot work here, or ``None``. Judged with this
+    environment only when no supervisor runs (the one this command starts inherits it); a running
+    supervisor judges with its own."""
+    if controller.config_path.exists() or start_only_problems(overrides):
+        return None  # (a start the menu refuses anyway says why itself, first)
+    try:
+        find_supervisor(controller.home)
+        return None
+    except NoSupervisor:
+        pass
+    try:
+        config = load_config(None, overrides=overrides)
+    except ConfigError:
+        return None  # the start says what is wrong with it
+    missing = unrunnable_defaults(config)
+    if not missing:
+        return None
+    home = controller.home
+    return (f"start refused: no config.yaml in {home}, and this configuration cannot run here: "
+            f"{'; '.join(missing)}; {INIT_HINT.format(home=home)}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.outage import TeacherOutage, health_reason
 from heidi_engine.bus.redaction import clean, default_redactor
-from heidi_engine.bus.state import RESUMABLE_STATUSES, EvalSample, RunState
-from heidi_engine.ui.eval_text import eval_line
+from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, EvalSample, RunState
+from heidi_engine.ui.eval_text import eval_line, scores_of, verdict
 from heidi_engine.ui.text import fmt_duration, outage_text
 from heidi_engine.ui.viewer import View
 
@@ -28,6 +28,8 @@ __all__ = [
     "assess",
     "format_runs",
     "format_status",
+    "orphaned",
+    "orphaned_summary",
     "resume_hint",
     "round_cost",
     "status_fields",
@@ -81,6 +83,25 @@ def assess(view: View, absent_reason: str | None) -> Health:
     if view.silence_s is None:
         return Health("degraded", "connecting to the supervisor: not heard from yet")
     return Health("degraded", f"supervisor silent for {view.silence_s:.1f} s")
+
+
+def orphaned(state: RunState) -> RunState:
+    """``state`` as it stands once its supervisor is known to be dead (its pid gone): a run it left
+    active is ``interrupted``, with no agent running and nothing pending, which is what the next
+    supervisor records at its start; any other state is returned as it is. Every viewer shows a dead
+    supervisor's run through this, so none keeps calling it running."""
+    if state.status not in ACTIVE_STATUSES:
+        return state
+    return state.model_copy(update={
+        "status": "interrupted", "agents": {}, "stop_requested": False, "pause_requested": False,
+        "teacher_outage": None,
+    })
+
+
+def orphaned_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """:func:`orphaned` for a ``status`` answer or a ``list_runs`` entry read from the files while no
+    supervisor runs: an active status reads ``interrupted`` (so :func:`resume_hint` gives the hint)."""
+    return {**run, "status": "interrupted"} if run.get("status") in ACTIVE_STATUSES else run
 
 
 def status_fields(state: RunState, health: Health) -> dict[str, Any]:
@@ -181,6 +202,8 @@ def format_status(status: dict[str, Any]) -> str:
         flags = [name.replace("_", " ") for name in ("stop_requested", "pause_requested") if status.get(name)]
         if flags:
             rows.append(("requested", ", ".join(flags)))
+        if status.get("pause_requested") and status.get("status") != "paused" and status.get("pause_hint"):
+            rows.append(("pause", _text(status["pause_hint"])))  # what the pause waits for
         outage = _outage(status.get("teacher_outage"))
         if outage is not None:
             rows.append(("teacher", outage_text(outage)))
@@ -215,7 +238,10 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
     if status.get("run_id") is not None and "evals" in status:
-        rows.append(("eval", _text(eval_line(_evals(status.get("evals")), status.get("best_round")), 300)))
+        evals = _evals(status.get("evals"))
+        rows.append(("eval", _text(eval_line(evals, status.get("best_round")), 300)))
+        if evals:
+            rows.append(("verdict", _text(verdict(*scores_of(evals[-1])), 300)))
     if status.get("error"):
         rows.append(("error", _text(status["error"])))
     return "\n".join(f"{label:<11} {value}" for label, value in rows)
@@ -264,8 +290,8 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
         duration = run.get("duration_s")
         lines.append(
             f"{_text(run.get('run_id')):<30} {_text(run.get('status')):<12} {rounds:<7} "
-            f"{_text(run.get('started_at') or '-')[:20]:<21} "
-            f"{_duration(duration):<9} {_cost(run.get('estimated_cost_usd')):<10} {shown:<17} "
+            f"{_started(run.get('started_at')):<21} "
+            f"{duration_text(duration):<9} {_cost(run.get('estimated_cost_usd')):<10} {shown:<17} "
             f"{f'{loss:.4f}' if isinstance(loss, float) else '-':<9}"
         )
     # A run that cannot be read says why (a lost ledger and state.json), and how to count it again.
@@ -273,7 +299,14 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _duration(seconds: object) -> str:
+def _started(ts: object) -> str:
+    """When a run started, to the second (``2026-12-06T23:37:09Z``): whole, never cut inside its time."""
+    text = _text(ts or "-")
+    return f"{text[:19]}Z" if len(text) >= 19 and text[10:11] == "T" else text
+
+
+def duration_text(seconds: object) -> str:
+    """A run's duration as ``--list`` and ``--compare`` show it: ``4m17s``, ``1h05m``; ``-`` when unknown."""
     if not isinstance(seconds, int | float):
         return "-"
     minutes, secs = divmod(int(seconds), 60)

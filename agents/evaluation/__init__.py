@@ -1,3 +1,3 @@
 """Scoring a round: pass@1 with intervals (scoring), the round's outcome against the base (outcome), and
-external trackers (tracker).
+external trackers (tracker), how far the stage got (progress).
 """

@@ -253,6 +253,8 @@ def test_menu_starts_supervisor_and_http_server(
     menu.expect("started run run_", timeout_s=40)
     assert "started autotrain-supervisor" in menu.screen.text()
     menu.choose("8")
+    menu.expect(f"HTTP_PORT [integer 1024–65535] (Enter keeps {unused_port}, Esc backs out) =")
+    menu.send("\r")
     menu.expect("HTTP status server running at")
     url = f"http://127.0.0.1:{unused_port}"
     assert url in menu.screen.text()
@@ -300,7 +302,7 @@ def test_menu_shows_the_values_a_run_will_use_and_where_they_come_from(
     menu.send("\x1b")
     menu.expect("(cancelled)")
     menu.choose("2")  # nothing to resume: refused without starting a supervisor
-    menu.expect("resume_run refused: no stopped, interrupted or failed run to resume")
+    menu.expect("--resume-run refused: no stopped, interrupted or failed run to resume")
     assert not (home / "run" / "bus.json").exists()
     menu.choose("9")
     assert menu.wait_exit() == 0

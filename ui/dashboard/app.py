@@ -1,4 +1,4 @@
-"""The live dashboard: a source of frozen state, the UI's own state, keys from the terminal, a refresh loop.
+"""The live dashboard: a source of frozen state (:mod:`~heidi_engine.ui.dashboard.source`), the UI's own state, keys from the terminal, a refresh loop.
 
 The loop pulls the latest snapshot once per refresh tick and draws only when something shown changed (or
 a key was pressed, or the terminal was resized), so a flood of events costs one render per tick, not one
@@ -11,158 +11,36 @@ terminal's settings are put back on every way out: ``q``, Ctrl+C, SIGTERM, SIGHU
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from types import FrameType
-from typing import Protocol
 
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from heidi_engine.bus.connection import ConnectionFileError, read_bus_info
-from heidi_engine.bus.journal import tail_records
-from heidi_engine.bus.ledger import LedgerLost, replay
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard.controls import RunControl
-from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Frame, Link, Rates
+from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Frame, Rates
 from heidi_engine.ui.dashboard.keys import Keyboard
 from heidi_engine.ui.dashboard.screen import body_rows, render, view_overflow
+from heidi_engine.ui.dashboard.source import Feed, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard.views.events import event_window, events_rows, matches
 from heidi_engine.ui.text import safe
-from heidi_engine.ui.viewer import EVENT_LOG, LiveView
 
-Record = Mapping[str, object]
+__all__ = [
+    "DEFAULT_REFRESH_HZ", "Dashboard", "Feed", "LiveSource", "RateMeter", "ReplaySource", "Source", "UiState",
+    "handle_key",
+]  # fmt: skip
+
 # Twice a second reads as live and keeps a dashboard under 5% of a core while 1,000 events/s flow
 # (bench/bench_dashboard_cpu.py); --refresh raises it.
 DEFAULT_REFRESH_HZ = 2.0
-_PID_CHECK_S = 1.0
-
-
-@dataclass(frozen=True)
-class Feed:
-    """What a source offers at one instant; ``version`` changes whenever anything in it does."""
-
-    state: RunState
-    link: Link
-    events: tuple[Record, ...]
-    version: tuple[object, ...]
-
-
-class Source(Protocol):
-    """Where the dashboard's state comes from: a live supervisor or a finished run's files."""
-
-    def read(self) -> Feed:
-        """The current feed (cheap; called once per refresh tick)."""
-
-    def refresh(self) -> None:
-        """Re-read what can be re-read (the ``r`` key)."""
-
-    def close(self) -> None:
-        """Release threads and sockets."""
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-class LiveSource:
-    """A :class:`LiveView` on the home's supervisor, plus a check that its process still exists.
-
-    Silence alone takes ``stale_after_s`` to notice; a supervisor killed outright is noticed within a
-    second by its pid in the connection file.
-    """
-
-    def __init__(
-        self, home: Path, *, stale_after_s: float = 3.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.home = home
-        self.view = LiveView(home, sender="dash", stale_after_s=stale_after_s).start()
-        self._clock = clock
-        self._checked_at = -_PID_CHECK_S
-        self._gone = False
-        self._down: str | None = None
-
-    def _check(self) -> None:
-        """Once a second: is the supervisor's process gone, and did it leave cleanly (file removed)?"""
-        now = self._clock()
-        if now - self._checked_at < _PID_CHECK_S:
-            return
-        self._checked_at = now
-        try:
-            info = read_bus_info(self.home)
-        except ConnectionFileError:
-            # A clean shutdown removes the connection file; a kill -9 leaves it behind.
-            self._gone, self._down = False, "shut down"
-            return
-        self._gone = not info.remote and _pid_gone(info.pid)  # a remote pid is not ours to check
-        self._down = "exited" if self._gone else "silent"
-
-    def read(self) -> Feed:
-        """The latest view, with the link marked down when the supervisor's process is gone."""
-        view = self.view.latest()
-        self._check()
-        connected = view.connected and not self._gone
-        error = view.error
-        if not connected and self._gone:
-            error = error or "the supervisor's process has exited"
-        down = None if connected else self._down
-        if down == "silent" and view.silence_s is None:
-            down = "connecting"
-        link = Link("live", connected, view.silence_s, error, view.seq, down=down)
-        silence = None if connected or view.silence_s is None else int(view.silence_s)
-        version = (view.seq, connected, error, silence, view.state.run_id, view.state.event_count, down)
-        return Feed(view.state, link, view.events, version)
-
-    def refresh(self) -> None:
-        """Nothing to re-read: the subscriber is always current."""
-
-    def close(self) -> None:
-        """Stop the subscriber thread."""
-        self.view.close()
-
-
-class ReplaySource:
-    """A finished run rebuilt from its files with the supervisor's own reducer; no supervisor needed."""
-
-    def __init__(self, run_dir: Path, label: str) -> None:
-        self.run_dir = run_dir
-        self.label = label
-        self._loads = 0
-        self._feed = self._load()
-
-    def _load(self) -> Feed:
-        state = replay(self.run_dir)
-        events = tail_records(self.run_dir, EVENT_LOG)
-        self._loads += 1
-        link = Link("replay", False, None, None, state.seq, self.label)
-        return Feed(state, link, tuple(events), ("replay", self._loads))
-
-    def read(self) -> Feed:
-        """The run as last read from disk."""
-        return self._feed
-
-    def refresh(self) -> None:
-        """Re-read the files (a run still being written shows its progress; one whose ledger was lost
-        meanwhile, as last read)."""
-        with contextlib.suppress(LedgerLost):
-            self._feed = self._load()
-
-    def close(self) -> None:
-        """Nothing is held open."""
 
 
 _RATE_FIELDS = ("requests_sent", "input_tokens", "output_tokens", "teacher_generated", "train_step", "events")
@@ -334,8 +212,10 @@ class Dashboard:
 
     def key(self, key: str) -> None:
         """Handle one key; a scroll is clamped to the log so that reversing it acts at once."""
-        if self.control is not None and self.ui.cursor.prompt is None and self.control.key(key):
-            return
+        if self.control is not None and self.ui.cursor.prompt is None:
+            status = (self._feed or self.tick()).state.status
+            if self.control.key(key, status):
+                return
         handle_key(self.ui, key, self._page())
         if self.ui.refresh:
             self.ui.refresh = False

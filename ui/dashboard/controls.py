@@ -1,4 +1,5 @@
-"""The dashboard's run controls: ``p`` pause, ``u`` unpause, ``s`` stop (after a y/n confirmation).
+"""The dashboard's run controls: ``p`` pause, ``u`` unpause, ``s`` stop (after a y/n confirmation; a
+run that is not active is not asked about: the refusal and its reason come at once).
 
 Commands go to the home's supervisor on its control socket from a short-lived thread, so a slow or gone
 supervisor never freezes the screen; what happened (requested, refused, not reachable) is shown in the
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError, CommandRefused
+from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES
 from heidi_engine.ui.connect import NoSupervisor, find_supervisor
 
 __all__ = ["RunControl"]
@@ -28,6 +30,14 @@ _DONE = {
 }
 
 
+def _nothing_to_stop(status: str) -> str:
+    if status == "idle":
+        return "stop: no run to stop"
+    if status in RESUMABLE_STATUSES:
+        return f"stop: nothing to stop, the run is {status} (autotrain-menu --resume-run continues it)"
+    return f"stop: nothing to stop, the run is {status}"
+
+
 class RunControl:
     """Turns the control keys into supervisor commands; :meth:`notice` is the footer's line."""
 
@@ -39,8 +49,11 @@ class RunControl:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
-    def key(self, key: str) -> bool:
-        """Handle ``key`` if it is a control key (or the answer to the stop question); True when handled."""
+    def key(self, key: str, status: str | None = None) -> bool:
+        """Handle ``key`` if it is a control key (or the answer to the stop question); True when handled.
+
+        ``status`` is the shown run's: ``s`` on a run that is not active says at once why there is
+        nothing to stop instead of asking first (``None``: not known, ask)."""
         if self.confirming:
             self.confirming = False
             if key in ("y", "Y"):
@@ -52,7 +65,10 @@ class RunControl:
             self._send(_COMMANDS[key])
             return True
         if key == "s":
-            self.confirming = True
+            if status is not None and status not in ACTIVE_STATUSES:
+                self._say(_nothing_to_stop(status))
+            else:
+                self.confirming = True
             return True
         return False
 

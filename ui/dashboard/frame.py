@@ -16,9 +16,11 @@ from rich.text import Text
 
 from heidi_engine.bus.state import RunState
 
-__all__ = ["VIEWS", "Cursor", "Frame", "Link", "Rates", "View"]
+__all__ = ["NOT_RUNNING", "VIEWS", "Cursor", "Frame", "Link", "Rates", "View"]
 
 VIEWS: tuple[str, ...] = ("Overview", "Teacher", "Trainer", "Events", "Configuration", "Eval")
+# The live link's ``down`` values that mean no supervisor process runs: the newest run's files are shown.
+NOT_RUNNING: frozenset[str | None] = frozenset({"shut down", "exited", "absent"})
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,11 @@ class Link:
     seq: int = -1
     source: str = ""
     # Why a live link is down: "shut down" (cleanly: its connection file is gone), "exited" (its process
-    # is gone, file left behind: killed or crashed), "silent" (alive but not answering), "connecting".
+    # is gone, file left behind: killed or crashed), "absent" (no connection file since this viewer
+    # started), "silent" (alive but not answering), "connecting". While none runs (NOT_RUNNING),
+    # ``source`` names the run whose files are shown ("" for a home with no run) and ``home`` the home.
     down: str | None = None
+    home: str = ""
 
 
 @dataclass(frozen=True)

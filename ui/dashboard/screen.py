@@ -13,7 +13,7 @@ from rich.text import Text
 
 from heidi_engine.bus.isolation import sandbox_warning
 from heidi_engine.bus.state import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunState
-from heidi_engine.ui.dashboard.frame import VIEWS, Frame, Link, View
+from heidi_engine.ui.dashboard.frame import NOT_RUNNING, VIEWS, Frame, Link, View
 from heidi_engine.ui.dashboard.views.config import render_config
 from heidi_engine.ui.dashboard.views.eval import render_eval
 from heidi_engine.ui.dashboard.views.events import render_events
@@ -27,12 +27,13 @@ FOOTER_ROWS = 1
 
 
 def elapsed_s(state: RunState, now: datetime) -> float | None:
-    """Seconds since the run started: up to ``now`` while active, up to its last update once finished."""
+    """Seconds since the run started: up to ``now`` while active, up to its last update once finished
+    (fixed: the duration ``--list`` shows; unknown rather than running when no update is known)."""
     started = parse_ts(state.started_at)
     if started is None:
         return None
-    end = now if state.status in ACTIVE_STATUSES else parse_ts(state.updated_at) or now
-    return max(0.0, (end - started).total_seconds())
+    end = now if state.status in ACTIVE_STATUSES else parse_ts(state.updated_at) or parse_ts(state.last_event_ts)
+    return None if end is None else max(0.0, (end - started).total_seconds())
 
 
 def _link_text(link: Link) -> Text:
@@ -44,9 +45,12 @@ def _link_text(link: Link) -> Text:
         text = Text("● live", style="bold green")
         text.append(f" · seq {link.seq:,}", style="dim")
         return text
-    if link.down == "shut down":
-        text = Text("■ supervisor shut down", style="bold magenta")
-        text.append(" · waiting for a new one", style="dim")
+    if link.down in NOT_RUNNING:
+        text = Text("■ supervisor not running", style="bold magenta")
+        text.append({"shut down": " (shut down)", "exited": " (its process exited)"}.get(link.down or "", ""),
+                    style="magenta")
+        text.append(f" · {safe(link.source, 60)} from its files" if link.source else " · waiting for one",
+                    style="dim")
         return text
     if link.down == "connecting":
         return Text("… connecting to the supervisor", style="bold yellow")
@@ -108,7 +112,7 @@ def render_header(frame: Frame, width: int) -> list[Text]:
         where.append("  ⚠ SANDBOX none: generated code unconfined", style="bold red")
 
     tabs = Text()
-    names = VIEWS if width >= 90 else (*VIEWS[:-1], "Config")
+    names = VIEWS if width >= 90 else tuple("Config" if name == "Configuration" else name for name in VIEWS)
     for number, name in enumerate(names, 1):
         style = "bold reverse" if number == frame.view and not frame.help else "dim"
         tabs.append(f" {number} {name} ", style=style)
@@ -132,8 +136,12 @@ def render_footer(frame: Frame, width: int) -> Text:
             text.append(f" · in force: {safe(frame.cursor.filter, 40)}", style="dim")
     elif frame.notice is not None:
         text = Text(safe(frame.notice, 200), style="bold yellow")
-    elif frame.link.mode == "live" and frame.link.down == "shut down":
-        text = Text("the supervisor shut down cleanly; the last state it published is shown · q quit", style="dim")
+    elif frame.link.mode == "live" and frame.link.down in NOT_RUNNING and not frame.state.run_id:
+        text = Text(f"no run in {safe(frame.link.home or 'this home', 120)} yet; ", style="yellow")
+        text.append("autotrain-menu --start starts one", style="bold")
+        text.append(" · q quit · ? help", style="dim")
+    elif frame.link.mode == "live" and frame.link.down in NOT_RUNNING and frame.link.error:
+        text = Text(safe(frame.link.error, 200), style="red")
     elif frame.link.mode == "live" and not frame.link.connected and frame.link.error:
         text = Text("not reachable: ", style="red")
         text.append(safe(frame.link.error, 160), style="red")
@@ -143,6 +151,9 @@ def render_footer(frame: Frame, width: int) -> Text:
         text = Text(f"run {frame.state.status}: ", style="yellow")
         text.append(f"autotrain-menu --resume-run {safe(frame.state.run_id, 40)} continues it", style="bold")
         text.append(" · q quit · ? help", style="dim")
+    elif frame.link.mode == "live" and frame.link.down in NOT_RUNNING and not frame.help:
+        text = Text(f"run {safe(str(frame.state.status), 20)}, as its files tell it; ", style="dim")
+        text.append("autotrain-menu --start starts another · q quit · ? help", style="dim")
     else:
         hints = "q quit · r refresh · 1-6 Tab views · ? help"
         if frame.link.mode == "live":
@@ -165,7 +176,8 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("/", "Events: filter by stage, level or message text; Enter applies, Esc cancels, empty clears"),
     ("Tab ← →", "next · previous view (Shift+Tab: previous)"),
     ("p u", "pause the run at its next safe boundary · unpause it (live only)"),
-    ("s", "stop the run at its next stage boundary, after a y/n confirmation (live only)"),
+    ("s", "stop the run at its next stage boundary, after a y/n confirmation (live only; a run that is "
+          "not active is refused at once, saying why)"),
 )
 
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import signal
 import sys
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,10 +27,10 @@ from typing import Any
 
 from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
-from heidi_engine.bus.options import add_home_option, command_parser, resolve_home
+from heidi_engine.bus.options import HomeError, add_home_option, command_parser, open_home, resolve_home
 from heidi_engine.ui.connect import NoSupervisor, local_supervisor
 from heidi_engine.ui.http.metrics import CONTENT_TYPE, exposition
-from heidi_engine.ui.status_view import Health, assess, status_fields
+from heidi_engine.ui.status_view import Health, assess, orphaned, status_fields
 from heidi_engine.ui.viewer import LiveView, View
 
 __all__ = ["LOOPBACK", "StatusServer", "main", "route", "serve"]
@@ -70,8 +71,13 @@ class StatusServer(ThreadingHTTPServer):
         return assess(latest, None)
 
     def snapshot(self) -> tuple[View, Health]:
-        """The latest view and the health verdict, together (what one /metrics scrape reports)."""
-        return self.view.latest(), self.health()
+        """The latest view and the health verdict, together (what /status and one /metrics scrape report).
+
+        Once the supervisor's process is known gone, the run it left active is shown ``interrupted``."""
+        latest, health = self.view.latest(), self.health()
+        if health.state == "down":
+            latest = replace(latest, state=orphaned(latest.state))
+        return latest, health
 
 
 def route(target: str) -> str:
@@ -111,8 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = route(self.path)
         if path in ("/", "/status"):
-            health = self.server.health()
-            self._json(HTTPStatus.OK, status_fields(self.server.view.latest().state, health))
+            latest, health = self.server.snapshot()
+            self._json(HTTPStatus.OK, status_fields(latest.state, health))
         elif path == "/health":
             health = self.server.health()
             self._json(HTTPStatus(health.http_status), health.body())
@@ -218,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_USAGE
-    home = resolve_home(args.home)
-    if not home.is_dir():
-        print(f"HTTP status server: home {home} is not a directory", file=sys.stderr)
+    try:
+        home = open_home(resolve_home(args.home), create=False)
+    except HomeError as exc:
+        print(f"HTTP status server: {exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
     try:
         port = _port(home, args.port)

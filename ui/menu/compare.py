@@ -17,6 +17,7 @@ from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.state import EvalSample, RunState
 from heidi_engine.bus.summary import run_summary
 from heidi_engine.ui.eval_text import DASH, diff, interval, num, scores_of, signed
+from heidi_engine.ui.status_view import duration_text as run_duration  # --list's duration format (4m17s)
 
 __all__ = ["CompareError", "compare_runs", "format_compare"]
 
@@ -94,28 +95,34 @@ def _value(value: object) -> str:
 
 
 def format_compare(result: dict[str, Any]) -> str:
-    """The comparison as aligned text: summary, config differences, then eval round by round."""
+    """The comparison as aligned text: summary, config differences, then eval round by round.
+
+    Every label and value is shown whole (a field name is never cut), each column as wide as its
+    widest cell, and the duration in ``--list``'s format (``4m17s``)."""
     run_a, run_b = (run["run_id"] for run in result["runs"])
-    width = 58
-    lines = [f"{'':<16} {run_a:<{width}} {run_b}"]
-
-    def row(label: str, a: object, b: object) -> None:
-        lines.append(f"{label:<16} {clean(str(a), width):<{width}} {clean(str(b), width)}")
-
     summary_a, summary_b = result["runs"]
-    for label, key in (("status", "status"), ("rounds done", "rounds_done"), ("duration s", "duration_s")):
-        row(label, summary_a.get(key, DASH), summary_b.get(key, DASH))
     costs = [s.get("estimated_cost_usd") for s in result["runs"]]
-    row("cost", *("unknown" if c is None else f"${c:.4f}" for c in costs))
-    row("best round", summary_a.get("best_round") or DASH, summary_b.get("best_round") or DASH)
-    row("best pass@1", num(summary_a.get("best_pass_at_1"), 2), num(summary_b.get("best_pass_at_1"), 2))
-    row("best val loss", num(summary_a.get("best_val_loss"), 4), num(summary_b.get("best_val_loss"), 4))
-    lines.append("config differences:" if result["config_differences"] else "config: the same")
-    for key, (a, b) in result["config_differences"].items():
-        row(f"  {clean(key, 14)}", _value(a), _value(b))
-    lines.append(
+    rows: list[tuple[str, str, str] | str] = [
+        ("", run_a, run_b),
+        ("status", str(summary_a.get("status", DASH)), str(summary_b.get("status", DASH))),
+        ("rounds done", str(summary_a.get("rounds_done", DASH)), str(summary_b.get("rounds_done", DASH))),
+        ("duration", run_duration(summary_a.get("duration_s")), run_duration(summary_b.get("duration_s"))),
+        ("cost", *("unknown" if c is None else f"${c:.4f}" for c in costs)),  # type: ignore[list-item]
+        ("best round", str(summary_a.get("best_round") or DASH), str(summary_b.get("best_round") or DASH)),
+        ("best pass@1", num(summary_a.get("best_pass_at_1"), 2), num(summary_b.get("best_pass_at_1"), 2)),
+        ("best val loss", num(summary_a.get("best_val_loss"), 4), num(summary_b.get("best_val_loss"), 4)),
+        "config differences:" if result["config_differences"] else "config: the same",
+    ]
+    rows += [(f"  {key}", _value(a), _value(b)) for key, (a, b) in result["config_differences"].items()]
+    rows.append(
         "eval (base→adapter on each run's held-out set):" if result["rounds"] else "eval: no round evaluated"
     )
-    for entry in result["rounds"]:
-        row(f"  round {entry['round']}", _cell(entry[run_a]), _cell(entry[run_b]))
-    return "\n".join(lines)
+    rows += [(f"  round {e['round']}", _cell(e[run_a]), _cell(e[run_b])) for e in result["rounds"]]
+    cells = [row for row in rows if isinstance(row, tuple)]
+    label_width = max(len(clean(label, 200)) for label, _a, _b in cells)
+    width = max(len(clean(a, 200)) for _label, a, _b in cells)
+    return "\n".join(
+        row if isinstance(row, str)
+        else f"{clean(row[0], 200):<{label_width}}  {clean(row[1], 200):<{width}}  {clean(row[2], 200)}".rstrip()
+        for row in rows
+    )  # fmt: skip

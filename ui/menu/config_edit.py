@@ -37,6 +37,7 @@ __all__ = [
     "EMPTY",
     "BackOut",
     "ChoiceValidator",
+    "FieldNameValidator",
     "FieldValidator",
     "ask_value",
     "configure",
@@ -51,6 +52,13 @@ _SUGGESTIONS: dict[str, tuple[str, ...]] = {
     "TASK_SOURCE": ("bank", "self-instruct", "file:"),
     "MAX_COST_USD": ("",),
 }
+
+
+# The summary above the field prompt: the seed's fields, with BATCH_SIZE beside GRAD_ACCUM (the two make
+# the effective batch, so one without the other misleads).
+_SUMMARY_FIELDS: tuple[str, ...] = tuple(
+    field for name in SEED_FIELDS for field in ((name, "BATCH_SIZE") if name == "GRAD_ACCUM" else (name,))
+)
 
 
 class FieldValidator(Validator):
@@ -112,6 +120,20 @@ def _back_out_keys() -> KeyBindings:
         event.app.exit(exception=BackOut())
 
     return keys
+
+
+class FieldNameValidator(Validator):
+    """A config field's name, or empty; an unknown name is answered as the CLI answers it
+    (``LORA_RR: unknown field (did you mean LORA_R?)``)."""
+
+    def validate(self, document: Document) -> None:
+        name = document.text.strip()
+        if not name:
+            return
+        try:
+            field_rule(name)
+        except ConfigError as exc:
+            raise ValidationError(cursor_position=len(document.text), message=f"{exc.problems[0]}; Tab lists them") from None
 
 
 class _KeepOrValidator(Validator):
@@ -179,17 +201,17 @@ def _edit(controller: Controller, session: PromptSession[str]) -> None:
         effective = effective_values(path)
         current = {name: value for name, (value, _source) in effective.items()}
         say(f"\nConfiguration ({path}; the values a run will use):")
-        for name in SEED_FIELDS:
+        for name in _SUMMARY_FIELDS:
             value, source = effective[name]
             say(f"  {name:<18} {clean(value, 60):<38} {field_rule(name)} {_source_mark(source)}".rstrip())
-        overridden = [n for n, (_v, src) in effective.items() if src == "environment" and n not in SEED_FIELDS]
+        overridden = [n for n, (_v, src) in effective.items() if src == "environment" and n not in _SUMMARY_FIELDS]
         for name in overridden:
             say(f"  {name:<18} {clean(effective[name][0], 60):<38} {field_rule(name)} {_source_mark('environment')}")
         say("  (every other field can be set too: Tab completes names)")
         name = session.prompt(
             "Field to change (empty to finish): ",
             completer=FuzzyWordCompleter(names),
-            validator=ChoiceValidator({"", *names}, "unknown field; Tab lists them"),
+            validator=FieldNameValidator(),
             validate_while_typing=False,
         ).strip()
         if not name:

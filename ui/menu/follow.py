@@ -1,17 +1,28 @@
 """``--wait``: following a run to its end, with its progress inside the current stage.
 
 :func:`follow_run` shows a rich progress bar on a terminal and plain lines otherwise, and returns the
-command line's exit code. :class:`StageProgress` adds the progress inside a stage: samples generated,
-steps trained, eval problems run, with an ETA. It reads the supervisor's full state (the ``snapshot``
-command, about once a second): the trainer's step and its own ETA while training, the round's samples
-against SAMPLES_PER_ROUND while generating (the ETA from the rate seen since following began in this
-stage), the problems run while evaluating.
+command line's exit code. Plain lines (a pipe, a log) come only when something changed (the round, the
+stage, the status, an item done, a pause's hint) or every :data:`HEARTBEAT_S` seconds, never a line per
+poll. :class:`StageProgress` adds the progress inside a stage, read from the supervisor's full state (the
+``snapshot`` command, about once a second): the trainer's steps of this round (and its ETA, the mean over
+its steps) while training; while
+generating and evaluating, the latest progress event of this stage and round, which says how far the agent
+got (``5/12 written (incl. 4 held-out answers)``, ``generated 16/40 answers``, ``tested 12/40 answers, 7
+passed``) in the words :mod:`heidi_engine.agents.generate` and :mod:`heidi_engine.agents.eval` write them.
+Each figure is tagged with its stage and round, so a stage's line never shows another stage's figures.
+
+Elsewhere the ETA is a moving average over the items this follower saw completed in the stage (the last
+:data:`ETA_WINDOW` observations), hidden until :data:`ETA_MIN_ITEMS` of them are done: one sample says
+nothing of a rate.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from heidi_engine.bus.control import ControlClient
@@ -22,59 +33,146 @@ from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.state import FINISHED_STATUSES
 from heidi_engine.ui.connect import pid_alive
 from heidi_engine.ui.menu.launch import PROG
+from heidi_engine.ui.status_view import resume_hint
 from heidi_engine.ui.text import fmt_duration
 
-__all__ = ["StageProgress", "follow_run"]
+__all__ = [
+    "ETA_MIN_ITEMS",
+    "ETA_WINDOW",
+    "HEARTBEAT_S",
+    "Detail",
+    "StageProgress",
+    "follow_run",
+    "pause_hint",
+]
 
+HEARTBEAT_S = 30.0  # a plain line at least this often while nothing changes, so a log shows it is alive
+ETA_MIN_ITEMS = 3
+ETA_WINDOW = 10
 _POLL_S = 0.2
 _LOST_AFTER_S = 15.0
 _DETAIL_S = 1.0  # the full state is asked for at most once a second
+
+# The agents' progress messages (agents/generate.py, agents/eval.py); a test holds both sides to them.
+_GENERATED = re.compile(r"(\d+)/(\d+) written(?: \(incl\. (\d+) held-out answers?\))?, (\d+) failed")
+_EVALUATED = re.compile(r"(generated|tested) (\d+)/(\d+) answers(?:, (\d+) passed)?")
+PAUSE_HINT = "pausing after"  # what the supervisor's hint for a requested pause says (supervisor/facade.py)
 
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+@dataclass(frozen=True)
+class Detail:
+    """The progress inside one stage of one round: the facts, and the ETA apart (it changes every poll)."""
+
+    stage: str
+    round: int
+    text: str
+    eta: str = ""
+
+    def __str__(self) -> str:
+        return self.text + (f" · ETA {self.eta}" if self.eta else "")
+
+
+class _Rate:
+    """Items done over time within one phase of a stage: a moving average once enough are seen."""
+
+    def __init__(self, key: tuple[object, ...]) -> None:
+        self.key = key
+        self.first: int | None = None
+        self.seen: deque[tuple[float, int]] = deque(maxlen=ETA_WINDOW + 1)
+
+    def eta(self, now: float, done: int, total: int) -> float | None:
+        if self.first is None or done < self.seen[-1][1]:  # the first look, or the stage restarted
+            self.first = done
+            self.seen.clear()
+        if not self.seen or done != self.seen[-1][1]:
+            self.seen.append((now, done))
+        (since, before), (last, latest) = self.seen[0], self.seen[-1]
+        if latest - self.first < ETA_MIN_ITEMS or done >= total or last <= since or latest <= before:
+            return None
+        return (total - done) * (last - since) / (latest - before)
+
+
+def _latest(
+    events: Sequence[Mapping[str, Any]], stage: str, round_no: int, pattern: re.Pattern[str]
+) -> re.Match[str] | None:
+    """The figures of the newest progress event of ``stage`` in ``round_no`` that states them."""
+    for record in reversed(events):
+        if record.get("stage") != stage or record.get("round") != round_no:
+            continue
+        if record.get("event_type") == "stage_start":
+            return None  # an earlier attempt's figures are not this one's
+        found = pattern.search(str(record.get("message") or ""))
+        if found is not None:
+            return found
+    return None
+
+
 class StageProgress:
     """Turns successive states into ``step 40/100 · ETA 2m 10s``-style details (``None``: nothing to add)."""
 
     def __init__(self) -> None:
-        self._start: tuple[str, int, float, int] | None = None  # stage, round, time, done when first seen
+        self._rate: _Rate | None = None
 
-    def _eta(self, stage: str, round_no: int, now: float, done: int, total: int) -> str:
-        if self._start is None or self._start[:2] != (stage, round_no):
-            self._start = (stage, round_no, now, done)
-            return ""
-        _stage, _round, since, first = self._start
-        if done <= first or now <= since or done >= total:
-            return ""
-        rate = (done - first) / (now - since)
-        return f" · ETA {fmt_duration((total - done) / rate)}"
+    def _detail(self, key: tuple[str, int, str], text: str, now: float, done: int, total: int) -> Detail:
+        if self._rate is None or self._rate.key != key:
+            self._rate = _Rate(key)
+        eta = self._rate.eta(now, done, total)
+        return Detail(key[0], key[1], text, "" if eta is None else fmt_duration(eta))
 
-    def detail(self, state: Mapping[str, Any], now: float) -> str | None:
+    def progress(self, state: Mapping[str, Any], now: float) -> Detail | None:
         """The in-stage progress of ``state`` (the ``snapshot`` command's ``state``) at monotonic ``now``."""
-        stage, round_no = state.get("current_stage"), _int(state.get("current_round"))
-        counters = state.get("counters") or {}
+        stage, round_no = str(state.get("current_stage")), _int(state.get("current_round"))
+        events = state.get("recent_events") or []
         if stage == "train":
             trainer = state.get("trainer") or {}
             step, total = _int(trainer.get("step")), _int(trainer.get("total"))
-            if not total:
+            if not total or _int(trainer.get("round")) != round_no:  # not yet this round's trainer
                 return None
+            # The trainer's own ETA is the mean over its steps, pauses left out: shown from the third step.
             eta = trainer.get("eta_s")
-            return f"step {step}/{total}" + (f" · ETA {fmt_duration(eta)}" if isinstance(eta, int | float) else "")
+            shown = isinstance(eta, int | float) and ETA_MIN_ITEMS <= step < total
+            return Detail(stage, round_no, f"step {step}/{total}", fmt_duration(eta) if shown else "")
         if stage == "generate":
-            per_round = _int((state.get("config") or {}).get("SAMPLES_PER_ROUND"))
-            if not per_round or not round_no:
+            found = _latest(events, stage, round_no, _GENERATED)
+            if found is None:
                 return None
-            asked = _int(counters.get("teacher_generated")) + _int(counters.get("teacher_failed"))
-            done = max(0, min(per_round, asked - per_round * (round_no - 1)))
+            written, total, held, failed = (int(group or 0) for group in found.groups())
+            done = min(total, written + failed)
+            text = f"sample {done}/{total}" + (f" (incl. {held} held-out)" if held else "")
             outage = state.get("teacher_outage")
             if isinstance(outage, dict):  # parked: no ETA holds until a probe gets through
-                return f"sample {done}/{per_round} · teacher unreachable since {clean(str(outage.get('since')), 40)}"
-            return f"sample {done}/{per_round}" + self._eta("generate", round_no, now, done, per_round)
+                since = clean(str(outage.get("since")), 40)
+                return Detail(stage, round_no, f"{text} · teacher unreachable since {since}")
+            return self._detail((stage, round_no, "samples"), text, now, done, total)
         if stage == "eval":
-            return f"{_int(counters.get('eval_total'))} problems run, {_int(counters.get('eval_pass'))} passed"
+            found = _latest(events, stage, round_no, _EVALUATED)
+            if found is None:
+                return Detail(stage, round_no, "loading the student and scoring the held-out rows")
+            verb, done_text, total_text, passed = found.groups()
+            done, total = int(done_text), int(total_text)
+            text = f"{verb} {done}/{total} answers" + (f", {passed} passed" if passed is not None else "")
+            return self._detail((stage, round_no, verb), text, now, done, total)
         return None
+
+    def detail(self, state: Mapping[str, Any], now: float) -> str | None:
+        """:meth:`progress` as one piece of text (the ETA included)."""
+        found = self.progress(state, now)
+        return None if found is None else str(found)
+
+
+def pause_hint(state: Mapping[str, Any]) -> str | None:
+    """What a requested pause waits for (the supervisor's hint), while it has not landed yet."""
+    if not state.get("pause_requested") or state.get("status") == "paused":
+        return None
+    for record in reversed(state.get("recent_events") or []):
+        message = str(record.get("message") or "")
+        if PAUSE_HINT in message:
+            return clean(message[message.index(PAUSE_HINT) :], 160)
+    return None
 
 
 def _stages_done(status: dict[str, Any]) -> int:
@@ -86,22 +184,49 @@ def _stages_done(status: dict[str, Any]) -> int:
     return max(0, (round_no - 1) * len(stages) + index) if round_no else 0
 
 
-def _describe(status: dict[str, Any], detail: str | None = None) -> str:
+def _describe(status: dict[str, Any], detail: str | None = None, hint: str | None = None) -> str:
     return (
         f"round {status.get('current_round')}/{status.get('total_rounds')} · "
         f"{clean(str(status.get('current_stage') or '-'))}{' · ' + detail if detail else ''} · "
-        f"{clean(str(status.get('status')))}"
+        f"{clean(str(status.get('status')))}{' · ' + hint if hint else ''}"
     )
 
 
-def _stage_detail(client: ControlClient, inside: StageProgress, now: float) -> str | None:
-    """Progress inside the current stage from the full state; ``None`` when it cannot be had."""
-    try:
-        snapshot = client.call("snapshot", timeout_s=3.0)
-    except BusError:
-        return None
-    state = snapshot.get("state") if isinstance(snapshot, dict) else None
-    return inside.detail(state, now) if isinstance(state, dict) else None
+class _Inside:
+    """The in-stage detail and the pause's hint, from the full state, at most once a second; a detail of
+    another stage or round than the status names is never shown."""
+
+    def __init__(self, client: ControlClient) -> None:
+        self.client = client
+        self.progress = StageProgress()
+        self.detail: Detail | None = None
+        self.hint: str | None = None
+        self.at = float("-inf")
+
+    def update(self, status: Mapping[str, Any], now: float) -> None:
+        where = (status.get("current_stage"), _int(status.get("current_round")))
+        stale = self.detail is not None and (self.detail.stage, self.detail.round) != where
+        if status.get("status") in FINISHED_STATUSES:
+            self.detail = self.hint = None  # the last in-stage figures would read as still under way
+            return
+        if not stale and now - self.at < _DETAIL_S:
+            return
+        self.at = now
+        try:
+            snapshot = self.client.call("snapshot", timeout_s=3.0)
+        except BusError:
+            self.detail = None if stale else self.detail
+            return
+        state = snapshot.get("state") if isinstance(snapshot, dict) else None
+        if not isinstance(state, dict):
+            return
+        found = self.progress.progress(state, now)
+        self.detail = found if found is not None and (found.stage, found.round) == where else None
+        self.hint = pause_hint(state) if status.get("pause_requested") else None
+
+    def line(self, status: dict[str, Any], *, eta: bool = True) -> str:
+        text = None if self.detail is None else str(self.detail) if eta else self.detail.text
+        return _describe(status, text, self.hint)
 
 
 def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> int:
@@ -125,8 +250,9 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
         )
         progress.start()
     task = progress.add_task(run_id, total=None) if progress is not None else None
-    started, lost_since, last_line = time.monotonic(), None, ""
-    inside, detail, detail_at = StageProgress(), None, float("-inf")
+    started, lost_since = time.monotonic(), None
+    last_facts, last_print = "", float("-inf")
+    inside = _Inside(client)
     status: dict[str, Any] = {}
     interrupted = False
     try:
@@ -142,6 +268,9 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
                     print(
                         f"{PROG}: lost the supervisor while following {run_id}: {exc}", file=err, flush=True
                     )
+                    if gone:  # the run it left active is interrupted: say how to continue it
+                        hint = resume_hint({"run_id": run_id, "status": "interrupted"})
+                        print(f"{PROG}: the run is interrupted; {hint}", file=err, flush=True)
                     return EXIT_FAILURE
                 time.sleep(_POLL_S)
                 continue
@@ -155,21 +284,20 @@ def follow_run(client: ControlClient, run_id: str, out: TextIO, err: TextIO) -> 
                 return EXIT_FAILURE
             total = max(1, int(status.get("total_rounds") or 1)) * len(PIPELINE_STAGES)
             finished = status.get("status") in FINISHED_STATUSES
-            if finished:
-                detail = None  # the last in-stage figures would read as still under way
-            elif time.monotonic() - detail_at >= _DETAIL_S:
-                detail_at = time.monotonic()
-                detail = _stage_detail(client, inside, detail_at)
+            now = time.monotonic()
+            inside.update(status, now)
             if progress is not None and task is not None:
                 done = total if status.get("status") == "completed" else min(_stages_done(status), total)
                 progress.update(
-                    task, total=total, completed=done, description=f"{run_id} {_describe(status, detail)}"
+                    task, total=total, completed=done, description=f"{run_id} {inside.line(status)}"
                 )
             else:
-                line = _describe(status, detail)
-                if line != last_line:
-                    last_line = line
-                    print(f"[{fmt_duration(time.monotonic() - started):>8}] {run_id} {line}", file=out, flush=True)
+                # The ETA alone changing is no news: a line when a fact changed, or as a heartbeat.
+                facts = inside.line(status, eta=False)
+                if facts != last_facts or now - last_print >= HEARTBEAT_S:
+                    last_facts, last_print = facts, now
+                    line = inside.line(status)
+                    print(f"[{fmt_duration(now - started):>8}] {run_id} {line}", file=out, flush=True)
             if finished:
                 break
             time.sleep(_POLL_S)

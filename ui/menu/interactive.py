@@ -65,8 +65,10 @@ class Menu(MenuOptions):
         http_down = " · HTTP server down" if isinstance(http, dict) and http.get("error") else ""
         if run is None:
             return f"supervisor: pid {info.pid} · no run yet{http_down}"
+        # A pause asked for but not yet reached is said, or the menu would read as if the request was lost.
+        pausing = " · ⏸ pause requested" if status.get("pause_requested") and status.get("status") != "paused" else ""
         line = (
-            f"supervisor: pid {info.pid} · {clean(str(run))} · {clean(str(status.get('status')))} · "
+            f"supervisor: pid {info.pid} · {clean(str(run))} · {clean(str(status.get('status')))}{pausing} · "
             f"round {status.get('current_round')}/{status.get('total_rounds')} · "
             f"{clean(str(status.get('current_stage') or '-'))}{http_down}"
         )

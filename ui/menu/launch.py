@@ -20,22 +20,25 @@ from heidi_engine.bus.exit_status import EXIT_NO_SUPERVISOR
 from heidi_engine.bus.redaction import default_redactor
 from heidi_engine.bus.summary import folder_summary
 from heidi_engine.ui.connect import LaunchError, NoSupervisor, ensure_supervisor, find_supervisor
+from heidi_engine.ui.status_view import orphaned_summary
 
 __all__ = ["PROG", "SupervisorAccess", "runs_from_files"]
 
 PROG = "autotrain-menu"
+# The bus commands whose name is not what a user types: a message names the flag.
+_USER_NAMES = {"resume_run": "--resume-run", "list_runs": "--list"}
 
 
 def runs_from_files(home: Path) -> list[dict[str, Any]]:
     """What ``list_runs`` answers, read from ``<home>/runs/*/state.json`` (or, where that cannot be read,
-    the run's ledger) when no supervisor runs."""
+    the run's ledger) when no supervisor runs: a run its dead supervisor left active reads ``interrupted``."""
     root = home / "runs"
     folders = (
         sorted((p for p in root.iterdir() if p.is_dir() and is_run_id(p.name)), reverse=True)
         if root.is_dir()
         else []
     )
-    return [folder_summary(folder) for folder in folders]
+    return [orphaned_summary(folder_summary(folder)) for folder in folders]
 
 
 class SupervisorAccess:
@@ -112,7 +115,7 @@ class SupervisorAccess:
         try:
             return client.call(name, args)
         except CommandRefused as exc:
-            self.complain(f"{name} refused: {exc}")
+            self.complain(f"{_USER_NAMES.get(name, name)} refused: {exc}")
         except BusError as exc:
-            self.complain(f"{name} failed: {exc}")
+            self.complain(f"{_USER_NAMES.get(name, name)} failed: {exc}")
         return None

@@ -1,7 +1,8 @@
 """``autotrain-menu --logs``: a run's agent logs and the supervisor's log, redacted, optionally followed.
 
 The agent logs are ``<home>/runs/<run_id>/logs/<stage>_round_<n>.log`` (one per stage and round); the
-supervisor's is ``<home>/supervisor.log`` (written when it runs detached). Every line is printed with
+supervisor's is ``<home>/supervisor.log`` (written when it runs detached), of which only the run's part is
+printed: from a line naming the run to a line naming another (the log holds every run of the home). Every line is printed with
 its source (``train r1 | …``), ANSI-stripped and redacted like everything else the commands print.
 ``--follow`` keeps printing new lines, of new files too (a stage that starts later), until Ctrl+C.
 """
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heidi_engine.bus.event import PIPELINE_STAGES, is_run_id
+from heidi_engine.bus.event import PIPELINE_STAGES, RUN_ID_RE, is_run_id
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
 from heidi_engine.bus.redaction import default_redactor
 from heidi_engine.ui.menu.actions import Controller
@@ -24,6 +25,8 @@ __all__ = ["LOG_STAGES", "LogTail", "latest_run", "show_logs"]
 
 LOG_STAGES = (*PIPELINE_STAGES, "supervisor")
 _AGENT_LOG = re.compile(r"^(generate|validate|train|eval)_round_(\d+)\.log$")
+# A run id anywhere in a line (the event module's pattern, unanchored).
+_NAMED_RUN = re.compile(r"\b" + RUN_ID_RE.pattern.strip("^$") + r"\b")
 _POLL_S = 0.1
 _MAX_LINE = 2000
 
@@ -46,6 +49,16 @@ class LogTail:
     stage: str | None = None
     offsets: dict[Path, int] = field(default_factory=dict)
     partial: dict[Path, bytes] = field(default_factory=dict)
+    in_run: bool = False  # whether the supervisor's log, as read so far, is in this run's part
+
+    def _ours(self, label: str, text: str) -> bool:
+        """Whether a line of ``label``'s log belongs to this run (an agent log's always does)."""
+        if label != "supervisor":
+            return True
+        named = {found.group(0) for found in _NAMED_RUN.finditer(text)}
+        if named:
+            self.in_run = self.run_id in named
+        return self.in_run
 
     def files(self) -> list[tuple[str, Path]]:
         """``(label, path)`` of every log that exists, by round then stage order; the supervisor's first."""
@@ -82,7 +95,8 @@ class LogTail:
                 self.partial[path] = rest
             for raw in lines:
                 text = raw.decode("utf-8", "replace").rstrip("\r")
-                yield label, redactor.clean(text, _MAX_LINE)
+                if self._ours(label, text):
+                    yield label, redactor.clean(text, _MAX_LINE)
 
     def follow(self) -> Iterator[tuple[str, str]]:
         """:meth:`read`, then every new line as it is written; ends only when the caller stops (Ctrl+C)."""

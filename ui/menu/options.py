@@ -116,11 +116,20 @@ class MenuOptions:
             self.controller.complain(f"the dashboard exited {code}")
 
     def start_http(self) -> None:
-        """Start the HTTP status server in the background (until the menu exits) and print its URL."""
+        """Ask for the port (Enter keeps HTTP_PORT), then start the HTTP status server in the background
+        (until the menu exits) and print its URL."""
         if self.http is not None and self.http.poll() is None:
             self.controller.say(f"HTTP status server already running at {self.http_url}")
             return
-        command = [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(self.controller.home)]
+        port, source = effective_values(self.controller.config_path)["HTTP_PORT"]
+        try:
+            port = ask_value(self.session, "HTTP_PORT", port, source)
+        except BackOut:
+            self.controller.say("(cancelled)")
+            return
+        command = [
+            sys.executable, "-m", "heidi_engine.ui.http", "--home", str(self.controller.home), "--port", port,
+        ]  # fmt: skip
         # Same process group as the menu, so that it dies with the menu's terminal; SIGINT ignored, so
         # that Ctrl+C in the foreground dashboard does not take it down.
         self.http = subprocess.Popen(

@@ -144,7 +144,7 @@ class RunControl(SupervisorAccess):
             # Starting a supervisor only to hear that there is nothing to resume would leave it behind.
             problem = self._resumable_problem(run_id)
             if problem is not None:
-                self.complain(f"resume_run refused: {problem}")
+                self.complain(f"--resume-run refused: {problem}")
                 return EXIT_FAILURE
         client = self._client(launch=True)
         if isinstance(client, int):

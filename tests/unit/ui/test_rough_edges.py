@@ -17,11 +17,11 @@ NOISY_COST = 0.0017549999999999998  # 0.000585 * 3 in binary floating point
 def test_a_gone_supervisor_is_not_shown_as_running() -> None:
     exited = screen(make_frame(link=Link("live", False, 4.0, "no heartbeat", 7, down="exited")))
     assert "SUPERVISOR DOWN" in exited and "RUNNING" not in exited
-    assert "supervisor not reachable (its process exited)" in exited
+    assert "supervisor not running (its process exited)" in exited
     silent = screen(make_frame(link=Link("live", False, 4.0, "no heartbeat", 7, down="silent")))
     assert "UNKNOWN" in silent and "RUNNING" not in silent and "supervisor not reachable" in silent
     clean = screen(make_frame(state=make_state(status="stopped"), link=Link("live", False, 4.0, None, 7, down="shut down")))
-    assert "supervisor shut down" in clean and "not reachable" not in clean and "STOPPED" in clean
+    assert "supervisor not running (shut down)" in clean and "not reachable" not in clean and "STOPPED" in clean
     live = screen(make_frame())
     assert "RUNNING" in live and "DOWN" not in live
 

@@ -24,21 +24,32 @@ _CHART_W = 40
 
 _COLUMNS = (("round", 7), ("val loss base→adapter", 24), ("Δ", 8), ("pass@1 base→adapter", 21), ("Δ", 7),
             ("adapter 95% CI", 22), ("HumanEval", 12))  # fmt: skip
+# Below this many cells inside the box every column still shows, with short titles and no padding
+# (76 inside an 80-column terminal): a clipped interval or HumanEval column would hide the outcome.
+_COMPACT = (("rnd", 5), ("loss b→a", 13), ("Δ", 7), ("pass@1 b→a", 10), ("Δ", 6), ("adapter CI", 18),
+            ("HumanEval", 10))  # fmt: skip
+_FULL_W = sum(size + 1 for _, size in _COLUMNS)
 
 
-def _row(sample: EvalSample, best: bool) -> Text:
+def _columns(width: int) -> tuple[tuple[str, int], ...]:
+    """The table's columns for a box ``width`` cells wide."""
+    return _COLUMNS if width - 4 >= _FULL_W else _COMPACT
+
+
+def _row(sample: EvalSample, best: bool, columns: tuple[tuple[str, int], ...]) -> Text:
     base, adapter = scores_of(sample)
+    arrow = " → " if columns is _COLUMNS else "→"
     values = (
         f"{sample.round}{' ★' if best else ''}",
-        f"{num(base.val_loss, 3)} → {num(adapter.val_loss, 3)}",
+        f"{num(base.val_loss, 3)}{arrow}{num(adapter.val_loss, 3)}",
         signed(diff(adapter.val_loss, base.val_loss), 3),
-        f"{num(base.val_pass_at_1, 2)} → {num(adapter.val_pass_at_1, 2)}",
+        f"{num(base.val_pass_at_1, 2)}{arrow}{num(adapter.val_pass_at_1, 2)}",
         signed(diff(adapter.val_pass_at_1, base.val_pass_at_1), 2),
         interval(adapter.val_ci, adapter.n_val),
         f"{num(base.humaneval_pass_at_1, 2)}→{num(adapter.humaneval_pass_at_1, 2)}",
     )
     line = Text()
-    for (_, width), value in zip(_COLUMNS, values, strict=True):
+    for (_, width), value in zip(columns, values, strict=True):
         line.append_text(cell(value, width, style="bold green" if best else ""))
         line.append(" ")
     return line
@@ -81,11 +92,12 @@ def render_eval(frame: Frame, width: int, height: int | None) -> list[Text]:
     """The per-round table (base, adapter, delta, interval; best round ★) and the charts by round."""
     state = frame.state
     evals = state.evals
+    columns = _columns(width)
     header = Text()
-    for title, size in _COLUMNS:
+    for title, size in columns:
         header.append_text(cell(title, size, style="bold"))
         header.append(" ")
-    rows = [_row(sample, sample.round == state.best_round) for sample in evals]
+    rows = [_row(sample, sample.round == state.best_round, columns) for sample in evals]
     if not rows:
         rows = [
             Text("no round evaluated yet: the eval stage reports after each round's training", style="dim")

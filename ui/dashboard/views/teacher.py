@@ -127,7 +127,12 @@ def render_teacher(frame: Frame, width: int, height: int | None) -> list[Text]:
         style = "dim" if state.teacher_outage else "yellow" if report.get("level") == "warn" else "bold"
         lines.append(label_value("latest report", safe(report.get("message", ""), 300), value_style=style))
         lines.append(Text())
+    local = str(config.get("TEACHER_MODEL") or "").startswith("local:")
     for key in ("TEACHER_MODEL", "TEACHER_BASE_URL", "TEACHER_CONCURRENCY", "TEACHER_MAX_RETRIES"):
-        if key in config:
+        if key == "TEACHER_BASE_URL" and local:
+            # A local: teacher runs in the generate stage's own process: no endpoint is ever called.
+            model = str(config["TEACHER_MODEL"]).removeprefix("local:")
+            lines.append(label_value(f"{'local model':<20}", f"{safe(model, 100)} (in-process; no API endpoint)"))
+        elif key in config:
             lines.append(label_value(f"{key:<20}", safe(config[key], 120)))
     return box(Text("Teacher", style="bold"), lines, width, height)
