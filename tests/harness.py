@@ -389,3 +389,19 @@ def replayed_state(run_dir: Path) -> RunState:
     for event in read_events(run_dir):
         apply_event(state, event)
     return state
+
+
+class FakeClock:
+    """A clock whose sleep only moves it on: pass ``time``/``sleep`` where code takes a clock, or the whole
+    object where code calls ``time.monotonic()`` and ``time.sleep()`` of a module it was given."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    monotonic = time
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fakes.openai_server import FakeOpenAIServer, ScriptItem
-from harness import wait_until
+from harness import FakeClock, wait_until
 
 from heidi_engine.agents.teacher.base import Completion, Outage, TeacherError
 from heidi_engine.agents.teacher.client import OpenAITeacher
@@ -27,19 +27,8 @@ ROLE_ONLY = ("raw", SSE, b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\
 NO_FINISH = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "def f(): pass"}}]}
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def _teacher(url: str, **kwargs: Any) -> OpenAITeacher:
-    clock = _Clock()
+    clock = FakeClock()
     return OpenAITeacher(url, "gpt-4o-mini", None, clock=clock.time, sleep=clock.sleep, **kwargs)
 
 

@@ -7,25 +7,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from itertools import pairwise
 
+from harness import FakeClock
+
 from heidi_engine.agents.teacher.base import Completion, Outage, TeacherError
 from heidi_engine.agents.teacher.parking import map_jobs, outage_sample
 from heidi_engine.agents.teacher.usage import TeacherUsage
 
 MESSAGES = [{"role": "user", "content": "add two ints"}]
 INTERVAL = 30.0
-
-
-class FakeTime:
-    """An injected clock whose sleep advances it instantly."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _ok() -> Completion:
@@ -40,7 +29,7 @@ class Teacher:
     """Down until ``back_at`` on the fake clock: ``complete`` spends ``retries`` back-offs of 2 s first, a
     probe fails at once; both note when they were called."""
 
-    def __init__(self, fake: FakeTime, back_at: float, retries: int = 3) -> None:
+    def __init__(self, fake: FakeClock, back_at: float, retries: int = 3) -> None:
         self.fake, self.back_at, self.retries = fake, back_at, retries
         self.completes: list[float] = []
         self.probes: list[float] = []
@@ -60,18 +49,18 @@ class Teacher:
         return _ok()
 
 
-def _run(teacher: Teacher, fake: FakeTime, jobs: int, probe: Callable[..., Completion] | None) -> list[Outage]:
+def _run(teacher: Teacher, fake: FakeClock, jobs: int, probe: Callable[..., Completion] | None) -> list[Outage]:
     notices: list[Outage] = []
     done: dict[int, Completion | TeacherError] = {}
     map_jobs(teacher.complete, range(jobs), lambda _job: MESSAGES, done.__setitem__, concurrency=1,
              should_continue=lambda: True, on_outage=notices.append, park_interval_s=INTERVAL,
-             clock=fake.clock, sleep=fake.sleep, probe=probe)  # fmt: skip
+             clock=fake.time, sleep=fake.sleep, probe=probe)  # fmt: skip
     assert sorted(done) == list(range(jobs)) and all(isinstance(r, Completion) for r in done.values())
     return notices
 
 
 def test_a_parked_map_probes_once_per_interval_with_one_attempt_each() -> None:
-    fake = FakeTime()
+    fake = FakeClock(1000.0)
     teacher = Teacher(fake, back_at=fake.now + 300.0)
     notices = _run(teacher, fake, 3, teacher.probe)
     # One ordinary request met the outage (with its retries); then only probes, exactly INTERVAL apart.
@@ -86,14 +75,14 @@ def test_a_parked_map_probes_once_per_interval_with_one_attempt_each() -> None:
 
 
 def test_without_a_probe_the_ordinary_request_probes() -> None:
-    fake = FakeTime()
+    fake = FakeClock(1000.0)
     teacher = Teacher(fake, back_at=fake.now + 100.0, retries=2)
     _run(teacher, fake, 2, None)
     assert not teacher.probes and len(teacher.completes) > 2
 
 
 def test_an_answer_of_any_kind_ends_the_outage() -> None:
-    fake = FakeTime()
+    fake = FakeClock(1000.0)
     answers: list[TeacherError] = [_down(0), TeacherError("HTTP 400: bad request", TeacherUsage())]
 
     def send(messages: list[dict[str, str]]) -> Completion:
@@ -104,7 +93,7 @@ def test_an_answer_of_any_kind_ends_the_outage() -> None:
     said: list[str] = []
     map_jobs(send, range(3), lambda _job: MESSAGES, lambda job, result: said.append(f"{job}: {type(result).__name__}"),
              concurrency=1, should_continue=lambda: True, on_outage=lambda notice: said.append(notice.state),
-             park_interval_s=INTERVAL, clock=fake.clock, sleep=fake.sleep)  # fmt: skip
+             park_interval_s=INTERVAL, clock=fake.time, sleep=fake.sleep)  # fmt: skip
     # The probe met a 400: the server answers, so the map is back before that job's failure is delivered.
     assert said == ["parked", "recovered", "0: TeacherError", "1: Completion", "2: Completion"]
 

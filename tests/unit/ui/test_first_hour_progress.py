@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from harness import FakeClock
 
 from heidi_engine.ui.menu import follow
 from heidi_engine.ui.menu.follow import StageProgress, pause_hint
@@ -79,17 +80,6 @@ def test_a_pending_pause_says_what_it_waits_for() -> None:
     assert pause_hint({**state, "status": "paused"}) is None
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class _Client:
     """Answers ``status`` and ``snapshot`` from a script of states, one state per ``status`` call."""
 
@@ -106,7 +96,7 @@ class _Client:
 
 
 def test_a_piped_follower_prints_only_changes_and_a_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = _Clock()
+    clock = FakeClock()
     monkeypatch.setattr(follow, "time", clock)
     running = {"status": "running", "pause_requested": False}
 
