@@ -1,7 +1,9 @@
 """Throughput of redaction on event-sized messages: clean ones (the common case) and ones holding a secret;
 then its cost on adversarial text (a rule's trigger repeated) at 1, 2, 4 and 8 KiB, as time per KiB next to
 the same at 1 KiB (a ratio near 1 is linear; quadratic doubles it at each size), and the CPU time of a 4 MiB
-batch like the supervisor can receive at once (512 texts of 8 KiB, each a different repeat).
+batch like the supervisor can receive at once (512 texts of 8 KiB, each a different repeat). Last, the trigger
+pre-filter: CPU time per call of redaction that looks for every trigger (old) and of the filtered one (new),
+measured in the same run, on short and 8 KiB texts and on the repeated-trigger worst case.
 
 Run: ``python bench/bench_redaction.py [--seconds S] [--repeats N]``. Prints figures; it asserts nothing, so
 that figures from different machines can be compared. Times on adversarial text are CPU times.
@@ -14,7 +16,7 @@ import itertools
 import time
 from collections.abc import Callable
 
-from heidi_engine.bus.redaction import Redactor, strip_ansi
+from heidi_engine.bus.redaction import Redactor, _Unfiltered, strip_ansi
 
 # Typical ~80-character event messages. The second set holds trigger words ("tokens", "://", "key") that
 # send a clean message through the rules it triggers.
@@ -44,6 +46,10 @@ REPEATS = (
     "pass\u00adword=abc123 ", "token=\u200b", "sk-pr\u200boj-",
 )  # fmt: skip
 SIZES_KIB = (1, 2, 4, 8)
+CLEAN_49 = "round 3 generate: 42/128 samples done, queue ok.."
+SECRET_49 = "use sk-proj-Q3xv9LmT2aZkR8pWc1NbYh4dJf7GsE0u now."
+# Repeated triggers at 8 KiB: the assignment rules' skips, a rule that reads to the end, the commonest one.
+WORST = ("token=", "token:" * 96 + " ", "password=", "-----BEGIN", "sk-")
 TEXT_MAX = 8192  # the longest message or error an event accepts before redaction (RAW_TEXT_MAX)
 
 
@@ -81,19 +87,62 @@ def scaling(redactor: Redactor, repeats: int) -> None:
         print(f"  {ascii(unit)[:36]:<36}" + "".join(f"{m:10.2f}" for m in ms) + f"   x{ratio:.2f}")
 
 
-def batch(redactor: Redactor) -> None:
-    """Print the CPU time of 512 texts of 8 KiB, each a different repeat, cut as an event's message is."""
+def _batch_texts() -> list[str]:
     units = (
         f"{unit}{suffix}"
         for suffix, unit in itertools.product(("", "1", " ", "=", "\n", "(", "x", "$"), REPEATS)
     )
-    texts = [_repeat(unit, TEXT_MAX) for unit in itertools.islice(itertools.cycle(units), 512)]
+    return [_repeat(unit, TEXT_MAX) for unit in itertools.islice(itertools.cycle(units), 512)]
+
+
+def batch(redactor: Redactor) -> None:
+    """Print the CPU time of 512 texts of 8 KiB, each a different repeat, cut as an event's message is."""
+    texts = _batch_texts()
     started = time.process_time()
     for text in texts:
         redactor.clean(text, 500)
     cpu = time.process_time() - started
     mib = sum(map(len, texts)) / 2**20
     print(f"\n{len(texts)} adversarial texts, {mib:.1f} MiB: {cpu:.3f} s of CPU ({cpu / mib:.3f} s per MiB)")
+
+
+def _cpu_us(fn: Callable[[str], object], text: str, seconds: float) -> float:
+    """CPU microseconds per call, over chunks of calls that double until ``seconds`` of CPU are spent."""
+    calls, chunk = 0, 1
+    started = time.process_time()
+    while (spent := time.process_time() - started) < seconds:
+        for _ in range(chunk):
+            fn(text)
+        calls += chunk
+        chunk *= 2
+    return spent / calls * 1e6
+
+
+def _row(name: str, old: float, new: float) -> None:
+    print(f"  {name:<52}{old:11.2f}{new:11.2f}   x{new / old:.2f}")
+
+
+def prefilter(redactor: Redactor, old: Redactor, seconds: float) -> None:
+    """Print the CPU time per call of redaction that looks for every trigger (old) and of the pre-filter
+    (new); the least of three alternating runs counts for each, so that both see the same machine."""
+    clean_8k = _repeat("\n".join(CLEAN), TEXT_MAX)
+    cases = (
+        (f"redact, clean {len(CLEAN_49)}-char message", CLEAN_49),
+        (f"redact, {len(SECRET_49)}-char message with a secret", SECRET_49),
+        (f"redact, clean {len(clean_8k)}-char log text", clean_8k),
+        *((f"redact, 8 KiB of {unit[:12]!a}", _repeat(unit, TEXT_MAX)) for unit in WORST),
+    )
+    print(f"\npre-filter, CPU us per call{'old':>35}{'new':>11}   new/old")
+    for name, text in cases:
+        runs = [_cpu_us(r.redact, text, seconds / 6) for _ in range(3) for r in (old, redactor)]
+        _row(name, min(runs[::2]), min(runs[1::2]))
+    texts, spent = _batch_texts(), []
+    for r in (old, redactor) * 3:
+        started = time.process_time()
+        for text in texts:
+            r.clean(text, 500)
+        spent.append((time.process_time() - started) / len(texts) * 1e6)
+    _row("clean(max_len=500), 4 MiB repeated-trigger batch", min(spent[::2]), min(spent[1::2]))
 
 
 def main() -> None:
@@ -115,6 +164,7 @@ def main() -> None:
         print(f"{name:<45} {rate:>12,.0f} /s  {1e6 / rate:8.2f} us/call")
     scaling(redactor, args.repeats)
     batch(redactor)
+    prefilter(redactor, _Unfiltered(env=ENV), args.seconds)
 
 
 if __name__ == "__main__":
