@@ -22,6 +22,8 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
+from operator import add
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +44,7 @@ from heidi_engine.bus.journal import (
 from heidi_engine.bus.salvage import done_by, find_anchor, next_stage, previous_stage
 from heidi_engine.bus.state import LOSS_HISTORY, RECENT_EVENTS, RunState, Status, apply_sample, status_after
 from heidi_engine.bus.storage import atomic_write_json, read_json
-from heidi_engine.bus.totals import add_deltas, clamp_totals, zero_counters, zero_usage
+from heidi_engine.bus.totals import Sums, add_sums, clamp_totals, zero_counters, zero_usage
 
 __all__ = [
     "LEDGER_FILE", "UNATTRIBUTED", "Ledger", "LedgerLost", "LogPosition", "Totals", "file_head", "load_ledger",
@@ -55,6 +57,7 @@ LEDGER_FILE = "ledger.json"
 # The key in ``counted`` of what a ledger rebuilt from state.json cannot attribute to a stage and round.
 UNATTRIBUTED = "unattributed:0"
 _EVENT_STATUSES = frozenset({"running", "completed", "stopped", "failed"})  # those a pipeline event sets
+_Records = list[Mapping[str, Any]]
 
 
 class LedgerLost(Exception):
@@ -80,6 +83,24 @@ class Totals(BaseModel):
             if value is not None:
                 self.usage[name] = self.usage.get(name, 0) + value
         self.known_cost += usage.get(COST_FIELD) or 0.0
+
+    def add_sums(self, sums: Sums, records: Sequence[Mapping[str, Any]]) -> None:
+        """Add the sums of a batch of ``records``: exactly what :meth:`add` gives for each in turn (which
+        it does when the sums cannot give the same)."""
+        counters, usage = self.counters, self.usage
+        if not sums.fits(counters, usage, missing=0):
+            for record in records:
+                self.add(record["counters_delta"], record["usage_delta"])
+            return
+        for name, total in sums.counters.items():
+            counters[name] = counters.get(name, 0) + total
+        for name, total in sums.usage.items():
+            if name == COST_FIELD:
+                usage[name] = reduce(add, [cost for cost in sums.costs if cost is not None], usage.get(name, 0))
+            else:
+                usage[name] = usage.get(name, 0) + total
+        # As add: each event adds its known cost or 0.0 (the first 0.0 turns a -0.0 into 0.0).
+        self.known_cost = reduce(add, [cost or 0.0 for cost in sums.costs], self.known_cost + 0.0)
 
 
 class Ledger(BaseModel):
@@ -124,25 +145,24 @@ class Ledger(BaseModel):
         self.add_many((record,))
 
     def add_many(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Fold event records, in order, exactly as they were written to the log (one pass)."""
+        """Fold event records, in order, exactly as they were written to the log (one pass): the same
+        ledger as :meth:`add` on each in turn, its counts summed once per (stage, round) of the batch."""
         if not records:
             return
         if self.run_id is None:
             self.run_id = records[0]["run_id"]
+        groups: dict[tuple[str, int], _Records] = {}  # by (stage, round), first counted first
         for record in records:
-            counters, usage = record["counters_delta"], record["usage_delta"]
+            if record["counters_delta"] or record["usage_delta"]:
+                key = (record["stage"], record["round"])
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = []
+                group.append(record)
+        if groups:
+            self._add_groups(records, groups)
+        for record in [r for r in records if r["event_type"] != "progress" or r["level"] == "error"]:
             stage, round_no, kind, level = record["stage"], record["round"], record["event_type"], record["level"]
-            if counters or usage:
-                add_deltas(self.counters, self.usage, counters, usage)
-                key = f"{stage}:{round_no}"
-                totals = self.counted.get(key)
-                if totals is None:
-                    totals = self.counted[key] = Totals()
-                totals.add(counters, usage)
-            if kind == "progress":
-                if level == "error":
-                    self.error = record.get("error") or record["message"]
-                continue
             if kind == "stage_start":
                 self.current_stage = stage
             elif kind == "stage_end" and level == "success" and (round_no, stage) not in self.completed:
@@ -158,6 +178,30 @@ class Ledger(BaseModel):
         self.event_count += len(records)
         self.current_round = last["round"]
         self.last_event_ts = last["ts"]
+
+    def _add_groups(self, records: Sequence[Mapping[str, Any]], by_pair: dict[tuple[str, int], _Records]) -> None:
+        """Add each (stage, round)'s deltas to its totals, and all of them to the run's."""
+        groups = {f"{stage}:{round_no}": group for (stage, round_no), group in by_pair.items()}
+        if len(groups) < len(by_pair):  # a round written as a string too: one key, its records in order
+            groups = {}
+            for record in records:
+                if record["counters_delta"] or record["usage_delta"]:
+                    groups.setdefault(f"{record['stage']}:{record['round']}", []).append(record)
+        parts = {key: Sums(group) for key, group in groups.items()}
+        if len(parts) == 1:
+            whole = next(iter(parts.values()))
+        else:
+            costly = [part.costs for part in parts.values() if part.costs]
+            # The run's cost adds them in the batch's order, across stages and rounds.
+            costs = (costly[0] if costly else []) if len(costly) < 2 else [
+                r["usage_delta"][COST_FIELD] for r in records if COST_FIELD in r["usage_delta"]]
+            whole = Sums.merged(parts.values(), costs)
+        add_sums(self.counters, self.usage, whole, records)
+        for key, part in parts.items():
+            totals = self.counted.get(key)
+            if totals is None:
+                totals = self.counted[key] = Totals()
+            totals.add_sums(part, groups[key])
 
     def totals(self, stage: str, round_no: int) -> Totals:
         """What ``stage`` counted in round ``round_no`` (empty when nothing)."""
