@@ -22,7 +22,8 @@ from typing import Literal
 from heidi_engine.bus.config import AutoTrainConfig, ConfigError, load_config
 from heidi_engine.bus.connection import BusInfo, read_bus_info
 from heidi_engine.bus.errors import BusError
-from heidi_engine.bus.event import Event, fit_raw_text
+from heidi_engine.bus.event import fit_raw_text
+from heidi_engine.bus.event_wire import event_record, pack_record
 from heidi_engine.bus.exit_status import EXIT_FATAL, EXIT_NOSPACE, EXIT_STOPPED, is_no_space
 from heidi_engine.bus.message import AgentStatus
 from heidi_engine.bus.publisher import Publisher
@@ -125,7 +126,7 @@ class AgentRuntime:
         stage: str | None = None,
     ) -> None:
         """Send one event of this stage (validated and redacted here, and again by the supervisor)."""
-        event = Event.model_validate(
+        record = event_record(
             {
                 "run_id": self.run_id,
                 "round": self.round,
@@ -139,7 +140,7 @@ class AgentRuntime:
                 "error": None if error is None else fit_raw_text(error),
             }
         )
-        self._publisher.send("event", event)
+        self._publisher.send_packed("event", pack_record(record))
 
     def progress(self, message: str, **kwargs: object) -> None:
         """A ``progress`` event (see :meth:`emit` for the keyword arguments)."""

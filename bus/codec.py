@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from heidi_engine.bus.event import Event
+from heidi_engine.bus.event import Event, trusted_event
 from heidi_engine.bus.message import BODY_ADAPTERS, EVENTS_ADAPTER, KINDS
 
 PROTOCOL_VERSION = 2
@@ -201,19 +201,6 @@ def verify(frames: Sequence[bytes], key: bytes, max_size: int = MAX_MESSAGE_BYTE
     return topic, header, body
 
 
-def _trusted_event(obj: dict[str, Any]) -> Event:
-    """What ``Event.model_construct(**obj)`` builds, without its per-field loop (half a viewer's CPU
-    under a flood): ``obj`` holds every field but perhaps ``error``, as the supervisor wrote them."""
-    event = Event.__new__(Event)
-    fields = dict(obj)
-    fields.setdefault("error", None)  # last, where the model keeps it
-    object.__setattr__(event, "__dict__", fields)
-    object.__setattr__(event, "__pydantic_fields_set__", set(obj))
-    object.__setattr__(event, "__pydantic_extra__", None)
-    object.__setattr__(event, "__pydantic_private__", None)
-    return event
-
-
 def _schema_error(exc: ValidationError, what: str) -> DecodeError:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ())) or what
@@ -299,7 +286,7 @@ def _decode_events(body: bytes, redacted: bool) -> list[Event]:
                         for o in objs):
         # The supervisor validated (and redacted) every event it signs on egress; a viewer following a
         # busy run would otherwise spend most of its CPU validating them a second time.
-        return [_trusted_event(o) for o in objs]
+        return [trusted_event(o) for o in objs]
     events = []
     for item in validate_events(objs, redacted=redacted):
         if isinstance(item, DecodeError):

@@ -132,6 +132,45 @@ def check_count(what: str, value: object, maximum: int = MAX_DELTA) -> None:
         raise ValueError(f"{what} delta must be an int in 0..{maximum}, got {shown}")
 
 
+def checked_paths(value: list[str], *, already_clean: bool = False) -> list[str]:
+    """An event's artifact paths when each is relative, without ``..`` and short enough (ValueError
+    otherwise), their secrets made markers unless ``already_clean``."""
+    if len(value) > ARTIFACT_PATHS_MAX:
+        raise ValueError(f"{len(value)} artifact paths; at most {ARTIFACT_PATHS_MAX} are accepted")
+    for path in value:
+        if not _ARTIFACT_RE.fullmatch(path):
+            # The refusal is logged and counted: it must not carry what the path may hide.
+            shown = repr(clean(path, 80)) if len(path) <= ARTIFACT_PATH_MAX else f"of {len(path)} chars"
+            limit = f"{ARTIFACT_PATH_MAX} chars at most"
+            raise ValueError(f"artifact path {shown} must be relative, without '..', {limit}")
+    if already_clean or not value:
+        return value
+    # A secret in a path (data/sk-proj-..., the daemon's own key) becomes a marker, so the event and the
+    # rest of its paths are kept; a marker is a file-name part, so the path stays a relative one.
+    redacted = [redact_path(path) for path in value]
+    return [path if _ARTIFACT_RE.fullmatch(path) else _REDACTED_PATH for path in redacted]
+
+
+def trusted_event(record: dict[str, Any]) -> Event:
+    """The :class:`Event` of a record this process checked, or that the supervisor signed, without
+    validating it again (what ``model_construct`` builds, without its per-field loop: the hot path of
+    the supervisor and of every viewer). ``record`` holds every field, but perhaps ``error``."""
+    event = _new_event(Event)
+    _set(event, "__dict__", {**record, "error": None} if "error" not in record else dict(record))
+    _set_fields_set(event, set(record))
+    _set_extra(event, None)
+    _set_private(event, None)
+    return event
+
+
+# The model's slots, set as model_construct sets them (a frozen model refuses its own __setattr__).
+_new_event = BaseModel.__new__
+_set = object.__setattr__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 class Event(BaseModel):
     """One v1.0 event, exactly as written to ``events.jsonl`` and published to viewers."""
 
@@ -198,20 +237,7 @@ class Event(BaseModel):
     @field_validator("artifact_paths")
     @classmethod
     def _check_paths(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        if len(value) > ARTIFACT_PATHS_MAX:
-            raise ValueError(f"{len(value)} artifact paths; at most {ARTIFACT_PATHS_MAX} are accepted")
-        for path in value:
-            if not _ARTIFACT_RE.fullmatch(path):
-                # The refusal is logged and counted: it must not carry what the path may hide.
-                shown = repr(clean(path, 80)) if len(path) <= ARTIFACT_PATH_MAX else f"of {len(path)} chars"
-                limit = f"{ARTIFACT_PATH_MAX} chars at most"
-                raise ValueError(f"artifact path {shown} must be relative, without '..', {limit}")
-        if _already_clean(info):
-            return value
-        # A secret in a path (data/sk-proj-..., the daemon's own key) becomes a marker, so the event and the
-        # rest of its paths are kept; a marker is a file-name part, so the path stays a relative one.
-        redacted = [redact_path(path) for path in value]
-        return [path if _ARTIFACT_RE.fullmatch(path) else _REDACTED_PATH for path in redacted]
+        return checked_paths(value, already_clean=_already_clean(info))
 
     @model_validator(mode="after")
     def _error_only_on_error_level(self) -> Event:

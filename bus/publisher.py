@@ -122,9 +122,13 @@ class Publisher:
     def send(self, kind: str, body: BaseModel) -> None:
         """Queue one message (signed and sent by the flusher, events in batches); :class:`BusError` if
         the supervisor does not take it in time, or the bus failed."""
+        self.send_packed(kind, pack_body(body))
+
+    def send_packed(self, kind: str, packed: bytes) -> None:
+        """:meth:`send` for a body already packed (an event record packed by
+        :func:`~heidi_engine.bus.event_wire.pack_records`' encoder)."""
         if kind not in KINDS:
             raise ValueError(f"unknown message kind {kind!r}")
-        packed = pack_body(body)
         deadline = None if self._send_timeout_s is None else time.monotonic() + self._send_timeout_s
         with self._cond:
             while len(self._queue) >= _QUEUE_MAX and self._failed is None and not self._closing:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from heidi_engine.bus.clients import Client
 from heidi_engine.bus.codec import (
+    BATCH_MAX_EVENTS,
     MAX_MESSAGE_BYTES,
     MAX_SEQ,
     DecodeError,
@@ -36,6 +37,7 @@ from heidi_engine.bus.connection import BusInfo
 from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.delivery import DELIVERY_QUERY, Receipts
 from heidi_engine.bus.event import Event
+from heidi_engine.bus.event_wire import decode_batch
 from heidi_engine.bus.freshness import Nonces
 from heidi_engine.bus.message import Command, Reply
 from heidi_engine.bus.remote import RemoteListener
@@ -109,6 +111,26 @@ def _receive(
         bad.refuse("remote", DecodeError("revoked", f"a message on {where} from a revoked client key"))
         return None
     return frames, client
+
+
+def ingress_batch(body: bytes, bad: BadMessageLog) -> tuple[list[Event], list[dict[str, Any]] | None]:
+    """An ingress batch's valid events, with their records when all were (checked in one C call); what
+    the fast path cannot take whole goes to the model, which refuses (into ``bad``) exactly what is wrong."""
+    fast = decode_batch(body, BATCH_MAX_EVENTS, INGRESS_MAX_BYTES)
+    if fast is not None:
+        return fast
+    try:
+        objs = unpack_batch(body, INGRESS_MAX_BYTES)
+    except DecodeError as exc:
+        bad.refuse("ingress", exc)
+        return [], None
+    events: list[Event] = []
+    for item in validate_events(objs):
+        if isinstance(item, DecodeError):
+            bad.refuse("ingress", item)
+        else:
+            events.append(item)
+    return events, None
 
 
 @dataclass(frozen=True)
@@ -264,20 +286,14 @@ class BusServer:
         return out
 
     def decode_ingress_events(self, body: bytes) -> list[Event]:
-        """The valid events of an ingress batch, validated in one call when all are; each refused event
-        (or the whole batch, when it is not one) is counted."""
-        try:
-            objs = unpack_batch(body, INGRESS_MAX_BYTES)
-        except DecodeError as exc:
-            self.bad.refuse("ingress", exc)
-            return []
-        events: list[Event] = []
-        for item in validate_events(objs):
-            if isinstance(item, DecodeError):
-                self.bad.refuse("ingress", item)
-            else:
-                events.append(item)
-        return events
+        """The valid events of an ingress batch; each refused event (or the whole batch, when it is not
+        one) is counted."""
+        return self.decode_ingress_batch(body)[0]
+
+    def decode_ingress_batch(self, body: bytes) -> tuple[list[Event], list[dict[str, Any]] | None]:
+        """:meth:`decode_ingress_events`, with the events' records when every event was valid (the fast
+        path, :mod:`heidi_engine.bus.event_wire`, checks a whole batch in C)."""
+        return ingress_batch(body, self.bad)
 
     def decode_ingress_body(self, header: Header, body: bytes) -> Any | None:
         """Validate one ingress body; ``None`` (counted) when it is refused."""

@@ -9,6 +9,7 @@ READY, STATUS and WATCHDOG over ``NOTIFY_SOCKET`` and logs to stderr in journald
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import resource
@@ -257,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier()
     supervisor.on_step = notifier.tick
     notifier.ready(supervisor.state)
+    # What start-up built (modules, models, the recovered state) lives as long as the daemon: out of the
+    # collector's sight, each collection costs the event path less (a batch allocates many objects).
+    gc.freeze()
     try:
         supervisor.serve_forever()
     finally:

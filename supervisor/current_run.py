@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from heidi_engine.bus.codec import pack_events
 from heidi_engine.bus.config import AutoTrainConfig
 from heidi_engine.bus.event import Event, fit_raw_text, utc_now_iso
+from heidi_engine.bus.event_wire import pack_records
 from heidi_engine.bus.message import ControlBroadcast, Heartbeat
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import (
@@ -69,10 +69,11 @@ class CurrentRun:
         self.state.seq = self.seq
         return self.seq
 
-    def accept_events(self, events: list[Event]) -> None:
-        """Persist, apply and publish already-validated events, in that order (after any held back)."""
+    def accept_events(self, events: list[Event], records: list[dict[str, Any]] | None = None) -> None:
+        """Persist, apply and publish already-validated events (with their records when the caller has
+        them), in that order (after any held back)."""
         if events and self.spool is not None:
-            self._applied(self.spool.write_events(events))
+            self._applied(self.spool.write_events(events, records))
 
     def _applied(self, written: Written) -> None:
         """Fold what is on disk into the state in one pass, then publish it as batches whose ``seq`` run
@@ -85,7 +86,7 @@ class CurrentRun:
         self.accepted_events += len(written)
 
     def _publish_records(self, records: list[dict[str, Any]]) -> None:
-        packed = pack_events(records)
+        packed = pack_records(records)
         if len(packed) > EGRESS_MAX_BYTES and len(records) > 1:
             # Only events with long artifact lists get here: halves, each under the viewers' limit.
             half = len(records) // 2

@@ -6,7 +6,7 @@ are handed on first. An agent that is heard from is alive (and says whether it i
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.message import AgentStatus
@@ -25,11 +25,25 @@ class IntakeHost(Protocol):
     @property
     def state(self) -> RunState: ...
 
-    def accept_events(self, events: list[Event]) -> None: ...
+    def accept_events(self, events: list[Event], records: list[dict[str, Any]] | None = None) -> None: ...
 
     def accept_sample(self, sample: TrainerSample | SystemSample | EvalSample | TeacherSample) -> None: ...
 
     def agent_heard(self, sender: str, parked: bool | None, *, pid: int | None = None, done: bool = False) -> None: ...
+
+
+def records_of(
+    records: list[dict[str, Any]] | None, events: list[Event], kept: list[Event], out: list[dict[str, Any]]
+) -> None:
+    """Append to ``out`` the record of each event in ``kept`` (a subsequence of ``events``, whose records
+    are ``records``, or ``None`` when the events were validated one by one: their own records then)."""
+    if records is None:
+        out.extend(event.to_record() for event in kept)
+    elif len(kept) == len(events):
+        out.extend(records)
+    else:
+        pairs = iter(zip(events, records, strict=True))
+        out.extend(next(record for event, record in pairs if event is wanted) for wanted in kept)
 
 
 class Intake:
@@ -45,6 +59,7 @@ class Intake:
         host = self.host
         self.gate.begin()
         batch: list[Event] = []
+        batch_records: list[dict[str, Any]] = []  # the batch's records, each event's (the fast path's)
         taken = 0
         while taken < INGEST_BATCH:
             received = self.server.recv_ingress(64)
@@ -52,11 +67,12 @@ class Intake:
                 break
             for header, body_bytes in received:
                 if header.kind == "event":
-                    events = self.server.decode_ingress_events(body_bytes)
+                    events, records = self.server.decode_ingress_batch(body_bytes)
                     taken += max(1, len(events))
                     kept = self.gate.events(host.state, events)
                     if kept:
                         batch.extend(kept)
+                        records_of(records, events, kept, batch_records)
                         host.agent_heard(header.sender, None)
                     continue
                 taken += 1
@@ -64,8 +80,8 @@ class Intake:
                 if body is None:
                     continue
                 # Keep order: events before a sample or status are persisted and published first.
-                host.accept_events(batch)
-                batch = []
+                host.accept_events(batch, batch_records)
+                batch, batch_records = [], []
                 if isinstance(body, SystemSample):
                     self.gate.refuse("system_sample")  # only the supervisor samples the machine
                 elif isinstance(body, (TrainerSample, EvalSample, TeacherSample)):
@@ -80,4 +96,4 @@ class Intake:
                     body.run_id is None or not self.gate.foreign(host.state, body.run_id)
                 ):
                     host.agent_heard(body.stage, body.phase == "parked", pid=body.pid, done=body.phase == "done")
-        host.accept_events(batch)
+        host.accept_events(batch, batch_records)

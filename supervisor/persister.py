@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from heidi_engine.bus.journal import CONFIG_FILE, EVENTS_FILE, METRICS_FILE, STATE_FILE, repair_torn_tail
 from heidi_engine.bus.ledger import Ledger, LogPosition, file_head, load_ledger
 from heidi_engine.bus.state import RunState
@@ -64,6 +66,15 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 def _dumps(record: dict[str, Any]) -> bytes:
     return _ENCODER.encode(record).encode() + b"\n"
+
+
+def _event_line(record: dict[str, Any]) -> bytes:
+    """An event record's line: the same JSON values as :func:`_dumps` at a tenth of the cost (orjson),
+    or :func:`_dumps` itself for what orjson refuses (a lone surrogate)."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return _dumps(record)
 
 
 class Persister:
@@ -121,7 +132,7 @@ class Persister:
         first = 0
         try:
             for index, record in enumerate(records):
-                line = _dumps(record)
+                line = _event_line(record)
                 if chunk and self._events_size + len(chunk) + len(line) > self.max_bytes:
                     self._write_events(bytes(chunk), records[first:index])
                     written, first = index, index

@@ -54,15 +54,17 @@ class Spool:
         """True while events wait for the disk."""
         return bool(self._held)
 
-    def write_events(self, events: list[Event]) -> Written:
-        """Append ``events`` after any held ones; returns those now on disk, in order, with their records."""
+    def write_events(self, events: list[Event], records: list[dict[str, Any]] | None = None) -> Written:
+        """Append ``events`` (with their ``records`` when the caller has them) after any held ones; returns
+        those now on disk, in order, with their records."""
         if self._held:
             self._held.extend(events)
             return []
-        return self._append(events)
+        return self._append(events, records)
 
-    def _append(self, events: list[Event]) -> Written:
-        records = [e.to_record() for e in events]
+    def _append(self, events: list[Event], records: list[dict[str, Any]] | None = None) -> Written:
+        if records is None:
+            records = [e.to_record() for e in events]
         written = len(records)
         try:
             self.persister.append_events(records)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from heidi_engine.bus.event import MAX_TOTAL, MAX_TOTAL_COST_USD, Event
 from heidi_engine.bus.state import EndpointUsage, RunState, TeacherSample
 from heidi_engine.supervisor.ingress import IngressGate
+from heidi_engine.supervisor.intake import records_of
 
 RUN = "run_20240215_123456_abc12345"
 OTHER = "run_20240215_123456_def12345"
@@ -90,3 +91,19 @@ def test_an_external_trainer_counts_nothing_into_the_run() -> None:
                      counters_delta={"train_step": 10})  # fmt: skip
     assert gate.events(state, [said, counting]) == [said]
     assert gate.refused == {"external_counts": 1}
+
+
+def test_the_records_of_the_kept_events_follow_them_whichever_the_gate_refused() -> None:
+    gate = IngressGate()
+    state = RunState(run_id=RUN, status="running")
+    sent = [event(RUN), event(OTHER), event(RUN, "stage_end"), event(RUN, "error"), event(OTHER), event(RUN)]
+    records = [{"n": n} for n in range(len(sent))]
+    kept = gate.events(state, sent)
+    out: list[dict[str, object]] = []
+    records_of(records, sent, kept, out)
+    assert out == [{"n": 0}, {"n": 3}, {"n": 5}]
+    records_of(records, sent, sent, out)
+    assert out[3:] == records
+    # events validated one by one carry no records: each kept one's own
+    records_of(None, sent, kept, out)
+    assert out[-3:] == [e.to_record() for e in kept]
