@@ -136,8 +136,12 @@ class CurrentRun:
         self.server.publish("control", ControlBroadcast(action=action, run_id=self.state.run_id), None)  # type: ignore[arg-type]
 
     def _write_state(self, *, unless_recent: bool = False) -> None:
+        """Hand ``state.json`` and the ledger to the persister's writer: at once at a boundary, else once a
+        second; the loop never waits for the disk, and learns a failure at a later check."""
         if self.spool is not None:
-            self.spool.write_state(self.state, unless_recent=unless_recent)
+            if not unless_recent:
+                self.spool.persister.mark_boundary()
+            self.spool.write_state(self.state, unless_recent=True)
 
     def report_problem(self, site: str, problem: str | None) -> bool:
         """Set or clear what keeps ``site`` from working; viewers show it as the health's reason.

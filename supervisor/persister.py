@@ -8,12 +8,19 @@ ledger (what every event counted) is saved before a generation can be deleted, s
 depend on which generations remain; a torn last line left by a kill -9 is cut off on the next open;
 every file is 0600, and every rename is followed by an fsync of the folder.
 
+The loop never waits on the disk for ``state.json`` and the ledger: it serialises them (the snapshot is the
+state at that instant) and hands the bytes to a thread (:class:`~heidi_engine.bus.storage.AtomicWriter`)
+that fsyncs the events they count, then replaces each file atomically. Only a rotation (the ledger on disk
+before a generation goes), :meth:`Persister.write_state` and :meth:`Persister.close` wait for it, and a
+run's first save is written at once: its files tell of the run before its start is answered.
+
 Write errors (a full disk) leave every file valid and are raised for the broker to handle: events that
 did not reach the disk are reported by :class:`PersistError` so that none is taken as written; metric
 lines that could not be written wait in a bounded buffer and go out with the next successful write. A
 failed write of ``state.json`` (or the ledger) is tried again each second whether or not the state
 changed since, and until one succeeds every check raises its error again (:class:`StateBehind`): a write
-skipped because a second has not passed does not make the files current.
+skipped because a second has not passed, or handed to the writer and not yet done, does not make the files
+current. The writer's outcome is learned at the next check.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import json
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,14 +38,18 @@ from typing import Any
 import orjson
 
 from heidi_engine.bus.journal import CONFIG_FILE, EVENTS_FILE, METRICS_FILE, STATE_FILE, repair_torn_tail
-from heidi_engine.bus.ledger import Ledger, LogPosition, file_head, load_ledger
+from heidi_engine.bus.ledger import LEDGER_FILE, Ledger, LogPosition, file_head, load_ledger
 from heidi_engine.bus.state import RunState
 from heidi_engine.bus.storage import (
+    AtomicWriter,
+    Replacement,
     atomic_write_bytes,
     atomic_write_json,
     ensure_private_dir,
     fsync_dir,
+    json_bytes,
     open_private_append,
+    replace_files,
 )
 
 STATE_INTERVAL_S = 1.0
@@ -78,7 +90,7 @@ def _event_line(record: dict[str, Any]) -> bytes:
 
 
 class Persister:
-    """Writes one run's files. Not thread-safe: the broker's loop is its only caller."""
+    """Writes one run's files. Not thread-safe: the broker's loop is its only caller; its writer gets bytes."""
 
     def __init__(
         self,
@@ -108,8 +120,12 @@ class Persister:
         self._metrics_backlog: deque[bytes] = deque(maxlen=METRICS_BACKLOG)
         self.metrics_dropped = 0
         self._dirty = False
+        self._due = False  # a boundary: the next check hands the state over whatever the second
         self._last_state_write = float("-inf")
         self._state_error: OSError | None = None  # the last state write's failure, until one succeeds
+        self._state_on_disk = False  # until a save succeeds, saves are written at once
+        self._writer = AtomicWriter(f"state-writer:{self.run_dir.name}")
+        weakref.finalize(self, self._writer.stop)  # a persister dropped unclosed leaves no thread waiting
         self.rotations = 0
 
     @classmethod
@@ -167,6 +183,7 @@ class Persister:
         self.ledger.save(self.run_dir)
 
     def _rotate(self) -> None:
+        self._writer.settle()  # its saves name this file's descriptor, and no older ledger may land later
         os.fsync(self._events_fd)
         # Before any generation can go: the ledger covers the whole current file.
         self._save_ledger()
@@ -253,37 +270,61 @@ class Persister:
         """Something in the state changed; it will be written within a second."""
         self._dirty = True
 
+    def mark_boundary(self) -> None:
+        """A stage boundary or a status change: the next check hands the state over at once."""
+        self._due = True
+
     def maybe_write_state(self, state: RunState) -> bool:
-        """Write ``state.json`` if it changed, or its last write failed, and the last write (or try) is a
-        second old. Raises :class:`StateBehind` when it is not written now and the last write failed."""
+        """Hand ``state.json`` and the ledger to the writer at a boundary, or once a second while they changed
+        or the last write failed (until a save succeeded, it writes them itself); returns whether it did.
+        Raises :class:`StateBehind` while the newest write done failed and none succeeded since."""
+        self._state_error = self._writer.outcome(self._state_error)
         failed = self._state_error
-        if (self._dirty or failed is not None) and self.clock() - self._last_state_write >= STATE_INTERVAL_S:
-            self.write_state(state)
+        handed = self._due or (
+            (self._dirty or failed is not None) and self.clock() - self._last_state_write >= STATE_INTERVAL_S)
+        if handed and not self._state_on_disk:
+            self.write_state(state)  # raises its own error
             return True
+        if handed:
+            self._last_state_write = self.clock()
+            self._writer.submit(self._snapshot(state))
+            self._dirty = self._due = False
         if failed is not None:
             raise StateBehind(failed)
-        return False
+        return handed
 
     def write_state(self, state: RunState) -> None:
-        """Write ``state.json`` and the ledger now (stage boundaries, status changes, shutdown)."""
+        """Write ``state.json`` and the ledger now (close, tools), dropping the older save the writer holds."""
+        self._writer.settle(drop=True)
+        self._state_error = self._writer.outcome(self._state_error)
         self._last_state_write = self.clock()
         try:
-            os.fsync(self._events_fd)
-            atomic_write_json(self.run_dir / STATE_FILE, state.model_dump(mode="json"), indent=None)
-            self._save_ledger()
+            replace_files(self._snapshot(state))
         except OSError as exc:
             self._state_error = exc
             raise
         self._state_error = None
-        self._dirty = False
+        self._state_on_disk = True
+        self._dirty = self._due = False
+
+    def flush(self) -> None:
+        """Wait until every save handed to the writer is written (its outcome is learned at the next check)."""
+        self._writer.settle()
+
+    def _snapshot(self, state: RunState) -> Replacement:
+        self.ledger.position = self._position()
+        files = ((self.run_dir / STATE_FILE, json_bytes(state.model_dump(mode="json"))),
+                 (self.run_dir / LEDGER_FILE, json_bytes(self.ledger.model_dump(mode="json"))))
+        return Replacement(files, synced=self._events_fd)  # the events the ledger counts made durable first
 
     def write_config(self, config: dict[str, Any]) -> None:
         """The effective configuration of the run, secrets redacted."""
         atomic_write_json(self.run_dir / CONFIG_FILE, config)
 
     def close(self, state: RunState | None = None) -> None:
-        """Final state write (if given), fsync and close; every step is tried whatever the others do."""
+        """Join the writer, write the final state (if given), fsync and close; every step is tried regardless."""
         try:
+            self._writer.close(drop=state is not None)
             if state is not None:
                 self.write_state(state)
             self.flush_metrics()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from heidi_engine.bus import storage
 from heidi_engine.bus.journal import event_files, iter_lines, read_events, repair_torn_tail
 from heidi_engine.bus.state import RunState
-from heidi_engine.supervisor import persister as persister_module
 from heidi_engine.supervisor.health import Problems
 from heidi_engine.supervisor.persister import Persister
 from heidi_engine.supervisor.runs import clear_orphan_temps
@@ -139,36 +139,43 @@ def test_full_disk_leaves_no_partial_line(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_a_failed_state_write_stays_a_problem_until_a_write_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A full disk: the write skipped within the second, or because nothing changed, must not clear it."""
+    """A full disk: the write skipped within the second, or because nothing changed, or handed to the writer
+    and not yet done, must not clear it."""
     now = [100.0]
     persister = Persister(tmp_path, max_bytes=10**6, retention=3, clock=lambda: now[0])
     problems = Problems()
     spool = Spool(persister, problems.report, clock=lambda: now[0])
     state = RunState(run_id=RUN, status="running")
-    spool.write_state(state)  # a boundary: written, nothing dirty afterwards
-    real_write = persister_module.atomic_write_json
+    spool.write_state(state)  # written now, nothing dirty afterwards
+    real_write = storage.atomic_write_bytes
     writes: list[str] = []
 
-    def full_disk(path: Path, obj: object, **kwargs: object) -> None:
+    def full_disk(path: Path, data: bytes, **kwargs: object) -> None:
         writes.append(Path(path).name)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(persister_module, "atomic_write_json", full_disk)
+    monkeypatch.setattr(storage, "atomic_write_bytes", full_disk)
     now[0] += 5
-    spool.write_state(state)  # a boundary write fails; the state is not dirty
-    seen = [problems.text]
+    persister.mark_boundary()
+    spool.write_state(state, unless_recent=True)  # a boundary: handed to the writer, which fails
+    persister.flush()
+    seen = []
     for _ in range(25):  # the loop asks every 100 ms: skipped within the second, tried again after it
         now[0] += 0.1
         spool.write_state(state, unless_recent=True)
+        persister.flush()
         seen.append(problems.text)
     assert all(text is not None and "cannot write state.json: No space left on device" in text for text in seen), seen
     assert writes == ["state.json"] * 3  # the boundary, then once a second though nothing changed
-    monkeypatch.setattr(persister_module, "atomic_write_json", real_write)
+    monkeypatch.setattr(storage, "atomic_write_bytes", real_write)
     now[0] += 0.5
     spool.write_state(state, unless_recent=True)  # still within the second: still behind
     assert problems.text is not None
     now[0] += 0.5
-    spool.write_state(state, unless_recent=True)  # the space is back: written, and the problem clears
+    spool.write_state(state, unless_recent=True)  # the space is back: handed over, not yet known written
+    assert problems.text is not None
+    persister.flush()
+    spool.write_state(state, unless_recent=True)  # its success learned: the problem clears
     assert problems.text is None
     now[0] += 5
     assert not persister.maybe_write_state(state)  # nothing changed and nothing is behind: no write
