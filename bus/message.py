@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from heidi_engine.bus.event import Event
 from heidi_engine.bus.state import EvalSample, StatusPatch, SystemSample, TeacherSample, TrainerSample
 
-Kind = Literal["event", "sample", "state", "control", "command", "reply"]
-KINDS: tuple[str, ...] = ("event", "sample", "state", "control", "command", "reply")
+Kind = Literal["event", "sample", "state", "control", "command", "reply", "feed"]
+KINDS: tuple[str, ...] = ("event", "sample", "state", "control", "command", "reply", "feed")
 
 
 class AgentStatus(BaseModel):
@@ -96,3 +96,31 @@ BODY_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "command": TypeAdapter(Command),
     "reply": TypeAdapter(Reply),
 }
+
+
+# -- the UI feed (supervisor → egress, topic "feed"): see supervisor/ui_feed.py ------------------------
+
+FEED_EVENTS = 200  # the newest events one delta carries at most; the others are counted in left_out
+
+
+class FeedDelta(BaseModel):
+    """What changed in the run state since the feed's previous delta, published at most every 100 ms and
+    only when something changed. ``feed`` counts the deltas of a supervisor session (a client that sees
+    one missing takes a snapshot, whose ``feed`` says which delta follows it); ``seq`` is the state's
+    ``seq`` it brings a client to; ``fields`` are the changed top-level fields of
+    :class:`~heidi_engine.bus.state.RunState` as JSON (never ``recent_events``); ``events`` the newest
+    (at most :data:`FEED_EVENTS`) of the events accepted since, oldest first, and ``left_out`` how many
+    of those it does not carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feed: int = Field(ge=1)
+    seq: int = Field(ge=0)
+    fields: dict[str, Any] = Field(default_factory=dict)
+    # Event records as the supervisor wrote them to disk: trusted as every event it signs is (a viewer
+    # checks only that each is a map), not copied key by key here (half a delta's decoding otherwise).
+    events: list[Any] = Field(default_factory=list, max_length=FEED_EVENTS)
+    left_out: int = Field(default=0, ge=0)
+
+
+BODY_ADAPTERS["feed"] = TypeAdapter(FeedDelta)

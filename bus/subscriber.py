@@ -5,6 +5,9 @@ Subscribe first, then ask for a snapshot tagged with ``seq = N``, then apply onl
 skipped, the rest applied in one reducer pass). A gap in ``seq`` (a slow viewer whose messages the PUB socket dropped), a heartbeat ahead of
 us, or a new supervisor session makes the subscriber take a fresh snapshot. When nothing is heard it
 re-reads the connection file, so a restarted supervisor (new key, new session) is picked up by itself.
+
+:class:`FeedSubscriber` follows the UI feed instead (supervisor/ui_feed.py): a delta of the state at most
+every 100 ms, whatever the event rate, with the same snapshot, gap and session rules, counted in deltas.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import zmq
 
@@ -24,10 +27,11 @@ from heidi_engine.bus.context import new_socket
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.errors import BusError
 from heidi_engine.bus.event import Event
-from heidi_engine.bus.message import ControlBroadcast, Heartbeat
+from heidi_engine.bus.message import ControlBroadcast, FeedDelta, Heartbeat
 from heidi_engine.bus.remote import connect
 from heidi_engine.bus.state import (
     GAUGE_TYPES,
+    RECENT_EVENTS,
     RunState,
     StatusPatch,
     apply_events,
@@ -37,6 +41,8 @@ from heidi_engine.bus.state import (
 
 STALE_AFTER_S = 3.0
 _SNAPSHOT_TIMEOUT_S = 2.0
+# Validates one field of a state as it assigns it (what a model with validate_assignment does on setattr).
+_ASSIGN = RunState.__pydantic_validator__.validate_assignment
 
 
 class Subscriber:
@@ -46,6 +52,8 @@ class Subscriber:
     ``on_event`` is called for every event applied live (not for those folded into a snapshot), and
     ``on_batch`` once for each batch of them, with their records and the first one's ``seq``.
     """
+
+    TOPICS: ClassVar[tuple[bytes, ...]] = (b"event", b"sample", b"state")
 
     def __init__(
         self,
@@ -85,7 +93,7 @@ class Subscriber:
         self._disconnect()
         sub = new_socket(zmq.SUB, linger_ms=0, max_msg=8 * 1024 * 1024)
         sub.setsockopt(zmq.RCVHWM, self.rcvhwm)
-        for topic in (b"event", b"sample", b"state"):
+        for topic in self.TOPICS:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         connect(sub, info, info.egress)
         self._sub = sub
@@ -138,7 +146,11 @@ class Subscriber:
         self.last_heard = self.clock()
         self.last_error = None
         self._need_snapshot = False
+        self._took_snapshot(result)
         return True
+
+    def _took_snapshot(self, result: dict[str, Any]) -> None:
+        """What a subclass keeps of a snapshot's answer besides the state."""
 
     def _handle(self, frames: list[bytes]) -> None:
         assert self._info is not None
@@ -152,16 +164,18 @@ class Subscriber:
         if header.supervisor != self.supervisor or header.seq is None:
             self._need_snapshot = True
             return
-        body = message.body
+        self._apply(header.seq, message.body)
+
+    def _apply(self, seq: int, body: Any) -> None:
+        """Apply one egress message of this session, numbered ``seq``."""
         if isinstance(body, Heartbeat):
             if body.seq > self.seq:
                 self.gaps += 1
                 self._need_snapshot = True
             return
         if isinstance(body, list):
-            self._apply_batch(header.seq, body)
+            self._apply_batch(seq, body)
             return
-        seq = header.seq
         if seq <= self.seq:
             return
         if seq != self.seq + 1:
@@ -220,6 +234,13 @@ class Subscriber:
             self._snapshot()
         return count
 
+    def call(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        """A command over this subscriber's control connection (from the thread that polls it); raises
+        :class:`~heidi_engine.bus.errors.BusError` (``CommandRefused`` for a refusal) when it fails."""
+        if self._control is None:
+            raise BusError(f"{name}: not connected to a supervisor")
+        return self._control.call(name, args)
+
     # -- status for viewers ------------------------------------------------------------------------
 
     @property
@@ -234,6 +255,84 @@ class Subscriber:
     def close(self) -> None:
         """Close the sockets (idempotent)."""
         self._disconnect()
+
+
+class FeedSubscriber(Subscriber):
+    """A subscriber to the UI feed (:class:`~heidi_engine.bus.message.FeedDelta`, at most ten a second)
+    instead of every event: its cost does not grow with the event rate.
+
+    It applies the deltas that follow its snapshot's ``feed`` number; one missing (or a new session)
+    means a new snapshot. A delta's fields are validated one by one as they are assigned, its events
+    appended to the state's recent ones. ``on_batch(records, first)`` gets the events a delta carried,
+    ``first`` being the number of the first as ``event_count`` counts (the newest is ``event_count``);
+    ``on_left_out(count, first)`` the events it did not carry, just before those. Heartbeats tell a
+    client that missed the last delta of a burst: a delta at or past a heartbeat's ``seq`` leaves before
+    the next heartbeat, so a client still behind a heartbeat's ``seq`` at the next one missed it.
+    """
+
+    TOPICS: ClassVar[tuple[bytes, ...]] = (b"feed", b"state")
+
+    def __init__(
+        self,
+        home: str | Path,
+        *,
+        on_left_out: Callable[[int, int], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("on_event") is not None:
+            raise ValueError("the feed carries event records, not events: use on_batch")
+        super().__init__(home, **kwargs)
+        self.on_left_out = on_left_out
+        self.feed = -1  # the number of the last delta applied (or of the snapshot's)
+        self.deltas = 0
+        self.left_out = 0  # events the deltas applied did not carry, in all
+        self._behind: int | None = None  # the last heartbeat's seq, when it was ahead of ours
+
+    def _took_snapshot(self, result: dict[str, Any]) -> None:
+        self.feed = int(result.get("feed", -1))
+        self._behind = None
+
+    def _apply(self, seq: int, body: Any) -> None:
+        if isinstance(body, FeedDelta):
+            self._apply_delta(body)
+        elif isinstance(body, Heartbeat):
+            behind, self._behind = self._behind, body.seq if body.seq > self.seq else None
+            if behind is not None and self.seq < behind:
+                self.gaps += 1
+                self._need_snapshot = True
+        # Status patches (also on "state") need nothing here: the next delta carries what they changed.
+
+    def _apply_delta(self, delta: FeedDelta) -> None:
+        if delta.feed <= self.feed:
+            return  # already in the snapshot
+        if delta.feed != self.feed + 1:
+            self.gaps += 1
+            self._need_snapshot = True
+            return
+        state, records = self.state, delta.events
+        try:
+            if not all(isinstance(record, dict) for record in records):
+                raise ValueError("an event record that is not a map")
+            for name, value in delta.fields.items():
+                if name != "recent_events":
+                    _ASSIGN(state, name, value)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            self.bad_messages["bad_feed"] += 1
+            self.last_error = f"a feed delta did not fit the state: {str(exc)[:200]}"
+            self._need_snapshot = True
+            return
+        recent = state.recent_events
+        recent.extend(records)
+        if len(recent) > RECENT_EVENTS:
+            del recent[: len(recent) - RECENT_EVENTS]
+        self.feed, self.seq, state.seq = delta.feed, delta.seq, delta.seq
+        self.deltas += 1
+        self.left_out += delta.left_out
+        first = state.event_count - len(records) + 1
+        if delta.left_out and self.on_left_out is not None:
+            self.on_left_out(delta.left_out, first)
+        if records and self.on_batch is not None:
+            self.on_batch(records, first)
 
 
 class ControlListener:

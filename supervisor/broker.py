@@ -140,6 +140,8 @@ class Supervisor(CommandFacade):
                 if pipeline.finished:
                     self.pipeline = None
         self._write_state(unless_recent=True)
+        # Before the heartbeat: a delta bringing viewers to a heartbeat's seq leaves before the next one.
+        self.ui_feed.tick(now, self.state, self.seq)
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._last_heartbeat = now
             self._heartbeat()

@@ -18,6 +18,7 @@ from heidi_engine.bus.event import is_run_id
 from heidi_engine.bus.message import Command, Reply
 from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.state import ACTIVE_STATUSES, RunState
+from heidi_engine.supervisor.ui_feed import PAGE_MAX
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class SupervisorPort(Protocol):
     def resume_run(self, run_id: str | None) -> str: ...
     def list_runs(self) -> list[dict[str, Any]]: ...
     def request_shutdown(self) -> None: ...
+    def events_page(self, run_id: str | None, before: int, limit: int) -> dict[str, Any]: ...
 
 
 Handler = Callable[[SupervisorPort, Mapping[str, Any]], Any]
@@ -72,6 +74,32 @@ def cmd_snapshot(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
     """The full run state with the ``seq`` it reflects (viewers apply only later updates)."""
     _no_args(args, "snapshot")
     return sup.snapshot()
+
+
+def _count_arg(args: Mapping[str, Any], name: str, default: int | None = None) -> int:
+    value = args.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise Refused(f"events: {name} must be a whole number of at least 1, got {str(value)[:40]!r}")
+    return value
+
+
+def cmd_events(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
+    """Older events of the run shown now, a page at a time (what a viewer's live feed did not carry).
+    Args: ``before`` (the page ends just before this event; events are numbered from 1 as the state's
+    ``event_count`` counts them, so the newest is ``event_count``), ``limit`` (1 to 500, default 200),
+    ``run_id`` (refused unless it is the run shown now). Returns ``events`` (oldest first), ``first`` (the
+    number of the first) and ``more`` (whether older ones remain in the files)."""
+    unknown = set(args) - {"before", "limit", "run_id"}
+    if unknown:
+        raise Refused(f"events: unknown argument(s): {', '.join(sorted(unknown))}")
+    before, limit = _count_arg(args, "before"), _count_arg(args, "limit", 200)
+    if limit > PAGE_MAX:
+        raise Refused(f"events: limit {limit} is over the cap of {PAGE_MAX} events a page; "
+                      f"ask for the next page with before set to the first number of the last one")
+    run_id = args.get("run_id")
+    if run_id is not None and not is_run_id(run_id):
+        raise Refused(f"events: {str(run_id)[:80]!r} is not a run id (run_YYYYMMDD_HHMMSS_<8 hex>)")
+    return sup.events_page(run_id, before, limit)
 
 
 def cmd_start(sup: SupervisorPort, args: Mapping[str, Any]) -> Any:
@@ -164,13 +192,14 @@ COMMANDS: dict[str, Handler] = {
     "resume_run": cmd_resume_run,
     "list_runs": cmd_list_runs,
     "shutdown": cmd_shutdown,
+    "events": cmd_events,
 }
 
 
 # The least role that may send each command (a remote client's; local clients may send every one).
 # ``start`` by an operator is further limited to the fields that size the work (see :func:`refusal`).
 LEAST_ROLE: dict[str, str] = {
-    "ping": "viewer", "status": "viewer", "snapshot": "viewer", "list_runs": "viewer",
+    "ping": "viewer", "status": "viewer", "snapshot": "viewer", "list_runs": "viewer", "events": "viewer",
     "start": "operator", "stop": "operator", "pause": "operator", "resume": "operator", "resume_run": "operator",
     "shutdown": "admin",
 }  # fmt: skip

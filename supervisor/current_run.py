@@ -37,6 +37,7 @@ from heidi_engine.supervisor.pipeline import Pipeline
 from heidi_engine.supervisor.process import AgentProcess
 from heidi_engine.supervisor.run_builder import BuiltRun
 from heidi_engine.supervisor.spool import Spool, Written
+from heidi_engine.supervisor.ui_feed import UiFeed
 
 __all__ = ["EGRESS_BATCH", "EGRESS_MAX_BYTES", "CurrentRun"]
 
@@ -61,6 +62,7 @@ class CurrentRun:
         self.config: AutoTrainConfig | None = None
         self.accepted_events = 0
         self.problems = Problems()
+        self.ui_feed = UiFeed(server)  # what UI clients follow: a delta at most every 100 ms
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -81,6 +83,7 @@ class CurrentRun:
         if not written:
             return
         apply_events(self.state, written)
+        self.ui_feed.accept(written)
         for start in range(0, len(written), EGRESS_BATCH):
             self._publish_records([record for _event, record in written[start:start + EGRESS_BATCH]])
         self.accepted_events += len(written)

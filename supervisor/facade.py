@@ -23,12 +23,13 @@ from heidi_engine.bus.redaction import clean
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import RunState
 from heidi_engine.bus.summary import folder_summary
-from heidi_engine.supervisor.commands import execute, refusal
+from heidi_engine.supervisor.commands import Refused, execute, refusal
 from heidi_engine.supervisor.current_run import CurrentRun
 from heidi_engine.supervisor.http_child import HttpChild
 from heidi_engine.supervisor.ingress import IngressGate
 from heidi_engine.supervisor.run_builder import RunBuilder
-from heidi_engine.supervisor.runs import ledger_bytes, run_dirs
+from heidi_engine.supervisor.runs import ledger_bytes, run_dirs, runs_root
+from heidi_engine.supervisor.ui_feed import read_page
 
 __all__ = ["COMMANDS_PER_TICK", "CommandFacade", "pause_hint"]
 
@@ -155,8 +156,25 @@ class CommandFacade(CurrentRun):
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """The full state and the ``seq`` it reflects."""
-        return {"seq": self.seq, "session": self.session, "state": self.state.model_dump(mode="json")}
+        """The full state, the ``seq`` it reflects and the UI feed's last delta (the feed is flushed first,
+        so the state is exactly what its deltas have described and the next delta follows it)."""
+        self.ui_feed.flush(self.clock(), self.state, self.seq)
+        return {"seq": self.seq, "session": self.session, "state": self.state.model_dump(mode="json"),
+                "feed": self.ui_feed.counter}
+
+    def events_page(self, run_id: str | None, before: int, limit: int) -> dict[str, Any]:
+        """The ``events`` command's answer: a page of the shown run's events, read from its files."""
+        shown = self.state.run_id
+        if shown is None:
+            raise Refused("events: no run is shown now")
+        if run_id is not None and run_id != shown:
+            raise Refused(f"events: {run_id} is not the run shown now ({shown}); its events are in its files")
+        folder = self.spool.persister.run_dir if self.spool is not None else runs_root(self.home) / shown
+        try:
+            page = read_page(folder, self.state.event_count, before, limit)
+        except ValueError as exc:
+            raise Refused(f"events: {exc}") from None
+        return {"run_id": shown, **page}
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Every run of this home, newest first."""

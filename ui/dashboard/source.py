@@ -1,10 +1,11 @@
 """Where the dashboard's state comes from: a live supervisor, or a run's files when none runs.
 
-:class:`LiveSource` follows the home's supervisor and, while none runs (its connection file gone, or the
-pid in it gone), shows the home's newest run as its files tell it, the way a replay does, and switches
-back to live as soon as a supervisor answers. :class:`ReplaySource` is one named run's files
-(``autotrain-dash --run``). A run that a dead supervisor left active is shown ``interrupted``
-(:func:`~heidi_engine.ui.status_view.orphaned`), never running.
+:class:`LiveSource` follows the home's supervisor (its UI feed; the Events view loads older events, and
+those the feed left out, a page at a time as the user scrolls to them) and, while none runs (its
+connection file gone, or the pid in it gone), shows the home's newest run as its files tell it, the way
+a replay does, and switches back to live as soon as a supervisor answers. :class:`ReplaySource` is one
+named run's files (``autotrain-dash --run``). A run that a dead supervisor left active is shown
+``interrupted`` (:func:`~heidi_engine.ui.status_view.orphaned`), never running.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ class LiveSource:
         self, home: Path, *, stale_after_s: float = 3.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.home = home
-        self.view = LiveView(home, sender="dash", stale_after_s=stale_after_s).start()
+        # With history: the Events view loads, a page at a time, what the live feed did not carry.
+        self.view = LiveView(home, sender="dash", stale_after_s=stale_after_s, history=True).start()
         self._clock = clock
         self._checked_at = -_PID_CHECK_S
         self._gone = False
@@ -201,7 +203,7 @@ class LiveSource:
         state = orphaned(view.state) if self._gone else view.state
         link = Link("live", connected, view.silence_s, error, view.seq, down=down)
         silence = None if connected or view.silence_s is None else int(view.silence_s)
-        version = (view.seq, connected, error, silence, view.state.run_id, view.state.event_count, down)
+        version = (view.seq, connected, error, silence, view.state.run_id, view.state.event_count, down, view.loads)
         return Feed(state, link, view.events, version)
 
     def _from_files(self, down: str | None, force: bool = False) -> Feed:

@@ -16,7 +16,8 @@ from heidi_engine.bus.state import RunState
 from heidi_engine.supervisor.commands import COMMANDS, LEAST_ROLE, Refused, dispatch, help_text, refusal
 
 RUN = "run_20240215_123456_abc12345"
-EXPECTED = {"ping", "status", "snapshot", "start", "stop", "pause", "resume", "resume_run", "list_runs", "shutdown"}
+EXPECTED = {"ping", "status", "snapshot", "start", "stop", "pause", "resume", "resume_run", "list_runs", "shutdown",
+            "events"}
 
 
 class FakeSupervisor:
@@ -54,6 +55,10 @@ class FakeSupervisor:
 
     def request_shutdown(self) -> None:
         self.calls.append(("shutdown", None))
+
+    def events_page(self, run_id: str | None, before: int, limit: int) -> dict[str, Any]:
+        self.calls.append(("events", (run_id, before, limit)))
+        return {"run_id": RUN, "first": max(1, before - limit), "events": [], "more": False}
 
 
 def test_every_command_has_exactly_one_handler_with_help() -> None:
@@ -151,6 +156,23 @@ def test_no_arg_commands_refuse_arguments(name: str) -> None:
         dispatch(FakeSupervisor("running"), name, {"x": 1})
 
 
+def test_events_pages_are_capped_and_their_arguments_checked() -> None:
+    sup = FakeSupervisor("running")
+    assert dispatch(sup, "events", {"before": 900, "limit": 500})["first"] == 400
+    assert dispatch(sup, "events", {"before": 50, "run_id": RUN})["first"] == 1
+    assert sup.calls == [("events", (None, 900, 500)), ("events", (RUN, 50, 200))]
+    with pytest.raises(Refused, match="limit 501 is over the cap of 500 events a page"):
+        dispatch(sup, "events", {"before": 900, "limit": 501})
+    for bad in ({}, {"before": 0}, {"before": True}, {"before": "9"}, {"before": 9, "limit": 0}):
+        with pytest.raises(Refused, match="must be a whole number of at least 1"):
+            dispatch(sup, "events", bad)
+    with pytest.raises(Refused, match="unknown argument"):
+        dispatch(sup, "events", {"before": 9, "after": 1})
+    with pytest.raises(Refused, match="not a run id"):
+        dispatch(sup, "events", {"before": 9, "run_id": "../x"})
+    assert len(sup.calls) == 2
+
+
 def test_shutdown() -> None:
     sup = FakeSupervisor("running")
     assert dispatch(sup, "shutdown", {}) == {"shutting_down": True}
@@ -184,8 +206,9 @@ def test_every_command_has_a_least_role_and_an_unlisted_one_is_an_admins() -> No
 
 @pytest.mark.parametrize(
     ("role", "allowed"),
-    [("viewer", {"ping", "status", "snapshot", "list_runs"}),
-     ("operator", {"ping", "status", "snapshot", "list_runs", "start", "stop", "pause", "resume", "resume_run"}),
+    [("viewer", {"ping", "status", "snapshot", "list_runs", "events"}),
+     ("operator", {"ping", "status", "snapshot", "list_runs", "events", "start", "stop", "pause", "resume",
+                   "resume_run"}),
      ("admin", set(COMMANDS))],
 )  # fmt: skip
 def test_each_role_may_send_its_commands_and_is_told_why_not_the_others(role: str, allowed: set[str]) -> None:

@@ -1,8 +1,12 @@
 """The Events view (the log, windowed, filtered, level-coloured) and the Configuration view.
 
 Only the rows that fit are turned into renderables: a 5,000-event log costs a slice per frame, and a
-filter one pass of substring tests. Config values are redacted by key name as well as by content, so a
-planted ``api_key: ...`` shows as ``[REDACTED:...]`` whatever its value looks like.
+filter one pass of substring tests. A live log has markers (:func:`~heidi_engine.ui.viewer.is_marker`)
+where it holds fewer events than the run has: the events older than its first, and those the live feed
+left out under a flood. Once the user has scrolled (or the log's top is in view), a marker in the window
+asks its log to load what it stands for, a page at a time (:meth:`~heidi_engine.ui.viewer.EventLog.want`).
+Config values are redacted by key name as well as by content, so a planted ``api_key: ...`` shows as
+``[REDACTED:...]`` whatever its value looks like.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from rich.text import Text
 
 from heidi_engine.ui.dashboard.frame import Frame
 from heidi_engine.ui.text import LEVEL_STYLES, box, clock_of, safe
+from heidi_engine.ui.viewer import EventLog, is_marker
 
 Record = Mapping[str, object]
 _WIDE_LOG = 110
@@ -35,7 +40,10 @@ def log_of(frame: Frame) -> Sequence[Record]:
 
 
 def matches(event: Record, needle: str) -> bool:
-    """True when ``needle`` (lowercase) occurs in the event's stage, level, type, message or error."""
+    """True when ``needle`` (lowercase) occurs in the event's stage, level, type, message or error; a
+    marker always matches (the events it stands for might)."""
+    if is_marker(event):
+        return True
     for key in ("message", "stage", "level", "event_type", "error"):
         value = event.get(key)
         if isinstance(value, str) and needle in value.lower():
@@ -52,7 +60,13 @@ def event_window(events: Sequence[Record], needle: str, scroll: int, rows: int) 
     scroll = min(max(0, scroll), max(0, total - rows))
     end = total - scroll
     start = max(0, end - rows)
-    return Window(tuple(picked[start:end]), start + 1 if end > start else 0, total, scroll)
+    window = Window(tuple(picked[start:end]), start + 1 if end > start else 0, total, scroll)
+    if isinstance(events, EventLog) and (scroll or start == 0):
+        # Scrolled back to (or showing) events the log does not hold: load them.
+        for row in window.rows:
+            if is_marker(row):
+                events.want(row)
+    return window
 
 
 def events_rows(height: int | None) -> int:
@@ -60,8 +74,22 @@ def events_rows(height: int | None) -> int:
     return 30 if height is None else max(1, height - 2)
 
 
+def marker_text(marker: Record) -> str:
+    """What a marker says: how many events it stands for, and whether (or why not) they can be loaded."""
+    count = marker.get("left_out")
+    shown = f"{count:,}" if isinstance(count, int) else "some"
+    what = f"{shown} older event{'s' if count != 1 else ''}" if marker.get("front") else (
+        f"{shown} event{'s' if count != 1 else ''} the live feed left out")
+    note = marker.get("note")
+    return f"⋯ {what}: {safe(note, 200)}" if note else f"⋯ {what} (loaded when scrolled to)"
+
+
 def event_line(event: Record, width: int) -> Text:
     """One log line: time, level (coloured), round, stage, [type,] message and error."""
+    if is_marker(event):
+        line = Text(marker_text(event), style="yellow dim")
+        line.no_wrap, line.overflow = True, "ellipsis"
+        return line
     level = str(event.get("level", ""))
     line = Text(clock_of(event.get("ts", "")), style="dim")
     line.append(f" {safe(level, 7).upper():<7}", style=LEVEL_STYLES.get(level, ""))
@@ -91,6 +119,8 @@ def _wrapped(text: str, width: int, style: str = "") -> list[Text]:
 
 def detail_lines(event: Record, width: int) -> list[Text]:
     """One event in full: its fields on a line, then the whole message and error, wrapped to ``width``."""
+    if is_marker(event):
+        return _wrapped(marker_text(event), width, "yellow")
     head = Text(safe(event.get("ts", ""), 40), style="dim")
     level = str(event.get("level", ""))
     head.append(f"  {safe(level, 7).upper()}", style=LEVEL_STYLES.get(level, ""))
