@@ -1,8 +1,11 @@
 """The live dashboard: a source of frozen state (:mod:`~heidi_engine.ui.dashboard.source`), the UI's own state, keys from the terminal, a refresh loop.
 
-The loop pulls the latest snapshot once per refresh tick and draws only when something shown changed (or
-a key was pressed, or the terminal was resized), so a flood of events costs one render per tick, not one
-per event. Per-second rates come from a short history of snapshots kept here, not in the panels.
+The loop pulls the latest snapshot once per refresh tick and draws only what changed, never more often
+than that (a key is answered at once): the whole screen when the data, the size or the UI state did, the
+header alone when only the clock's second moved (elapsed time, "last heard N s ago"), nothing otherwise.
+The :class:`Painter` then writes only the rows that differ from what the terminal shows, so a flood of
+events costs one render per tick, not one per event, and an idle dashboard one header row a second.
+Per-second rates come from a short history of snapshots kept here, not in the panels.
 
 Keys are read raw from the TTY in cbreak mode (no echo, no line buffering) by a reader thread; the
 terminal's settings are put back on every way out: ``q``, Ctrl+C, SIGTERM, SIGHUP or an exception.
@@ -11,6 +14,7 @@ terminal's settings are put back on every way out: ``q``, Ctrl+C, SIGTERM, SIGHU
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import signal
 import time
@@ -20,25 +24,32 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from types import FrameType
 
-from rich.console import Console, RenderableType
-from rich.live import Live
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.control import Control
+from rich.segment import Segment
 from rich.text import Text
 
 from heidi_engine.bus.state import RunState
 from heidi_engine.ui.dashboard.controls import RunControl
 from heidi_engine.ui.dashboard.frame import VIEWS, Cursor, Frame, Rates
 from heidi_engine.ui.dashboard.keys import Keyboard
-from heidi_engine.ui.dashboard.screen import body_rows, render, view_overflow
+from heidi_engine.ui.dashboard.screen import (
+    body_rows,
+    body_shows_clock,
+    header_rows,
+    render_rows,
+    view_overflow,
+)
 from heidi_engine.ui.dashboard.source import Feed, LiveSource, ReplaySource, Source
 from heidi_engine.ui.dashboard.views.events import event_window, events_rows, matches
 from heidi_engine.ui.text import safe
 
 __all__ = [
-    "DEFAULT_REFRESH_HZ", "Dashboard", "Feed", "LiveSource", "RateMeter", "ReplaySource", "Source", "UiState",
-    "handle_key",
+    "DEFAULT_REFRESH_HZ", "Dashboard", "Feed", "LiveSource", "Painter", "RateMeter", "ReplaySource", "Source",
+    "UiState", "handle_key",
 ]  # fmt: skip
 
-# Twice a second reads as live and keeps a dashboard under 5% of a core while 1,000 events/s flow
+# Twice a second reads as live and keeps a dashboard under 2% of a core while 1,000 events/s flow
 # (bench/bench_dashboard_cpu.py); --refresh raises it.
 DEFAULT_REFRESH_HZ = 2.0
 
@@ -160,6 +171,73 @@ def handle_key(ui: UiState, key: str, page: int) -> None:
             ui.cursor = replace(cursor, offset=1 << 30)
 
 
+class _Patch:
+    """Rows written in place: the cursor moved to each row, then its cells (no newline, so no scroll)."""
+
+    def __init__(self, rows: list[tuple[int, list[Segment]]]) -> None:
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for y, line in self.rows:
+            yield Control.move_to(0, y)
+            yield from line
+
+
+class Painter:
+    """The alternate screen as rows: a paint writes only the rows that differ from what is shown.
+
+    Rows are compared as text and styles before any rendering, so an unchanged row costs a comparison.
+    A new terminal size, or :meth:`forget`, makes the next paint write every row it is given.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._size: tuple[int, int] | None = None
+        self._shown: list[object] = []
+
+    def start(self) -> None:
+        self.console.set_alt_screen(True)
+        self.console.show_cursor(False)
+
+    def stop(self) -> None:
+        self.console.show_cursor(True)
+        self.console.set_alt_screen(False)
+
+    def forget(self) -> None:
+        """Assume nothing is shown (a resize, a resumed process, the ``r`` key)."""
+        self._size = None
+
+    def paint(self, rows: list[Text]) -> int:
+        """Show ``rows`` from the top row down, each cropped or padded to the width; how many were written."""
+        console = self.console
+        width, height = size = tuple(console.size)
+        if size != self._size:
+            self._size, self._shown = (width, height), [None] * height
+        patch = []
+        for y, row in enumerate(rows[:height]):
+            key = (row.plain, row.style, tuple(row.spans))
+            if key != self._shown[y]:
+                self._shown[y] = key
+                patch.append((y, _cells(console, row, width)))
+        if patch:
+            console.print(_Patch(patch), end="", crop=False)
+        return len(patch)
+
+
+def _cells(console: Console, row: Text, width: int) -> list[Segment]:
+    """``row`` as exactly ``width`` cells on one line (a stray newline or tab would move the cursor)."""
+    plain = row.plain
+    if "\n" in plain or "\t" in plain:
+        row = row.copy()
+        row.plain = plain.replace("\n", " ")
+        row.expand_tabs()
+    if row.spans:
+        segments = list(row.render(console))
+    else:  # without spans, Text.render drops the row's own style
+        segments = [Segment(row.plain, console.get_style(row.style) if row.style else None)]
+    return Segment.adjust_line_length(segments, width, pad=True)
+
+
 class Dashboard:
     """Draws a :class:`Source` on a console: ``frame()`` builds the current screen's input, ``run()`` loops."""
 
@@ -185,9 +263,13 @@ class Dashboard:
         self._wall = wall
         self._rates = Rates()
         self._feed: Feed | None = None
-        self._seen_events = 0
+        self._last_row: object = None  # the newest row of the log last drawn
         self.hung_up = False
         self.control = control  # p/u/s on a live supervisor; None when replaying files
+        self.painter = Painter(console)
+        self._shown: tuple[object, ...] | None = None
+        self._second: int | None = None
+        self._failed = False
 
     def _page(self) -> int:
         return events_rows(body_rows(self.console.size.height))
@@ -201,13 +283,17 @@ class Dashboard:
         return feed
 
     def _follow(self, feed: Feed) -> None:
-        # While scrolled back, new matching events arrive below: move the offset so the rows stay put.
-        count = feed.state.event_count
-        new, self._seen_events = count - self._seen_events, count
+        # While scrolled back, new matching rows arrive below: move the offset so the rows stay put. Rows,
+        # not events: the feed may leave events out (one marker row for them) and pages load above.
+        rows = feed.events
+        last, self._last_row = self._last_row, (rows[-1] if rows else None)
         cursor = self.ui.cursor
-        if cursor.scroll and 0 < new <= len(feed.events):
+        if not cursor.scroll or last is None:
+            return
+        new = next((back for back in range(len(rows)) if rows[-1 - back] is last), 0)
+        if new:
             needle = cursor.filter.lower()
-            arrived = sum(1 for e in feed.events[-new:] if matches(e, needle)) if needle else new
+            arrived = sum(1 for e in rows[-new:] if matches(e, needle)) if needle else new
             self.ui.cursor = replace(cursor, scroll=cursor.scroll + arrived)
 
     def key(self, key: str) -> None:
@@ -221,6 +307,7 @@ class Dashboard:
             self.ui.refresh = False
             self.source.refresh()
             self._feed = None
+            self.painter.forget()  # and repaint every row, whatever may have scribbled on the terminal
         feed = self._feed or self.tick()
         cursor = self.ui.cursor
         if cursor.offset:
@@ -242,32 +329,45 @@ class Dashboard:
             feed.state, feed.link, self._wall(), ui.view, feed.events, self._rates, ui.cursor, ui.help, notice
         )
 
-    def draw(self, live: Live) -> None:
-        """Render the current frame at the console's present size."""
-        size = self.console.size
+    def paint(self, forced: bool = False) -> str | None:
+        """Draw what changed since the last paint: ``"full"``; ``"header"`` when only the clock's second
+        moved (the views are not even asked); ``None`` when nothing did. ``forced``: a key was pressed."""
+        feed = self._feed or self.tick()
+        frame = self.frame()
+        width, height = self.console.size
+        second = int(frame.now.timestamp())
+        ui = self.ui
+        shown = (feed.version, self._rates, width, height, ui.view, ui.help, ui.cursor, frame.notice,
+                 second if body_shows_clock(frame) else None)  # fmt: skip
+        if not forced and shown == self._shown:
+            if second == self._second:
+                return None
+            self._second = second
+            if not self._failed:
+                self.painter.paint(self._rows(lambda: header_rows(frame, width, height), height))
+                return "header"
+        self._shown, self._second, self._failed = shown, second, False
+        self.painter.paint(self._rows(lambda: render_rows(frame, width, height), height))
+        return "full"
+
+    def _rows(self, draw: Callable[[], list[Text]], height: int) -> list[Text]:
         try:
-            screen: RenderableType = render(self.frame(), size.width, size.height)
+            return draw()
         except Exception as exc:  # a viewer must outlive a state it cannot draw, and say why
-            screen = Text(f"cannot draw this state: {safe(repr(exc), 300)}\nq quits.", style="bold red")
-        live.update(screen, refresh=True)
+            self._failed = True
+            why = Text(f"cannot draw this state: {safe(repr(exc), 300)}", style="bold red")
+            return [why, Text("q quits.", style="bold red"), *[Text()] * max(0, height - 2)]
 
     def run(self, keyboard: Keyboard | None) -> int:
         """Show the dashboard until ``q`` (or a signal); returns the exit code."""
         wake: queue.SimpleQueue[str] = keyboard.keys if keyboard is not None else queue.SimpleQueue()
-        live = Live(
-            console=self.console,
-            screen=True,
-            auto_refresh=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
         with _signals(wake, self._hang_up):
             try:
-                live.start()
+                self.painter.start()
                 try:
-                    self._loop(live, wake)
+                    self._loop(functools.partial(_keys, wake))
                 finally:
-                    live.stop()
+                    self.painter.stop()
             except OSError:
                 # After a hang-up the terminal is gone: writing to it fails and there is nothing to restore.
                 if not self.hung_up:
@@ -277,41 +377,51 @@ class Dashboard:
     def _hang_up(self) -> None:
         self.hung_up = True
 
-    def _loop(self, live: Live, wake: queue.SimpleQueue[str]) -> None:
-        shown: tuple[object, ...] | None = None
+    def _loop(self, wait: Callable[[float], list[str]]) -> None:
+        """Read the source and paint once per refresh period, never more often; a key paints at once."""
         next_tick = self._clock()
         while not self.ui.quit:
-            timeout = max(0.0, next_tick - self._clock())
-            dirty = False
-            with contextlib.suppress(queue.Empty):
-                key: str | None = wake.get(timeout=timeout)
-                while key is not None:
-                    if key in ("quit", "hangup"):
-                        self.ui.quit = True
-                        self.hung_up = self.hung_up or key == "hangup"
-                    elif key == "resize":
-                        dirty = True
-                    else:
-                        self.key(key)
-                        dirty = True
-                    key = wake.get_nowait() if not wake.empty() else None
+            pressed = self._take(wait(max(0.0, next_tick - self._clock())))
             if self.ui.quit:
                 break
             now = self._clock()
             if now >= next_tick:
                 next_tick = max(next_tick + self.period_s, now)
                 self.tick()
-            feed = self._feed or self.tick()
-            # The clock's second is part of what is shown (elapsed time, "last heard N s ago").
-            version = (*feed.version, int(self._wall().timestamp()), self.console.size)
-            if dirty or version != shown:
-                shown = version
-                self.draw(live)
+            elif not pressed:
+                continue
+            self.paint(forced=pressed)
+
+    def _take(self, keys: list[str]) -> bool:
+        """Apply the keys and signals read; whether any of them changes the screen."""
+        pressed = False
+        for key in keys:
+            if key in ("quit", "hangup"):
+                self.ui.quit = True
+                self.hung_up = self.hung_up or key == "hangup"
+            elif key == "resize":
+                self.painter.forget()
+                pressed = True
+            else:
+                self.key(key)
+                pressed = True
+        return pressed
+
+
+def _keys(wake: queue.SimpleQueue[str], timeout: float) -> list[str]:
+    """The keys and signals queued within ``timeout`` seconds: the first to come and all behind it."""
+    try:
+        keys = [wake.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while not wake.empty():
+        keys.append(wake.get_nowait())
+    return keys
 
 
 @contextlib.contextmanager
 def _signals(wake: queue.SimpleQueue[str], on_hangup: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM/SIGHUP quit through the loop (so the terminal is restored); SIGWINCH redraws."""
+    """SIGTERM/SIGHUP quit through the loop (so the terminal is restored); SIGWINCH and SIGCONT repaint."""
 
     def quit_(signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
@@ -321,7 +431,7 @@ def _signals(wake: queue.SimpleQueue[str], on_hangup: Callable[[], None]) -> Ite
     def resize(_signum: int, _frame: FrameType | None) -> None:
         wake.put("resize")
 
-    handlers = {signal.SIGTERM: quit_, signal.SIGHUP: quit_, signal.SIGWINCH: resize}
+    handlers = {signal.SIGTERM: quit_, signal.SIGHUP: quit_, signal.SIGWINCH: resize, signal.SIGCONT: resize}
     previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield

@@ -66,7 +66,9 @@ class Cursor:
 
 @dataclass(frozen=True)
 class Frame:
-    """One screen's worth of input. ``now`` is wall-clock time, for the run's elapsed time."""
+    """One screen's worth of input. ``now`` is wall-clock time, for the run's elapsed time; a view that
+    shows it too must say when in :func:`~heidi_engine.ui.dashboard.screen.body_shows_clock`, since a
+    new second alone redraws only the header."""
 
     state: RunState
     link: Link

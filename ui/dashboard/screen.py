@@ -239,11 +239,12 @@ def _scrolled(natural: list[Text], offset: int, rows: int) -> list[Text]:
     return [*window, note]
 
 
-def render(frame: Frame, width: int, height: int | None = None) -> RenderableType:
-    """The whole screen for ``frame``: exactly ``height`` rows when given, natural height otherwise.
+def render_rows(frame: Frame, width: int, height: int | None = None) -> list[Text]:
+    """The screen's rows for ``frame``: exactly ``height`` when given, natural height otherwise.
 
     Every row is a ``Text`` fitted to ``width``: plain rows render several times faster than nested
-    tables and panels, which matters at every refresh under a flood of events.
+    tables and panels, which matters at every refresh under a flood of events, and a painter can tell
+    row by row what changed.
     """
     if frame.view not in range(1, len(VIEWS) + 1):
         raise ValueError(f"view must be 1-{len(VIEWS)}, got {frame.view}")
@@ -257,8 +258,22 @@ def render(frame: Frame, width: int, height: int | None = None) -> RenderableTyp
             body = _scrolled(natural, frame.cursor.offset, rows)
         body = body[:rows] + [Text()] * max(0, rows - len(body))
     lines = [*render_header(frame, width), *body, render_footer(frame, width)]
-    if height is not None:
-        lines = lines[:height]
-    screen = Text("\n", no_wrap=True, overflow="crop").join(lines)
+    return lines if height is None else lines[:height]
+
+
+def header_rows(frame: Frame, width: int, height: int) -> list[Text]:
+    """The first rows of :func:`render_rows` alone: what a new second changes when the data did not."""
+    return render_header(frame, max(20, width))[:height]
+
+
+def body_shows_clock(frame: Frame) -> bool:
+    """Whether rows below the header show the wall clock too (a parked teacher's outage and next probe
+    count on), so that a new second redraws them as well."""
+    return frame.state.teacher_outage is not None and not frame.help and frame.view in (1, 2)
+
+
+def render(frame: Frame, width: int, height: int | None = None) -> RenderableType:
+    """The whole screen for ``frame`` as one renderable (``--once``, tests): :func:`render_rows` joined."""
+    screen = Text("\n", no_wrap=True, overflow="crop").join(render_rows(frame, width, height))
     screen.no_wrap, screen.overflow = True, "crop"
     return screen

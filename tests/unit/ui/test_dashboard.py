@@ -220,6 +220,24 @@ def test_scrolled_back_log_stays_put_while_new_events_arrive() -> None:
     assert dash.frame().cursor.scroll == 0  # following the tail
 
 
+def test_a_scrolled_back_log_counts_rows_not_events_when_the_feed_left_some_out() -> None:
+    source, clock = FakeSource(), Clock()
+    source.add_events(100)
+    dash = _dashboard(source, clock)
+    dash.tick()
+    dash.key("pgup")
+    page = dash._page()
+    # 500 events arrived, the feed carried 4 of them and one row stands for the 496 left out
+    source.events += ({"left_out": 496, "before": 100, "front": False, "note": None},)
+    source.add_events(4)
+    source.state.event_count += 496
+    # and a page of older events was loaded above: it adds no row below
+    source.events = tuple({**e, "message": f"old {i}"} for i, e in enumerate(source.events[:3])) + source.events
+    clock.now += 0.25
+    dash.tick()
+    assert dash.frame().cursor.scroll == page + 5  # the same rows are shown
+
+
 def test_home_clamps_to_the_oldest_page_so_down_acts_at_once() -> None:
     source, clock = FakeSource(), Clock()
     source.add_events(50)
