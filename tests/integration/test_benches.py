@@ -1,6 +1,7 @@
 """The benchmark scripts still run against the current code: each one, at its smallest size, exits 0
 and prints its figures. A bench is read by people, not by CI, so without this a change to the wire or an
-API can break one silently; no figure is judged here (speed is never asserted in tests)."""
+API can break one silently; no figure is judged here (speed is never asserted in tests), but an event
+lost on the way is."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ SMOKE = [
     ("bench_teacher.py", ["--latency", "0.05", "--levels", "2", "--repeats", "1", "--requests", "4", "--pool", "2"],
      "pool vs 1"),
     ("bench_redaction.py", ["--seconds", "0.05", "--repeats", "1"], "adversarial texts, 4.0 MiB"),
+    ("bench_agent_emit.py", ["--events", "2000", "--repeats", "1"], "agent emit, mixed events"),
 ]
 
 
@@ -31,3 +33,4 @@ def test_bench_runs(script: str, args: list[str], expected: str) -> None:
     assert done.returncode == 0, evidence
     assert expected in done.stdout, evidence
     assert "no events received" not in done.stdout, evidence
+    assert "LOST" not in done.stdout, evidence  # the benches that count say what went missing
