@@ -96,31 +96,48 @@ def read_events(run_dir: str | os.PathLike[str], *, skipped: list[str] | None = 
                     skipped.append(f"{path.name}:{number}")
 
 
-def iter_lines_reversed(path: Path, block: int = 65536) -> Iterator[bytes]:
-    """Complete lines of ``path`` from the last to the first, read backwards in blocks (a torn last
-    line is not yielded): the cost is what the caller consumes, not the file's size."""
+def blocks_reversed(path: Path, block: int = 65536) -> Iterator[bytes]:
+    """The complete lines of ``path`` from its end, a block at a time: each chunk is whole lines (each
+    ending in its newline) in file order, and precedes the chunk yielded before it; a torn last line is
+    not among them. A caller counting lines need not split them: the cost is what it consumes."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:
         return
     with handle:
         pos = handle.seek(0, os.SEEK_END)
-        rest = b""
+        rest = b""  # the end of a line that starts before the block being read
         past_end = False  # the part after the file's last newline (empty, or torn) has been dropped
         while pos > 0:
             step = min(block, pos)
             pos -= step
             handle.seek(pos)
-            lines = (handle.read(step) + rest).split(b"\n")
-            rest = lines[0]
-            complete = lines[1:]
-            if complete and not past_end:
-                complete.pop()
-                past_end = True
-            for line in reversed(complete):
-                yield line + b"\n"
-        if past_end:
-            yield rest + b"\n"
+            data = handle.read(step) + rest
+            rest = b""
+            if not past_end:
+                last = data.rfind(b"\n")
+                if last < 0:
+                    continue  # all of it is the torn last line
+                data, past_end = data[: last + 1], True
+            if pos == 0:
+                if data:
+                    yield data
+                return
+            first = data.find(b"\n") + 1
+            if first == 0:
+                rest = data  # the middle of one line longer than a block
+                continue
+            rest = data[:first]
+            if first < len(data):
+                yield data[first:]
+
+
+def iter_lines_reversed(path: Path, block: int = 65536) -> Iterator[bytes]:
+    """Complete lines of ``path`` from the last to the first, read backwards in blocks (a torn last
+    line is not yielded): the cost is what the caller consumes, not the file's size."""
+    for chunk in blocks_reversed(path, block):
+        for line in reversed(chunk.split(b"\n")[:-1]):
+            yield line + b"\n"
 
 
 def tail_records(run_dir: str | os.PathLike[str], count: int) -> list[dict[str, Any]]:

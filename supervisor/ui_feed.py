@@ -19,14 +19,13 @@ command), numbered as the state's ``event_count`` counts them, the newest being 
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from heidi_engine.bus.codec import pack_body
-from heidi_engine.bus.journal import event_files
+from heidi_engine.bus.journal import blocks_reversed, event_files
 from heidi_engine.bus.message import FEED_EVENTS
 from heidi_engine.bus.server import BusServer
 from heidi_engine.bus.state import RunState
@@ -39,7 +38,7 @@ PAGE_MAX = 500  # events in one page of the ``events`` command
 PAGE_DEPTH_MAX = 20_000  # how far back from the newest event a page may reach: about 5 ms of reading at most
 _EXCLUDED = {"recent_events"}  # the events travel as such; the client keeps its own recent ones
 _MISSING = object()
-_BLOCK = 1 << 16
+_BLOCK = 1 << 16  # bytes read at a time, backwards
 
 
 class UiFeed:
@@ -92,38 +91,6 @@ class UiFeed:
         return True
 
 
-def _blocks_back(path: Path) -> Iterator[bytes]:
-    """The complete lines of ``path`` from its end, a block at a time: each block is whole lines (each
-    ending in its newline) in file order, and precedes the one yielded before it. A torn last line (no
-    newline yet) is not among them."""
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:
-        return
-    with handle:
-        pos = handle.seek(0, os.SEEK_END)
-        carry = b""  # the end of a line that starts before the block being read
-        past_end = False  # the part after the file's last newline (a torn line) has been dropped
-        while pos > 0:
-            step = min(_BLOCK, pos)
-            pos -= step
-            handle.seek(pos)
-            data = handle.read(step) + carry
-            if not past_end:
-                last = data.rfind(b"\n")
-                if last < 0:
-                    carry = b""  # all of it is the torn line
-                    continue
-                data, past_end = data[:last + 1], True
-            if pos == 0:
-                yield data
-                return
-            first = data.find(b"\n") + 1
-            carry = data[:first]
-            if first < len(data):
-                yield data[first:]
-
-
 def read_page(run_dir: Path, newest: int, before: int, limit: int) -> dict[str, Any]:
     """The run's events numbered ``before - limit`` … ``before - 1`` (at most those that exist), oldest
     first, read backwards from the end of its event log, whose last line is number ``newest``.
@@ -141,7 +108,7 @@ def read_page(run_dir: Path, newest: int, before: int, limit: int) -> dict[str, 
     want = max(0, min(limit, before - 1))
     taken: list[bytes] = []  # newest first, and one more than wanted when there is one: then more remain
     for path in reversed(event_files(run_dir) if want else []):
-        for block in _blocks_back(path):
+        for block in blocks_reversed(path, _BLOCK):
             count = block.count(b"\n")
             if skip >= count:  # after the page: counted, not split
                 skip -= count
