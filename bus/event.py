@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import time
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
@@ -85,8 +86,18 @@ def fit_raw_text(value: str) -> str:
 
 
 def utc_now_iso() -> str:
-    """Now as ISO 8601 UTC with millisecond precision and a ``Z`` suffix."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """Now as ISO 8601 UTC with millisecond precision and a ``Z`` suffix (every event's default ``ts``:
+    the date and time are formatted once a second, the milliseconds each call)."""
+    global _second  # one (second, text) pair, replaced whole: safe across threads
+    now = time.time()
+    whole = int(now)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((now - whole) * 1000):03d}Z"
+
+
+_second: tuple[int, str] = (-1, "")
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -188,7 +188,13 @@ def test_random_events_get_the_same_verdicts(changes: list[dict[str, Any]]) -> N
     same(msgpack.packb([ev(**change) for change in changes]))
 
 
-@pytest.mark.parametrize("fields", VALID + MALFORMED[:30], ids=range(len(VALID) + 30))
+AGENT_ONLY = [  # what an agent's own code may hand over, that no wire can carry
+    ev(artifact_paths=("a.txt",)), ev(counters_delta={"train_step": 1.5}), ev(message=object()),
+    ev(usage_delta={"estimated_cost_usd": 2**70}), ev(round=2**70), ev(message="ok", error=b"x"),
+]
+
+
+@pytest.mark.parametrize("fields", VALID + MALFORMED[:30] + AGENT_ONLY, ids=range(len(VALID) + 30 + len(AGENT_ONLY)))
 def test_an_agents_event_record_is_the_models(fields: Any) -> None:
     fields = dict(fields)
     try:
@@ -205,3 +211,12 @@ def test_packing_gives_msgpacks_bytes() -> None:
     records = [Event.model_validate(f).to_record() for f in VALID]
     assert pack_records(records) == msgpack.packb(records, use_bin_type=True)
     assert pack_record(records[0]) == msgpack.packb(records[0], use_bin_type=True)
+
+
+def test_the_default_ts_is_the_clocks_utc_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
+    from heidi_engine.bus import event as event_module
+
+    for now, text in ((1708000496.7899, "2024-02-15T12:34:56.789Z"), (1708000497.0004, "2024-02-15T12:34:57.000Z"),
+                      (1708000496.9999, "2024-02-15T12:34:56.999Z"), (0.5, "1970-01-01T00:00:00.500Z")):
+        monkeypatch.setattr(event_module.time, "time", lambda now=now: now)
+        assert event_module.utc_now_iso() == text
