@@ -65,7 +65,8 @@ _BATCH = msgspec.msgpack.Decoder(list[_Wire])
 _ELEMENTS = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _ENCODER = msgspec.msgpack.Encoder()
 _ONE = msgspec.msgpack.Decoder(_Wire)
-_CONTAINERS = (("counters_delta", dict), ("usage_delta", dict), ("artifact_paths", list))
+_DICT: dict[str, Any] = {}
+_LIST: list[str] = []
 
 
 def _record(wire: _Wire) -> dict[str, Any] | None:
@@ -135,7 +136,10 @@ def event_record(fields: Mapping[str, Any]) -> dict[str, Any]:
     plain one (an enum as its value, a datetime as ISO text) counts as what it becomes on the wire: the
     supervisor, which checks every event again, sees no more than that."""
     wire = None
-    if all(type(fields.get(name, kind())) is kind for name, kind in _CONTAINERS):
+    get = fields.get
+    if type(get("counters_delta", _DICT)) is dict and type(get("usage_delta", _DICT)) is dict and (
+        type(get("artifact_paths", _LIST)) is list
+    ):
         # Packed and read back: a third of what converting the mapping costs, and as strict as the model
         # (only exact lists and dicts get here; a value msgpack cannot carry, or carries as another type,
         # is refused either way and left to the model to explain).
