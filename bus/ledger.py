@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from heidi_engine.bus import storage
 from heidi_engine.bus.event import COST_FIELD
 from heidi_engine.bus.journal import (
     CONFIG_FILE,
@@ -43,7 +44,7 @@ from heidi_engine.bus.journal import (
 )
 from heidi_engine.bus.salvage import done_by, find_anchor, next_stage, previous_stage
 from heidi_engine.bus.state import LOSS_HISTORY, RECENT_EVENTS, RunState, Status, apply_sample, status_after
-from heidi_engine.bus.storage import atomic_write_json, read_json
+from heidi_engine.bus.storage import json_bytes, read_json
 from heidi_engine.bus.totals import Sums, add_sums, clamp_totals, zero_counters, zero_usage
 
 __all__ = [
@@ -233,9 +234,13 @@ class Ledger(BaseModel):
             state.error = self.error
         return state
 
+    def to_bytes(self) -> bytes:
+        """``ledger.json``'s content (one line), for :meth:`save` or a writer that replaces it later."""
+        return json_bytes(self.model_dump(mode="json"))
+
     def save(self, run_dir: str | os.PathLike[str]) -> None:
         """Replace ``ledger.json`` atomically."""
-        atomic_write_json(Path(run_dir) / LEDGER_FILE, self.model_dump(mode="json"), indent=None)
+        storage.atomic_write_bytes(Path(run_dir) / LEDGER_FILE, self.to_bytes())
 
 
 def load_ledger(run_dir: str | os.PathLike[str]) -> Ledger:

@@ -314,7 +314,7 @@ class Persister:
     def _snapshot(self, state: RunState) -> Replacement:
         self.ledger.position = self._position()
         files = ((self.run_dir / STATE_FILE, json_bytes(state.model_dump(mode="json"))),
-                 (self.run_dir / LEDGER_FILE, json_bytes(self.ledger.model_dump(mode="json"))))
+                 (self.run_dir / LEDGER_FILE, self.ledger.to_bytes()))
         return Replacement(files, synced=self._events_fd)  # the events the ledger counts made durable first
 
     def write_config(self, config: dict[str, Any]) -> None:

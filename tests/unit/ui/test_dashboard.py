@@ -202,7 +202,8 @@ def _dashboard(source: FakeSource, clock: Clock, height: int = 30) -> Dashboard:
     return Dashboard(source, console, view=4, clock=clock, wall=lambda: wall)
 
 
-def test_scrolled_back_log_stays_put_while_new_events_arrive() -> None:
+def _scrolled_back() -> tuple[FakeSource, Clock, Dashboard, int]:
+    """A dashboard on 100 events, scrolled back one page (the page's height returned)."""
     source, clock = FakeSource(), Clock()
     source.add_events(100)
     dash = _dashboard(source, clock)
@@ -210,6 +211,11 @@ def test_scrolled_back_log_stays_put_while_new_events_arrive() -> None:
     dash.key("pgup")
     page = dash._page()
     assert dash.frame().cursor.scroll == page
+    return source, clock, dash, page
+
+
+def test_scrolled_back_log_stays_put_while_new_events_arrive() -> None:
+    source, clock, dash, page = _scrolled_back()
     source.add_events(7)
     clock.now += 0.25
     dash.tick()
@@ -221,12 +227,7 @@ def test_scrolled_back_log_stays_put_while_new_events_arrive() -> None:
 
 
 def test_a_scrolled_back_log_counts_rows_not_events_when_the_feed_left_some_out() -> None:
-    source, clock = FakeSource(), Clock()
-    source.add_events(100)
-    dash = _dashboard(source, clock)
-    dash.tick()
-    dash.key("pgup")
-    page = dash._page()
+    source, clock, dash, page = _scrolled_back()
     # 500 events arrived, the feed carried 4 of them and one row stands for the 496 left out
     source.events += ({"left_out": 496, "before": 100, "front": False, "note": None},)
     source.add_events(4)
