@@ -164,9 +164,10 @@ class Supervisor(CommandFacade):
             self.report_problem("sampler", None)
             self.accept_sample(sample)
 
-    def start_http(self, port: int) -> None:
-        """Run the HTTP status server (a bus client like any viewer) as a supervised child of the daemon."""
-        self.http_child = HttpChild(self.home, port, env=self.env, clock=self.clock)
+    def start_http(self, port: int, *, control: bool = False) -> None:
+        """Run the HTTP status server (a bus client like any viewer) as a supervised child of the daemon;
+        with ``control`` its browser page may steer the run, for whoever holds the token it prints."""
+        self.http_child = HttpChild(self.home, port, env=self.env, clock=self.clock, control=control)
         self.http_child.start()
 
     def _watch_http(self) -> None:

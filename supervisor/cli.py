@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = Sampler(try_nvml=not args.no_gpu)
         supervisor = Supervisor(home, info, config_path=config_path, sampler=sampler)
         if base_config.HTTP_ENABLED == "1":
-            supervisor.start_http(base_config.HTTP_PORT)
+            supervisor.start_http(base_config.HTTP_PORT, control=base_config.HTTP_CONTROL == "1")
     except Exception as exc:
         lock.release()
         print(f"autotrain-supervisor: cannot start: {exc}", file=sys.stderr)

@@ -52,8 +52,10 @@ class HttpChild:
         *,
         env: Mapping[str, str],
         clock: Callable[[], float] = time.monotonic,
+        control: bool = False,
     ) -> None:
         self.home = home
+        self.control = control
         self.port = port
         self.env = dict(env)
         self.clock = clock
@@ -76,6 +78,8 @@ class HttpChild:
     def start(self) -> None:
         """Start the server now."""
         argv = [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(self.home), "--port", str(self.port)]
+        if self.control:
+            argv.append("--control")
         self.retry_at = None
         try:
             self.process = spawn("http", argv, env=self.env, cwd=str(self.home), log_path=str(self.log_path))
@@ -84,6 +88,10 @@ class HttpChild:
             return
         self._started_at = self.clock()
         log.info("HTTP status server starting on %s (pid %d, log %s)", self.url, self.process.pid, self.log_path)
+        if self.control:
+            # The token itself stays out of the daemon's log (which may be shipped elsewhere).
+            log.info("its browser page may steer the run: the URL with the token is in %s and %s",
+                     self.log_path, self.home / "http_control.token")
 
     def tick(self) -> None:
         """Reap an exited server (and report why), restart it when its back-off is over."""

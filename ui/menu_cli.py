@@ -154,6 +154,11 @@ exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration,
     parser.add_argument("--stage", choices=LOG_STAGES, help="with --logs: only this stage's (or the supervisor's) log")
     parser.add_argument("--run", metavar="RUN_ID", help="with --logs: this run instead of the newest")
     parser.add_argument("--port", type=int, default=None, help="with --http: port (default HTTP_PORT, 7779)")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="with --http: the browser page may pause, resume and stop the run (prints a URL with a token)",
+    )
     return parser
 
 
@@ -174,6 +179,7 @@ def _usage_problems(args: argparse.Namespace, action: str | None) -> list[str]:
         "json": {"start", "status", "stop", "pause", "resume", "shutdown", "resume_run", "list", "config_show",
                  "logs", "compare", ""},
         "port": {"http"},
+        "control": {"http"},
         "follow": {"logs"},
         "stage": {"logs"},
         "run": {"logs"},
@@ -292,7 +298,11 @@ def _run(controller: Controller, args: argparse.Namespace, action: str | None) -
     if action == "http":
         from heidi_engine.ui.http.server import main as http_main
 
-        return http_main(["--home", str(home)] + ([] if args.port is None else ["--port", str(args.port)]))
+        return http_main(
+            ["--home", str(home)]
+            + ([] if args.port is None else ["--port", str(args.port)])
+            + (["--control"] if args.control else [])
+        )
     if action == "dashboard":
         from heidi_engine.ui.menu.options import dashboard_command
 

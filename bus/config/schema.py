@@ -169,6 +169,11 @@ class AutoTrainConfig(BaseModel):
     HTTP_ENABLED: Literal["0", "1"] = Field(
         "0", description='"1": the supervisor starts the HTTP status server.'
     )
+    HTTP_CONTROL: Literal["0", "1"] = Field(
+        "0",
+        description='"1": the HTTP server\'s browser page may pause, resume and stop the run, for whoever opens '
+        "the URL with its token (in http.log and http_control.token).",
+    )
     EVENT_LOG_MAX_SIZE_MB: float = Field(
         100.0, gt=0, le=10000, description="Rotate events.jsonl at this size (MB)."
     )
@@ -280,6 +285,7 @@ WORK_SIZE_FIELDS: frozenset[str] = frozenset({
 SUPERVISOR_START_FIELDS: dict[str, str] = {
     "HTTP_ENABLED": "autotrain-menu --http serves the status now, beside this supervisor",
     "HTTP_PORT": "autotrain-menu --http --port N serves the status on another port now",
+    "HTTP_CONTROL": "autotrain-menu --http --control serves a page that may steer the run now",
 }
 
 

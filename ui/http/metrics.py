@@ -142,8 +142,9 @@ def _endpoint_families(state: RunState) -> Iterator[Metric]:
 class MetricsCollector:
     """A custom collector: each ``collect`` builds every family from ``snapshot()``'s (view, health)."""
 
-    def __init__(self, snapshot: Callable[[], tuple[View, Health]]) -> None:
+    def __init__(self, snapshot: Callable[[], tuple[View, Health]], refused: int | None = None) -> None:
         self.snapshot = snapshot
+        self.refused = refused
 
     def collect(self) -> Iterator[Metric]:
         """The families of one scrape."""
@@ -169,6 +170,11 @@ class MetricsCollector:
         yield from self._trainer(state)
         yield from self._hardware(state)
         yield from _eval_families(state)
+        if self.refused is not None:
+            yield CounterMetricFamily(
+                "autotrain_http_refused", "Browser control requests and token logins this server refused.",
+                value=self.refused,
+            )  # fmt: skip
 
     def _run(self, state: RunState) -> Iterator[Metric]:
         if state.run_id is not None:
@@ -321,8 +327,9 @@ def _eval_families(state: RunState) -> Iterator[Metric]:
     yield from _gauge("eval_best_round", "The best round so far (held-out pass@1, then val loss).", state.best_round)
 
 
-def exposition(snapshot: Callable[[], tuple[View, Health]]) -> bytes:
-    """The text exposition of one scrape (a registry of its own, so nothing global is touched)."""
+def exposition(snapshot: Callable[[], tuple[View, Health]], refused: int | None = None) -> bytes:
+    """The text exposition of one scrape (a registry of its own, so nothing global is touched);
+    ``refused``: the server's count of refused control requests."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MetricsCollector(snapshot))
+    registry.register(MetricsCollector(snapshot, refused))
     return generate_latest(registry)

@@ -2,8 +2,10 @@
 
 ``python -m heidi_engine.ui.http.server --home H [--port N]``. Routes: ``GET /`` and ``GET /status`` (the allowed
 fields), ``GET /health`` (200 ok, else 503 with the reason), ``GET /metrics`` (Prometheus text, see
-:mod:`heidi_engine.ui.http.metrics`). HEAD answers like GET without the body. Anything else is 404; another
-method is 405 with ``Allow: GET, HEAD``. No CORS header at all, and a ``Host`` other than
+:mod:`heidi_engine.ui.http.metrics`), and the browser page with its data (``/ui``, ``/api/...``, see
+:mod:`heidi_engine.ui.http.page_routes`; a browser asking ``/`` for HTML is sent to ``/ui``). HEAD answers
+like GET without the body. Anything else is 404; another method is 405 with ``Allow: GET, HEAD`` (but for
+the page's control routes, which take ``POST``). No CORS header at all, and a ``Host`` other than
 ``127.0.0.1`` or ``localhost`` (with this server's port, or none) is 421: a page a browser loaded from
 another name that resolves here (DNS rebinding) cannot read the status.
 
@@ -29,7 +31,10 @@ from heidi_engine.bus.config import ConfigError, load_config
 from heidi_engine.bus.exit_status import EXIT_BAD_USAGE, EXIT_FAILURE, EXIT_OK
 from heidi_engine.bus.options import HomeError, add_home_option, command_parser, open_home, resolve_home
 from heidi_engine.ui.connect import NoSupervisor, local_supervisor
+from heidi_engine.ui.http.control import ControlGate, allowed_hosts
 from heidi_engine.ui.http.metrics import CONTENT_TYPE, exposition
+from heidi_engine.ui.http.page_routes import PageRoutes
+from heidi_engine.ui.http.stream import PageFeed
 from heidi_engine.ui.status_view import Health, assess, orphaned, status_fields
 from heidi_engine.ui.viewer import LiveView, View
 
@@ -47,12 +52,24 @@ class StatusServer(ThreadingHTTPServer):
     # The socketserver default backlog (5) makes a burst of clients wait for SYN retries.
     request_queue_size = 256
 
-    def __init__(self, home: Path, view: LiveView, *, host: str = LOOPBACK, port: int = 0) -> None:
+    def __init__(
+        self, home: Path, view: LiveView, *, host: str = LOOPBACK, port: int = 0, control: bool = False
+    ) -> None:
         if host != LOOPBACK:
             raise ValueError(f"the status server listens on {LOOPBACK} only, not {host!r}")
         self.home = home
         self.view = view
+        # Before the bind: a server that cannot bind closes itself (server_close) before __init__ returns.
+        self.feed = PageFeed(view, self.health, config_file=home / "config.yaml")
         super().__init__((host, port), _Handler)
+        port = self.server_address[1]
+        self.gate = ControlGate.with_new_token(port) if control else ControlGate(None, port)
+        self.page = PageRoutes(home, self.feed, self.gate, lambda: self.view.latest().state.run_id)
+        self.feed.start()
+
+    def server_close(self) -> None:
+        self.feed.close()
+        super().server_close()
 
     @property
     def url(self) -> str:
@@ -107,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
         if host is None:  # an HTTP/1.0 client names none; only a browser's request matters here
             return True
         port = self.server.server_address[1]
-        if host.strip().lower() in {f"{name}{suffix}" for name in (LOOPBACK, "localhost") for suffix in ("", f":{port}")}:
+        if host.strip().lower() in allowed_hosts(port):
             return True
         self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": f"this server answers for {LOOPBACK}:{port} only"})
         return False
@@ -116,19 +133,27 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._host_allowed():
             return
         path = route(self.path)
-        if path in ("/", "/status"):
+        if path == "/" and "text/html" in self.headers.get("Accept", ""):
+            self._send(HTTPStatus.SEE_OTHER, _JSON, b"", {"Location": "/ui"})  # a browser: the page
+        elif path in ("/", "/status"):
             latest, health = self.server.snapshot()
             self._json(HTTPStatus.OK, status_fields(latest.state, health))
         elif path == "/health":
             health = self.server.health()
             self._json(HTTPStatus(health.http_status), health.body())
         elif path == "/metrics":
-            self._send(HTTPStatus.OK, CONTENT_TYPE, exposition(self.server.snapshot))
-        else:
+            self._send(HTTPStatus.OK, CONTENT_TYPE, exposition(self.server.snapshot, self.server.gate.refused))
+        elif not self.server.page.get(self, path):
             self._json(
                 HTTPStatus.NOT_FOUND,
-                {"error": "not found", "routes": ["/", "/status", "/health", "/metrics"]},
+                {"error": "not found", "routes": ["/", "/status", "/health", "/metrics", "/ui", "/api/snapshot",
+                                                  "/api/stream", "/api/events", "/api/runs", "/api/compare"]},
             )
+
+    def do_POST(self) -> None:
+        # The Host is judged by the control gate (403 and counted), not answered 421 like a read.
+        if not self.server.page.post(self, route(self.path)):
+            self._not_allowed()
 
     def _not_allowed(self) -> None:
         if not self._host_allowed():
@@ -163,22 +188,28 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def _port(home: Path, given: int | None) -> int:
-    """``--port``, else HTTP_PORT from config (file and environment); ConfigError when invalid."""
-    if given is not None:
-        if given != 0 and not 1024 <= given <= 65535:
-            raise ConfigError([f"--port = {given}: expected 1024–65535 (or 0 for any free port)"])
-        return given
+def _port(home: Path, given: int | None, control: bool) -> tuple[int, bool]:
+    """``--port``, else HTTP_PORT from config (file and environment), and whether to allow control
+    (``--control``, else HTTP_CONTROL); ConfigError when invalid."""
+    if given is not None and given != 0 and not 1024 <= given <= 65535:
+        raise ConfigError([f"--port = {given}: expected 1024–65535 (or 0 for any free port)"])
+    if given is not None and control:
+        return given, True
     path = home / "config.yaml"
-    return load_config(path if path.exists() else None).HTTP_PORT
+    config = load_config(path if path.exists() else None)
+    return (config.HTTP_PORT if given is None else given), control or config.HTTP_CONTROL == "1"
 
 
-def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = True) -> int:
-    """Run the server in the foreground until SIGTERM/SIGINT; the exit code (0, or 1 if it cannot bind)."""
+def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = True, control: bool = False) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT; the exit code (0, or 1 if it cannot bind).
+
+    With ``control`` the page may pause, resume and stop the run: the URL that hands a browser the token
+    is printed (before the ``serving`` line) and written to ``http_control.token`` (0600) for as long as
+    the server runs."""
     view = LiveView(home, sender="http").start()
     try:
         try:
-            server = StatusServer(home, view, host=host, port=port)
+            server = StatusServer(home, view, host=host, port=port, control=control)
         except OSError as exc:
             print(f"HTTP status server: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILURE
@@ -187,6 +218,9 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, _stop)
+        if control:
+            server.gate.write_token(home)
+            print(f"HTTP status server: control at {server.gate.login_url(server.url)}", flush=True)
         if announce:
             print(f"HTTP status server: serving {server.url} for {home}", flush=True)
         try:
@@ -195,6 +229,8 @@ def serve(home: Path, *, host: str = LOOPBACK, port: int = 0, announce: bool = T
             pass
         finally:
             server.server_close()
+            if control:
+                server.gate.remove_token(home)
         return EXIT_OK
     finally:
         view.close()
@@ -208,6 +244,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="port (default: HTTP_PORT from config, 7779; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="let the browser page pause, resume and stop the run: prints a URL with a one-time token "
+        "(default: HTTP_CONTROL from config)",
     )
     parser.add_argument(
         "--host", default=LOOPBACK, help=f"must be {LOOPBACK}: the server never listens elsewhere"
@@ -230,11 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"HTTP status server: {exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
     try:
-        port = _port(home, args.port)
+        port, control = _port(home, args.port, args.control)
     except ConfigError as exc:
         print(f"HTTP status server: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
-    return serve(home, port=port)
+    return serve(home, port=port, control=control)
 
 
 if __name__ == "__main__":

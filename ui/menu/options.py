@@ -141,6 +141,11 @@ class MenuOptions:
             preexec_fn=_ignore_sigint,
         )
         line = _first_line(self.http, _HTTP_START_TIMEOUT_S)
+        control = None
+        if line is not None and " control at " in line:  # HTTP_CONTROL: the URL with the token comes first
+            # The serving line follows at once (or the pipe ends): read it even if already buffered.
+            assert self.http.stdout is not None
+            control, line = line.strip(), self.http.stdout.readline() or None
         if line is None or "http://" not in line:
             problem = (
                 self.http.stderr.read().strip() if self.http.poll() is not None and self.http.stderr else ""
@@ -152,6 +157,8 @@ class MenuOptions:
             return
         self.http_url = line[line.index("http://") :].split()[0]
         self.controller.say(f"HTTP status server running at {self.http_url} (until you exit the menu)")
+        if control is not None:
+            self.controller.say(control)
 
     def stop_http(self) -> None:
         if self.http is None:

@@ -81,6 +81,7 @@ TEXT_DEFAULTS: dict[str, str] = {
     "REPORT_TO": "none",
     "RUN_UNIT_TESTS": "0",
     "HTTP_ENABLED": "0",
+    "HTTP_CONTROL": "0",
     "TEACHER_STREAM": "0",
     "SANDBOX": "auto",
     "LORA_TARGET_MODULES": "attention",
@@ -88,7 +89,7 @@ TEXT_DEFAULTS: dict[str, str] = {
     "LOAD_IN_4BIT": "0",
     "TRAIN_LAUNCHER": "auto",
 }
-SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED", "TEACHER_STREAM", "LOAD_IN_4BIT")
+SWITCHES = ("RUN_UNIT_TESTS", "HTTP_ENABLED", "HTTP_CONTROL", "TEACHER_STREAM", "LOAD_IN_4BIT")
 
 
 def _dump(values: dict[str, object]) -> str:
