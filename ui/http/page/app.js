@@ -22,7 +22,9 @@
   const PAGE = 500;               // /api/events page size (the server's limit)
   const SILENCE_MS = 6000;        // nothing heard for this long: the stream is lost
   const RECONNECT_MS = 1000;
-  const LIVE_MS = 250;            // a view redrawn for the stream at most this often
+  const LIVE_MS = 500;            // a view redrawn for the stream at most this often (twice a second)
+  const FLOOD_MS = 1000;          // … and a view that lists events, once a second under a flood
+  const FLOOD = 100;              // events since the last draw that make a flood
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const DASH = '—';
 
@@ -43,6 +45,7 @@
     configFilter: '',
     runs: null, runsMsg: '', picked: [], compare: null, compareMsg: '',
     controlBusy: false,
+    arrived: 0,                 // events received live, in all (tells a flood from a trickle)
   };
   // A version per kind of data; a view re-renders only when one it reads moved.
   const ver = { snap: 0, state: 0, link: 0, events: 0, series: 0, filter: 0, runs: 0, compare: 0, layout: 0 };
@@ -271,6 +274,7 @@
     }
     if (gap > 0 && start !== null) model.items.push({ gap: true, before: start, count: gap });
     for (let i = 0; i < events.length; i++) model.items.push({ n: start === null ? null : start + i, e: obj(events[i]) });
+    model.arrived += events.length;
     capEvents();
     bump('events');
   }
@@ -379,8 +383,7 @@
         'f:external', 'series'],
       fn: renderTrainer,
     },
-    // A busy log re-laid ten times a second is unreadable anyway: live updates at most twice a second.
-    events: { deps: ['events', 'filter', 'f:event_count'], fn: renderEvents, liveMs: 500 },
+    events: { deps: ['events', 'filter', 'f:event_count'], fn: renderEvents, lists: true },
     config: { deps: ['f:config', 'filter'], fn: renderConfig },
     eval: { deps: ['f:evals', 'f:best_round', 'f:outcome'], fn: renderEval },
     runs: { deps: ['runs', 'compare', 'f:run_id'], fn: renderRuns },
@@ -401,16 +404,20 @@
     const key = r.deps.map(depVersion).join('.') + '/' + user;
     if (rendered[view] === key) return;
     const last = renderedAt[view];
-    // What the stream changed is drawn at most every LIVE_MS (the stream brings up to ten deltas a second):
-    // the figures still follow within a quarter of a second, at a fraction of the layout work.
-    const live = r.liveMs || LIVE_MS;
+    // What the stream changed is drawn at most every LIVE_MS (the stream brings up to ten deltas a second),
+    // as the terminal dashboard refreshes: the figures still follow within a second, at a fraction of the
+    // layout and paint work. What the user does is drawn at once.
+    // Under a flood (over FLOOD events since the last draw) a view that lists events is drawn once a second:
+    // the rows pass too fast to read anyway, and each draw repaints most of the view.
+    const flood = r.lists && last && model.arrived - last.arrived > FLOOD;
+    const live = flood ? FLOOD_MS : LIVE_MS;
     const wait = last && last.user === user && rendered[view] ? live - (performance.now() - last.t) : 0;
     if (wait > 0) {
       if (!deferred) deferred = setTimeout(() => { deferred = 0; scheduleRender(); }, wait);
       return;
     }
     rendered[view] = key;
-    renderedAt[view] = { t: performance.now(), user };
+    renderedAt[view] = { t: performance.now(), user, arrived: model.arrived };
     const problem = $('view-' + view).querySelector('.view-error');
     try {
       r.fn();
@@ -560,7 +567,15 @@
 
   const recentCache = new WeakMap();   // item -> its Overview row: the newest rows are built once each
 
+  const recentDrawn = { t: 0, arrived: 0 };
+
   function renderRecent() {
+    // Under a flood the newest rows change at every draw: once a second is enough (the counters above
+    // still follow twice a second).
+    const now = performance.now();
+    if (model.arrived - recentDrawn.arrived > FLOOD && now - recentDrawn.t < FLOOD_MS) return;
+    recentDrawn.t = now;
+    recentDrawn.arrived = model.arrived;
     const rows = [];
     for (let i = model.items.length - 1; i >= 0 && rows.length < 8; i--) {
       const it = model.items[i];
