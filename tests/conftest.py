@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from browser import Session, require_browser
 from harness import HttpProc, SupervisorProc, short_home
 
 # Fixtures that live in modules of their own (a menu on a pseudo-terminal, a detached supervisor).
@@ -73,3 +74,27 @@ def http_server(home: Path) -> Iterator[Callable[[], HttpProc]]:
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Iterator[Session]:
+    """A headless Chromium (:class:`browser.Session`; skipped where none is installed, failed instead when
+    ``AUTOTRAIN_REQUIRE_BROWSER=1``); quit, with every process it started, after the test. A failing test
+    shows the page's banner, its console and the evidence the test attached."""
+    require_browser()
+    session = Session()
+    request.node.browser_session = session
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # Runs while the browser is still open (before the fixture's teardown), so the page can still be read.
+    outcome = yield
+    report = outcome.get_result()
+    session = getattr(item, "browser_session", None)
+    if session is not None and report.when == "call" and report.failed:
+        report.sections.append(("browser evidence", session.report()))

@@ -325,21 +325,56 @@ class Response:
 
 
 class HttpProc:
-    """``python -m heidi_engine.ui.http.server --port 0``; the URL is read from its first line."""
+    """``python -m heidi_engine.ui.http.server --port 0``; the URL is read from its first line.
 
-    def __init__(self, home: Path) -> None:
+    With ``control`` the server is started with ``--control``: it prints the control URL (kept in
+    :attr:`control_url`, its token in :attr:`token`) before the ``serving`` line, and both are read. With
+    ``log`` its stderr goes to that file (see :meth:`evidence`) instead of a pipe."""
+
+    def __init__(self, home: Path, *, control: bool = False, log: Path | None = None) -> None:
+        self.log = log
+        self.token: str | None = None
+        self.control_url: str | None = None
+        self._log_handle = None if log is None else open(log, "ab")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(home), "--port", "0"],
+            [sys.executable, "-m", "heidi_engine.ui.http", "--home", str(home), "--port", "0",
+             *(["--control"] if control else [])],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if self._log_handle is None else self._log_handle,
             text=True,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
-        line = self.proc.stdout.readline() if ready else ""
+        )  # fmt: skip
+        if control:
+            first = self._line()
+            assert "control at http://127.0.0.1:" in first and "?token=" in first, f"no control URL line: {first!r}"
+            self.control_url = first.split("control at ", 1)[1].strip()
+            self.token = self.control_url.split("?token=", 1)[1]
+            # The serving line follows at once, and may already sit in the reader's buffer, where select
+            # would not see it: read it without select (a server that dies instead gives EOF, not a hang).
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+        else:
+            line = self._line()
         assert "http://127.0.0.1:" in line, f"no URL line: {line!r}"
         self.port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        assert self.control_url is None or self.control_url.startswith(f"{self.url}/ui?token=")
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
+        return self.proc.stdout.readline() if ready else ""
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def evidence(self) -> str:
+        """How the server ends (or that it runs) and, with ``log``, the end of its stderr."""
+        code = self.proc.poll()
+        how = "still running" if code is None else f"exited with status {code}"
+        text = self.log.read_text(errors="replace")[-3000:] if self.log is not None and self.log.exists() else ""
+        return f"--- HTTP server pid {self.proc.pid} on port {self.port}: {how}; its stderr (end):\n{text}"
 
     def request(self, method: str, path: str, timeout_s: float = 10, headers: dict[str, str] | None = None) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
@@ -361,6 +396,8 @@ class HttpProc:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc.communicate()
+        if self._log_handle is not None:
+            self._log_handle.close()
         assert self.proc.returncode == 0
 
 

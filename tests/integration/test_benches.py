@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import require_browser
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -22,11 +23,15 @@ SMOKE = [
      "pool vs 1"),
     ("bench_redaction.py", ["--seconds", "0.05", "--repeats", "1"], "adversarial texts, 4.0 MiB"),
     ("bench_agent_emit.py", ["--events", "2000", "--repeats", "1"], "agent emit, mixed events"),
+    ("bench_browser.py", ["--rate", "200", "--seconds", "1", "--warmup", "0.5"], "tab, Events view minus no tab"),
 ]
+NEEDS_BROWSER = {"bench_browser.py"}
 
 
 @pytest.mark.parametrize(("script", "args", "expected"), SMOKE, ids=[s for s, _, _ in SMOKE])
 def test_bench_runs(script: str, args: list[str], expected: str) -> None:
+    if script in NEEDS_BROWSER:
+        require_browser()
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     evidence = f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
