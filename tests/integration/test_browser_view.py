@@ -378,7 +378,7 @@ def test_without_the_token_the_run_cannot_be_steered(stack: Stack, live: Supervi
     browser.driver.get(stack.server.control_url or "")
     wait_until(lambda: browser.attr("#conn", "data-state") == "live", 15, 0.05, "control page live", browser.report)
     assert browser.driver.current_url == f"{stack.server.url}/ui", "the token must leave the address bar"
-    assert [c["name"] for c in browser.driver.get_cookies()] == ["autotrain_control"]
+    assert [c["name"] for c in browser.driver.get_cookies()] == [f"autotrain_control_{stack.server.port}"]
     _OtherOrigin.target = stack.server.url
     other = ThreadingHTTPServer(("127.0.0.1", 0), _OtherOrigin)
     thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

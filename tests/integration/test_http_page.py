@@ -87,6 +87,8 @@ def test_the_page_is_served_with_a_strict_policy(home: Path, http_server: Callab
     assert snapshot["link"]["health"] == "down" and snapshot["control"] is False
     assert server.get("/api/events?before=10").status == 503
     assert server.get("/api/runs").json() == {"runs": []}
+    head = server.request("HEAD", "/api/stream", timeout_s=5)  # the headers, then the end: no stream
+    assert head.status == 200 and head.headers["content-type"].startswith("text/event-stream") and head.body == b""
     assert server.request("POST", "/api/control/pause").status == 403
     assert server.request("POST", "/status").status == 405
 
@@ -190,7 +192,7 @@ def test_the_supervisor_run_server_with_control_hands_out_a_private_token(start_
         reply.read()
         assert reply.status == 303 and reply.getheader("Location") == "/ui"
         cookie = reply.getheader("Set-Cookie") or ""
-        assert f"autotrain_control={token}" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert f"autotrain_control_{port}={token}" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         conn.request("GET", "/metrics")
         assert "autotrain_http_refused_total 1.0" in conn.getresponse().read().decode()
     finally:

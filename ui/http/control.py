@@ -19,9 +19,8 @@ from pathlib import Path
 
 from heidi_engine.bus.storage import atomic_write_bytes
 
-__all__ = ["COMMANDS", "COOKIE", "TOKEN_FILE", "ControlGate", "allowed_hosts"]
+__all__ = ["COMMANDS", "TOKEN_FILE", "ControlGate", "allowed_hosts"]
 
-COOKIE = "autotrain_control"
 TOKEN_FILE = "http_control.token"
 COMMANDS = ("pause", "resume", "stop")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost")
@@ -65,9 +64,15 @@ class ControlGate:
         """Whether ``token`` is this gate's (compared in constant time)."""
         return self.token is not None and token is not None and hmac.compare_digest(token, self.token)
 
+    @property
+    def cookie(self) -> str:
+        """The cookie's name, with this server's port: browsers keep cookies by host, not by port, so two
+        servers on one machine (two homes) must not overwrite each other's."""
+        return f"autotrain_control_{self.port}"
+
     def set_cookie(self) -> str:
         """The ``Set-Cookie`` value a good login gets (a session cookie, for this server's paths only)."""
-        return f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+        return f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
 
     def holds(self, headers: Mapping[str, str]) -> bool:
         """Whether the request carries this gate's cookie."""
@@ -78,7 +83,7 @@ class ControlGate:
             jar = SimpleCookie(raw)
         except CookieError:
             return False
-        morsel = jar.get(COOKIE)
+        morsel = jar.get(self.cookie)
         return morsel is not None and self.matches(morsel.value)
 
     def refusal(self, headers: Mapping[str, str]) -> str | None:

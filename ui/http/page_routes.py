@@ -54,6 +54,7 @@ class Responder(Protocol):
     """What a route needs of the request handler."""
 
     path: str
+    command: str
     headers: Any
     wfile: Any
 
@@ -137,6 +138,8 @@ class PageRoutes:
                                 ("X-Content-Type-Options", "nosniff"), ("X-Accel-Buffering", "no")):  # fmt: skip
                 handler.send_header(name, value)
             handler.end_headers()
+            if handler.command == "HEAD":
+                return  # the headers only: a stream has no end to send
             control = self.gate.holds(handler.headers)
             try:
                 self.feed.serve(handler.wfile, handler.headers.get("Last-Event-ID"),

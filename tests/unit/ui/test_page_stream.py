@@ -15,7 +15,7 @@ from ui_builders import SECRET, make_events, make_state, view
 
 from heidi_engine.bus.redaction import default_redactor
 from heidi_engine.bus.state import AgentInfo, EvalSample, EvalScores, RunState
-from heidi_engine.ui.http.control import COOKIE, ControlGate
+from heidi_engine.ui.http.control import ControlGate
 from heidi_engine.ui.http.page_data import PAGE_FIELDS, Projector, config_rows, page_events
 from heidi_engine.ui.http.stream import RING, PageFeed, Series
 from heidi_engine.ui.status_view import Health
@@ -183,13 +183,14 @@ def _headers(**given: str) -> dict[str, str]:
 
 def test_the_gate_lets_through_only_the_token_holder_from_this_origin() -> None:
     gate = ControlGate.with_new_token(PORT)
-    cookie = f"{COOKIE}={gate.token}"
+    cookie = f"{gate.cookie}={gate.token}"
     assert gate.refusal(_headers(Cookie=cookie)) is None
     assert gate.refusal(_headers(Cookie=f"theme=dark; {cookie}", Host=f"localhost:{PORT}",
                                  Origin=f"http://localhost:{PORT}")) is None  # fmt: skip
     refused = {
         "no cookie": _headers(),
-        "wrong token": _headers(Cookie=f"{COOKIE}=x{gate.token}"),
+        "wrong token": _headers(Cookie=f"{gate.cookie}=x{gate.token}"),
+        "another server's cookie": _headers(Cookie=f"autotrain_control_1={gate.token}"),
         "another origin": _headers(Cookie=cookie, Origin="http://evil.example"),
         "another port": _headers(Cookie=cookie, Origin="http://127.0.0.1:1"),
         "no origin": _headers(Cookie=cookie, Origin="-"),
@@ -201,8 +202,8 @@ def test_the_gate_lets_through_only_the_token_holder_from_this_origin() -> None:
     for case, headers in refused.items():
         assert gate.refusal(headers) is not None, case
     read_only = ControlGate(None, PORT)
-    assert "read-only" in (read_only.refusal(_headers(Cookie=f"{COOKIE}=anything")) or "")
-    assert not read_only.matches("") and not read_only.holds({"Cookie": f"{COOKIE}="})
+    assert "read-only" in (read_only.refusal(_headers(Cookie=f"{read_only.cookie}=anything")) or "")
+    assert not read_only.matches("") and not read_only.holds({"Cookie": f"{read_only.cookie}="})
     assert "HttpOnly" in gate.set_cookie() and "SameSite=Strict" in gate.set_cookie()
 
 
