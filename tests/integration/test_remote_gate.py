@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from harness import free_port_base, wait_until
+from harness import free_port_base
 
 from heidi_engine.bus.clients import clients_dir, issue_client, list_clients, load_clients, revoke_client
 from heidi_engine.bus.codec import encode
@@ -66,6 +66,7 @@ def _serve_until(server: BusServer, done: Callable[[], bool], timeout_s: float =
     while not done():
         gate = server.remote._gate if server.remote is not None else None
         assert time.monotonic() < deadline, (f"timed out; refused so far: {dict(server.bad.counts)}; "
+                                             f"gate: {None if gate is None else dict(gate.counts)}; "
                                              f"connections: {None if gate is None else gate.conns}")
         server.wait(0.05)
         while (got := server.recv_command()) is not None:
@@ -138,7 +139,8 @@ def test_a_revocations_rebind_leaves_the_connection_count_true(listening: tuple[
         subs.append(sub)
         keys.append(info.public_key.encode())
     try:
-        wait_until(lambda: gate.open(egress) == 3, 20, 0.05, "three subscribers counted")
+        # Served meanwhile, as a supervisor would be; a timeout names the refusals and the descriptors counted.
+        _serve_until(server, lambda: gate.open(egress) == 3)
         for round_no in range(3):  # each revocation rebinds the PUB endpoint; the others reconnect
             revoke_client(home, f"v{round_no}")
             _serve_until(server, lambda k=keys[round_no]: k not in gate.admitted)  # type: ignore[misc]
