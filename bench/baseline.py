@@ -16,20 +16,23 @@ Run alone (``python bench/baseline.py [REF]``) it extracts REF and says where th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import random
+import signal
 import string
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from heidi_engine.bus.connection import read_bus_info
 from heidi_engine.bus.control import ControlClient
 from heidi_engine.bus.event import utc_now_iso
 from heidi_engine.bus.event_wire import event_record
@@ -122,6 +125,22 @@ def supervise(home: Path, baseline: Baseline | None) -> subprocess.Popen[bytes]:
         time.sleep(0.05)
     time.sleep(0.3)
     return sup
+
+
+@contextlib.contextmanager
+def shut_down_after(sup: subprocess.Popen[bytes], home: Path) -> Iterator[None]:
+    """Around a bench's use of the supervisor ``sup`` of ``home``: when the block ends normally it is asked to
+    shut down and given a minute; whatever happened, one still running is then killed (a bench never leaves
+    a supervisor behind)."""
+    try:
+        yield
+        with ControlClient(read_bus_info(home), timeout_s=30) as client:
+            client.call("shutdown")
+        sup.wait(60)
+    finally:
+        if sup.poll() is None:
+            sup.send_signal(signal.SIGKILL)
+            sup.wait()
 
 
 # -- a mixed corpus, and the accounting of a blast ---------------------------------------------------------

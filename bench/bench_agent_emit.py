@@ -20,7 +20,6 @@ import argparse
 import gc
 import itertools
 import os
-import signal
 import statistics
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from baseline import mixed_records, supervise
+from baseline import mixed_records, shut_down_after, supervise
 
 from heidi_engine.agents.runtime import AgentRuntime
 from heidi_engine.bus.connection import BusInfo, read_bus_info
@@ -95,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atb-emit-", dir="/tmp") as folder:
         home = Path(folder)
         sup = supervise(home, None)
-        try:
+        with shut_down_after(sup, home):
             info = read_bus_info(home)
             with ControlClient(info, timeout_s=30) as client:
                 run_id = client.call("start")["run_id"]
@@ -119,13 +118,6 @@ def main() -> None:
                 print(f"agent emit, {name} events, median of {args.repeats}: now (event_record + send_packed) "
                       f"{now:.2f} µs CPU/event, old (Event.model_validate + send) {old:.2f} µs; "
                       f"now/old ×{now / old:.2f}{target}")
-            with ControlClient(info, timeout_s=30) as client:
-                client.call("shutdown")
-            sup.wait(60)
-        finally:
-            if sup.poll() is None:
-                sup.send_signal(signal.SIGKILL)
-                sup.wait()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from baseline import shut_down_after
 
 from heidi_engine.bus.codec import decode
 from heidi_engine.bus.connection import BusInfo, ConnectionFileError, read_bus_info, read_client_file
@@ -113,7 +113,7 @@ def main() -> None:
         listen = f"127.0.0.1:{_free_port_base()}"
         sup = subprocess.Popen([*SUPERVISOR, "--home", folder, "--no-gpu", "--listen", listen],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
+        with shut_down_after(sup, home):
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -148,12 +148,6 @@ def main() -> None:
                 emitter.join()
                 for proc, _ in viewers:
                     proc.join()
-                client.call("shutdown")
-            sup.wait(60)
-        finally:
-            if sup.poll() is None:
-                sup.send_signal(signal.SIGKILL)
-                sup.wait()
     ipc, curve = results["ipc"], results["CURVE"]
     print(f"machine: {os.cpu_count()} cores; {args.rate:,.0f} events/s for {args.seconds:g} s, both viewers at once")
     print(f"emit→viewer over ipc:                   {_figures(list(ipc.values()))}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import signal
 import statistics
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 import msgpack
 import psutil
 import zmq
-from baseline import Baseline, account, extract, mixed_records, supervise
+from baseline import Baseline, account, extract, mixed_records, shut_down_after, supervise
 
 from heidi_engine.bus.codec import decode, encode
 from heidi_engine.bus.connection import read_bus_info
@@ -221,7 +220,7 @@ def one_run(home: Path, args: argparse.Namespace, raw: float, baseline: Baseline
     """Every phase against one supervisor; its figures by phase name, each printed as it comes."""
     out: dict[str, object] = {}
     sup = supervise(home, baseline)
-    try:
+    with shut_down_after(sup, home):
         info = read_bus_info(home)
         proc = psutil.Process(sup.pid)
         with ControlClient(info, timeout_s=30) as client:
@@ -259,12 +258,6 @@ def one_run(home: Path, args: argparse.Namespace, raw: float, baseline: Baseline
             out["late join"] = (statistics.median(joins), max(joins))
             print(f"  late join with {accepted:,} events in the run: median {statistics.median(joins):.1f} ms, "
                   f"max {max(joins):.1f} ms (target <= 100 ms)")
-            client.call("shutdown")
-        sup.wait(60)
-    finally:
-        if sup.poll() is None:
-            sup.send_signal(signal.SIGKILL)
-            sup.wait()
     return out
 
 
