@@ -69,29 +69,15 @@ def old_add_many(ledger: Ledger, records: Sequence[Mapping[str, Any]]) -> None:
         ledger.run_id = records[0]["run_id"]
     for record in records:
         counters, usage = record["counters_delta"], record["usage_delta"]
-        stage, round_no, kind, level = record["stage"], record["round"], record["event_type"], record["level"]
         if counters or usage:
             add_deltas(ledger.counters, ledger.usage, counters, usage)
-            key = f"{stage}:{round_no}"
+            key = f"{record['stage']}:{record['round']}"
             totals = ledger.counted.get(key)
             if totals is None:
                 totals = ledger.counted[key] = Totals()
             totals.add(counters, usage)
-        if kind == "progress":
-            if level == "error":
-                ledger.error = record.get("error") or record["message"]
-            continue
-        if kind == "stage_start":
-            ledger.current_stage = stage
-        elif kind == "stage_end" and level == "success" and (round_no, stage) not in ledger.completed:
-            ledger.completed.append((round_no, stage))
-        status = status_after(kind, level)
-        if status is not None:
-            ledger.status = status
-            if status == "running" and ledger.started_at is None:
-                ledger.started_at = record["ts"]
-        if level == "error":
-            ledger.error = record.get("error") or record["message"]
+        if record["event_type"] != "progress" or record["level"] == "error":
+            ledger.note(record)  # the run's stage, status and error: the same one-by-one code then and now
     last = records[-1]
     ledger.event_count += len(records)
     ledger.current_round = last["round"]

@@ -162,23 +162,29 @@ class Ledger(BaseModel):
                 group.append(record)
         if groups:
             self._add_groups(records, groups)
-        for record in [r for r in records if r["event_type"] != "progress" or r["level"] == "error"]:
-            stage, round_no, kind, level = record["stage"], record["round"], record["event_type"], record["level"]
-            if kind == "stage_start":
-                self.current_stage = stage
-            elif kind == "stage_end" and level == "success" and (round_no, stage) not in self.completed:
-                self.completed.append((round_no, stage))
-            status = status_after(kind, level)
-            if status is not None:
-                self.status = status
-                if status == "running" and self.started_at is None:
-                    self.started_at = record["ts"]
-            if level == "error":
-                self.error = record.get("error") or record["message"]
+        for record in records:
+            if record["event_type"] != "progress" or record["level"] == "error":  # a plain progress says nothing
+                self.note(record)
         last = records[-1]
         self.event_count += len(records)
         self.current_round = last["round"]
         self.last_event_ts = last["ts"]
+
+    def note(self, record: Mapping[str, Any]) -> None:
+        """What one record says of the run besides its counts: a stage started or completed, the status a
+        pipeline event sets, an error."""
+        stage, round_no, kind, level = record["stage"], record["round"], record["event_type"], record["level"]
+        if kind == "stage_start":
+            self.current_stage = stage
+        elif kind == "stage_end" and level == "success" and (round_no, stage) not in self.completed:
+            self.completed.append((round_no, stage))
+        status = status_after(kind, level)
+        if status is not None:
+            self.status = status
+            if status == "running" and self.started_at is None:
+                self.started_at = record["ts"]
+        if level == "error":
+            self.error = record.get("error") or record["message"]
 
     def _add_groups(self, records: Sequence[Mapping[str, Any]], by_pair: dict[tuple[str, int], _Records]) -> None:
         """Add each (stage, round)'s deltas to its totals, and all of them to the run's."""

@@ -109,18 +109,7 @@ def _naive_ledger(ledger: Ledger, record: dict[str, Any]) -> None:
     if counters or usage:
         add_deltas(ledger.counters, ledger.usage, counters, usage)
         ledger.counted.setdefault(f"{stage}:{round_no}", Totals()).add(counters, usage)
-    kind, level = record["event_type"], record["level"]
-    if kind == "stage_start":
-        ledger.current_stage = stage
-    elif kind == "stage_end" and level == "success" and (round_no, stage) not in ledger.completed:
-        ledger.completed.append((round_no, stage))
-    status = status_after(kind, level)
-    if status is not None:
-        ledger.status = status
-        if status == "running" and ledger.started_at is None:
-            ledger.started_at = record["ts"]
-    if level == "error":
-        ledger.error = record.get("error") or record["message"]
+    ledger.note(record)  # per record already: only the sums are what batching changed
     ledger.event_count += 1
     ledger.current_round = round_no
     ledger.last_event_ts = record["ts"]
