@@ -120,18 +120,24 @@ def live(stack: Stack) -> SupervisorProc:
     return sup
 
 
-def _plant_usage(home: Path, run_id: str) -> None:
-    """Teacher usage in events spread over a second (the usage series takes a point per change it sees) and
-    two endpoints' usage in a teacher sample."""
+def _plant_usage(stack: Stack, run_id: str) -> None:
+    """Teacher usage in events, each seen by the server before the next (its usage series takes a point per
+    change it sees), and two endpoints' usage in a teacher sample."""
     base = Event(run_id=run_id, round=1, stage="generate", event_type="progress").model_dump()
-    with Publisher(read_bus_info(home), "generate:planted") as publisher:
+
+    def points() -> int:
+        return len(stack.server.get("/api/snapshot").json()["series"]["usage"])  # type: ignore[index]
+
+    with Publisher(read_bus_info(stack.home), "generate:planted") as publisher:
         for batch in range(8):
+            before = points()
             usage = {"requests_sent": 4, "input_tokens": 1500 + 100 * batch, "output_tokens": 400 + 30 * batch,
                      "estimated_cost_usd": 0.0009 + 0.0001 * batch}  # fmt: skip
             publisher.send("event", Event.model_construct(**{
                 **base, "message": f"teacher batch {batch}: 4 replies", "usage_delta": usage,
                 "counters_delta": {"teacher_generated": 4, "rejected_dedup": batch % 2}}))  # fmt: skip
-            time.sleep(0.15)  # the page's series take a point per 100 ms tick: spread them out
+            wait_until(lambda b=before: points() > b, 10, 0.02, f"the server's usage point for batch {batch}",
+                       stack.evidence)  # type: ignore[misc]  # fmt: skip
         publisher.send("sample", TeacherSample(run_id=run_id, endpoints={
             "https://teacher-a.invalid/v1": EndpointUsage(
                 usage={"requests_sent": 20, "input_tokens": 7000, "output_tokens": 1900, "estimated_cost_usd": 0.004},
@@ -175,7 +181,7 @@ def finished(stack: Stack) -> Finished:
     sup.call("pause")  # planted events are taken only while the run is active: paused, it waits for them
     sup.wait_status("paused")
     stack.follows(run_id)  # it sees the teacher usage grow, point by point, for the page's usage charts
-    _plant_usage(stack.home, run_id)
+    _plant_usage(stack, run_id)
     sup.call("resume")
     wait_until(lambda: (lambda s: (s["current_round"], s["current_stage"]))(sup.status()) == (2, "eval"), 30, 0.02,
                "round 2's eval (its agent waits 2 s)", sup.evidence)  # fmt: skip
@@ -302,8 +308,10 @@ def test_the_event_log_draws_what_is_in_sight_and_keeps_the_row_being_read(stack
     script("document.getElementById('event-list').parentElement.scrollTop = 27 * 30")
     reading = wait_until(lambda: script(_READ_ROW), 5, 0.05, "a row in sight after the scroll", browser.report)
     before = live.status()["counters"]["teacher_generated"]
+    drawn = int(browser.attr("#event-list", "data-draws") or 0)
     wait_until(lambda: live.status()["counters"]["teacher_generated"] >= before + 10, 10, 0.05, "ten more events")
-    time.sleep(1.0)  # two of the log's redraws (it draws the stream at most twice a second)
+    wait_until(lambda: int(browser.attr("#event-list", "data-draws") or 0) >= drawn + 2, 10, 0.05,
+               "two more draws of the log, with the new events", browser.report)  # fmt: skip
     assert script(_READ_ROW) == reading, "new events above moved the row being read"
     # The bottom of the scroll holds the oldest event the page has, drawn on demand.
     script("document.getElementById('event-list').parentElement.scrollTop = 1e9")

@@ -250,8 +250,9 @@ class PageFeed:
                 extra(body)
                 pending = [frame("snapshot", body, body["stream_id"])]
                 at = self._n
-            else:
-                pending = []
+            else:  # what the ring holds after the tab's last frame goes out at once, with the retry line
+                pending = [data for n, data in self._ring if n > at]
+                at = self._n
         out.write(b"retry: 1000\n\n" + b"".join(pending))
         out.flush()
         while not self._stop.is_set():

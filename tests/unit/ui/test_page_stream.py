@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from dataclasses import replace
 from typing import Any
 
@@ -51,12 +50,14 @@ def _frames(data: bytes) -> list[tuple[str | None, str, dict[str, Any]]]:
 
 
 def _serve_once(feed: PageFeed, last_id: str | None) -> list[tuple[str | None, str, dict[str, Any]]]:
-    """What one tab reads until the feed stops (stopped from another thread after a moment)."""
+    """What a tab that connects with ``last_id`` is sent at once: the feed is stopped first, so the serving
+    ends after its first write (which holds the snapshot, or every frame after ``last_id``)."""
     out = io.BytesIO()
-    stopper = threading.Timer(0.3, feed.close)
-    stopper.start()
-    feed.serve(out, last_id, lambda body: body.__setitem__("control", False))
-    stopper.join()
+    feed.close()
+    try:
+        feed.serve(out, last_id, lambda body: body.__setitem__("control", False))
+    finally:
+        feed._stop.clear()
     return _frames(out.getvalue())
 
 
@@ -148,7 +149,7 @@ def test_a_reconnect_resumes_within_the_ring_and_takes_a_snapshot_otherwise() ->
         views.current = view(state.model_copy(update={"event_count": n + 1}))
         feed.step()
     newest = feed.stream_id()
-    assert _serve_once(feed, newest) == []  # up to date: nothing to send but pings
+    assert _serve_once(feed, newest) == []  # up to date: nothing to send
     feed, views = _feed(state)
     for n in range(RING + 5):
         views.current = view(state.model_copy(update={"event_count": n + 1}))
@@ -158,7 +159,6 @@ def test_a_reconnect_resumes_within_the_ring_and_takes_a_snapshot_otherwise() ->
     feed, _views = _feed(state)
     feed.step()
     for stale in (None, "", "garbage", "0000-1", f"{feed.epoch}-99"):
-        feed._stop.clear()
         frames = _serve_once(feed, stale)
         assert [kind for _id, kind, _d in frames] == ["snapshot"], stale
         assert frames[0][2]["control"] is False

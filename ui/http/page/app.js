@@ -758,7 +758,7 @@
   // forty rows however many events are held or arrive, which is what keeps a flood cheap to watch.
   // Scrolled down, the rows being read stay put while new ones arrive above them.
   const OVERSCAN = 12;
-  const logView = { list: [], anchor: null, anchorAt: 0, rowH: 0 };
+  const logView = { list: [], anchor: null, anchorAt: 0, rowH: 0, draws: 0 };
 
   function spacerRow(height) {
     const tr = el('tr', 'spacer');
@@ -813,6 +813,7 @@
       logView.rowH = Math.round(rows[1].getBoundingClientRect().height) || 0;
     }
     setAttr($('event-list'), 'data-matching', matching);
+    setAttr($('event-list'), 'data-draws', ++logView.draws);   // how many times the log was drawn (tests wait on it)
     const filtered = f.stage !== 'all' || f.level !== 'all' || f.text;
     setText($('event-note'), held === 0 ? 'no events yet'
       : `${filtered ? fmtInt(matching) + ' matching of ' : ''}${fmtInt(held)} events held` +
