@@ -2,6 +2,9 @@
 
 - :func:`wilson` is the Wilson score 95% interval of a pass rate: honest for the small ``n`` a held-out
   set has, where the normal approximation gives intervals outside [0, 1].
+- :func:`paired` compares base and adapter task by task: both answer the same problems, so what tells a
+  change from noise is how many tasks one solves that the other does not, weighed by McNemar's exact test
+  (:func:`mcnemar_exact`). Two intervals that overlap can still hide a significant paired change.
 - The base student is scored once per run on the held-out set (``eval/base.json``, with what it was
   measured on); later rounds reuse it while that set is unchanged.
 - :func:`best_round`: the highest adapter held-out pass@1, ties broken by the lower held-out val loss,
@@ -30,7 +33,19 @@ from heidi_engine.agents.layout import (
 )
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
 
-__all__ = ["Best", "best_round", "load_base", "record_best", "reports", "save_base", "wilson"]
+__all__ = [
+    "MIN_TELLING",
+    "Best",
+    "Paired",
+    "best_round",
+    "load_base",
+    "mcnemar_exact",
+    "paired",
+    "record_best",
+    "reports",
+    "save_base",
+    "wilson",
+]
 
 _Z95 = 1.959963984540054
 
@@ -46,6 +61,65 @@ def wilson(passed: int, n: int, z: float = _Z95) -> tuple[float, float] | None:
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """The two-sided exact McNemar p-value of a paired pass/fail comparison.
+
+    Only the tasks on which the two disagree count: ``gained`` (the adapter passes, the base fails) and
+    ``lost`` (the reverse). If neither direction were likelier, each disagreement would be a fair coin,
+    so p is twice the binomial tail at the rarer count (at most 1), computed exactly.
+    """
+    if gained < 0 or lost < 0:
+        raise ValueError(f"need counts >= 0, got gained={gained}, lost={lost}")
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+# The fewest disagreeing tasks that can reach p < 0.05: with 5, even 5 gained and none lost gives 0.0625.
+MIN_TELLING = next(n for n in range(1, 64) if mcnemar_exact(n, 0) < 0.05)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Base and adapter on the tasks both were scored on: how many each passed, how many changed, and p."""
+
+    n: int
+    base_passed: int
+    adapter_passed: int
+    gained: int
+    lost: int
+    p: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "base_passed": self.base_passed,
+            "adapter_passed": self.adapter_passed,
+            "gained": self.gained,
+            "lost": self.lost,
+            "p": self.p,
+        }
+
+
+def paired(base: Mapping[str, bool], adapter: Mapping[str, bool]) -> Paired | None:
+    """Compare two ``{task: passed}`` maps on the tasks both hold; None when they share none."""
+    common = [task for task in adapter if task in base]
+    if not common:
+        return None
+    gained = sum(adapter[t] and not base[t] for t in common)
+    lost = sum(base[t] and not adapter[t] for t in common)
+    return Paired(
+        n=len(common),
+        base_passed=sum(bool(base[t]) for t in common),
+        adapter_passed=sum(bool(adapter[t]) for t in common),
+        gained=gained,
+        lost=lost,
+        p=mcnemar_exact(gained, lost),
+    )
 
 
 @dataclass(frozen=True)
