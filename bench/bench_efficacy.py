@@ -40,7 +40,9 @@ from fakes.openai_server import FakeOpenAIServer  # noqa: E402
 from harness import SupervisorProc  # noqa: E402
 
 from heidi_engine.agents.dataset.tasks import instruction_text, load_bank  # noqa: E402
-from heidi_engine.agents.evaluation.outcome import Paired, paired, wilson  # noqa: E402
+from heidi_engine.agents.evaluation.outcome import paired, wilson  # noqa: E402
+from heidi_engine.bus.paired import PairedScores  # noqa: E402
+from heidi_engine.ui.eval_text import paired_words  # noqa: E402
 
 BANK = {instruction_text(task): task for task in load_bank()}
 KINDS = (("heldout", "held-out"), ("humaneval", "HumanEval"))
@@ -63,7 +65,7 @@ def _rate(passed: int, n: int) -> str:
     return f"{passed}/{n} = {passed / n:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
 
 
-def _separate(pair: Paired) -> str:
+def _separate(pair: PairedScores) -> str:
     base, adapter = wilson(pair.base_passed, pair.n), wilson(pair.adapter_passed, pair.n)
     assert base is not None and adapter is not None
     if adapter[0] > base[1]:
@@ -81,12 +83,16 @@ def _round_figures(run_dir: Path, round_no: int) -> dict[str, Any]:
         "base_val_loss": base["val_loss"],
         "val_loss": adapter["val_loss"],
     }
-    for kind, _ in KINDS:
+    for (kind, _), prefix in zip(KINDS, ("val", "humaneval"), strict=True):
+        # Recomputed from the kept answers: a check on what the eval stage reported, not a copy of it.
         pair = paired(
             _outcomes(run_dir, report["base_round"], "base", kind),
             _outcomes(run_dir, round_no, "adapter", kind),
         )
-        figures[kind] = pair.as_dict() if pair else None
+        figures[kind] = pair.model_dump() if pair else None
+        if adapter.get(f"{prefix}_paired") != figures[kind]:
+            print(f"round {round_no}: the report's {prefix}_paired {adapter.get(f'{prefix}_paired')} differs "
+                  f"from the kept answers' {figures[kind]}")  # fmt: skip
     return figures
 
 
@@ -98,11 +104,13 @@ def _print_round(figures: dict[str, Any]) -> None:
         pair = figures[kind]
         if pair is None:
             continue
-        p = Paired(**pair)
+        p = PairedScores(**pair)
         print(
             f"  {label:<10} pass@1 base {_rate(p.base_passed, p.n):<26} adapter {_rate(p.adapter_passed, p.n):<26} "
             f"intervals separate: {_separate(p):<11} gained {p.gained}, lost {p.lost}, McNemar p = {p.p:.3g}"
         )
+        noun = "held-out task" if kind == "heldout" else "HumanEval problem"
+        print(f"  {'':<10} in words: {paired_words(p, noun)}")
 
 
 def _cpu_s() -> float:

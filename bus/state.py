@@ -21,6 +21,7 @@ from heidi_engine.bus.event import (
     check_usage_delta,
 )
 from heidi_engine.bus.outage import TeacherOutage
+from heidi_engine.bus.paired import PairedScores
 from heidi_engine.bus.totals import Sums, add_deltas, add_sums, clamp_totals, zero_counters, zero_usage
 
 Status = Literal["idle", "starting", "running", "paused", "stopping", "stopped", "completed", "failed", "interrupted"]
@@ -112,7 +113,8 @@ class EvalScores(BaseModel):
     """One variant's scores on the held-out set: val loss, and pass@1 with its count and Wilson 95% interval.
 
     ``val_*`` rates are on the held-out tasks' own unit tests, ``humaneval_*`` on the HumanEval subset;
-    a rate is ``None`` when it was not measured (unit-test gate off, or nothing to score).
+    a rate is ``None`` when it was not measured (unit-test gate off, or nothing to score). The adapter's
+    ``*_paired`` compare it with the base task by task (None for the base, and where not measured).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -127,6 +129,8 @@ class EvalScores(BaseModel):
     humaneval_passed: int = 0
     n_humaneval: int = 0
     humaneval_ci: tuple[float, float] | None = None
+    val_paired: PairedScores | None = None
+    humaneval_paired: PairedScores | None = None
 
 
 class EvalSample(BaseModel):

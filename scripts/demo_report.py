@@ -17,7 +17,7 @@ from pathlib import Path
 
 from heidi_engine.bus.state import EvalScores
 from heidi_engine.ui.connect import NoSupervisor, find_supervisor
-from heidi_engine.ui.eval_text import num, verdict
+from heidi_engine.ui.eval_text import num, paired_words, verdict
 from heidi_engine.ui.text import fmt_duration
 
 _REPORT = re.compile(r"report_round_(\d+)\.json")
@@ -42,7 +42,9 @@ def _outcome(run_dir: Path) -> str:
     words = f"base → adapter: {verdict(base, adapter)}"
     if base.val_pass_at_1 is not None and adapter.val_loss is not None:
         words += f"; val loss {num(base.val_loss, 3)} → {num(adapter.val_loss, 3)}"
-    if adapter.humaneval_pass_at_1 is not None:
+    if adapter.humaneval_paired is not None:
+        words += f"; HumanEval: {paired_words(adapter.humaneval_paired, 'problem')}"
+    elif adapter.humaneval_pass_at_1 is not None:
         words += f"; HumanEval pass@1 {num(base.humaneval_pass_at_1, 2)} → {num(adapter.humaneval_pass_at_1, 2)}"
     return words
 

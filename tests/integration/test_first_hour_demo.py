@@ -32,12 +32,23 @@ def test_the_verdict_says_better_worse_or_no_measurable_change_with_the_interval
     assert "no verdict" in verdict(*no_gate) and "0.680 → 0.610" in verdict(*no_gate)
 
 
-def _run_folder(home: Path) -> None:
+def _run_folder(home: Path, **adapter: object) -> None:
     run_dir = home / "runs" / RUN_ID
-    (run_dir / "eval").mkdir(parents=True)
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     scores = _scores(1, 4, (0.05, 0.70), 0.68).model_dump(mode="json")
-    report = {"base": scores, "adapter": {**scores, "val_loss": 0.606}}
+    report = {"base": scores, "adapter": {**scores, "val_loss": 0.606, **adapter}}
     (run_dir / "eval" / "report_round_1.json").write_text(json.dumps(report))
+
+
+def test_the_last_line_states_the_paired_verdict_where_the_eval_stage_measured_it(home: Path) -> None:
+    same = {"n": 4, "base_passed": 1, "adapter_passed": 1, "gained": 0, "lost": 0, "p": 1.0}
+    humaneval = {"n": 20, "base_passed": 0, "adapter_passed": 7, "gained": 7, "lost": 0, "p": 0.015625}
+    _run_folder(home, val_paired=same, humaneval_paired=humaneval)
+    assert _report(home)[-1] == (
+        "result       base → adapter: too few held-out tasks to tell: 1/4 → 1/4 (0 gained, 0 lost; p < 0.05 "
+        "needs 6 or more to change); val loss 0.680 → 0.606; HumanEval: better on 20 problems: 0/20 → 7/20 "
+        "(7 gained, 0 lost, p = 0.016)"
+    )
 
 
 def _report(home: Path) -> list[str]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from heidi_engine.agents.evaluation.outcome import Best, best_round, load_base, save_base, wilson
+from heidi_engine.agents.evaluation.outcome import Best, SavedBase, best_round, load_base, save_base, wilson
+from heidi_engine.agents.evaluation.results import Job, add_paired, outcomes, variant_scores
 
 
 def report(rate: float | None, loss: float | None, n_val: int = 4) -> dict[str, Any]:
@@ -60,8 +62,45 @@ def test_a_round_with_no_heldout_rows_is_never_best() -> None:
 def test_the_base_is_reused_only_for_the_same_measurement(tmp_path: Path) -> None:
     measured_on = {"model": "m", "heldout": ["a", "b"], "humaneval": ["HumanEval/0"]}
     assert load_base(tmp_path, measured_on) is None
-    save_base(tmp_path, 1, measured_on, {"val_loss": 1.5})
-    assert load_base(tmp_path, measured_on) == (1, {"val_loss": 1.5})
+    outcomes = {"heldout": {"a": True, "b": False}, "humaneval": {"HumanEval/0": False}}
+    save_base(tmp_path, 1, measured_on, {"val_loss": 1.5}, outcomes)
+    assert load_base(tmp_path, measured_on) == SavedBase(1, {"val_loss": 1.5}, outcomes)
     assert load_base(tmp_path, {**measured_on, "heldout": ["a"]}) is None
     (tmp_path / "eval" / "base.json").write_text("{torn")
     assert load_base(tmp_path, measured_on) is None
+
+
+def test_a_base_saved_before_outcomes_were_kept_gives_no_paired_comparison(tmp_path: Path) -> None:
+    measured_on = {"model": "m", "heldout": ["a"], "humaneval": []}
+    (tmp_path / "eval").mkdir()
+    old = {"round": 1, "measured_on": measured_on, "scores": {"val_pass_at_1": 0.0}}
+    (tmp_path / "eval" / "base.json").write_text(json.dumps(old))
+    saved = load_base(tmp_path, measured_on)
+    assert saved == SavedBase(1, {"val_pass_at_1": 0.0}, {})
+    adapter: dict[str, Any] = {}
+    add_paired(adapter, saved.outcomes, {"heldout": {"a": True}, "humaneval": {}})
+    assert adapter == {"val_paired": None, "humaneval_paired": None}
+    # A hand-edited file with a non-boolean outcome keeps only what it can trust.
+    (tmp_path / "eval" / "base.json").write_text(json.dumps({**old, "outcomes": {"heldout": {"a": "yes", "b": True}}}))
+    assert load_base(tmp_path, measured_on) == SavedBase(1, {"val_pass_at_1": 0.0}, {"heldout": {"b": True}})
+
+
+def _job(variant: str, kind: str, item: str, passed: bool) -> Job:
+    return Job(variant, kind, item, "code", "tests", None, "code", passed)
+
+
+def test_jobs_give_each_variants_scores_outcomes_and_the_adapters_paired_comparison() -> None:
+    jobs = [
+        _job("base", "val", "t1", False), _job("adapter", "val", "t1", True),
+        _job("base", "val", "t2", True), _job("adapter", "val", "t2", True),
+        _job("base", "humaneval", "HumanEval/0", False), _job("adapter", "humaneval", "HumanEval/0", False),
+    ]  # fmt: skip
+    scores = variant_scores((0.5, math.exp(0.5)), jobs, "adapter")
+    assert scores["val_pass_at_1"] == 1.0 and scores["val_passed"] == 2 and scores["n_humaneval"] == 1
+    assert scores["humaneval_pass_at_1"] == 0.0 and scores["val_ci"] == list(wilson(2, 2) or ())
+    base, adapter = outcomes(jobs, "base"), outcomes(jobs, "adapter")
+    assert base == {"heldout": {"t1": False, "t2": True}, "humaneval": {"HumanEval/0": False}}
+    add_paired(scores, base, adapter)
+    assert scores["val_paired"] == {"n": 2, "base_passed": 1, "adapter_passed": 2, "gained": 1, "lost": 0, "p": 1.0}
+    assert scores["humaneval_paired"]["n"] == 1 and scores["humaneval_paired"]["gained"] == 0
+    assert [job.record()["kind"] for job in jobs[:2]] == ["heldout", "heldout"]

@@ -3,6 +3,7 @@ outcome in words, and a run's start time whole."""
 
 from __future__ import annotations
 
+from heidi_engine.bus.paired import PairedScores, mcnemar_exact
 from heidi_engine.bus.state import EvalSample, EvalScores
 from heidi_engine.ui.status_view import format_runs, format_status
 
@@ -26,6 +27,17 @@ def test_the_eval_outcome_has_a_verdict_in_words_with_its_interval() -> None:
     sample = EvalSample(round=1, base=base, adapter=adapter).model_dump(mode="json")
     text = format_status(_status(evals=[sample], best_round=1))
     assert "verdict     no measurable change on 4 held-out tasks (pass@1 0.25 → 0.25, 95% CI 0.05–0.70)" in text, text
+
+
+def test_a_paired_outcome_is_said_once_on_the_eval_line() -> None:
+    pair = PairedScores(n=25, base_passed=9, adapter_passed=16, gained=7, lost=0, p=mcnemar_exact(7, 0))
+    base = EvalScores(n_val=25, val_pass_at_1=0.36, val_passed=9, val_loss=0.9)
+    adapter = base.model_copy(update={"val_pass_at_1": 0.64, "val_passed": 16, "val_paired": pair})
+    sample = EvalSample(round=1, base=base, adapter=adapter).model_dump(mode="json")
+    text = format_status(_status(evals=[sample], best_round=1))
+    words = "better on 25 held-out tasks: 9/25 → 16/25 (7 gained, 0 lost, p = 0.016)"
+    assert f"eval        round 1 · held-out: {words}" in text, text
+    assert text.count(words) == 1 and "verdict" not in text, text
 
 
 def test_list_shows_when_a_run_started_to_the_second() -> None:
