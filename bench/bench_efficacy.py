@@ -132,6 +132,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--eval-samples", type=int, default=164,
                         help="EVAL_SAMPLES: held-out rows and HumanEval problems scored (164: all of both)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=42, help="SEED (which tasks are held out, data order)")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="BASE_MODEL: the student")
+    parser.add_argument("--seq-len", type=int, default=256, help="SEQ_LEN")
+    parser.add_argument("--batch-size", type=int, default=2, help="BATCH_SIZE")
+    parser.add_argument("--eval-batch-size", type=int, default=8, help="EVAL_BATCH_SIZE")
     parser.add_argument(
         "--loss-only", action="store_true", help="unit-test gate off: val loss only, no pass@1"
     )
@@ -144,6 +148,10 @@ def main() -> int:
     args = _parse()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the supervisor is stopped on the way out
     settings = {
+        "BASE_MODEL": args.model,
+        "SEQ_LEN": args.seq_len,
+        "BATCH_SIZE": args.batch_size,
+        "EVAL_BATCH_SIZE": args.eval_batch_size,
         "ROUNDS": args.rounds,
         "SAMPLES_PER_ROUND": args.samples,
         "TRAIN_STEPS": args.steps,
@@ -158,11 +166,8 @@ def main() -> int:
         "RUN_UNIT_TESTS": "0" if args.loss_only else "1",
     }
     config = {
-        "BASE_MODEL": "smollm2-135m-instruct",
         "TEACHER_MODEL": "gpt-4o-mini",
         "TASK_SOURCE": "bank",
-        "SEQ_LEN": 256,
-        "BATCH_SIZE": 2,
         "GRAD_ACCUM": 1,
         "CHECKPOINT_EVERY": args.steps,
         "AGENT_HEARTBEAT_TIMEOUT_S": 300.0,

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # GPU check of the trainer: the offline profile's student (smollm2-135m-instruct) at SEQ_LEN 2048 on one
 # GPU and, where there are two or more, on two (torchrun), first in bf16 then in 4 bits (QLoRA); prints
-# tokens/s and peak memory per rank. On a machine without an NVIDIA GPU it says so and exits 0.
+# tokens/s and peak memory per rank. Then the efficacy bench with the GPU profile's training settings
+# (config.gpu.yaml: 3 rounds, LoRA on all linear layers, 25 held-out tasks and all 164 HumanEval problems):
+# held-out and HumanEval pass@1 of base and adapter per round with Wilson intervals and McNemar's paired p.
+# Its student is EFFICACY_MODEL: the GPU profile's Qwen/Qwen2.5-Coder-0.5B-Instruct where the Hugging Face
+# cache holds it (the check never downloads), else the packaged smollm2-135m-instruct. On a machine
+# without an NVIDIA GPU it says so and exits 0.
 #
 #   bench/gpu_check.sh            (from the repository root, with the project's .venv installed)
+#   SKIP_EFFICACY=1 bench/gpu_check.sh     (the trainer figures only: the efficacy bench takes longest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
@@ -40,3 +46,16 @@ if "$PY" -c 'import bitsandbytes' 2>/dev/null; then
 else
     echo "gpu_check: bitsandbytes is not installed (pip install bitsandbytes): 4-bit skipped"
 fi
+
+[ "${SKIP_EFFICACY:-0}" = "1" ] && exit 0
+echo "--- efficacy (held-out pass@1, base vs adapter, paired) ---"
+model="${EFFICACY_MODEL:-}"
+if [ -z "$model" ]; then
+    model=smollm2-135m-instruct
+    if HF_HUB_OFFLINE=1 "$PY" -c 'from huggingface_hub import snapshot_download as s; s("Qwen/Qwen2.5-Coder-0.5B-Instruct", local_files_only=True)' >/dev/null 2>&1; then
+        model=Qwen/Qwen2.5-Coder-0.5B-Instruct
+    fi
+fi
+"$PY" bench/bench_efficacy.py --model "$model" --rounds 3 --samples 200 --steps 75 --lr 0.0002 --lora-r 16 \
+    --targets all-linear --val-ratio 0.3 --difficulty any --eval-samples 164 --seq-len 1024 --batch-size 8 \
+    --eval-batch-size 32
