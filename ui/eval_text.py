@@ -103,12 +103,13 @@ def _compact(latest: EvalSample, best_round: int | None) -> str:
     base, adapter = scores_of(latest)
     parts = [f"r{latest.round}"]
     pair = adapter.val_paired
-    if pair is not None:
+    if pair is not None:  # the verdict says it all: the loss is left to the Eval view, to fit a narrow box
+        counts, call = f"{pair.base_passed}/{pair.n}→{pair.adapter_passed}/{pair.n}", _call(pair)
         shown = "p<0.001" if pair.p < 0.001 else f"p={pair.p:.2g}"
-        parts.append(f"{_call(pair)} {pair.base_passed}/{pair.n}→{pair.adapter_passed}/{pair.n} {shown}")
+        parts.append(f"{counts} {call}" if call == "too few to tell" else f"{call} {counts} {shown}")
     elif adapter.val_pass_at_1 is not None:
         parts.append(f"pass@1 {num(base.val_pass_at_1, 2)}→{num(adapter.val_pass_at_1, 2)}")
-    if adapter.val_loss is not None:
+    if adapter.val_loss is not None and pair is None:
         parts.append(f"loss {num(base.val_loss, 3)}→{num(adapter.val_loss, 3)}")
     if adapter.n_val == 0:
         parts.append("no held-out rows")

@@ -476,9 +476,11 @@ def test_the_eval_view_shows_each_round_and_the_best(stack: Stack, finished: Fin
     assert [r[0] for r in rows if "best" in (r[1] or "").split()] == [str(best)]
     texts = [browser.text(f"#eval-table tr[data-round='{n}']") or "" for n in (1, 2)]
     assert "0.25" in texts[0] and "0.50" in texts[1], texts  # adapter pass@1: 1/4, then 2/4
+    assert "+0 / −0, p = 1" in texts[0] and "+1 / −0, p = 1" in texts[1], texts  # tasks gained / lost, McNemar p
     assert browser.attr("#chart-pass", "data-points") == "2"
     assert browser.attr("#chart-valloss", "data-points") == "2"
-    assert "best r2" in (browser.text("#eval-outcome") or "")  # the Overview's compact eval line
+    outcome = browser.text("#eval-outcome") or ""  # the Overview's compact eval line, the paired verdict first
+    assert "best r2" in outcome and "1/4→2/4 too few to tell" in outcome, outcome
 
 
 def test_the_events_filters_change_the_rows(stack: Stack, finished: Finished, browser: Session) -> None:

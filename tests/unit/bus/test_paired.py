@@ -111,7 +111,7 @@ def test_the_outcome_line_carries_the_paired_verdict_where_eval_measured_it() ->
         "val loss 0.900 → 0.700 (-0.200) · best round 2"
     )
     assert (
-        eval_line([sample], 2, compact=True) == "r2 · better 9/25→16/25 p=0.016 · loss 0.900→0.700 · best r2"
+        eval_line([sample], 2, compact=True) == "r2 · better 9/25→16/25 p=0.016 · best r2"
     )
     # It survives the wire: a viewer validating the sample gets the same words.
     again = EvalSample.model_validate(sample.model_dump(mode="json"))

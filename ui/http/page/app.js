@@ -107,6 +107,13 @@
     const t = Math.floor(v), h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
     return h ? `${h}h ${pad2(m)}m ${pad2(s)}s` : m ? `${m}m ${pad2(s)}s` : `${s}s`;
   }
+  // The adapter against the base task by task (eval's val_paired): "+3 / −1, p = 0.62".
+  function fmtPaired(pair) {
+    const p = obj(pair), gained = num(p.gained), lost = num(p.lost), pv = num(p.p);
+    if (gained === null || lost === null || pv === null) return DASH;
+    return `+${gained} / −${lost}, ${pv < 0.001 ? 'p < 0.001' : 'p = ' + Number(pv.toPrecision(2))}`;
+  }
+
   function fmtCi(ci) {
     const c = arr(ci);
     return c.length === 2 && num(c[0]) !== null && num(c[1]) !== null ? `[${c[0].toFixed(2)}, ${c[1].toFixed(2)}]` : '';
@@ -847,7 +854,7 @@
     setText($('eval-outcome'), str(s.outcome) || 'no round evaluated yet');
     const best = num(s.best_round);
     syncRows($('eval-table').tBodies[0], 'data-round', evals.map((e) => [String(e.round), e]),
-      () => rowWith(['num', 'num', 'num', 'num', 'num', 'num', 'num', 'num']),
+      () => rowWith(['num', 'num', 'num', 'num', 'num', 'num', 'num', 'num', 'num']),
       (tr, e) => {
         const b = obj(e.base), a = obj(e.adapter);
         const bp = num(b.val_pass_at_1), ap = num(a.val_pass_at_1);
@@ -855,7 +862,7 @@
         const he = num(b.humaneval_pass_at_1) === null && num(a.humaneval_pass_at_1) === null ? DASH
           : `${fmtFixed(b.humaneval_pass_at_1, 2)} → ${fmtFixed(a.humaneval_pass_at_1, 2)} ${fmtCi(a.humaneval_ci)}`.trim();
         cells(tr, [e.round, fmtFixed(bp, 2), fmtFixed(ap, 2) + (ci ? ' ' + ci : ''),
-          bp !== null && ap !== null ? fmtSigned(ap - bp, 2) : DASH,
+          bp !== null && ap !== null ? fmtSigned(ap - bp, 2) : DASH, fmtPaired(a.val_paired),
           fmtInt(num(a.n_val) ?? b.n_val), fmtFixed(b.val_loss, 3), fmtFixed(a.val_loss, 3), he]);
         tr.classList.toggle('best', best !== null && e.round === best);
       });
