@@ -16,6 +16,13 @@ EVAL_SAMPLES bounds both the held-out rows scored and the HumanEval problems (th
 ``--eval-samples 164`` scores every held-out task and the whole of HumanEval. ``--loss-only`` turns the
 unit-test gate off (no pass@1: fast). ``--json FILE`` appends the figures as one JSON line (for a sweep).
 
+This teacher has one answer per task, so a run has at most as many distinct training rows as the bank has
+tasks outside the held-out set (about 50 of 56 at VAL_RATIO 0.3 pass validation; answers longer than
+SEQ_LEN are refused): asking for more repeats tasks that validate drops as duplicates, and a round with
+no new rows carries the previous adapter over. ``--samples`` times ``--rounds`` at about 56 spreads the
+tasks over the rounds, each round training the previous adapter on new ones. docs/efficacy.md has what the
+sweep of these settings found.
+
 Run: OMP_NUM_THREADS=1 python bench/bench_efficacy.py [--rounds 2] [--samples 60] [--steps 30] [--lr 0.001]
 [--targets attention|all-linear] [--val-ratio 0.3] [--eval-samples 164] [--difficulty any]. No pass/fail.
 """

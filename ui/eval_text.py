@@ -35,7 +35,7 @@ def interval(ci: tuple[float, float] | None, n: int) -> str:
     return f"[{ci[0]:.2f}–{ci[1]:.2f}] n={n}" if ci is not None else f"n={n}"
 
 
-def p_value(p: float) -> str:
+def _p_value(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
 
 
@@ -59,7 +59,7 @@ def paired_words(pair: PairedScores, noun: str = "held-out task") -> str:
     call = _call(pair)
     if call == "too few to tell":
         return f"too few {noun}s to tell: {counts} ({changed}; p < 0.05 needs {TELLING_TASKS} or more to change)"
-    return f"{call} on {n} {noun}{'' if n == 1 else 's'}: {counts} ({changed}, {p_value(pair.p)})"
+    return f"{call} on {n} {noun}{'' if n == 1 else 's'}: {counts} ({changed}, {_p_value(pair.p)})"
 
 
 def verdict(base: EvalScores, adapter: EvalScores) -> str:

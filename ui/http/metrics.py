@@ -325,6 +325,26 @@ def _eval_families(state: RunState) -> Iterator[Metric]:
                 family.add_metric(list(labels), value)
         yield family
     yield from _gauge("eval_best_round", "The best round so far (held-out pass@1, then val loss).", state.best_round)
+    yield from _paired_families(state)
+
+
+def _paired_families(state: RunState) -> Iterator[Metric]:
+    """Each round's adapter against the base task by task, per task set: tasks gained and lost, McNemar's p."""
+    labels = ["round", "set"]
+    changed = GaugeMetricFamily("autotrain_eval_paired_tasks", "Tasks the adapter passes and the base fails "
+                                "(gained), or the reverse (lost).", labels=[*labels, "change"])  # fmt: skip
+    p_value = GaugeMetricFamily("autotrain_eval_paired_p", "McNemar's exact two-sided p of the adapter "
+                                "against the base on the same tasks.", labels=labels)  # fmt: skip
+    for sample in state.evals:
+        adapter = sample.adapter
+        pairs = (("heldout", adapter.val_paired), ("humaneval", adapter.humaneval_paired)) if adapter else ()
+        for name, pair in pairs:
+            if pair is not None:
+                changed.add_metric([str(sample.round), name, "gained"], float(pair.gained))
+                changed.add_metric([str(sample.round), name, "lost"], float(pair.lost))
+                p_value.add_metric([str(sample.round), name], pair.p)
+    yield changed
+    yield p_value
 
 
 def exposition(snapshot: Callable[[], tuple[View, Health]], refused: int | None = None) -> bytes:

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from heidi_engine.bus.paired import PairedScores, mcnemar_exact
 from heidi_engine.bus.state import EvalSample, EvalScores, RunState
 from heidi_engine.bus.summary import run_summary
 from heidi_engine.ui.dashboard.frame import Frame, Link
@@ -90,6 +91,23 @@ def test_metrics_export_eval_gauges_by_round_and_variant() -> None:
     assert samples[("autotrain_eval_heldout_tasks", (("round", "1"), ("variant", "base")))] == 4
     assert samples[("autotrain_eval_best_round", ())] == 1
     assert text.count("# TYPE autotrain_eval_val_loss gauge") == 1
+
+
+def test_metrics_export_the_paired_comparison_by_round_and_task_set() -> None:
+    pair = PairedScores(n=164, base_passed=6, adapter_passed=13, gained=8, lost=1, p=mcnemar_exact(8, 1))
+    run = state()
+    run.evals[1].adapter = adapter(0.5, 1.75).model_copy(update={"humaneval_paired": pair})
+    text = exposition(lambda: (View(state=run, connected=True, silence_s=0.1, error=None, seq=1, events=()),
+                                Health("ok"))).decode()  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("autotrain_eval_paired_tasks", (("change", "gained"), ("round", "2"), ("set", "humaneval")))] == 8
+    assert samples[("autotrain_eval_paired_tasks", (("change", "lost"), ("round", "2"), ("set", "humaneval")))] == 1
+    assert samples[("autotrain_eval_paired_p", (("round", "2"), ("set", "humaneval")))] == 0.0390625
+    assert not any(name == "autotrain_eval_paired_p" and ("round", "1") in labels for name, labels in samples)
 
 
 def test_a_run_summary_carries_duration_rounds_and_the_best_scores() -> None:

@@ -9,7 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from ui_builders import busy_state, view
 
-from heidi_engine.bus.state import EndpointUsage, GpuInfo, RunState
+from heidi_engine.bus.paired import PairedScores, mcnemar_exact
+from heidi_engine.bus.state import EndpointUsage, EvalSample, EvalScores, GpuInfo, RunState
 from heidi_engine.ui.http.metrics import exposition, stage_durations
 from heidi_engine.ui.status_view import Health
 from heidi_engine.ui.viewer import View
@@ -33,6 +34,10 @@ def _state() -> RunState:
                             temperature_c=61.0, power_w=312.5)  # fmt: skip
     state.counters.update(teacher_failed=3, rejected_dedup=2, test_pass=4, test_fail=1, eval_pass=3, eval_total=5)
     state.usage.update(input_tokens=100, output_tokens=40)
+    pair = PairedScores(n=25, base_passed=3, adapter_passed=9, gained=6, lost=0, p=mcnemar_exact(6, 0))
+    scores = EvalScores(val_loss=0.9, n_val=25, val_pass_at_1=0.12, val_passed=3, val_ci=(0.04, 0.3))
+    adapter = scores.model_copy(update={"val_pass_at_1": 0.36, "val_passed": 9, "val_paired": pair})
+    state.evals = [EvalSample(round=1, base=scores, adapter=adapter, base_round=1, best_round=1)]
     state.config.update(BASE_MODEL="smollm2-135m-instruct", TEACHER_MODEL="gpt-4o-mini", MAX_COST_USD=2.0)
     state.recent_events = [
         {"stage": "generate", "round": 1, "event_type": "stage_start", "ts": "2024-02-15T12:00:00Z"},
