@@ -31,7 +31,7 @@ def mcnemar_exact(gained: int, lost: int) -> float:
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    return min(1.0, 2 * tail / (1 << n))
 
 
 # The fewest changed tasks that can reach significance: 5 gained and none lost still give p = 0.0625.
