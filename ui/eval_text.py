@@ -105,7 +105,7 @@ def _compact(latest: EvalSample, best_round: int | None) -> str:
     pair = adapter.val_paired
     if pair is not None:  # the verdict says it all: the loss is left to the Eval view, to fit a narrow box
         counts, call = f"{pair.base_passed}/{pair.n}→{pair.adapter_passed}/{pair.n}", _call(pair)
-        shown = "p<0.001" if pair.p < 0.001 else f"p={pair.p:.2g}"
+        shown = _p_value(pair.p).replace(" ", "")
         parts.append(f"{counts} {call}" if call == "too few to tell" else f"{call} {counts} {shown}")
     elif adapter.val_pass_at_1 is not None:
         parts.append(f"pass@1 {num(base.val_pass_at_1, 2)}→{num(adapter.val_pass_at_1, 2)}")
