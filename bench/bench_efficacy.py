@@ -50,6 +50,7 @@ from data.task_solutions import SOLUTIONS  # noqa: E402
 from fakes.openai_server import FakeOpenAIServer  # noqa: E402
 from harness import SupervisorProc  # noqa: E402
 
+from heidi_engine.agents.dataset.samples import read_jsonl_strict  # noqa: E402
 from heidi_engine.agents.dataset.tasks import instruction_text, load_bank  # noqa: E402
 from heidi_engine.agents.evaluation.outcome import paired, wilson  # noqa: E402
 from heidi_engine.bus.paired import PairedScores  # noqa: E402
@@ -66,8 +67,7 @@ def knows_the_answers(request: dict[str, Any]) -> str:
 
 def _outcomes(run_dir: Path, round_no: int, variant: str, kind: str) -> dict[str, bool]:
     """``{task: passed}`` of one variant in one round's ``eval/samples_round_N.jsonl``."""
-    path = run_dir / "eval" / f"samples_round_{round_no}.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_jsonl_strict(run_dir / "eval" / f"samples_round_{round_no}.jsonl")
     return {r["task_id"]: bool(r["passed"]) for r in records if r["variant"] == variant and r["kind"] == kind}
 
 

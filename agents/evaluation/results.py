@@ -58,7 +58,8 @@ def variant_scores(
             f"{kind}_passed": passed,
             f"{kind}_ci": list(interval) if interval else None,
         }
-    scores["n_humaneval"] = sum(job.variant == variant and job.kind == "humaneval" for job in jobs)
+        if kind == "humaneval":  # the held-out n is the rows scored (n_val), set by the stage
+            scores["n_humaneval"] = len(mine)
     return scores
 
 
